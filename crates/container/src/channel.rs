@@ -1,0 +1,92 @@
+//! The parent/child protocol: one typed [`Message`] per datagram over a `SOCK_SEQPACKET`
+//! socketpair.
+//!
+//! Datagrams keep message boundaries, and end-of-file is unambiguous: when the container
+//! process execs, its end (close-on-exec) closes, so the parent reads "nothing more" exactly
+//! when the entrypoint is running. When either side dies the other reads end-of-file too, so
+//! no wait here can hang on a dead peer.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+
+use crate::ChildFailure;
+
+/// What the two processes say to each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Message {
+    /// Parent to child: the uid and gid maps of the new user namespace are written.
+    Mapped,
+    /// Child to parent: set up completely, waiting at the barrier before exec.
+    Ready,
+    /// Parent to child: go on and exec the entrypoint.
+    Start,
+    /// Child to parent: a step failed; the child exits next.
+    Failed(ChildFailure),
+}
+
+/// One end of the channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    fd: OwnedFd,
+}
+
+/// Creates a connected pair: (parent's end, child's end), both close-on-exec.
+pub(crate) fn pair() -> io::Result<(Channel, Channel)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((Channel { fd: a }, Channel { fd: b }))
+}
+
+impl Channel {
+    /// Sends one message.
+    pub(crate) fn send(&self, msg: &Message) -> io::Result<()> {
+        let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        send(self.fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)?;
+        Ok(())
+    }
+
+    /// Receives one message, or `None` at end-of-file (the peer closed or exec'd).
+    pub(crate) fn recv(&self) -> io::Result<Option<Message>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = loop {
+            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Err(nix::Error::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&buf[..n])
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_and_eof_follows_close() {
+        let (parent, child) = pair().expect("pair");
+        child.send(&Message::Ready).expect("send");
+        let failure = ChildFailure {
+            stage: "exec".into(),
+            message: "/bin/nope: not found".into(),
+            exit_code: 127,
+        };
+        child.send(&Message::Failed(failure.clone())).expect("send");
+        assert_eq!(parent.recv().expect("recv"), Some(Message::Ready));
+        assert_eq!(parent.recv().expect("recv"), Some(Message::Failed(failure)));
+        drop(child);
+        assert_eq!(parent.recv().expect("recv"), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! What the container process does between `clone3` and `execve`.
+
+use std::convert::Infallible;
+use std::path::Path;
+
+use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow, Signal};
+use peapod_ns::Namespace;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{Channel, Message};
+use crate::{exec, ContainerConfig};
+
+/// A failure inside the container process before its entrypoint ran: the step, a message
+/// for the user, and the exit status a CLI should end with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ChildFailure {
+    /// The set-up step that failed, e.g. `rootfs` or `exec`.
+    pub stage: String,
+    /// What went wrong, one line.
+    pub message: String,
+    /// 127 for a missing entrypoint, 126 for one that cannot run, 125 otherwise.
+    pub exit_code: i32,
+}
+
+impl ChildFailure {
+    pub(crate) fn new(stage: &str, err: impl std::fmt::Display) -> ChildFailure {
+        ChildFailure {
+            stage: stage.to_owned(),
+            message: err.to_string(),
+            exit_code: 125,
+        }
+    }
+}
+
+/// Runs in the new process: sets everything up, waits at the barrier, execs. Never returns.
+pub(crate) fn run(config: &ContainerConfig, channel: Channel) -> ! {
+    let Err(failure) = set_up_and_exec(config, &channel);
+    // If the parent is gone there is nobody to tell; the exit status says it all.
+    let _ = channel.send(&Message::Failed(failure.clone()));
+    // SAFETY: _exit ends this process at once without running the parent's atexit handlers or
+    // destructors, which belong to the parent's copy of this memory.
+    unsafe { libc::_exit(failure.exit_code) }
+}
+
+fn set_up_and_exec(
+    config: &ContainerConfig,
+    channel: &Channel,
+) -> Result<Infallible, ChildFailure> {
+    reset_signals().map_err(|e| ChildFailure::new("signals", e))?;
+    // Should the runtime die during set-up, this process must not live on half-made.
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    set_name(c"peapod:setup");
+
+    let wait_for = |expected: Message| -> Result<(), ChildFailure> {
+        match channel.recv() {
+            Ok(Some(m)) if m == expected => Ok(()),
+            Ok(other) => Err(ChildFailure::new(
+                "sync",
+                format!("expected {expected:?} from the runtime, got {other:?}"),
+            )),
+            Err(e) => Err(ChildFailure::new("sync", e)),
+        }
+    };
+
+    if config.new_namespaces.contains(Namespace::User) {
+        wait_for(Message::Mapped)?;
+    }
+    for (kind, path) in &config.joined_namespaces {
+        // The PID namespace was joined by the parent before clone: setns(CLONE_NEWPID) only
+        // takes effect for children.
+        if *kind != Namespace::Pid {
+            peapod_ns::join(path, *kind).map_err(|e| ChildFailure::new("namespaces", e))?;
+        }
+    }
+    if let Some(name) = &config.hostname {
+        peapod_ns::set_hostname(name).map_err(|e| ChildFailure::new("hostname", e))?;
+    }
+    if let Some(name) = &config.domainname {
+        peapod_ns::set_domainname(name).map_err(|e| ChildFailure::new("domainname", e))?;
+    }
+    if config.new_namespaces.contains(Namespace::Net) {
+        peapod_ns::bring_up_loopback().map_err(|e| ChildFailure::new("network", e))?;
+    }
+    config
+        .rootfs
+        .enter()
+        .map_err(|e| ChildFailure::new("rootfs", e))?;
+    change_dir(&config.cwd)?;
+
+    channel
+        .send(&Message::Ready)
+        .map_err(|e| ChildFailure::new("sync", e))?;
+    set_name(c"peapod:created");
+    wait_for(Message::Start)?;
+    Err(exec::exec(config))
+}
+
+/// The runtime blocks the signals it forwards and Rust ignores SIGPIPE; neither may reach the
+/// entrypoint, since a blocked mask and ignored dispositions survive `execve`.
+fn reset_signals() -> nix::Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        unsafe { signal(sig, SigHandler::SigDfl) }?;
+    }
+    Ok(())
+}
+
+/// Names this process in `ps` (the kernel's `comm`), so a stuck container shows its stage.
+fn set_name(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from a valid pointer.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+fn change_dir(cwd: &Path) -> Result<(), ChildFailure> {
+    // The root is now the container's: the path, and any link in it, resolves inside it.
+    nix::unistd::chdir(cwd).map_err(|e| {
+        ChildFailure::new(
+            "cwd",
+            format!(
+                "cannot enter working directory {} in the container: {}",
+                cwd.display(),
+                e.desc()
+            ),
+        )
+    })
+}

@@ -1,0 +1,343 @@
+//! The validated container configuration, made from an OCI spec.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use peapod_ns::{IdMap, Namespace, NamespaceSet};
+use peapod_rootfs::{Mount, MountOptions, Propagation, RootfsPlan};
+
+/// A field of the spec that is missing or wrong. Displays as `field: problem`, where the
+/// field is its JSON path (`linux.namespaces[2].type`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    /// The JSON path of the field.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// What the runtime trusts about a container: made by [`ContainerConfig::from_spec`], which
+/// checks everything that can be checked before anything on the host changes.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub(crate) args: Vec<CString>,
+    pub(crate) env: Vec<CString>,
+    pub(crate) path_var: Option<String>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) hostname: Option<String>,
+    pub(crate) domainname: Option<String>,
+    pub(crate) new_namespaces: NamespaceSet,
+    pub(crate) joined_namespaces: Vec<(Namespace, PathBuf)>,
+    pub(crate) uid_maps: Vec<IdMap>,
+    pub(crate) gid_maps: Vec<IdMap>,
+    pub(crate) rootfs: RootfsPlan,
+}
+
+fn cstring(field: String, value: &str) -> Result<CString, ConfigError> {
+    CString::new(value).map_err(|_| bad(field, "must not contain a NUL byte"))
+}
+
+fn namespace_kind(typ: LinuxNamespaceType) -> Namespace {
+    match typ {
+        LinuxNamespaceType::Mount => Namespace::Mount,
+        LinuxNamespaceType::Cgroup => Namespace::Cgroup,
+        LinuxNamespaceType::Uts => Namespace::Uts,
+        LinuxNamespaceType::Ipc => Namespace::Ipc,
+        LinuxNamespaceType::User => Namespace::User,
+        LinuxNamespaceType::Pid => Namespace::Pid,
+        LinuxNamespaceType::Network => Namespace::Net,
+        LinuxNamespaceType::Time => Namespace::Time,
+    }
+}
+
+fn id_maps(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<Vec<IdMap>, ConfigError> {
+    let maps = maps.as_deref().unwrap_or_default();
+    maps.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if m.size() == 0 {
+                return Err(bad(format!("{field}[{i}].size"), "must be at least 1"));
+            }
+            Ok(IdMap {
+                inside: m.container_id(),
+                outside: m.host_id(),
+                count: m.size(),
+            })
+        })
+        .collect()
+}
+
+impl ContainerConfig {
+    /// Checks `spec` and makes the configuration. `bundle` is the directory a relative
+    /// `root.path` is taken from.
+    pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<ContainerConfig, ConfigError> {
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| bad("process", "missing"))?;
+        let args = process.args().as_deref().unwrap_or_default();
+        if args.is_empty() {
+            return Err(bad("process.args", "must not be empty"));
+        }
+        let args = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| cstring(format!("process.args[{i}]"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut path_var = None;
+        let mut env = Vec::new();
+        for (i, kv) in process
+            .env()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let field = format!("process.env[{i}]");
+            match kv.split_once('=') {
+                Some((key, _)) if !key.is_empty() => {}
+                _ => return Err(bad(field, format!("expected KEY=VALUE, got {kv:?}"))),
+            }
+            if let Some(path) = kv.strip_prefix("PATH=") {
+                path_var = Some(path.to_owned());
+            }
+            env.push(cstring(field, kv)?);
+        }
+        let cwd = process.cwd().clone();
+        if !cwd.is_absolute() {
+            return Err(bad("process.cwd", "must be an absolute path"));
+        }
+
+        let root = spec.root().as_ref().ok_or_else(|| bad("root", "missing"))?;
+        let root_path = bundle.join(root.path());
+
+        let linux = spec.linux().as_ref();
+        let mut new_namespaces = NamespaceSet::empty();
+        let mut joined_namespaces = Vec::new();
+        let mut seen = NamespaceSet::empty();
+        let namespaces = linux
+            .and_then(|l| l.namespaces().as_deref())
+            .unwrap_or_default();
+        for (i, ns) in namespaces.iter().enumerate() {
+            let kind = namespace_kind(ns.typ());
+            if seen.contains(kind) {
+                return Err(bad(
+                    format!("linux.namespaces[{i}].type"),
+                    format!("{kind} namespace listed twice"),
+                ));
+            }
+            seen.insert(kind);
+            match ns.path() {
+                Some(path) => joined_namespaces.push((kind, path.clone())),
+                None => new_namespaces.insert(kind),
+            }
+        }
+        joined_namespaces.sort_by_key(|(kind, _)| *kind);
+        if !seen.contains(Namespace::Mount) {
+            return Err(bad(
+                "linux.namespaces",
+                "a mount namespace is required: peapod never changes the host's mounts",
+            ));
+        }
+
+        let uid_maps = id_maps(
+            "linux.uidMappings",
+            &linux.and_then(|l| l.uid_mappings().clone()),
+        )?;
+        let gid_maps = id_maps(
+            "linux.gidMappings",
+            &linux.and_then(|l| l.gid_mappings().clone()),
+        )?;
+        if new_namespaces.contains(Namespace::User) && uid_maps.is_empty() {
+            return Err(bad(
+                "linux.uidMappings",
+                "required with a new user namespace",
+            ));
+        }
+        if new_namespaces.contains(Namespace::User) && gid_maps.is_empty() {
+            return Err(bad(
+                "linux.gidMappings",
+                "required with a new user namespace",
+            ));
+        }
+
+        let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+        let domainname = spec.domainname().clone().filter(|d| !d.is_empty());
+        if (hostname.is_some() || domainname.is_some()) && !seen.contains(Namespace::Uts) {
+            let field = if hostname.is_some() {
+                "hostname"
+            } else {
+                "domainname"
+            };
+            return Err(bad(
+                field,
+                "setting it needs a uts namespace in linux.namespaces",
+            ));
+        }
+
+        let mut mounts = Vec::new();
+        for (i, m) in spec
+            .mounts()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let field = |name: &str| format!("mounts[{i}].{name}");
+            if !m.destination().is_absolute() {
+                return Err(bad(field("destination"), "must be an absolute path"));
+            }
+            let words = m.options().as_deref().unwrap_or_default();
+            let options = MountOptions::parse(m.destination(), words)
+                .map_err(|e| bad(field("options"), e.to_string()))?;
+            let fstype = m.typ().clone().unwrap_or_else(|| "none".to_owned());
+            if fstype == "cgroup" || fstype == "cgroup2" {
+                // Mounting the container's own cgroup tree comes with cgroup support; until
+                // then a cgroup mount would show the host's hierarchy, so it is left out.
+                tracing::debug!(
+                    "leaving out the {fstype} mount on {}",
+                    m.destination().display()
+                );
+                continue;
+            }
+            let mut source = m.source().clone();
+            if options.bind {
+                let src = source.ok_or_else(|| bad(field("source"), "a bind mount needs one"))?;
+                source = Some(if src.is_absolute() {
+                    src
+                } else {
+                    bundle.join(src)
+                });
+            }
+            mounts.push(Mount {
+                destination: m.destination().clone(),
+                fstype,
+                source,
+                options,
+            });
+        }
+
+        let readonly = root.readonly().unwrap_or(false);
+        let mut rootfs = RootfsPlan::new(root_path)
+            .with_mounts(mounts)
+            .readonly(readonly);
+        if let Some(prop) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+            let (kind, recursive) = Propagation::parse(prop)
+                .ok_or_else(|| bad("linux.rootfsPropagation", format!("unknown value {prop:?}")))?;
+            rootfs = rootfs.propagation(kind, recursive);
+        }
+        if let Some(linux) = linux {
+            rootfs = rootfs
+                .masked_paths(linux.masked_paths().clone().unwrap_or_default())
+                .readonly_paths(linux.readonly_paths().clone().unwrap_or_default());
+        }
+
+        Ok(ContainerConfig {
+            args,
+            env,
+            path_var,
+            cwd,
+            hostname,
+            domainname,
+            new_namespaces,
+            joined_namespaces,
+            uid_maps,
+            gid_maps,
+            rootfs,
+        })
+    }
+
+    /// The namespaces the container gets new, rather than joins or shares with the host.
+    pub fn new_namespaces(&self) -> NamespaceSet {
+        self.new_namespaces
+    }
+
+    /// The rootfs plan.
+    pub fn rootfs(&self) -> &RootfsPlan {
+        &self.rootfs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::default_spec;
+
+    fn check(edit: impl FnOnce(&mut serde_json::Value)) -> Result<ContainerConfig, ConfigError> {
+        let mut json = serde_json::to_value(default_spec(None)).expect("to json");
+        json["root"]["path"] = "/rootfs".into();
+        edit(&mut json);
+        let spec: Spec = serde_json::from_value(json).expect("spec");
+        ContainerConfig::from_spec(&spec, Path::new("/bundle"))
+    }
+
+    #[test]
+    fn default_spec_is_valid() {
+        let config = check(|_| {}).expect("valid");
+        assert!(config.new_namespaces.contains(Namespace::Pid));
+        assert_eq!(config.rootfs.root(), Path::new("/rootfs"));
+    }
+
+    #[test]
+    fn empty_args_names_the_field() {
+        let err = check(|j| j["process"]["args"] = serde_json::json!([])).unwrap_err();
+        assert_eq!(err.to_string(), "process.args: must not be empty");
+    }
+
+    #[test]
+    fn bad_env_names_the_index() {
+        let err = check(|j| j["process"]["env"] = serde_json::json!(["A=1", "oops"])).unwrap_err();
+        assert_eq!(err.field, "process.env[1]");
+    }
+
+    #[test]
+    fn duplicate_namespace_names_the_index() {
+        let err = check(|j| {
+            j["linux"]["namespaces"] =
+                serde_json::json!([{"type": "mount"}, {"type": "pid"}, {"type": "pid"}])
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "linux.namespaces[2].type");
+    }
+
+    #[test]
+    fn unknown_mount_option_names_the_mount() {
+        let err = check(|j| {
+            j["mounts"] =
+                serde_json::json!([{"destination": "/x", "type": "tmpfs", "options": ["bogus"]}])
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "mounts[0].options");
+        assert!(err.problem.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn hostname_without_uts_namespace_is_refused() {
+        let err = check(|j| {
+            j["hostname"] = "h".into();
+            j["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "hostname");
+    }
+
+    #[test]
+    fn relative_bind_source_is_taken_from_the_bundle() {
+        let config = check(|j| {
+            j["mounts"] =
+                serde_json::json!([{"destination": "/d", "source": "data", "options": ["rbind"]}])
+        })
+        .expect("valid");
+        let bind = &config.rootfs.mounts()[0];
+        assert_eq!(bind.source.as_deref(), Some(Path::new("/bundle/data")));
+    }
+}

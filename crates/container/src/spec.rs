@@ -1,0 +1,53 @@
+//! The default spec, as `runc spec` writes it, for containers made from a command line.
+
+use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Spec};
+
+/// The `PATH` a container gets when its spec sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A spec with runc's defaults: new mount, pid, ipc, uts, network and cgroup namespaces; proc,
+/// a tmpfs `/dev` with devpts, shm and mqueue, a read-only sysfs; the default masked and
+/// read-only paths; `sh` as the command and `peapod` as the host name.
+///
+/// With `rootless = Some((uid, gid))` it adds a user namespace that maps that uid and gid to
+/// root inside (as `unshare -r` does), and drops the devpts `gid=5` option, which needs a
+/// mapped gid 5.
+pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
+    let mut spec = Spec::default();
+    spec.set_hostname(Some("peapod".to_owned()));
+    if let Some(mounts) = spec.mounts_mut() {
+        mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
+    }
+    let Some((uid, gid)) = rootless else {
+        return spec;
+    };
+    if let Some(mounts) = spec.mounts_mut() {
+        for m in mounts.iter_mut() {
+            if let Some(options) = m.options().clone() {
+                m.set_options(Some(options.into_iter().filter(|o| o != "gid=5").collect()));
+            }
+        }
+    }
+    if let Some(linux) = spec.linux_mut() {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        let mut user = LinuxNamespace::default();
+        user.set_typ(LinuxNamespaceType::User);
+        namespaces.insert(0, user);
+        linux.set_namespaces(Some(namespaces));
+        let map = |id| {
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(id)
+                .size(1u32)
+                .build()
+        };
+        // Building a mapping with every field set cannot fail.
+        if let (Ok(uids), Ok(gids)) = (map(uid), map(gid)) {
+            linux.set_uid_mappings(Some(vec![uids]));
+            linux.set_gid_mappings(Some(vec![gids]));
+        }
+        // A rootless container cannot set limits through the host's cgroups.
+        linux.set_resources(None);
+    }
+    spec
+}

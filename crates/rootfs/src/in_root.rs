@@ -1,0 +1,234 @@
+//! Resolving and creating paths inside a root directory without ever leaving it.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use crate::{Error, Result};
+
+/// An open root directory in which paths are resolved as if it were `/`.
+///
+/// Every lookup goes through `openat2(2)` with `RESOLVE_IN_ROOT`: absolute symlinks and `..`
+/// are clamped to the root, exactly as a process chrooted there would see them, and
+/// `RESOLVE_NO_MAGICLINKS` refuses `/proc/*/fd`-style links that could jump anywhere. New
+/// directories and files are created one component at a time relative to a descriptor that
+/// was itself resolved inside the root.
+#[derive(Debug)]
+pub struct InRoot {
+    root: OwnedFd,
+    host_path: PathBuf,
+}
+
+impl InRoot {
+    /// Opens the directory `root` (a host path).
+    pub fn open(root: &Path) -> Result<InRoot> {
+        let root_fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::Root {
+            path: root.to_owned(),
+            problem: io::Error::from(e).to_string(),
+        })?;
+        Ok(InRoot {
+            root: root_fd,
+            host_path: root.to_owned(),
+        })
+    }
+
+    /// The root's path on the host.
+    pub fn host_path(&self) -> &Path {
+        &self.host_path
+    }
+
+    /// An `O_PATH` descriptor of `path` (as seen inside the root), which must exist.
+    pub fn resolve(&self, path: &Path) -> Result<OwnedFd> {
+        self.openat2(path).map_err(|source| Error::Resolve {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn openat2(&self, path: &Path) -> io::Result<OwnedFd> {
+        let relative = relative(path);
+        let relative: &Path = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &relative
+        };
+        Ok(rustix::fs::openat2(
+            &self.root,
+            relative,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?)
+    }
+
+    /// Resolves `path` inside the root, creating every missing directory on the way (mode
+    /// 0755), and returns an `O_PATH` descriptor of the last one.
+    pub fn create_dir_all(&self, path: &Path) -> Result<OwnedFd> {
+        self.create(path, false)
+    }
+
+    /// Resolves `path` inside the root, creating missing parent directories and, when it is
+    /// missing, an empty file (mode 0644) as the last component: a mount point for a file
+    /// bind mount or a device.
+    pub fn create_file(&self, path: &Path) -> Result<OwnedFd> {
+        self.create(path, true)
+    }
+
+    fn create(&self, path: &Path, last_is_file: bool) -> Result<OwnedFd> {
+        let err = |source| Error::Resolve {
+            path: path.to_owned(),
+            source,
+        };
+        let relative = relative(path);
+        let components: Vec<&OsStr> = relative.iter().collect();
+        let mut parent = self.openat2(Path::new(".")).map_err(err)?;
+        let mut prefix = PathBuf::new();
+        for (i, name) in components.iter().enumerate() {
+            prefix.push(name);
+            match self.openat2(&prefix) {
+                Ok(fd) => {
+                    parent = fd;
+                    continue;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(err(e)),
+            }
+            // `name` is a single plain component and `parent` was resolved inside the root, so
+            // whatever is created here is inside it. A dangling symlink at `name` makes the
+            // creation fail with EEXIST and the lookup below fail with ENOENT: an error, never
+            // a step outside.
+            let last = i + 1 == components.len();
+            let created = if last && last_is_file {
+                rustix::fs::openat(
+                    &parent,
+                    *name,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            } else {
+                rustix::fs::mkdirat(&parent, *name, Mode::from_raw_mode(0o755))
+            };
+            match created {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::EXIST => {}
+                Err(e) => return Err(err(e.into())),
+            }
+            parent = self.openat2(&prefix).map_err(err)?;
+        }
+        Ok(parent)
+    }
+}
+
+/// A descriptor together with its `/proc/self/fd/N` path: mounting onto that path mounts onto
+/// the very inode the descriptor names, with no second lookup that a symlink swapped in
+/// meanwhile could redirect. Holding both keeps the path valid as long as it is used.
+#[derive(Debug)]
+pub(crate) struct FdPath {
+    _fd: OwnedFd,
+    path: String,
+}
+
+impl FdPath {
+    pub(crate) fn new(fd: OwnedFd) -> FdPath {
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        FdPath { _fd: fd, path }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.path
+    }
+}
+
+/// `path` without its leading `/` (and `.` components), to be resolved relative to the root.
+fn relative(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| {
+            !matches!(
+                c,
+                Component::RootDir | Component::CurDir | Component::Prefix(_)
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn real_path(fd: &OwnedFd) -> PathBuf {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("readlink")
+    }
+
+    #[test]
+    fn absolute_symlink_to_slash_stays_inside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        symlink("/", root.join("etc")).expect("symlink");
+        let in_root = InRoot::open(&root).expect("open");
+        let fd = in_root
+            .create_dir_all(Path::new("/etc/peapod-test"))
+            .expect("create");
+        assert_eq!(real_path(&fd), root.join("peapod-test"));
+        assert!(!Path::new("/peapod-test").exists());
+    }
+
+    #[test]
+    fn dotdot_symlink_is_clamped_to_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        symlink("../../../../..", root.join("x")).expect("symlink");
+        let in_root = InRoot::open(&root).expect("open");
+        let fd = in_root
+            .create_file(Path::new("/x/tmp/escape-file"))
+            .expect("create");
+        assert_eq!(real_path(&fd), root.join("tmp/escape-file"));
+        assert!(!Path::new("/tmp/escape-file").exists());
+    }
+
+    #[test]
+    fn dangling_symlink_is_an_error_not_an_escape() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        let outside = tempfile::tempdir().expect("outside");
+        let target = outside.path().join("made-by-peapod");
+        symlink(&target, root.join("d")).expect("symlink");
+        let in_root = InRoot::open(&root).expect("open");
+        let err = in_root.create_file(Path::new("/d")).unwrap_err();
+        assert!(err.to_string().contains("/d"), "{err}");
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn magic_links_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        symlink("/proc/self/root", root.join("hostroot")).expect("symlink");
+        std::fs::create_dir(root.join("proc")).expect("mkdir");
+        let in_root = InRoot::open(&root).expect("open");
+        // Inside the root /proc is an empty directory: the link dangles, nothing escapes.
+        assert!(in_root.resolve(Path::new("/hostroot/etc")).is_err());
+    }
+
+    #[test]
+    fn missing_root_names_the_path() {
+        let err = InRoot::open(Path::new("/nonexistent-peapod-root")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent-peapod-root"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! Prepares a container's root filesystem from inside the container's new mount namespace.
+//!
+//! [`RootfsPlan`] says what the root should hold: the directory, the [`Mount`]s (proc, sysfs,
+//! tmpfs, devpts, mqueue, cgroup and bind mounts, with their [`MountOptions`]), whether the root
+//! is read-only. [`RootfsPlan::enter`] carries it out: it makes the mount tree private so
+//! nothing propagates to the host, binds the root onto itself, mounts everything, fills `/dev`
+//! ([`DEFAULT_DEVICES`] and the standard links), then `pivot_root`s into it and detaches the old
+//! root.
+//!
+//! Every path inside the root is resolved by [`InRoot`] with `openat2(RESOLVE_IN_ROOT)`, so a
+//! rootfs holding `etc -> /` or `x -> ../../..` can never make peapod create or mount anything
+//! outside it.
+//!
+//! ```no_run
+//! use peapod_rootfs::{Mount, RootfsPlan};
+//!
+//! // In a child that is alone in a new mount (and PID) namespace:
+//! let proc = Mount::new("/proc", "proc", &["nosuid", "noexec", "nodev"])?;
+//! let dev = Mount::new("/dev", "tmpfs", &["nosuid", "mode=755", "size=65536k"])?;
+//! let plan = RootfsPlan::new("/srv/rootfs".into()).with_mounts(vec![proc, dev]);
+//! plan.enter()?;
+//! // `/` is now /srv/rootfs, with /proc and a /dev holding the default devices.
+//! # Ok::<(), peapod_rootfs::Error>(())
+//! ```
+//!
+//! This crate does not create namespaces or processes, and it does not unpack images.
+#![deny(missing_docs)]
+
+mod devices;
+mod error;
+mod in_root;
+mod mount;
+mod options;
+mod pivot;
+mod plan;
+
+pub use devices::{Device, DEFAULT_DEVICES};
+pub use error::{Error, Result};
+pub use in_root::InRoot;
+pub use mount::Mount;
+pub use options::{MountOptions, Propagation};
+pub use plan::RootfsPlan;

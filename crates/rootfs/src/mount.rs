@@ -1,0 +1,177 @@
+//! One mount of a container's file system tree.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+
+use crate::error::os;
+use crate::in_root::FdPath;
+use crate::{Error, InRoot, MountOptions, Result};
+
+/// A mount: what goes where, with which options. The destination is a path inside the
+/// container; the source of a bind mount is a path on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Where, inside the container.
+    pub destination: PathBuf,
+    /// The file system type (`proc`, `tmpfs`, ...); ignored for bind mounts.
+    pub fstype: String,
+    /// The source: a host path for bind mounts, a label such as `tmpfs` otherwise.
+    pub source: Option<PathBuf>,
+    /// The parsed options.
+    pub options: MountOptions,
+}
+
+/// Flags the kernel locks on a mount seen from a less privileged user namespace: a bind
+/// remount must repeat them or it fails with EPERM.
+const LOCKABLE: [(FsFlags, MsFlags); 6] = [
+    (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+    (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+    (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+    (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+    (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+];
+
+/// The flags a bind remount of the mount at `path` has to keep.
+pub(crate) fn locked_flags(path: &str) -> MsFlags {
+    let Ok(stat) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    LOCKABLE
+        .iter()
+        .filter(|(st, _)| stat.flags().contains(*st))
+        .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
+}
+
+/// Flags that a bind mount only takes through a second, remounting `mount(2)` call.
+const REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC)
+    .union(MsFlags::MS_NOATIME)
+    .union(MsFlags::MS_NODIRATIME)
+    .union(MsFlags::MS_RELATIME)
+    .union(MsFlags::MS_STRICTATIME);
+
+impl Mount {
+    /// A mount of file system `fstype` (also used as the source label) with option words
+    /// as in `mount -o` or OCI `mounts[].options`.
+    pub fn new<S: AsRef<str>>(destination: &str, fstype: &str, options: &[S]) -> Result<Mount> {
+        let destination = PathBuf::from(destination);
+        Ok(Mount {
+            options: MountOptions::parse(&destination, options)?,
+            destination,
+            fstype: fstype.to_owned(),
+            source: Some(PathBuf::from(fstype)),
+        })
+    }
+
+    /// A bind mount of the host path `source` at `destination`, read-only when `readonly`.
+    pub fn bind(source: &Path, destination: &Path, readonly: bool) -> Mount {
+        let mut options = MountOptions {
+            bind: true,
+            recursive: true,
+            ..MountOptions::default()
+        };
+        if readonly {
+            options.flags |= MsFlags::MS_RDONLY;
+        }
+        Mount {
+            destination: destination.to_owned(),
+            fstype: "bind".to_owned(),
+            source: Some(source.to_owned()),
+            options,
+        }
+    }
+
+    /// Mounts it inside `root`, resolving the destination there (creating it when missing).
+    pub(crate) fn apply(&self, root: &InRoot) -> Result<()> {
+        if self.options.bind {
+            self.apply_bind(root)
+        } else {
+            self.apply_fs(root)
+        }
+    }
+
+    fn error(&self, what: String, source: nix::Error) -> Error {
+        Error::Mount {
+            what,
+            target: self.destination.clone(),
+            source: os(source),
+        }
+    }
+
+    fn apply_bind(&self, root: &InRoot) -> Result<()> {
+        let source = self.source.as_deref().unwrap_or(Path::new(""));
+        let meta = std::fs::metadata(source).map_err(|e| Error::Source {
+            path: source.to_owned(),
+            source: e,
+        })?;
+        let target = FdPath::new(if meta.is_dir() {
+            root.create_dir_all(&self.destination)?
+        } else {
+            root.create_file(&self.destination)?
+        });
+        let mut flags = MsFlags::MS_BIND;
+        if self.options.recursive {
+            flags |= MsFlags::MS_REC;
+        }
+        let what = source.display().to_string();
+        mount(
+            Some(source),
+            target.as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| self.error(what.clone(), e))?;
+        let wanted = self.options.flags & REMOUNT_FLAGS;
+        if !wanted.is_empty() {
+            // The descriptor still names the directory under the new mount: look it up again.
+            let mounted = FdPath::new(root.resolve(&self.destination)?);
+            let flags =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted | locked_flags(mounted.as_str());
+            mount(
+                None::<&str>,
+                mounted.as_str(),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .map_err(|e| self.error(format!("{what} (remount)"), e))?;
+        }
+        self.apply_propagation(root)
+    }
+
+    fn apply_fs(&self, root: &InRoot) -> Result<()> {
+        let target = FdPath::new(root.create_dir_all(&self.destination)?);
+        let data = self.options.data_string();
+        let source = self.source.as_deref().unwrap_or(Path::new(&self.fstype));
+        mount(
+            Some(source),
+            target.as_str(),
+            Some(self.fstype.as_str()),
+            self.options.flags,
+            data.as_deref(),
+        )
+        .map_err(|e| self.error(self.fstype.clone(), e))?;
+        self.apply_propagation(root)
+    }
+
+    fn apply_propagation(&self, root: &InRoot) -> Result<()> {
+        let Some((kind, recursive)) = self.options.propagation else {
+            return Ok(());
+        };
+        let mounted = FdPath::new(root.resolve(&self.destination)?);
+        mount(
+            None::<&str>,
+            mounted.as_str(),
+            None::<&str>,
+            kind.flags(recursive),
+            None::<&str>,
+        )
+        .map_err(|e| self.error("propagation".to_owned(), e))
+    }
+}

@@ -1,0 +1,58 @@
+//! Switching the calling process's root to the prepared rootfs.
+
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{chdir, chroot, pivot_root};
+
+use crate::error::os;
+use crate::{Error, Result};
+
+fn step(step: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
+    let step = step.into();
+    move |e| Error::Pivot {
+        step,
+        source: os(e),
+    }
+}
+
+/// Makes `root` (a mount point) the process's `/` and detaches the old root, so no host path
+/// stays reachable. Uses `pivot_root(".", ".")`: the old root ends up stacked on the new one
+/// and is then unmounted lazily, which needs no directory for it inside the rootfs.
+///
+/// Where `pivot_root` cannot work (a rootfs on the initramfs), it moves the mount onto `/`
+/// and `chroot`s instead, and logs that it did.
+pub(crate) fn pivot_into(root: &Path) -> Result<()> {
+    chdir(root).map_err(step(format!("chdir into {}", root.display())))?;
+    match pivot_root(".", ".") {
+        Ok(()) => {
+            // Keep the unmount below from propagating to the host's mounts.
+            mount(
+                None::<&str>,
+                ".",
+                None::<&str>,
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(step("make the old root a slave"))?;
+            umount2(".", MntFlags::MNT_DETACH).map_err(step("detach the old root"))?;
+        }
+        Err(nix::Error::EINVAL) if is_ramfs(Path::new("/")) => {
+            tracing::info!("rootfs is on ramfs, where pivot_root cannot work: using chroot");
+            mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                .map_err(step("move the rootfs onto /"))?;
+            chroot(".").map_err(step("chroot into the rootfs"))?;
+        }
+        Err(e) => return Err(step(format!("pivot_root into {}", root.display()))(e)),
+    }
+    chdir("/").map_err(step("chdir to the new root"))
+}
+
+fn is_ramfs(path: &Path) -> bool {
+    // statfs(2) magic numbers (include/uapi/linux/magic.h).
+    const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
+    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+    nix::sys::statfs::statfs(path)
+        .map(|s| matches!(s.filesystem_type().0, RAMFS_MAGIC | TMPFS_MAGIC))
+        .unwrap_or(false)
+}

@@ -1,0 +1,273 @@
+//! The whole preparation of a rootfs, in order.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+
+use crate::devices::populate_dev;
+use crate::error::os;
+use crate::in_root::FdPath;
+use crate::mount::locked_flags;
+use crate::pivot::pivot_into;
+use crate::{Device, Error, InRoot, Mount, Propagation, Result, DEFAULT_DEVICES};
+
+/// What a container's root file system should look like. Built by the caller, carried out by
+/// [`RootfsPlan::enter`] from inside the container's new mount namespace.
+#[derive(Debug, Clone)]
+pub struct RootfsPlan {
+    root: PathBuf,
+    mounts: Vec<Mount>,
+    devices: Vec<Device>,
+    readonly: bool,
+    propagation: (Propagation, bool),
+    masked_paths: Vec<PathBuf>,
+    readonly_paths: Vec<PathBuf>,
+}
+
+impl RootfsPlan {
+    /// A plan for the rootfs directory `root` (a host path) with no mounts, the default
+    /// devices, writable, and `rslave` propagation (host mounts still reach the container,
+    /// nothing from the container reaches the host), as runc does by default.
+    pub fn new(root: PathBuf) -> RootfsPlan {
+        RootfsPlan {
+            root,
+            mounts: Vec::new(),
+            devices: DEFAULT_DEVICES.to_vec(),
+            readonly: false,
+            propagation: (Propagation::Slave, true),
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
+        }
+    }
+
+    /// Sets the mounts, done in this order (so `/dev` before `/dev/pts`).
+    pub fn with_mounts(mut self, mounts: Vec<Mount>) -> RootfsPlan {
+        self.mounts = mounts;
+        self
+    }
+
+    /// Makes the root read-only (its submounts keep their own options).
+    pub fn readonly(mut self, readonly: bool) -> RootfsPlan {
+        self.readonly = readonly;
+        self
+    }
+
+    /// Sets the propagation of the container's mount tree (OCI `linux.rootfsPropagation`).
+    pub fn propagation(mut self, kind: Propagation, recursive: bool) -> RootfsPlan {
+        self.propagation = (kind, recursive);
+        self
+    }
+
+    /// Paths to hide (OCI `linux.maskedPaths`): `/dev/null` is bound over files, an empty
+    /// read-only tmpfs over directories. Missing paths are skipped.
+    pub fn masked_paths<P: Into<PathBuf>>(
+        mut self,
+        paths: impl IntoIterator<Item = P>,
+    ) -> RootfsPlan {
+        self.masked_paths = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Paths to make read-only (OCI `linux.readonlyPaths`). Missing paths are skipped.
+    pub fn readonly_paths<P: Into<PathBuf>>(
+        mut self,
+        paths: impl IntoIterator<Item = P>,
+    ) -> RootfsPlan {
+        self.readonly_paths = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The mounts, in order.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// The rootfs directory on the host.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Checks what can be checked before any namespace or mount exists: the root is an
+    /// existing directory and every bind source exists.
+    pub fn validate(&self) -> Result<()> {
+        let problem = match std::fs::metadata(&self.root) {
+            Ok(meta) if meta.is_dir() => None,
+            Ok(_) => Some("not a directory".to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".into()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            return Err(Error::Root {
+                path: self.root.clone(),
+                problem,
+            });
+        }
+        for m in self.mounts.iter().filter(|m| m.options.bind) {
+            let source = m.source.as_deref().unwrap_or(Path::new(""));
+            std::fs::metadata(source).map_err(|e| Error::Source {
+                path: source.to_owned(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the plan and makes the rootfs the calling process's `/`. Call it from a
+    /// process that is alone in a new mount namespace: it changes that namespace's mounts.
+    pub fn enter(&self) -> Result<()> {
+        self.validate()?;
+        let (kind, recursive) = self.propagation;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            kind.flags(recursive),
+            None::<&str>,
+        )
+        .map_err(|e| Error::Mount {
+            what: "propagation".into(),
+            target: "/".into(),
+            source: os(e),
+        })?;
+        // pivot_root needs the new root to be a mount point; binding it onto itself makes it
+        // one. The InRoot is opened after this, so that it names the bind mount and not the
+        // directory underneath.
+        mount(
+            Some(self.root.as_path()),
+            self.root.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| Error::Mount {
+            what: self.root.display().to_string(),
+            target: "/".into(),
+            source: os(e),
+        })?;
+        let in_root = InRoot::open(&self.root)?;
+        for m in &self.mounts {
+            match m.apply(&in_root) {
+                // sysfs belongs to the network namespace: a user namespace that shares the
+                // host's network namespace may not mount it.
+                Err(Error::Mount { source, .. })
+                    if m.fstype == "sysfs" && source.raw_os_error() == Some(libc::EPERM) =>
+                {
+                    tracing::warn!(
+                        "not mounting sysfs on {}: the kernel forbids it here \
+                         (a user namespace without its own network namespace)",
+                        m.destination.display()
+                    );
+                }
+                other => other?,
+            }
+        }
+        if self
+            .mounts
+            .iter()
+            .any(|m| m.destination == Path::new("/dev"))
+        {
+            populate_dev(&in_root, &self.devices)?;
+        }
+        drop(in_root);
+        pivot_into(&self.root)?;
+        let in_root = InRoot::open(Path::new("/"))?;
+        for path in &self.readonly_paths {
+            make_readonly(&in_root, path)?;
+        }
+        for path in &self.masked_paths {
+            mask(&in_root, path)?;
+        }
+        if self.readonly {
+            let flags =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags("/");
+            mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| {
+                Error::Mount {
+                    what: "read-only root".into(),
+                    target: "/".into(),
+                    source: os(e),
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Resolves `path` inside `root`, or `None` when it does not exist.
+fn resolve_existing(root: &InRoot, path: &Path) -> Result<Option<std::os::fd::OwnedFd>> {
+    match root.resolve(path) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Error::Resolve { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn mount_error(what: &str, path: &Path) -> impl FnOnce(nix::Error) -> Error {
+    let (what, target) = (what.to_owned(), path.to_owned());
+    move |e| Error::Mount {
+        what,
+        target,
+        source: os(e),
+    }
+}
+
+/// Binds `path` onto itself and remounts the bind read-only.
+fn make_readonly(root: &InRoot, path: &Path) -> Result<()> {
+    let Some(fd) = resolve_existing(root, path)? else {
+        return Ok(());
+    };
+    let target = FdPath::new(fd);
+    mount(
+        Some(target.as_str()),
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(mount_error("read-only bind", path))?;
+    let mounted = FdPath::new(root.resolve(path)?);
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | locked_flags(mounted.as_str());
+    mount(
+        None::<&str>,
+        mounted.as_str(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(mount_error("read-only remount", path))
+}
+
+/// Hides `path`: `/dev/null` over a file, an empty read-only tmpfs over a directory.
+fn mask(root: &InRoot, path: &Path) -> Result<()> {
+    let Some(fd) = resolve_existing(root, path)? else {
+        return Ok(());
+    };
+    let target = FdPath::new(fd);
+    let is_dir = std::fs::metadata(target.as_str())
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
+    if is_dir {
+        mount(
+            Some("tmpfs"),
+            target.as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(mount_error("tmpfs (mask)", path))
+    } else {
+        let null = FdPath::new(root.resolve(Path::new("/dev/null"))?);
+        mount(
+            Some(null.as_str()),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(mount_error("/dev/null (mask)", path))
+    }
+}
