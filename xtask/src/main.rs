@@ -1,1 +1,84 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks, with nothing but cargo and the host's tools.
+//!
+//! - `cargo xtask run [-- PEAPOD-ARGS]`: builds peapod, makes the default rootfs, and shows a
+//!   container's isolation side by side with the host (or runs `peapod PEAPOD-ARGS`).
+//! - `cargo xtask test`: formatting, clippy, and every test.
+//! - `cargo xtask rootfs [DIR]`: assembles the default rootfs, with no network.
+//! - `cargo xtask bench`: whole-process timings next to the floor `unshare` sets.
+
+mod bench;
+mod demo;
+mod rootfs;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T = (), E = String> = std::result::Result<T, E>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "run" => demo::run(rest),
+        "test" => test::run(rest),
+        "rootfs" => rootfs::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "-h" | "--help" => {
+            println!("usage: cargo xtask <run [-- PEAPOD-ARGS] | test | rootfs [DIR] | bench>");
+            Ok(())
+        }
+        other => Err(format!(
+            "unknown task {other:?} (try: run, test, rootfs, bench)"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("xtask: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cargo target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, failing with its description when it does not succeed.
+fn run_status(cmd: &mut Command) -> Result {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({status})"))
+    }
+}
+
+/// Builds the release `peapod` binary and returns its path.
+fn build_peapod() -> Result<PathBuf> {
+    run_status(cargo().args(["build", "--quiet", "--release", "-p", "peapod"]))?;
+    Ok(target_dir().join("release/peapod"))
+}

@@ -1,0 +1,198 @@
+//! Shared fixtures of the integration tests: a private copy of the test rootfs per test, a
+//! `peapod` runner with a timeout, and the checks that nothing is left behind.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any one container in these tests may take.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The rootfs `cargo xtask test` assembles (PEAPOD_TEST_ROOTFS), or `target/rootfs`.
+fn base_rootfs() -> Option<PathBuf> {
+    let dir = std::env::var_os("PEAPOD_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/rootfs"));
+    dir.join("bin/sh").exists().then_some(dir)
+}
+
+/// A private copy of the test rootfs in a temporary directory, removed on drop.
+pub struct TestRootfs {
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TestRootfs {
+    /// The fixture, or `None` after printing why the test is skipped.
+    pub fn new() -> Option<TestRootfs> {
+        if !is_root() {
+            eprintln!("skipped: this test creates namespaces and mounts and needs root");
+            return None;
+        }
+        let Some(base) = base_rootfs() else {
+            eprintln!("skipped: no test rootfs; run `cargo xtask rootfs` or `cargo xtask test`");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-test-")
+            .tempdir()
+            .expect("tempdir");
+        // World-readable, so the rootless tests can use it as another uid.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let path = dir.path().join("rootfs");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(&base)
+            .arg(&path)
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copying the rootfs failed");
+        Some(TestRootfs { dir, path })
+    }
+
+    /// The temporary directory holding the rootfs, for other files of the test.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    /// Fails when a mount under this test's directory, or a process rooted in it, is left.
+    pub fn assert_nothing_left(&self) {
+        let scratch = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&scratch)).collect();
+        assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let root = std::fs::read_link(entry.path().join("root"));
+            if let Ok(root) = root {
+                assert!(
+                    !root.starts_with(self.dir.path()),
+                    "process {} is still running in the test rootfs",
+                    entry.file_name().to_string_lossy()
+                );
+            }
+        }
+    }
+}
+
+/// What a finished `peapod` said.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn peapod() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peapod"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `peapod run --rootfs ROOTFS EXTRA... -- CMD...`.
+pub fn run_in(rootfs: &TestRootfs, extra: &[&str], cmd: &[&str]) -> Outcome {
+    let mut command = peapod();
+    command
+        .args(["run", "--rootfs", rootfs.arg()])
+        .args(extra)
+        .arg("--")
+        .args(cmd);
+    finish(command.spawn().expect("spawn peapod"))
+}
+
+/// A shell script in a container with default flags.
+pub fn sh(rootfs: &TestRootfs, script: &str) -> Outcome {
+    run_in(rootfs, &[], &["/bin/sh", "-c", script])
+}
+
+/// Waits for `child` at most [`TIMEOUT`], killing it (by its pid) when it takes longer.
+pub fn finish(mut child: Child) -> Outcome {
+    // Whatever the test did not take from the pipes is read here, on threads, so a chatty
+    // process cannot block on a full pipe while we wait for it.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut s);
+            }
+            s
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let status = wait_with_timeout(&mut child, TIMEOUT);
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("peapod did not finish within {TIMEOUT:?}");
+    });
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Outcome {
+        code,
+        stdout: out.join().expect("stdout thread"),
+        stderr: err.join().expect("stderr thread"),
+    }
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Polls `cond` every 10 ms for at most [`TIMEOUT`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The host PID of the container process: the (only) child of the peapod process `pid`.
+pub fn container_pid(peapod_pid: u32) -> u32 {
+    let path = format!("/proc/{peapod_pid}/task/{peapod_pid}/children");
+    let mut found = 0;
+    wait_until("the container process", || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        match text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            Some(pid) => {
+                found = pid;
+                true
+            }
+            None => false,
+        }
+    });
+    found
+}
+
+/// The `KEY=VALUE` lines of `text`, as a map.
+pub fn facts(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}

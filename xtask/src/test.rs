@@ -1,0 +1,26 @@
+//! `cargo xtask test`: what CI runs. Formatting, clippy with warnings as errors, then every
+//! unit and integration test with the default rootfs in place.
+
+use crate::{cargo, rootfs, run_status, Result};
+
+pub(crate) fn run(args: &[String]) -> Result {
+    run_status(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_status(cargo().args([
+        "clippy",
+        "--quiet",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let rootfs_dir = rootfs::default_dir();
+    let how = rootfs::ensure(&rootfs_dir)?;
+    println!("xtask: rootfs at {} ({how})", rootfs_dir.display());
+    run_status(
+        cargo()
+            .args(["test", "--workspace"])
+            .args(args)
+            .env("PEAPOD_TEST_ROOTFS", &rootfs_dir),
+    )
+}
