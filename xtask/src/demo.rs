@@ -60,10 +60,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         "peapod run --rootfs {} -- /bin/sh  ({mode})\n",
         rootfs_dir.display()
     );
-    println!(
-        "{:<18} {:<28} {}",
-        "", "outside (host)", "inside (container)"
-    );
+    println!("{:<18} {:<28} inside (container)", "", "outside (host)");
     let mut rows = vec![("pid", "pid"), ("hostname", "hostname")];
     let ns_keys: Vec<(String, String)> = NAMESPACES
         .iter()

@@ -212,7 +212,7 @@ fn sysv_shm_and_posix_queues_are_isolated_both_ways() {
         None,
     );
     remove_shm(host_segment);
-    drop(queue);
+    nix::mqueue::mq_close(queue).expect("mq_close");
     let _ = nix::mqueue::mq_unlink(queue_name.as_str());
 
     assert_eq!(out.code, 0, "{out:?}");

@@ -1,8 +1,10 @@
 //! Resolving and creating paths inside a root directory without ever leaving it.
 
-use std::ffi::OsStr;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -82,53 +84,76 @@ impl InRoot {
         self.create(path, true)
     }
 
+    /// Walks `path` one component at a time, as the kernel would inside the root: a symlink
+    /// is read and its target spliced into the rest of the walk (an absolute one restarts at
+    /// the root, `..` stops at the root), and a missing component is created in the
+    /// directory the walk has reached. So a link to a missing directory, such as
+    /// `proc -> /tmp/x`, gets its target made inside the root, never on the host.
     fn create(&self, path: &Path, last_is_file: bool) -> Result<OwnedFd> {
+        /// As the kernel's limit on links followed in one lookup (MAXSYMLINKS).
+        const MAX_LINKS: usize = 40;
         let err = |source| Error::Resolve {
             path: path.to_owned(),
             source,
         };
-        let relative = relative(path);
-        let components: Vec<&OsStr> = relative.iter().collect();
-        let mut parent = self.openat2(Path::new(".")).map_err(err)?;
-        let mut prefix = PathBuf::new();
-        for (i, name) in components.iter().enumerate() {
-            prefix.push(name);
-            match self.openat2(&prefix) {
-                Ok(fd) => {
-                    parent = fd;
+        let mut pending: VecDeque<OsString> =
+            relative(path).iter().map(OsStr::to_os_string).collect();
+        let mut reached = PathBuf::new();
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            if name == ".." {
+                reached.pop();
+                continue;
+            }
+            let parent = self.openat2(&reached).map_err(err)?;
+            match rustix::fs::readlinkat(&parent, name.as_os_str(), Vec::new()) {
+                Ok(target) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(err(io::Error::from_raw_os_error(libc::ELOOP)));
+                    }
+                    let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+                    if target.is_absolute() {
+                        reached = PathBuf::new();
+                    }
+                    for component in relative(&target).iter().rev() {
+                        pending.push_front(component.to_os_string());
+                    }
                     continue;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(err(e)),
-            }
-            // `name` is a single plain component and `parent` was resolved inside the root, so
-            // whatever is created here is inside it. A dangling symlink at `name` makes the
-            // creation fail with EEXIST and the lookup below fail with ENOENT: an error, never
-            // a step outside.
-            let last = i + 1 == components.len();
-            let created = if last && last_is_file {
-                rustix::fs::openat(
-                    &parent,
-                    *name,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o644),
-                )
-                .map(drop)
-            } else {
-                rustix::fs::mkdirat(&parent, *name, Mode::from_raw_mode(0o755))
-            };
-            match created {
-                Ok(()) => {}
-                Err(e) if e == rustix::io::Errno::EXIST => {}
+                // EINVAL: it exists and is not a link.
+                Err(e) if e == rustix::io::Errno::INVAL => {}
+                Err(e) if e == rustix::io::Errno::NOENT => {
+                    // `name` is one plain component and `parent` was resolved inside the
+                    // root, so what is created here is inside it. O_NOFOLLOW and mkdir never
+                    // follow a link raced into place; EEXIST then just means someone was
+                    // faster, and the final lookup below checks the result.
+                    let made = if pending.is_empty() && last_is_file {
+                        rustix::fs::openat(
+                            &parent,
+                            name.as_os_str(),
+                            OFlags::CREATE
+                                | OFlags::EXCL
+                                | OFlags::WRONLY
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC,
+                            Mode::from_raw_mode(0o644),
+                        )
+                        .map(drop)
+                    } else {
+                        rustix::fs::mkdirat(&parent, name.as_os_str(), Mode::from_raw_mode(0o755))
+                    };
+                    match made {
+                        Ok(()) => {}
+                        Err(e) if e == rustix::io::Errno::EXIST => {}
+                        Err(e) => return Err(err(e.into())),
+                    }
+                }
                 Err(e) => return Err(err(e.into())),
             }
-            parent = self.openat2(&prefix).map_err(err)?;
+            reached.push(name);
         }
-        Ok(parent)
+        self.openat2(&reached).map_err(err)
     }
 }
 
@@ -200,16 +225,28 @@ mod tests {
     }
 
     #[test]
-    fn dangling_symlink_is_an_error_not_an_escape() {
+    fn dangling_symlink_target_is_made_inside_the_root() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canonical");
         let outside = tempfile::tempdir().expect("outside");
         let target = outside.path().join("made-by-peapod");
         symlink(&target, root.join("d")).expect("symlink");
         let in_root = InRoot::open(&root).expect("open");
-        let err = in_root.create_file(Path::new("/d")).unwrap_err();
-        assert!(err.to_string().contains("/d"), "{err}");
+        let fd = in_root.create_file(Path::new("/d")).expect("create");
+        let inside = root.join(target.strip_prefix("/").expect("absolute"));
+        assert_eq!(real_path(&fd), inside);
         assert!(!target.exists());
+    }
+
+    #[test]
+    fn symlink_loop_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        symlink("b", root.join("a")).expect("symlink");
+        symlink("a", root.join("b")).expect("symlink");
+        let in_root = InRoot::open(&root).expect("open");
+        let err = in_root.create_dir_all(Path::new("/a/x")).unwrap_err();
+        assert!(err.to_string().contains("/a/x"), "{err}");
     }
 
     #[test]
