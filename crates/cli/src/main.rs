@@ -4,28 +4,69 @@
 //! the entrypoint cannot run or does not exist, else the container's own status.
 
 mod args;
+mod bundle;
+mod context;
+mod create;
+mod delete;
+mod kill;
+mod ps;
 mod run;
+mod spec;
+mod start;
+mod state;
 
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+use crate::context::Context;
 
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => exit_on_usage_error(err),
     };
-    init_logging(cli.debug);
-    let result = match cli.command {
-        Command::Run(args) => run::run(args),
-    };
+    context::init_logging(&cli.global);
+    let result = Context::new(&cli.global).and_then(|ctx| match cli.command {
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Create(args) => create::run(&ctx, args),
+        Command::Start(args) => start::run(&ctx, &args.id),
+        Command::State(args) => state::state(&ctx, &args.id),
+        Command::Kill(args) => kill::run(&ctx, args),
+        Command::Delete(args) => delete::run(&ctx, args),
+        Command::List(args) => state::list(&ctx, args),
+        Command::Ps(args) => ps::run(&ctx, args),
+        Command::Spec(args) => spec::spec(args),
+        Command::Features => spec::features(),
+    });
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("peapod: {:#}", err.error);
+            let message = one_line(&err.error);
+            // containerd and podman read the last error from the --log file.
+            if cli.global.log.is_some() {
+                tracing::error!("{message}");
+            }
+            eprintln!("peapod: {message}");
             std::process::exit(err.code);
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors already quote
+/// their OS error in their message, so a cause that is already there is not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 /// An error with the exit status it ends the program with.
@@ -36,10 +77,28 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// Bad usage: exit status 2.
     pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             error: error.into(),
             code: 2,
+        }
+    }
+
+    /// A failure of peapod itself: exit status 125.
+    pub(crate) fn runtime(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            error: error.into(),
+            code: 125,
+        }
+    }
+}
+
+impl From<peapod_state::Error> for Failure {
+    fn from(err: peapod_state::Error) -> Failure {
+        match err {
+            peapod_state::Error::InvalidId { .. } => Failure::usage(err),
+            other => Failure::runtime(other),
         }
     }
 }
@@ -75,16 +134,4 @@ fn exit_on_usage_error(err: clap::Error) -> ! {
         .unwrap_or_else(|| "invalid usage".to_owned());
     eprintln!("peapod: {line} (see 'peapod --help')");
     std::process::exit(2)
-}
-
-fn init_logging(debug: bool) {
-    let default = if debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PEAPOD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
 }

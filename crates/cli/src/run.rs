@@ -1,29 +1,102 @@
-//! `peapod run`: builds an OCI spec from the command line and runs it in the foreground, the
-//! same code path a bundle's `config.json` takes.
+//! `peapod run`: a container from a bundle (as runc), or from `--rootfs DIR -- CMD`, which
+//! builds the spec in memory and then takes exactly the bundle's path; in the foreground
+//! (waiting, forwarding signals, deleting it at the end) or `--detach`ed.
 
-use anyhow::Context;
+use anyhow::Context as _;
+use std::path::Path;
+
 use oci_spec::runtime::{Mount, MountBuilder, Spec};
-use peapod_container::{create, default_spec, ContainerConfig, SignalForwarder};
+use peapod_container::{default_spec, SignalForwarder};
 use peapod_ns::Namespace;
+use peapod_state::ContainerId;
 
 use crate::args::{Network, RunArgs};
-use crate::Failure;
+use crate::context::Context;
+use crate::create::{create_recorded, CreateOptions};
+use crate::{bundle, delete, Failure};
 
 /// Runs the container and returns the exit status `peapod` should end with.
-pub(crate) fn run(args: RunArgs) -> Result<i32, Failure> {
-    let spec = spec_from_args(&args)?;
-    let bundle = std::env::current_dir()
-        .context("cannot read the current directory")
-        .map_err(|e| Failure {
-            error: e,
-            code: 125,
-        })?;
-    let config =
-        ContainerConfig::from_spec(&spec, &bundle).map_err(peapod_container::Error::from)?;
+pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
+    let (id, spec, bundle) = match &args.rootfs {
+        Some(rootfs) => {
+            let spec = spec_from_args(&args, rootfs, ctx.rootless)?;
+            let bundle = std::env::current_dir()
+                .context("cannot read the current directory")
+                .map_err(Failure::runtime)?;
+            let id = args.name.clone().unwrap_or_else(generated_id);
+            (id, spec, bundle)
+        }
+        None => {
+            refuse_rootfs_flags(&args)?;
+            let id = args.id.clone().ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!(
+                    "run needs --rootfs DIR -- CMD, or a container id for the bundle"
+                ))
+            })?;
+            let (bundle, spec) = bundle::load(args.bundle.as_deref().unwrap_or(Path::new(".")))
+                .map_err(Failure::runtime)?;
+            (id, spec, bundle)
+        }
+    };
+    let mut options = CreateOptions {
+        pid_file: args.pid_file.clone(),
+        ..CreateOptions::default()
+    };
+    if args.detach {
+        options.fifo = true;
+        let created = create_recorded(ctx, &id, &spec, &bundle, &options)?;
+        let pid = created.detach();
+        let alive = || nix::sys::signal::kill(pid, None).is_ok();
+        let started = peapod_container::start_fifo(
+            &ctx.store()?.load(&id.parse()?)?.exec_fifo(),
+            alive,
+            std::time::Duration::from_secs(10),
+        );
+        return started.map(|()| 0).map_err(Failure::from);
+    }
+    // Installed before the container exists, so no signal sent meanwhile is lost.
     let forwarder = SignalForwarder::install()?;
-    let pid = create(&config)?.start()?;
-    tracing::debug!("container process {pid} started");
-    Ok(forwarder.wait(pid)?.code())
+    let created = create_recorded(ctx, &id, &spec, &bundle, &options)?;
+    let id: ContainerId = id.parse()?;
+    let started = created.start();
+    let exit = started.and_then(|pid| {
+        tracing::debug!("container process {pid} started");
+        forwarder.wait(pid)
+    });
+    // The foreground container is gone (or never ran): so goes its record.
+    let cleaned = delete::delete(ctx, &id, true);
+    let code = exit?.code();
+    cleaned?;
+    Ok(code)
+}
+
+/// An id for a `--rootfs` container without `--name`: unique among live ones on this host.
+fn generated_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("run-{}-{nanos:09}", std::process::id())
+}
+
+/// The flags that build a spec have no meaning with a bundle, which has its own.
+fn refuse_rootfs_flags(args: &RunArgs) -> Result<(), Failure> {
+    let used = [
+        ("--name", args.name.is_some()),
+        ("--hostname", args.hostname.is_some()),
+        ("--env", !args.env.is_empty()),
+        ("--workdir", args.workdir.is_some()),
+        ("--volume", !args.volumes.is_empty()),
+        ("--read-only", args.read_only),
+        ("--share", !args.share.is_empty()),
+        ("-- CMD", !args.command.is_empty()),
+    ];
+    match used.iter().find(|(_, used)| *used) {
+        Some((flag, _)) => Err(Failure::usage(anyhow::anyhow!(
+            "{flag} goes with --rootfs; a bundle's config.json says this itself"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn bind_mount(volume: &crate::args::Volume) -> anyhow::Result<Mount> {
@@ -43,10 +116,17 @@ fn bind_mount(volume: &crate::args::Volume) -> anyhow::Result<Mount> {
 }
 
 /// The spec for `args`: runc's defaults, rootless when not run as root, then the flags.
-fn spec_from_args(args: &RunArgs) -> Result<Spec, Failure> {
-    let euid = nix::unistd::geteuid();
-    let rootless = (!euid.is_root()).then(|| (euid.as_raw(), nix::unistd::getegid().as_raw()));
-    let mut spec = default_spec(rootless);
+fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec, Failure> {
+    if args.command.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no command: give it after --, as in `peapod run --rootfs DIR -- /bin/sh`"
+        )));
+    }
+    let ids = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let mut spec = default_spec(rootless.then_some(ids));
 
     let mut shared = args.share.clone();
     if args.net == Network::Host {
@@ -77,8 +157,8 @@ fn spec_from_args(args: &RunArgs) -> Result<Spec, Failure> {
     };
     spec.set_hostname(hostname);
 
-    let root_path = std::path::absolute(&args.rootfs)
-        .with_context(|| format!("invalid rootfs path {}", args.rootfs.display()))
+    let root_path = std::path::absolute(rootfs)
+        .with_context(|| format!("invalid rootfs path {}", rootfs.display()))
         .map_err(Failure::usage)?;
     if let Some(root) = spec.root_mut() {
         root.set_path(root_path).set_readonly(Some(args.read_only));

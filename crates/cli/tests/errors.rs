@@ -4,7 +4,7 @@ mod support;
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 
-use support::{finish, peapod, run_in, TestRootfs};
+use support::{finish, run_in, TestRootfs};
 
 /// Checks the status, that stderr is one line holding `needle`, and that nothing is left.
 fn assert_fails(rootfs: &TestRootfs, out: &support::Outcome, code: i32, needle: &str) {
@@ -24,8 +24,8 @@ fn assert_fails(rootfs: &TestRootfs, out: &support::Outcome, code: i32, needle: 
     rootfs.assert_nothing_left();
 }
 
-fn run_args(args: &[&str]) -> support::Outcome {
-    finish(peapod().args(args).spawn().expect("spawn"))
+fn run_args(rootfs: &TestRootfs, args: &[&str]) -> support::Outcome {
+    finish(rootfs.peapod().args(args).spawn().expect("spawn"))
 }
 
 #[test]
@@ -35,7 +35,7 @@ fn missing_rootfs_is_named() {
     };
     let missing = rootfs.scratch().join("no-such-rootfs");
     let missing = missing.to_str().expect("utf-8");
-    let out = run_args(&["run", "--rootfs", missing, "--", "/bin/true"]);
+    let out = run_args(&rootfs, &["run", "--rootfs", missing, "--", "/bin/true"]);
     assert_fails(
         &rootfs,
         &out,
@@ -51,13 +51,16 @@ fn rootfs_that_is_a_file_is_refused() {
     };
     let file = rootfs.scratch().join("file");
     std::fs::write(&file, "").expect("file");
-    let out = run_args(&[
-        "run",
-        "--rootfs",
-        file.to_str().expect("utf-8"),
-        "--",
-        "/bin/true",
-    ]);
+    let out = run_args(
+        &rootfs,
+        &[
+            "run",
+            "--rootfs",
+            file.to_str().expect("utf-8"),
+            "--",
+            "/bin/true",
+        ],
+    );
     assert_fails(&rootfs, &out, 125, "not a directory");
 }
 

@@ -6,7 +6,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use support::{container_pid, facts, finish, peapod, run_in, sh, TestRootfs};
+use support::{container_pid, facts, finish, run_in, sh, TestRootfs};
 
 const NAMESPACES: [&str; 6] = ["mnt", "pid", "ipc", "uts", "net", "cgroup"];
 
@@ -25,7 +25,8 @@ fn pid_namespace_makes_entrypoint_pid_1() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    let mut child = peapod()
+    let mut child = rootfs
+        .peapod()
         .args([
             "run",
             "--rootfs",
@@ -167,7 +168,8 @@ fn sysv_shm_and_posix_queues_are_isolated_both_ways() {
          i=0; while [ $i -lt 300 ]; do grep -q {CONTAINER_KEY} /proc/sysvipc/shm && echo seen-own && break; \
          sleep 0.05; i=$((i+1)); done"
     );
-    let mut child = peapod()
+    let mut child = rootfs
+        .peapod()
         .args([
             "run",
             "--rootfs",
@@ -314,7 +316,8 @@ fn death_by_signal_gives_128_plus_the_signal() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    let mut child = peapod()
+    let mut child = rootfs
+        .peapod()
         .args([
             "run",
             "--rootfs",
@@ -356,7 +359,8 @@ fn forwarded_signals_reach_the_command() {
             "trap 'echo got-{name}; exit 3' {name}; echo ready; i=0; \
              while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done"
         );
-        let mut child = peapod()
+        let mut child = rootfs
+            .peapod()
             .args([
                 "run",
                 "--rootfs",

@@ -24,6 +24,14 @@ fn rootless_run_maps_the_caller_to_root_inside() {
     }
     // The unprivileged user must reach the binary: copy it next to the rootfs.
     let binary = rootfs.scratch().join("peapod");
+    // The state root must belong to the unprivileged user, as $XDG_RUNTIME_DIR would.
+    std::fs::create_dir(rootfs.state_root()).expect("state root");
+    nix::unistd::chown(
+        &rootfs.state_root(),
+        Some(NOBODY.into()),
+        Some(NOBODY.into()),
+    )
+    .expect("chown");
     std::fs::copy(env!("CARGO_BIN_EXE_peapod"), &binary).expect("copy peapod");
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let script = "echo pid=$$; echo uid=$(id -u); echo map=$(cat /proc/self/uid_map); \

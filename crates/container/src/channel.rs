@@ -44,6 +44,12 @@ pub(crate) fn pair() -> io::Result<(Channel, Channel)> {
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl Channel {
     /// Sends one message.
     pub(crate) fn send(&self, msg: &Message) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! What the container process does between `clone3` and `execve`.
 
 use std::convert::Infallible;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow, Signal};
@@ -34,10 +35,13 @@ impl ChildFailure {
 }
 
 /// Runs in the new process: sets everything up, waits at the barrier, execs. Never returns.
-pub(crate) fn run(config: &ContainerConfig, channel: Channel) -> ! {
-    let Err(failure) = set_up_and_exec(config, &channel);
+pub(crate) fn run(config: &ContainerConfig, channel: Channel, fifo: Option<RawFd>) -> ! {
+    let mut channel = Some(channel);
+    let Err(failure) = set_up_and_exec(config, &mut channel, fifo);
     // If the parent is gone there is nobody to tell; the exit status says it all.
-    let _ = channel.send(&Message::Failed(failure.clone()));
+    if let Some(channel) = channel {
+        let _ = channel.send(&Message::Failed(failure.clone()));
+    }
     // SAFETY: _exit ends this process at once without running the parent's atexit handlers or
     // destructors, which belong to the parent's copy of this memory.
     unsafe { libc::_exit(failure.exit_code) }
@@ -45,8 +49,12 @@ pub(crate) fn run(config: &ContainerConfig, channel: Channel) -> ! {
 
 fn set_up_and_exec(
     config: &ContainerConfig,
-    channel: &Channel,
+    channel_slot: &mut Option<Channel>,
+    fifo: Option<RawFd>,
 ) -> Result<Infallible, ChildFailure> {
+    let Some(channel) = channel_slot.as_ref() else {
+        return Err(ChildFailure::new("sync", "no channel to the runtime"));
+    };
     reset_signals().map_err(|e| ChildFailure::new("signals", e))?;
     // Should the runtime die during set-up, this process must not live on half-made.
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
@@ -88,13 +96,47 @@ fn set_up_and_exec(
         .enter()
         .map_err(|e| ChildFailure::new("rootfs", e))?;
     change_dir(&config.cwd)?;
+    let program = exec::find_program(config)?;
 
-    channel
-        .send(&Message::Ready)
-        .map_err(|e| ChildFailure::new("sync", e))?;
-    set_name(c"peapod:created");
-    wait_for(Message::Start)?;
-    Err(exec::exec(config))
+    match fifo {
+        None => {
+            channel
+                .send(&Message::Ready)
+                .map_err(|e| ChildFailure::new("sync", e))?;
+            set_name(c"peapod:created");
+            wait_for(Message::Start)?;
+        }
+        Some(fifo) => {
+            // From here on this process outlives the runtime that created it.
+            // SAFETY: prctl with PR_SET_PDEATHSIG and 0 has no memory effects.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+            // It must not hold anything of the runtime's while it waits: a copy of the
+            // state lock would block every later command on this container.
+            exec::close_fds_except(3 + config.preserve_fds, &[fifo, channel.as_raw_fd()])
+                .map_err(|e| ChildFailure::new("fds", format!("cannot close descriptors: {e}")))?;
+            channel
+                .send(&Message::Ready)
+                .map_err(|e| ChildFailure::new("sync", e))?;
+            // Nobody listens any more: the runtime exits once it has read `Ready`.
+            *channel_slot = None;
+            set_name(c"peapod:created");
+            wait_on_fifo(fifo)?;
+        }
+    }
+    Err(exec::exec(&program, config))
+}
+
+/// Blocks until `peapod start` opens the exec fifo for reading, then tells it we go on.
+/// The fifo was opened (`O_PATH`) before `pivot_root`; it is reopened for writing through
+/// `/proc/self/fd`, which names the very file even though its host path is out of reach.
+fn wait_on_fifo(fifo: RawFd) -> Result<(), ChildFailure> {
+    let path = format!("/proc/self/fd/{fifo}");
+    let fail = |e: std::io::Error| ChildFailure::new("sync", format!("exec fifo: {e}"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(fail)?;
+    std::io::Write::write_all(&mut file, &[0]).map_err(fail)
 }
 
 /// The runtime blocks the signals it forwards and Rust ignores SIGPIPE; neither may reach the

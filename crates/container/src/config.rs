@@ -40,6 +40,7 @@ pub struct ContainerConfig {
     pub(crate) uid_maps: Vec<IdMap>,
     pub(crate) gid_maps: Vec<IdMap>,
     pub(crate) rootfs: RootfsPlan,
+    pub(crate) preserve_fds: u32,
 }
 
 fn cstring(field: String, value: &str) -> Result<CString, ConfigError> {
@@ -253,7 +254,21 @@ impl ContainerConfig {
             uid_maps,
             gid_maps,
             rootfs,
+            preserve_fds: 0,
         })
+    }
+
+    /// Passes descriptors 3 to 3+`n`-1 into the container (runc's `--preserve-fds`); all other
+    /// descriptors above 2 are closed at exec.
+    pub fn preserve_fds(mut self, n: u32) -> ContainerConfig {
+        self.preserve_fds = n;
+        self
+    }
+
+    /// Uses `chroot` instead of `pivot_root` (runc's `--no-pivot`).
+    pub fn no_pivot(mut self, no_pivot: bool) -> ContainerConfig {
+        self.rootfs = self.rootfs.no_pivot(no_pivot);
+        self
     }
 
     /// The namespaces the container gets new, rather than joins or shares with the host.

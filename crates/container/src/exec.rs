@@ -1,6 +1,7 @@
 //! Executing the entrypoint, with the shell's exit statuses when that fails.
 
 use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -8,24 +9,52 @@ use nix::errno::Errno;
 
 use crate::{ChildFailure, ContainerConfig, DEFAULT_PATH};
 
-/// Marks every descriptor above 2 close-on-exec, so nothing the runtime (or its caller) had
+/// Marks every descriptor from `first` on close-on-exec, so nothing the runtime (or its caller) had
 /// open reaches the container. The channel to the parent stays usable until the exec itself.
-fn close_inherited_fds() -> std::io::Result<()> {
+fn close_inherited_fds(first: u32) -> std::io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes descriptor flags; no memory is passed.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    close_range(first, u32::MAX, CLOSE_RANGE_CLOEXEC)
+}
+
+/// Closes every descriptor from `first` on except those in `keep`.
+pub(crate) fn close_fds_except(first: u32, keep: &[RawFd]) -> std::io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd >= first)
+        .collect();
+    keep.sort_unstable();
+    let mut from = first;
+    for fd in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if fd > from {
+            close_range(from, fd - 1, 0)?;
+        }
+        from = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+fn close_range(first: u32, last: u32, flags: libc::c_uint) -> std::io::Result<()> {
+    // SAFETY: close_range only closes or flags descriptors of this process; no memory is
+    // passed, and nothing of ours in [first, last] is used afterwards.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     if ret == 0 {
         return Ok(());
     }
     // Kernels before 5.11: walk /proc/self/fd instead.
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        let fd: i32 = match entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
-            Some(fd) if fd > 2 => fd,
-            _ => continue,
-        };
-        // SAFETY: F_SETFD on a descriptor number only changes its flags; a stale number fails
-        // with EBADF, which is harmless.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd: &i32| u32::try_from(fd).is_ok_and(|fd| (first..=last).contains(&fd)))
+        .collect();
+    for fd in fds {
+        // SAFETY: as above, on one descriptor; a stale number fails with EBADF, harmlessly.
+        unsafe {
+            if flags == 0 {
+                libc::close(fd);
+            } else {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
     }
     Ok(())
 }
@@ -61,16 +90,16 @@ fn exec_failure(shown: &str, errno: Errno) -> ChildFailure {
     }
 }
 
-/// Execs `config.args[0]`, looked up in the container's `PATH` when it has no slash (as
-/// `execvp` does, but with the container's environment). Returns only on failure.
-pub(crate) fn exec(config: &ContainerConfig) -> ChildFailure {
-    if let Err(e) = close_inherited_fds() {
-        return failure(125, format!("cannot close inherited descriptors: {e}"));
-    }
+/// Finds the entrypoint before the barrier, so that a missing or unusable program is
+/// reported by `create` (with 127 or 126), while someone still listens: `args[0]` itself when
+/// it has a slash, else the first match in the container's `PATH`, as `execvp` would pick it.
+pub(crate) fn find_program(config: &ContainerConfig) -> Result<CString, ChildFailure> {
     let program = &config.args[0];
     let name = program.to_string_lossy().into_owned();
     if program.as_bytes().contains(&b'/') {
-        return exec_failure(&name, execve(program, config));
+        return check(program)
+            .map(|()| program.clone())
+            .map_err(|e| exec_failure(&name, e));
     }
     let path_var = config.path_var.as_deref().unwrap_or(DEFAULT_PATH);
     let mut denied = None;
@@ -79,17 +108,37 @@ pub(crate) fn exec(config: &ContainerConfig) -> ChildFailure {
         let Ok(c_candidate) = CString::new(candidate.as_os_str().as_bytes()) else {
             continue;
         };
-        match execve(&c_candidate, config) {
-            Errno::ENOENT | Errno::ENOTDIR => continue,
-            Errno::EACCES => denied = Some(candidate.display().to_string()),
-            other => return exec_failure(&candidate.display().to_string(), other),
+        match check(&c_candidate) {
+            Ok(()) => return Ok(c_candidate),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+            Err(e) => denied = denied.or(Some((candidate.display().to_string(), e))),
         }
     }
-    match denied {
-        Some(path) => exec_failure(&path, Errno::EACCES),
+    Err(match denied {
+        Some((path, errno)) => exec_failure(&path, errno),
         None => failure(
             127,
             format!("{name}: command not found in the container (PATH={path_var})"),
         ),
+    })
+}
+
+/// Whether `path` is an existing, executable regular file (for the current credentials).
+fn check(path: &CStr) -> Result<(), Errno> {
+    let stat = nix::sys::stat::stat(path)?;
+    if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return Err(Errno::EISDIR);
     }
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
+}
+
+/// Execs `program` (found by [`find_program`]) with the container's arguments and
+/// environment, after closing what must not leak. Returns only on failure.
+pub(crate) fn exec(program: &CStr, config: &ContainerConfig) -> ChildFailure {
+    // The preserved descriptors were opened by the caller without close-on-exec; everything
+    // after them goes.
+    if let Err(e) = close_inherited_fds(3 + config.preserve_fds) {
+        return failure(125, format!("cannot close inherited descriptors: {e}"));
+    }
+    exec_failure(&program.to_string_lossy(), execve(program, config))
 }

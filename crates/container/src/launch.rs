@@ -1,5 +1,10 @@
 //! The runtime's side of starting a container: clone, map ids, wait for the barrier, start.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{geteuid, Pid};
@@ -18,13 +23,30 @@ pub struct Created {
     armed: bool,
 }
 
-/// Starts the container process for `config` and returns once it waits at the barrier.
+/// Where a created container process waits for its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Barrier {
+    /// On the channel to this process: [`Created::start`] releases it. The container process
+    /// dies with this process until then (`PR_SET_PDEATHSIG`).
+    Channel,
+    /// On a fifo that [`create`] makes at this path: [`start_fifo`] releases it, from any
+    /// process (this is the OCI `create`/`start` split). The container process outlives the
+    /// runtime once it is ready, so the caller must record it ([`Created::detach`]).
+    Fifo(PathBuf),
+}
+
+/// Starts the container process for `config` and returns once it waits at `barrier`, with
+/// its entrypoint found and everything set up.
 ///
 /// Nothing is changed on the host before the checks of `config` pass. The process is made
 /// with one `clone3` into all new namespaces; when one of them is a user namespace, this
 /// process writes its id maps (denying `setgroups` first when not root).
-pub fn create(config: &ContainerConfig) -> Result<Created> {
+pub fn create(config: &ContainerConfig, barrier: &Barrier) -> Result<Created> {
     config.rootfs.validate()?;
+    let fifo = match barrier {
+        Barrier::Channel => None,
+        Barrier::Fifo(path) => Some(make_fifo(path)?),
+    };
     let (parent_end, child_end) = channel::pair().map_err(|e| Error::os("socketpair", e))?;
     for (kind, path) in &config.joined_namespaces {
         if *kind == Namespace::Pid {
@@ -36,7 +58,7 @@ pub fn create(config: &ContainerConfig) -> Result<Created> {
     match unsafe { clone_into(config.new_namespaces) }? {
         Forked::Child => {
             drop(parent_end);
-            child::run(config, child_end)
+            child::run(config, child_end, fifo.as_ref().map(AsRawFd::as_raw_fd))
         }
         Forked::Parent(process) => {
             drop(child_end);
@@ -66,6 +88,13 @@ pub fn create(config: &ContainerConfig) -> Result<Created> {
 impl Created {
     /// The container process's PID, as the runtime sees it.
     pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Leaves the container process waiting on its fifo barrier and forgets it: from now on
+    /// it is the caller's to record (its PID) and someone's to start or delete.
+    pub fn detach(mut self) -> Pid {
+        self.armed = false;
         self.pid
     }
 
@@ -126,4 +155,51 @@ impl Drop for Created {
             self.kill_and_reap();
         }
     }
+}
+
+/// Makes the exec fifo (mode 0600) and opens it `O_PATH` for the child to reopen later.
+fn make_fifo(path: &Path) -> Result<OwnedFd> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::os("cannot make the exec fifo", e))?;
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    // SAFETY: open returned a fresh descriptor that nothing else owns.
+    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(|e| Error::os("cannot open the exec fifo", e))
+}
+
+/// Starts a container created with [`Barrier::Fifo`]: reads the byte its process writes once
+/// it may exec, then removes the fifo. `alive` says whether the container process still
+/// exists; when it does not, or after `timeout`, this fails instead of waiting forever.
+pub fn start_fifo(path: &Path, alive: impl Fn() -> bool, timeout: Duration) -> Result<()> {
+    use std::io::Read;
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::os("cannot open the exec fifo", e))?;
+    let deadline = Instant::now() + timeout;
+    let mut byte = [0u8];
+    loop {
+        match fifo.read(&mut byte) {
+            Ok(1) => break,
+            // 0: the writer has not opened its end yet; EAGAIN: opened, not written yet.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Error::os("cannot read the exec fifo", e)),
+        }
+        if !alive() {
+            return Err(Error::ChildDied("the container process is gone".into()));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::ChildDied(format!(
+                "the container process did not reach its start within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::fs::remove_file(path).map_err(|e| Error::os("cannot remove the exec fifo", e))
 }

@@ -16,12 +16,12 @@
 //! receives.
 //!
 //! ```no_run
-//! use peapod_container::{create, ContainerConfig, SignalForwarder};
+//! use peapod_container::{create, Barrier, ContainerConfig, SignalForwarder};
 //!
 //! let spec = oci_spec::runtime::Spec::load("bundle/config.json")?;
 //! let config = ContainerConfig::from_spec(&spec, std::path::Path::new("bundle"))?;
 //! let forwarder = SignalForwarder::install()?;
-//! let pid = create(&config)?.start()?;
+//! let pid = create(&config, &Barrier::Channel)?.start()?;
 //! let exit = forwarder.wait(pid)?;
 //! std::process::exit(exit.code());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -42,6 +42,6 @@ mod spec;
 pub use child::ChildFailure;
 pub use config::{ConfigError, ContainerConfig};
 pub use error::{Error, Result};
-pub use launch::{create, Created};
+pub use launch::{create, start_fifo, Barrier, Created};
 pub use signals::{Exit, SignalForwarder, FORWARDED_SIGNALS};
 pub use spec::{default_spec, DEFAULT_PATH};

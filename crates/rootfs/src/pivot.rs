@@ -22,8 +22,11 @@ fn step(step: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
 ///
 /// Where `pivot_root` cannot work (a rootfs on the initramfs), it moves the mount onto `/`
 /// and `chroot`s instead, and logs that it did.
-pub(crate) fn pivot_into(root: &Path) -> Result<()> {
+pub(crate) fn pivot_into(root: &Path, no_pivot: bool) -> Result<()> {
     chdir(root).map_err(step(format!("chdir into {}", root.display())))?;
+    if no_pivot {
+        return move_and_chroot();
+    }
     match pivot_root(".", ".") {
         Ok(()) => {
             // Keep the unmount below from propagating to the host's mounts.
@@ -39,12 +42,18 @@ pub(crate) fn pivot_into(root: &Path) -> Result<()> {
         }
         Err(nix::Error::EINVAL) if is_ramfs(Path::new("/")) => {
             tracing::info!("rootfs is on ramfs, where pivot_root cannot work: using chroot");
-            mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-                .map_err(step("move the rootfs onto /"))?;
-            chroot(".").map_err(step("chroot into the rootfs"))?;
+            return move_and_chroot();
         }
         Err(e) => return Err(step(format!("pivot_root into {}", root.display()))(e)),
     }
+    chdir("/").map_err(step("chdir to the new root"))
+}
+
+/// Moves the rootfs mount (the current directory) onto `/` and chroots into it.
+fn move_and_chroot() -> Result<()> {
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(step("move the rootfs onto /"))?;
+    chroot(".").map_err(step("chroot into the rootfs"))?;
     chdir("/").map_err(step("chdir to the new root"))
 }
 

@@ -22,6 +22,7 @@ pub struct RootfsPlan {
     propagation: (Propagation, bool),
     masked_paths: Vec<PathBuf>,
     readonly_paths: Vec<PathBuf>,
+    no_pivot: bool,
 }
 
 impl RootfsPlan {
@@ -37,6 +38,7 @@ impl RootfsPlan {
             propagation: (Propagation::Slave, true),
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
+            no_pivot: false,
         }
     }
 
@@ -74,6 +76,14 @@ impl RootfsPlan {
         paths: impl IntoIterator<Item = P>,
     ) -> RootfsPlan {
         self.readonly_paths = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Switches root with `MS_MOVE` and `chroot` instead of `pivot_root` (runc's
+    /// `--no-pivot`, for a rootfs on ramfs). The old root then stays reachable to a process
+    /// that can escape a chroot, so this is only for where `pivot_root` cannot work.
+    pub fn no_pivot(mut self, no_pivot: bool) -> RootfsPlan {
+        self.no_pivot = no_pivot;
         self
     }
 
@@ -169,7 +179,7 @@ impl RootfsPlan {
             populate_dev(&in_root, &self.devices)?;
         }
         drop(in_root);
-        pivot_into(&self.root)?;
+        pivot_into(&self.root, self.no_pivot)?;
         let in_root = InRoot::open(Path::new("/"))?;
         for path in &self.readonly_paths {
             make_readonly(&in_root, path)?;

@@ -63,6 +63,18 @@ impl TestRootfs {
         self.dir.path()
     }
 
+    /// The state root of this test's containers.
+    pub fn state_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `peapod --root STATE` for this test.
+    pub fn peapod(&self) -> Command {
+        let mut cmd = peapod();
+        cmd.arg("--root").arg(self.state_root());
+        cmd
+    }
+
     pub fn arg(&self) -> &str {
         self.path.to_str().expect("utf-8 path")
     }
@@ -73,6 +85,10 @@ impl TestRootfs {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&scratch)).collect();
         assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+        let states: Vec<_> = std::fs::read_dir(self.state_root())
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(states.is_empty(), "container state left behind: {states:?}");
         for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
             let root = std::fs::read_link(entry.path().join("root"));
             if let Ok(root) = root {

@@ -1,0 +1,70 @@
+//! Reading a bundle's `config.json`, with errors that name the JSON path and position.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+/// A `config.json` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BundleError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `field` is the JSON path (`linux.namespaces[2].type`), empty for syntax errors.
+    #[error("{path}: {}{source}", if field.is_empty() || field == "." { String::new() } else { format!("{field}: ") })]
+    Parse {
+        path: PathBuf,
+        field: String,
+        source: serde_json::Error,
+    },
+}
+
+/// The absolute bundle directory and its parsed spec.
+pub(crate) fn load(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
+    let path = bundle.join("config.json");
+    let bundle = std::path::absolute(bundle).map_err(|source| BundleError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let text = std::fs::read(&path).map_err(|source| BundleError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&text);
+    let spec = serde_path_to_error::deserialize(de).map_err(|e| BundleError::Parse {
+        path: path.clone(),
+        field: e.path().to_string(),
+        source: e.into_inner(),
+    })?;
+    Ok((bundle, spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.json"), text).expect("write");
+        load(dir.path()).map(|_| ()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_namespace_names_its_path() {
+        let msg = load_text(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"foo"}]}}"#,
+        );
+        assert!(
+            msg.contains("linux.namespaces[2].type: unknown variant `foo`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let msg = load_text("{\n  \"ociVersion\": \"1.0.2\"\n  \"process\": {}\n}");
+        assert!(msg.contains("line 3 column 3"), "{msg}");
+    }
+}

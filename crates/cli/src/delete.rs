@@ -1,0 +1,54 @@
+//! `peapod delete`: removes a container's state, killing its process first when it is only
+//! created, or running and `--force` is given.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use peapod_state::{ContainerId, Status};
+
+use crate::args::DeleteArgs;
+use crate::context::Context;
+use crate::kill::container_pids;
+use crate::Failure;
+
+/// How long `delete` waits for killed processes to be gone.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn run(ctx: &Context, args: DeleteArgs) -> Result<i32, Failure> {
+    let id: ContainerId = args.id.parse()?;
+    delete(ctx, &id, args.force)?;
+    Ok(0)
+}
+
+/// Deletes container `id` (see the module doc).
+pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(), Failure> {
+    let entry = ctx.store()?.load(id)?;
+    // A `create` that died half-way may have left no record: there is nothing to stop.
+    if let Some(record) = entry.record()? {
+        let status = record.status(entry.dir());
+        if status == Status::Running && !force {
+            return Err(Failure::runtime(anyhow!(
+                "container {id} is running: stop it first, or delete it with --force"
+            )));
+        }
+        if let (Some(process), Status::Created | Status::Running) = (record.process, status) {
+            for pid in container_pids(process) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let deadline = Instant::now() + KILL_TIMEOUT;
+            while process.is_alive() {
+                if Instant::now() > deadline {
+                    return Err(Failure::runtime(anyhow!(
+                        "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
+                        process.pid
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    entry.remove()?;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `peapod kill`: signals a container's process (or, with `--all`, every process in it).
+
+use std::str::FromStr;
+
+use anyhow::anyhow;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use peapod_ns::{Namespace, NamespaceId};
+use peapod_state::{ContainerId, ProcessIdentity, Status};
+
+use crate::args::KillArgs;
+use crate::context::Context;
+use crate::Failure;
+
+/// Parses `TERM`, `SIGTERM`, `sigterm` or `15`.
+pub(crate) fn parse_signal(s: &str) -> Result<Signal, Failure> {
+    let parsed = match s.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).ok(),
+        Err(_) => {
+            let upper = s.to_ascii_uppercase();
+            let name = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            Signal::from_str(&name).ok()
+        }
+    };
+    parsed.ok_or_else(|| Failure::usage(anyhow!("unknown signal {s:?}")))
+}
+
+/// The PIDs (in our PID namespace) of every process in the PID namespace of `init`, when
+/// that is not ours; else only `init` itself.
+pub(crate) fn container_pids(init: ProcessIdentity) -> Vec<i32> {
+    let own = NamespaceId::of(None, Namespace::Pid).ok();
+    let theirs = NamespaceId::of(Some(Pid::from_raw(init.pid)), Namespace::Pid).ok();
+    if theirs.is_none() || theirs == own {
+        return vec![init.pid];
+    }
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| NamespaceId::of(Some(Pid::from_raw(*pid)), Namespace::Pid).ok() == theirs)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+pub(crate) fn run(ctx: &Context, args: KillArgs) -> Result<i32, Failure> {
+    let signal = parse_signal(&args.signal)?;
+    let id: ContainerId = args.id.parse()?;
+    let entry = ctx.store()?.load(&id)?;
+    let record = entry.record()?;
+    let process = match &record {
+        Some(r) if matches!(r.status(entry.dir()), Status::Created | Status::Running) => r.process,
+        _ => None,
+    };
+    let Some(process) = process else {
+        return Err(Failure::runtime(anyhow!("container {id} is not running")));
+    };
+    let pids = if args.all {
+        container_pids(process)
+    } else {
+        vec![process.pid]
+    };
+    for pid in pids {
+        match kill(Pid::from_raw(pid), signal) {
+            Ok(()) | Err(nix::Error::ESRCH) => {}
+            Err(e) => {
+                return Err(Failure::runtime(anyhow!(
+                    "cannot send {signal} to {pid}: {e}"
+                )))
+            }
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        for s in ["TERM", "SIGTERM", "sigterm", "15"] {
+            assert_eq!(parse_signal(s).ok(), Some(Signal::SIGTERM), "{s}");
+        }
+        assert_eq!(parse_signal("KILL").ok(), Some(Signal::SIGKILL));
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("99").is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! `peapod spec` (a default config.json) and `peapod features` (what this runtime supports).
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context as _};
+use peapod_container::default_spec;
+use serde_json::json;
+
+use crate::args::SpecArgs;
+use crate::Failure;
+
+pub(crate) fn spec(args: SpecArgs) -> Result<i32, Failure> {
+    let path = args.bundle.join("config.json");
+    if path.exists() {
+        return Err(Failure::runtime(anyhow!(
+            "{} exists already",
+            path.display()
+        )));
+    }
+    let rootless = args.rootless.then(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    });
+    let mut spec = default_spec(rootless);
+    if let Some(root) = spec.root_mut() {
+        root.set_path(Path::new("rootfs").to_owned());
+    }
+    let json = serde_json::to_string_pretty(&spec).map_err(|e| Failure::runtime(anyhow!(e)))?;
+    std::fs::write(&path, json + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Failure::runtime)?;
+    Ok(0)
+}
+
+/// The runtime-spec features document (features.md). Only what peapod really does is listed:
+/// no hooks, capabilities, cgroups or seccomp yet.
+pub(crate) fn features() -> Result<i32, Failure> {
+    let doc = json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": peapod_state::OCI_VERSION,
+        "hooks": [],
+        "mountOptions": [
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand",
+            "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
+            "nosuid", "private", "rbind", "relatime", "ro", "rprivate", "rshared", "rslave",
+            "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": [],
+            "cgroup": { "v1": false, "v2": false, "systemd": false, "systemdUser": false, "rdma": false },
+            "seccomp": { "enabled": false },
+            "apparmor": { "enabled": false },
+            "selinux": { "enabled": false },
+            "intelRdt": { "enabled": false },
+            "mountExtensions": { "idmap": { "enabled": false } }
+        },
+        "annotations": {
+            "org.peapod.version": env!("CARGO_PKG_VERSION")
+        }
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::runtime(anyhow!(e)))?;
+    println!("{text}");
+    Ok(0)
+}

@@ -1,0 +1,37 @@
+//! `peapod start`: releases a created container's process from its exec fifo.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use peapod_state::{ContainerId, Status};
+
+use crate::context::Context;
+use crate::Failure;
+
+/// How long `start` waits for a live container process to reach its barrier.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn run(ctx: &Context, id: &str) -> Result<i32, Failure> {
+    let id: ContainerId = id.parse()?;
+    let entry = ctx.store()?.load(&id)?;
+    let record = entry
+        .record()?
+        .ok_or_else(|| Failure::runtime(anyhow!("container {id} was never fully created")))?;
+    match record.status(entry.dir()) {
+        Status::Created => {}
+        Status::Running => {
+            return Err(Failure::runtime(anyhow!(
+                "container {id} is already running"
+            )))
+        }
+        Status::Stopped | Status::Creating => {
+            return Err(Failure::runtime(anyhow!(
+                "container {id} is stopped: its process has exited; delete it"
+            )))
+        }
+    }
+    let process = record.process;
+    let alive = || process.is_some_and(|p| p.is_alive());
+    peapod_container::start_fifo(&entry.exec_fifo(), alive, START_TIMEOUT)?;
+    Ok(0)
+}

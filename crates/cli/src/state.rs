@@ -1,0 +1,111 @@
+//! `peapod state` and `peapod list`: what the store records, with the status read live.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use peapod_state::{rfc3339, ContainerId, Entry, Record, Status};
+use serde::Serialize;
+
+use crate::args::{Format, ListArgs};
+use crate::context::Context;
+use crate::Failure;
+
+/// The state JSON of the OCI runtime spec, with runc's extra fields.
+#[derive(Debug, Serialize)]
+pub(crate) struct StateJson {
+    #[serde(rename = "ociVersion")]
+    oci_version: String,
+    id: String,
+    pid: i32,
+    status: &'static str,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    created: String,
+    owner: String,
+    annotations: BTreeMap<String, String>,
+}
+
+impl StateJson {
+    pub(crate) fn of(entry: &Entry, record: &Record) -> StateJson {
+        let status = record.status(entry.dir());
+        let pid = match status {
+            Status::Created | Status::Running => record.process.map_or(0, |p| p.pid),
+            Status::Stopped | Status::Creating => 0,
+        };
+        let owner = std::fs::metadata(entry.dir())
+            .map(|m| {
+                if m.uid() == 0 {
+                    "root".to_owned()
+                } else {
+                    m.uid().to_string()
+                }
+            })
+            .unwrap_or_default();
+        StateJson {
+            oci_version: record.oci_version.clone(),
+            id: record.id.clone(),
+            pid,
+            status: status.as_str(),
+            bundle: record.bundle.clone(),
+            rootfs: record.rootfs.clone(),
+            created: rfc3339(record.created),
+            owner,
+            annotations: record.annotations.clone(),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value).map_err(|e| Failure::runtime(anyhow!(e)))
+}
+
+pub(crate) fn state(ctx: &Context, id: &str) -> Result<i32, Failure> {
+    let id: ContainerId = id.parse()?;
+    let entry = ctx.store()?.load(&id)?;
+    let record = entry
+        .record()?
+        .ok_or_else(|| Failure::runtime(anyhow!("container {id} was never fully created")))?;
+    println!("{}", to_json(&StateJson::of(&entry, &record))?);
+    Ok(0)
+}
+
+pub(crate) fn list(ctx: &Context, args: ListArgs) -> Result<i32, Failure> {
+    let store = ctx.store()?;
+    let mut states = Vec::new();
+    for id in store.ids()? {
+        // A container deleted meanwhile, or half-created, is simply not listed.
+        let Ok(entry) = store.load(&id) else { continue };
+        if let Ok(Some(record)) = entry.record() {
+            states.push(StateJson::of(&entry, &record));
+        }
+    }
+    if args.quiet {
+        for s in &states {
+            println!("{}", s.id);
+        }
+        return Ok(0);
+    }
+    match args.format {
+        Format::Json => println!("{}", to_json(&states)?),
+        Format::Table => {
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} {:<22} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
+            for s in &states {
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<22} {}",
+                    s.id,
+                    s.pid,
+                    s.status,
+                    s.bundle.display(),
+                    s.created,
+                    s.owner
+                );
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,210 @@
+//! The state root and one locked container directory in it.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+
+use crate::error::io;
+use crate::{ContainerId, Error, Record, Result};
+
+pub(crate) const STATE_FILE: &str = "state.json";
+/// The fifo a created container's process blocks on until `start` reads from it.
+pub(crate) const EXEC_FIFO: &str = "exec.fifo";
+
+/// The state root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// One container's directory, exclusively locked while this value lives.
+#[derive(Debug)]
+pub struct Entry {
+    id: ContainerId,
+    dir: PathBuf,
+    // Holds the flock; closing it releases the lock.
+    lock: File,
+}
+
+impl Store {
+    /// Opens the state root, creating it (mode 0700) when missing.
+    pub fn open(root: &Path) -> Result<Store> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io("cannot create state root", root))?;
+        Ok(Store {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes the directory of a new container and locks it.
+    pub fn create(&self, id: &ContainerId) -> Result<Entry> {
+        let dir = self.root.join(id.as_str());
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists(id.to_string()))
+            }
+            Err(e) => return Err(io("cannot create state directory", &dir)(e)),
+        }
+        lock(id, dir)
+    }
+
+    /// Locks the directory of an existing container (waiting while another command holds it).
+    pub fn load(&self, id: &ContainerId) -> Result<Entry> {
+        let dir = self.root.join(id.as_str());
+        let entry = lock(id, dir)?;
+        // A `delete` may have removed the directory while we waited for the lock.
+        if !entry.dir.exists() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        Ok(entry)
+    }
+
+    /// The ids of every container in the store, sorted.
+    pub fn ids(&self) -> Result<Vec<ContainerId>> {
+        let mut ids: Vec<ContainerId> = fs::read_dir(&self.root)
+            .map_err(io("cannot list", &self.root))?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+fn lock(id: &ContainerId, dir: PathBuf) -> Result<Entry> {
+    let lock = match File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&dir)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound(id.to_string()))
+        }
+        Err(e) => return Err(io("cannot open state directory", &dir)(e)),
+    };
+    loop {
+        match flock(&lock, FlockOperation::LockExclusive) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => other.map_err(|e| io("cannot lock", &dir)(e.into()))?,
+        }
+        break;
+    }
+    Ok(Entry {
+        id: id.clone(),
+        dir,
+        lock,
+    })
+}
+
+impl Entry {
+    /// The container id.
+    pub fn id(&self) -> &ContainerId {
+        &self.id
+    }
+
+    /// The container's state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of the exec fifo.
+    pub fn exec_fifo(&self) -> PathBuf {
+        self.dir.join(EXEC_FIFO)
+    }
+
+    /// Writes `record` atomically: a temporary file, `fsync`, `rename` over `state.json`,
+    /// `fsync` of the directory.
+    pub fn save(&self, record: &Record) -> Result<()> {
+        let path = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(".state.json.tmp");
+        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            source: e,
+        })?;
+        let mut file = File::create(&tmp).map_err(io("cannot write", &tmp))?;
+        file.write_all(&json).map_err(io("cannot write", &tmp))?;
+        file.sync_all().map_err(io("cannot sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("cannot replace", &path))?;
+        self.lock.sync_all().map_err(io("cannot sync", &self.dir))
+    }
+
+    /// The record, or `None` when `create` died before writing one.
+    pub fn record(&self) -> Result<Option<Record>> {
+        let path = self.dir.join(STATE_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
+    }
+
+    /// Removes the container's directory and everything in it.
+    pub fn remove(self) -> Result<()> {
+        fs::remove_dir_all(&self.dir).map_err(io("cannot remove", &self.dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_save_load_remove() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&root.path().join("state")).expect("open");
+        let id: ContainerId = "c1".parse().expect("id");
+        let entry = store.create(&id).expect("create");
+        assert!(matches!(store.create(&id), Err(Error::Exists(_))));
+        assert_eq!(entry.record().expect("read"), None);
+        let record = Record::new(&id, "/bundle".into());
+        entry.save(&record).expect("save");
+        drop(entry);
+        let entry = store.load(&id).expect("load");
+        assert_eq!(entry.record().expect("read"), Some(record));
+        assert_eq!(store.ids().expect("ids"), vec![id.clone()]);
+        entry.remove().expect("remove");
+        assert!(matches!(store.load(&id), Err(Error::NotFound(_))));
+        assert!(store.ids().expect("ids").is_empty());
+    }
+
+    #[test]
+    fn a_second_locker_waits_for_the_first() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(root.path()).expect("open");
+        let id: ContainerId = "c2".parse().expect("id");
+        let entry = store.create(&id).expect("create");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store2 = store.clone();
+        let id2 = id.clone();
+        let waiter = std::thread::spawn(move || {
+            let got = store2.load(&id2).map(|_| ());
+            tx.send(got.is_ok()).expect("send");
+        });
+        // While we hold the lock, the other side cannot have it.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err());
+        drop(entry);
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(true)
+        );
+        waiter.join().expect("join");
+    }
+}

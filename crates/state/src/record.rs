@@ -1,0 +1,127 @@
+//! What `state.json` holds, and the status derived from it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ContainerId, ProcessIdentity};
+
+/// The runtime spec version peapod implements.
+pub const OCI_VERSION: &str = "1.2.0";
+
+/// The recorded facts about one container. The status is not stored: it is read off the
+/// process and the exec fifo each time ([`Record::status`]), so it cannot go stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The OCI version of the state.
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    /// The container id.
+    pub id: String,
+    /// The bundle directory (absolute).
+    pub bundle: PathBuf,
+    /// The rootfs directory (absolute).
+    #[serde(default)]
+    pub rootfs: PathBuf,
+    /// The container process, once it exists.
+    #[serde(default)]
+    pub process: Option<ProcessIdentity>,
+    /// Seconds since the epoch at creation.
+    #[serde(default)]
+    pub created: u64,
+    /// The spec's annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A container's status, as the OCI runtime spec names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// `create` has not finished (or died half-way).
+    Creating,
+    /// Set up, waiting for `start`.
+    Created,
+    /// The entrypoint runs.
+    Running,
+    /// The process has exited (or never existed).
+    Stopped,
+}
+
+impl Status {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+impl Record {
+    /// A record for a container being created now.
+    pub fn new(id: &ContainerId, bundle: PathBuf) -> Record {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Record {
+            oci_version: OCI_VERSION.to_owned(),
+            id: id.to_string(),
+            bundle,
+            rootfs: PathBuf::new(),
+            process: None,
+            created,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The status now: `created` while the process lives and its exec fifo (in the
+    /// container's state directory `dir`) is still there, `running` while it lives after that,
+    /// `stopped` once it is gone.
+    pub fn status(&self, dir: &Path) -> Status {
+        match self.process {
+            None => Status::Stopped,
+            Some(p) if !p.is_alive() => Status::Stopped,
+            Some(_) if dir.join(crate::entry::EXEC_FIFO).exists() => Status::Created,
+            Some(_) => Status::Running,
+        }
+    }
+}
+
+/// `secs` since the epoch as RFC 3339 in UTC (`2026-11-28T04:10:50Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day count.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_838_450), "2026-11-28T04:00:50Z");
+    }
+}
