@@ -1,5 +1,11 @@
-//! `cargo xtask bench`: whole-process timings, median of several runs, next to the floor
-//! that `unshare` and `chroot` set for the same namespaces.
+//! `cargo xtask bench [run] [init] [lifecycle]`: whole-process timings, median of several
+//! runs, side by side with the floor `unshare` sets and with runc, crun, tini, dumb-init and
+//! catatonit where they are installed. With no argument, every section.
+
+mod init;
+mod lifecycle;
+
+pub(crate) use init::orphan_burst;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,16 +15,40 @@ use crate::{build_peapod, rootfs, Result};
 
 const RUNS: usize = 30;
 
-pub(crate) fn run(_args: &[String]) -> Result {
+pub(crate) fn run(args: &[String]) -> Result {
+    let all = args.is_empty();
+    let wants = |section: &str| all || args.iter().any(|a| a == section);
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| !["run", "init", "lifecycle"].contains(&a.as_str()))
+    {
+        return Err(format!(
+            "unknown bench section {unknown:?} (try: run, init, lifecycle)"
+        ));
+    }
+    if wants("run") {
+        run_vs_floor()?;
+    }
+    if wants("init") {
+        init::run()?;
+    }
+    if wants("lifecycle") {
+        lifecycle::run()?;
+    }
+    Ok(())
+}
+
+/// `peapod run --rootfs R -- /bin/true` next to `unshare ... chroot R /bin/true`.
+fn run_vs_floor() -> Result {
     let peapod = build_peapod()?;
     let rootfs_dir = rootfs::default_dir();
     rootfs::ensure(&rootfs_dir)?;
     let root = rootfs_dir.to_string_lossy().into_owned();
 
-    println!("median of {RUNS} runs, /bin/true in a new container (after 3 warm-up runs)\n");
+    println!("== peapod run: median of {RUNS} runs, /bin/true in a new container (after 3 warm-up runs)\n");
     let mut peapod_cmd = Command::new(&peapod);
     peapod_cmd.args(["run", "--rootfs", &root, "--", "/bin/true"]);
-    let ours = median_of(&mut peapod_cmd)?;
+    let ours = median_of(&mut peapod_cmd, RUNS)?;
     report("peapod run", ours, None);
 
     if which("unshare") {
@@ -35,19 +65,26 @@ pub(crate) fn run(_args: &[String]) -> Result {
             &root,
             "/bin/true",
         ]);
-        let floor_time = median_of(&mut floor)?;
+        let floor_time = median_of(&mut floor, RUNS)?;
         report("unshare + chroot (floor)", floor_time, None);
         report("peapod / floor", ours, Some(floor_time));
     } else {
         println!("unshare not installed: no floor to compare with");
     }
+    println!();
     Ok(())
 }
 
-fn which(tool: &str) -> bool {
-    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+/// The path of `tool` in the usual system directories, if installed.
+fn find_tool(tool: &str) -> Option<std::path::PathBuf> {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]
         .iter()
-        .any(|d| Path::new(d).join(tool).exists())
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+}
+
+fn which(tool: &str) -> bool {
+    find_tool(tool).is_some()
 }
 
 fn report(label: &str, time: Duration, base: Option<Duration>) {
@@ -60,11 +97,11 @@ fn report(label: &str, time: Duration, base: Option<Duration>) {
     }
 }
 
-/// Runs `cmd` 3 times to warm caches, then `RUNS` times; the median wall time.
-fn median_of(cmd: &mut Command) -> Result<Duration> {
+/// Runs `cmd` 3 times to warm caches, then `runs` times; the median wall time.
+fn median_of(cmd: &mut Command, runs: usize) -> Result<Duration> {
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut times = Vec::with_capacity(RUNS);
-    for i in 0..RUNS + 3 {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
         let start = Instant::now();
         let status = cmd
             .status()
@@ -77,6 +114,11 @@ fn median_of(cmd: &mut Command) -> Result<Duration> {
             times.push(elapsed);
         }
     }
-    times.sort();
-    Ok(times[times.len() / 2])
+    Ok(median(times))
+}
+
+/// The median of `values` (which must not be empty).
+fn median<T: Ord + Copy + Default>(mut values: Vec<T>) -> T {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }

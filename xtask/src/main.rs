@@ -5,9 +5,11 @@
 //! - `cargo xtask test`: formatting, clippy, and every test.
 //! - `cargo xtask rootfs [DIR]`: assembles the default rootfs, with no network.
 //! - `cargo xtask bench`: whole-process timings next to the floor `unshare` sets.
+//! - `cargo xtask dist`: release `peapod` and the static `peapod-init` in `target/dist/`.
 
 mod bench;
 mod demo;
+mod dist;
 mod rootfs;
 mod test;
 
@@ -27,12 +29,17 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "rootfs" => rootfs::run(rest),
         "bench" => bench::run(rest),
+        "dist" => dist::run(rest),
+        // Internal: the orphan generator of `bench init`.
+        "orphan-burst" => bench::orphan_burst(rest),
         "help" | "-h" | "--help" => {
-            println!("usage: cargo xtask <run [-- PEAPOD-ARGS] | test | rootfs [DIR] | bench>");
+            println!(
+                "usage: cargo xtask <run [-- PEAPOD-ARGS] | test | rootfs [DIR] | bench | dist>"
+            );
             Ok(())
         }
         other => Err(format!(
-            "unknown task {other:?} (try: run, test, rootfs, bench)"
+            "unknown task {other:?} (try: run, test, rootfs, bench, dist)"
         )),
     };
     match result {

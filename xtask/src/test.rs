@@ -1,7 +1,7 @@
 //! `cargo xtask test`: what CI runs. Formatting, clippy with warnings as errors, then every
 //! unit and integration test with the default rootfs in place.
 
-use crate::{cargo, rootfs, run_status, Result};
+use crate::{cargo, dist, rootfs, run_status, Result};
 
 pub(crate) fn run(args: &[String]) -> Result {
     run_status(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -17,10 +17,14 @@ pub(crate) fn run(args: &[String]) -> Result {
     let rootfs_dir = rootfs::default_dir();
     let how = rootfs::ensure(&rootfs_dir)?;
     println!("xtask: rootfs at {} ({how})", rootfs_dir.display());
+    // The init tests run the static binary that ships (and `peapod run --init` needs it).
+    let init = dist::build_init()?;
+    println!("xtask: static init at {}", init.display());
     run_status(
         cargo()
             .args(["test", "--workspace"])
             .args(args)
-            .env("PEAPOD_TEST_ROOTFS", &rootfs_dir),
+            .env("PEAPOD_TEST_ROOTFS", &rootfs_dir)
+            .env("PEAPOD_INIT_BIN", &init),
     )
 }

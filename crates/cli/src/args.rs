@@ -238,6 +238,12 @@ pub(crate) struct RunArgs {
     /// Keep the host's namespaces of these kinds (comma-separated: net, ipc, uts, pid, cgroup).
     #[arg(long, value_name = "NS,...", value_delimiter = ',', value_parser = parse_shareable)]
     pub share: Vec<Namespace>,
+    /// Run peapod-init as PID 1 with CMD under it, to reap zombies and forward signals.
+    #[arg(long)]
+    pub init: bool,
+    /// The static peapod-init to use (default: `peapod-init` beside the peapod binary).
+    #[arg(long, value_name = "FILE", requires = "init")]
+    pub init_path: Option<PathBuf>,
     /// The container id (with a bundle).
     pub id: Option<String>,
     /// The command to run and its arguments (with --rootfs).

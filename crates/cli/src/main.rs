@@ -8,6 +8,7 @@ mod bundle;
 mod context;
 mod create;
 mod delete;
+mod init;
 mod kill;
 mod ps;
 mod run;
@@ -126,10 +127,15 @@ fn exit_on_usage_error(err: clap::Error) -> ! {
     }
     let rendered = err.kind().as_str().map(str::to_owned);
     let text = err.to_string();
-    let line = text
+    // The first paragraph: the message, and what it lists (e.g. the missing arguments).
+    let paragraph: Vec<&str> = text
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim_start_matches("error: ").to_owned())
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let line = Some(paragraph.join(" ").trim_start_matches("error: ").to_owned())
+        .filter(|l| !l.is_empty())
         .or(rendered)
         .unwrap_or_else(|| "invalid usage".to_owned());
     eprintln!("peapod: {line} (see 'peapod --help')");

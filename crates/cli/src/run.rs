@@ -89,6 +89,7 @@ fn refuse_rootfs_flags(args: &RunArgs) -> Result<(), Failure> {
         ("--volume", !args.volumes.is_empty()),
         ("--read-only", args.read_only),
         ("--share", !args.share.is_empty()),
+        ("--init", args.init),
         ("-- CMD", !args.command.is_empty()),
     ];
     match used.iter().find(|(_, used)| *used) {
@@ -164,8 +165,15 @@ fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec,
         root.set_path(root_path).set_readonly(Some(args.read_only));
     }
 
+    let init = match args.init {
+        true => Some(crate::init::locate(args.init_path.as_deref()).map_err(Failure::usage)?),
+        false => None,
+    };
     if let Some(process) = spec.process_mut() {
-        process.set_args(Some(args.command.clone()));
+        process.set_args(Some(match init {
+            Some(_) => crate::init::wrap(&args.command),
+            None => args.command.clone(),
+        }));
         let mut env = process.env().clone().unwrap_or_default();
         for kv in &args.env {
             let key = kv.split('=').next().unwrap_or_default();
@@ -181,6 +189,9 @@ fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec,
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for volume in &args.volumes {
         mounts.push(bind_mount(volume).map_err(Failure::usage)?);
+    }
+    if let Some(init) = &init {
+        mounts.push(crate::init::mount(init).map_err(Failure::runtime)?);
     }
     spec.set_mounts(Some(mounts));
     Ok(spec)

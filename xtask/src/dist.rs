@@ -1,0 +1,49 @@
+//! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod` (release build) and
+//! `peapod-init`, static, stripped and freestanding (no libc), ready to be bind-mounted into
+//! any image.
+
+use std::path::PathBuf;
+
+use crate::{build_peapod, cargo, run_status, target_dir, Result};
+
+pub(crate) fn run(_args: &[String]) -> Result {
+    let init = build_init()?;
+    let peapod = build_peapod()?;
+    let dist = target_dir().join("dist");
+    std::fs::create_dir_all(&dist).map_err(|e| format!("cannot create {}: {e}", dist.display()))?;
+    for (from, name) in [(&init, "peapod-init"), (&peapod, "peapod")] {
+        let to = dist.join(name);
+        std::fs::copy(from, &to).map_err(|e| format!("cannot copy to {}: {e}", to.display()))?;
+        let size = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+        println!("{} ({size} bytes)", to.display());
+    }
+    Ok(())
+}
+
+/// Builds the static `peapod-init` and returns its path (under `target/<host>/dist/`).
+///
+/// `crt-static` is what switches the crate to its freestanding form (see its build.rs); an
+/// explicit `--target` keeps that flag away from build scripts and proc macros.
+pub(crate) fn build_init() -> Result<PathBuf> {
+    let host = host_triple()?;
+    run_status(
+        cargo()
+            .args(["build", "--quiet", "--profile", "dist", "-p", "peapod-init"])
+            .args(["--target", &host])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    Ok(target_dir().join(host).join("dist/peapod-init"))
+}
+
+fn host_triple() -> Result<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("cannot run rustc -vV: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .ok_or_else(|| "rustc -vV did not name the host triple".to_owned())
+}
