@@ -12,8 +12,9 @@ pub(crate) enum BundleError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// `field` is the JSON path (`linux.namespaces[2].type`), empty for syntax errors.
-    #[error("{path}: {}{source}", if field.is_empty() || field == "." { String::new() } else { format!("{field}: ") })]
+    /// `field` is the JSON path (`linux.namespaces[2].type`); it is left out when it says
+    /// nothing: the document itself (`.`), or a syntax error between its keys (`?`).
+    #[error("{path}: {}{source}", if matches!(field.as_str(), "" | "." | "?") { String::new() } else { format!("{field}: ") })]
     Parse {
         path: PathBuf,
         field: String,
@@ -21,14 +22,16 @@ pub(crate) enum BundleError {
     },
 }
 
-/// The absolute bundle directory and its parsed spec.
+/// The bundle directory, absolute and without `.`, `..` or symlinks (as the state records
+/// it, and as a relative `root.path` is resolved against), and its parsed spec.
 pub(crate) fn load(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
     let path = bundle.join("config.json");
-    let bundle = std::path::absolute(bundle).map_err(|source| BundleError::Read {
+    let text = std::fs::read(&path).map_err(|source| BundleError::Read {
         path: path.clone(),
         source,
     })?;
-    let text = std::fs::read(&path).map_err(|source| BundleError::Read {
+    // `std::path::absolute` would keep `..`: `--bundle ..` must not be recorded as `cwd/..`.
+    let bundle = std::fs::canonicalize(bundle).map_err(|source| BundleError::Read {
         path: path.clone(),
         source,
     })?;
@@ -66,5 +69,6 @@ mod tests {
     fn syntax_error_names_line_and_column() {
         let msg = load_text("{\n  \"ociVersion\": \"1.0.2\"\n  \"process\": {}\n}");
         assert!(msg.contains("line 3 column 3"), "{msg}");
+        assert!(!msg.contains("?"), "a path that says nothing: {msg}");
     }
 }

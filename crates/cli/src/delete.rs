@@ -24,7 +24,13 @@ pub(crate) fn run(ctx: &Context, args: DeleteArgs) -> Result<i32, Failure> {
 
 /// Deletes container `id` (see the module doc).
 pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(), Failure> {
-    let entry = ctx.store()?.load(id)?;
+    let entry = match ctx.store()?.load(id) {
+        Ok(entry) => entry,
+        // As runc: podman and containerd call `delete --force` to clean up after a failed
+        // `create`, which may have left nothing to delete.
+        Err(peapod_state::Error::NotFound(_)) if force => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     // A `create` that died half-way may have left no record: there is nothing to stop.
     if let Some(record) = entry.record()? {
         let status = record.status(entry.dir());

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context as _};
-use peapod_container::default_spec;
+use peapod_container::{default_spec, ALL_CAPABILITIES};
 use serde_json::json;
 
 use crate::args::SpecArgs;
@@ -24,6 +24,7 @@ pub(crate) fn spec(args: SpecArgs) -> Result<i32, Failure> {
         )
     });
     let mut spec = default_spec(rootless);
+    spec.set_version(peapod_state::OCI_VERSION.to_owned());
     if let Some(root) = spec.root_mut() {
         root.set_path(Path::new("rootfs").to_owned());
     }
@@ -35,8 +36,12 @@ pub(crate) fn spec(args: SpecArgs) -> Result<i32, Failure> {
 }
 
 /// The runtime-spec features document (features.md). Only what peapod really does is listed:
-/// no hooks, capabilities, cgroups or seccomp yet.
+/// no hooks, cgroups or seccomp yet.
 pub(crate) fn features() -> Result<i32, Failure> {
+    let capabilities: Vec<String> = ALL_CAPABILITIES
+        .iter()
+        .map(|cap| format!("CAP_{cap}"))
+        .collect();
     let doc = json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": peapod_state::OCI_VERSION,
@@ -49,7 +54,7 @@ pub(crate) fn features() -> Result<i32, Failure> {
         ],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": [],
+            "capabilities": capabilities,
             "cgroup": { "v1": false, "v2": false, "systemd": false, "systemdUser": false, "rdma": false },
             "seccomp": { "enabled": false },
             "apparmor": { "enabled": false },

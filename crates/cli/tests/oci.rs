@@ -1,0 +1,951 @@
+//! The OCI lifecycle of the runc-compatible commands as the runtime spec (runtime.md) has a
+//! user see it: `create` leaves a process set up but short of its entrypoint, `start` runs
+//! it, `state` tells each step, `kill` signals, `delete` leaves nothing; a command in the
+//! wrong state fails without harm, and a `create` that fails half-way leaves no trace.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{finish, wait_until, wait_with_timeout, Outcome, TestRootfs, TIMEOUT};
+
+/// Waits (bounded) in the entrypoint until the test creates `out/go`, so a container runs
+/// exactly as long as a test needs it, and never much longer than [`TIMEOUT`] if the test dies.
+const UNTIL_GO: &str =
+    "i=0; until [ -e /out/go ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done";
+
+/// A bundle in the test's scratch directory: `config.json` from `peapod spec` (its
+/// `root.path` is `rootfs`, the test's private copy) and `out/`, bind-mounted at `/out`, for
+/// what entrypoints report.
+struct Bundle {
+    rootfs: TestRootfs,
+    /// What `peapod spec` wrote, which every `configure` starts from.
+    spec: Value,
+    /// Numbers the log and pid files of this test's commands.
+    serial: AtomicUsize,
+}
+
+impl Bundle {
+    /// The bundle, or `None` when the test is skipped (see [`TestRootfs::new`]).
+    fn new() -> Option<Bundle> {
+        let rootfs = TestRootfs::new()?;
+        let dir = rootfs.scratch().to_owned();
+        let out = finish(
+            rootfs
+                .peapod()
+                .arg("spec")
+                .arg("--bundle")
+                .arg(&dir)
+                .spawn()
+                .expect("spawn peapod spec"),
+        );
+        assert_eq!(out.code, 0, "peapod spec: {out:?}");
+        let text = std::fs::read_to_string(dir.join("config.json")).expect("config.json");
+        let spec: Value = serde_json::from_str(&text).expect("peapod spec writes JSON");
+        assert_eq!(spec["root"]["path"], "rootfs", "{spec:#}");
+        assert_eq!(spec["process"]["args"], json!(["sh"]), "{spec:#}");
+        std::fs::create_dir(dir.join("out")).expect("out dir");
+        std::fs::create_dir(dir.join("logs")).expect("logs dir");
+        Some(Bundle {
+            rootfs,
+            spec,
+            serial: AtomicUsize::new(0),
+        })
+    }
+
+    fn dir(&self) -> &Path {
+        self.rootfs.scratch()
+    }
+
+    fn arg(&self) -> &str {
+        self.dir().to_str().expect("utf-8 path")
+    }
+
+    /// The bundle as `state` reports it: absolute, without symlinks.
+    fn recorded(&self) -> String {
+        let path = std::fs::canonicalize(self.dir()).expect("canonical bundle");
+        path.to_str().expect("utf-8 path").to_owned()
+    }
+
+    /// The host side of the container's `/out`.
+    fn out(&self) -> PathBuf {
+        self.dir().join("out")
+    }
+
+    /// Lets every entrypoint waiting in [`UNTIL_GO`] go on.
+    fn go(&self) {
+        File::create(self.out().join("go")).expect("go file");
+    }
+
+    /// Writes `config.json`: the spec with `args` as its entrypoint and `/out` bind-mounted.
+    fn configure(&self, args: &[&str]) {
+        self.configure_with(args, |_| {});
+    }
+
+    /// As [`Bundle::configure`], then `edit` changes the JSON.
+    fn configure_with(&self, args: &[&str], edit: impl FnOnce(&mut Value)) {
+        let mut spec = self.spec.clone();
+        spec["process"]["args"] = json!(args);
+        spec["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/out",
+            "type": "bind",
+            "source": self.out(),
+            "options": ["rbind"],
+        }));
+        edit(&mut spec);
+        let text = serde_json::to_string_pretty(&spec).expect("JSON");
+        std::fs::write(self.dir().join("config.json"), text).expect("write config.json");
+    }
+
+    /// `peapod --root STATE ARGS` for a command that leaves no process behind.
+    fn peapod(&self, args: &[&str]) -> Outcome {
+        finish(
+            self.rootfs
+                .peapod()
+                .args(args)
+                .spawn()
+                .expect("spawn peapod"),
+        )
+    }
+
+    /// A fresh path in `logs/` ending in `suffix`.
+    fn log_path(&self, suffix: &str) -> PathBuf {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        self.dir().join("logs").join(format!("{n}.{suffix}"))
+    }
+
+    /// `peapod create --bundle DIR --pid-file PIDFILE EXTRA... ID`, which must succeed.
+    fn create(&self, id: &str, extra: &[&str]) -> Container<'_> {
+        let (container, out) = self.try_create(id, extra);
+        assert_eq!(out.code, 0, "create {id}: {out:?}");
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+        container
+    }
+
+    /// As [`Bundle::create`], returning what `create` said however it ended.
+    fn try_create(&self, id: &str, extra: &[&str]) -> (Container<'_>, Outcome) {
+        let pid_file = self.log_path("pid");
+        let mut cmd = self.rootfs.peapod();
+        cmd.args(["create", "--bundle", self.arg(), "--pid-file"])
+            .arg(&pid_file)
+            .args(extra)
+            .arg(id);
+        self.launch(id, cmd, pid_file)
+    }
+
+    /// Runs `cmd`, which leaves the container `id` behind (its process writes its pid to
+    /// `pid_file`), and returns the guard that cleans it up, and what `cmd` said. The stdio of
+    /// `cmd` are log files: the container process inherits them and holds them open after
+    /// `cmd` exits, so pipes would never reach their end.
+    fn launch(&self, id: &str, mut cmd: Command, pid_file: PathBuf) -> (Container<'_>, Outcome) {
+        let stdout = self.log_path("out");
+        let stderr = self.log_path("err");
+        // The guard exists before the process does, so that even a timeout cleans up.
+        let container = Container {
+            bundle: self,
+            id: id.to_owned(),
+            pid_file,
+            stdout: stdout.clone(),
+        };
+        let mut child = cmd
+            .stdout(File::create(&stdout).expect("stdout log"))
+            .stderr(File::create(&stderr).expect("stderr log"))
+            .spawn()
+            .expect("spawn peapod");
+        let Some(status) = wait_with_timeout(&mut child, TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("peapod did not finish within {TIMEOUT:?}");
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let out = Outcome {
+            code: status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            stdout: std::fs::read_to_string(&stdout).expect("stdout log"),
+            stderr: std::fs::read_to_string(&stderr).expect("stderr log"),
+        };
+        (container, out)
+    }
+
+    /// Whether `pid` is a live process whose root is in this test's directory.
+    fn runs_in_rootfs(&self, pid: i32) -> bool {
+        let root = std::fs::read_link(format!("/proc/{pid}/root"));
+        pid > 1 && root.is_ok_and(|root| root.starts_with(self.dir()))
+    }
+
+    /// The ids in the state root.
+    fn state_entries(&self) -> Vec<String> {
+        std::fs::read_dir(self.rootfs.state_root())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One container of a test. Dropping it runs `delete --force` and kills the process named in
+/// its pid file if that process still runs in this test's rootfs: a failed test leaves nothing.
+struct Container<'a> {
+    bundle: &'a Bundle,
+    id: String,
+    pid_file: PathBuf,
+    stdout: PathBuf,
+}
+
+impl Container<'_> {
+    fn peapod(&self, command: &str) -> Outcome {
+        self.bundle.peapod(&[command, &self.id])
+    }
+
+    /// The state JSON; `state` must succeed.
+    fn state(&self) -> Value {
+        let out = self.peapod("state");
+        assert_eq!(out.code, 0, "state {}: {out:?}", self.id);
+        serde_json::from_str(&out.stdout).expect("state prints JSON")
+    }
+
+    fn status(&self) -> String {
+        self.state()["status"]
+            .as_str()
+            .expect("status is a string")
+            .to_owned()
+    }
+
+    /// The container process's PID from `state` (0 once it is stopped).
+    fn pid(&self) -> i32 {
+        let pid = self.state()["pid"].as_i64().expect("pid is a number");
+        i32::try_from(pid).expect("pid fits i32")
+    }
+
+    fn wait_for_status(&self, status: &str) {
+        wait_until(&format!("container {} to be {status}", self.id), || {
+            self.status() == status
+        });
+    }
+
+    /// What the entrypoint wrote to its stdout so far.
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout).expect("stdout log")
+    }
+
+    fn start(&self) {
+        let out = self.peapod("start");
+        assert_eq!(out.code, 0, "start {}: {out:?}", self.id);
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    }
+
+    fn kill(&self, signal: &str) -> Outcome {
+        self.bundle.peapod(&["kill", &self.id, signal])
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        // Nothing here may panic: this also runs while a failed test unwinds.
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let delete = self
+            .bundle
+            .rootfs
+            .peapod()
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut child) = delete {
+            let deadline = Instant::now() + TIMEOUT;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(pid) = pid {
+            // Only a process in this test's rootfs: the PID may have been reused.
+            if self.bundle.runs_in_rootfs(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// `["sh", "-c", script]`.
+fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
+}
+
+/// The NUL-separated command line of `pid`, as a list.
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+/// The open descriptors of `pid` and what they name.
+fn open_fds(pid: i32) -> Vec<(u32, PathBuf)> {
+    let mut fds: Vec<(u32, PathBuf)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, std::fs::read_link(e.path()).ok()?))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// Checks a failure: status `code`, one line on stderr holding every one of `needles`.
+fn assert_failed(out: &Outcome, code: i32, needles: &[&str]) {
+    assert_eq!(out.code, code, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "not one line: {out:?}");
+    for needle in needles {
+        assert!(
+            out.stderr.contains(needle),
+            "{:?} lacks {needle:?}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn lifecycle_create_start_stop_delete() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let script = format!("echo started > /out/marker; echo on stdout; {UNTIL_GO}; exit 0");
+    let entrypoint = sh(&script);
+    bundle.configure_with(&entrypoint, |spec| {
+        spec["annotations"] = json!({"org.example.purpose": "lifecycle", "b": "2"});
+    });
+    let c = bundle.create("life", &[]);
+
+    // created: the state names it all, and the process waits short of its entrypoint.
+    let state = c.state();
+    assert_eq!(state["status"], "created", "{state:#}");
+    assert_eq!(state["id"], "life", "{state:#}");
+    assert_eq!(state["ociVersion"], "1.2.0", "{state:#}");
+    assert_eq!(state["bundle"], bundle.recorded(), "{state:#}");
+    assert!(Path::new(state["bundle"].as_str().expect("bundle")).is_absolute());
+    assert_eq!(
+        state["annotations"],
+        json!({"org.example.purpose": "lifecycle", "b": "2"}),
+        "{state:#}"
+    );
+    let pid = c.pid();
+    assert!(pid > 0, "{state:#}");
+    let pid_file = std::fs::read_to_string(&c.pid_file).expect("pid file");
+    assert_eq!(
+        pid_file,
+        pid.to_string(),
+        "the pid file holds the state's pid"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "no process {pid}"
+    );
+    assert_ne!(cmdline(pid), entrypoint, "the entrypoint ran before start");
+    assert!(
+        !bundle.out().join("marker").exists(),
+        "the entrypoint ran before start"
+    );
+    assert_eq!(c.output(), "", "the entrypoint ran before start");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim(), "peapod:created");
+
+    // running: the entrypoint is this very process now.
+    c.start();
+    assert_eq!(c.status(), "running");
+    assert_eq!(c.pid(), pid, "start keeps the process");
+    wait_until("the entrypoint's marker", || {
+        bundle.out().join("marker").exists()
+    });
+    assert_eq!(cmdline(pid), entrypoint);
+    // Its stdio are those `create` had, as with runc's detached containers.
+    wait_until("the entrypoint's output", || c.output() == "on stdout\n");
+
+    // stopped, once the entrypoint exits; then delete takes every trace.
+    bundle.go();
+    c.wait_for_status("stopped");
+    let state = c.state();
+    assert_eq!(state["pid"], 0, "{state:#}");
+    assert_eq!(state["id"], "life", "{state:#}");
+    let out = c.peapod("delete");
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = c.peapod("state");
+    assert_failed(&out, 125, &["container life does not exist"]);
+    // A second delete fails, but `delete --force` of a missing container succeeds, as runc's
+    // does: podman and containerd use it to clean up after a failed create.
+    assert_failed(&c.peapod("delete"), 125, &["container life does not exist"]);
+    let out = bundle.peapod(&["delete", "--force", "life"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    assert!(!bundle.rootfs.state_root().join("life").exists());
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn commands_in_the_wrong_state_fail_without_harm() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh(UNTIL_GO));
+
+    // start twice.
+    let a = bundle.create("a", &[]);
+    a.start();
+    let out = a.peapod("start");
+    assert_failed(&out, 125, &["container a is already running"]);
+    assert_eq!(a.status(), "running");
+
+    // delete of a running container needs --force, and without it changes nothing.
+    let pid = a.pid();
+    let out = a.peapod("delete");
+    assert_failed(&out, 125, &["container a is running", "--force"]);
+    assert_eq!(a.status(), "running");
+    assert_eq!(a.pid(), pid);
+    let out = bundle.peapod(&["delete", "--force", "a"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        !bundle.runs_in_rootfs(pid),
+        "process {pid} outlived delete --force"
+    );
+    assert!(bundle.state_entries().is_empty());
+
+    // kill and start of a stopped container.
+    let b = bundle.create("b", &[]);
+    b.start();
+    let out = b.kill("KILL");
+    assert_eq!(out.code, 0, "{out:?}");
+    b.wait_for_status("stopped");
+    let out = b.kill("KILL");
+    assert_failed(&out, 125, &["container b is not running"]);
+    let out = b.peapod("start");
+    assert_failed(&out, 125, &["container b is stopped"]);
+    let out = b.peapod("delete");
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // A second create with a taken id fails and leaves the first as it was.
+    let c = bundle.create("c", &[]);
+    let before = c.state();
+    let (second, out) = bundle.try_create("c", &[]);
+    assert_failed(&out, 125, &["container c already exists"]);
+    assert!(
+        !second.pid_file.exists(),
+        "the failed create wrote a pid file"
+    );
+    std::mem::forget(second); // its delete --force would remove the first
+    assert_eq!(c.state(), before);
+    assert!(bundle.rootfs.state_root().join("c/exec.fifo").exists());
+    c.start();
+    assert_eq!(c.status(), "running");
+    bundle.go();
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+
+    // Ids that are not one safe path component are refused before anything is made.
+    let long = "a".repeat(1025);
+    for bad in ["../x", "a/b", "", ".", long.as_str()] {
+        let (guard, out) = bundle.try_create(bad, &[]);
+        std::mem::forget(guard); // there is nothing to delete, and no valid id to do it with
+        assert_failed(&out, 2, &["invalid container id"]);
+        assert!(bundle.state_entries().is_empty(), "{bad:?}");
+        assert!(
+            !bundle.dir().join("x").exists(),
+            "{bad:?} escaped the state root"
+        );
+    }
+    drop((a, b, c));
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn kill_takes_signal_names_and_numbers() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // PID 1 of a PID namespace gets only the signals it has handlers for.
+    let script = format!(
+        "trap 'echo TERM >> /out/signals' TERM; trap 'echo USR1 >> /out/signals' USR1; \
+         echo ready > /out/ready; {UNTIL_GO}"
+    );
+    bundle.configure(&sh(&script));
+    let c = bundle.create("traps", &[]);
+    c.start();
+    wait_until("the traps", || bundle.out().join("ready").exists());
+    let received = || std::fs::read_to_string(bundle.out().join("signals")).unwrap_or_default();
+    let mut expected = String::new();
+    for (signal, name) in [
+        ("TERM", "TERM"),
+        ("SIGTERM", "TERM"),
+        ("15", "TERM"),
+        ("USR1", "USR1"),
+        ("sigusr1", "USR1"),
+        ("10", "USR1"),
+    ] {
+        let out = c.kill(signal);
+        assert_eq!(out.code, 0, "kill {signal}: {out:?}");
+        // One at a time: a second signal of a kind still pending would merge with the first.
+        expected.push_str(name);
+        expected.push('\n');
+        wait_until(&format!("{signal} to arrive"), || received() == expected);
+    }
+    // With no signal, kill sends SIGTERM.
+    let out = c.peapod("kill");
+    assert_eq!(out.code, 0, "{out:?}");
+    expected.push_str("TERM\n");
+    wait_until("the default SIGTERM", || received() == expected);
+
+    for bad in ["NOPE", "SIGNOPE", "99"] {
+        let out = c.kill(bad);
+        assert_failed(&out, 2, &["unknown signal", bad]);
+    }
+    assert_eq!(c.status(), "running", "a refused signal was sent");
+    assert_eq!(received(), expected);
+
+    // SIGKILL by name to a running container, by number to one only created.
+    let out = c.kill("KILL");
+    assert_eq!(out.code, 0, "{out:?}");
+    c.wait_for_status("stopped");
+    let d = bundle.create("created", &[]);
+    let out = d.kill("9");
+    assert_eq!(out.code, 0, "{out:?}");
+    d.wait_for_status("stopped");
+    for container in [&c, &d] {
+        assert_eq!(container.peapod("delete").code, 0);
+    }
+    drop((c, d));
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn pid_file_paths_are_relative_to_the_working_directory() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh(UNTIL_GO));
+    let cwd = bundle.dir().join("cwd");
+    std::fs::create_dir(&cwd).expect("cwd");
+    let mut cmd = bundle.rootfs.peapod();
+    cmd.current_dir(&cwd)
+        .args(["create", "--bundle", "..", "--pid-file", "rel.pid", "rel"]);
+    let (c, out) = bundle.launch("rel", cmd, cwd.join("rel.pid"));
+    assert_eq!(out.code, 0, "{out:?}");
+    let state = c.state();
+    // runc writes the bare number, and containerd parses it as such.
+    let pid_file = std::fs::read_to_string(cwd.join("rel.pid")).expect("pid file");
+    assert_eq!(pid_file, c.pid().to_string(), "{state:#}");
+    let names: Vec<_> = std::fs::read_dir(&cwd)
+        .expect("cwd")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["rel.pid"], "only the pid file, no temporary file");
+    // A relative bundle is recorded as the absolute path it names.
+    assert_eq!(state["bundle"], bundle.recorded(), "{state:#}");
+
+    // A pid file in a directory that does not exist fails create, which leaves nothing.
+    let missing = bundle.dir().join("no-such-dir/x.pid");
+    let mut cmd = bundle.rootfs.peapod();
+    cmd.args(["create", "--bundle", bundle.arg(), "--pid-file"])
+        .arg(&missing)
+        .arg("nodir");
+    let (failed, out) = bundle.launch("nodir", cmd, missing);
+    assert_failed(&out, 125, &["pid file", "no-such-dir"]);
+    drop(failed);
+    assert_eq!(bundle.state_entries(), ["rel"]);
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn created_container_holds_only_stdio_and_its_exec_fifo() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&["sleep", "30"]);
+    let c = bundle.create("fds", &[]);
+    let pid = c.pid();
+    let fds = open_fds(pid);
+    let fifo = bundle.rootfs.state_root().join("fds/exec.fifo");
+    let numbers: Vec<u32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(&numbers[..3], [0, 1, 2], "{fds:#?}");
+    assert_eq!(
+        fds.len(),
+        4,
+        "descriptors beyond stdio and the exec fifo: {fds:#?}"
+    );
+    assert_eq!(fds[3].1, fifo, "{fds:#?}");
+
+    // After start, the exec fifo is gone too: the entrypoint has exactly stdio.
+    c.start();
+    wait_until("the entrypoint", || cmdline(pid) == ["sleep", "30"]);
+    let fds = open_fds(pid);
+    let numbers: Vec<u32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2], "{fds:#?}");
+    assert!(!fifo.exists());
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn preserve_fds_passes_exactly_the_extra_descriptor() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh("cat <&3 > /out/fd3; exec sleep 30"));
+    let passed = bundle.dir().join("passed");
+    std::fs::write(&passed, "through fd 3").expect("passed file");
+    let pid_file = bundle.log_path("pid");
+    // A shell opens fd 3 for peapod: std's Command has no way to place a descriptor.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "f=$1; shift; exec \"$@\" 3<\"$f\"", "sh"])
+        .arg(&passed)
+        .arg(env!("CARGO_BIN_EXE_peapod"))
+        .arg("--root")
+        .arg(bundle.rootfs.state_root())
+        .args(["create", "--bundle", bundle.arg(), "--preserve-fds", "1"])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("fd3")
+        .stdin(Stdio::null());
+    let (c, out) = bundle.launch("fd3", cmd, pid_file);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pid = c.pid();
+    let fds = open_fds(pid);
+    let fifo = bundle.rootfs.state_root().join("fd3/exec.fifo");
+    let numbers: Vec<u32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(&numbers[..4], [0, 1, 2, 3], "{fds:#?}");
+    assert_eq!(fds[3].1, passed, "{fds:#?}");
+    assert_eq!(
+        fds.len(),
+        5,
+        "descriptors beyond stdio, fd 3 and the fifo: {fds:#?}"
+    );
+    assert_eq!(fds[4].1, fifo, "{fds:#?}");
+
+    c.start();
+    wait_until("the entrypoint to read fd 3", || {
+        std::fs::read_to_string(bundle.out().join("fd3")).unwrap_or_default() == "through fd 3"
+    });
+    wait_until("the entrypoint's exec", || cmdline(pid) == ["sleep", "30"]);
+    let fds = open_fds(pid);
+    let numbers: Vec<u32> = fds.iter().map(|(fd, _)| *fd).collect();
+    assert_eq!(numbers, [0, 1, 2, 3], "{fds:#?}");
+    assert_eq!(fds[3].1, passed, "{fds:#?}");
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn failed_create_leaves_nothing_and_names_the_problem() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let check = |id: &str, code: i32, needles: &[&str]| {
+        let (guard, out) = bundle.try_create(id, &[]);
+        drop(guard);
+        assert_failed(&out, code, needles);
+        assert!(out.stdout.is_empty(), "{out:?}");
+        assert!(bundle.state_entries().is_empty(), "{id}: {out:?}");
+        bundle.rootfs.assert_nothing_left();
+    };
+
+    let missing = bundle.dir().join("no-such-rootfs");
+    bundle.configure_with(&["true"], |spec| {
+        spec["root"]["path"] = json!("no-such-rootfs")
+    });
+    check(
+        "missing-rootfs",
+        125,
+        &[&format!("rootfs {}: does not exist", missing.display())],
+    );
+
+    std::fs::write(
+        bundle.dir().join("config.json"),
+        "{\n  \"ociVersion\": \"1.0.2\"\n  \"process\": {}\n}\n",
+    )
+    .expect("config.json");
+    check(
+        "bad-json",
+        125,
+        &["config.json: expected", "line 3 column 3"],
+    );
+
+    bundle.configure_with(&["true"], |spec| {
+        spec["linux"]["namespaces"][2]["type"] = json!("sideways");
+    });
+    check(
+        "bad-namespace",
+        125,
+        &["config.json: linux.namespaces[2].type: unknown variant `sideways`"],
+    );
+
+    bundle.configure(&["/bin/no-such-tool"]);
+    check(
+        "no-entrypoint",
+        127,
+        &["/bin/no-such-tool: no such file or directory in the container"],
+    );
+    bundle.configure(&["no-such-tool"]);
+    check(
+        "not-on-path",
+        127,
+        &["no-such-tool: command not found in the container"],
+    );
+
+    std::fs::remove_file(bundle.dir().join("config.json")).expect("rm config.json");
+    check("no-config", 125, &["config.json"]);
+}
+
+#[test]
+fn ps_and_list_show_processes_ids_and_statuses() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // Exactly two processes: the shell as PID 1, waiting for its one child.
+    bundle.configure(&sh("sleep 30 & echo $! > /out/child; wait"));
+    let running = bundle.create("b-running", &[]);
+    running.start();
+    let created = bundle.create("a-created", &[]);
+    wait_until("the child", || {
+        std::fs::read_to_string(bundle.out().join("child")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let child: String = std::fs::read_to_string(bundle.out().join("child"))
+        .expect("child")
+        .trim()
+        .to_owned();
+
+    // ps --format json: the host PIDs of the container's processes, its init first.
+    let init = running.pid();
+    let out = bundle.peapod(&["ps", "--format", "json", "b-running"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pids: Vec<i32> = serde_json::from_str(&out.stdout).expect("ps prints a JSON list");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.contains(&init), "{pids:?} lacks {init}");
+    let other = pids.iter().find(|&&p| p != init).expect("the child");
+    let status = std::fs::read_to_string(format!("/proc/{other}/status")).expect("status");
+    let nspid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .expect("NSpid");
+    assert_eq!(
+        nspid.split_whitespace().last(),
+        Some(child.as_str()),
+        "{nspid}"
+    );
+    let out = bundle.peapod(&["ps", "--format", "json", "a-created"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), format!("[{}]", created.pid()));
+
+    // ps as a table: ps(1)'s header, then only the container's processes.
+    let out = bundle.peapod(&["ps", "b-running"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut lines = out.stdout.lines();
+    let header = lines.next().expect("header");
+    let column = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .expect("a PID column");
+    let mut listed: Vec<i32> = lines
+        .map(|l| {
+            l.split_whitespace()
+                .nth(column)
+                .expect("pid")
+                .parse()
+                .expect("pid")
+        })
+        .collect();
+    listed.sort_unstable();
+    let mut expected = pids.clone();
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "{}", out.stdout);
+
+    // list: every container with its status, as a table, as JSON, and ids only.
+    let out = bundle.peapod(&["list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rows: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{}", out.stdout);
+    assert_eq!(rows[0][..3], ["ID", "PID", "STATUS"], "{}", out.stdout);
+    let (created_pid, init_pid) = (created.pid().to_string(), init.to_string());
+    assert_eq!(
+        rows[1][..4],
+        [
+            "a-created",
+            created_pid.as_str(),
+            "created",
+            &bundle.recorded()
+        ]
+    );
+    assert_eq!(
+        rows[2][..4],
+        [
+            "b-running",
+            init_pid.as_str(),
+            "running",
+            &bundle.recorded()
+        ]
+    );
+    let out = bundle.peapod(&["list", "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).expect("list prints JSON");
+    let summary: BTreeSet<(&str, &str)> = list
+        .as_array()
+        .expect("a JSON list")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().expect("id"),
+                s["status"].as_str().expect("status"),
+            )
+        })
+        .collect();
+    let expected = BTreeSet::from([("a-created", "created"), ("b-running", "running")]);
+    assert_eq!(summary, expected, "{}", out.stdout);
+    let out = bundle.peapod(&["list", "-q"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "a-created\nb-running\n");
+
+    // ps of a container that is gone fails.
+    assert_eq!(running.kill("KILL").code, 0);
+    running.wait_for_status("stopped");
+    let out = bundle.peapod(&["ps", "b-running"]);
+    assert_failed(&out, 125, &["container b-running is not running"]);
+    for c in [&running, &created] {
+        assert_eq!(c.peapod("delete").code, 0);
+    }
+    let out = bundle.peapod(&["list", "-q"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:?}");
+    drop((running, created));
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn run_detach_returns_while_the_container_runs() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh(&format!("echo up > /out/up; {UNTIL_GO}")));
+    let pid_file = bundle.log_path("pid");
+    let mut cmd = bundle.rootfs.peapod();
+    cmd.args(["run", "--detach", "--bundle", bundle.arg(), "--pid-file"])
+        .arg(&pid_file)
+        .arg("detached");
+    let (c, out) = bundle.launch("detached", cmd, pid_file);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(c.status(), "running");
+    wait_until("the entrypoint", || bundle.out().join("up").exists());
+    assert_eq!(
+        std::fs::read_to_string(&c.pid_file).expect("pid file"),
+        c.pid().to_string()
+    );
+    let out = c.kill("KILL");
+    assert_eq!(out.code, 0, "{out:?}");
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn run_in_the_foreground_returns_the_exit_status_and_leaves_nothing() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh("echo hello from $$; exit 7"));
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "fg"]);
+    assert_eq!(out.code, 7, "{out:?}");
+    assert_eq!(out.stdout, "hello from 1\n");
+    assert!(bundle.state_entries().is_empty());
+    let out = bundle.peapod(&["state", "fg"]);
+    assert_failed(&out, 125, &["container fg does not exist"]);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn features_is_json_with_the_supported_versions() {
+    let out = finish(support::peapod().arg("features").spawn().expect("spawn"));
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc: Value = serde_json::from_str(&out.stdout).expect("features prints JSON");
+    let version = |key: &str| -> Vec<u32> {
+        let text = doc[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in {doc:#}"));
+        let parts: Vec<u32> = text
+            .split('.')
+            .map(|p| p.parse().unwrap_or_else(|_| panic!("{key} {text:?}")))
+            .collect();
+        assert_eq!(parts.len(), 3, "{key} {text:?}");
+        parts
+    };
+    let (min, max) = (version("ociVersionMin"), version("ociVersionMax"));
+    assert!(min <= max, "{min:?} > {max:?}");
+    assert_eq!(min[0], 1);
+    // The newest version it speaks is the one its state reports.
+    assert_eq!(doc["ociVersionMax"], "1.2.0");
+    assert!(doc["linux"]["namespaces"].is_array(), "{doc:#}");
+    // It applies capabilities, so it lists every one it knows, by the spec's names.
+    let caps = doc["linux"]["capabilities"]
+        .as_array()
+        .expect("capabilities");
+    assert_eq!(caps.len(), 41, "{caps:?}");
+    for name in [
+        "CAP_CHOWN",
+        "CAP_SYS_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_CHECKPOINT_RESTORE",
+    ] {
+        assert!(caps.iter().any(|c| c == name), "{name} missing: {caps:?}");
+    }
+}
+
+#[test]
+fn spec_writes_a_config_of_the_version_it_speaks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = finish(
+        support::peapod()
+            .args(["spec", "--bundle"])
+            .arg(dir.path())
+            .spawn()
+            .expect("spawn"),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = std::fs::read_to_string(dir.path().join("config.json")).expect("config.json");
+    let spec: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(spec["ociVersion"], "1.2.0");
+    assert_eq!(spec["root"]["path"], "rootfs");
+    let bounding = spec["process"]["capabilities"]["bounding"]
+        .as_array()
+        .expect("bounding set");
+    assert_eq!(bounding.len(), 14, "Docker's default set: {bounding:?}");
+    // A second spec does not overwrite the first.
+    let out = finish(
+        support::peapod()
+            .args(["spec", "--bundle"])
+            .arg(dir.path())
+            .spawn()
+            .expect("spawn"),
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("exists already"), "{out:?}");
+}
