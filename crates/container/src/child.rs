@@ -91,11 +91,27 @@ fn set_up_and_exec(
     if config.new_namespaces.contains(Namespace::Net) {
         peapod_ns::bring_up_loopback().map_err(|e| ChildFailure::new("network", e))?;
     }
+    // Through the host's /proc, still mounted and writable: a namespaced sysctl is set in
+    // the namespaces of the process that writes it, which are the container's now.
+    config
+        .process
+        .apply_kernel_settings()
+        .map_err(|e| ChildFailure::new("sysctl", e))?;
     config
         .rootfs
         .enter()
         .map_err(|e| ChildFailure::new("rootfs", e))?;
     change_dir(&config.cwd)?;
+    config
+        .process
+        .apply_rlimits()
+        .map_err(|e| ChildFailure::new("rlimits", e))?;
+    // The last privileged step: from here on the process has only the spec's credentials,
+    // and the entrypoint is looked up with them.
+    config
+        .process
+        .become_user(Some(libc::SIGKILL))
+        .map_err(|e| ChildFailure::new("user", e))?;
     let program = exec::find_program(config)?;
 
     match fifo {

@@ -7,6 +7,8 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use peapod_ns::{IdMap, Namespace, NamespaceSet};
 use peapod_rootfs::{Mount, MountOptions, Propagation, RootfsPlan};
 
+use crate::process::ProcessAttrs;
+
 /// A field of the spec that is missing or wrong. Displays as `field: problem`, where the
 /// field is its JSON path (`linux.namespaces[2].type`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,7 +20,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn bad(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         problem: problem.into(),
@@ -41,6 +43,7 @@ pub struct ContainerConfig {
     pub(crate) gid_maps: Vec<IdMap>,
     pub(crate) rootfs: RootfsPlan,
     pub(crate) preserve_fds: u32,
+    pub(crate) process: ProcessAttrs,
 }
 
 fn cstring(field: String, value: &str) -> Result<CString, ConfigError> {
@@ -75,6 +78,56 @@ fn id_maps(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<Vec<IdMap>
             })
         })
         .collect()
+}
+
+/// Logs the fields of `spec` that peapod accepts but does not carry out yet. podman and
+/// containerd set them in every spec they write, so refusing them would refuse every
+/// container; each is named, so that nobody takes it for done.
+fn warn_unsupported(spec: &Spec) {
+    let process = spec.process().as_ref();
+    let linux = spec.linux().as_ref();
+    let ignored = [
+        (
+            "linux.seccomp",
+            linux.is_some_and(|l| l.seccomp().is_some()),
+            "no seccomp filter",
+        ),
+        (
+            "linux.resources",
+            linux.is_some_and(|l| l.resources().is_some()),
+            "no cgroup limits",
+        ),
+        (
+            "linux.cgroupsPath",
+            linux.is_some_and(|l| l.cgroups_path().is_some()),
+            "the cgroup of the caller",
+        ),
+        (
+            "linux.devices",
+            linux.is_some_and(|l| l.devices().as_ref().is_some_and(|d| !d.is_empty())),
+            "only the standard devices",
+        ),
+        (
+            "process.apparmorProfile",
+            process.is_some_and(|p| p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty())),
+            "no AppArmor profile",
+        ),
+        (
+            "process.selinuxLabel",
+            process.is_some_and(|p| p.selinux_label().as_ref().is_some_and(|s| !s.is_empty())),
+            "no SELinux label",
+        ),
+        ("hooks", spec.hooks().is_some(), "no hooks run"),
+    ];
+    // One line: under conmon, this stderr is the container's, and lands in its log.
+    let ignored: Vec<String> = ignored
+        .into_iter()
+        .filter(|(_, present, _)| *present)
+        .map(|(field, _, consequence)| format!("{field} ({consequence})"))
+        .collect();
+    if !ignored.is_empty() {
+        tracing::warn!("not supported yet, ignored: {}", ignored.join("; "));
+    }
 }
 
 impl ContainerConfig {
@@ -242,7 +295,12 @@ impl ContainerConfig {
                 .readonly_paths(linux.readonly_paths().clone().unwrap_or_default());
         }
 
+        let process_attrs =
+            ProcessAttrs::from_spec(process, linux.and_then(|l| l.sysctl().as_ref()), seen)?;
+        warn_unsupported(spec);
+
         Ok(ContainerConfig {
+            process: process_attrs,
             args,
             env,
             path_var,

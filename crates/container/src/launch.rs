@@ -157,10 +157,20 @@ impl Drop for Created {
     }
 }
 
-/// Makes the exec fifo (mode 0600) and opens it `O_PATH` for the child to reopen later.
+/// Makes the exec fifo and opens it `O_PATH` for the child to reopen later. Its mode is 0622,
+/// as runc's: the container process reopens it for writing after it has become the spec's
+/// user, who may not be root; the state directory (0700) keeps everyone else out.
 fn make_fifo(path: &Path) -> Result<OwnedFd> {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| Error::os("cannot make the exec fifo", e))?;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o622);
+    nix::unistd::mkfifo(path, mode).map_err(|e| Error::os("cannot make the exec fifo", e))?;
+    // mkfifo applies the umask; the mode must not depend on the caller's.
+    nix::sys::stat::fchmodat(
+        None,
+        path,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| Error::os("cannot set the mode of the exec fifo", e))?;
     nix::fcntl::open(
         path,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,

@@ -36,6 +36,7 @@ mod config;
 mod error;
 mod exec;
 mod launch;
+mod process;
 mod signals;
 mod spec;
 
@@ -43,5 +44,6 @@ pub use child::ChildFailure;
 pub use config::{ConfigError, ContainerConfig};
 pub use error::{Error, Result};
 pub use launch::{create, start_fifo, Barrier, Created};
+pub use process::ALL_CAPABILITIES;
 pub use signals::{Exit, SignalForwarder, FORWARDED_SIGNALS};
-pub use spec::{default_spec, DEFAULT_PATH};
+pub use spec::{default_spec, DEFAULT_CAPABILITIES, DEFAULT_PATH};

@@ -1,13 +1,37 @@
 //! The default spec, as `runc spec` writes it, for containers made from a command line.
 
-use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Spec,
+};
 
 /// The `PATH` a container gets when its spec sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The capabilities of a container from [`default_spec`]: Docker's default set (podman 4's is
+/// the same less `AUDIT_WRITE`, `MKNOD` and `NET_RAW`).
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::AuditWrite,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Mknod,
+    Capability::NetBindService,
+    Capability::NetRaw,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysChroot,
+];
+
 /// A spec with runc's defaults: new mount, pid, ipc, uts, network and cgroup namespaces; proc,
 /// a tmpfs `/dev` with devpts, shm and mqueue, a read-only sysfs; the default masked and
-/// read-only paths; `sh` as the command and `peapod` as the host name.
+/// read-only paths; `sh` as the command and `peapod` as the host name; `no_new_privs` and
+/// `RLIMIT_NOFILE` 1024. Two differences: the capabilities are Docker's and podman's default
+/// set ([`DEFAULT_CAPABILITIES`]; with `NET_RAW`, `ping` works) rather than runc's three, and there
+/// are no cgroup device rules, since peapod applies no cgroup limits yet.
 ///
 /// With `rootless = Some((uid, gid))` it adds a user namespace that maps that uid and gid to
 /// root inside (as `unshare -r` does), and drops the devpts `gid=5` option, which needs a
@@ -17,6 +41,21 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
     spec.set_hostname(Some("peapod".to_owned()));
     if let Some(mounts) = spec.mounts_mut() {
         mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
+    }
+    // peapod applies no cgroup limits yet: a spec of its own does not ask for any (runc's
+    // default has the device rules), so that nothing it writes is silently ignored.
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_resources(None);
+    }
+    if let Some(process) = spec.process_mut() {
+        let set: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+        let mut caps = LinuxCapabilities::default();
+        caps.set_bounding(Some(set.clone()));
+        caps.set_effective(Some(set.clone()));
+        caps.set_permitted(Some(set));
+        caps.set_inheritable(None);
+        caps.set_ambient(None);
+        process.set_capabilities(Some(caps));
     }
     let Some((uid, gid)) = rootless else {
         return spec;
@@ -46,8 +85,6 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
             linux.set_uid_mappings(Some(vec![uids]));
             linux.set_gid_mappings(Some(vec![gids]));
         }
-        // A rootless container cannot set limits through the host's cgroups.
-        linux.set_resources(None);
     }
     spec
 }
