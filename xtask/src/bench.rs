@@ -45,32 +45,34 @@ fn run_vs_floor() -> Result {
     rootfs::ensure(&rootfs_dir)?;
     let root = rootfs_dir.to_string_lossy().into_owned();
 
-    println!("== peapod run: median of {RUNS} runs, /bin/true in a new container (after 3 warm-up runs)\n");
+    println!(
+        "== peapod run: median of {RUNS} runs, /bin/true in a new container (after 3 warm-up runs)\n"
+    );
     let mut peapod_cmd = Command::new(&peapod);
     peapod_cmd.args(["run", "--rootfs", &root, "--", "/bin/true"]);
-    let ours = median_of(&mut peapod_cmd, RUNS)?;
-    report("peapod run", ours, None);
-
-    if which("unshare") {
-        let mut floor = Command::new("unshare");
-        floor.args([
-            "--fork",
-            "--pid",
-            "--mount",
-            "--ipc",
-            "--uts",
-            "--net",
-            "--mount-proc",
-            "chroot",
-            &root,
-            "/bin/true",
-        ]);
-        let floor_time = median_of(&mut floor, RUNS)?;
-        report("unshare + chroot (floor)", floor_time, None);
-        report("peapod / floor", ours, Some(floor_time));
-    } else {
+    if !which("unshare") {
+        report("peapod run", median_of(&mut [peapod_cmd], RUNS)?[0], None);
         println!("unshare not installed: no floor to compare with");
+        return Ok(());
     }
+    let mut floor = Command::new("unshare");
+    floor.args([
+        "--fork",
+        "--pid",
+        "--mount",
+        "--ipc",
+        "--uts",
+        "--net",
+        "--mount-proc",
+        "chroot",
+        &root,
+        "/bin/true",
+    ]);
+    // Interleaved, so that a noisy neighbour slows both alike.
+    let times = median_of(&mut [peapod_cmd, floor], RUNS)?;
+    report("peapod run", times[0], None);
+    report("unshare + chroot (floor)", times[1], None);
+    report("peapod / floor", times[0], Some(times[1]));
     println!();
     Ok(())
 }
@@ -97,24 +99,27 @@ fn report(label: &str, time: Duration, base: Option<Duration>) {
     }
 }
 
-/// Runs `cmd` 3 times to warm caches, then `runs` times; the median wall time.
-fn median_of(cmd: &mut Command, runs: usize) -> Result<Duration> {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut times = Vec::with_capacity(runs);
+/// Runs each of `cmds` 3 times to warm caches, then `runs` times, taking turns; the median
+/// wall time of each.
+fn median_of(cmds: &mut [Command], runs: usize) -> Result<Vec<Duration>> {
+    let mut times = vec![Vec::with_capacity(runs); cmds.len()];
     for i in 0..runs + 3 {
-        let start = Instant::now();
-        let status = cmd
-            .status()
-            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-        let elapsed = start.elapsed();
-        if !status.success() {
-            return Err(format!("{cmd:?} failed ({status})"));
-        }
-        if i >= 3 {
-            times.push(elapsed);
+        for (cmd, times) in cmds.iter_mut().zip(&mut times) {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            let start = Instant::now();
+            let status = cmd
+                .status()
+                .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+            let elapsed = start.elapsed();
+            if !status.success() {
+                return Err(format!("{cmd:?} failed ({status})"));
+            }
+            if i >= 3 {
+                times.push(elapsed);
+            }
         }
     }
-    Ok(median(times))
+    Ok(times.into_iter().map(median).collect())
 }
 
 /// The median of `values` (which must not be empty).

@@ -4,8 +4,8 @@
 //! `start`, the `exec.fifo` its process waits on. [`ContainerId`] keeps ids safe to use as a
 //! path component; [`Store::create`] and [`Store::load`] hand out an [`Entry`] that holds an
 //! exclusive `flock` on the container for as long as it lives, so two commands never change
-//! one container at once; [`Entry::save`] writes atomically (temporary file, `fsync`,
-//! `rename`), so a crash leaves either the old or the new state, never half of one.
+//! one container at once; [`Entry::save`] writes atomically (temporary file, `rename`),
+//! so a crash of peapod leaves either the old or the new state, never half of one.
 //!
 //! ```no_run
 //! use peapod_state::{ContainerId, Record, Store};
