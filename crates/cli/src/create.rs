@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use oci_spec::runtime::Spec;
 use peapod_container::{create, Barrier, ContainerConfig, Created};
-use peapod_state::{ContainerId, ProcessIdentity, Record};
+use peapod_state::{ContainerId, Durability, ProcessIdentity, Record};
 
 use crate::args::CreateArgs;
 use crate::context::Context;
@@ -76,7 +76,8 @@ pub(crate) fn create_recorded(
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        entry.save(&record)?;
+        // Saved once, with the process: until then the entry is locked, and a `create` that
+        // dies half-way leaves a directory without a record, which `delete --force` removes.
         let barrier = if options.fifo {
             Barrier::Fifo(entry.exec_fifo())
         } else {
@@ -84,7 +85,13 @@ pub(crate) fn create_recorded(
         };
         let created = create(&config, &barrier)?;
         record.process = ProcessIdentity::of(created.pid().as_raw());
-        entry.save(&record)?;
+        // Only a record that outlives this command needs to survive a crash of the machine.
+        let durability = if options.fifo {
+            Durability::Synced
+        } else {
+            Durability::Volatile
+        };
+        entry.save(&record, durability)?;
         if let Some(path) = &options.pid_file {
             write_pid_file(path, created.pid().as_raw()).map_err(Failure::runtime)?;
         }

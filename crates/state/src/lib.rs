@@ -4,16 +4,16 @@
 //! `start`, the `exec.fifo` its process waits on. [`ContainerId`] keeps ids safe to use as a
 //! path component; [`Store::create`] and [`Store::load`] hand out an [`Entry`] that holds an
 //! exclusive `flock` on the container for as long as it lives, so two commands never change
-//! one container at once; [`Entry::save`] writes atomically (temporary file, `rename`),
-//! so a crash of peapod leaves either the old or the new state, never half of one.
+//! one container at once; [`Entry::save`] writes atomically (temporary file, `fsync`,
+//! `rename`), so a crash leaves either the old or the new state, never half of one.
 //!
 //! ```no_run
-//! use peapod_state::{ContainerId, Record, Store};
+//! use peapod_state::{ContainerId, Durability, Record, Store};
 //!
 //! let store = Store::open("/run/peapod".as_ref())?;
 //! let id: ContainerId = "web-1".parse()?;
 //! let entry = store.create(&id)?;
-//! entry.save(&Record::new(&id, "/srv/bundle".into()))?;
+//! entry.save(&Record::new(&id, "/srv/bundle".into()), Durability::Synced)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -26,7 +26,7 @@ mod id;
 mod process;
 mod record;
 
-pub use entry::{Entry, Store};
+pub use entry::{Durability, Entry, Store};
 pub use error::{Error, Result};
 pub use id::ContainerId;
 pub use process::ProcessIdentity;
