@@ -29,8 +29,11 @@ impl Context {
         };
         let store_root = match &global.root {
             Some(root) => root.clone(),
+            // As runc: an empty or relative XDG_RUNTIME_DIR counts as unset.
             None if !euid.is_root() => std::env::var_os("XDG_RUNTIME_DIR")
-                .map(|dir| PathBuf::from(dir).join("peapod"))
+                .map(PathBuf::from)
+                .filter(|dir| dir.is_absolute())
+                .map(|dir| dir.join("peapod"))
                 .unwrap_or_else(|| PathBuf::from(format!("/tmp/peapod-{euid}"))),
             None => PathBuf::from("/run/peapod"),
         };

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
@@ -33,6 +33,33 @@ pub enum Durability {
     Volatile,
 }
 
+/// Refuses a state root that is a symlink, or that another user owns or can write to: in a
+/// shared directory such as `/tmp` (the fallback of an ordinary user without
+/// `XDG_RUNTIME_DIR`) someone else could have made it first, to read or plant state.
+fn check_owner(root: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(root).map_err(io("cannot inspect state root", root))?;
+    let euid = rustix::process::geteuid().as_raw();
+    let problem = if !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != euid {
+        Some(format!("is owned by uid {}, not by uid {euid}", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::UnsafeRoot {
+            path: root.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// One container's directory, exclusively locked while this value lives.
 #[derive(Debug)]
 pub struct Entry {
@@ -51,6 +78,7 @@ impl Store {
             .mode(0o700)
             .create(root)
             .map_err(io("cannot create state root", root))?;
+        check_owner(root)?;
         Ok(Store {
             root: root.to_owned(),
         })
@@ -185,6 +213,21 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_root_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("state");
+        Store::open(&root).expect("a fresh root is ours");
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = Store::open(&root).expect_err("world-writable");
+        assert!(err.to_string().contains("writable by others"), "{err}");
+        fs::remove_dir(&root).expect("rmdir");
+        std::os::unix::fs::symlink(dir.path(), &root).expect("symlink");
+        let err = Store::open(&root).expect_err("a symlink");
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+    }
 
     #[test]
     fn create_save_load_remove() {

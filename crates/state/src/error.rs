@@ -16,6 +16,14 @@ pub enum Error {
     /// A container with this id exists already.
     #[error("container {0} already exists")]
     Exists(String),
+    /// The state root is not safe to use.
+    #[error("state root {path} {problem}")]
+    UnsafeRoot {
+        /// The state root.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// No container has this id.
     #[error("container {0} does not exist")]
     NotFound(String),
