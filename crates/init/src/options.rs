@@ -76,6 +76,10 @@ pub enum Invocation<'a> {
     Run(Options, CStrArray<'a>),
     /// Pause mode: no command.
     Pause(Options),
+    /// `--exec PATH ARGV0 [ARG]...`: become `PATH` with that argv, no init at all. peapod
+    /// runs a container's entrypoint through a sealed in-memory copy of this binary, so that
+    /// the container never executes, through `/proc/self/exe`, the runtime's own binary.
+    Exec(CStrArray<'a>),
     /// Print the help text.
     Help,
     /// Print the version.
@@ -144,6 +148,13 @@ pub fn parse(argv: CStrArray<'_>) -> Result<Invocation<'_>, UsageError<'_>> {
             }
             b"--help" => return Ok(Invocation::Help),
             b"--version" => return Ok(Invocation::Version),
+            b"--exec" if i == 1 => {
+                let target = argv.skip(2);
+                return match target.len() {
+                    0 | 1 => Err(UsageError::MissingCommand),
+                    _ => Ok(Invocation::Exec(target)),
+                };
+            }
             b"--pause" => {
                 pause = true;
                 i += 1;

@@ -84,6 +84,27 @@ fn child(command: CStrArray<'_>, env: CStrArray<'_>, saved: &SavedSignals) -> ! 
     sys::exit_group(i32::from(code))
 }
 
+/// Replaces this process with `target[0]`, run with argv `target[1..]` and `env` (the
+/// `--exec` mode). Returns only on failure, after one line on standard error: the exit
+/// status, 127 when the program does not exist, 126 when it cannot run.
+pub fn replace(target: CStrArray<'_>, env: CStrArray<'_>) -> u8 {
+    let (Some(path), argv) = (target.get(0), target.skip(1)) else {
+        return EXIT_NOT_FOUND;
+    };
+    // SAFETY: `path` is NUL-terminated and both arrays are NULL-terminated arrays of C
+    // strings (CStrArray's invariant).
+    let e = unsafe { sys::execve(path.as_ptr().cast(), argv.as_ptr(), env.as_ptr()) };
+    let mut line = Line::new();
+    line.push("peapod-init: ").push(path.to_bytes()).push(": ");
+    push_errno(&mut line, e);
+    line.stderr();
+    if e == errno::ENOENT || e == errno::ENOTDIR {
+        EXIT_NOT_FOUND
+    } else {
+        EXIT_CANNOT_EXECUTE
+    }
+}
+
 fn fail_setup(what: &str, e: i32) -> ! {
     let mut line = Line::new();
     line.push("peapod-init: ").push(what).push(": ");

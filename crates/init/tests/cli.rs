@@ -168,3 +168,20 @@ fn the_child_does_not_inherit_the_inits_signal_state() {
         "{f:?}"
     );
 }
+
+#[test]
+fn exec_mode_becomes_the_program_with_its_own_argv0() {
+    // `--exec PATH ARGV0 ARGS...`: the program replaces the init (same pid, no fork), with
+    // argv[0] as given.
+    let f = run(
+        &["--exec", "/bin/sh", "custom-name", "-c", "echo $0; exit 3"],
+        "exec-mode",
+    );
+    assert_eq!(f.code(), 3, "{f:?}");
+    assert_eq!(f.stdout, "custom-name\n", "{f:?}");
+    let f = run(&["--exec", "/nonexistent/cmd", "cmd"], "exec-missing");
+    assert_eq!(f.code(), 127, "{f:?}");
+    assert_eq!(f.stderr.lines().count(), 1, "{f:?}");
+    let f = run(&["--exec", "/bin/sh"], "exec-no-argv");
+    assert_eq!(f.code(), 2, "{f:?}");
+}

@@ -50,6 +50,7 @@ fn real_main(argv: CStrArray<'_>, envp: CStrArray<'_>) -> u8 {
         }
         Ok(Invocation::Run(opts, command)) => peapod_init::run(&opts, command, envp),
         Ok(Invocation::Pause(opts)) => peapod_init::pause(&opts),
+        Ok(Invocation::Exec(target)) => return peapod_init::spawn::replace(target, envp),
         Err(usage) => {
             usage.report();
             return EXIT_USAGE;
