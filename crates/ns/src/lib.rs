@@ -41,7 +41,7 @@ pub use clone::{clone_into, ChildProcess, Forked};
 pub use error::{Error, Result};
 pub use id::NamespaceId;
 pub use idmap::{write_id_maps, IdMap};
-pub use join::join;
+pub use join::{join, Target};
 pub use kind::{Namespace, NamespaceSet, UnknownNamespace};
 pub use loopback::bring_up_loopback;
 pub use uts::{set_domainname, set_hostname};
