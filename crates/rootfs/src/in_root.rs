@@ -55,6 +55,30 @@ impl InRoot {
         })
     }
 
+    /// Reads the regular file `path` (as seen inside the root), at most `limit` bytes: small
+    /// files of the image, such as `/etc/passwd`. Anything but a regular file is refused
+    /// before it is opened for reading, so a fifo cannot block and a device is not touched.
+    pub fn read_file(&self, path: &Path, limit: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let err = |source| Error::Resolve {
+            path: path.to_owned(),
+            source,
+        };
+        let fd = self.openat2(path).map_err(err)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| err(e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        // Reopened through the descriptor, which names the very file resolved in the root.
+        let file = std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(err)?;
+        let mut bytes = Vec::new();
+        file.take(limit).read_to_end(&mut bytes).map_err(err)?;
+        Ok(bytes)
+    }
+
     fn openat2(&self, path: &Path) -> io::Result<OwnedFd> {
         let relative = relative(path);
         let relative: &Path = if relative.as_os_str().is_empty() {
@@ -209,6 +233,32 @@ mod tests {
             .expect("create");
         assert_eq!(real_path(&fd), root.join("peapod-test"));
         assert!(!Path::new("/peapod-test").exists());
+    }
+
+    #[test]
+    fn read_file_stays_inside_and_reads_only_regular_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        std::fs::create_dir(root.join("etc")).expect("etc");
+        std::fs::write(root.join("etc/passwd"), "inside\n").expect("passwd");
+        symlink("/etc/passwd", root.join("link")).expect("symlink");
+        let in_root = InRoot::open(&root).expect("open");
+        let text = in_root.read_file(Path::new("/link"), 1024).expect("read");
+        assert_eq!(text, b"inside\n");
+        assert_eq!(
+            in_root
+                .read_file(Path::new("/etc/passwd"), 3)
+                .expect("read"),
+            b"ins"
+        );
+        nix::unistd::mkfifo(
+            &root.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        let err = in_root.read_file(Path::new("/fifo"), 1024).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(in_root.read_file(Path::new("/etc"), 1024).is_err());
     }
 
     #[test]

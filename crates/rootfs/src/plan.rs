@@ -125,6 +125,13 @@ impl RootfsPlan {
     /// Carries out the plan and makes the rootfs the calling process's `/`. Call it from a
     /// process that is alone in a new mount namespace: it changes that namespace's mounts.
     pub fn enter(&self) -> Result<()> {
+        self.mount_all()?;
+        self.pivot()
+    }
+
+    /// The first half of [`RootfsPlan::enter`]: propagation, the self-bind, the mounts and
+    /// `/dev`, all still below the old root (where the OCI `createContainer` hooks run).
+    pub fn mount_all(&self) -> Result<()> {
         self.validate()?;
         let (kind, recursive) = self.propagation;
         mount(
@@ -178,7 +185,12 @@ impl RootfsPlan {
         {
             populate_dev(&in_root, &self.devices)?;
         }
-        drop(in_root);
+        Ok(())
+    }
+
+    /// The second half of [`RootfsPlan::enter`], after [`RootfsPlan::mount_all`]:
+    /// `pivot_root` (or `chroot`), the read-only and masked paths, the read-only root.
+    pub fn pivot(&self) -> Result<()> {
         pivot_into(&self.root, self.no_pivot)?;
         let in_root = InRoot::open(Path::new("/"))?;
         for path in &self.readonly_paths {
