@@ -1,9 +1,10 @@
-//! `cargo xtask bench [run] [init] [lifecycle]`: whole-process timings, median of several
+//! `cargo xtask bench [run] [init] [lifecycle] [pod]`: whole-process timings, median of several
 //! runs, side by side with the floor `unshare` sets and with runc, crun, tini, dumb-init and
 //! catatonit where they are installed. With no argument, every section.
 
 mod init;
 mod lifecycle;
+mod pod;
 
 pub(crate) use init::orphan_burst;
 
@@ -15,15 +16,19 @@ use crate::{build_peapod, rootfs, Result};
 
 const RUNS: usize = 30;
 
+/// An OCI seccomp profile as Docker and podman would give a container with the default
+/// capabilities on x86_64 (made from containers-common's `seccomp.json`).
+const SECCOMP_PROFILE: &str = include_str!("bench/seccomp-profile.json");
+
 pub(crate) fn run(args: &[String]) -> Result {
     let all = args.is_empty();
     let wants = |section: &str| all || args.iter().any(|a| a == section);
     if let Some(unknown) = args
         .iter()
-        .find(|a| !["run", "init", "lifecycle"].contains(&a.as_str()))
+        .find(|a| !["run", "init", "lifecycle", "pod"].contains(&a.as_str()))
     {
         return Err(format!(
-            "unknown bench section {unknown:?} (try: run, init, lifecycle)"
+            "unknown bench section {unknown:?} (try: run, init, lifecycle, pod)"
         ));
     }
     if wants("run") {
@@ -34,6 +39,9 @@ pub(crate) fn run(args: &[String]) -> Result {
     }
     if wants("lifecycle") {
         lifecycle::run()?;
+    }
+    if wants("pod") {
+        pod::run()?;
     }
     Ok(())
 }
@@ -50,8 +58,19 @@ fn run_vs_floor() -> Result {
     );
     let mut peapod_cmd = Command::new(&peapod);
     peapod_cmd.args(["run", "--rootfs", &root, "--", "/bin/true"]);
+    // The same with a profile the size of Docker's default (434 syscalls in 19 rules, for
+    // its default capabilities on x86_64): what compiling and loading a filter costs.
+    let profile = crate::target_dir().join("bench-seccomp.json");
+    std::fs::write(&profile, SECCOMP_PROFILE)
+        .map_err(|e| format!("cannot write {}: {e}", profile.display()))?;
+    let mut seccomp_cmd = Command::new(&peapod);
+    seccomp_cmd.args(["run", "--rootfs", &root, "--security-opt"]);
+    seccomp_cmd.arg(format!("seccomp={}", profile.display()));
+    seccomp_cmd.args(["--", "/bin/true"]);
     if !which("unshare") {
-        report("peapod run", median_of(&mut [peapod_cmd], RUNS)?[0], None);
+        let times = median_of(&mut [peapod_cmd, seccomp_cmd], RUNS)?;
+        report("peapod run", times[0], None);
+        report("peapod run + seccomp", times[1], None);
         println!("unshare not installed: no floor to compare with");
         return Ok(());
     }
@@ -68,11 +87,13 @@ fn run_vs_floor() -> Result {
         &root,
         "/bin/true",
     ]);
-    // Interleaved, so that a noisy neighbour slows both alike.
-    let times = median_of(&mut [peapod_cmd, floor], RUNS)?;
+    // Interleaved, so that a noisy neighbour slows all alike.
+    let times = median_of(&mut [peapod_cmd, seccomp_cmd, floor], RUNS)?;
     report("peapod run", times[0], None);
-    report("unshare + chroot (floor)", times[1], None);
-    report("peapod / floor", times[0], Some(times[1]));
+    report("peapod run + seccomp", times[1], None);
+    report("unshare + chroot (floor)", times[2], None);
+    report("peapod / floor", times[0], Some(times[2]));
+    report("peapod+seccomp / peapod", times[1], Some(times[0]));
     println!();
     Ok(())
 }

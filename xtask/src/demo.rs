@@ -1,5 +1,8 @@
 //! `cargo xtask run`: the main job. Builds peapod and shows one container's isolation next
-//! to the host's view, row by row; with arguments, runs `peapod ARGS` instead.
+//! to the host's view, row by row, then a two-container pod (`pod.rs`); with arguments, runs
+//! `peapod ARGS` instead.
+
+mod pod;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -82,7 +85,13 @@ pub(crate) fn run(args: &[String]) -> Result {
         );
     }
     println!("\nThe container is gone: peapod waited for it, and its mounts died with its mount namespace.");
-    Ok(())
+    match is_root() {
+        true => pod::run(&peapod, &rootfs_dir),
+        false => {
+            println!("\n(The pod demo needs root: pods pin their namespaces with bind mounts.)");
+            Ok(())
+        }
+    }
 }
 
 fn is_root() -> bool {

@@ -85,7 +85,18 @@ fn run_status(cmd: &mut Command) -> Result {
 }
 
 /// Builds the release `peapod` binary and returns its path.
+/// Builds `target/release/peapod` with the static peapod-init beside it, where peapod
+/// looks for it (to exec entrypoints through, and for `run --init`).
 fn build_peapod() -> Result<PathBuf> {
     run_status(cargo().args(["build", "--quiet", "--release", "-p", "peapod"]))?;
+    let init = dist::build_init()?;
+    let beside = target_dir().join("release/peapod-init");
+    std::fs::copy(&init, &beside).map_err(|e| {
+        format!(
+            "cannot copy {} to {}: {e}",
+            init.display(),
+            beside.display()
+        )
+    })?;
     Ok(target_dir().join("release/peapod"))
 }

@@ -25,6 +25,8 @@ pub(crate) fn run(args: &[String]) -> Result {
             .args(["test", "--workspace"])
             .args(args)
             .env("PEAPOD_TEST_ROOTFS", &rootfs_dir)
-            .env("PEAPOD_INIT_BIN", &init),
+            .env("PEAPOD_INIT_BIN", &init)
+            // What peapod execs entrypoints through (and `run --init` mounts).
+            .env("PEAPOD_INIT", &init),
     )
 }

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use peapod_ns::Namespace;
 
+use crate::security::{
+    parse_capability, parse_security_opt, parse_user, CapName, SecurityOpt, UserArg,
+};
+
 /// peapod: a small container and pod runtime, with runc's command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +68,8 @@ pub(crate) enum Rootless {
     False,
 }
 
+// Parsed once per process: `run`'s many flags make the enum large, which costs nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a container and wait for it: on a root directory with `--rootfs DIR -- CMD`, or from
@@ -82,12 +88,40 @@ pub(crate) enum Command {
     /// List containers.
     #[command(alias = "ls")]
     List(ListArgs),
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
     /// List the processes of a container.
     Ps(PsArgs),
     /// Write a default config.json to a bundle.
     Spec(SpecArgs),
     /// Print what this runtime supports, as the runtime-spec features JSON.
     Features,
+    /// Freeze every process of a running container.
+    Pause(IdArg),
+    /// Thaw a paused container.
+    Resume(IdArg),
+    /// Change the resource limits of a running container.
+    Update(UpdateArgs),
+    /// Stream a container's events (OOM kills, and its stats every --interval), or print its
+    /// stats once with --stats.
+    Events(EventsArgs),
+    /// Pods: containers that share namespaces held by an infra process.
+    #[command(subcommand)]
+    Pod(PodCommand),
+}
+
+impl Command {
+    /// Whether the command starts a process in a container, which must then not be able to
+    /// reach the peapod binary (see `sealed.rs`).
+    pub(crate) fn enters_a_container(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(_)
+                | Command::Create(_)
+                | Command::Exec(_)
+                | Command::Pod(PodCommand::Monitor(_))
+        )
+    }
 }
 
 /// A container id argument.
@@ -106,7 +140,7 @@ pub(crate) struct CreateArgs {
     /// Write the container process's PID to this file.
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
-    /// A unix socket to send the pty master to (process.terminal; not supported yet).
+    /// A unix socket to send the pty master of a process.terminal container to.
     #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
     /// Use chroot instead of pivot_root (for a rootfs on ramfs).
@@ -120,6 +154,53 @@ pub(crate) struct CreateArgs {
     pub preserve_fds: u32,
     /// The container id.
     pub id: String,
+}
+
+/// `peapod exec`, as runc's.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// A JSON file with the OCI `process` to run; otherwise the container's own process, with
+    /// the arguments given and the changes below.
+    #[arg(short, long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Give the process a terminal; its pty master goes to --console-socket.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// A unix socket to send the pty master to (with --tty or process.terminal).
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Do not wait for the process: print nothing, exit once it runs.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the new process's PID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Add an environment variable (KEY=VALUE); repeatable.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The working directory in the container.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Run as UID[:GID] (numbers).
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Add supplementary group ids; repeatable.
+    #[arg(short = 'g', long = "additional-gids", value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability (CAP_NAME) to every set of the process; repeatable.
+    #[arg(short, long = "cap", value_name = "CAP")]
+    pub caps: Vec<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Pass this many descriptors after stdio (3, 4, ...) into the process.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// The container id.
+    pub id: String,
+    /// The command and its arguments (without --process).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 /// `peapod kill`.
@@ -178,6 +259,117 @@ pub(crate) struct PsArgs {
     pub ps_args: Vec<String>,
 }
 
+/// `peapod update`, as runc's: each flag given changes that limit and no other.
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// A JSON file (or - for stdin) with the OCI linux.resources to apply; with other flags,
+    /// they override its fields.
+    #[arg(short, long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// The memory limit in bytes (suffixes k, m, g; -1 for none).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
+    pub memory: Option<i64>,
+    /// The memory soft limit in bytes.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
+    pub memory_reservation: Option<i64>,
+    /// Memory plus swap in bytes (-1 for no swap limit).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
+    pub memory_swap: Option<i64>,
+    /// The most tasks (processes and threads) the container may have (0 or -1: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// CPU CFS quota in microseconds per period (-1: none).
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long, value_name = "US")]
+    pub cpu_period: Option<u64>,
+    /// CPU shares, a relative weight (v2: converted to cpu.weight).
+    #[arg(long, visible_alias = "cpu-share", value_name = "N")]
+    pub cpu_shares: Option<u64>,
+    /// The CPUs the container may run on (0-3, 0,1).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// The memory nodes the container may use.
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// The block IO weight (10 to 1000).
+    #[arg(long, value_name = "N")]
+    pub blkio_weight: Option<u16>,
+    /// The container id.
+    pub id: String,
+}
+
+/// `peapod events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Print the container's stats once and exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// How often to print stats while streaming (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// The container id.
+    pub id: String,
+}
+
+/// A size in bytes: a number with an optional k, m, g or t suffix (powers of 1024, with or
+/// without a trailing b or ib), or -1 for no limit.
+pub(crate) fn parse_size(s: &str) -> Result<i64, String> {
+    if s == "-1" {
+        return Ok(-1);
+    }
+    let lower = s.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let unit = unit.trim_end_matches("ib").trim_end_matches('b');
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{s:?}: expected a size such as 64m, 1g or 1048576")),
+    };
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 64m, 1g or 1048576"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+/// A duration: a number with an ms, s or m suffix.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?}: expected a duration such as 500ms, 5s or 1m");
+    let (number, scale_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return Err(bad());
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match n.saturating_mul(scale_ms) {
+        0 => Err(format!("{s:?}: must be more than zero")),
+        ms => Ok(std::time::Duration::from_millis(ms)),
+    }
+}
+
+/// `--cpus`: a positive number of CPUs, as quota per 100 ms period.
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if (0.01..=1024.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: expected a number of CPUs from 0.01, such as 0.5 or 2"
+        )),
+    }
+}
+
 /// `peapod spec`.
 #[derive(Debug, Args)]
 pub(crate) struct SpecArgs {
@@ -214,6 +406,9 @@ pub(crate) struct RunArgs {
     /// Write the container process's PID to this file.
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+    /// A unix socket to send the pty master of a process.terminal container to.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
     /// A name for the container (letters, digits, '_', '.', '-'); the default host name.
     #[arg(long, value_name = "ID", value_parser = parse_name)]
     pub name: Option<String>,
@@ -244,11 +439,149 @@ pub(crate) struct RunArgs {
     /// The static peapod-init to use (default: `peapod-init` beside the peapod binary).
     #[arg(long, value_name = "FILE", requires = "init")]
     pub init_path: Option<PathBuf>,
+    /// Add a capability to Docker's default 14 (NET_ADMIN or CAP_NET_ADMIN; ALL for every one).
+    #[arg(long = "cap-add", value_name = "CAP", value_parser = parse_capability)]
+    pub cap_add: Vec<CapName>,
+    /// Drop a capability from Docker's default 14 (ALL: keep only those of --cap-add).
+    #[arg(long = "cap-drop", value_name = "CAP", value_parser = parse_capability)]
+    pub cap_drop: Vec<CapName>,
+    /// Run as UID[:GID], or NAME[:GROUP] from the rootfs's /etc/passwd and /etc/group.
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]", value_parser = parse_user)]
+    pub user: Option<UserArg>,
+    /// seccomp=FILE (an OCI or a Docker profile) or seccomp=unconfined (the default);
+    /// no-new-privileges[=true|false] (default true).
+    #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
+    pub security_opt: Vec<SecurityOpt>,
+    /// Limit the container's memory (bytes; suffixes k, m, g: 64m).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<i64>,
+    /// Limit the container's CPU time to this many CPUs (0.5: half of one).
+    #[arg(long, value_name = "N", value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Limit the number of tasks (processes and threads) in the container.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<i64>,
+    /// Run the container in this pod: it joins the pod's shared namespaces.
+    #[arg(long, value_name = "POD", conflicts_with_all = ["share", "net"])]
+    pub pod: Option<String>,
     /// The container id (with a bundle).
     pub id: Option<String>,
     /// The command to run and its arguments (with --rootfs).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `peapod pod ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PodCommand {
+    /// Create a pod: an infra process holding new shared namespaces.
+    Create(PodCreateArgs),
+    /// List pods.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// List a pod's containers, their status and host PIDs, and the shared namespaces.
+    Ps(PodPsArgs),
+    /// Stop a pod's containers (SIGTERM, then SIGKILL after --timeout) and its infra process.
+    Stop(PodStopArgs),
+    /// Remove a pod: its containers, infra process, pinned namespaces and state.
+    #[command(alias = "remove")]
+    Rm(PodRmArgs),
+    /// Print the logs of a pod's detached containers.
+    Logs(PodLogsArgs),
+    /// Run a Kubernetes Pod manifest (or remove its pod with --down).
+    Play(PodPlayArgs),
+    /// Supervise a played pod's containers (started by `pod play`).
+    #[command(hide = true)]
+    Monitor(PodNameArg),
+}
+
+/// A pod name argument.
+#[derive(Debug, Args)]
+pub(crate) struct PodNameArg {
+    /// The pod's name.
+    pub name: String,
+}
+
+/// `peapod pod create`.
+#[derive(Debug, Args)]
+pub(crate) struct PodCreateArgs {
+    /// The pod's host name (default: its name).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// The namespaces the pod's containers share (net, ipc, uts, pid).
+    #[arg(long, value_name = "NS,...", value_delimiter = ',', value_parser = parse_pod_share,
+          default_value = "net,ipc,uts")]
+    pub share: Vec<Namespace>,
+    /// A label; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub labels: Vec<String>,
+    /// The static peapod-init to run as the infra process (default: beside peapod).
+    #[arg(long, value_name = "FILE")]
+    pub init_path: Option<PathBuf>,
+    /// The pod's name.
+    pub name: String,
+}
+
+/// `peapod pod ps`.
+#[derive(Debug, Args)]
+pub(crate) struct PodPsArgs {
+    /// The output format.
+    #[arg(short, long, default_value = "table")]
+    pub format: Format,
+    /// The pod's name.
+    pub name: String,
+}
+
+/// `peapod pod stop`.
+#[derive(Debug, Args)]
+pub(crate) struct PodStopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL (default: the manifest's
+    /// terminationGracePeriodSeconds, else 10).
+    #[arg(short, long, value_name = "S")]
+    pub timeout: Option<u64>,
+    /// The pod's name.
+    pub name: String,
+}
+
+/// `peapod pod rm`.
+#[derive(Debug, Args)]
+pub(crate) struct PodRmArgs {
+    /// Remove a running pod too, killing its processes.
+    #[arg(short, long)]
+    pub force: bool,
+    /// The pod's name.
+    pub name: String,
+}
+
+/// `peapod pod logs`.
+#[derive(Debug, Args)]
+pub(crate) struct PodLogsArgs {
+    /// The pod's name.
+    pub name: String,
+    /// Only this container (its name in the manifest, or its id).
+    pub container: Option<String>,
+}
+
+/// `peapod pod play`.
+#[derive(Debug, Args)]
+pub(crate) struct PodPlayArgs {
+    /// Remove the manifest's pod instead.
+    #[arg(long)]
+    pub down: bool,
+    /// The static peapod-init to run as the infra process (default: beside peapod).
+    #[arg(long, value_name = "FILE")]
+    pub init_path: Option<PathBuf>,
+    /// The Pod manifest (YAML).
+    pub file: PathBuf,
+}
+
+fn parse_pod_share(s: &str) -> Result<Namespace, String> {
+    match parse_shareable(s)? {
+        ns @ (Namespace::Net | Namespace::Ipc | Namespace::Uts | Namespace::Pid) => Ok(ns),
+        ns => Err(format!(
+            "{ns} cannot be shared in a pod (net, ipc, uts, pid)"
+        )),
+    }
 }
 
 /// A `-v HOST:CTR[:ro]` bind mount.
@@ -337,6 +670,24 @@ mod tests {
         assert!(parse_volume("/data").is_err());
         assert!(parse_volume("/data:mnt").is_err());
         assert!(parse_volume("/data:/mnt:rx").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("-1"), Ok(-1));
+        assert!(parse_size("12q").is_err());
+        assert!(parse_size("m").is_err());
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert!(parse_duration("5").is_err());
+        assert!(parse_cpus("0").is_err());
+        assert_eq!(parse_cpus("0.5"), Ok(0.5));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What every command shares: the state store, whether peapod runs rootless, and logging.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use peapod_state::Store;
@@ -12,6 +13,16 @@ use crate::Failure;
 pub(crate) struct Context {
     pub store_root: PathBuf,
     pub rootless: bool,
+    /// The sealed copy of peapod-init that entrypoints are exec'd through (see `sealed.rs`);
+    /// set only for the commands that start processes in containers.
+    pub entrypoint_guard: Option<OwnedFd>,
+}
+
+impl Context {
+    /// The descriptor of [`Context::entrypoint_guard`], for the container's configuration.
+    pub(crate) fn exec_through(&self) -> Option<RawFd> {
+        self.entrypoint_guard.as_ref().map(AsRawFd::as_raw_fd)
+    }
 }
 
 impl Context {
@@ -40,6 +51,7 @@ impl Context {
         Ok(Context {
             store_root,
             rootless,
+            entrypoint_guard: None,
         })
     }
 

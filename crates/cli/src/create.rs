@@ -1,12 +1,14 @@
 //! `peapod create`, and the creation every other way of starting a container shares: check
 //! the spec, record the container, start its process at a barrier, record the process.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context as _};
 use oci_spec::runtime::Spec;
-use peapod_container::{create, Barrier, ContainerConfig, Created};
-use peapod_state::{ContainerId, Durability, ProcessIdentity, Record};
+use peapod_container::{create_in, Barrier, ContainerConfig, Created, Hooks};
+use peapod_state::{ContainerId, Durability, ProcessIdentity, Record, OCI_VERSION};
 
 use crate::args::CreateArgs;
 use crate::context::Context;
@@ -20,20 +22,18 @@ pub(crate) struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
     pub no_pivot: bool,
+    /// Where the pty master of a `process.terminal` container is sent.
+    pub console_socket: Option<PathBuf>,
 }
 
 pub(crate) fn run(ctx: &Context, args: CreateArgs) -> Result<i32, Failure> {
-    if args.console_socket.is_some() {
-        return Err(Failure::runtime(anyhow!(
-            "--console-socket: terminals are not supported yet"
-        )));
-    }
     let (bundle, spec) = bundle::load(&args.bundle).map_err(Failure::runtime)?;
     let options = CreateOptions {
         fifo: true,
         pid_file: args.pid_file,
         preserve_fds: args.preserve_fds,
         no_pivot: args.no_pivot,
+        console_socket: args.console_socket,
     };
     let created = create_recorded(ctx, &args.id, &spec, &bundle, &options)?;
     created.detach();
@@ -51,31 +51,39 @@ pub(crate) fn create_recorded(
     options: &CreateOptions,
 ) -> Result<Created, Failure> {
     let id: ContainerId = id.parse()?;
-    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
-        return Err(Failure::runtime(anyhow!(
-            "process.terminal: terminals are not supported yet; set it to false"
-        )));
-    }
-    let config = ContainerConfig::from_spec(spec, bundle)
+    let mut config = ContainerConfig::from_spec(spec, bundle)
         .map_err(peapod_container::Error::from)?
         .preserve_fds(options.preserve_fds)
-        .no_pivot(options.no_pivot);
+        .no_pivot(options.no_pivot)
+        .exec_through(ctx.exec_through());
+    // Connected before anything is made, and kept open until the container has sent the
+    // pty master through it.
+    let console = console_socket(options.console_socket.as_deref(), config.wants_terminal())?;
+    if let Some(socket) = &console {
+        config = config.console_socket(socket.as_raw_fd());
+    }
     // Checked before the store is touched, so that bad input leaves no trace at all.
     config
         .rootfs()
         .validate()
         .map_err(peapod_container::Error::from)?;
+    let mut record = Record::new(&id, bundle.to_owned());
+    record.rootfs = config.rootfs().root().to_owned();
+    record.annotations = spec
+        .annotations()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    record.hooks = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| serde_json::to_value(h).ok());
+    let config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = ctx.store()?;
     let entry = store.create(&id)?;
+    let mut cgroup = None;
     let result = (|| {
-        let mut record = Record::new(&id, bundle.to_owned());
-        record.rootfs = config.rootfs().root().to_owned();
-        record.annotations = spec
-            .annotations()
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         // Saved once, with the process: until then the entry is locked, and a `create` that
         // dies half-way leaves a directory without a record, which `delete --force` removes.
         let barrier = if options.fifo {
@@ -83,7 +91,11 @@ pub(crate) fn create_recorded(
         } else {
             Barrier::Channel
         };
-        let created = create(&config, &barrier)?;
+        cgroup = crate::cgroups::create(&id, spec, ctx.rootless)?;
+        if let Some(cgroup) = &cgroup {
+            record.cgroup_paths = cgroup.paths();
+        }
+        let created = create_in(&config, &barrier, cgroup.as_ref())?;
         record.process = ProcessIdentity::of(created.pid().as_raw());
         // Only a record that outlives this command needs to survive a crash of the machine.
         let durability = if options.fifo {
@@ -99,16 +111,68 @@ pub(crate) fn create_recorded(
     })();
     if result.is_err() {
         // A dropped `Created` has already killed and reaped the process.
+        if let Some(cgroup) = &cgroup {
+            let _ = cgroup.remove();
+        }
         let _ = entry.remove();
     }
     result
 }
 
+/// Connects to `--console-socket PATH`, which only a container with a terminal may be given
+/// (as runc: a socket nobody would send anything to is a mistake).
+pub(crate) fn console_socket(
+    path: Option<&Path>,
+    terminal: bool,
+) -> Result<Option<UnixStream>, Failure> {
+    match (path, terminal) {
+        (None, _) => Ok(None),
+        (Some(path), true) => UnixStream::connect(path)
+            .map(Some)
+            .with_context(|| format!("cannot connect to console socket {}", path.display()))
+            .map_err(Failure::runtime),
+        (Some(_), false) => Err(Failure::runtime(anyhow!(
+            "--console-socket is only for a process with a terminal (process.terminal is false)"
+        ))),
+    }
+}
+
 /// Writes the PID atomically, as runc does: callers poll for this file.
-fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let tmp = path.with_extension("peapod-tmp");
     std::fs::write(&tmp, pid.to_string())
         .with_context(|| format!("cannot write pid file {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write pid file {}", path.display()))
+}
+
+/// `hooks`, to be given the state of `record`.
+fn hooks_for(hooks: Option<&oci_spec::runtime::Hooks>, record: &Record) -> Hooks {
+    let mut state = serde_json::Map::new();
+    state.insert("ociVersion".into(), OCI_VERSION.into());
+    state.insert("id".into(), record.id.clone().into());
+    state.insert("bundle".into(), record.bundle.display().to_string().into());
+    state.insert(
+        "annotations".into(),
+        serde_json::to_value(&record.annotations).unwrap_or_default(),
+    );
+    Hooks::new(hooks, state)
+}
+
+/// Runs the `poststart` or `poststop` hooks recorded for the container: a failure is logged,
+/// and changes nothing (runtime-spec, "Lifecycle").
+pub(crate) fn run_logged_hooks(record: &Record, phase: &str, status: &str, pid: i32) {
+    let Some(hooks) = &record.hooks else {
+        return;
+    };
+    let hooks = match serde_json::from_value::<oci_spec::runtime::Hooks>(hooks.clone()) {
+        Ok(hooks) => hooks,
+        Err(e) => {
+            tracing::warn!("{phase} hooks not run: the recorded hooks are unreadable: {e}");
+            return;
+        }
+    };
+    if let Err(e) = hooks_for(Some(&hooks), record).run(phase, status, pid) {
+        tracing::warn!("{e}");
+    }
 }

@@ -32,29 +32,48 @@ pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(),
         Err(e) => return Err(e.into()),
     };
     // A `create` that died half-way may have left no record: there is nothing to stop.
-    if let Some(record) = entry.record()? {
-        let status = record.status(entry.dir());
-        if status == Status::Running && !force {
-            return Err(Failure::runtime(anyhow!(
-                "container {id} is running: stop it first, or delete it with --force"
-            )));
+    let Some(record) = entry.record()? else {
+        crate::cgroups::remove_unrecorded(id)?;
+        entry.remove()?;
+        return Ok(());
+    };
+    let status = record.status(entry.dir());
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        return Err(Failure::runtime(anyhow!(
+            "container {id} is {}: stop it first, or delete it with --force",
+            status.as_str()
+        )));
+    }
+    let live = matches!(status, Status::Created | Status::Running | Status::Paused);
+    let cgroup = crate::cgroups::of_record(&record)?;
+    if let Some(cgroup) = &cgroup {
+        // Every process in it, also those outside the container's PID namespace (or of a
+        // container without one), frozen first so that none forks away; and the leftovers
+        // of a stopped one.
+        crate::cgroups::empty(cgroup, live)?;
+    }
+    if let (Some(process), true) = (record.process, live) {
+        for pid in container_pids(process) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        if let (Some(process), Status::Created | Status::Running) = (record.process, status) {
-            for pid in container_pids(process) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        while process.is_alive() {
+            if Instant::now() > deadline {
+                return Err(Failure::runtime(anyhow!(
+                    "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
+                    process.pid
+                )));
             }
-            let deadline = Instant::now() + KILL_TIMEOUT;
-            while process.is_alive() {
-                if Instant::now() > deadline {
-                    return Err(Failure::runtime(anyhow!(
-                        "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
-                        process.pid
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
+    if let Some(cgroup) = &cgroup {
+        cgroup.remove().map_err(Failure::runtime)?;
+    }
     entry.remove()?;
+    // After the container is gone (runtime-spec, "Lifecycle" step 12); the record still
+    // has what the hooks are told.
+    let pid = record.process.map_or(0, |p| p.pid);
+    crate::create::run_logged_hooks(&record, "poststop", "stopped", pid);
     Ok(())
 }

@@ -11,17 +11,22 @@ use oci_spec::runtime::{Mount, MountBuilder};
 /// Where peapod-init appears inside the container (`/dev` is the container's own tmpfs).
 pub(crate) const INIT_IN_CONTAINER: &str = "/dev/init";
 
-/// The init binary to use: `explicit`, or `peapod-init` beside the running peapod.
+/// The environment variable that names the static peapod-init, where it is not beside peapod.
+pub(crate) const INIT_ENV: &str = "PEAPOD_INIT";
+
+/// The init binary to use: `explicit`, else `$PEAPOD_INIT`, else `peapod-init` beside the
+/// running peapod; it must be statically linked.
 pub(crate) fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let path = match explicit {
+    let from_env = std::env::var_os(INIT_ENV).map(PathBuf::from);
+    let path = match explicit.or(from_env.as_deref()) {
         Some(path) => std::path::absolute(path)
-            .with_context(|| format!("invalid --init-path {}", path.display()))?,
+            .with_context(|| format!("invalid init path {}", path.display()))?,
         None => {
             let exe = std::env::current_exe().context("cannot find the peapod binary")?;
             let beside = exe.with_file_name("peapod-init");
             if !beside.exists() {
                 bail!(
-                    "--init: no peapod-init beside {} (build it with `cargo xtask dist`, or give --init-path)",
+                    "no peapod-init beside {} (build it with `cargo xtask dist`, or set {INIT_ENV} or --init-path)",
                     exe.display()
                 );
             }
@@ -32,10 +37,11 @@ pub(crate) fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The read-only bind mount that puts `init` at [`INIT_IN_CONTAINER`].
-pub(crate) fn mount(init: &Path) -> anyhow::Result<Mount> {
+/// The read-only bind mount that puts `init` at `destination` in the container
+/// ([`INIT_IN_CONTAINER`] for `run --init`).
+pub(crate) fn mount(init: &Path, destination: &str) -> anyhow::Result<Mount> {
     MountBuilder::default()
-        .destination(INIT_IN_CONTAINER)
+        .destination(destination)
         .typ("bind")
         .source(init)
         .options(
@@ -58,20 +64,20 @@ pub(crate) fn wrap(command: &[String]) -> Vec<String> {
 /// A dynamically linked init would fail inside a rootfs without its libc with a baffling "no
 /// such file": refuse it here, by the `PT_INTERP` entry of its ELF program headers.
 fn check_static(path: &Path) -> anyhow::Result<()> {
-    let mut file = std::fs::File::open(path)
-        .with_context(|| format!("--init: cannot open {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut elf = Vec::new();
     file.by_ref()
         .take(64 * 1024)
         .read_to_end(&mut elf)
-        .with_context(|| format!("--init: cannot read {}", path.display()))?;
+        .with_context(|| format!("cannot read {}", path.display()))?;
     match has_interpreter(&elf) {
         Some(false) => Ok(()),
         Some(true) => bail!(
-            "--init: {} is dynamically linked and cannot run in an arbitrary rootfs; use the static build from `cargo xtask dist`",
+            "{} is dynamically linked and cannot run in an arbitrary rootfs; use the static peapod-init from `cargo xtask dist`",
             path.display()
         ),
-        None => bail!("--init: {} is not a 64-bit ELF executable", path.display()),
+        None => bail!("{} is not a 64-bit ELF executable", path.display()),
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use peapod_ns::{Namespace, NamespaceId};
-use peapod_state::{ContainerId, ProcessIdentity, Status};
+use peapod_state::{ContainerId, ProcessIdentity, Record, Status};
 
 use crate::args::KillArgs;
 use crate::context::Context;
@@ -34,7 +34,9 @@ pub(crate) fn parse_signal(s: &str) -> Result<Signal, Failure> {
 pub(crate) fn container_pids(init: ProcessIdentity) -> Vec<i32> {
     let own = NamespaceId::of(None, Namespace::Pid).ok();
     let theirs = NamespaceId::of(Some(Pid::from_raw(init.pid)), Namespace::Pid).ok();
-    if theirs.is_none() || theirs == own {
+    // A container that joined another's PID namespace (a pod's) is not PID 1 there: the
+    // namespace's other processes are not its own.
+    if theirs.is_none() || theirs == own || !is_namespace_init(init.pid) {
         return vec![init.pid];
     }
     let mut pids: Vec<i32> = std::fs::read_dir("/proc")
@@ -48,20 +50,51 @@ pub(crate) fn container_pids(init: ProcessIdentity) -> Vec<i32> {
     pids
 }
 
+/// Whether `pid` is PID 1 of its own PID namespace (the last `NSpid` of its status).
+fn is_namespace_init(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("NSpid:"))?.to_owned();
+            line.split_whitespace().last().map(|last| last == "1")
+        })
+        .unwrap_or(true)
+}
+
+/// Whether a container in this state has processes to signal or list.
+pub(crate) fn is_live(status: Status) -> bool {
+    matches!(status, Status::Created | Status::Running | Status::Paused)
+}
+
+/// Every process of the container: those in its cgroup (as runc lists them), or without a
+/// cgroup those of its PID namespace.
+pub(crate) fn all_pids(record: &Record, init: ProcessIdentity) -> Result<Vec<i32>, Failure> {
+    match crate::cgroups::of_record(record)? {
+        Some(cgroup) => {
+            let pids = cgroup.procs().map_err(Failure::runtime)?;
+            Ok(pids
+                .into_iter()
+                .filter_map(|p| i32::try_from(p).ok())
+                .collect())
+        }
+        None => Ok(container_pids(init)),
+    }
+}
+
 pub(crate) fn run(ctx: &Context, args: KillArgs) -> Result<i32, Failure> {
     let signal = parse_signal(&args.signal)?;
     let id: ContainerId = args.id.parse()?;
     let entry = ctx.store()?.load(&id)?;
     let record = entry.record()?;
     let process = match &record {
-        Some(r) if matches!(r.status(entry.dir()), Status::Created | Status::Running) => r.process,
+        Some(r) if is_live(r.status(entry.dir())) => r.process,
         _ => None,
     };
-    let Some(process) = process else {
+    let (Some(process), Some(record)) = (process, &record) else {
         return Err(Failure::runtime(anyhow!("container {id} is not running")));
     };
     let pids = if args.all {
-        container_pids(process)
+        all_pids(record, process)?
     } else {
         vec![process.pid]
     };

@@ -5,16 +5,25 @@
 
 mod args;
 mod bundle;
+mod cgroups;
 mod context;
 mod create;
 mod delete;
+mod events;
+mod exec;
 mod init;
 mod kill;
+mod pause;
+mod pod;
 mod ps;
 mod run;
+mod sealed;
+mod seccomp_profile;
+mod security;
 mod spec;
 mod start;
 mod state;
+mod update;
 
 use clap::Parser;
 
@@ -27,17 +36,11 @@ fn main() {
         Err(err) => exit_on_usage_error(err),
     };
     context::init_logging(&cli.global);
-    let result = Context::new(&cli.global).and_then(|ctx| match cli.command {
-        Command::Run(args) => run::run(&ctx, args),
-        Command::Create(args) => create::run(&ctx, args),
-        Command::Start(args) => start::run(&ctx, &args.id),
-        Command::State(args) => state::state(&ctx, &args.id),
-        Command::Kill(args) => kill::run(&ctx, args),
-        Command::Delete(args) => delete::run(&ctx, args),
-        Command::List(args) => state::list(&ctx, args),
-        Command::Ps(args) => ps::run(&ctx, args),
-        Command::Spec(args) => spec::spec(args),
-        Command::Features => spec::features(),
+    let result = Context::new(&cli.global).and_then(|mut ctx| {
+        if cli.command.enters_a_container() {
+            ctx.entrypoint_guard = sealed::entrypoint_guard().map_err(Failure::runtime)?;
+        }
+        dispatch(&ctx, cli.command)
     });
     match result {
         Ok(code) => std::process::exit(code),
@@ -50,6 +53,28 @@ fn main() {
             eprintln!("peapod: {message}");
             std::process::exit(err.code);
         }
+    }
+}
+
+/// Runs one command.
+fn dispatch(ctx: &Context, command: Command) -> Result<i32, Failure> {
+    match command {
+        Command::Run(args) => run::run(ctx, args),
+        Command::Create(args) => create::run(ctx, args),
+        Command::Start(args) => start::run(ctx, &args.id),
+        Command::State(args) => state::state(ctx, &args.id),
+        Command::Kill(args) => kill::run(ctx, args),
+        Command::Delete(args) => delete::run(ctx, args),
+        Command::List(args) => state::list(ctx, args),
+        Command::Exec(args) => exec::run(ctx, args),
+        Command::Ps(args) => ps::run(ctx, args),
+        Command::Spec(args) => spec::spec(args),
+        Command::Features => spec::features(),
+        Command::Pause(args) => pause::pause(ctx, &args.id),
+        Command::Resume(args) => pause::resume(ctx, &args.id),
+        Command::Update(args) => update::run(ctx, args),
+        Command::Events(args) => events::run(ctx, args),
+        Command::Pod(command) => pod::dispatch(ctx, command),
     }
 }
 

@@ -3,11 +3,11 @@
 use std::process::Command;
 
 use anyhow::anyhow;
-use peapod_state::{ContainerId, Status};
+use peapod_state::ContainerId;
 
 use crate::args::{Format, PsArgs};
 use crate::context::Context;
-use crate::kill::container_pids;
+use crate::kill::{all_pids, is_live};
 use crate::Failure;
 
 pub(crate) fn run(ctx: &Context, args: PsArgs) -> Result<i32, Failure> {
@@ -15,13 +15,13 @@ pub(crate) fn run(ctx: &Context, args: PsArgs) -> Result<i32, Failure> {
     let entry = ctx.store()?.load(&id)?;
     let record = entry.record()?;
     let process = match &record {
-        Some(r) if matches!(r.status(entry.dir()), Status::Created | Status::Running) => r.process,
+        Some(r) if is_live(r.status(entry.dir())) => r.process,
         _ => None,
     };
-    let Some(process) = process else {
+    let (Some(process), Some(record)) = (process, &record) else {
         return Err(Failure::runtime(anyhow!("container {id} is not running")));
     };
-    let pids = container_pids(process);
+    let pids = all_pids(record, process)?;
     drop(entry);
     if args.format == Format::Json {
         println!(

@@ -13,11 +13,17 @@ use peapod_state::ContainerId;
 use crate::args::{Network, RunArgs};
 use crate::context::Context;
 use crate::create::{create_recorded, CreateOptions};
+use crate::security::SecurityArgs;
 use crate::{bundle, delete, Failure};
 
 /// Runs the container and returns the exit status `peapod` should end with.
 pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
-    let (id, spec, bundle) = match &args.rootfs {
+    if args.pod.is_some() && args.hostname.is_some() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--hostname: a container in a pod has the pod's host name (pod create --hostname)"
+        )));
+    }
+    let (id, mut spec, bundle) = match &args.rootfs {
         Some(rootfs) => {
             let spec = spec_from_args(&args, rootfs, ctx.rootless)?;
             let bundle = std::env::current_dir()
@@ -40,34 +46,106 @@ pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
     };
     let mut options = CreateOptions {
         pid_file: args.pid_file.clone(),
+        console_socket: args.console_socket.clone(),
         ..CreateOptions::default()
+    };
+    // In a pod: its namespaces joined, and (detached) the output to the pod's logs.
+    let attached = match &args.pod {
+        Some(pod) => Some(crate::pod::attach(
+            ctx,
+            pod,
+            &id,
+            &mut spec,
+            args.detach,
+            None,
+        )?),
+        None => None,
+    };
+    let create = |options: &CreateOptions| {
+        let created = create_recorded(ctx, &id, &spec, &bundle, options);
+        // Released here: the pod's lock is not held while the container runs.
+        match (&created, attached) {
+            (Err(_), Some(attached)) => attached.abandon(),
+            (_, attached) => drop(attached),
+        }
+        created
     };
     if args.detach {
         options.fifo = true;
-        let created = create_recorded(ctx, &id, &spec, &bundle, &options)?;
+        let created = create(&options)?;
         let pid = created.detach();
-        let alive = || nix::sys::signal::kill(pid, None).is_ok();
-        let started = peapod_container::start_fifo(
-            &ctx.store()?.load(&id.parse()?)?.exec_fifo(),
+        // Not kill(pid, 0): the process is our child, and a zombie would pass for alive.
+        let process = peapod_state::ProcessIdentity::of(pid.as_raw());
+        let alive = || process.is_some_and(|p| p.is_alive());
+        let entry = ctx.store()?.load(&id.parse()?)?;
+        peapod_container::start_fifo(
+            &entry.exec_fifo(),
             alive,
             std::time::Duration::from_secs(10),
-        );
-        return started.map(|()| 0).map_err(Failure::from);
+        )?;
+        if let Some(record) = entry.record()? {
+            crate::create::run_logged_hooks(&record, "poststart", "running", pid.as_raw());
+        }
+        return Ok(0);
     }
     // Installed before the container exists, so no signal sent meanwhile is lost.
     let forwarder = SignalForwarder::install()?;
-    let created = create_recorded(ctx, &id, &spec, &bundle, &options)?;
+    let created = create(&options)?;
     let id: ContainerId = id.parse()?;
     let started = created.start();
     let exit = started.and_then(|pid| {
         tracing::debug!("container process {pid} started");
+        if spec.hooks().is_some() {
+            let record = ctx
+                .store()
+                .ok()
+                .and_then(|s| s.load(&id).ok()?.record().ok()?);
+            if let Some(record) = record {
+                crate::create::run_logged_hooks(&record, "poststart", "running", pid.as_raw());
+            }
+        }
         forwarder.wait(pid)
     });
+    if let Ok(peapod_container::Exit::Signal(signal)) = exit {
+        if signal == nix::sys::signal::Signal::SIGKILL as i32 {
+            crate::cgroups::report_oom(ctx, &id);
+        }
+    }
     // The foreground container is gone (or never ran): so goes its record.
     let cleaned = delete::delete(ctx, &id, true);
     let code = exit?.code();
     cleaned?;
     Ok(code)
+}
+
+/// `--memory`, `--cpus` and `--pids-limit` as `linux.resources` (as `docker run` sets them:
+/// `--cpus N` is a CFS quota of N periods of 100 ms).
+fn set_limits(spec: &mut Spec, args: &RunArgs) {
+    if args.memory.is_none() && args.cpus.is_none() && args.pids_limit.is_none() {
+        return;
+    }
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    if let Some(bytes) = args.memory {
+        let mut memory = resources.memory().unwrap_or_default();
+        memory.set_limit(Some(bytes));
+        resources.set_memory(Some(memory));
+    }
+    if let Some(cpus) = args.cpus {
+        const PERIOD_US: u64 = 100_000;
+        let mut cpu = resources.cpu().clone().unwrap_or_default();
+        cpu.set_period(Some(PERIOD_US));
+        cpu.set_quota(Some((cpus * PERIOD_US as f64).round() as i64));
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(limit) = args.pids_limit {
+        let mut pids = oci_spec::runtime::LinuxPids::default();
+        pids.set_limit(limit);
+        resources.set_pids(Some(pids));
+    }
+    linux.set_resources(Some(resources));
 }
 
 /// An id for a `--rootfs` container without `--name`: unique among live ones on this host.
@@ -81,6 +159,7 @@ fn generated_id() -> String {
 
 /// The flags that build a spec have no meaning with a bundle, which has its own.
 fn refuse_rootfs_flags(args: &RunArgs) -> Result<(), Failure> {
+    let security = security_args(args).any();
     let used = [
         ("--name", args.name.is_some()),
         ("--hostname", args.hostname.is_some()),
@@ -90,13 +169,27 @@ fn refuse_rootfs_flags(args: &RunArgs) -> Result<(), Failure> {
         ("--read-only", args.read_only),
         ("--share", !args.share.is_empty()),
         ("--init", args.init),
+        ("--memory", args.memory.is_some()),
+        ("--cpus", args.cpus.is_some()),
+        ("--pids-limit", args.pids_limit.is_some()),
         ("-- CMD", !args.command.is_empty()),
+        (security.unwrap_or_default(), security.is_some()),
     ];
     match used.iter().find(|(_, used)| *used) {
         Some((flag, _)) => Err(Failure::usage(anyhow::anyhow!(
             "{flag} goes with --rootfs; a bundle's config.json says this itself"
         ))),
         None => Ok(()),
+    }
+}
+
+/// The privilege flags: `--cap-add`, `--cap-drop`, `--user`, `--security-opt`.
+fn security_args(args: &RunArgs) -> SecurityArgs<'_> {
+    SecurityArgs {
+        cap_add: &args.cap_add,
+        cap_drop: &args.cap_drop,
+        user: args.user.as_ref(),
+        security_opt: &args.security_opt,
     }
 }
 
@@ -161,12 +254,19 @@ fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec,
     let root_path = std::path::absolute(rootfs)
         .with_context(|| format!("invalid rootfs path {}", rootfs.display()))
         .map_err(Failure::usage)?;
+    security_args(args)
+        .apply(&mut spec, &root_path)
+        .map_err(Failure::runtime)?;
     if let Some(root) = spec.root_mut() {
         root.set_path(root_path).set_readonly(Some(args.read_only));
     }
 
     let init = match args.init {
-        true => Some(crate::init::locate(args.init_path.as_deref()).map_err(Failure::usage)?),
+        true => Some(
+            crate::init::locate(args.init_path.as_deref())
+                .context("--init")
+                .map_err(Failure::usage)?,
+        ),
         false => None,
     };
     if let Some(process) = spec.process_mut() {
@@ -191,8 +291,11 @@ fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec,
         mounts.push(bind_mount(volume).map_err(Failure::usage)?);
     }
     if let Some(init) = &init {
-        mounts.push(crate::init::mount(init).map_err(Failure::runtime)?);
+        mounts.push(
+            crate::init::mount(init, crate::init::INIT_IN_CONTAINER).map_err(Failure::runtime)?,
+        );
     }
     spec.set_mounts(Some(mounts));
+    set_limits(&mut spec, args);
     Ok(spec)
 }

@@ -36,7 +36,7 @@ pub(crate) fn spec(args: SpecArgs) -> Result<i32, Failure> {
 }
 
 /// The runtime-spec features document (features.md). Only what peapod really does is listed:
-/// no hooks, cgroups or seccomp yet.
+/// cgroups v1 and v2 through cgroupfs (no systemd driver).
 pub(crate) fn features() -> Result<i32, Failure> {
     let capabilities: Vec<String> = ALL_CAPABILITIES
         .iter()
@@ -45,7 +45,10 @@ pub(crate) fn features() -> Result<i32, Failure> {
     let doc = json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": peapod_state::OCI_VERSION,
-        "hooks": [],
+        "hooks": [
+            "prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+            "poststop"
+        ],
         "mountOptions": [
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand",
             "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
@@ -55,8 +58,15 @@ pub(crate) fn features() -> Result<i32, Failure> {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": capabilities,
-            "cgroup": { "v1": false, "v2": false, "systemd": false, "systemdUser": false, "rdma": false },
-            "seccomp": { "enabled": false },
+            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false },
+            "seccomp": {
+                "enabled": true,
+                "actions": peapod_seccomp::ACTIONS,
+                "operators": peapod_seccomp::OPERATORS,
+                "archs": peapod_seccomp::supported_architectures(),
+                "knownFlags": peapod_seccomp::FLAGS,
+                "supportedFlags": peapod_seccomp::FLAGS
+            },
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },

@@ -14,12 +14,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn run(ctx: &Context, id: &str) -> Result<i32, Failure> {
     let id: ContainerId = id.parse()?;
     let entry = ctx.store()?.load(&id)?;
-    let record = entry
-        .record()?
-        .ok_or_else(|| Failure::runtime(anyhow!("container {id} was never fully created")))?;
+    let record = crate::state::recorded(&entry)?;
     match record.status(entry.dir()) {
         Status::Created => {}
-        Status::Running => {
+        Status::Running | Status::Paused => {
             return Err(Failure::runtime(anyhow!(
                 "container {id} is already running"
             )))
@@ -33,5 +31,7 @@ pub(crate) fn run(ctx: &Context, id: &str) -> Result<i32, Failure> {
     let process = record.process;
     let alive = || process.is_some_and(|p| p.is_alive());
     peapod_container::start_fifo(&entry.exec_fifo(), alive, START_TIMEOUT)?;
+    let pid = process.map_or(0, |p| p.pid);
+    crate::create::run_logged_hooks(&record, "poststart", "running", pid);
     Ok(0)
 }

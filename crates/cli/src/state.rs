@@ -31,7 +31,9 @@ impl StateJson {
     pub(crate) fn of(entry: &Entry, record: &Record) -> StateJson {
         let status = record.status(entry.dir());
         let pid = match status {
-            Status::Created | Status::Running => record.process.map_or(0, |p| p.pid),
+            Status::Created | Status::Running | Status::Paused => {
+                record.process.map_or(0, |p| p.pid)
+            }
             Status::Stopped | Status::Creating => 0,
         };
         let owner = std::fs::metadata(entry.dir())
@@ -64,11 +66,25 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, Failure> {
 pub(crate) fn state(ctx: &Context, id: &str) -> Result<i32, Failure> {
     let id: ContainerId = id.parse()?;
     let entry = ctx.store()?.load(&id)?;
-    let record = entry
-        .record()?
-        .ok_or_else(|| Failure::runtime(anyhow!("container {id} was never fully created")))?;
+    let record = recorded(&entry)?;
     println!("{}", to_json(&StateJson::of(&entry, &record))?);
     Ok(0)
+}
+
+/// The record of a container whose `create` finished.
+pub(crate) fn recorded(entry: &Entry) -> Result<Record, Failure> {
+    entry.record()?.ok_or_else(|| {
+        Failure::runtime(anyhow!("container {} was never fully created", entry.id()))
+    })
+}
+
+/// The record of container `id` and its status now, with the lock released again: for
+/// commands that take long (`exec`, `events`) and must not keep `kill` or `delete` out.
+pub(crate) fn snapshot(ctx: &Context, id: &ContainerId) -> Result<(Record, Status), Failure> {
+    let entry = ctx.store()?.load(id)?;
+    let record = recorded(&entry)?;
+    let status = record.status(entry.dir());
+    Ok((record, status))
 }
 
 pub(crate) fn list(ctx: &Context, args: ListArgs) -> Result<i32, Failure> {

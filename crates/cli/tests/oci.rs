@@ -311,6 +311,15 @@ fn open_fds(pid: i32) -> Vec<(u32, PathBuf)> {
     fds
 }
 
+/// `fds` without the sealed copy of peapod-init that a created container holds to exec its
+/// entrypoint through (it is in memory, and nothing can write to it); at most one.
+fn without_guard(fds: Vec<(u32, PathBuf)>) -> Vec<(u32, PathBuf)> {
+    let guard = Path::new("/memfd:peapod-init (deleted)");
+    let count = fds.iter().filter(|(_, path)| path == guard).count();
+    assert!(count <= 1, "{fds:#?}");
+    fds.into_iter().filter(|(_, path)| path != guard).collect()
+}
+
 /// Checks a failure: status `code`, one line on stderr holding every one of `needles`.
 fn assert_failed(out: &Outcome, code: i32, needles: &[&str]) {
     assert_eq!(out.code, code, "{out:?}");
@@ -582,7 +591,7 @@ fn created_container_holds_only_stdio_and_its_exec_fifo() {
     bundle.configure(&["sleep", "30"]);
     let c = bundle.create("fds", &[]);
     let pid = c.pid();
-    let fds = open_fds(pid);
+    let fds = without_guard(open_fds(pid));
     let fifo = bundle.rootfs.state_root().join("fds/exec.fifo");
     let numbers: Vec<u32> = fds.iter().map(|(fd, _)| *fd).collect();
     assert_eq!(&numbers[..3], [0, 1, 2], "{fds:#?}");
@@ -628,7 +637,7 @@ fn preserve_fds_passes_exactly_the_extra_descriptor() {
     let (c, out) = bundle.launch("fd3", cmd, pid_file);
     assert_eq!(out.code, 0, "{out:?}");
     let pid = c.pid();
-    let fds = open_fds(pid);
+    let fds = without_guard(open_fds(pid));
     let fifo = bundle.rootfs.state_root().join("fd3/exec.fifo");
     let numbers: Vec<u32> = fds.iter().map(|(fd, _)| *fd).collect();
     assert_eq!(&numbers[..4], [0, 1, 2, 3], "{fds:#?}");
@@ -948,4 +957,522 @@ fn spec_writes_a_config_of_the_version_it_speaks() {
     );
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("exists already"), "{out:?}");
+}
+
+/// The namespace links of `pid` (`mnt:[4026531840]`, ...), by kind.
+fn namespaces(pid: i32) -> Vec<(String, PathBuf)> {
+    ["cgroup", "ipc", "mnt", "net", "pid", "uts"]
+        .iter()
+        .map(|kind| {
+            let link = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).expect("ns link");
+            (kind.to_string(), link)
+        })
+        .collect()
+}
+
+#[test]
+fn exec_joins_every_namespace_of_the_container_and_returns_its_status() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure_with(&sh(UNTIL_GO), |spec| {
+        spec["hostname"] = json!("inside");
+        spec["process"]["env"]
+            .as_array_mut()
+            .expect("env")
+            .push(json!("FROM_SPEC=spec"));
+    });
+    let c = bundle.create("ex", &[]);
+    // exec works on a created container too, as runc's does.
+    let out = bundle.peapod(&["exec", "ex", "hostname"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "inside\n"), "{out:?}");
+    c.start();
+    let container = c.pid();
+
+    // The exec'd process reports its own namespaces and environment; it runs in the
+    // container's root, in the given directory, with the spec's environment plus --env.
+    let script = "echo self=$$; for n in cgroup ipc mnt net pid uts; do echo $n=$(readlink /proc/self/ns/$n); done; \
+                  echo cwd=$(pwd); echo spec=$FROM_SPEC; echo flag=$EXTRA; echo uid=$(id -u); \
+                  ls /proc/self/fd | tr '\\n' ' ' | sed 's/ $//;s/^/fds=/'; echo; exit 9";
+    let out = bundle.peapod(&[
+        "exec",
+        "--cwd",
+        "/tmp",
+        "--env",
+        "EXTRA=flag",
+        "ex",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.code, 9, "{out:?}");
+    let facts = support::facts(&out.stdout);
+    for (kind, link) in namespaces(container) {
+        assert_eq!(
+            facts[&kind],
+            link.to_string_lossy(),
+            "{kind} namespace differs from the container's: {out:?}"
+        );
+    }
+    let inside_pid: i32 = facts["self"].parse().expect("pid");
+    assert!(
+        inside_pid > 1,
+        "a new process of the container's PID namespace: {out:?}"
+    );
+    assert_eq!(facts["cwd"], "/tmp");
+    assert_eq!(facts["spec"], "spec");
+    assert_eq!(facts["flag"], "flag");
+    assert_eq!(facts["uid"], "0");
+    // 0, 1, 2 and the one ls itself opens for /proc/self/fd: nothing of peapod's leaks in.
+    assert_eq!(facts["fds"], "0 1 2 3", "{out:?}");
+
+    // --user, and a missing command's 127.
+    let out = bundle.peapod(&[
+        "exec",
+        "--user",
+        "1000:1001",
+        "ex",
+        "sh",
+        "-c",
+        "echo $(id -u):$(id -g)",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "1000:1001\n"),
+        "{out:?}"
+    );
+    let out = bundle.peapod(&["exec", "ex", "/no/such/program"]);
+    assert_failed(&out, 127, &["/no/such/program"]);
+
+    // --detach with a pid file: the process runs in the container after exec returns.
+    let pid_file = bundle.log_path("exec-pid");
+    // Its stdio are files: it keeps them open, so a pipe would not end before it does.
+    let log = bundle.log_path("exec-err");
+    let mut detach = bundle.rootfs.peapod();
+    detach
+        .args(["exec", "--detach", "--pid-file"])
+        .arg(&pid_file)
+        .args(["ex", "sh", "-c", UNTIL_GO])
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log"));
+    let mut child = detach.spawn().expect("spawn exec");
+    let status = wait_with_timeout(&mut child, TIMEOUT).expect("exec --detach returns");
+    assert!(
+        status.success(),
+        "{status}: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    let detached: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .parse()
+        .expect("a pid");
+    let root = |pid: i32| {
+        let meta = std::fs::metadata(format!("/proc/{pid}/root/")).expect("root of a process");
+        (meta.dev(), meta.ino())
+    };
+    assert_eq!(
+        root(detached),
+        root(container),
+        "the detached process has the container's root"
+    );
+    assert_eq!(
+        namespaces(detached),
+        namespaces(container),
+        "the detached process is in the container's namespaces"
+    );
+    let listed = c.peapod("ps");
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().any(|w| w == detached.to_string())),
+        "ps lists the exec'd process: {listed:?}"
+    );
+
+    // A stopped container refuses exec.
+    let mnt = namespaces(container)[2].1.clone();
+    bundle.go();
+    c.wait_for_status("stopped");
+    let out = bundle.peapod(&["exec", "ex", "true"]);
+    assert_failed(&out, 125, &["container ex is stopped"]);
+    // It shared the container's PID namespace, so it died with the container's PID 1.
+    wait_until("the detached process to end", || {
+        std::fs::read_link(format!("/proc/{detached}/ns/mnt")).ok() != Some(mnt.clone())
+    });
+}
+
+#[test]
+fn exec_with_a_process_file_and_its_errors() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh(UNTIL_GO));
+    let c = bundle.create("exf", &[]);
+    c.start();
+    let process = bundle.dir().join("process.json");
+    std::fs::write(
+        &process,
+        json!({
+            "args": ["sh", "-c", "echo $GREETING; grep CapEff /proc/self/status"],
+            "env": ["GREETING=from the file", "PATH=/bin:/usr/bin"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}
+        })
+        .to_string(),
+    )
+    .expect("process.json");
+    let path = process.to_str().expect("utf-8");
+    let out = bundle.peapod(&["exec", "--process", path, "exf"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // CAP_KILL is bit 5.
+    assert_eq!(out.stdout, "from the file\nCapEff:\t0000000000000020\n");
+
+    std::fs::write(
+        &process,
+        r#"{"args": [], "cwd": "/", "user": {"uid": 0, "gid": 0}}"#,
+    )
+    .expect("process.json");
+    assert_failed(
+        &bundle.peapod(&["exec", "--process", path, "exf"]),
+        125,
+        &["args: must not be empty"],
+    );
+    std::fs::write(&process, r#"{"args": ["true"], "cwd": 7}"#).expect("process.json");
+    assert_failed(
+        &bundle.peapod(&["exec", "--process", path, "exf"]),
+        125,
+        &["cwd"],
+    );
+    assert_failed(&bundle.peapod(&["exec", "exf"]), 2, &["no command"]);
+    assert_failed(
+        &bundle.peapod(&["exec", "nosuch", "true"]),
+        125,
+        &["container nosuch does not exist"],
+    );
+    assert_failed(
+        &bundle.peapod(&["exec", "--cap", "CAP_NOPE", "exf", "true"]),
+        2,
+        &["unknown capability"],
+    );
+    bundle.go();
+    c.wait_for_status("stopped");
+}
+
+/// Accepts the runtime's connection on `listener` and receives the pty master it sends.
+fn receive_pty(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    listener.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + TIMEOUT;
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("no connection on the console socket: {e}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    let mut name = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg");
+    for cmsg in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel gave us this descriptor; nothing else owns it.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no descriptor on the console socket");
+}
+
+/// Reads from the pty `master` until the output holds `needle` (or fails after TIMEOUT).
+fn read_until(master: &std::os::fd::OwnedFd, needle: &str) -> String {
+    use std::os::fd::AsFd;
+    let mut seen = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no {needle:?} on the terminal; it said {seen:?}"
+        );
+        let mut fds = [nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        if nix::poll::poll(&mut fds, ms).expect("poll") == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 1024];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(master), &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => {
+                panic!("the terminal closed before {needle:?}; it said {seen:?}")
+            }
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("read from the pty: {e}"),
+        }
+    }
+    seen
+}
+
+#[test]
+fn console_socket_receives_a_working_pty_for_create_and_exec() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let script =
+        "tty; stty size; [ -c /dev/console ] && echo console-ok; read line; echo got:$line";
+    bundle.configure_with(&sh(script), |spec| {
+        spec["process"]["terminal"] = json!(true);
+        spec["process"]["consoleSize"] = json!({"height": 30, "width": 100});
+    });
+    let socket = bundle.dir().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let c = bundle.create(
+        "tty",
+        &["--console-socket", socket.to_str().expect("utf-8")],
+    );
+    let master = receive_pty(&listener);
+    // The created container holds the pty, not the socket: still only stdio and the fifo.
+    let fds = without_guard(open_fds(c.pid()));
+    let fifo = bundle.rootfs.state_root().join("tty/exec.fifo");
+    assert_eq!(fds.len(), 4, "stdio and the exec fifo: {fds:#?}");
+    assert_eq!(fds[3].1, fifo, "{fds:#?}");
+    c.start();
+    let said = read_until(&master, "console-ok");
+    assert!(said.contains("/dev/pts/0"), "{said:?}");
+    assert!(said.contains("30 100"), "the spec's console size: {said:?}");
+
+    // exec --tty sends a second pty of the same devpts, its own session.
+    let out = bundle.peapod(&[
+        "exec",
+        "--tty",
+        "--console-socket",
+        socket.to_str().expect("utf-8"),
+        "--detach",
+        "tty",
+        "sh",
+        "-c",
+        "tty; echo sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$; sleep 1",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let exec_master = receive_pty(&listener);
+    let said = read_until(&exec_master, "pid=");
+    assert!(said.contains("/dev/pts/1"), "{said:?}");
+
+    // What is typed on the first terminal reaches the entrypoint's stdin.
+    nix::unistd::write(&master, b"hello\n").expect("type");
+    read_until(&master, "got:hello");
+    c.wait_for_status("stopped");
+
+    // A terminal without a socket, and a socket without a terminal, are refused.
+    assert_failed(
+        &bundle.peapod(&["create", "--bundle", bundle.arg(), "nosock"]),
+        125,
+        &["process.terminal", "console socket"],
+    );
+    bundle.configure(&sh("true"));
+    let out = bundle.peapod(&[
+        "create",
+        "--bundle",
+        bundle.arg(),
+        "--console-socket",
+        socket.to_str().expect("utf-8"),
+        "notty",
+    ]);
+    assert_failed(&out, 125, &["only for a process with a terminal"]);
+    assert_eq!(
+        bundle.state_entries(),
+        ["tty"],
+        "failed creates leave nothing"
+    );
+}
+
+#[test]
+fn container_processes_cannot_reach_the_peapod_binary() {
+    // CVE-2019-5736: an entrypoint that names /proc/self/exe must not run the runtime's
+    // binary (a process of the container could then hold it open and overwrite it). peapod
+    // execs entrypoints through a sealed in-memory copy of peapod-init, so that is what runs.
+    if std::env::var_os("PEAPOD_INIT").is_none() {
+        eprintln!("skipped: PEAPOD_INIT is not set (`cargo xtask test` builds the static peapod-init and sets it)");
+        return;
+    }
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    std::os::unix::fs::symlink("/proc/self/exe", bundle.dir().join("rootfs/x")).expect("link");
+    // `-P`: whatever runs as /x pauses if it is peapod-init, and fails if it is peapod.
+    bundle.configure(&["/x", "-P"]);
+    let c = bundle.create("sealed", &[]);
+    c.start();
+    let pid = c.pid();
+    let exe = format!("/proc/{pid}/exe");
+    wait_until("the entrypoint to exec", || {
+        std::fs::read_link(&exe).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:"))
+    });
+    let target = std::fs::read_link(&exe).expect("exe link");
+    assert_eq!(
+        target.to_string_lossy(),
+        "/memfd:peapod-init (deleted)",
+        "the container runs {target:?}"
+    );
+    let file = File::open(&exe).expect("open exe");
+    // SAFETY: F_GET_SEALS takes no argument.
+    let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GET_SEALS) };
+    assert!(
+        seals >= 0 && seals & libc::F_SEAL_WRITE != 0,
+        "seals {seals:#x}"
+    );
+    assert!(
+        std::fs::OpenOptions::new().write(true).open(&exe).is_err(),
+        "the binary of a container process can be opened for writing"
+    );
+    assert_eq!(c.kill("TERM").code, 0);
+    c.wait_for_status("stopped");
+}
+
+#[test]
+fn exec_runs_under_the_containers_seccomp_filter() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure_with(&sh(UNTIL_GO), |spec| {
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        });
+    });
+    let c = bundle.create("exsec", &[]);
+    c.start();
+    let out = bundle.peapod(&[
+        "exec",
+        "exsec",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; mkdir /dev/shm/x; echo mkdir=$?",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("Seccomp:\t2"), "{out:?}");
+    assert!(out.stdout.contains("mkdir=1"), "{out:?}");
+    assert!(out.stderr.contains("Operation not permitted"), "{out:?}");
+    bundle.go();
+    c.wait_for_status("stopped");
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state_on_stdin() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // One script, at a host path for the hooks that run in the runtime's root and inside the
+    // rootfs for startContainer (which runs after pivot_root); both append to out/log.
+    let script = "#!/bin/sh\necho \"$1 $(cat)\" >> \"$2\"\n";
+    let host_hook = bundle.dir().join("hook.sh");
+    let log = bundle.out().join("log");
+    for path in [host_hook.clone(), bundle.dir().join("rootfs/hook.sh")] {
+        std::fs::write(&path, script).expect("hook script");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let hook = |phase: &str, path: &Path, log: &Path| json!({"path": path, "args": ["hook", phase, log], "env": ["PATH=/bin:/usr/bin"], "timeout": 10});
+    let (h, l) = (host_hook.as_path(), log.as_path());
+    bundle.configure_with(&["true"], |spec| {
+        spec["hooks"] = json!({
+            "prestart": [hook("prestart", h, l)],
+            "createRuntime": [hook("createRuntime", h, l)],
+            "createContainer": [hook("createContainer", h, l)],
+            "startContainer": [hook("startContainer", Path::new("/hook.sh"), Path::new("/out/log"))],
+            "poststart": [hook("poststart", h, l)],
+            "poststop": [hook("poststop", h, l)],
+        });
+    });
+    let c = bundle.create("hooked", &[]);
+    let pid = c.pid();
+    c.start();
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+    let text = std::fs::read_to_string(&log).expect("hook log");
+    let lines: Vec<(&str, Value)> = text
+        .lines()
+        .map(|line| {
+            let (phase, state) = line.split_once(' ').expect("phase and state");
+            (
+                phase,
+                serde_json::from_str(state).expect("state JSON on stdin"),
+            )
+        })
+        .collect();
+    let phases: Vec<&str> = lines.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        phases,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
+    for (phase, state) in &lines {
+        assert_eq!(state["id"], "hooked", "{phase}: {state}");
+        assert_eq!(state["bundle"], bundle.recorded(), "{phase}: {state}");
+        assert_eq!(state["ociVersion"], "1.2.0", "{phase}: {state}");
+        let expected = match *phase {
+            "prestart" | "createRuntime" | "createContainer" => "creating",
+            "startContainer" => "created",
+            "poststart" => "running",
+            _ => "stopped",
+        };
+        assert_eq!(state["status"], expected, "{phase}: {state}");
+    }
+    // The runtime's hooks see the container process as the host does; those in the
+    // container see it in its PID namespace.
+    assert_eq!(lines[0].1["pid"], pid, "{text}");
+    assert_eq!(lines[2].1["pid"], 1, "{text}");
+    drop(c);
+
+    // A failing createRuntime hook fails create, naming it, and leaves nothing; so does one
+    // that outlives its timeout.
+    for (body, needle) in [
+        ("exit 3", "exit status: 3"),
+        ("sleep 5", "timed out after 1s"),
+    ] {
+        let failing = bundle.dir().join("failing.sh");
+        std::fs::write(
+            &failing,
+            format!("#!/bin/sh\necho about to fail >&2\n{body}\n"),
+        )
+        .expect("script");
+        std::fs::set_permissions(
+            &failing,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        bundle.configure_with(&["true"], |spec| {
+            spec["hooks"] = json!({"createRuntime": [{"path": failing, "timeout": 1}]});
+        });
+        let (failed, out) = bundle.try_create("badhook", &[]);
+        assert_failed(&out, 125, &["createRuntime hook", "failing.sh", needle]);
+        drop(failed);
+        assert!(
+            bundle.state_entries().is_empty(),
+            "{:?}",
+            bundle.state_entries()
+        );
+    }
+    bundle.rootfs.assert_nothing_left();
 }

@@ -19,8 +19,16 @@ use crate::ChildFailure;
 pub(crate) enum Message {
     /// Parent to child: the uid and gid maps of the new user namespace are written.
     Mapped,
+    /// Parent to child (cgroup v2): the process is in its cgroup, and may now make its cgroup
+    /// namespace, whose root is the cgroup it is in. On v1 the child moves itself.
+    InCgroup,
     /// Child to parent: set up completely, waiting at the barrier before exec.
     Ready,
+    /// Child to parent: the rootfs is mounted, `pivot_root` not done: run the `prestart`
+    /// and `createRuntime` hooks.
+    HooksDue,
+    /// Parent to child: the runtime's hooks succeeded; run `createContainer` and go on.
+    HooksDone,
     /// Parent to child: go on and exec the entrypoint.
     Start,
     /// Child to parent: a step failed; the child exits next.

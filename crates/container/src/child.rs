@@ -9,7 +9,7 @@ use peapod_ns::Namespace;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Message};
-use crate::{exec, ContainerConfig};
+use crate::{console, exec, ContainerConfig};
 
 /// A failure inside the container process before its entrypoint ran: the step, a message
 /// for the user, and the exit status a CLI should end with.
@@ -35,12 +35,22 @@ impl ChildFailure {
 }
 
 /// Runs in the new process: sets everything up, waits at the barrier, execs. Never returns.
-pub(crate) fn run(config: &ContainerConfig, channel: Channel, fifo: Option<RawFd>) -> ! {
+/// With a `cgroup`, it first joins it (v1) or waits until the runtime has moved it in (v2).
+pub(crate) fn run(
+    config: &ContainerConfig,
+    channel: Channel,
+    fifo: Option<RawFd>,
+    cgroup: Option<&peapod_cgroups::Cgroup>,
+) -> ! {
     let mut channel = Some(channel);
-    let Err(failure) = set_up_and_exec(config, &mut channel, fifo);
-    // If the parent is gone there is nobody to tell; the exit status says it all.
-    if let Some(channel) = channel {
-        let _ = channel.send(&Message::Failed(failure.clone()));
+    let Err(failure) = set_up_and_exec(config, &mut channel, fifo, cgroup);
+    match channel {
+        Some(channel) => {
+            let _ = channel.send(&Message::Failed(failure.clone()));
+        }
+        // After `create` returned nobody listens: the container's stderr (conmon's log, or
+        // the terminal) is the place for it, with the exit status.
+        None => eprintln!("peapod: {}: {}", failure.stage, failure.message),
     }
     // SAFETY: _exit ends this process at once without running the parent's atexit handlers or
     // destructors, which belong to the parent's copy of this memory.
@@ -51,6 +61,7 @@ fn set_up_and_exec(
     config: &ContainerConfig,
     channel_slot: &mut Option<Channel>,
     fifo: Option<RawFd>,
+    cgroup: Option<&peapod_cgroups::Cgroup>,
 ) -> Result<Infallible, ChildFailure> {
     let Some(channel) = channel_slot.as_ref() else {
         return Err(ChildFailure::new("sync", "no channel to the runtime"));
@@ -61,17 +72,23 @@ fn set_up_and_exec(
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     set_name(c"peapod:setup");
 
-    let wait_for = |expected: Message| -> Result<(), ChildFailure> {
-        match channel.recv() {
-            Ok(Some(m)) if m == expected => Ok(()),
-            Ok(other) => Err(ChildFailure::new(
-                "sync",
-                format!("expected {expected:?} from the runtime, got {other:?}"),
-            )),
-            Err(e) => Err(ChildFailure::new("sync", e)),
-        }
-    };
+    let wait_for = |expected| wait_for(channel, expected);
 
+    if let Some(cgroup) = cgroup {
+        if cgroup.is_v2() {
+            wait_for(Message::InCgroup)?;
+        } else {
+            cgroup
+                .add_self()
+                .map_err(|e| ChildFailure::new("cgroup", e))?;
+        }
+        // Made now rather than by clone3, so that its root is the container's own cgroup
+        // (clone3 would have made it at the runtime's).
+        if config.new_namespaces.contains(Namespace::Cgroup) {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| ChildFailure::new("namespaces", format!("unshare(cgroup): {e}")))?;
+        }
+    }
     if config.new_namespaces.contains(Namespace::User) {
         wait_for(Message::Mapped)?;
     }
@@ -97,22 +114,50 @@ fn set_up_and_exec(
         .process
         .apply_kernel_settings()
         .map_err(|e| ChildFailure::new("sysctl", e))?;
-    config
-        .rootfs
-        .enter()
-        .map_err(|e| ChildFailure::new("rootfs", e))?;
-    change_dir(&config.cwd)?;
+    // Not dumpable from here on (see `create`): /proc/self was needed as ours until now.
+    // SAFETY: prctl with PR_SET_DUMPABLE and 0 has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    let rootfs_failed = |e| ChildFailure::new("rootfs", e);
+    config.rootfs.mount_all().map_err(rootfs_failed)?;
+    if config.hooks.any_at_create() {
+        // The runtime runs prestart and createRuntime now; createContainer runs here, in
+        // the container's namespaces, where its path still resolves in the runtime's root.
+        channel
+            .send(&Message::HooksDue)
+            .map_err(|e| ChildFailure::new("sync", e))?;
+        wait_for(Message::HooksDone)?;
+        config
+            .hooks
+            .run("createContainer", "creating", std::process::id() as i32)
+            .map_err(|e| ChildFailure::new("hooks", e))?;
+    }
+    config.rootfs.pivot().map_err(rootfs_failed)?;
+    if let Some(console) = &config.console {
+        // In the new root: the pty comes from the container's devpts, and mounting it on
+        // /dev/console still needs the runtime's capabilities.
+        console::set_up(console, true).map_err(|e| ChildFailure::new("terminal", e))?;
+    }
+    change_dir(&config.command.cwd)?;
     config
         .process
         .apply_rlimits()
         .map_err(|e| ChildFailure::new("rlimits", e))?;
+    // seccomp, ordered as runc and crun do. Without no_new_privs the kernel lets only a
+    // process holding CAP_SYS_ADMIN load a filter: then it goes in now, before the
+    // capabilities are dropped. With no_new_privs, as late as possible (just before execve),
+    // so that the profile has to allow as few of peapod's own system calls as possible.
+    let (early_seccomp, late_seccomp) =
+        seccomp_stages(config.seccomp.as_ref(), config.process.no_new_privileges());
+    if let Some(filter) = early_seccomp {
+        load_seccomp(filter)?;
+    }
     // The last privileged step: from here on the process has only the spec's credentials,
     // and the entrypoint is looked up with them.
     config
         .process
         .become_user(Some(libc::SIGKILL))
         .map_err(|e| ChildFailure::new("user", e))?;
-    let program = exec::find_program(config)?;
+    let program = exec::find_program(&config.command)?;
 
     match fifo {
         None => {
@@ -121,6 +166,7 @@ fn set_up_and_exec(
                 .map_err(|e| ChildFailure::new("sync", e))?;
             set_name(c"peapod:created");
             wait_for(Message::Start)?;
+            start_container_hooks(config)?;
         }
         Some(fifo) => {
             // From here on this process outlives the runtime that created it.
@@ -128,36 +174,95 @@ fn set_up_and_exec(
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
             // It must not hold anything of the runtime's while it waits: a copy of the
             // state lock would block every later command on this container.
-            exec::close_fds_except(3 + config.preserve_fds, &[fifo, channel.as_raw_fd()])
-                .map_err(|e| ChildFailure::new("fds", format!("cannot close descriptors: {e}")))?;
+            // It keeps the fifo, the channel and the sealed peapod-init it execs through.
+            let keep = [Some(fifo), Some(channel.as_raw_fd()), config.command.via];
+            exec::close_fds_except(
+                3 + config.preserve_fds,
+                &keep.into_iter().flatten().collect::<Vec<_>>(),
+            )
+            .map_err(|e| ChildFailure::new("fds", format!("cannot close descriptors: {e}")))?;
             channel
                 .send(&Message::Ready)
                 .map_err(|e| ChildFailure::new("sync", e))?;
             // Nobody listens any more: the runtime exits once it has read `Ready`.
             *channel_slot = None;
             set_name(c"peapod:created");
-            wait_on_fifo(fifo)?;
+            wait_on_fifo(fifo, || start_container_hooks(config))?;
         }
     }
-    Err(exec::exec(&program, config))
+    if let Some(filter) = late_seccomp {
+        // Only close_range (marking descriptors close-on-exec) and execve follow.
+        load_seccomp(filter)?;
+    }
+    Err(exec::exec(&program, &config.command, config.preserve_fds))
+}
+
+/// When to load `filter`: `(early, late)`. Without no_new_privs the kernel lets only a
+/// process holding CAP_SYS_ADMIN load a filter, so it goes in early, before the capabilities
+/// are dropped; with no_new_privs late, just before the exec, so that it has to allow as few
+/// of peapod's own system calls as possible. As runc and crun do.
+pub(crate) fn seccomp_stages(
+    filter: Option<&peapod_seccomp::Filter>,
+    no_new_privileges: bool,
+) -> (
+    Option<&peapod_seccomp::Filter>,
+    Option<&peapod_seccomp::Filter>,
+) {
+    match filter {
+        Some(filter) if !no_new_privileges => (Some(filter), None),
+        filter => (None, filter),
+    }
+}
+
+/// Installs the container's seccomp filter (compiled by the runtime before the clone).
+pub(crate) fn load_seccomp(filter: &peapod_seccomp::Filter) -> Result<(), ChildFailure> {
+    filter
+        .load()
+        .map_err(|e| ChildFailure::new("seccomp", format!("cannot load the seccomp filter: {e}")))
+}
+
+/// Waits for the runtime to send `expected`; anything else, or its death, is a failure.
+pub(crate) fn wait_for(channel: &Channel, expected: Message) -> Result<(), ChildFailure> {
+    match channel.recv() {
+        Ok(Some(m)) if m == expected => Ok(()),
+        Ok(other) => Err(ChildFailure::new(
+            "sync",
+            format!("expected {expected:?} from the runtime, got {other:?}"),
+        )),
+        Err(e) => Err(ChildFailure::new("sync", e)),
+    }
 }
 
 /// Blocks until `peapod start` opens the exec fifo for reading, then tells it we go on.
 /// The fifo was opened (`O_PATH`) before `pivot_root`; it is reopened for writing through
 /// `/proc/self/fd`, which names the very file even though its host path is out of reach.
-fn wait_on_fifo(fifo: RawFd) -> Result<(), ChildFailure> {
+/// `started` runs once `start` has opened the fifo, before the byte that tells it the
+/// container goes on: when it fails, `start` reads end-of-file and reports the container gone.
+fn wait_on_fifo(
+    fifo: RawFd,
+    started: impl FnOnce() -> Result<(), ChildFailure>,
+) -> Result<(), ChildFailure> {
     let path = format!("/proc/self/fd/{fifo}");
     let fail = |e: std::io::Error| ChildFailure::new("sync", format!("exec fifo: {e}"));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(fail)?;
+    started()?;
     std::io::Write::write_all(&mut file, &[0]).map_err(fail)
+}
+
+/// The `startContainer` hooks: in the container, after `start`, before the entrypoint.
+fn start_container_hooks(config: &ContainerConfig) -> Result<(), ChildFailure> {
+    config
+        .hooks
+        .run("startContainer", "created", std::process::id() as i32)
+        .map_err(|e| ChildFailure::new("hooks", e))
 }
 
 /// The runtime blocks the signals it forwards and Rust ignores SIGPIPE; neither may reach the
 /// entrypoint, since a blocked mask and ignored dispositions survive `execve`.
-fn reset_signals() -> nix::Result<()> {
+pub(crate) fn reset_signals() -> nix::Result<()> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
@@ -170,12 +275,12 @@ fn reset_signals() -> nix::Result<()> {
 }
 
 /// Names this process in `ps` (the kernel's `comm`), so a stuck container shows its stage.
-fn set_name(name: &std::ffi::CStr) {
+pub(crate) fn set_name(name: &std::ffi::CStr) {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from a valid pointer.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-fn change_dir(cwd: &Path) -> Result<(), ChildFailure> {
+pub(crate) fn change_dir(cwd: &Path) -> Result<(), ChildFailure> {
     // The root is now the container's: the path, and any link in it, resolves inside it.
     nix::unistd::chdir(cwd).map_err(|e| {
         ChildFailure::new(

@@ -1,12 +1,15 @@
 //! The validated container configuration, made from an OCI spec.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 use peapod_ns::{IdMap, Namespace, NamespaceSet};
 use peapod_rootfs::{Mount, MountOptions, Propagation, RootfsPlan};
 
+use crate::console::{Console, WindowSize};
+use crate::hooks::Hooks;
 use crate::process::ProcessAttrs;
 
 /// A field of the spec that is missing or wrong. Displays as `field: problem`, where the
@@ -31,10 +34,7 @@ pub(crate) fn bad(field: impl Into<String>, problem: impl Into<String>) -> Confi
 /// checks everything that can be checked before anything on the host changes.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
-    pub(crate) args: Vec<CString>,
-    pub(crate) env: Vec<CString>,
-    pub(crate) path_var: Option<String>,
-    pub(crate) cwd: PathBuf,
+    pub(crate) command: Command,
     pub(crate) hostname: Option<String>,
     pub(crate) domainname: Option<String>,
     pub(crate) new_namespaces: NamespaceSet,
@@ -43,7 +43,14 @@ pub struct ContainerConfig {
     pub(crate) gid_maps: Vec<IdMap>,
     pub(crate) rootfs: RootfsPlan,
     pub(crate) preserve_fds: u32,
+    /// `process.terminal` and `process.consoleSize`: the pty set-up needs a console socket.
+    pub(crate) terminal: Option<Option<WindowSize>>,
+    pub(crate) console: Option<Console>,
+    pub(crate) hooks: Hooks,
     pub(crate) process: ProcessAttrs,
+    /// The compiled `linux.seccomp` filter, loaded by the container process just before
+    /// `execve` (see `child.rs` for when exactly).
+    pub(crate) seccomp: Option<peapod_seccomp::Filter>,
 }
 
 fn cstring(field: String, value: &str) -> Result<CString, ConfigError> {
@@ -80,6 +87,41 @@ fn id_maps(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<Vec<IdMap>
         .collect()
 }
 
+/// Compiles `linux.seccomp` (errors name the field under `linux.seccomp`): in the runtime,
+/// before any process exists, so the container process only loads it.
+pub(crate) fn compile_seccomp(
+    profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<Option<peapod_seccomp::Filter>, ConfigError> {
+    profile
+        .map(|profile| {
+            let started = std::time::Instant::now();
+            let filter = peapod_seccomp::Filter::compile(profile);
+            tracing::debug!(
+                "seccomp profile compiled in {:?}: {filter:?}",
+                started.elapsed()
+            );
+            filter.map_err(|e| {
+                let field = match e.field.as_str() {
+                    "" => "linux.seccomp".to_owned(),
+                    field => format!("linux.seccomp.{field}"),
+                };
+                bad(field, e.problem)
+            })
+        })
+        .transpose()
+}
+
+/// `Some(consoleSize)` when `process.terminal` is true.
+pub(crate) fn terminal(process: &Process) -> Option<Option<WindowSize>> {
+    if process.terminal() != Some(true) {
+        return None;
+    }
+    Some(process.console_size().as_ref().map(|b| WindowSize {
+        rows: u16::try_from(b.height()).unwrap_or(u16::MAX),
+        cols: u16::try_from(b.width()).unwrap_or(u16::MAX),
+    }))
+}
+
 /// Logs the fields of `spec` that peapod accepts but does not carry out yet. podman and
 /// containerd set them in every spec they write, so refusing them would refuse every
 /// container; each is named, so that nobody takes it for done.
@@ -87,21 +129,6 @@ fn warn_unsupported(spec: &Spec) {
     let process = spec.process().as_ref();
     let linux = spec.linux().as_ref();
     let ignored = [
-        (
-            "linux.seccomp",
-            linux.is_some_and(|l| l.seccomp().is_some()),
-            "no seccomp filter",
-        ),
-        (
-            "linux.resources",
-            linux.is_some_and(|l| l.resources().is_some()),
-            "no cgroup limits",
-        ),
-        (
-            "linux.cgroupsPath",
-            linux.is_some_and(|l| l.cgroups_path().is_some()),
-            "the cgroup of the caller",
-        ),
         (
             "linux.devices",
             linux.is_some_and(|l| l.devices().as_ref().is_some_and(|d| !d.is_empty())),
@@ -117,7 +144,6 @@ fn warn_unsupported(spec: &Spec) {
             process.is_some_and(|p| p.selinux_label().as_ref().is_some_and(|s| !s.is_empty())),
             "no SELinux label",
         ),
-        ("hooks", spec.hooks().is_some(), "no hooks run"),
     ];
     // One line: under conmon, this stderr is the container's, and lands in its log.
     let ignored: Vec<String> = ignored
@@ -130,14 +156,22 @@ fn warn_unsupported(spec: &Spec) {
     }
 }
 
-impl ContainerConfig {
-    /// Checks `spec` and makes the configuration. `bundle` is the directory a relative
-    /// `root.path` is taken from.
-    pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<ContainerConfig, ConfigError> {
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| bad("process", "missing"))?;
+/// What a process runs: `process.args`, `process.env` (and the `PATH` in it) and
+/// `process.cwd`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Command {
+    pub(crate) args: Vec<CString>,
+    pub(crate) env: Vec<CString>,
+    pub(crate) path_var: Option<String>,
+    pub(crate) cwd: PathBuf,
+    /// A sealed copy of the static peapod-init to exec the program through (its `--exec`
+    /// mode), so that the container never executes the runtime's binary: see
+    /// [`ContainerConfig::exec_through`].
+    pub(crate) via: Option<RawFd>,
+}
+
+impl Command {
+    pub(crate) fn from_process(process: &Process) -> Result<Command, ConfigError> {
         let args = process.args().as_deref().unwrap_or_default();
         if args.is_empty() {
             return Err(bad("process.args", "must not be empty"));
@@ -170,6 +204,25 @@ impl ContainerConfig {
         if !cwd.is_absolute() {
             return Err(bad("process.cwd", "must be an absolute path"));
         }
+        Ok(Command {
+            args,
+            env,
+            path_var,
+            cwd,
+            via: None,
+        })
+    }
+}
+
+impl ContainerConfig {
+    /// Checks `spec` and makes the configuration. `bundle` is the directory a relative
+    /// `root.path` is taken from.
+    pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<ContainerConfig, ConfigError> {
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| bad("process", "missing"))?;
+        let command = Command::from_process(process)?;
 
         let root = spec.root().as_ref().ok_or_else(|| bad("root", "missing"))?;
         let root_path = bundle.join(root.path());
@@ -297,14 +350,14 @@ impl ContainerConfig {
 
         let process_attrs =
             ProcessAttrs::from_spec(process, linux.and_then(|l| l.sysctl().as_ref()), seen)?;
+        // Compiled here, before any process exists: the container process only loads it.
+        let seccomp = compile_seccomp(linux.and_then(|l| l.seccomp().as_ref()))?;
         warn_unsupported(spec);
 
         Ok(ContainerConfig {
             process: process_attrs,
-            args,
-            env,
-            path_var,
-            cwd,
+            seccomp,
+            command,
             hostname,
             domainname,
             new_namespaces,
@@ -313,6 +366,9 @@ impl ContainerConfig {
             gid_maps,
             rootfs,
             preserve_fds: 0,
+            terminal: terminal(process),
+            console: None,
+            hooks: Hooks::default(),
         })
     }
 
@@ -320,6 +376,34 @@ impl ContainerConfig {
     /// descriptors above 2 are closed at exec.
     pub fn preserve_fds(mut self, n: u32) -> ContainerConfig {
         self.preserve_fds = n;
+        self
+    }
+
+    /// The connected unix socket the pty master of a `process.terminal` container is sent
+    /// through (runc's `--console-socket`). It must stay open until [`crate::create`] returns.
+    pub fn console_socket(mut self, socket: RawFd) -> ContainerConfig {
+        self.console = self.terminal.map(|size| Console { socket, size });
+        self
+    }
+
+    /// Whether the spec asks for a terminal (`process.terminal`).
+    pub fn wants_terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    /// The hooks that run while the container is created and started (`prestart`,
+    /// `createRuntime`, `createContainer`, `startContainer`).
+    pub fn hooks(mut self, hooks: Hooks) -> ContainerConfig {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Execs the entrypoint through `trampoline`, a sealed in-memory copy of the static
+    /// peapod-init (its `--exec PATH ARGV...` mode) that stays open until [`crate::create`]
+    /// returns. An entrypoint that names `/proc/self/exe` then runs that copy, never the
+    /// runtime's binary (CVE-2019-5736).
+    pub fn exec_through(mut self, trampoline: Option<RawFd>) -> ContainerConfig {
+        self.command.via = trampoline;
         self
     }
 
@@ -401,6 +485,23 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field, "hostname");
+    }
+
+    #[test]
+    fn seccomp_is_compiled_and_its_errors_name_the_field() {
+        let config = check(|j| {
+            j["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]})
+        })
+        .expect("valid");
+        assert!(config.seccomp.is_some());
+        let err = check(|j| {
+            j["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "nosuchcall"], "action": "SCMP_ACT_ERRNO"}]})
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "linux.seccomp.syscalls[0].names[1]");
+        assert!(err.problem.contains("nosuchcall"), "{err}");
     }
 
     #[test]

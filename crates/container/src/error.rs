@@ -14,6 +14,13 @@ pub enum Error {
     /// Creating or entering namespaces failed in the runtime process.
     #[error(transparent)]
     Namespace(#[from] peapod_ns::Error),
+    /// The container's cgroup could not be joined.
+    #[error(transparent)]
+    Cgroup(#[from] peapod_cgroups::Error),
+    /// A `prestart`, `createRuntime` or `createContainer` hook failed; the container
+    /// process has been reaped.
+    #[error(transparent)]
+    Hook(#[from] crate::HookError),
     /// The container process reported a failure; it has been reaped.
     #[error("{0}")]
     Child(ChildFailure),

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-use crate::{ChildFailure, ContainerConfig, DEFAULT_PATH};
+use crate::config::Command;
+use crate::{ChildFailure, DEFAULT_PATH};
 
 /// Marks every descriptor from `first` on close-on-exec, so nothing the runtime (or its caller) had
 /// open reaches the container. The channel to the parent stays usable until the exec itself.
@@ -59,8 +60,27 @@ fn close_range(first: u32, last: u32, flags: libc::c_uint) -> std::io::Result<()
     Ok(())
 }
 
-fn execve(path: &CStr, config: &ContainerConfig) -> Errno {
-    match nix::unistd::execve(path, &config.args, &config.env) {
+fn execve(path: &CStr, command: &Command) -> Errno {
+    let result = match command.via {
+        None => nix::unistd::execve(path, &command.args, &command.env),
+        Some(trampoline) => {
+            // `peapod-init --exec PATH ARGV...` becomes PATH with exactly that argv.
+            let mut argv = vec![
+                c"peapod-init".to_owned(),
+                c"--exec".to_owned(),
+                path.to_owned(),
+            ];
+            argv.extend(command.args.iter().cloned());
+            nix::unistd::execveat(
+                Some(trampoline),
+                c"",
+                &argv,
+                &command.env,
+                nix::fcntl::AtFlags::AT_EMPTY_PATH,
+            )
+        }
+    };
+    match result {
         Err(e) => e,
         Ok(never) => match never {},
     }
@@ -93,15 +113,15 @@ fn exec_failure(shown: &str, errno: Errno) -> ChildFailure {
 /// Finds the entrypoint before the barrier, so that a missing or unusable program is
 /// reported by `create` (with 127 or 126), while someone still listens: `args[0]` itself when
 /// it has a slash, else the first match in the container's `PATH`, as `execvp` would pick it.
-pub(crate) fn find_program(config: &ContainerConfig) -> Result<CString, ChildFailure> {
-    let program = &config.args[0];
+pub(crate) fn find_program(command: &Command) -> Result<CString, ChildFailure> {
+    let program = &command.args[0];
     let name = program.to_string_lossy().into_owned();
     if program.as_bytes().contains(&b'/') {
         return check(program)
             .map(|()| program.clone())
             .map_err(|e| exec_failure(&name, e));
     }
-    let path_var = config.path_var.as_deref().unwrap_or(DEFAULT_PATH);
+    let path_var = command.path_var.as_deref().unwrap_or(DEFAULT_PATH);
     let mut denied = None;
     for dir in path_var.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(&name);
@@ -132,13 +152,14 @@ fn check(path: &CStr) -> Result<(), Errno> {
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
 }
 
-/// Execs `program` (found by [`find_program`]) with the container's arguments and
-/// environment, after closing what must not leak. Returns only on failure.
-pub(crate) fn exec(program: &CStr, config: &ContainerConfig) -> ChildFailure {
+/// Execs `program` (found by [`find_program`]) with the command's arguments and environment,
+/// after closing every descriptor above 2 but the `preserve_fds` after them. Returns only on
+/// failure.
+pub(crate) fn exec(program: &CStr, command: &Command, preserve_fds: u32) -> ChildFailure {
     // The preserved descriptors were opened by the caller without close-on-exec; everything
     // after them goes.
-    if let Err(e) = close_inherited_fds(3 + config.preserve_fds) {
+    if let Err(e) = close_inherited_fds(3 + preserve_fds) {
         return failure(125, format!("cannot close inherited descriptors: {e}"));
     }
-    exec_failure(&program.to_string_lossy(), execve(program, config))
+    exec_failure(&program.to_string_lossy(), execve(program, command))
 }

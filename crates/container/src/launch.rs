@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{geteuid, Pid};
+use peapod_cgroups::Cgroup;
 use peapod_ns::{clone_into, write_id_maps, Forked, Namespace};
 
 use crate::channel::{self, Channel, Message};
@@ -42,7 +43,26 @@ pub enum Barrier {
 /// with one `clone3` into all new namespaces; when one of them is a user namespace, this
 /// process writes its id maps (denying `setgroups` first when not root).
 pub fn create(config: &ContainerConfig, barrier: &Barrier) -> Result<Created> {
+    create_in(config, barrier, None)
+}
+
+/// [`create`], with the container process moved into `cgroup` before it does anything else:
+/// its set-up is accounted there, and a new cgroup namespace (made by the process once it is
+/// in, instead of by `clone3`) has the container's own cgroup as its root. The caller makes
+/// the cgroup, applies its limits, and removes it.
+pub fn create_in(
+    config: &ContainerConfig,
+    barrier: &Barrier,
+    cgroup: Option<&Cgroup>,
+) -> Result<Created> {
     config.rootfs.validate()?;
+    if config.terminal.is_some() && config.console.is_none() {
+        return Err(crate::config::bad(
+            "process.terminal",
+            "a terminal needs a console socket (--console-socket) to send it to",
+        )
+        .into());
+    }
     let fifo = match barrier {
         Barrier::Channel => None,
         Barrier::Fifo(path) => Some(make_fifo(path)?),
@@ -53,12 +73,25 @@ pub fn create(config: &ContainerConfig, barrier: &Barrier) -> Result<Created> {
             peapod_ns::join(path, *kind)?;
         }
     }
+    let mut namespaces = config.new_namespaces;
+    if cgroup.is_some() {
+        namespaces.remove(Namespace::Cgroup);
+    }
+    if !config.new_namespaces.contains(Namespace::User) {
+        // The child is a copy of peapod inside the container until its exec: not dumpable
+        // from its first instant (it inherits this), so that no process of a shared PID
+        // namespace can open its /proc/PID/exe, the runtime's binary. With a new user
+        // namespace the child does it itself, once this process has written its id maps.
+        // SAFETY: prctl with PR_SET_DUMPABLE and 0 has no memory effects.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    }
     // SAFETY: the runtime is single-threaded when it creates containers (the CLI starts no
     // threads), so the child may allocate; it leaves only through exec or _exit (child::run).
-    match unsafe { clone_into(config.new_namespaces) }? {
+    match unsafe { clone_into(namespaces) }? {
         Forked::Child => {
             drop(parent_end);
-            child::run(config, child_end, fifo.as_ref().map(AsRawFd::as_raw_fd))
+            let fifo = fifo.as_ref().map(AsRawFd::as_raw_fd);
+            child::run(config, child_end, fifo, cgroup)
         }
         Forked::Parent(process) => {
             drop(child_end);
@@ -67,6 +100,17 @@ pub fn create(config: &ContainerConfig, barrier: &Barrier) -> Result<Created> {
                 channel: parent_end,
                 armed: true,
             };
+            // On v1 the process moves itself, which is cheaper (see `Cgroup::add_self`).
+            if let Some(cgroup) = cgroup.filter(|c| c.is_v2()) {
+                if let Err(e) = u32::try_from(created.pid.as_raw())
+                    .map_err(|_| Error::ChildDied(format!("odd pid {}", created.pid)))
+                    .and_then(|pid| Ok(cgroup.add(pid)?))
+                {
+                    created.abandon();
+                    return Err(e);
+                }
+                created.send(Message::InCgroup)?;
+            }
             if config.new_namespaces.contains(Namespace::User) {
                 let unprivileged = !geteuid().is_root();
                 write_id_maps(
@@ -77,15 +121,43 @@ pub fn create(config: &ContainerConfig, barrier: &Barrier) -> Result<Created> {
                 )?;
                 created.send(Message::Mapped)?;
             }
-            match created.recv()? {
-                Some(Message::Ready) => Ok(created),
-                other => Err(created.failed(other)),
+            loop {
+                match created.recv()? {
+                    Some(Message::Ready) => return Ok(created),
+                    // Mounted, before pivot_root: the runtime's hooks run now.
+                    Some(Message::HooksDue) => {
+                        let pid = created.pid.as_raw();
+                        let ran = ["prestart", "createRuntime"]
+                            .iter()
+                            .try_for_each(|phase| config.hooks.run(phase, "creating", pid));
+                        if let Err(e) = ran {
+                            created.abandon();
+                            return Err(e.into());
+                        }
+                        created.send(Message::HooksDone)?;
+                    }
+                    other => return Err(created.failed(other)),
+                }
             }
         }
     }
 }
 
 impl Created {
+    /// A process at the other end of `channel`, killed and reaped on drop until started.
+    pub(crate) fn new(pid: Pid, channel: Channel) -> Created {
+        Created {
+            pid,
+            channel,
+            armed: true,
+        }
+    }
+
+    /// Kills and reaps the process now.
+    pub(crate) fn abandon(&mut self) {
+        self.kill_and_reap();
+    }
+
     /// The container process's PID, as the runtime sees it.
     pub fn pid(&self) -> Pid {
         self.pid
@@ -111,20 +183,20 @@ impl Created {
         }
     }
 
-    fn send(&self, msg: Message) -> Result<()> {
+    pub(crate) fn send(&self, msg: Message) -> Result<()> {
         self.channel
             .send(&msg)
             .map_err(|e| Error::os("failed to talk to the container process", e))
     }
 
-    fn recv(&self) -> Result<Option<Message>> {
+    pub(crate) fn recv(&self) -> Result<Option<Message>> {
         self.channel
             .recv()
             .map_err(|e| Error::os("failed to hear from the container process", e))
     }
 
     /// Turns an unexpected answer into the error, after the process is gone.
-    fn failed(&mut self, answer: Option<Message>) -> Error {
+    pub(crate) fn failed(&mut self, answer: Option<Message>) -> Error {
         let status = self.kill_and_reap();
         match answer {
             Some(Message::Failed(failure)) => Error::Child(failure),

@@ -33,8 +33,11 @@
 mod channel;
 mod child;
 mod config;
+mod console;
+mod enter;
 mod error;
 mod exec;
+mod hooks;
 mod launch;
 mod process;
 mod signals;
@@ -42,8 +45,11 @@ mod spec;
 
 pub use child::ChildFailure;
 pub use config::{ConfigError, ContainerConfig};
+pub use console::{set_window_size, WindowSize};
+pub use enter::{enter, ExecConfig};
 pub use error::{Error, Result};
-pub use launch::{create, start_fifo, Barrier, Created};
+pub use hooks::{HookError, Hooks};
+pub use launch::{create, create_in, start_fifo, Barrier, Created};
 pub use process::ALL_CAPABILITIES;
 pub use signals::{Exit, SignalForwarder, FORWARDED_SIGNALS};
 pub use spec::{default_spec, DEFAULT_CAPABILITIES, DEFAULT_PATH};

@@ -251,6 +251,11 @@ impl ProcessAttrs {
         })
     }
 
+    /// Whether the process gets `no_new_privs` (`process.noNewPrivileges`).
+    pub(crate) fn no_new_privileges(&self) -> bool {
+        self.no_new_privileges
+    }
+
     /// Writes the sysctls and the OOM score. Runs in the container process once it is in its
     /// namespaces and before it enters its rootfs: `/proc/sys` is still the host's mount,
     /// writable, and a namespaced sysctl takes effect in the namespace of the writer.

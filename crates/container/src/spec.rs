@@ -1,7 +1,8 @@
 //! The default spec, as `runc spec` writes it, for containers made from a command line.
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Spec,
+    Capability, LinuxCapabilities, LinuxDeviceCgroupBuilder, LinuxIdMappingBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, Spec,
 };
 
 /// The `PATH` a container gets when its spec sets none.
@@ -30,8 +31,9 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 /// a tmpfs `/dev` with devpts, shm and mqueue, a read-only sysfs; the default masked and
 /// read-only paths; `sh` as the command and `peapod` as the host name; `no_new_privs` and
 /// `RLIMIT_NOFILE` 1024. Two differences: the capabilities are Docker's and podman's default
-/// set ([`DEFAULT_CAPABILITIES`]; with `NET_RAW`, `ping` works) rather than runc's three, and there
-/// are no cgroup device rules, since peapod applies no cgroup limits yet.
+/// set ([`DEFAULT_CAPABILITIES`]; with `NET_RAW`, `ping` works) rather than runc's three. As
+/// runc's, `linux.resources.devices` denies every device; the runtime adds the standard ones
+/// (`/dev/null`, `/dev/zero`, ..., `mknod`) after the spec's rules.
 ///
 /// With `rootless = Some((uid, gid))` it adds a user namespace that maps that uid and gid to
 /// root inside (as `unshare -r` does), and drops the devpts `gid=5` option, which needs a
@@ -42,10 +44,18 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
     if let Some(mounts) = spec.mounts_mut() {
         mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
     }
-    // peapod applies no cgroup limits yet: a spec of its own does not ask for any (runc's
-    // default has the device rules), so that nothing it writes is silently ignored.
     if let Some(linux) = spec.linux_mut() {
-        linux.set_resources(None);
+        let deny_all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build();
+        // Building a rule with every field set cannot fail.
+        let resources = deny_all.ok().map(|rule| {
+            let mut resources = LinuxResources::default();
+            resources.set_devices(Some(vec![rule]));
+            resources
+        });
+        linux.set_resources(resources);
     }
     if let Some(process) = spec.process_mut() {
         let set: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
@@ -68,6 +78,8 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
         }
     }
     if let Some(linux) = spec.linux_mut() {
+        // As `runc spec --rootless`: an unprivileged user cannot write cgroups.
+        linux.set_resources(None);
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
         let mut user = LinuxNamespace::default();
         user.set_typ(LinuxNamespaceType::User);

@@ -173,9 +173,26 @@ impl Entry {
     /// [`Durability::Synced`] the file and then the directory are `fsync`ed before and after
     /// the rename, so a crash of the machine cannot lose or tear it either.
     pub fn save(&self, record: &Record, durability: Durability) -> Result<()> {
-        let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(".state.json.tmp");
-        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Corrupt {
+        self.save_json(STATE_FILE, record, durability)
+    }
+
+    /// The record, or `None` when `create` died before writing one.
+    pub fn record(&self) -> Result<Option<Record>> {
+        self.read_json(STATE_FILE)
+    }
+
+    /// Writes `value` as the JSON file `name` in this entry's directory, as atomically and
+    /// durably as [`Entry::save`] writes `state.json`: for records other than a container's
+    /// that live in the same store style (a pod's `pod.json`).
+    pub fn save_json<T: serde::Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        durability: Durability,
+    ) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt {
             path: path.clone(),
             source: e,
         })?;
@@ -192,9 +209,9 @@ impl Entry {
         Ok(())
     }
 
-    /// The record, or `None` when `create` died before writing one.
-    pub fn record(&self) -> Result<Option<Record>> {
-        let path = self.dir.join(STATE_FILE);
+    /// The JSON file `name` written by [`Entry::save_json`], or `None` when there is none.
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let path = self.dir.join(name);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)

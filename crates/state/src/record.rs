@@ -33,6 +33,14 @@ pub struct Record {
     /// The spec's annotations.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The container's cgroup: its directory in each hierarchy (one on cgroup v2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_paths: Vec<PathBuf>,
+    /// The spec's `hooks` object, for those run after `create` (`poststart`, `poststop`):
+    /// kept here, as runc keeps its config, so that a changed or removed bundle cannot
+    /// change what runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<serde_json::Value>,
 }
 
 /// A container's status, as the OCI runtime spec names them.
@@ -45,6 +53,8 @@ pub enum Status {
     Created,
     /// The entrypoint runs.
     Running,
+    /// Its processes are frozen (`pause`).
+    Paused,
     /// The process has exited (or never existed).
     Stopped,
 }
@@ -56,6 +66,7 @@ impl Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -76,19 +87,34 @@ impl Record {
             process: None,
             created,
             annotations: BTreeMap::new(),
+            cgroup_paths: Vec::new(),
+            hooks: None,
         }
     }
 
     /// The status now: `created` while the process lives and its exec fifo (in the
-    /// container's state directory `dir`) is still there, `running` while it lives after that,
-    /// `stopped` once it is gone.
+    /// container's state directory `dir`) is still there, `running` while it lives after that
+    /// (`paused` while its cgroup is frozen), `stopped` once it is gone.
     pub fn status(&self, dir: &Path) -> Status {
         match self.process {
             None => Status::Stopped,
             Some(p) if !p.is_alive() => Status::Stopped,
             Some(_) if dir.join(crate::entry::EXEC_FIFO).exists() => Status::Created,
+            Some(_) if self.is_frozen() => Status::Paused,
             Some(_) => Status::Running,
         }
+    }
+
+    /// Whether the freezer of the container's cgroup holds it: v1's `freezer.state` or v2's
+    /// `cgroup.freeze` (read here, so that this crate needs no cgroup code).
+    fn is_frozen(&self) -> bool {
+        self.cgroup_paths.iter().any(|dir| {
+            let read = |name| std::fs::read_to_string(dir.join(name)).ok();
+            match read("freezer.state") {
+                Some(state) => state.trim() != "THAWED",
+                None => read("cgroup.freeze").is_some_and(|f| f.trim() == "1"),
+            }
+        })
     }
 }
 
@@ -117,6 +143,28 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frozen_cgroup_makes_a_live_container_paused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (v1, v2) = (dir.path().join("freezer"), dir.path().join("unified"));
+        for d in [&v1, &v2] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        let id: ContainerId = "p".parse().expect("id");
+        let mut record = Record::new(&id, dir.path().to_owned());
+        record.process = ProcessIdentity::of(std::process::id() as i32);
+        record.cgroup_paths = vec![v1.clone(), v2.clone()];
+        std::fs::write(v1.join("freezer.state"), "THAWED\n").expect("write");
+        std::fs::write(v2.join("cgroup.freeze"), "0\n").expect("write");
+        assert_eq!(record.status(dir.path()), Status::Running);
+        std::fs::write(v1.join("freezer.state"), "FROZEN\n").expect("write");
+        assert_eq!(record.status(dir.path()), Status::Paused);
+        std::fs::write(v1.join("freezer.state"), "THAWED\n").expect("write");
+        std::fs::write(v2.join("cgroup.freeze"), "1\n").expect("write");
+        assert_eq!(record.status(dir.path()), Status::Paused);
+        assert_eq!(Status::Paused.as_str(), "paused");
+    }
 
     #[test]
     fn rfc3339_of_known_instants() {

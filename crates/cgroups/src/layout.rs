@@ -1,0 +1,256 @@
+//! Which cgroup hierarchies the host has mounted, and where this process sits in them.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// One mounted hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// The mount point, e.g. `/sys/fs/cgroup/memory` or `/sys/fs/cgroup`.
+    pub mount: PathBuf,
+    /// The controllers it carries (for v2: those enabled at its root).
+    pub controllers: Vec<String>,
+    /// This process's cgroup in it, relative to the hierarchy's root.
+    pub own: PathBuf,
+}
+
+/// The cgroup layout of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Only the unified hierarchy.
+    V2(Hierarchy),
+    /// Controller hierarchies (v1), and, on a hybrid host, a unified one without controllers
+    /// or with only some.
+    V1 {
+        /// One entry per v1 mount that has controllers (named hierarchies are left out).
+        hierarchies: Vec<Hierarchy>,
+        /// The cgroup2 mount of a hybrid host.
+        unified: Option<Hierarchy>,
+    },
+}
+
+impl Layout {
+    /// Reads the layout from `/proc/self/mountinfo` and `/proc/self/cgroup`.
+    pub fn detect() -> Result<Layout> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(crate::error::io("cannot read", "/proc/self/mountinfo"))?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(crate::error::io("cannot read", "/proc/self/cgroup"))?;
+        Layout::parse(&mountinfo, &own)
+    }
+
+    fn parse(mountinfo: &str, own: &str) -> Result<Layout> {
+        let mut v1 = Vec::new();
+        let mut unified = None;
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount = left.split(' ').nth(4).map(unescape);
+            let mut right = right.split(' ');
+            let (Some(fstype), Some(_source), Some(options)) =
+                (right.next(), right.next(), right.next())
+            else {
+                continue;
+            };
+            let Some(mount) = mount else { continue };
+            match fstype {
+                "cgroup2" => {
+                    let controllers = std::fs::read_to_string(mount.join("cgroup.controllers"))
+                        .unwrap_or_default();
+                    unified = Some(Hierarchy {
+                        own: own_path(own, |c| c.is_empty()).unwrap_or_else(|| "/".into()),
+                        controllers: controllers.split_whitespace().map(str::to_owned).collect(),
+                        mount,
+                    });
+                }
+                "cgroup" => {
+                    let controllers: Vec<String> = options
+                        .split(',')
+                        .filter(|o| !NOT_CONTROLLERS.contains(o) && !o.contains('='))
+                        .map(str::to_owned)
+                        .collect();
+                    if controllers.is_empty()
+                        || v1.iter().any(|h: &Hierarchy| h.controllers == controllers)
+                    {
+                        continue;
+                    }
+                    let key = controllers.join(",");
+                    let own = own_path(own, |c| {
+                        let mut listed: Vec<&str> = c.split(',').collect();
+                        listed.sort_unstable();
+                        let mut wanted: Vec<&str> = key.split(',').collect();
+                        wanted.sort_unstable();
+                        listed == wanted
+                    })
+                    .unwrap_or_else(|| "/".into());
+                    v1.push(Hierarchy {
+                        mount,
+                        controllers,
+                        own,
+                    });
+                }
+                _ => {}
+            }
+        }
+        match (v1.is_empty(), unified) {
+            (true, Some(unified)) => Ok(Layout::V2(unified)),
+            (false, unified) => Ok(Layout::V1 {
+                hierarchies: v1,
+                unified,
+            }),
+            (true, None) => Err(Error::Layout("no cgroup file system is mounted".into())),
+        }
+    }
+
+    /// Every hierarchy a container's cgroup is made in: those with controllers.
+    pub fn hierarchies(&self) -> Vec<&Hierarchy> {
+        match self {
+            Layout::V2(h) => vec![h],
+            Layout::V1 { hierarchies, .. } => hierarchies.iter().collect(),
+        }
+    }
+
+    /// Whether this is the unified layout.
+    pub fn is_v2(&self) -> bool {
+        matches!(self, Layout::V2(_))
+    }
+
+    /// The hierarchy carrying `controller` (v1), or the unified one if it has it (v2).
+    pub fn hierarchy_of(&self, controller: &str) -> Option<&Hierarchy> {
+        self.hierarchies()
+            .into_iter()
+            .find(|h| h.controllers.iter().any(|c| c == controller))
+    }
+}
+
+/// Super options of a v1 cgroup mount that are not controller names.
+const NOT_CONTROLLERS: &[&str] = &[
+    "rw",
+    "ro",
+    "clone_children",
+    "noprefix",
+    "xattr",
+    "cpuset_v2_mode",
+    "favordynmods",
+];
+
+/// This process's path in the hierarchy whose `/proc/self/cgroup` controller list matches.
+fn own_path(own: &str, matches: impl Fn(&str) -> bool) -> Option<PathBuf> {
+    own.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        matches(controllers).then(|| PathBuf::from(path))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> PathBuf {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
+            if let Some(b) = octal.and_then(|o| u8::from_str_radix(o, 8).ok()) {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Joins `relative` (which may start with `/`) below `base` without leaving it.
+pub(crate) fn join_inside(base: &Path, relative: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let mut out = base.to_path_buf();
+    for part in relative.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::BadPath(relative.to_path_buf()))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const OWN: &str = "9:name=systemd:/\n4:memory:/a/b\n1:cpuacct,cpu:/\n0::/u\n";
+
+    #[test]
+    fn hybrid_is_v1_with_a_unified_mount() {
+        let layout = Layout::parse(HYBRID, OWN).unwrap();
+        let Layout::V1 {
+            hierarchies,
+            unified,
+        } = &layout
+        else {
+            panic!("{layout:?}")
+        };
+        assert_eq!(
+            hierarchies.len(),
+            2,
+            "named hierarchy left out: {hierarchies:?}"
+        );
+        assert_eq!(hierarchies[0].controllers, ["cpu", "cpuacct"]);
+        assert_eq!(hierarchies[0].own, Path::new("/"));
+        assert_eq!(hierarchies[1].own, Path::new("/a/b"));
+        assert_eq!(unified.as_ref().unwrap().own, Path::new("/u"));
+        assert_eq!(
+            layout.hierarchy_of("cpuacct").unwrap().mount,
+            Path::new("/sys/fs/cgroup/cpu,cpuacct")
+        );
+    }
+
+    #[test]
+    fn unified_only_is_v2() {
+        let mi = "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        let layout = Layout::parse(mi, "0::/x\n").unwrap();
+        assert!(layout.is_v2());
+        assert_eq!(layout.hierarchies()[0].own, Path::new("/x"));
+    }
+
+    #[test]
+    fn nothing_mounted_is_an_error() {
+        assert!(Layout::parse("1 1 0:1 / / rw - ext4 /dev/vda rw\n", "").is_err());
+    }
+
+    #[test]
+    fn join_inside_refuses_dotdot() {
+        assert!(join_inside(Path::new("/c"), Path::new("a/../../x")).is_err());
+        assert_eq!(
+            join_inside(Path::new("/c"), Path::new("/a/b")).unwrap(),
+            Path::new("/c/a/b")
+        );
+    }
+
+    #[test]
+    fn mountinfo_octal_escapes() {
+        assert_eq!(unescape("/a\\040b"), Path::new("/a b"));
+        assert_eq!(unescape("/a\\134"), Path::new("/a\\"));
+        // An escape cut short at the end of the field is kept as it is.
+        assert_eq!(unescape("/a\\04"), Path::new("/a\\04"));
+        assert_eq!(unescape("/a\\"), Path::new("/a\\"));
+    }
+}

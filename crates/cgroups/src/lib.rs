@@ -1,0 +1,33 @@
+//! Control groups for peapod containers, on cgroup v1 (one hierarchy per controller), v2 (the
+//! unified hierarchy) and the hybrid of both that many hosts still run.
+//!
+//! [`Layout::detect`] reads `/proc/self/mountinfo` and `/proc/self/cgroup` instead of assuming
+//! a layout. [`Cgroup::create`] makes one cgroup for a container in every hierarchy that has
+//! controllers; [`Cgroup::apply`] writes the limits of an OCI `linux.resources`;
+//! [`Cgroup::add`] moves a process in; [`Cgroup::freeze`], [`Cgroup::stats`],
+//! [`Cgroup::kill_all`] and [`Cgroup::remove`] do the rest of a container's life.
+//!
+//! ```no_run
+//! use peapod_cgroups::{Cgroup, Layout};
+//!
+//! let layout = Layout::detect()?;
+//! let cgroup = Cgroup::create(&layout, &Cgroup::default_path("web-1"))?;
+//! cgroup.add(std::process::id())?;
+//! cgroup.kill_all(std::time::Duration::from_secs(5))?;
+//! cgroup.remove()?;
+//! # Ok::<(), peapod_cgroups::Error>(())
+//! ```
+//!
+//! It is a small module of file writes rather than youki's `libcgroups` or kata's
+//! `cgroups-rs` (see ARCHITECTURE.md for why). It does not do the systemd driver, eBPF
+//! device programs on v2, or rdma limits.
+#![deny(missing_docs)]
+
+mod cgroup;
+mod error;
+mod layout;
+mod resources;
+
+pub use cgroup::{Cgroup, FreezerState, Stats, DEFAULT_PARENT};
+pub use error::{Error, Result};
+pub use layout::{Hierarchy, Layout};

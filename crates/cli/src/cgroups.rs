@@ -1,0 +1,100 @@
+//! A container's cgroup as the commands see it: made from the spec by `create`, found again
+//! from the record by `delete`, `kill`, `ps`, `pause`, `resume`, `update` and `events`.
+
+use anyhow::anyhow;
+use oci_spec::runtime::Spec;
+use peapod_cgroups::{Cgroup, Layout};
+use peapod_state::{ContainerId, Record};
+
+use crate::Failure;
+
+/// How long killing everything in a cgroup, or freezing it, may take.
+pub(crate) const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Makes the cgroup of container `id` (`linux.cgroupsPath`, or `peapod/<id>` below peapod's
+/// own cgroup) and writes the limits of `linux.resources` into it. Rootless without limits
+/// there is none: an unprivileged user can rarely write cgroups, and runc goes on without.
+/// On failure nothing is left.
+pub(crate) fn create(
+    id: &ContainerId,
+    spec: &Spec,
+    rootless: bool,
+) -> Result<Option<Cgroup>, Failure> {
+    let linux = spec.linux().as_ref();
+    let resources = linux.and_then(|l| l.resources().as_ref());
+    if rootless && resources.is_none() {
+        tracing::debug!("rootless without linux.resources: no cgroup");
+        return Ok(None);
+    }
+    let path = linux
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| Cgroup::default_path(id.as_str()));
+    let layout = Layout::detect().map_err(Failure::runtime)?;
+    let cgroup = Cgroup::create(&layout, &path).map_err(Failure::runtime)?;
+    if let Some(resources) = resources {
+        if let Err(e) = cgroup.apply(resources) {
+            let _ = cgroup.remove();
+            return Err(Failure::runtime(e));
+        }
+    }
+    tracing::debug!("cgroup {:?}", cgroup.paths());
+    Ok(Some(cgroup))
+}
+
+/// The cgroup the record names, if any.
+pub(crate) fn of_record(record: &Record) -> Result<Option<Cgroup>, Failure> {
+    if record.cgroup_paths.is_empty() {
+        return Ok(None);
+    }
+    let layout = Layout::detect().map_err(Failure::runtime)?;
+    Ok(Some(Cgroup::open(&layout, &record.cgroup_paths)))
+}
+
+/// The cgroup of a running container, or an error saying it has none.
+pub(crate) fn required(id: &ContainerId, record: &Record) -> Result<Cgroup, Failure> {
+    of_record(record)?.ok_or_else(|| {
+        Failure::runtime(anyhow!(
+            "container {id} has no cgroup (it was created rootless without limits)"
+        ))
+    })
+}
+
+/// Kills what is left in, and removes, the cgroup at the default path of a container whose
+/// `create` died before it recorded anything (a crash of peapod itself).
+pub(crate) fn remove_unrecorded(id: &ContainerId) -> Result<(), Failure> {
+    let Ok(layout) = Layout::detect() else {
+        return Ok(());
+    };
+    let cgroup =
+        Cgroup::locate(&layout, &Cgroup::default_path(id.as_str())).map_err(Failure::runtime)?;
+    if !cgroup.paths().iter().any(|p| p.exists()) {
+        return Ok(());
+    }
+    empty(&cgroup, true)?;
+    cgroup.remove().map_err(Failure::runtime)
+}
+
+/// Kills every process in `cgroup` when `kill` is set, or when there are any left anyway (a
+/// stopped container's leftovers, e.g. the children of an init that died).
+pub(crate) fn empty(cgroup: &Cgroup, kill: bool) -> Result<(), Failure> {
+    if kill || !cgroup.procs().map_err(Failure::runtime)?.is_empty() {
+        cgroup.kill_all(TIMEOUT).map_err(Failure::runtime)?;
+    }
+    Ok(())
+}
+
+/// Says so on stderr when the OOM killer killed in the cgroup of container `id` (called when
+/// its process died of SIGKILL, to tell a user why).
+pub(crate) fn report_oom(ctx: &crate::context::Context, id: &ContainerId) {
+    let record = ctx
+        .store()
+        .ok()
+        .and_then(|s| s.load(id).ok()?.record().ok()?);
+    let cgroup = record.as_ref().and_then(|r| of_record(r).ok()?);
+    let kills = cgroup
+        .and_then(|c| c.stats().ok())
+        .map_or(0, |s| s.oom_kills);
+    if kills > 0 {
+        tracing::warn!("container {id}: the OOM killer killed {kills} process(es): out of memory");
+    }
+}

@@ -1,0 +1,178 @@
+//! `peapod exec`: runs a new process in a created or running container, as runc's: in all
+//! its namespaces and its cgroup, with the container's `process` (or `--process FILE`) and
+//! the changes given by flags; in the foreground (waiting, forwarding signals, exiting with
+//! its status) or `--detach`ed.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use anyhow::{anyhow, Context as _};
+use nix::unistd::Pid;
+use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process};
+use peapod_container::{enter, ExecConfig, SignalForwarder};
+use peapod_ns::Target;
+use peapod_state::{ContainerId, Status};
+
+use crate::args::ExecArgs;
+use crate::context::Context;
+use crate::create::{console_socket, write_pid_file};
+use crate::{bundle, Failure};
+
+pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
+    let id: ContainerId = args.id.parse()?;
+    let (record, status) = crate::state::snapshot(ctx, &id)?;
+    let process = match (status, record.process) {
+        (Status::Created | Status::Running, Some(process)) => process,
+        _ => {
+            return Err(Failure::runtime(anyhow!(
+                "container {id} is {}: cannot exec in it",
+                status.as_str()
+            )))
+        }
+    };
+    let (process_spec, seccomp) = process_spec(&args, &record.bundle)?;
+    let mut config = ExecConfig::from_process(&process_spec)
+        .and_then(|c| c.seccomp(seccomp.as_ref()))
+        .map_err(peapod_container::Error::from)?
+        .preserve_fds(args.preserve_fds)
+        .exec_through(ctx.exec_through());
+    let console = console_socket(args.console_socket.as_deref(), config.wants_terminal())?;
+    if let Some(socket) = &console {
+        config = config.console_socket(socket.as_raw_fd());
+    }
+
+    let target = Target::open(Pid::from_raw(process.pid)).map_err(peapod_container::Error::from)?;
+    // The pidfd pins the process; the start time proves it is still the container's.
+    if !process.is_alive() {
+        return Err(Failure::runtime(anyhow!(
+            "container {id} is stopped: cannot exec in it"
+        )));
+    }
+    let forwarder = (!args.detach).then(SignalForwarder::install).transpose()?;
+    let cgroup = crate::cgroups::of_record(&record)?;
+    let created = enter(&target, &config, |pid| match &cgroup {
+        // Before it is set up, so that everything it does counts against the container.
+        Some(cgroup) => Ok(cgroup.add(pid.as_raw().unsigned_abs())?),
+        None => Ok(()),
+    })?;
+    let pid = created.start()?;
+    tracing::debug!("exec process {pid} started in container {id}");
+    if let Some(path) = &args.pid_file {
+        write_pid_file(path, pid.as_raw()).map_err(Failure::runtime)?;
+    }
+    match forwarder {
+        None => Ok(0),
+        Some(forwarder) => Ok(forwarder.wait(pid)?.code()),
+    }
+}
+
+/// The process to run: `--process FILE`, or the container's own from its bundle with the
+/// command and changes given on the command line; and the container's seccomp profile.
+fn process_spec(
+    args: &ExecArgs,
+    bundle_dir: &Path,
+) -> Result<(Process, Option<LinuxSeccomp>), Failure> {
+    let (_, spec) = bundle::load(bundle_dir).map_err(Failure::runtime)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    if let Some(path) = &args.process {
+        if !args.command.is_empty() {
+            return Err(Failure::usage(anyhow!(
+                "give the command either in --process or after the id, not both"
+            )));
+        }
+        return Ok((read_process(path).map_err(Failure::runtime)?, seccomp));
+    }
+    if args.command.is_empty() {
+        return Err(Failure::usage(anyhow!(
+            "no command: give it after the id, or a process file with --process"
+        )));
+    }
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(args.command.clone()));
+    process.set_terminal(Some(args.tty));
+    let mut env = process.env().clone().unwrap_or_default();
+    for kv in &args.env {
+        let Some((key, _)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(Failure::usage(anyhow!("--env {kv:?}: expected KEY=VALUE")));
+        };
+        env.retain(|old| old.split_once('=').map(|(k, _)| k) != Some(key));
+        env.push(kv.clone());
+    }
+    process.set_env(Some(env));
+    if let Some(cwd) = &args.cwd {
+        process.set_cwd(cwd.clone());
+    }
+    let mut user = process.user().clone();
+    if let Some(spec) = &args.user {
+        let (uid, gid) = parse_user(spec)?;
+        user.set_uid(uid);
+        if let Some(gid) = gid {
+            user.set_gid(gid);
+        }
+    }
+    if !args.additional_gids.is_empty() {
+        let mut gids = user.additional_gids().clone().unwrap_or_default();
+        gids.extend(&args.additional_gids);
+        user.set_additional_gids(Some(gids));
+    }
+    process.set_user(user);
+    if !args.caps.is_empty() {
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        for name in &args.caps {
+            add_capability(&mut caps, name)?;
+        }
+        process.set_capabilities(Some(caps));
+    }
+    if args.no_new_privs {
+        process.set_no_new_privileges(Some(true));
+    }
+    Ok((process, seccomp))
+}
+
+/// A `process` JSON file, with errors naming the field.
+fn read_process(path: &Path) -> anyhow::Result<Process> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read process file {}", path.display()))?;
+    let de = &mut serde_json::Deserializer::from_slice(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        anyhow!("{}: {field}: {}", path.display(), e.into_inner())
+    })
+}
+
+/// `UID` or `UID:GID`, both numbers.
+fn parse_user(spec: &str) -> Result<(u32, Option<u32>), Failure> {
+    let bad = || {
+        Failure::usage(anyhow!(
+            "--user {spec:?}: expected UID or UID:GID (numbers)"
+        ))
+    };
+    let (uid, gid) = match spec.split_once(':') {
+        Some((uid, gid)) => (uid, Some(gid)),
+        None => (spec, None),
+    };
+    let uid = uid.parse().map_err(|_| bad())?;
+    let gid = gid.map(|g| g.parse().map_err(|_| bad())).transpose()?;
+    Ok((uid, gid))
+}
+
+/// Adds capability `name` (`CAP_NET_ADMIN`, or without the prefix) to every set, as runc 1.1's
+/// `exec --cap` does.
+fn add_capability(caps: &mut LinuxCapabilities, name: &str) -> Result<(), Failure> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    let cap: Capability = bare
+        .parse()
+        .map_err(|_| Failure::usage(anyhow!("--cap {name:?}: unknown capability")))?;
+    let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.insert(cap);
+        Some(set)
+    };
+    caps.set_bounding(add(caps.bounding()));
+    caps.set_effective(add(caps.effective()));
+    caps.set_permitted(add(caps.permitted()));
+    caps.set_inheritable(add(caps.inheritable()));
+    caps.set_ambient(add(caps.ambient()));
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The infra process of a pod: `peapod-init -P`, the only file in an empty, read-only root of
+//! its own (so it holds no host mount tree), in the pod's new namespaces, which are then
+//! pinned under the pod's directory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use oci_spec::runtime::{
+    LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec,
+};
+use peapod_container::{create_in, default_spec, start_fifo, Barrier, ContainerConfig};
+use peapod_ns::{Namespace, NamespaceId};
+use peapod_pod::{PodEntry, PodRecord};
+use peapod_state::ProcessIdentity;
+
+use super::Stdio;
+use crate::Failure;
+
+/// Where the pause binary appears in the infra process's root.
+const PAUSE: &str = "/pause";
+
+/// Starts the infra process of the pod in `entry`, pins its namespaces and records it.
+pub(super) fn start(entry: &PodEntry, record: &mut PodRecord, init: &Path) -> Result<(), Failure> {
+    let root = entry.subdir("infra")?;
+    let spec = spec(&root, record, init).map_err(Failure::runtime)?;
+    let config =
+        ContainerConfig::from_spec(&spec, entry.dir()).map_err(peapod_container::Error::from)?;
+    let fifo = entry.dir().join("infra.fifo");
+    let created = {
+        let _stdio = Stdio::redirect(None).map_err(Failure::runtime)?;
+        create_in(&config, &Barrier::Fifo(fifo.clone()), None)
+    }?;
+    let pid = created.pid();
+    let pins = entry.subdir("ns")?;
+    for kind in record.shared_kinds() {
+        peapod_pod::pin(pid, kind, &pins)?;
+        let id = NamespaceId::of(Some(pid), kind).map_err(Failure::runtime)?;
+        record.namespaces.insert(kind.to_string(), id.inode);
+    }
+    record.infra = ProcessIdentity::of(pid.as_raw());
+    entry.save(record)?;
+    let pid = created.detach();
+    start_fifo(&fifo, || child_alive(pid), Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Unmounts and removes every pin of the pod (also one its record does not know, left by a
+/// `pod create` that died between pinning and saving).
+pub(super) fn unpin_all(entry: &PodEntry) -> Result<(), Failure> {
+    let dir = entry.dir().join("ns");
+    let Ok(pins) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for pin in pins.flatten() {
+        peapod_pod::unpin(&pin.path())?;
+    }
+    Ok(())
+}
+
+/// The infra process's spec: the shared namespaces and a mount namespace, the root `root`
+/// (empty, read-only) with only the pause binary bound into it, no capabilities.
+fn spec(root: &Path, record: &PodRecord, init: &Path) -> anyhow::Result<Spec> {
+    let mut spec = default_spec(None);
+    let mut namespaces = vec![LinuxNamespaceBuilder::default()
+        .typ(LinuxNamespaceType::Mount)
+        .build()?];
+    for kind in record.shared_kinds() {
+        let typ = match kind {
+            Namespace::Net => LinuxNamespaceType::Network,
+            Namespace::Ipc => LinuxNamespaceType::Ipc,
+            Namespace::Uts => LinuxNamespaceType::Uts,
+            Namespace::Pid => LinuxNamespaceType::Pid,
+            other => return Err(anyhow!("{other} cannot be shared in a pod")),
+        };
+        namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
+    }
+    let linux = spec
+        .linux_mut()
+        .as_mut()
+        .ok_or_else(|| anyhow!("the default spec has no linux section"))?;
+    linux.set_namespaces(Some(namespaces));
+    linux.set_masked_paths(None);
+    linux.set_readonly_paths(None);
+    linux.set_resources(None);
+    spec.set_hostname(record.hostname.clone());
+    if let Some(r) = spec.root_mut() {
+        r.set_path(root.to_owned()).set_readonly(Some(true));
+    }
+    // /proc only because the process reopens its exec fifo through /proc/self/fd before it
+    // execs (see `child.rs`); pause itself reads nothing.
+    let mut mounts: Vec<_> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.destination() == Path::new("/proc"))
+        .cloned()
+        .collect();
+    mounts.push(crate::init::mount(init, PAUSE)?);
+    spec.set_mounts(Some(mounts));
+    if let Some(process) = spec.process_mut() {
+        process.set_args(Some(vec![PAUSE.to_owned(), "-P".to_owned()]));
+        process.set_terminal(Some(false));
+        let none = oci_spec::runtime::Capabilities::new();
+        process.set_capabilities(Some(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(none.clone())
+                .effective(none.clone())
+                .permitted(none.clone())
+                .inheritable(none.clone())
+                .ambient(none)
+                .build()?,
+        ));
+    }
+    Ok(spec)
+}
+
+/// Whether our child `pid` has not exited (a zombie child still answers `kill(pid, 0)`).
+pub(super) fn child_alive(pid: nix::unistd::Pid) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    // WNOWAIT: the exit status stays for whoever reaps the child.
+    let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT | WaitPidFlag::WEXITED;
+    matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
+}

@@ -1,0 +1,408 @@
+//! `peapod pod play FILE.yaml`: a Kubernetes Pod manifest run as a pod, and the monitor that
+//! runs its init containers and restarts its containers as `restartPolicy` says.
+//!
+//! `play` checks the manifest, makes the pod (infra process, volumes) and starts one monitor
+//! process (`peapod pod monitor NAME`, in its own process group). The monitor starts the
+//! containers as its children, so it learns each exit status with `waitpid`: it runs the
+//! init containers in order, each to completion, then the containers, tells `play` over a
+//! pipe that they run, and restarts those that exit as the policy says, with back-off.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, Write as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{MountBuilder, Spec};
+use peapod_pod::{ContainerPlan, PodPlan, PodRecord, PodStore, VolumeSource};
+use peapod_state::{ContainerId, ProcessIdentity};
+
+use super::{attach, pods, record_of, refuse_rootless};
+use crate::args::{PodPlayArgs, PodRmArgs};
+use crate::context::Context;
+use crate::create::{create_recorded, CreateOptions};
+use crate::Failure;
+
+/// The played manifest, kept in the pod's directory for the monitor.
+const PLAN_FILE: &str = "plan.json";
+/// The first pause before a restart; it doubles up to [`MAX_BACKOFF`], and starts again from
+/// here once a container has run for [`RESET_AFTER`] (Kubernetes: 10 s up to 5 min).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const RESET_AFTER: Duration = Duration::from_secs(10);
+/// How often a failing init container is tried before the pod is given up.
+const INIT_ATTEMPTS: u32 = 5;
+
+pub(super) fn play(ctx: &Context, args: PodPlayArgs) -> Result<i32, Failure> {
+    let file = &args.file;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))
+        .map_err(Failure::usage)?;
+    let base = std::path::absolute(file)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let parsed = peapod_pod::parse_manifest(&text, &base)
+        .map_err(|e| Failure::usage(anyhow!("{}: {e}", file.display())))?;
+    for warning in &parsed.warnings {
+        tracing::warn!("{}: {warning}", file.display());
+    }
+    let plan = parsed.plan;
+    if args.down {
+        let rm = PodRmArgs {
+            force: true,
+            name: plan.name.clone(),
+        };
+        return super::remove(ctx, &rm).map(|()| 0);
+    }
+    refuse_rootless(ctx)?;
+    let name = PodStore::parse_name(&plan.name)?;
+    // Every container id is checked before anything is made.
+    for c in plan.init_containers.iter().chain(&plan.containers) {
+        let id: ContainerId = container_id(&plan, c).parse()?;
+        if ctx.store_root.join(id.as_str()).exists() {
+            return Err(Failure::runtime(anyhow!("container {id} already exists")));
+        }
+    }
+    let init = crate::init::locate(args.init_path.as_deref()).map_err(Failure::usage)?;
+    let mut record = PodRecord::new(&name);
+    record.hostname = Some(plan.hostname.clone());
+    record.shared = ["net", "ipc", "uts"].map(str::to_owned).to_vec();
+    if plan.share_pid {
+        record.shared.push("pid".to_owned());
+    }
+    record.labels = plan.labels.clone();
+    record.grace_seconds = plan.grace_seconds;
+    let entry = super::make(ctx, &name, record, &init)?;
+    let prepared = (|| {
+        for volume in &plan.volumes {
+            match &volume.source {
+                VolumeSource::EmptyDir => {
+                    entry.subdir(&format!("volumes/{}", volume.name))?;
+                }
+                VolumeSource::HostPath { path, create: true } => {
+                    std::fs::create_dir_all(path)
+                        .with_context(|| format!("cannot make hostPath {}", path.display()))
+                        .map_err(Failure::runtime)?;
+                }
+                VolumeSource::HostPath { .. } => {}
+            }
+        }
+        entry.save_json(PLAN_FILE, &plan)?;
+        Ok::<(), Failure>(())
+    })();
+    drop(entry);
+    let started = prepared.and_then(|()| spawn_monitor(ctx, &plan.name));
+    if let Err(e) = started {
+        let rm = PodRmArgs {
+            force: true,
+            name: plan.name.clone(),
+        };
+        let _ = super::remove(ctx, &rm);
+        return Err(e);
+    }
+    println!("{}", plan.name);
+    Ok(0)
+}
+
+/// A played container's id: `POD-NAME`.
+fn container_id(plan: &PodPlan, c: &ContainerPlan) -> String {
+    format!("{}-{}", plan.name, c.name)
+}
+
+/// Starts `peapod pod monitor NAME` and waits for its first line: `ok` once the containers
+/// run, or the error that stopped it.
+fn spawn_monitor(ctx: &Context, name: &str) -> Result<(), Failure> {
+    let exe = std::env::current_exe()
+        .context("cannot find the peapod binary")
+        .map_err(Failure::runtime)?;
+    let entry = pods(ctx)?.load(&PodStore::parse_name(name)?)?;
+    let log = std::fs::File::create(entry.subdir("logs")?.join("monitor.log"))
+        .context("cannot make the monitor's log")
+        .map_err(Failure::runtime)?;
+    drop(entry);
+    let mut child = std::process::Command::new(exe)
+        .arg("--root")
+        .arg(&ctx.store_root)
+        .args(["pod", "monitor", name])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        // Not in our process group: a ^C to `play` must not reach the pod.
+        .process_group(0)
+        .spawn()
+        .context("cannot start the pod's monitor")
+        .map_err(Failure::runtime)?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    match line.trim() {
+        "ok" => Ok(()),
+        "" => Err(Failure::runtime(anyhow!(
+            "the pod's monitor ended before the containers ran (see its log)"
+        ))),
+        error => Err(Failure::runtime(anyhow!("{error}"))),
+    }
+}
+
+/// One container the monitor looks after.
+struct Watched {
+    plan: ContainerPlan,
+    pid: Option<Pid>,
+    started: Instant,
+    restarts: u32,
+    due: Option<Instant>,
+}
+
+/// `peapod pod monitor NAME`: see the module doc.
+pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
+    let pod = PodStore::parse_name(name)?;
+    let store = pods(ctx)?;
+    let plan: PodPlan = {
+        let entry = store.load(&pod)?;
+        let mut record = record_of(&entry)?;
+        record.monitor = ProcessIdentity::of(std::process::id() as i32);
+        entry.save(&record)?;
+        entry
+            .read_json(PLAN_FILE)?
+            .ok_or_else(|| Failure::runtime(anyhow!("pod {name} has no manifest to play")))?
+    };
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(signal);
+    }
+    mask.thread_block()
+        .map_err(|e| Failure::runtime(anyhow!("sigprocmask: {e}")))?;
+    let mut signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Failure::runtime(anyhow!("signalfd: {e}")))?;
+    let stop = |signals: &mut SignalFd| matches!(signals.read_signal(), Ok(Some(_)));
+
+    let report = |line: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    let started = (|| {
+        for c in &plan.init_containers {
+            let mut attempts = 0;
+            loop {
+                let pid = start(ctx, &plan, c, true)?;
+                let code = wait_exit(pid, &mut signals)?;
+                if code == 0 {
+                    break;
+                }
+                attempts += 1;
+                if !plan.restart.restarts(code) || attempts >= INIT_ATTEMPTS {
+                    return Err(Failure::runtime(anyhow!(
+                        "init container {} exited with status {code} (see `peapod pod logs {} {}`)",
+                        c.name,
+                        plan.name,
+                        c.name
+                    )));
+                }
+                std::thread::sleep(backoff(attempts - 1));
+            }
+        }
+        let mut watched = Vec::new();
+        for c in &plan.containers {
+            let pid = start(ctx, &plan, c, false)?;
+            watched.push(Watched {
+                plan: c.clone(),
+                pid: Some(pid),
+                started: Instant::now(),
+                restarts: 0,
+                due: None,
+            });
+        }
+        Ok(watched)
+    })();
+    let mut watched = match started {
+        Ok(watched) => watched,
+        Err(e) => {
+            report(&crate::one_line(&e.error));
+            return Err(e);
+        }
+    };
+    report("ok");
+    // Nobody reads any more: `play` has returned.
+    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+    }
+
+    loop {
+        if stop(&mut signals) {
+            return Ok(0);
+        }
+        let infra_alive = {
+            let entry = store.load(&pod);
+            let record = entry.ok().and_then(|e| e.record().ok().flatten());
+            record.is_some_and(|r| r.status() == peapod_pod::PodStatus::Running)
+        };
+        if !infra_alive {
+            return Ok(0);
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    let (pid, code) = match status {
+                        WaitStatus::Exited(pid, code) => (pid, code),
+                        WaitStatus::Signaled(pid, sig, _) => (pid, 128 + sig as i32),
+                        _ => continue,
+                    };
+                    if let Some(w) = watched.iter_mut().find(|w| w.pid == Some(pid)) {
+                        w.pid = None;
+                        tracing::info!("container {} exited with status {code}", w.plan.name);
+                        if plan.restart.restarts(code) {
+                            if w.started.elapsed() > RESET_AFTER {
+                                w.restarts = 0;
+                            }
+                            w.due = Some(Instant::now() + backoff(w.restarts));
+                            w.restarts += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        for w in watched
+            .iter_mut()
+            .filter(|w| w.due.is_some_and(|due| due <= now))
+        {
+            w.due = None;
+            match start(ctx, &plan, &w.plan, false) {
+                Ok(pid) => {
+                    w.pid = Some(pid);
+                    w.started = Instant::now();
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "cannot restart {}: {}",
+                        w.plan.name,
+                        crate::one_line(&e.error)
+                    );
+                    w.due = Some(now + backoff(w.restarts));
+                    w.restarts += 1;
+                }
+            }
+        }
+        if watched.iter().all(|w| w.pid.is_none() && w.due.is_none()) {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn backoff(restarts: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << restarts.min(16))
+        .min(MAX_BACKOFF)
+}
+
+/// Waits for our child `pid` to exit; its status as a shell gives it.
+fn wait_exit(pid: Pid, signals: &mut SignalFd) -> Result<i32, Failure> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(Failure::runtime(anyhow!("waitpid: {e}"))),
+        }
+        if matches!(signals.read_signal(), Ok(Some(_))) {
+            return Err(Failure::runtime(anyhow!("stopped")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts one container of the plan, detached, its output to its log; returns its PID (a
+/// child of this process).
+fn start(ctx: &Context, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<Pid, Failure> {
+    let id = container_id(plan, c);
+    let cid: ContainerId = id.parse()?;
+    // The record of an earlier run of it (a restart).
+    crate::delete::delete(ctx, &cid, true)?;
+    let pod_dir = pods(ctx)?.dir().join(&plan.name);
+    let mut spec = spec(plan, c, &pod_dir).map_err(Failure::runtime)?;
+    let attached = attach(ctx, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;
+    let options = CreateOptions {
+        fifo: true,
+        ..CreateOptions::default()
+    };
+    let created = match create_recorded(ctx, &id, &spec, &pod_dir, &options) {
+        Ok(created) => created,
+        Err(e) => {
+            attached.abandon();
+            return Err(e);
+        }
+    };
+    let pid = created.detach();
+    drop(attached);
+    let fifo = ctx.store()?.load(&cid)?.exec_fifo();
+    peapod_container::start_fifo(
+        &fifo,
+        || super::infra::child_alive(pid),
+        Duration::from_secs(10),
+    )?;
+    Ok(pid)
+}
+
+/// The spec of one container of the plan (before it joins the pod).
+fn spec(plan: &PodPlan, c: &ContainerPlan, pod_dir: &Path) -> anyhow::Result<Spec> {
+    let mut spec = peapod_container::default_spec(None);
+    if let Some(root) = spec.root_mut() {
+        root.set_path(c.rootfs.clone())
+            .set_readonly(Some(c.read_only_root));
+    }
+    if let Some(process) = spec.process_mut() {
+        process.set_args(Some(c.args.clone()));
+        let mut env: BTreeMap<String, String> = process
+            .env()
+            .iter()
+            .flatten()
+            .chain(&c.env)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        env.insert("HOSTNAME".to_owned(), plan.hostname.clone());
+        process.set_env(Some(
+            env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        ));
+        if let Some(dir) = &c.working_dir {
+            process.set_cwd(dir.clone());
+        }
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &c.mounts {
+        let volume = plan
+            .volumes
+            .iter()
+            .find(|v| v.name == m.volume)
+            .ok_or_else(|| anyhow!("no volume {}", m.volume))?;
+        let source = match &volume.source {
+            VolumeSource::EmptyDir => pod_dir.join("volumes").join(&volume.name),
+            VolumeSource::HostPath { path, .. } => path.clone(),
+        };
+        let mut options = vec!["rbind".to_owned()];
+        if m.read_only {
+            options.push("ro".to_owned());
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(m.destination.clone())
+                .typ("bind")
+                .source(source)
+                .options(options)
+                .build()?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(spec)
+}

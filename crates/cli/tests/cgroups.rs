@@ -1,0 +1,467 @@
+//! Resource limits through real cgroups: the files written, the kernel enforcing them (OOM
+//! kill, fork refused, CPU quota), `update`, `pause`/`resume`, `events`, `delete --force`,
+//! and that no cgroup directory outlives a test.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use peapod_cgroups::{Cgroup, Layout};
+use support::{finish, run_in, wait_until, wait_with_timeout, Outcome, TestRootfs, TIMEOUT};
+
+/// The cgroup a container `id` gets by default, checked and cleaned up on drop: whatever a
+/// test leaves (a process, a directory) is removed, and the test then fails in `check`.
+struct CgroupGuard {
+    cgroup: Cgroup,
+}
+
+impl CgroupGuard {
+    fn of(id: &str) -> CgroupGuard {
+        let layout = Layout::detect().expect("cgroup layout");
+        let cgroup = Cgroup::locate(&layout, &Cgroup::default_path(id)).expect("locate");
+        CgroupGuard { cgroup }
+    }
+
+    fn v2(&self) -> bool {
+        self.cgroup.is_v2()
+    }
+
+    /// The file `v1` (or `v2` on the unified hierarchy) of `controller`.
+    fn file(&self, controller: &str, v1: &str, v2: &str) -> PathBuf {
+        let name = if self.v2() { v2 } else { v1 };
+        self.cgroup
+            .file(controller, name)
+            .expect("controller present")
+    }
+
+    fn read(&self, controller: &str, v1: &str, v2: &str) -> String {
+        let path = self.file(controller, v1, v2);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// CPU time used so far, in nanoseconds.
+    fn cpu_usage_ns(&self) -> u64 {
+        self.cgroup.stats().expect("stats").cpu_usage_ns
+    }
+
+    fn assert_gone(&self) {
+        let left: Vec<PathBuf> = self
+            .cgroup
+            .paths()
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
+        assert!(left.is_empty(), "cgroup directories left behind: {left:?}");
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if self.cgroup.paths().iter().any(|p| p.exists()) {
+            let _ = self.cgroup.kill_all(Duration::from_secs(5));
+            let _ = self.cgroup.remove();
+        }
+    }
+}
+
+/// The fixture, or `None` (after saying why) where cgroups with the controllers these tests
+/// need are not available.
+fn fixture() -> Option<TestRootfs> {
+    let rootfs = TestRootfs::new()?;
+    let Ok(layout) = Layout::detect() else {
+        eprintln!("skipped: no cgroup file system is mounted");
+        return None;
+    };
+    let missing: Vec<&str> = ["memory", "cpu", "pids"]
+        .into_iter()
+        .filter(|c| layout.hierarchy_of(c).is_none())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: the cgroup controllers {missing:?} are not available here");
+        return None;
+    }
+    Some(rootfs)
+}
+
+/// A unique container id for this test.
+fn unique(name: &str) -> String {
+    format!("cg-{name}-{}", std::process::id())
+}
+
+/// A detached container, deleted with `--force` on drop (before its cgroup guard runs).
+struct Detached<'a> {
+    rootfs: &'a TestRootfs,
+    id: String,
+}
+
+impl<'a> Detached<'a> {
+    fn run(rootfs: &'a TestRootfs, id: &str, extra: &[&str], script: &str) -> Detached<'a> {
+        let stderr = rootfs.scratch().join(format!("{id}.stderr"));
+        let mut cmd = rootfs.peapod();
+        cmd.args(["run", "--detach", "--rootfs", rootfs.arg(), "--name", id])
+            .args(extra)
+            .args(["--", "/bin/sh", "-c", script])
+            // The container keeps what it inherits: no pipe a test would wait on.
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        let mut child = cmd.spawn().expect("spawn peapod");
+        let status = wait_with_timeout(&mut child, TIMEOUT).expect("run --detach finished");
+        let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+        assert!(status.success(), "run --detach failed: {err}");
+        Detached {
+            rootfs,
+            id: id.to_owned(),
+        }
+    }
+
+    fn peapod(&self, args: &[&str]) -> Outcome {
+        let mut cmd = self.rootfs.peapod();
+        cmd.args(args);
+        finish(cmd.spawn().expect("spawn peapod"))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.peapod(args);
+        assert_eq!(out.code, 0, "peapod {args:?}: {}", out.stderr);
+        out.stdout
+    }
+
+    fn status(&self) -> String {
+        let state: serde_json::Value =
+            serde_json::from_str(&self.ok(&["state", &self.id])).expect("state json");
+        state["status"].as_str().expect("status").to_owned()
+    }
+
+    /// A file in the container's root, seen from the host.
+    fn host_path(&self, inside: &str) -> PathBuf {
+        self.rootfs.path.join(inside.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let _ = self.peapod(&["delete", "--force", &self.id]);
+    }
+}
+
+fn read_number(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn memory_limit_exceeded_is_oom_killed_with_137_and_said() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("oom");
+    let guard = CgroupGuard::of(&id);
+    // One 64 MiB buffer in a container limited to 16 MiB (the test host has no swap to
+    // escape to; with swap, memory.memsw would have to be limited as well).
+    let out = run_in(
+        &rootfs,
+        &["--name", &id, "--memory", "16m"],
+        &[
+            "/bin/dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=64M",
+            "count=1",
+        ],
+    );
+    assert_eq!(out.code, 137, "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("OOM killer killed 1"), "{}", out.stderr);
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn oom_kills_are_reported_by_events() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("oom-events");
+    let guard = CgroupGuard::of(&id);
+    {
+        let c = Detached::run(
+            &rootfs,
+            &id,
+            &["--memory", "16m"],
+            "while [ ! -e /go ]; do sleep 0.02; done; \
+             dd if=/dev/zero of=/dev/null bs=64M count=1; exec sleep 60",
+        );
+        let mut events = rootfs.peapod();
+        events
+            .args(["events", "--interval", "10m", &id])
+            .stdout(Stdio::piped());
+        let mut events = events.spawn().expect("spawn events");
+        let stream = events.stdout.take().expect("events stdout");
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stream)) {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Time for it to read the count before there is anything to count.
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(c.host_path("/go"), "").expect("go");
+        let first: serde_json::Value =
+            serde_json::from_str(&received.recv_timeout(TIMEOUT).expect("an event streamed"))
+                .expect("event json");
+        assert_eq!(first["type"], "oom");
+        assert_eq!(first["id"], id.as_str());
+
+        let stats: serde_json::Value =
+            serde_json::from_str(&c.ok(&["events", "--stats", &id])).expect("stats json");
+        assert_eq!(stats["type"], "stats");
+        assert_eq!(stats["data"]["memory"]["usage"]["limit"], 16 << 20);
+        assert_eq!(stats["data"]["memory"]["raw"]["oom_kill"], 1);
+
+        // The stream ends when the container does.
+        c.ok(&["delete", "--force", &id]);
+        let ended = finish(events);
+        assert_eq!(ended.code, 0, "{}", ended.stderr);
+    }
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn fork_fails_beyond_the_pids_limit() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("pids");
+    let guard = CgroupGuard::of(&id);
+    // The shell and two children fit in 3; the third child does not.
+    let out = run_in(
+        &rootfs,
+        &["--name", &id, "--pids-limit", "3"],
+        &[
+            "/bin/sh",
+            "-c",
+            "sleep 30 & sleep 30 & sleep 30 & echo forked-all",
+        ],
+    );
+    assert!(!out.stdout.contains("forked-all"), "{}", out.stdout);
+    assert!(out.stderr.contains("fork"), "{}", out.stderr);
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn cpu_quota_shares_and_live_updates_reach_the_cgroup_files() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("cpu");
+    let guard = CgroupGuard::of(&id);
+    {
+        let c = Detached::run(
+            &rootfs,
+            &id,
+            &["--cpus", "0.25", "--memory", "64m", "--pids-limit", "50"],
+            "exec sleep 60",
+        );
+        if guard.v2() {
+            assert_eq!(guard.read("cpu", "", "cpu.max"), "25000 100000");
+        } else {
+            assert_eq!(guard.read("cpu", "cpu.cfs_quota_us", ""), "25000");
+            assert_eq!(guard.read("cpu", "cpu.cfs_period_us", ""), "100000");
+        }
+        let memory = || guard.read("memory", "memory.limit_in_bytes", "memory.max");
+        assert_eq!(memory(), (64u64 << 20).to_string());
+        assert_eq!(guard.read("pids", "pids.max", "pids.max"), "50");
+
+        c.ok(&[
+            "update",
+            "--memory",
+            "96m",
+            "--pids-limit",
+            "70",
+            "--cpu-shares",
+            "512",
+            "--cpu-quota",
+            "50000",
+            &id,
+        ]);
+        assert_eq!(memory(), (96u64 << 20).to_string());
+        assert_eq!(guard.read("pids", "pids.max", "pids.max"), "70");
+        if guard.v2() {
+            assert_eq!(guard.read("cpu", "", "cpu.weight"), "20");
+            assert_eq!(guard.read("cpu", "", "cpu.max"), "50000 100000");
+        } else {
+            assert_eq!(guard.read("cpu", "cpu.shares", ""), "512");
+            assert_eq!(guard.read("cpu", "cpu.cfs_quota_us", ""), "50000");
+        }
+
+        // --resources, from stdin, as runc update reads it.
+        let mut update = rootfs.peapod();
+        update
+            .args(["update", "--resources", "-", &id])
+            .stdin(Stdio::piped());
+        let mut child = update.spawn().expect("spawn update");
+        std::io::Write::write_all(
+            &mut child.stdin.take().expect("stdin"),
+            br#"{"pids": {"limit": 90}}"#,
+        )
+        .expect("write resources");
+        let out = finish(child);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(guard.read("pids", "pids.max", "pids.max"), "90");
+
+        // A limit the kernel refuses is one line naming the file and the value.
+        let out = c.peapod(&["update", "--cpu-period", "1", &id]);
+        assert_eq!(out.code, 125);
+        assert!(out.stderr.contains("\"1\""), "{}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn busy_loop_gets_no_more_than_its_cpu_quota() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("quota");
+    let guard = CgroupGuard::of(&id);
+    {
+        let _c = Detached::run(&rootfs, &id, &["--cpus", "0.2"], "while :; do :; done");
+        std::thread::sleep(Duration::from_millis(200));
+        let (t0, u0) = (Instant::now(), guard.cpu_usage_ns());
+        std::thread::sleep(Duration::from_secs(1));
+        let (wall, used) = (t0.elapsed(), guard.cpu_usage_ns() - u0);
+        let share = used as f64 / wall.as_nanos() as f64;
+        eprintln!("busy loop under --cpus 0.2: {share:.3} of a CPU over {wall:?}");
+        // Generous: the quota is 0.2; one period of slack either way on a shared machine.
+        assert!(share < 0.35, "used {share:.3} of a CPU under a 0.2 quota");
+        assert!(
+            share > 0.02,
+            "the loop hardly ran ({share:.3}): was it in the cgroup?"
+        );
+    }
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn pause_freezes_and_resume_thaws() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("pause");
+    let guard = CgroupGuard::of(&id);
+    {
+        let c = Detached::run(
+            &rootfs,
+            &id,
+            &[],
+            "i=0; while :; do i=$((i+1)); echo $i > /count.tmp; mv /count.tmp /count; done",
+        );
+        let count = c.host_path("/count");
+        let counter = || read_number(&count).unwrap_or(0);
+        wait_until("the counter to run", || counter() > 10);
+
+        c.ok(&["pause", &id]);
+        assert_eq!(c.status(), "paused");
+        let frozen_at = counter();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(counter(), frozen_at, "the counter moved while paused");
+        let again = c.peapod(&["pause", &id]);
+        assert_eq!(again.code, 125, "pausing twice: {}", again.stderr);
+
+        c.ok(&["resume", &id]);
+        assert_eq!(c.status(), "running");
+        wait_until("the counter to move again", || counter() > frozen_at + 10);
+    }
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("delete");
+    let guard = CgroupGuard::of(&id);
+    // In the host's PID namespace, so that the container's init dying would not take the
+    // forked child with it: only the cgroup finds it.
+    let c = Detached::run(
+        &rootfs,
+        &id,
+        &["--share", "pid"],
+        "sleep 60 & echo $! > /child; exec sleep 60",
+    );
+    wait_until("the forked child", || {
+        read_number(&c.host_path("/child")).is_some()
+    });
+    let child = read_number(&c.host_path("/child")).expect("child pid");
+    let procs = guard.cgroup.procs().expect("procs");
+    assert!(procs.contains(&(child as u32)), "{child} not in {procs:?}");
+    assert_eq!(procs.len(), 2, "{procs:?}");
+
+    c.ok(&["delete", "--force", &id]);
+    wait_until("the child to be gone", || {
+        std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .map_or(true, |stat| stat.contains(") Z "))
+    });
+    guard.assert_gone();
+    drop(c);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn bad_limit_leaves_no_cgroup_and_no_state() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("bad");
+    let guard = CgroupGuard::of(&id);
+    // More CPUs than the machine has: the kernel refuses the cpuset.
+    let dir = rootfs.scratch().join("bundle");
+    std::fs::create_dir(&dir).expect("bundle");
+    let mut spec = rootfs.peapod();
+    spec.args(["spec", "--bundle"]).arg(&dir);
+    assert_eq!(finish(spec.spawn().expect("spec")).code, 0);
+    let config = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
+    json["root"]["path"] = rootfs.arg().into();
+    json["process"]["args"] = serde_json::json!(["/bin/true"]);
+    json["linux"]["resources"]["cpu"] = serde_json::json!({"cpus": "4000-4001"});
+    std::fs::write(&config, json.to_string()).expect("write config");
+
+    let mut run = rootfs.peapod();
+    run.args(["run", "--bundle"]).arg(&dir).arg(&id);
+    let out = finish(run.spawn().expect("run"));
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(out.stderr.contains("cpuset.cpus"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn the_container_sees_its_own_cgroup_as_root() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("ns");
+    let guard = CgroupGuard::of(&id);
+    let out = run_in(
+        &rootfs,
+        &["--name", &id],
+        &["/bin/cat", "/proc/self/cgroup"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for line in out.stdout.lines() {
+        assert!(
+            line.ends_with(":/"),
+            "not at its cgroup namespace's root: {line}"
+        );
+    }
+    let shared = run_in(
+        &rootfs,
+        &["--name", &id, "--share", "cgroup"],
+        &["/bin/cat", "/proc/self/cgroup"],
+    );
+    assert!(
+        shared.stdout.contains(&format!("peapod/{id}")),
+        "{}",
+        shared.stdout
+    );
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}

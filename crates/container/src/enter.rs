@@ -1,0 +1,193 @@
+//! A new process in a running container (`peapod exec`): it joins the container's namespaces,
+//! takes the process attributes of its own `process` spec, and waits, like a created
+//! container, for [`Created::start`] before its `execve`.
+//!
+//! The runtime forks once. The PID namespace is joined by the runtime itself before the fork
+//! (it applies to children only); the fork joins all the others at once through a pidfd of
+//! the container's process, so a recycled pid can never be joined by mistake.
+
+use std::convert::Infallible;
+use std::os::fd::RawFd;
+
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+use peapod_ns::{clone_into, Forked, Namespace, NamespaceSet, Target};
+
+use crate::channel::{self, Channel, Message};
+use crate::child::{load_seccomp, reset_signals, seccomp_stages, set_name, wait_for};
+use crate::config::{compile_seccomp, terminal, Command, ConfigError};
+use crate::console::{self, Console, WindowSize};
+use crate::process::ProcessAttrs;
+use crate::{exec, ChildFailure, Created, Error, Result};
+
+/// A process to run in an existing container: made by [`ExecConfig::from_process`] from an
+/// OCI `process` object (runc's `exec --process FILE`, or the container's own with changes).
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    command: Command,
+    attrs: ProcessAttrs,
+    preserve_fds: u32,
+    terminal: Option<Option<WindowSize>>,
+    console: Option<Console>,
+    seccomp: Option<peapod_seccomp::Filter>,
+}
+
+impl ExecConfig {
+    /// Checks `process` (errors name the JSON path within it, as `process.args`).
+    pub fn from_process(process: &Process) -> std::result::Result<ExecConfig, ConfigError> {
+        Ok(ExecConfig {
+            command: Command::from_process(process)?,
+            // No sysctls: they belong to the container, which has set them already.
+            attrs: ProcessAttrs::from_spec(process, None, NamespaceSet::empty())?,
+            preserve_fds: 0,
+            terminal: terminal(process),
+            console: None,
+            seccomp: None,
+        })
+    }
+
+    /// Adds the container's `linux.seccomp` filter, which its every process runs under, as
+    /// runc does (errors name the field under `linux.seccomp`).
+    pub fn seccomp(
+        mut self,
+        profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+    ) -> std::result::Result<ExecConfig, ConfigError> {
+        self.seccomp = compile_seccomp(profile)?;
+        Ok(self)
+    }
+
+    /// The connected unix socket the pty master is sent through when `process.terminal` is
+    /// true. It must stay open until [`enter`] returns.
+    pub fn console_socket(mut self, socket: RawFd) -> ExecConfig {
+        self.console = self.terminal.map(|size| Console { socket, size });
+        self
+    }
+
+    /// Whether the process asks for a terminal (`process.terminal`).
+    pub fn wants_terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    /// Execs the program through a sealed copy of peapod-init, as
+    /// [`crate::ContainerConfig::exec_through`].
+    pub fn exec_through(mut self, trampoline: Option<RawFd>) -> ExecConfig {
+        self.command.via = trampoline;
+        self
+    }
+
+    /// Passes descriptors 3 to 3+`n`-1 into the process; all others above 2 are closed.
+    pub fn preserve_fds(mut self, n: u32) -> ExecConfig {
+        self.preserve_fds = n;
+        self
+    }
+}
+
+/// Starts a process for `config` in every namespace in which `target` (the container's
+/// process) differs from the caller, and returns once it waits, set up, before its `execve`:
+/// [`Created::start`] lets it run. `prepare` is called with the new process's pid while
+/// it waits, before it is set up: the place to move it into the container's cgroup.
+///
+/// Changes the caller's PID namespace for children: call it from a process that starts no
+/// other children afterwards.
+pub fn enter(
+    target: &Target,
+    config: &ExecConfig,
+    prepare: impl FnOnce(Pid) -> Result<()>,
+) -> Result<Created> {
+    if config.terminal.is_some() && config.console.is_none() {
+        return Err(crate::config::bad(
+            "process.terminal",
+            "a terminal needs a console socket (--console-socket) to send it to",
+        )
+        .into());
+    }
+    let kinds = target.differing()?;
+    let (parent_end, child_end) = channel::pair().map_err(|e| Error::os("socketpair", e))?;
+    if kinds.contains(Namespace::Pid) {
+        let mut pid = NamespaceSet::empty();
+        pid.insert(Namespace::Pid);
+        target.join(pid)?;
+    }
+    // SAFETY: the runtime is single-threaded (the CLI starts no threads), so the child may
+    // allocate; it leaves only through exec or _exit (`run`).
+    match unsafe { clone_into(NamespaceSet::empty()) }? {
+        Forked::Child => {
+            drop(parent_end);
+            run(target, kinds, config, child_end)
+        }
+        Forked::Parent(process) => {
+            drop(child_end);
+            let mut created = Created::new(process.pid, parent_end);
+            if let Err(e) = prepare(process.pid) {
+                created.abandon();
+                return Err(e);
+            }
+            created.send(Message::Mapped)?;
+            match created.recv()? {
+                Some(Message::Ready) => Ok(created),
+                other => Err(created.failed(other)),
+            }
+        }
+    }
+}
+
+/// The new process: joins, sets up, waits, execs. Never returns.
+fn run(target: &Target, kinds: NamespaceSet, config: &ExecConfig, channel: Channel) -> ! {
+    let Err(failure) = set_up_and_exec(target, kinds, config, &channel);
+    let _ = channel.send(&Message::Failed(failure.clone()));
+    // SAFETY: _exit ends this process at once without running the parent's atexit handlers or
+    // destructors, which belong to the parent's copy of this memory.
+    unsafe { libc::_exit(failure.exit_code) }
+}
+
+fn set_up_and_exec(
+    target: &Target,
+    kinds: NamespaceSet,
+    config: &ExecConfig,
+    channel: &Channel,
+) -> std::result::Result<Infallible, ChildFailure> {
+    reset_signals().map_err(|e| ChildFailure::new("signals", e))?;
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Until its execve this process is a copy of the runtime inside the container: not
+    // dumpable, so the container's processes cannot ptrace it or open its /proc/PID/exe.
+    // SAFETY: prctl with PR_SET_DUMPABLE and 0 has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    set_name(c"peapod:exec");
+    wait_for(channel, Message::Mapped)?;
+    let mut rest = kinds;
+    rest.remove(Namespace::Pid);
+    target
+        .join(rest)
+        .map_err(|e| ChildFailure::new("namespaces", e))?;
+    // The root is the container's now: the working directory resolves inside it.
+    crate::child::change_dir(&config.command.cwd)?;
+    if let Some(console) = &config.console {
+        console::set_up(console, false).map_err(|e| ChildFailure::new("terminal", e))?;
+    }
+    config
+        .attrs
+        .apply_rlimits()
+        .map_err(|e| ChildFailure::new("rlimits", e))?;
+    let (early_seccomp, late_seccomp) =
+        seccomp_stages(config.seccomp.as_ref(), config.attrs.no_new_privileges());
+    if let Some(filter) = early_seccomp {
+        load_seccomp(filter)?;
+    }
+    config
+        .attrs
+        .become_user(Some(libc::SIGKILL))
+        .map_err(|e| ChildFailure::new("user", e))?;
+    let program = exec::find_program(&config.command)?;
+    channel
+        .send(&Message::Ready)
+        .map_err(|e| ChildFailure::new("sync", e))?;
+    wait_for(channel, Message::Start)?;
+    // It outlives `peapod exec --detach`, and a foreground one as runc's does.
+    // SAFETY: prctl with PR_SET_PDEATHSIG and 0 has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    if let Some(filter) = late_seccomp {
+        load_seccomp(filter)?;
+    }
+    Err(exec::exec(&program, &config.command, config.preserve_fds))
+}

@@ -1,0 +1,735 @@
+//! Kubernetes Pod manifests: the YAML as written ([`Raw`] types, parsed with `serde_norway`),
+//! checked into a [`PodPlan`] the CLI runs.
+//!
+//! `serde_norway` is a maintained fork of `serde_yaml` (deprecated in 2024) with the same API;
+//! `serde_yml`, the other fork, was flagged unsound and unmaintained (RUSTSEC-2025-0068).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_norway::Value;
+
+/// A field of the manifest that is wrong, by its path (`spec.containers[0].image`), or YAML
+/// that does not parse, by its line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ManifestError {
+    /// Where: a field path, or `line L column C` for bad YAML.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> ManifestError {
+    ManifestError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// A manifest checked and turned into what peapod runs, with a warning for each field it
+/// ignores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// What to run.
+    pub plan: PodPlan,
+    /// One line per ignored field, naming it.
+    pub warnings: Vec<String>,
+}
+
+/// A pod as peapod runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPlan {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.hostname`, else the pod's name (as Kubernetes).
+    pub hostname: String,
+    /// `spec.shareProcessNamespace`.
+    pub share_pid: bool,
+    /// `spec.restartPolicy`.
+    pub restart: RestartPolicy,
+    /// `spec.terminationGracePeriodSeconds`.
+    pub grace_seconds: Option<u64>,
+    /// `spec.volumes`.
+    pub volumes: Vec<VolumePlan>,
+    /// `spec.initContainers`, run in order, each to completion.
+    pub init_containers: Vec<ContainerPlan>,
+    /// `spec.containers`.
+    pub containers: Vec<ContainerPlan>,
+}
+
+/// `spec.restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Restart a container whenever it exits (the default).
+    Always,
+    /// Restart a container that exits with a status other than 0.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `code` is started again.
+    pub fn restarts(self, code: i32) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+/// One volume of the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumePlan {
+    /// Its name, which `volumeMounts` refer to.
+    pub name: String,
+    /// Where its files are.
+    pub source: VolumeSource,
+}
+
+/// The kinds of volume peapod has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeSource {
+    /// A directory in the pod's state, shared by its containers, removed with the pod.
+    EmptyDir,
+    /// A host path; made (a directory) first when `create`.
+    HostPath {
+        /// The absolute host path.
+        path: PathBuf,
+        /// `type: DirectoryOrCreate`.
+        create: bool,
+    },
+}
+
+/// One container of the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    /// Its name in the pod.
+    pub name: String,
+    /// The rootfs directory (`image`), absolute.
+    pub rootfs: PathBuf,
+    /// `command` then `args`.
+    pub args: Vec<String>,
+    /// `env`, as `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// `workingDir`.
+    pub working_dir: Option<PathBuf>,
+    /// `volumeMounts`.
+    pub mounts: Vec<MountPlan>,
+    /// `securityContext.readOnlyRootFilesystem`.
+    pub read_only_root: bool,
+}
+
+/// A `volumeMounts` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPlan {
+    /// The volume's name.
+    pub volume: String,
+    /// The path inside the container.
+    pub destination: PathBuf,
+    /// `readOnly`.
+    pub read_only: bool,
+}
+
+/// The fields peapod does not know, kept to name them in warnings.
+type Extra = BTreeMap<String, Value>;
+
+/// The manifest as written: every field optional, so that a missing one is reported by its
+/// path rather than as a parse error.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: RawMetadata,
+    spec: Option<RawSpec>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMetadata {
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    hostname: Option<String>,
+    share_process_namespace: Option<bool>,
+    #[serde(default)]
+    init_containers: Vec<RawContainer>,
+    containers: Option<Vec<RawContainer>>,
+    #[serde(default)]
+    volumes: Vec<RawVolume>,
+    restart_policy: Option<String>,
+    termination_grace_period_seconds: Option<u64>,
+    host_network: Option<bool>,
+    #[serde(rename = "hostPID")]
+    host_pid: Option<bool>,
+    #[serde(rename = "hostIPC")]
+    host_ipc: Option<bool>,
+    security_context: Option<Extra>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawContainer {
+    name: Option<String>,
+    image: Option<String>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<RawEnv>,
+    working_dir: Option<String>,
+    #[serde(default)]
+    volume_mounts: Vec<RawVolumeMount>,
+    #[serde(default)]
+    ports: Vec<RawPort>,
+    security_context: Option<Extra>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEnv {
+    name: Option<String>,
+    value: Option<String>,
+    value_from: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawVolumeMount {
+    name: Option<String>,
+    mount_path: Option<String>,
+    read_only: Option<bool>,
+    sub_path: Option<String>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPort {
+    host_port: Option<i64>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawVolume {
+    name: Option<String>,
+    empty_dir: Option<Value>,
+    host_path: Option<RawHostPath>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawHostPath {
+    path: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// Parses and checks a Pod manifest. A relative `image` is taken from `base` (the
+/// manifest's directory). Nothing on the host is changed.
+pub fn parse(text: &str, base: &Path) -> Result<Parsed, ManifestError> {
+    if text.trim().is_empty() {
+        return Err(bad(
+            "manifest",
+            "empty: expected a Pod (apiVersion: v1, kind: Pod)",
+        ));
+    }
+    // Syntax first, so that bad YAML is reported by its line, not by a half-parsed field.
+    if let Err(e) = serde_norway::from_str::<Value>(text) {
+        let at = e
+            .location()
+            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or_default();
+        return Err(bad(format!("malformed YAML{at}"), message));
+    }
+    let de = serde_norway::Deserializer::from_str(text);
+    let raw: Raw = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .location()
+            .map(|l| format!("line {} column {}", l.line(), l.column()));
+        // The message of serde_norway ends with its own " at line L column C".
+        let message = inner.to_string();
+        let message = match message.find(" at line ") {
+            Some(at) => message[..at].to_owned(),
+            None => message,
+        };
+        // ... and may start with the path, which the field says already.
+        let message = message
+            .strip_prefix(&format!("{path}: "))
+            .map(str::to_owned)
+            .unwrap_or(message);
+        let field = match (path.as_str(), line) {
+            (".", Some(line)) => format!("malformed YAML at {line}"),
+            (".", None) => "malformed YAML".to_owned(),
+            (path, Some(line)) => format!("{path} ({line})"),
+            (path, None) => path.to_owned(),
+        };
+        bad(field, message)
+    })?;
+    Checker::default().check(raw, base)
+}
+
+/// Collects warnings while checking.
+#[derive(Default)]
+struct Checker {
+    warnings: Vec<String>,
+}
+
+impl Checker {
+    fn ignore(&mut self, at: &str, extra: &Extra) {
+        for key in extra.keys() {
+            self.warnings.push(format!("{at}{key}: ignored"));
+        }
+    }
+
+    fn check(mut self, raw: Raw, base: &Path) -> Result<Parsed, ManifestError> {
+        match raw.api_version.as_deref() {
+            Some("v1") => {}
+            Some(other) => return Err(bad("apiVersion", format!("{other:?}: expected v1"))),
+            None => return Err(bad("apiVersion", "missing: expected v1")),
+        }
+        match raw.kind.as_deref() {
+            Some("Pod") => {}
+            Some(other) => {
+                return Err(bad(
+                    "kind",
+                    format!("unknown kind {other:?}: peapod plays only a Pod"),
+                ))
+            }
+            None => return Err(bad("kind", "missing: expected Pod")),
+        }
+        let mut extra = raw.extra;
+        // The status a cluster writes back is not part of what to run.
+        extra.remove("status");
+        self.ignore("", &extra);
+        let name = raw
+            .metadata
+            .name
+            .ok_or_else(|| bad("metadata.name", "missing"))?;
+        check_name("metadata.name", &name)?;
+        self.ignore("metadata.", &raw.metadata.extra);
+        let spec = raw.spec.ok_or_else(|| bad("spec", "missing"))?;
+        for (field, value) in [
+            ("spec.hostNetwork", spec.host_network),
+            ("spec.hostPID", spec.host_pid),
+            ("spec.hostIPC", spec.host_ipc),
+        ] {
+            if value == Some(true) {
+                return Err(bad(
+                    field,
+                    "not supported: a pod's namespaces are always its own",
+                ));
+            }
+        }
+        if let Some(context) = &spec.security_context {
+            if let Some(key) = context.keys().next() {
+                return Err(bad(
+                    format!("spec.securityContext.{key}"),
+                    "not supported: peapod would run the pod with other privileges than asked",
+                ));
+            }
+        }
+        self.ignore("spec.", &spec.extra);
+        let restart = match spec.restart_policy.as_deref() {
+            None | Some("Always") => RestartPolicy::Always,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            Some("Never") => RestartPolicy::Never,
+            Some(other) => {
+                return Err(bad(
+                    "spec.restartPolicy",
+                    format!("{other:?}: expected Always, OnFailure or Never"),
+                ))
+            }
+        };
+        let hostname = spec.hostname.unwrap_or_else(|| name.clone());
+        check_hostname("spec.hostname", &hostname)?;
+
+        let mut volumes = Vec::new();
+        for (i, volume) in spec.volumes.into_iter().enumerate() {
+            volumes.push(self.volume(i, volume, &volumes)?);
+        }
+        let containers = spec
+            .containers
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| bad("spec.containers", "a pod needs at least one container"))?;
+        let mut names = BTreeSet::new();
+        let mut init_containers = Vec::new();
+        for (i, c) in spec.init_containers.into_iter().enumerate() {
+            let at = format!("spec.initContainers[{i}]");
+            init_containers.push(self.container(&at, c, &volumes, &mut names, base)?);
+        }
+        let mut plans = Vec::new();
+        for (i, c) in containers.into_iter().enumerate() {
+            let at = format!("spec.containers[{i}]");
+            plans.push(self.container(&at, c, &volumes, &mut names, base)?);
+        }
+        Ok(Parsed {
+            plan: PodPlan {
+                name,
+                labels: raw.metadata.labels,
+                hostname,
+                share_pid: spec.share_process_namespace.unwrap_or(false),
+                restart,
+                grace_seconds: spec.termination_grace_period_seconds,
+                volumes,
+                init_containers,
+                containers: plans,
+            },
+            warnings: self.warnings,
+        })
+    }
+
+    fn volume(
+        &mut self,
+        i: usize,
+        raw: RawVolume,
+        seen: &[VolumePlan],
+    ) -> Result<VolumePlan, ManifestError> {
+        let at = format!("spec.volumes[{i}]");
+        let name = raw
+            .name
+            .ok_or_else(|| bad(format!("{at}.name"), "missing"))?;
+        check_name(&format!("{at}.name"), &name)?;
+        if seen.iter().any(|v| v.name == name) {
+            return Err(bad(format!("{at}.name"), format!("{name:?} named twice")));
+        }
+        if let Some(kind) = raw.extra.keys().next() {
+            return Err(bad(
+                format!("{at}.{kind}"),
+                "not supported: peapod has emptyDir and hostPath volumes",
+            ));
+        }
+        let source = match (raw.empty_dir, raw.host_path) {
+            (Some(empty), None) => {
+                if let Value::Mapping(fields) = empty {
+                    for key in fields.keys().filter_map(Value::as_str) {
+                        self.warnings.push(format!(
+                            "{at}.emptyDir.{key}: ignored (a directory in the pod's state)"
+                        ));
+                    }
+                }
+                VolumeSource::EmptyDir
+            }
+            (None, Some(host)) => {
+                let path = host
+                    .path
+                    .ok_or_else(|| bad(format!("{at}.hostPath.path"), "missing"))?;
+                let path = PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(bad(format!("{at}.hostPath.path"), "must be absolute"));
+                }
+                let create = match host.kind.as_deref() {
+                    None | Some("") => false,
+                    Some("DirectoryOrCreate") => true,
+                    Some("Directory") if path.is_dir() => false,
+                    Some("File") if path.is_file() => false,
+                    Some(kind @ ("Directory" | "File")) => {
+                        return Err(bad(
+                            format!("{at}.hostPath.path"),
+                            format!("{} is not a {}", path.display(), kind.to_lowercase()),
+                        ))
+                    }
+                    Some(other) => {
+                        return Err(bad(
+                            format!("{at}.hostPath.type"),
+                            format!(
+                                "{other:?} not supported (Directory, DirectoryOrCreate or File)"
+                            ),
+                        ))
+                    }
+                };
+                if !create && !path.exists() {
+                    return Err(bad(
+                        format!("{at}.hostPath.path"),
+                        format!("{} does not exist", path.display()),
+                    ));
+                }
+                VolumeSource::HostPath { path, create }
+            }
+            (None, None) => {
+                return Err(bad(&at, "no source: give emptyDir or hostPath"));
+            }
+            (Some(_), Some(_)) => {
+                return Err(bad(&at, "two sources: give emptyDir or hostPath"));
+            }
+        };
+        Ok(VolumePlan { name, source })
+    }
+
+    fn container(
+        &mut self,
+        at: &str,
+        raw: RawContainer,
+        volumes: &[VolumePlan],
+        names: &mut BTreeSet<String>,
+        base: &Path,
+    ) -> Result<ContainerPlan, ManifestError> {
+        let field = |name: &str| format!("{at}.{name}");
+        let name = raw.name.ok_or_else(|| bad(field("name"), "missing"))?;
+        check_name(&field("name"), &name)?;
+        if !names.insert(name.clone()) {
+            return Err(bad(field("name"), format!("{name:?} named twice")));
+        }
+        let image = raw.image.ok_or_else(|| {
+            bad(
+                field("image"),
+                "missing: give a local rootfs directory (peapod has no image store yet)",
+            )
+        })?;
+        let rootfs = base.join(&image);
+        if !rootfs.is_dir() {
+            return Err(bad(
+                field("image"),
+                format!(
+                    "{image:?} is not a directory: image is a local rootfs directory for now (peapod has no image store yet)"
+                ),
+            ));
+        }
+        let rootfs =
+            std::path::absolute(&rootfs).map_err(|e| bad(field("image"), e.to_string()))?;
+        if raw.command.is_empty() {
+            return Err(bad(
+                field("command"),
+                "missing: the image is a rootfs directory, which names no entrypoint of its own",
+            ));
+        }
+        let args = raw.command.into_iter().chain(raw.args).collect();
+        let mut env = Vec::new();
+        for (j, var) in raw.env.into_iter().enumerate() {
+            let at = field(&format!("env[{j}]"));
+            let key = var
+                .name
+                .filter(|n| !n.is_empty() && !n.contains('='))
+                .ok_or_else(|| bad(format!("{at}.name"), "missing or not a variable name"))?;
+            if var.value_from.is_some() {
+                return Err(bad(
+                    format!("{at}.valueFrom"),
+                    "not supported: no ConfigMaps, Secrets or downward API; give value",
+                ));
+            }
+            env.push(format!("{key}={}", var.value.unwrap_or_default()));
+        }
+        let working_dir = match raw.working_dir {
+            Some(dir) if dir.starts_with('/') => Some(PathBuf::from(dir)),
+            Some(_) => return Err(bad(field("workingDir"), "must be an absolute path")),
+            None => None,
+        };
+        let mut mounts = Vec::new();
+        for (j, m) in raw.volume_mounts.into_iter().enumerate() {
+            let at = field(&format!("volumeMounts[{j}]"));
+            let volume = m.name.ok_or_else(|| bad(format!("{at}.name"), "missing"))?;
+            if !volumes.iter().any(|v| v.name == volume) {
+                return Err(bad(
+                    format!("{at}.name"),
+                    format!("no volume named {volume:?} in spec.volumes"),
+                ));
+            }
+            let destination = m
+                .mount_path
+                .filter(|p| p.starts_with('/'))
+                .ok_or_else(|| bad(format!("{at}.mountPath"), "missing or not absolute"))?;
+            if m.sub_path.is_some() {
+                return Err(bad(format!("{at}.subPath"), "not supported"));
+            }
+            self.ignore(&format!("{at}."), &m.extra);
+            mounts.push(MountPlan {
+                volume,
+                destination: destination.into(),
+                read_only: m.read_only.unwrap_or(false),
+            });
+        }
+        for (j, port) in raw.ports.iter().enumerate() {
+            if port.host_port.is_some() {
+                return Err(bad(
+                    field(&format!("ports[{j}].hostPort")),
+                    "not supported: a pod's network has only lo, and nothing maps host ports to it",
+                ));
+            }
+            self.ignore(&field(&format!("ports[{j}].")), &port.extra);
+        }
+        let mut read_only_root = false;
+        for (key, value) in raw.security_context.iter().flatten() {
+            match (key.as_str(), value) {
+                ("readOnlyRootFilesystem", Value::Bool(b)) => read_only_root = *b,
+                // What peapod does anyway (no_new_privs).
+                ("allowPrivilegeEscalation", Value::Bool(false)) => {}
+                _ => {
+                    return Err(bad(
+                        field(&format!("securityContext.{key}")),
+                        "not supported: peapod would run the container with other privileges than asked",
+                    ))
+                }
+            }
+        }
+        self.ignore(&format!("{at}."), &raw.extra);
+        Ok(ContainerPlan {
+            name,
+            rootfs,
+            args,
+            env,
+            working_dir,
+            mounts,
+            read_only_root,
+        })
+    }
+}
+
+/// A DNS-1123 label, as Kubernetes names containers and volumes (and a safe container id).
+fn check_name(field: &str, name: &str) -> Result<(), ManifestError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.']);
+    match ok {
+        true => Ok(()),
+        false => Err(bad(
+            field,
+            format!("{name:?}: expected lower-case letters, digits, '-' and '.' (at most 63)"),
+        )),
+    }
+}
+
+fn check_hostname(field: &str, name: &str) -> Result<(), ManifestError> {
+    check_name(field, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("rootfs")).expect("mkdir");
+        dir
+    }
+
+    const GOOD: &str = "
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+  annotations: {a: b}
+spec:
+  restartPolicy: OnFailure
+  volumes:
+  - name: shared
+    emptyDir: {}
+  initContainers:
+  - name: prepare
+    image: rootfs
+    command: [/bin/sh, -c]
+    args: [echo hi > /data/x]
+    volumeMounts: [{name: shared, mountPath: /data}]
+  containers:
+  - name: main
+    image: rootfs
+    command: [/bin/cat, /data/x]
+    env: [{name: A, value: b}]
+    workingDir: /tmp
+    resources: {limits: {memory: 1Gi}}
+    ports: [{containerPort: 80}]
+    volumeMounts: [{name: shared, mountPath: /data, readOnly: true}]
+";
+
+    #[test]
+    fn a_good_manifest_becomes_a_plan_with_warnings() {
+        let dir = rootfs();
+        let parsed = parse(GOOD, dir.path()).expect("parses");
+        let plan = &parsed.plan;
+        assert_eq!(plan.name, "web");
+        assert_eq!(plan.hostname, "web");
+        assert_eq!(plan.restart, RestartPolicy::OnFailure);
+        assert_eq!(
+            plan.init_containers[0].args,
+            ["/bin/sh", "-c", "echo hi > /data/x"]
+        );
+        assert_eq!(plan.containers[0].env, ["A=b"]);
+        assert!(plan.containers[0].mounts[0].read_only);
+        assert_eq!(plan.volumes[0].source, VolumeSource::EmptyDir);
+        let w = parsed.warnings.join("\n");
+        assert!(w.contains("spec.containers[0].resources: ignored"), "{w}");
+        assert!(w.contains("metadata.annotations: ignored"), "{w}");
+        assert!(
+            w.contains("spec.containers[0].ports[0].containerPort: ignored"),
+            "{w}"
+        );
+    }
+
+    fn error_of(text: &str) -> String {
+        let dir = rootfs();
+        parse(text, dir.path()).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn bad_manifests_name_the_field_or_line() {
+        let e = error_of(&GOOD.replace("kind: Pod", "kind: Deployment"));
+        assert!(e.starts_with("kind: unknown kind \"Deployment\""), "{e}");
+        let e = error_of(&GOOD.replace(
+            "{name: shared, mountPath: /data, readOnly",
+            "{name: nope, mountPath: /data, readOnly",
+        ));
+        assert!(
+            e.starts_with("spec.containers[0].volumeMounts[0].name: no volume named \"nope\""),
+            "{e}"
+        );
+        let e =
+            error_of("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: []\n");
+        assert!(
+            e.starts_with("spec.containers: a pod needs at least one container"),
+            "{e}"
+        );
+        let e = error_of("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [x\n");
+        assert!(e.starts_with("malformed YAML at line 5"), "{e}");
+        let e = error_of(&GOOD.replace("containerPort: 80", "containerPort: 80, hostPort: 8080"));
+        assert!(
+            e.starts_with("spec.containers[0].ports[0].hostPort: not supported"),
+            "{e}"
+        );
+        let e = error_of(&GOOD.replace("workingDir: /tmp", "securityContext: {privileged: true}"));
+        assert!(
+            e.starts_with("spec.containers[0].securityContext.privileged"),
+            "{e}"
+        );
+        let e = error_of(&GOOD.replace(
+            "image: rootfs\n    command: [/bin/cat",
+            "image: nginx\n    command: [/bin/cat",
+        ));
+        assert!(e.contains("spec.containers[0].image: \"nginx\" is not a directory: image is a local rootfs directory"), "{e}");
+        let e = error_of(&GOOD.replace("command: [/bin/cat, /data/x]", "command: /bin/cat"));
+        assert!(e.starts_with("spec.containers[0].command"), "{e}");
+    }
+}

@@ -1,0 +1,140 @@
+//! What `pod.json` holds, and the pod's status derived from it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use peapod_ns::Namespace;
+use peapod_state::{ContainerId, ProcessIdentity};
+use serde::{Deserialize, Serialize};
+
+/// The recorded facts about one pod. Its status is not stored but read off the infra process
+/// ([`PodRecord::status`]), so it cannot go stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRecord {
+    /// The pod's name.
+    pub name: String,
+    /// Seconds since the epoch at creation.
+    pub created: u64,
+    /// The host name of the pod's UTS namespace.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The namespaces the pod's containers share (`/proc/PID/ns` names: net, ipc, uts, pid).
+    pub shared: Vec<String>,
+    /// The pod's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The infra process, once it exists.
+    #[serde(default)]
+    pub infra: Option<ProcessIdentity>,
+    /// The inode of each shared namespace, by kind.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, u64>,
+    /// The containers of the pod, in the order they were added.
+    #[serde(default)]
+    pub containers: Vec<Member>,
+    /// The process that restarts the containers of a played manifest, while it runs.
+    #[serde(default)]
+    pub monitor: Option<ProcessIdentity>,
+    /// Set by `pod stop`: the pod ended on purpose, rather than failed.
+    #[serde(default)]
+    pub stopped: bool,
+    /// How long `pod stop` waits after SIGTERM (a manifest's
+    /// `terminationGracePeriodSeconds`).
+    #[serde(default)]
+    pub grace_seconds: Option<u64>,
+}
+
+/// One container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its container id in the state store.
+    pub id: String,
+    /// Its name in the manifest, for a played pod.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whether it is an init container (run to completion before the others).
+    #[serde(default)]
+    pub init: bool,
+    /// How often the monitor restarted it.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+/// A pod's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodStatus {
+    /// `pod create` has not finished (or died half-way).
+    Creating,
+    /// The infra process holds the namespaces.
+    Running,
+    /// The infra process is gone though nobody stopped the pod.
+    Failed,
+    /// `pod stop` ended it.
+    Stopped,
+}
+
+impl PodStatus {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodStatus::Creating => "creating",
+            PodStatus::Running => "running",
+            PodStatus::Failed => "failed",
+            PodStatus::Stopped => "stopped",
+        }
+    }
+}
+
+impl PodRecord {
+    /// A record for a pod being created now.
+    pub fn new(name: &ContainerId) -> PodRecord {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PodRecord {
+            name: name.to_string(),
+            created,
+            hostname: None,
+            shared: Vec::new(),
+            labels: BTreeMap::new(),
+            infra: None,
+            namespaces: BTreeMap::new(),
+            containers: Vec::new(),
+            monitor: None,
+            stopped: false,
+            grace_seconds: None,
+        }
+    }
+
+    /// The status now.
+    pub fn status(&self) -> PodStatus {
+        match self.infra {
+            _ if self.stopped => PodStatus::Stopped,
+            None => PodStatus::Creating,
+            Some(p) if p.is_alive() => PodStatus::Running,
+            Some(_) => PodStatus::Failed,
+        }
+    }
+
+    /// The shared namespace kinds, in the order they must be joined.
+    pub fn shared_kinds(&self) -> Vec<Namespace> {
+        let mut kinds: Vec<Namespace> = self.shared.iter().filter_map(|s| s.parse().ok()).collect();
+        kinds.sort();
+        kinds
+    }
+
+    /// Whether the pod shares `kind`.
+    pub fn shares(&self, kind: Namespace) -> bool {
+        self.shared_kinds().contains(&kind)
+    }
+
+    /// The pinned namespace files of the pod whose directory is `dir`, by kind.
+    pub fn pins(&self, dir: &Path) -> Vec<(Namespace, PathBuf)> {
+        self.shared_kinds()
+            .into_iter()
+            .map(|kind| (kind, dir.join("ns").join(kind.proc_name())))
+            .collect()
+    }
+}
