@@ -1476,3 +1476,72 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     }
     bundle.rootfs.assert_nothing_left();
 }
+
+#[test]
+fn a_cgroup_mount_shows_only_the_containers_own_cgroup() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let script = "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                  ls /sys/fs/cgroup/pids | grep -c peapod; grep ' /sys/fs/cgroup/pids ' /proc/self/mountinfo";
+    bundle.configure_with(&sh(script), |spec| {
+        spec["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        }));
+        spec["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "pids": {"limit": 77}});
+    });
+    if !Path::new("/sys/fs/cgroup/pids").is_dir() || !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!(
+            "skipped: this test reads the v1 pids and memory hierarchies, which this host lacks"
+        );
+        return;
+    }
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "cgmount"]);
+    // The container's own limits are at the root of what it sees; no other cgroup (and no
+    // `peapod` parent) is visible; the mount is read-only.
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.get(..3),
+        Some(&["77", "67108864", "0"][..]),
+        "{out:?}"
+    );
+    assert!(
+        lines
+            .get(3)
+            .is_some_and(|l| l.contains(" ro,") && l.contains("cgroup")),
+        "{out:?}"
+    );
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn linux_devices_are_made_with_their_type_numbers_mode_and_owner() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure_with(
+        &sh("stat -c '%F %t:%T %a %u:%g' /dev/fuse /dev/extra/loop7 /dev/extra/fifo"),
+        |spec| {
+            spec["linux"]["devices"] = json!([
+                {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438},
+                {"path": "/dev/extra/loop7", "type": "b", "major": 7, "minor": 7,
+                 "fileMode": 416, "uid": 0, "gid": 6},
+                {"path": "/dev/extra/fifo", "type": "p", "fileMode": 384, "uid": 1000, "gid": 1000},
+            ]);
+        },
+    );
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "devs"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "character special file a:e5 666 0:0\nblock special file 7:7 640 0:6\nfifo 0:0 600 1000:1000\n"
+    );
+    // A node type that is no node is refused, naming the field, before anything is made.
+    bundle.configure_with(&["true"], |spec| {
+        spec["linux"]["devices"] = json!([{"path": "/dev/x", "type": "a"}]);
+    });
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "baddev"]);
+    assert_failed(&out, 125, &["linux.devices[0].type"]);
+    bundle.rootfs.assert_nothing_left();
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 use peapod_ns::{IdMap, Namespace, NamespaceSet};
-use peapod_rootfs::{Mount, MountOptions, Propagation, RootfsPlan};
+use peapod_rootfs::{Mount, MountOptions, Node, NodeKind, Propagation, RootfsPlan};
 
 use crate::console::{Console, WindowSize};
 use crate::hooks::Hooks;
@@ -111,6 +111,93 @@ pub(crate) fn compile_seccomp(
         .transpose()
 }
 
+/// `linux.devices`, checked: absolute paths, a node type, numbers that fit.
+fn device_nodes(devices: &[oci_spec::runtime::LinuxDevice]) -> Result<Vec<Node>, ConfigError> {
+    use oci_spec::runtime::LinuxDeviceType;
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let field = |name: &str| format!("linux.devices[{i}].{name}");
+            if !d.path().is_absolute() {
+                return Err(bad(field("path"), "must be an absolute path"));
+            }
+            let kind = match d.typ() {
+                LinuxDeviceType::C | LinuxDeviceType::U => NodeKind::Char,
+                LinuxDeviceType::B => NodeKind::Block,
+                LinuxDeviceType::P => NodeKind::Fifo,
+                LinuxDeviceType::A => {
+                    return Err(bad(field("type"), "must be c, b, u or p for a node"))
+                }
+            };
+            let number = |name: &str, n: i64| {
+                u32::try_from(n).map_err(|_| bad(field(name), format!("{n} is out of range")))
+            };
+            Ok(Node {
+                path: d.path().clone(),
+                kind,
+                major: number("major", d.major())?,
+                minor: number("minor", d.minor())?,
+                mode: d.file_mode().unwrap_or(0o666),
+                uid: d.uid().unwrap_or(0),
+                gid: d.gid().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// A `cgroup` mount at `destination`, as runc makes it: the host's hierarchies mounted anew
+/// in the container's cgroup namespace, so each shows only the container's own subtree as
+/// its root. On v2 one `cgroup2` mount; on v1 a tmpfs with one mount per controller
+/// hierarchy (named as on the host, `cpu,cpuacct`...), and `unified` on a hybrid host.
+fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount>, String> {
+    use peapod_cgroups::Layout;
+    let layout = Layout::detect().map_err(|e| e.to_string())?;
+    let mount = |path: PathBuf, fstype: &str, data: Vec<String>| Mount {
+        destination: path,
+        fstype: fstype.to_owned(),
+        source: Some(PathBuf::from(fstype)),
+        options: MountOptions {
+            flags: options.flags,
+            data,
+            ..MountOptions::default()
+        },
+    };
+    let Layout::V1 {
+        hierarchies,
+        unified,
+    } = layout
+    else {
+        return Ok(vec![mount(destination.to_owned(), "cgroup2", Vec::new())]);
+    };
+    let mut mounts = vec![Mount {
+        destination: destination.to_owned(),
+        fstype: "tmpfs".to_owned(),
+        source: Some(PathBuf::from("tmpfs")),
+        options: MountOptions {
+            flags: nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            data: vec!["mode=755".to_owned()],
+            ..MountOptions::default()
+        },
+    }];
+    for h in &hierarchies {
+        let Some(name) = h.mount.file_name() else {
+            continue;
+        };
+        mounts.push(mount(
+            destination.join(name),
+            "cgroup",
+            h.controllers.clone(),
+        ));
+    }
+    if unified.is_some() {
+        mounts.push(mount(destination.join("unified"), "cgroup2", Vec::new()));
+    }
+    Ok(mounts)
+}
+
 /// `Some(consoleSize)` when `process.terminal` is true.
 pub(crate) fn terminal(process: &Process) -> Option<Option<WindowSize>> {
     if process.terminal() != Some(true) {
@@ -130,9 +217,9 @@ fn warn_unsupported(spec: &Spec) {
     let linux = spec.linux().as_ref();
     let ignored = [
         (
-            "linux.devices",
-            linux.is_some_and(|l| l.devices().as_ref().is_some_and(|d| !d.is_empty())),
-            "only the standard devices",
+            "linux.intelRdt",
+            linux.is_some_and(|l| l.intel_rdt().is_some()),
+            "no Intel RDT",
         ),
         (
             "process.apparmorProfile",
@@ -308,12 +395,18 @@ impl ContainerConfig {
                 .map_err(|e| bad(field("options"), e.to_string()))?;
             let fstype = m.typ().clone().unwrap_or_else(|| "none".to_owned());
             if fstype == "cgroup" || fstype == "cgroup2" {
-                // Mounting the container's own cgroup tree comes with cgroup support; until
-                // then a cgroup mount would show the host's hierarchy, so it is left out.
-                tracing::debug!(
-                    "leaving out the {fstype} mount on {}",
-                    m.destination().display()
-                );
+                if new_namespaces.contains(Namespace::Cgroup) {
+                    let expanded = cgroup_mounts(m.destination(), &options)
+                        .map_err(|e| bad(field("type"), e))?;
+                    mounts.extend(expanded);
+                } else {
+                    // Without its own cgroup namespace the container would see the host's
+                    // whole hierarchy: the mount is left out.
+                    tracing::warn!(
+                        "mounts[{i}]: no {fstype} mount on {} without a cgroup namespace",
+                        m.destination().display()
+                    );
+                }
                 continue;
             }
             let mut source = m.source().clone();
@@ -344,6 +437,9 @@ impl ContainerConfig {
         }
         if let Some(linux) = linux {
             rootfs = rootfs
+                .with_nodes(device_nodes(
+                    linux.devices().as_deref().unwrap_or_default(),
+                )?)
                 .masked_paths(linux.masked_paths().clone().unwrap_or_default())
                 .readonly_paths(linux.readonly_paths().clone().unwrap_or_default());
         }

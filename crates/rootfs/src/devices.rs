@@ -126,3 +126,85 @@ pub(crate) fn populate_dev(root: &InRoot, devices: &[Device]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The kind of a node in `linux.devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// `c` (or `u`, unbuffered): a character device.
+    Char,
+    /// `b`: a block device.
+    Block,
+    /// `p`: a named pipe.
+    Fifo,
+}
+
+/// A device node the spec asks for (`linux.devices`), at any path inside the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The path inside the container (`/dev/fuse`).
+    pub path: PathBuf,
+    /// Character, block or fifo.
+    pub kind: NodeKind,
+    /// Major number (not for a fifo).
+    pub major: u32,
+    /// Minor number (not for a fifo).
+    pub minor: u32,
+    /// Permission bits; 0666 when the spec gives none, as runc.
+    pub mode: u32,
+    /// Owner, as the container's ids.
+    pub uid: u32,
+    /// Group, as the container's ids.
+    pub gid: u32,
+}
+
+/// Creates `nodes` inside the root, their directories too: `mknod`, then the owner and mode.
+/// Where the kernel refuses `mknod` (a user namespace), the host's node at the same path is
+/// bind-mounted instead, as runc does.
+pub(crate) fn make_nodes(root: &InRoot, nodes: &[Node]) -> Result<()> {
+    for node in nodes {
+        let err = |source| Error::Device {
+            path: node.path.clone(),
+            source,
+        };
+        let (Some(parent), Some(name)) = (node.path.parent(), node.path.file_name()) else {
+            return Err(err(std::io::Error::from_raw_os_error(libc::EINVAL)));
+        };
+        let dir = root.create_dir_all(parent)?;
+        let kind = match node.kind {
+            NodeKind::Char => FileType::CharacterDevice,
+            NodeKind::Block => FileType::BlockDevice,
+            NodeKind::Fifo => FileType::Fifo,
+        };
+        let mode = Mode::from_raw_mode(node.mode & 0o7777);
+        let dev = rustix::fs::makedev(node.major, node.minor);
+        match rustix::fs::mknodat(&dir, name, kind, mode, dev) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(rustix::io::Errno::PERM) => {
+                let target = FdPath::new(root.create_file(&node.path)?);
+                mount(
+                    Some(node.path.as_path()),
+                    target.as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| err(os(e)))?;
+                continue;
+            }
+            Err(e) => return Err(err(e.into())),
+        }
+        let no_follow = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+        rustix::fs::chownat(
+            &dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+            no_follow,
+        )
+        .map_err(|e| err(e.into()))?;
+        // mknod's mode is filtered by the umask; the spec's mode is meant exactly.
+        rustix::fs::chmodat(&dir, name, mode, rustix::fs::AtFlags::empty())
+            .map_err(|e| err(e.into()))?;
+    }
+    Ok(())
+}

@@ -34,7 +34,7 @@ mod options;
 mod pivot;
 mod plan;
 
-pub use devices::{Device, DEFAULT_DEVICES};
+pub use devices::{Device, Node, NodeKind, DEFAULT_DEVICES};
 pub use error::{Error, Result};
 pub use in_root::InRoot;
 pub use mount::Mount;

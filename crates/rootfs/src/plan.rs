@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
-use crate::devices::populate_dev;
+use crate::devices::{make_nodes, populate_dev, Node};
 use crate::error::os;
 use crate::in_root::FdPath;
 use crate::mount::locked_flags;
@@ -18,6 +18,7 @@ pub struct RootfsPlan {
     root: PathBuf,
     mounts: Vec<Mount>,
     devices: Vec<Device>,
+    nodes: Vec<Node>,
     readonly: bool,
     propagation: (Propagation, bool),
     masked_paths: Vec<PathBuf>,
@@ -34,6 +35,7 @@ impl RootfsPlan {
             root,
             mounts: Vec::new(),
             devices: DEFAULT_DEVICES.to_vec(),
+            nodes: Vec::new(),
             readonly: false,
             propagation: (Propagation::Slave, true),
             masked_paths: Vec::new(),
@@ -45,6 +47,12 @@ impl RootfsPlan {
     /// Sets the mounts, done in this order (so `/dev` before `/dev/pts`).
     pub fn with_mounts(mut self, mounts: Vec<Mount>) -> RootfsPlan {
         self.mounts = mounts;
+        self
+    }
+
+    /// Adds device nodes (OCI `linux.devices`), made after the standard `/dev`.
+    pub fn with_nodes(mut self, nodes: Vec<Node>) -> RootfsPlan {
+        self.nodes = nodes;
         self
     }
 
@@ -185,6 +193,7 @@ impl RootfsPlan {
         {
             populate_dev(&in_root, &self.devices)?;
         }
+        make_nodes(&in_root, &self.nodes)?;
         Ok(())
     }
 
