@@ -144,12 +144,34 @@ impl Cgroup {
     /// could join it); on v2 the parents enable the controllers peapod sets limits with.
     /// An existing cgroup is joined, as runc does. On failure, what was made is removed.
     pub fn create(layout: &Layout, path: &Path) -> Result<Cgroup> {
-        let cgroup = Cgroup::locate(layout, path)?;
-        if let Err(e) = cgroup.make() {
-            let _ = cgroup.remove();
+        Cgroup::locate(layout, path)?.made()
+    }
+
+    /// Makes the cgroup `path` below this one, in each of its hierarchies, as
+    /// [`Cgroup::create`] does: a pod's container below the pod's cgroup. It is found from
+    /// this cgroup's directories, so it lands below them even when the caller runs in
+    /// another cgroup than the one that made this.
+    pub fn create_child(&self, path: &Path) -> Result<Cgroup> {
+        if path.is_absolute() || !path.components().any(|c| matches!(c, Component::Normal(_))) {
+            return Err(Error::BadPath(path.to_owned()));
+        }
+        let mut dirs = Vec::new();
+        for dir in &self.dirs {
+            dirs.push(Dir {
+                path: join_inside(&dir.path, path)?,
+                ..dir.clone()
+            });
+        }
+        Cgroup { v2: self.v2, dirs }.made()
+    }
+
+    /// Makes its directories; on failure, removes what was made.
+    fn made(self) -> Result<Cgroup> {
+        if let Err(e) = self.make() {
+            let _ = self.remove();
             return Err(e);
         }
-        Ok(cgroup)
+        Ok(self)
     }
 
     fn make(&self) -> Result<()> {
@@ -637,6 +659,30 @@ mod tests {
         let layout = v1_layout(Path::new("/cg"));
         for bad in ["/", "", "a/../../b", "."] {
             let err = Cgroup::locate(&layout, Path::new(bad)).unwrap_err();
+            assert!(err.to_string().starts_with("linux.cgroupsPath"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_child_is_made_below_each_directory_of_its_parent() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = ["memory", "pids"]
+            .iter()
+            .inspect(|c| std::fs::create_dir(root.path().join(c)).unwrap())
+            .map(|c| Dir {
+                mount: root.path().join(c),
+                controllers: vec![(*c).to_owned()],
+                path: root.path().join(c).join("elsewhere/peapod/pod-web"),
+            })
+            .collect();
+        let pod = Cgroup::fake(false, dirs);
+        let child = pod.create_child(Path::new("web-1")).unwrap();
+        for (parent, dir) in pod.paths().iter().zip(child.paths()) {
+            assert_eq!(dir, parent.join("web-1"));
+            assert!(dir.is_dir(), "{dir:?}");
+        }
+        for bad in ["/abs", "", "../x"] {
+            let err = pod.create_child(Path::new(bad)).unwrap_err();
             assert!(err.to_string().starts_with("linux.cgroupsPath"), "{err}");
         }
     }

@@ -409,6 +409,10 @@ pub(crate) struct RunArgs {
     /// A unix socket to send the pty master of a process.terminal container to.
     #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
+    /// Give the command a terminal: in the foreground without --console-socket, peapod joins
+    /// it to its own (raw mode, window size passed on).
+    #[arg(short, long)]
+    pub tty: bool,
     /// A name for the container (letters, digits, '_', '.', '-'); the default host name.
     #[arg(long, value_name = "ID", value_parser = parse_name)]
     pub name: Option<String>,
@@ -452,15 +456,8 @@ pub(crate) struct RunArgs {
     /// no-new-privileges[=true|false] (default true).
     #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
     pub security_opt: Vec<SecurityOpt>,
-    /// Limit the container's memory (bytes; suffixes k, m, g: 64m).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub memory: Option<i64>,
-    /// Limit the container's CPU time to this many CPUs (0.5: half of one).
-    #[arg(long, value_name = "N", value_parser = parse_cpus)]
-    pub cpus: Option<f64>,
-    /// Limit the number of tasks (processes and threads) in the container.
-    #[arg(long, value_name = "N")]
-    pub pids_limit: Option<i64>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Run the container in this pod: it joins the pod's shared namespaces.
     #[arg(long, value_name = "POD", conflicts_with_all = ["share", "net"])]
     pub pod: Option<String>,
@@ -469,6 +466,21 @@ pub(crate) struct RunArgs {
     /// The command to run and its arguments (with --rootfs).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `--memory`, `--cpus` and `--pids-limit`: of one container (`run`), or of a whole pod, its
+/// containers together (`pod create`).
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Limit the memory (bytes; suffixes k, m, g: 64m).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<i64>,
+    /// Limit the CPU time to this many CPUs (0.5: half of one).
+    #[arg(long, value_name = "N", value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Limit the number of tasks (processes and threads).
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<i64>,
 }
 
 /// `peapod pod ...`.
@@ -518,6 +530,9 @@ pub(crate) struct PodCreateArgs {
     /// The static peapod-init to run as the infra process (default: beside peapod).
     #[arg(long, value_name = "FILE")]
     pub init_path: Option<PathBuf>,
+    // The limits of the pod's cgroup, which its containers' cgroups are below.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The pod's name.
     pub name: String,
 }

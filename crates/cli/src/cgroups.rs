@@ -1,8 +1,10 @@
 //! A container's cgroup as the commands see it: made from the spec by `create`, found again
 //! from the record by `delete`, `kill`, `ps`, `pause`, `resume`, `update` and `events`.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::anyhow;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxResources, Spec};
 use peapod_cgroups::{Cgroup, Layout};
 use peapod_state::{ContainerId, Record};
 
@@ -11,26 +13,69 @@ use crate::Failure;
 /// How long killing everything in a cgroup, or freezing it, may take.
 pub(crate) const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Makes the cgroup of container `id` (`linux.cgroupsPath`, or `peapod/<id>` below peapod's
-/// own cgroup) and writes the limits of `linux.resources` into it. Rootless without limits
-/// there is none: an unprivileged user can rarely write cgroups, and runc goes on without.
-/// On failure nothing is left.
+/// Makes the cgroup of container `id` (`linux.cgroupsPath`; or `<id>` below `parent`, the
+/// cgroup of the container's pod; or `peapod/<id>` below peapod's own cgroup) and writes the
+/// limits of `linux.resources` into it. Rootless without limits there is none: an
+/// unprivileged user can rarely write cgroups, and runc goes on without. On failure nothing
+/// is left.
 pub(crate) fn create(
     id: &ContainerId,
     spec: &Spec,
     rootless: bool,
+    parent: Option<&Cgroup>,
 ) -> Result<Option<Cgroup>, Failure> {
     let linux = spec.linux().as_ref();
     let resources = linux.and_then(|l| l.resources().as_ref());
-    if rootless && resources.is_none() {
+    if rootless && resources.is_none() && parent.is_none() {
         tracing::debug!("rootless without linux.resources: no cgroup");
         return Ok(None);
     }
-    let path = linux
-        .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_else(|| Cgroup::default_path(id.as_str()));
     let layout = Layout::detect().map_err(Failure::runtime)?;
-    let cgroup = Cgroup::create(&layout, &path).map_err(Failure::runtime)?;
+    let cgroup = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
+        (Some(path), _) => Cgroup::create(&layout, &path),
+        (None, Some(parent)) => parent.create_child(Path::new(id.as_str())),
+        (None, None) => Cgroup::create(&layout, &Cgroup::default_path(id.as_str())),
+    }
+    .map_err(Failure::runtime)?;
+    limited(cgroup, resources).map(Some)
+}
+
+/// The cgroup path of pod `name` below peapod's own cgroup: `peapod/pod-NAME`, beside the
+/// default cgroups of containers.
+pub(crate) fn pod_path(name: &ContainerId) -> PathBuf {
+    Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod-{name}"))
+}
+
+/// Where the cgroup of pod `name` ([`pod_path`]) goes, one directory per hierarchy, to be
+/// recorded before [`create_pod`] makes it. One that exists already is refused rather than
+/// joined: it is another pod's, or the default cgroup of a container named `pod-NAME`.
+pub(crate) fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>, Failure> {
+    let layout = Layout::detect().map_err(Failure::runtime)?;
+    let paths = Cgroup::locate(&layout, &pod_path(name))
+        .map_err(Failure::runtime)?
+        .paths();
+    match paths.iter().find(|p| p.exists()) {
+        Some(dir) => Err(Failure::runtime(anyhow!(
+            "pod {name}: its cgroup {} exists already",
+            dir.display()
+        ))),
+        None => Ok(paths),
+    }
+}
+
+/// Makes the cgroup of pod `name` ([`pod_path`]) with the limits `resources`, which hold
+/// for its containers together. On failure nothing is left.
+pub(crate) fn create_pod(
+    name: &ContainerId,
+    resources: Option<&LinuxResources>,
+) -> Result<Cgroup, Failure> {
+    let layout = Layout::detect().map_err(Failure::runtime)?;
+    let cgroup = Cgroup::create(&layout, &pod_path(name)).map_err(Failure::runtime)?;
+    limited(cgroup, resources)
+}
+
+/// `cgroup` with `resources` written into it; removed when that fails.
+fn limited(cgroup: Cgroup, resources: Option<&LinuxResources>) -> Result<Cgroup, Failure> {
     if let Some(resources) = resources {
         if let Err(e) = cgroup.apply(resources) {
             let _ = cgroup.remove();
@@ -38,16 +83,21 @@ pub(crate) fn create(
         }
     }
     tracing::debug!("cgroup {:?}", cgroup.paths());
-    Ok(Some(cgroup))
+    Ok(cgroup)
 }
 
 /// The cgroup the record names, if any.
 pub(crate) fn of_record(record: &Record) -> Result<Option<Cgroup>, Failure> {
-    if record.cgroup_paths.is_empty() {
+    open(&record.cgroup_paths)
+}
+
+/// The cgroup whose directories are `paths` (a container's or a pod's, as recorded), if any.
+pub(crate) fn open(paths: &[PathBuf]) -> Result<Option<Cgroup>, Failure> {
+    if paths.is_empty() {
         return Ok(None);
     }
     let layout = Layout::detect().map_err(Failure::runtime)?;
-    Ok(Some(Cgroup::open(&layout, &record.cgroup_paths)))
+    Ok(Some(Cgroup::open(&layout, paths)))
 }
 
 /// The cgroup of a running container, or an error saying it has none.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _};
 use oci_spec::runtime::Spec;
+use peapod_cgroups::Cgroup;
 use peapod_container::{create_in, Barrier, ContainerConfig, Created, Hooks};
 use peapod_state::{ContainerId, Durability, ProcessIdentity, Record, OCI_VERSION};
 
@@ -24,6 +25,10 @@ pub(crate) struct CreateOptions {
     pub no_pivot: bool,
     /// Where the pty master of a `process.terminal` container is sent.
     pub console_socket: Option<PathBuf>,
+    /// Or a connected socket to send it through (`run -t`, which receives it itself).
+    pub console_stream: Option<UnixStream>,
+    /// The cgroup of the container's pod, which its own is made below.
+    pub cgroup_parent: Option<Cgroup>,
 }
 
 pub(crate) fn run(ctx: &Context, args: CreateArgs) -> Result<i32, Failure> {
@@ -34,6 +39,7 @@ pub(crate) fn run(ctx: &Context, args: CreateArgs) -> Result<i32, Failure> {
         preserve_fds: args.preserve_fds,
         no_pivot: args.no_pivot,
         console_socket: args.console_socket,
+        ..CreateOptions::default()
     };
     let created = create_recorded(ctx, &args.id, &spec, &bundle, &options)?;
     created.detach();
@@ -58,8 +64,9 @@ pub(crate) fn create_recorded(
         .exec_through(ctx.exec_through());
     // Connected before anything is made, and kept open until the container has sent the
     // pty master through it.
-    let console = console_socket(options.console_socket.as_deref(), config.wants_terminal())?;
-    if let Some(socket) = &console {
+    let connected = console_socket(options.console_socket.as_deref(), config.wants_terminal())?;
+    let console = connected.as_ref().or(options.console_stream.as_ref());
+    if let Some(socket) = console {
         config = config.console_socket(socket.as_raw_fd());
     }
     // Checked before the store is touched, so that bad input leaves no trace at all.
@@ -91,7 +98,7 @@ pub(crate) fn create_recorded(
         } else {
             Barrier::Channel
         };
-        cgroup = crate::cgroups::create(&id, spec, ctx.rootless)?;
+        cgroup = crate::cgroups::create(&id, spec, ctx.rootless, options.cgroup_parent.as_ref())?;
         if let Some(cgroup) = &cgroup {
             record.cgroup_paths = cgroup.paths();
         }

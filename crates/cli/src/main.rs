@@ -23,6 +23,7 @@ mod security;
 mod spec;
 mod start;
 mod state;
+mod tty;
 mod update;
 
 use clap::Parser;

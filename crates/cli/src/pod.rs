@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, Spec};
+use peapod_cgroups::Cgroup;
 use peapod_ns::Namespace;
 use peapod_pod::{Member, PodEntry, PodRecord, PodStatus, PodStore};
 use peapod_state::{ContainerId, ProcessIdentity, Status};
@@ -103,31 +104,46 @@ fn create(ctx: &Context, args: PodCreateArgs) -> Result<i32, Failure> {
     record.shared = args.share.iter().map(ToString::to_string).collect();
     record.shared.dedup();
     record.labels = labels;
-    make(ctx, &name, record, &init)?;
+    let resources = crate::run::with_limits(None, &args.limits);
+    make(ctx, &name, record, &init, resources.as_ref())?;
     Ok(0)
 }
 
-/// Makes the pod `name` as `record` describes it and starts its infra process; on failure
-/// nothing is left. Returns the locked entry.
+/// Makes the pod `name` as `record` describes it: its cgroup, with the limits `resources`,
+/// and its infra process in it. On failure nothing is left. Returns the locked entry.
 fn make(
     ctx: &Context,
     name: &ContainerId,
     mut record: PodRecord,
     init: &Path,
+    resources: Option<&LinuxResources>,
 ) -> Result<PodEntry, Failure> {
     let store = pods(ctx)?;
     let entry = store.create(name)?;
-    let started = entry
-        .save(&record)
-        .map_err(Failure::from)
-        .and_then(|()| infra::start(&entry, &mut record, init));
+    // The cgroup is recorded before it is made, so that `pod rm` finds it after a crash.
+    let started = crate::cgroups::locate_new_pod(name)
+        .and_then(|paths| {
+            record.cgroup_paths = paths;
+            Ok(entry.save(&record)?)
+        })
+        .and_then(|()| crate::cgroups::create_pod(name, resources))
+        .and_then(|_| infra::start(&entry, &mut record, init));
     match started {
         Ok(()) => Ok(entry),
         Err(e) => {
             let _ = stop(ctx, &entry, &mut record, Duration::ZERO);
+            let _ = remove_cgroup(&record);
             let _ = store.remove(entry);
             Err(e)
         }
+    }
+}
+
+/// Removes the pod's cgroup (its containers' cgroups below it must be gone).
+fn remove_cgroup(record: &PodRecord) -> Result<(), Failure> {
+    match crate::cgroups::open(&record.cgroup_paths)? {
+        Some(cgroup) => cgroup.remove().map_err(Failure::runtime),
+        None => Ok(()),
     }
 }
 
@@ -179,6 +195,7 @@ pub(crate) fn join(spec: &mut Spec, record: &PodRecord, pod_dir: &Path) -> Resul
 pub(crate) struct Attached {
     entry: PodEntry,
     record: PodRecord,
+    cgroup: Option<Cgroup>,
     id: String,
     _stdio: Option<Stdio>,
 }
@@ -206,6 +223,7 @@ pub(crate) fn attach(
         }
     }
     join(spec, &record, entry.dir())?;
+    let cgroup = crate::cgroups::open(&record.cgroup_paths)?;
     // Members whose container is gone (a foreground run that ended) are forgotten now.
     record
         .containers
@@ -236,12 +254,18 @@ pub(crate) fn attach(
     Ok(Attached {
         entry,
         record,
+        cgroup,
         id: id.to_owned(),
         _stdio: stdio,
     })
 }
 
 impl Attached {
+    /// The pod's cgroup, which the container's own goes below.
+    pub(crate) fn cgroup(&self) -> Option<Cgroup> {
+        self.cgroup.clone()
+    }
+
     /// The container could not be made: it is no member after all.
     pub(crate) fn abandon(mut self) {
         self.record.containers.retain(|m| m.id != self.id);
@@ -297,6 +321,13 @@ fn container_process(ctx: &Context, id: &str) -> Option<(ProcessIdentity, Status
     Some((record.process?, status))
 }
 
+/// The cgroup of container `id`, if it has a record naming one.
+fn container_cgroup(ctx: &Context, id: &str) -> Option<Cgroup> {
+    let id: ContainerId = id.parse().ok()?;
+    let record = ctx.store().ok()?.load(&id).ok()?.record().ok()??;
+    crate::cgroups::of_record(&record).ok()?
+}
+
 /// Waits until none of `processes` lives, at most `timeout`; returns whether they are gone.
 fn wait_gone(processes: &[ProcessIdentity], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -318,7 +349,8 @@ fn signal_all(processes: &[ProcessIdentity], signal: Signal) {
 }
 
 /// Stops the pod: the monitor first (nothing restarts), then the containers (SIGTERM, then
-/// SIGKILL after `grace`), then the infra process; unpins the namespaces.
+/// SIGKILL after `grace`), then the infra process, then whatever is left in the containers'
+/// cgroups and the pod's; unpins the namespaces.
 fn stop(
     ctx: &Context,
     entry: &PodEntry,
@@ -352,6 +384,16 @@ fn stop(
             crate::cgroups::TIMEOUT
         )));
     }
+    // Processes that left their container's process tree (daemons, the orphans of a
+    // container without a PID namespace) are still in its cgroup, or in the pod's.
+    for member in &record.containers {
+        if let Some(cgroup) = container_cgroup(ctx, &member.id) {
+            crate::cgroups::empty(&cgroup, false)?;
+        }
+    }
+    if let Some(cgroup) = crate::cgroups::open(&record.cgroup_paths)? {
+        crate::cgroups::empty(&cgroup, false)?;
+    }
     infra::unpin_all(entry)?;
     if record.infra.is_some() {
         record.stopped = true;
@@ -381,6 +423,7 @@ pub(crate) fn remove(ctx: &Context, args: &PodRmArgs) -> Result<(), Failure> {
         let id: ContainerId = member.id.parse()?;
         crate::delete::delete(ctx, &id, true)?;
     }
+    remove_cgroup(&record)?;
     store.remove(entry)?;
     Ok(())
 }
@@ -477,6 +520,8 @@ struct PodPsJson {
     infra_pid: i32,
     /// The inode of each shared namespace (as `ls -l /proc/PID/ns` shows it).
     namespaces: BTreeMap<String, u64>,
+    /// The pod's cgroup, one directory per hierarchy.
+    cgroup_paths: Vec<std::path::PathBuf>,
     containers: Vec<MemberJson>,
 }
 
@@ -520,6 +565,7 @@ fn ps(ctx: &Context, args: PodPsArgs) -> Result<i32, Failure> {
         hostname: record.hostname.clone(),
         infra_pid: live_pid(record.infra, status == PodStatus::Running),
         namespaces: record.namespaces.clone(),
+        cgroup_paths: record.cgroup_paths.clone(),
         containers,
     };
     if args.format == Format::Json {

@@ -5,12 +5,12 @@
 use anyhow::Context as _;
 use std::path::Path;
 
-use oci_spec::runtime::{Mount, MountBuilder, Spec};
+use oci_spec::runtime::{LinuxResources, Mount, MountBuilder, Spec};
 use peapod_container::{default_spec, SignalForwarder};
 use peapod_ns::Namespace;
 use peapod_state::ContainerId;
 
-use crate::args::{Network, RunArgs};
+use crate::args::{LimitArgs, Network, RunArgs};
 use crate::context::Context;
 use crate::create::{create_recorded, CreateOptions};
 use crate::security::SecurityArgs;
@@ -61,6 +61,9 @@ pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
         )?),
         None => None,
     };
+    if let Some(attached) = &attached {
+        options.cgroup_parent = attached.cgroup();
+    }
     let create = |options: &CreateOptions| {
         let created = create_recorded(ctx, &id, &spec, &bundle, options);
         // Released here: the pod's lock is not held while the container runs.
@@ -88,9 +91,30 @@ pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
         }
         return Ok(0);
     }
+    // A terminal nobody else takes: peapod holds its master and joins it to its own stdio.
+    let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    let own_terminal = match wants_terminal && options.console_socket.is_none() {
+        true => {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                .context("cannot make a socket for the terminal")
+                .map_err(Failure::runtime)?;
+            options.console_stream = Some(theirs);
+            Some(ours)
+        }
+        false => None,
+    };
     // Installed before the container exists, so no signal sent meanwhile is lost.
-    let forwarder = SignalForwarder::install()?;
+    let forwarder = match own_terminal {
+        Some(_) => SignalForwarder::install_for_terminal()?,
+        None => SignalForwarder::install()?,
+    };
     let created = create(&options)?;
+    // The container sent the master while it was created.
+    let master = own_terminal
+        .as_ref()
+        .map(crate::tty::receive_master)
+        .transpose()
+        .map_err(Failure::runtime)?;
     let id: ContainerId = id.parse()?;
     let started = created.start();
     let exit = started.and_then(|pid| {
@@ -104,7 +128,15 @@ pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
                 crate::create::run_logged_hooks(&record, "poststart", "running", pid.as_raw());
             }
         }
-        forwarder.wait(pid)
+        match master {
+            Some(master) => crate::tty::proxy(master, &forwarder, pid).map_err(|e| {
+                peapod_container::Error::Os {
+                    what: "the terminal failed",
+                    source: std::io::Error::other(format!("{e:#}")),
+                }
+            }),
+            None => forwarder.wait(pid),
+        }
     });
     if let Ok(peapod_container::Exit::Signal(signal)) = exit {
         if signal == nix::sys::signal::Signal::SIGKILL as i32 {
@@ -118,34 +150,34 @@ pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
     Ok(code)
 }
 
-/// `--memory`, `--cpus` and `--pids-limit` as `linux.resources` (as `docker run` sets them:
-/// `--cpus N` is a CFS quota of N periods of 100 ms).
-fn set_limits(spec: &mut Spec, args: &RunArgs) {
-    if args.memory.is_none() && args.cpus.is_none() && args.pids_limit.is_none() {
-        return;
+/// `resources` with `--memory`, `--cpus` and `--pids-limit` added (as `docker run` sets them:
+/// `--cpus N` is a CFS quota of N periods of 100 ms); a container's, or a whole pod's.
+pub(crate) fn with_limits(
+    resources: Option<LinuxResources>,
+    limits: &LimitArgs,
+) -> Option<LinuxResources> {
+    if limits.memory.is_none() && limits.cpus.is_none() && limits.pids_limit.is_none() {
+        return resources;
     }
-    let Some(linux) = spec.linux_mut() else {
-        return;
-    };
-    let mut resources = linux.resources().clone().unwrap_or_default();
-    if let Some(bytes) = args.memory {
+    let mut resources = resources.unwrap_or_default();
+    if let Some(bytes) = limits.memory {
         let mut memory = resources.memory().unwrap_or_default();
         memory.set_limit(Some(bytes));
         resources.set_memory(Some(memory));
     }
-    if let Some(cpus) = args.cpus {
+    if let Some(cpus) = limits.cpus {
         const PERIOD_US: u64 = 100_000;
         let mut cpu = resources.cpu().clone().unwrap_or_default();
         cpu.set_period(Some(PERIOD_US));
         cpu.set_quota(Some((cpus * PERIOD_US as f64).round() as i64));
         resources.set_cpu(Some(cpu));
     }
-    if let Some(limit) = args.pids_limit {
+    if let Some(limit) = limits.pids_limit {
         let mut pids = oci_spec::runtime::LinuxPids::default();
         pids.set_limit(limit);
         resources.set_pids(Some(pids));
     }
-    linux.set_resources(Some(resources));
+    Some(resources)
 }
 
 /// An id for a `--rootfs` container without `--name`: unique among live ones on this host.
@@ -169,9 +201,10 @@ fn refuse_rootfs_flags(args: &RunArgs) -> Result<(), Failure> {
         ("--read-only", args.read_only),
         ("--share", !args.share.is_empty()),
         ("--init", args.init),
-        ("--memory", args.memory.is_some()),
-        ("--cpus", args.cpus.is_some()),
-        ("--pids-limit", args.pids_limit.is_some()),
+        ("--tty", args.tty),
+        ("--memory", args.limits.memory.is_some()),
+        ("--cpus", args.limits.cpus.is_some()),
+        ("--pids-limit", args.limits.pids_limit.is_some()),
         ("-- CMD", !args.command.is_empty()),
         (security.unwrap_or_default(), security.is_some()),
     ];
@@ -274,6 +307,7 @@ fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec,
             Some(_) => crate::init::wrap(&args.command),
             None => args.command.clone(),
         }));
+        process.set_terminal(Some(args.tty));
         let mut env = process.env().clone().unwrap_or_default();
         for kv in &args.env {
             let key = kv.split('=').next().unwrap_or_default();
@@ -296,6 +330,9 @@ fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec,
         );
     }
     spec.set_mounts(Some(mounts));
-    set_limits(&mut spec, args);
+    if let Some(linux) = spec.linux_mut() {
+        let resources = with_limits(linux.resources().clone(), &args.limits);
+        linux.set_resources(resources);
+    }
     Ok(spec)
 }

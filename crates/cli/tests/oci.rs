@@ -1545,3 +1545,33 @@ fn linux_devices_are_made_with_their_type_numbers_mode_and_owner() {
     assert_failed(&out, 125, &["linux.devices[0].type"]);
     bundle.rootfs.assert_nothing_left();
 }
+
+#[test]
+fn run_tty_joins_the_containers_terminal_to_peapods_stdio() {
+    // `run -t` without a console socket: peapod holds the pty master itself; what it reads
+    // reaches the shell through the terminal, what the shell writes comes back, and the
+    // exit status is the shell's.
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let mut child = bundle
+        .rootfs
+        .peapod()
+        .args(["run", "-t", "--rootfs"])
+        .arg(bundle.dir().join("rootfs"))
+        .args(["--", "/bin/sh"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn peapod");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        // The terminal echoes the input: what is asserted is only in the output.
+        b"tty; [ -t 0 ] && echo terminal$((40+2)); exit 3\n",
+    )
+    .expect("type");
+    let out = finish(child);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stdout.contains("/dev/pts/0"), "{out:?}");
+    assert!(out.stdout.contains("terminal42"), "{out:?}");
+    bundle.rootfs.assert_nothing_left();
+}

@@ -585,3 +585,302 @@ fn pod_stop_sends_sigterm_then_sigkill_after_the_timeout() {
     pods.names.clear();
     pods.rootfs.assert_nothing_left();
 }
+
+/// The cgroup layout, or `None` (after saying why) where the memory and pids controllers the
+/// pod cgroup tests need are not available.
+fn cgroup_layout() -> Option<peapod_cgroups::Layout> {
+    let Ok(layout) = peapod_cgroups::Layout::detect() else {
+        eprintln!("skipped: no cgroup file system is mounted");
+        return None;
+    };
+    let missing: Vec<&str> = ["memory", "pids"]
+        .into_iter()
+        .filter(|c| layout.hierarchy_of(c).is_none())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: the cgroup controllers {missing:?} are not available here");
+        return None;
+    }
+    Some(layout)
+}
+
+/// A pod name of this test process: pod cgroups are host-wide (`peapod/pod-NAME` below the
+/// test's own cgroup), unlike the per-test state roots.
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// The cgroup `peapod/pod-NAME` (and anything below it) killed and removed on drop, should
+/// `pod rm -f` have failed to: declared before the [`Pods`], so it runs after their drop.
+struct PodCgroupGuard(peapod_cgroups::Cgroup);
+
+impl PodCgroupGuard {
+    fn new(layout: &peapod_cgroups::Layout, pod: &str) -> PodCgroupGuard {
+        let path = Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod-{pod}"));
+        PodCgroupGuard(peapod_cgroups::Cgroup::locate(layout, &path).expect("locate"))
+    }
+
+    /// Its directory in the hierarchy of `controller`.
+    fn dir(&self, controller: &str) -> PathBuf {
+        self.0
+            .file(controller, "")
+            .expect("a hierarchy with the controller")
+    }
+
+    fn read(&self, controller: &str, file: &str) -> String {
+        let path = self.dir(controller).join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    fn number(&self, controller: &str, file: &str) -> u64 {
+        let text = self.read(controller, file);
+        text.parse()
+            .unwrap_or_else(|_| panic!("{controller}/{file}: {text:?}"))
+    }
+
+    /// Fails when the pod's cgroup directory is left in any hierarchy.
+    fn assert_gone(&self) {
+        let left: Vec<_> = self.0.paths().into_iter().filter(|p| p.exists()).collect();
+        assert!(
+            left.is_empty(),
+            "pod cgroup directories left behind: {left:?}"
+        );
+    }
+}
+
+impl Drop for PodCgroupGuard {
+    fn drop(&mut self) {
+        for dir in self.0.paths().into_iter().filter(|p| p.exists()) {
+            let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+            for child in children.filter(|c| c.path().is_dir()) {
+                let layout = peapod_cgroups::Layout::detect().expect("layout");
+                let cgroup = peapod_cgroups::Cgroup::open(&layout, &[child.path()]);
+                let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
+                let _ = cgroup.remove();
+            }
+        }
+        let _ = self.0.kill_all(std::time::Duration::from_secs(5));
+        let _ = self.0.remove();
+    }
+}
+
+/// The host PID of the pod's container `id`, from `pod ps`.
+fn member_pid(ps: &serde_json::Value, id: &str) -> u32 {
+    let containers = ps["containers"].as_array().expect("containers");
+    let member = containers
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no container {id}: {ps}"));
+    member["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or_else(|| panic!("container {id} has no live pid: {ps}"))
+}
+
+/// The cgroup path of process `pid` in the hierarchy of `controller`, as the host sees it
+/// (`/proc/PID/cgroup`).
+fn cgroup_of(pid: u32, controller: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':').skip(1);
+            Some((fields.next()?, fields.next()?))
+        })
+        .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
+        .map(|(_, path)| path.to_owned())
+        .unwrap_or_else(|| panic!("process {pid} is in no {controller} cgroup: {text}"))
+}
+
+#[test]
+fn a_pod_cgroup_holds_the_pods_limits_and_its_containers_cgroups_below_it() {
+    let Some(layout) = cgroup_layout() else {
+        return;
+    };
+    let pod = unique("limited");
+    let guard = PodCgroupGuard::new(&layout, &pod);
+    let Some(mut pods) = Pods::new() else { return };
+    pods.create(&pod, &["--memory", "64M", "--pids-limit", "50"]);
+    let (memory, pids) = match layout.is_v2() {
+        true => ("memory.max", "pids.max"),
+        false => ("memory.limit_in_bytes", "pids.max"),
+    };
+    assert_eq!(guard.number("memory", memory), 64 << 20);
+    assert_eq!(guard.number("pids", pids), 50);
+    let ps = pods.ps_json(&pod);
+    let recorded: Vec<PathBuf> = ps["cgroup_paths"]
+        .as_array()
+        .expect("cgroup_paths")
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().expect("a path")))
+        .collect();
+    assert_eq!(recorded, guard.0.paths(), "{ps}");
+    let infra = ps["infra_pid"].as_u64().expect("infra pid") as u32;
+    let id = unique("inside");
+    let out = pods.run(
+        &pod,
+        &pods.rootfs.path,
+        &["--name", &id, "--detach"],
+        "exec sleep 60",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let container = member_pid(&pods.ps_json(&pod), &id);
+    for controller in ["memory", "pids"] {
+        let infra_cgroup = cgroup_of(infra, controller);
+        assert!(
+            infra_cgroup.ends_with(&format!("peapod/pod-{pod}")),
+            "infra in {infra_cgroup}"
+        );
+        let cgroup = cgroup_of(container, controller);
+        assert_eq!(cgroup, format!("{infra_cgroup}/{id}"), "{controller}");
+        assert!(
+            cgroup.contains(&format!("peapod/pod-{pod}/{id}")),
+            "{cgroup}"
+        );
+    }
+    // Counted in the pod's cgroup too: the infra process and the container's.
+    assert_eq!(guard.number("pids", "pids.current"), 2);
+    pods.remove_all();
+    guard.assert_gone();
+}
+
+#[test]
+fn a_pods_pids_limit_holds_for_its_containers_together() {
+    let Some(layout) = cgroup_layout() else {
+        return;
+    };
+    let pod = unique("forks");
+    let guard = PodCgroupGuard::new(&layout, &pod);
+    let Some(mut pods) = Pods::new() else { return };
+    pods.create(&pod, &["--pids-limit", "20"]);
+    // Each forks 15 sleeps: one shell and its 15 fit, two do not (20 with the infra process).
+    // A fork that fails ends busybox sh ("can't fork").
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do sleep 60 & done; \
+                  echo started; wait";
+    let first = unique("first");
+    let out = pods.run(
+        &pod,
+        &pods.rootfs.path,
+        &["--name", &first, "--detach"],
+        script,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    wait_until("the first container's 15 sleeps", || {
+        pods.logs(&pod, &first).contains("started")
+    });
+    assert_eq!(guard.number("pids", "pids.current"), 17);
+    let second = unique("second");
+    let out = pods.run(
+        &pod,
+        &pods.rootfs.path,
+        &["--name", &second, "--detach"],
+        script,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    wait_until("the second container's failed fork", || {
+        pods.logs(&pod, &second).contains("can't fork")
+    });
+    assert!(guard.number("pids", "pids.current") <= 20);
+    if guard.dir("pids").join("pids.peak").exists() {
+        assert!(guard.number("pids", "pids.peak") <= 20);
+    }
+    // The kernel counts the failed forks (v1: in the forking cgroup, the second container's;
+    // v2: in the pod's, whose limit was hit).
+    let pids = guard.dir("pids");
+    let failed: u64 = [pids.clone(), pids.join(&first), pids.join(&second)]
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("pids.events")).ok())
+        .filter_map(|events| {
+            events
+                .lines()
+                .find_map(|l| l.strip_prefix("max "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .sum();
+    assert!(failed > 0, "no failed fork counted in pids.events");
+    // The limit is the pod's: the containers' own cgroups have none.
+    let own = guard.dir("pids").join(&first).join("pids.max");
+    let own = std::fs::read_to_string(&own).expect("the container's pids.max");
+    assert_eq!(own.trim(), "max");
+    pods.remove_all();
+    guard.assert_gone();
+}
+
+#[test]
+fn a_pod_create_that_fails_leaves_no_cgroup() {
+    let Some(layout) = cgroup_layout() else {
+        return;
+    };
+    let pod = unique("tiny");
+    let guard = PodCgroupGuard::new(&layout, &pod);
+    let Some(pods) = Pods::new() else { return };
+    // One page of memory: the infra process is OOM-killed while it sets itself up.
+    let init = pods.init.display().to_string();
+    let out = pods.peapod(&[
+        "pod",
+        "create",
+        "--init-path",
+        &init,
+        "--memory",
+        "4096",
+        &pod,
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    guard.assert_gone();
+    let list = pods.peapod(&["pod", "list", "--quiet"]);
+    assert_eq!(list.stdout.trim(), "", "{list:?}");
+    pods.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn pod_stop_kills_what_is_left_in_the_pod_cgroup_and_its_containers() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(layout) = cgroup_layout() else {
+        return;
+    };
+    let pod = unique("strays");
+    let guard = PodCgroupGuard::new(&layout, &pod);
+    let Some(mut pods) = Pods::new() else { return };
+    pods.create(&pod, &[]);
+    let id = unique("member");
+    let out = pods.run(
+        &pod,
+        &pods.rootfs.path,
+        &["--name", &id, "--detach"],
+        "exec sleep 60",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // Processes no container tree holds (as a daemon that escaped one would be): one in the
+    // pod's cgroup, one in the container's. Killed on drop should the test fail.
+    struct Stray(std::process::Child);
+    impl Drop for Stray {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let container_cgroup: Vec<PathBuf> = guard.0.paths().iter().map(|p| p.join(&id)).collect();
+    let mut strays = Vec::new();
+    for paths in [guard.0.paths(), container_cgroup.clone()] {
+        let stray = Stray(Command::new("sleep").arg("60").spawn().expect("sleep"));
+        peapod_cgroups::Cgroup::open(&layout, &paths)
+            .add(stray.0.id())
+            .expect("move into the cgroup");
+        strays.push(stray);
+    }
+    let stop = pods.peapod(&["pod", "stop", "--timeout", "0", &pod]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    for stray in &mut strays {
+        let status = support::wait_with_timeout(&mut stray.0, std::time::Duration::from_secs(5))
+            .expect("the stray process was not killed");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+    let container = peapod_cgroups::Cgroup::open(&layout, &container_cgroup);
+    assert_eq!(guard.0.procs().expect("procs"), Vec::<u32>::new());
+    assert_eq!(container.procs().expect("procs"), Vec::<u32>::new());
+    pods.remove_all();
+    guard.assert_gone();
+}

@@ -61,32 +61,67 @@ impl SignalForwarder {
         Ok(SignalForwarder { fd, old_mask })
     }
 
+    /// As [`SignalForwarder::install`], and `SIGWINCH` too, which [`SignalForwarder::step`]
+    /// hands back instead of forwarding (a terminal's size goes to the pty, not the process).
+    pub fn install_for_terminal() -> Result<SignalForwarder> {
+        let forwarder = SignalForwarder::install()?;
+        let mut winch = SigSet::empty();
+        winch.add(Signal::SIGWINCH);
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&winch), None)
+            .map_err(|e| Error::os("failed to block signals", e))?;
+        let mut mask = SigSet::empty();
+        for sig in FORWARDED_SIGNALS {
+            mask.add(sig);
+        }
+        mask.add(Signal::SIGCHLD);
+        mask.add(Signal::SIGWINCH);
+        forwarder
+            .fd
+            .set_mask(&mask)
+            .map_err(|e| Error::os("failed to change the signalfd", e))?;
+        Ok(forwarder)
+    }
+
+    /// The signalfd, to poll alongside other descriptors.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
     /// Waits for `pid` to end, forwarding every blocked signal that arrives meanwhile.
     pub fn wait(&self, pid: Pid) -> Result<Exit> {
         loop {
-            // Checked before each read: the child may have ended before the first SIGCHLD
-            // was read, and several exits can share one SIGCHLD.
-            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(Exit::Code(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Exit::Signal(sig as i32)),
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(Error::os("failed to wait for the container", e)),
+            if let Some(exit) = self.step(pid, |_| {})? {
+                return Ok(exit);
             }
-            let info = match self.fd.read_signal() {
-                Ok(Some(info)) => info,
-                Ok(None) | Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(Error::os("failed to read a signal", e)),
-            };
-            let signo = info.ssi_signo as i32;
-            if signo == libc::SIGCHLD {
-                continue;
-            }
-            if let Ok(sig) = Signal::try_from(signo) {
+        }
+    }
+
+    /// `pid`'s exit if it has ended; else reads one signal (blocking until one comes) and
+    /// forwards it, or hands `SIGWINCH` to `on_resize`.
+    pub fn step(&self, pid: Pid, mut on_resize: impl FnMut(Signal)) -> Result<Option<Exit>> {
+        // Checked before each read: the child may have ended before the first SIGCHLD was
+        // read, and several exits can share one SIGCHLD.
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(Exit::Code(code))),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(Exit::Signal(sig as i32))),
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(Error::os("failed to wait for the container", e)),
+        }
+        let info = match self.fd.read_signal() {
+            Ok(Some(info)) => info,
+            Ok(None) | Err(nix::Error::EINTR) => return Ok(None),
+            Err(e) => return Err(Error::os("failed to read a signal", e)),
+        };
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(Signal::SIGWINCH) => on_resize(Signal::SIGWINCH),
+            Ok(sig) => {
                 tracing::debug!("forwarding {sig} to {pid}");
                 // The container may be exiting: ESRCH is expected then.
                 let _ = kill(pid, sig);
             }
         }
+        Ok(None)
     }
 }
 

@@ -42,6 +42,10 @@ pub struct PodRecord {
     /// `terminationGracePeriodSeconds`).
     #[serde(default)]
     pub grace_seconds: Option<u64>,
+    /// The pod's cgroup (`peapod/pod-NAME`: the pod's limits, its containers' cgroups
+    /// below it), one directory per hierarchy; empty when it has none.
+    #[serde(default)]
+    pub cgroup_paths: Vec<PathBuf>,
 }
 
 /// One container of a pod.
@@ -105,6 +109,7 @@ impl PodRecord {
             monitor: None,
             stopped: false,
             grace_seconds: None,
+            cgroup_paths: Vec::new(),
         }
     }
 

@@ -221,7 +221,34 @@ fn leftovers(state: &PathBuf) -> Vec<String> {
     if processes > 0 {
         left.push(format!("{processes} processes"));
     }
+    let cgroups = pod_cgroups();
+    if cgroups > 0 {
+        left.push(format!("{cgroups} pod cgroup directories"));
+    }
     left
+}
+
+/// The `pod-*` directories in `peapod/` below this process's cgroup, in every hierarchy
+/// (v1: `/sys/fs/cgroup/CONTROLLERS/...`; v2: `/sys/fs/cgroup/...`).
+fn pod_cgroups() -> usize {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    own.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':').skip(1);
+            let (controllers, path) = (fields.next()?, fields.next()?);
+            let base = match (controllers, v2) {
+                ("", true) => PathBuf::from("/sys/fs/cgroup"),
+                ("", false) | (_, true) => return None,
+                (c, false) if c.starts_with("name=") => return None,
+                (c, false) => Path::new("/sys/fs/cgroup").join(c),
+            };
+            Some(base.join(path.trim_start_matches('/')).join("peapod"))
+        })
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pod-"))
+        .count()
 }
 
 fn ms(d: Duration) -> f64 {

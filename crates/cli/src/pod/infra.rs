@@ -20,8 +20,10 @@ use crate::Failure;
 /// Where the pause binary appears in the infra process's root.
 const PAUSE: &str = "/pause";
 
-/// Starts the infra process of the pod in `entry`, pins its namespaces and records it.
+/// Starts the infra process of the pod in `entry` (in the pod's cgroup, when it has one),
+/// pins its namespaces and records it.
 pub(super) fn start(entry: &PodEntry, record: &mut PodRecord, init: &Path) -> Result<(), Failure> {
+    let cgroup = crate::cgroups::open(&record.cgroup_paths)?;
     let root = entry.subdir("infra")?;
     let spec = spec(&root, record, init).map_err(Failure::runtime)?;
     let config =
@@ -29,7 +31,7 @@ pub(super) fn start(entry: &PodEntry, record: &mut PodRecord, init: &Path) -> Re
     let fifo = entry.dir().join("infra.fifo");
     let created = {
         let _stdio = Stdio::redirect(None).map_err(Failure::runtime)?;
-        create_in(&config, &Barrier::Fifo(fifo.clone()), None)
+        create_in(&config, &Barrier::Fifo(fifo.clone()), cgroup.as_ref())
     }?;
     let pid = created.pid();
     let pins = entry.subdir("ns")?;

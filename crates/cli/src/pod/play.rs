@@ -78,7 +78,7 @@ pub(super) fn play(ctx: &Context, args: PodPlayArgs) -> Result<i32, Failure> {
     }
     record.labels = plan.labels.clone();
     record.grace_seconds = plan.grace_seconds;
-    let entry = super::make(ctx, &name, record, &init)?;
+    let entry = super::make(ctx, &name, record, &init, None)?;
     let prepared = (|| {
         for volume in &plan.volumes {
             match &volume.source {
@@ -334,6 +334,7 @@ fn start(ctx: &Context, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result
     let attached = attach(ctx, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;
     let options = CreateOptions {
         fifo: true,
+        cgroup_parent: attached.cgroup(),
         ..CreateOptions::default()
     };
     let created = match create_recorded(ctx, &id, &spec, &pod_dir, &options) {

@@ -1,0 +1,177 @@
+//! `peapod run -t` without `--console-socket`: peapod itself holds the container's pty and
+//! joins it to its own standard input and output, as `runc run -t` does: the caller's
+//! terminal in raw mode (restored at the end), its size passed on at start and on every
+//! `SIGWINCH`.
+
+use std::io::IsTerminal;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use anyhow::{anyhow, Context as _};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::termios::{self, SetArg, Termios};
+use nix::unistd::Pid;
+use peapod_container::{Exit, SignalForwarder};
+
+/// Receives the pty master the container process sent through `socket`.
+pub(crate) fn receive_master(socket: &UnixStream) -> anyhow::Result<OwnedFd> {
+    let mut name = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .context("cannot receive the container's terminal")?;
+    for cmsg in msg
+        .cmsgs()
+        .context("cannot read the container's terminal")?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(anyhow!("the container sent no terminal"))
+}
+
+/// The caller's terminal in raw mode while this lives.
+struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter(fd: BorrowedFd<'_>) -> anyhow::Result<RawMode> {
+        let saved = termios::tcgetattr(fd).context("cannot read the terminal's settings")?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(fd, SetArg::TCSANOW, &raw).context("cannot make the terminal raw")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Copies the size of terminal `from` to terminal `to`, if `from` is one.
+fn copy_size(from: RawFd, to: RawFd) {
+    let mut ws: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one struct winsize through a valid pointer.
+    if unsafe { libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) } == 0 {
+        let size = peapod_container::WindowSize {
+            rows: ws.ws_row,
+            cols: ws.ws_col,
+        };
+        let _ = peapod_container::set_window_size(to, size);
+    }
+}
+
+/// Joins stdin and stdout to `master` until `pid` ends (forwarding signals meanwhile), then
+/// returns its exit.
+pub(crate) fn proxy(
+    master: OwnedFd,
+    forwarder: &SignalForwarder,
+    pid: Pid,
+) -> anyhow::Result<Exit> {
+    let stdin = std::io::stdin();
+    let _raw = match stdin.is_terminal() {
+        true => Some(RawMode::enter(stdin.as_fd())?),
+        false => None,
+    };
+    copy_size(0, master.as_raw_fd());
+    let mut stdin_open = true;
+    let mut master_open = true;
+    let mut buf = [0u8; 8192];
+    loop {
+        // A closed end is left out: it would poll as ready (hung up) forever.
+        let watched = [
+            Some(forwarder.as_fd()),
+            master_open.then(|| master.as_fd()),
+            stdin_open.then(|| stdin.as_fd()),
+        ];
+        let mut fds: Vec<PollFd> = watched
+            .iter()
+            .flatten()
+            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(anyhow!("poll: {e}")),
+        }
+        let mut ready = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()));
+        let mut next_if = |watching: bool| watching && ready.next().unwrap_or(false);
+        let signal = next_if(true);
+        let output = next_if(master_open);
+        let input = next_if(stdin_open);
+        drop(fds);
+        if output && master_open {
+            master_open = copy(master.as_raw_fd(), 1, &mut buf);
+        }
+        if input {
+            // End of input, as a terminal would send it: ^D, once; then stdin is done.
+            if !copy(0, master.as_raw_fd(), &mut buf) {
+                stdin_open = false;
+                let _ = nix::unistd::write(&master, &[4]);
+            }
+        }
+        if signal {
+            let resized = forwarder.step(pid, |_| copy_size(0, master.as_raw_fd()))?;
+            if let Some(exit) = resized {
+                // What the container wrote last, without waiting for more: a process it
+                // left behind may hold the terminal open.
+                while master_open && readable_now(master.as_fd()) {
+                    master_open = copy(master.as_raw_fd(), 1, &mut buf);
+                }
+                return Ok(exit);
+            }
+        }
+    }
+}
+
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+}
+
+/// Copies what one read of `from` gives to `to`; false at end of file or on an error (a
+/// pty master reads EIO once no process holds the slave).
+fn copy(from: RawFd, to: RawFd, buf: &mut [u8]) -> bool {
+    // SAFETY: reading into a buffer we own, of its length.
+    let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+    let Ok(n) = usize::try_from(n) else {
+        return Errno::last() == Errno::EINTR || Errno::last() == Errno::EAGAIN;
+    };
+    if n == 0 {
+        return false;
+    }
+    let mut written = 0;
+    while written < n {
+        // SAFETY: writing bytes of a buffer we own, within the part read.
+        let w = unsafe { libc::write(to, buf[written..n].as_ptr().cast(), n - written) };
+        match usize::try_from(w) {
+            Ok(w) => written += w,
+            Err(_) if Errno::last() == Errno::EINTR => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
