@@ -43,7 +43,10 @@ pub(crate) fn run() -> Result {
             Ok(row) => row.print("crun"),
             Err(first) if hide_cgroup2()? => {
                 println!("(crun refused this host's hybrid cgroups ({first}); measured with the cgroup2 mount hidden in a private mount namespace)");
-                measure("crun", &crun, &bundle)?.print("crun");
+                match measure("crun", &crun, &bundle) {
+                    Ok(row) => row.print("crun"),
+                    Err(e) => println!("crun: refused this host's cgroups here too: {e}"),
+                }
             }
             Err(e) => println!("crun: {e}"),
         }
