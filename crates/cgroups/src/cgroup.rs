@@ -355,15 +355,21 @@ impl Cgroup {
             .filter(|_| self.v2)
             .map(|d| d.path.join("cgroup.kill"))
             .filter(|f| f.exists());
+        // Whether every process got its SIGKILL while none could fork or exit: then the loop
+        // below only waits, and never signals a pid that may have been reused meanwhile.
+        let mut all_killed = false;
         if let Some(file) = kill_file {
             write(&file, "1")?;
+            all_killed = true;
         } else {
-            let frozen = self.freeze(timeout).is_ok();
+            // Half the time at most, so that waiting for the dead keeps the other half.
+            let frozen = self.freeze(timeout / 2).is_ok();
             for pid in self.procs()? {
                 signal_kill(pid);
             }
             if frozen {
                 self.thaw()?;
+                all_killed = true;
             }
         }
         let mut pause = Duration::from_micros(100);
@@ -384,8 +390,10 @@ impl Cgroup {
                 });
             }
             // Without a freezer a process may have forked after the listing.
-            for pid in left {
-                signal_kill(pid);
+            if !all_killed {
+                for pid in left {
+                    signal_kill(pid);
+                }
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(10));
@@ -565,7 +573,20 @@ fn enable_controllers(dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    write(&dir.join("cgroup.subtree_control"), &missing.join(" "))
+    match write(&dir.join("cgroup.subtree_control"), &missing.join(" ")) {
+        // EBUSY: the cgroup holds processes (v2's "no internal processes" rule), as a login
+        // session's own cgroup does. The cgroups below it go without those controllers:
+        // fine without limits, and a limit then fails naming its missing file.
+        Err(Error::Write { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
+            tracing::debug!(
+                "{}: holds processes, cannot enable {}",
+                dir.display(),
+                missing.join(" ")
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Writes `value` to an existing cgroup file in one `write`, as the kernel wants it.

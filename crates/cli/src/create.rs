@@ -82,10 +82,21 @@ pub(crate) fn create_recorded(
         .flatten()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // What later commands need of the spec is kept with the record, never read again from
+    // a bundle that may have changed or gone.
     record.hooks = spec
         .hooks()
         .as_ref()
         .and_then(|h| serde_json::to_value(h).ok());
+    record.spec_process = spec
+        .process()
+        .as_ref()
+        .and_then(|p| serde_json::to_value(p).ok());
+    record.spec_seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .and_then(|s| serde_json::to_value(s).ok());
     let config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = ctx.store()?;
     let entry = store.create(&id)?;

@@ -11,12 +11,12 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process};
 use peapod_container::{enter, ExecConfig, SignalForwarder};
 use peapod_ns::Target;
-use peapod_state::{ContainerId, Status};
+use peapod_state::{ContainerId, Record, Status};
 
 use crate::args::ExecArgs;
 use crate::context::Context;
 use crate::create::{console_socket, write_pid_file};
-use crate::{bundle, Failure};
+use crate::Failure;
 
 pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
     let id: ContainerId = args.id.parse()?;
@@ -30,7 +30,7 @@ pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
             )))
         }
     };
-    let (process_spec, seccomp) = process_spec(&args, &record.bundle)?;
+    let (process_spec, seccomp) = process_spec(&args, &record)?;
     let mut config = ExecConfig::from_process(&process_spec)
         .and_then(|c| c.seccomp(seccomp.as_ref()))
         .map_err(peapod_container::Error::from)?
@@ -66,14 +66,13 @@ pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
     }
 }
 
-/// The process to run: `--process FILE`, or the container's own from its bundle with the
-/// command and changes given on the command line; and the container's seccomp profile.
+/// The process to run: `--process FILE`, or the container's own (as recorded at create) with
+/// the command and changes given on the command line; and the container's seccomp profile.
 fn process_spec(
     args: &ExecArgs,
-    bundle_dir: &Path,
+    record: &Record,
 ) -> Result<(Process, Option<LinuxSeccomp>), Failure> {
-    let (_, spec) = bundle::load(bundle_dir).map_err(Failure::runtime)?;
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp: Option<LinuxSeccomp> = recorded("seccomp profile", &record.spec_seccomp)?;
     if let Some(path) = &args.process {
         if !args.command.is_empty() {
             return Err(Failure::usage(anyhow!(
@@ -87,7 +86,7 @@ fn process_spec(
             "no command: give it after the id, or a process file with --process"
         )));
     }
-    let mut process = spec.process().clone().unwrap_or_default();
+    let mut process: Process = recorded("process", &record.spec_process)?.unwrap_or_default();
     process.set_args(Some(args.command.clone()));
     process.set_terminal(Some(args.tty));
     let mut env = process.env().clone().unwrap_or_default();
@@ -127,6 +126,22 @@ fn process_spec(
         process.set_no_new_privileges(Some(true));
     }
     Ok((process, seccomp))
+}
+
+/// A part of the spec kept in the container's record.
+fn recorded<T: serde::de::DeserializeOwned>(
+    what: &str,
+    value: &Option<serde_json::Value>,
+) -> Result<Option<T>, Failure> {
+    value
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| {
+            Failure::runtime(anyhow!(
+                "the container's recorded {what} is unreadable: {e}"
+            ))
+        })
 }
 
 /// A `process` JSON file, with errors naming the field.

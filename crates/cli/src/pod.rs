@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
@@ -141,10 +141,18 @@ fn make(
 
 /// Removes the pod's cgroup (its containers' cgroups below it must be gone).
 fn remove_cgroup(record: &PodRecord) -> Result<(), Failure> {
-    match crate::cgroups::open(&record.cgroup_paths)? {
-        Some(cgroup) => cgroup.remove().map_err(Failure::runtime),
-        None => Ok(()),
+    let infra: Vec<PathBuf> = record
+        .cgroup_paths
+        .iter()
+        .map(|p| p.join(infra::INFRA_CGROUP))
+        .collect();
+    // The infra process's leaf first: a cgroup with a child cannot go.
+    for paths in [&infra, &record.cgroup_paths] {
+        if let Some(cgroup) = crate::cgroups::open(paths)? {
+            cgroup.remove().map_err(Failure::runtime)?;
+        }
     }
+    Ok(())
 }
 
 /// Fills the spec's `linux.namespaces` with the pod's pinned namespaces (the container keeps
@@ -211,6 +219,11 @@ pub(crate) fn attach(
     member: Option<(&str, bool)>,
 ) -> Result<Attached, Failure> {
     refuse_rootless(ctx)?;
+    // Before the pod's record is touched: a failed create would otherwise drop the live
+    // container of that id from the pod (only `pod play` restarts reuse an id).
+    if member.is_none() && ctx.store_root.join(id).exists() {
+        return Err(Failure::runtime(anyhow!("container {id} already exists")));
+    }
     let entry = pods(ctx)?.load(&PodStore::parse_name(pod)?)?;
     let mut record = record_of(&entry)?;
     match record.status() {
@@ -419,9 +432,20 @@ pub(crate) fn remove(ctx: &Context, args: &PodRmArgs) -> Result<(), Failure> {
         )));
     }
     stop(ctx, &entry, &mut record, Duration::ZERO)?;
+    // Every member is tried, whatever happens to one: the first failure is reported after.
+    let mut first_failure = None;
     for member in &record.containers {
-        let id: ContainerId = member.id.parse()?;
-        crate::delete::delete(ctx, &id, true)?;
+        let deleted = member
+            .id
+            .parse::<ContainerId>()
+            .map_err(Failure::from)
+            .and_then(|id| crate::delete::delete(ctx, &id, true));
+        if let Err(e) = deleted {
+            first_failure.get_or_insert(e);
+        }
+    }
+    if let Some(failure) = first_failure {
+        return Err(failure);
     }
     remove_cgroup(&record)?;
     store.remove(entry)?;

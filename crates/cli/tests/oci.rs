@@ -1357,6 +1357,9 @@ fn exec_runs_under_the_containers_seccomp_filter() {
     });
     let c = bundle.create("exsec", &[]);
     c.start();
+    // What exec runs under is what the container was created with: a config.json changed
+    // since cannot take the filter away.
+    bundle.configure(&sh(UNTIL_GO));
     let out = bundle.peapod(&[
         "exec",
         "exsec",
@@ -1574,4 +1577,44 @@ fn run_tty_joins_the_containers_terminal_to_peapods_stdio() {
     assert!(out.stdout.contains("/dev/pts/0"), "{out:?}");
     assert!(out.stdout.contains("terminal42"), "{out:?}");
     bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn exec_works_in_a_container_made_from_a_rootfs_without_a_bundle() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // The working directory has a config.json of its own, which must play no part.
+    bundle.configure(&["false"]);
+    let mut cmd = bundle.rootfs.peapod();
+    cmd.current_dir(bundle.dir())
+        .args([
+            "run",
+            "--detach",
+            "--name",
+            "plain",
+            "--hostname",
+            "plainhost",
+            "--rootfs",
+        ])
+        .arg(bundle.dir().join("rootfs"))
+        .arg("-v")
+        .arg(format!("{}:/out", bundle.out().display()))
+        .args(["--", "sh", "-c", UNTIL_GO])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let status = wait_with_timeout(&mut child, TIMEOUT).expect("run --detach returns");
+    let guard = Container {
+        bundle: &bundle,
+        id: "plain".to_owned(),
+        pid_file: bundle.log_path("unused"),
+        stdout: bundle.log_path("unused"),
+    };
+    assert!(status.success(), "{status}");
+    let out = bundle.peapod(&["exec", "plain", "sh", "-c", "hostname; echo $PATH"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("plainhost\n"), "{out:?}");
+    bundle.go();
+    guard.wait_for_status("stopped");
 }

@@ -731,11 +731,12 @@ fn a_pod_cgroup_holds_the_pods_limits_and_its_containers_cgroups_below_it() {
     for controller in ["memory", "pids"] {
         let infra_cgroup = cgroup_of(infra, controller);
         assert!(
-            infra_cgroup.ends_with(&format!("peapod/pod-{pod}")),
+            infra_cgroup.ends_with(&format!("peapod/pod-{pod}/infra")),
             "infra in {infra_cgroup}"
         );
         let cgroup = cgroup_of(container, controller);
-        assert_eq!(cgroup, format!("{infra_cgroup}/{id}"), "{controller}");
+        let pod_cgroup = infra_cgroup.trim_end_matches("/infra");
+        assert_eq!(cgroup, format!("{pod_cgroup}/{id}"), "{controller}");
         assert!(
             cgroup.contains(&format!("peapod/pod-{pod}/{id}")),
             "{cgroup}"

@@ -191,7 +191,8 @@ fn set_up_and_exec(
         }
     }
     if let Some(filter) = late_seccomp {
-        // Only close_range (marking descriptors close-on-exec) and execve follow.
+        // Only close_range (marking descriptors close-on-exec), the execveat of the sealed
+        // peapod-init and its execve of the entrypoint follow: a profile must allow those.
         load_seccomp(filter)?;
     }
     Err(exec::exec(&program, &config.command, config.preserve_fds))

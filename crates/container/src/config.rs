@@ -447,6 +447,7 @@ impl ContainerConfig {
         let process_attrs =
             ProcessAttrs::from_spec(process, linux.and_then(|l| l.sysctl().as_ref()), seen)?;
         // Compiled here, before any process exists: the container process only loads it.
+        crate::hooks::check(spec.hooks().as_ref())?;
         let seccomp = compile_seccomp(linux.and_then(|l| l.seccomp().as_ref()))?;
         warn_unsupported(spec);
 

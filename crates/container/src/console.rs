@@ -27,6 +27,21 @@ pub(crate) struct Console {
     pub(crate) size: Option<WindowSize>,
 }
 
+/// A process with `process.terminal` needs somewhere to send its pty to.
+pub(crate) fn check_console(
+    terminal: Option<Option<WindowSize>>,
+    console: Option<&Console>,
+) -> crate::Result<()> {
+    if terminal.is_some() && console.is_none() {
+        return Err(crate::config::bad(
+            "process.terminal",
+            "a terminal needs a console socket (--console-socket) to send it to",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Sets `size` on the terminal `fd` (`TIOCSWINSZ`).
 pub fn set_window_size(fd: RawFd, size: WindowSize) -> std::io::Result<()> {
     let ws = libc::winsize {

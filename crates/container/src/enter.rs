@@ -94,13 +94,7 @@ pub fn enter(
     config: &ExecConfig,
     prepare: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<Created> {
-    if config.terminal.is_some() && config.console.is_none() {
-        return Err(crate::config::bad(
-            "process.terminal",
-            "a terminal needs a console socket (--console-socket) to send it to",
-        )
-        .into());
-    }
+    crate::console::check_console(config.terminal, config.console.as_ref())?;
     let kinds = target.differing()?;
     let (parent_end, child_end) = channel::pair().map_err(|e| Error::os("socketpair", e))?;
     if kinds.contains(Namespace::Pid) {
@@ -108,6 +102,11 @@ pub fn enter(
         pid.insert(Namespace::Pid);
         target.join(pid)?;
     }
+    // The fork is a copy of peapod in the container's PID namespace until its exec: not
+    // dumpable from its first instant (it inherits this), so no process of the container
+    // can open its /proc/PID/exe, the runtime's binary.
+    // SAFETY: prctl with PR_SET_DUMPABLE and 0 has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
     // SAFETY: the runtime is single-threaded (the CLI starts no threads), so the child may
     // allocate; it leaves only through exec or _exit (`run`).
     match unsafe { clone_into(NamespaceSet::empty()) }? {
@@ -149,10 +148,6 @@ fn set_up_and_exec(
     reset_signals().map_err(|e| ChildFailure::new("signals", e))?;
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // Until its execve this process is a copy of the runtime inside the container: not
-    // dumpable, so the container's processes cannot ptrace it or open its /proc/PID/exe.
-    // SAFETY: prctl with PR_SET_DUMPABLE and 0 has no memory effects.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
     set_name(c"peapod:exec");
     wait_for(channel, Message::Mapped)?;
     let mut rest = kinds;

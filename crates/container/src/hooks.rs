@@ -88,6 +88,42 @@ impl Hooks {
     }
 }
 
+/// Checks the hooks of a spec before anything is made: each needs an absolute `path`, and a
+/// `timeout`, when given, must be above zero (config.md).
+pub(crate) fn check(
+    hooks: Option<&oci_spec::runtime::Hooks>,
+) -> Result<(), crate::config::ConfigError> {
+    let Some(hooks) = hooks else {
+        return Ok(());
+    };
+    #[allow(deprecated)]
+    let phases = [
+        ("prestart", hooks.prestart()),
+        ("createRuntime", hooks.create_runtime()),
+        ("createContainer", hooks.create_container()),
+        ("startContainer", hooks.start_container()),
+        ("poststart", hooks.poststart()),
+        ("poststop", hooks.poststop()),
+    ];
+    for (phase, list) in phases {
+        for (i, hook) in list.iter().flatten().enumerate() {
+            if !hook.path().is_absolute() {
+                return Err(crate::config::bad(
+                    format!("hooks.{phase}[{i}].path"),
+                    "must be an absolute path",
+                ));
+            }
+            if hook.timeout().is_some_and(|t| t <= 0) {
+                return Err(crate::config::bad(
+                    format!("hooks.{phase}[{i}].timeout"),
+                    "must be above zero",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one hook: its own argv (`args[0]` as argv[0]) and environment only, `state` on
 /// stdin, its output kept for the error, killed after its `timeout`.
 fn run_one(hook: &Hook, phase: &str, state: &[u8]) -> Result<(), HookError> {

@@ -56,13 +56,7 @@ pub fn create_in(
     cgroup: Option<&Cgroup>,
 ) -> Result<Created> {
     config.rootfs.validate()?;
-    if config.terminal.is_some() && config.console.is_none() {
-        return Err(crate::config::bad(
-            "process.terminal",
-            "a terminal needs a console socket (--console-socket) to send it to",
-        )
-        .into());
-    }
+    crate::console::check_console(config.terminal, config.console.as_ref())?;
     let fifo = match barrier {
         Barrier::Channel => None,
         Barrier::Fifo(path) => Some(make_fifo(path)?),

@@ -178,7 +178,10 @@ pub(crate) fn make_nodes(root: &InRoot, nodes: &[Node]) -> Result<()> {
         let mode = Mode::from_raw_mode(node.mode & 0o7777);
         let dev = rustix::fs::makedev(node.major, node.minor);
         match rustix::fs::mknodat(&dir, name, kind, mode, dev) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) => {}
+            // Whatever is there stays as it is, as runc leaves it: it may be a link, and
+            // changing its owner or mode could reach through it.
+            Err(rustix::io::Errno::EXIST) => continue,
             Err(rustix::io::Errno::PERM) => {
                 let target = FdPath::new(root.create_file(&node.path)?);
                 mount(
@@ -202,7 +205,8 @@ pub(crate) fn make_nodes(root: &InRoot, nodes: &[Node]) -> Result<()> {
             no_follow,
         )
         .map_err(|e| err(e.into()))?;
-        // mknod's mode is filtered by the umask; the spec's mode is meant exactly.
+        // mknod's mode is filtered by the umask; the spec's mode is meant exactly. The node
+        // was made just now, in a directory opened inside the root.
         rustix::fs::chmodat(&dir, name, mode, rustix::fs::AtFlags::empty())
             .map_err(|e| err(e.into()))?;
     }

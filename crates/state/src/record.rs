@@ -41,6 +41,13 @@ pub struct Record {
     /// change what runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<serde_json::Value>,
+    /// The spec's `process` and `linux.seccomp`, which `exec` starts from: kept for the same
+    /// reason, and because a `run --rootfs` container has no bundle file at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_process: Option<serde_json::Value>,
+    /// See [`Record::spec_process`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_seccomp: Option<serde_json::Value>,
 }
 
 /// A container's status, as the OCI runtime spec names them.
@@ -89,6 +96,8 @@ impl Record {
             annotations: BTreeMap::new(),
             cgroup_paths: Vec::new(),
             hooks: None,
+            spec_process: None,
+            spec_seccomp: None,
         }
     }
 

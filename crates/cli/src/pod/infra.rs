@@ -17,13 +17,21 @@ use peapod_state::ProcessIdentity;
 use super::Stdio;
 use crate::Failure;
 
+/// The infra process's cgroup, below the pod's.
+pub(super) const INFRA_CGROUP: &str = "infra";
+
 /// Where the pause binary appears in the infra process's root.
 const PAUSE: &str = "/pause";
 
 /// Starts the infra process of the pod in `entry` (in the pod's cgroup, when it has one),
 /// pins its namespaces and records it.
 pub(super) fn start(entry: &PodEntry, record: &mut PodRecord, init: &Path) -> Result<(), Failure> {
-    let cgroup = crate::cgroups::open(&record.cgroup_paths)?;
+    // In a leaf of its own below the pod's cgroup, as the kubelet puts the pause container:
+    // on cgroup v2 a cgroup holding processes cannot hand controllers to its children.
+    let cgroup = crate::cgroups::open(&record.cgroup_paths)?
+        .map(|pod| pod.create_child(Path::new(INFRA_CGROUP)))
+        .transpose()
+        .map_err(Failure::runtime)?;
     let root = entry.subdir("infra")?;
     let spec = spec(&root, record, init).map_err(Failure::runtime)?;
     let config =
