@@ -1,7 +1,7 @@
 //! `peapod delete`: removes a container's state, killing its process first when it is only
 //! created, or running and `--force` is given.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::anyhow;
 use nix::sys::signal::{kill, Signal};
@@ -10,7 +10,7 @@ use peapod_state::{ContainerId, Status};
 
 use crate::args::DeleteArgs;
 use crate::context::Context;
-use crate::kill::container_pids;
+use crate::kill::{container_pids, wait_gone};
 use crate::Failure;
 
 /// How long `delete` waits for killed processes to be gone.
@@ -56,15 +56,11 @@ pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(),
         for pid in container_pids(process) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        let deadline = Instant::now() + KILL_TIMEOUT;
-        while process.is_alive() {
-            if Instant::now() > deadline {
-                return Err(Failure::runtime(anyhow!(
-                    "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
-                    process.pid
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        if !wait_gone(&[process], KILL_TIMEOUT) {
+            return Err(Failure::runtime(anyhow!(
+                "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
+                process.pid
+            )));
         }
     }
     if let Some(cgroup) = &cgroup {

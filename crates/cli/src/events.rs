@@ -45,9 +45,11 @@ pub(crate) fn run(ctx: &Context, args: EventsArgs) -> Result<i32, Failure> {
     let mut next_stats = Instant::now() + args.interval;
     loop {
         std::thread::sleep(OOM_POLL);
-        let Ok(now) = cgroup.stats() else {
-            // Its cgroup is gone: the container was deleted.
-            return Ok(0);
+        let now = match cgroup.stats() {
+            Ok(now) => now,
+            // Its cgroup is (being) removed: the container was deleted.
+            Err(_) if !cgroup.paths().iter().all(|p| p.exists()) => return Ok(0),
+            Err(e) => return Err(Failure::runtime(e)),
         };
         if now.oom_kills > oom_kills {
             oom_kills = now.oom_kills;

@@ -61,6 +61,21 @@ fn is_namespace_init(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
+/// Waits (polling, bounded by `timeout`) until none of `processes` is alive; whether they
+/// all went.
+pub(crate) fn wait_gone(processes: &[ProcessIdentity], timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if processes.iter().all(|p| !p.is_alive()) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Whether a container in this state has processes to signal or list.
 pub(crate) fn is_live(status: Status) -> bool {
     matches!(status, Status::Created | Status::Running | Status::Paused)

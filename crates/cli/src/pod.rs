@@ -10,12 +10,12 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, Spec};
+use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxResources, Spec};
 use peapod_cgroups::Cgroup;
 use peapod_ns::Namespace;
 use peapod_pod::{Member, PodEntry, PodRecord, PodStatus, PodStore};
@@ -164,18 +164,7 @@ pub(crate) fn join(spec: &mut Spec, record: &PodRecord, pod_dir: &Path) -> Resul
         .ok_or_else(|| Failure::runtime(anyhow!("linux: missing")))?;
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     for (kind, pin) in record.pins(pod_dir) {
-        let typ = match kind {
-            Namespace::Net => LinuxNamespaceType::Network,
-            Namespace::Ipc => LinuxNamespaceType::Ipc,
-            Namespace::Uts => LinuxNamespaceType::Uts,
-            Namespace::Pid => LinuxNamespaceType::Pid,
-            other => {
-                return Err(Failure::runtime(anyhow!(
-                    "pod {}: cannot share {other}",
-                    record.name
-                )))
-            }
-        };
+        let typ = peapod_container::oci_namespace_type(kind);
         namespaces.retain(|ns| ns.typ() != typ);
         namespaces.push(
             LinuxNamespaceBuilder::default()
@@ -342,19 +331,6 @@ fn container_cgroup(ctx: &Context, id: &str) -> Option<Cgroup> {
 }
 
 /// Waits until none of `processes` lives, at most `timeout`; returns whether they are gone.
-fn wait_gone(processes: &[ProcessIdentity], timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if processes.iter().all(|p| !p.is_alive()) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn signal_all(processes: &[ProcessIdentity], signal: Signal) {
     for p in processes.iter().filter(|p| p.is_alive()) {
         let _ = kill(Pid::from_raw(p.pid), signal);
@@ -372,7 +348,7 @@ fn stop(
 ) -> Result<(), Failure> {
     if let Some(monitor) = record.monitor.take() {
         signal_all(&[monitor], Signal::SIGKILL);
-        wait_gone(&[monitor], crate::cgroups::TIMEOUT);
+        crate::kill::wait_gone(&[monitor], crate::cgroups::TIMEOUT);
     }
     let processes: Vec<ProcessIdentity> = record
         .containers
@@ -383,14 +359,14 @@ fn stop(
     if !grace.is_zero() {
         signal_all(&processes, Signal::SIGTERM);
     }
-    if !wait_gone(&processes, grace) {
+    if !crate::kill::wait_gone(&processes, grace) {
         signal_all(&processes, Signal::SIGKILL);
     }
     let mut all = processes;
     all.extend(record.infra);
     // peapod-init -P ends on SIGTERM; SIGKILL leaves it no choice.
     signal_all(&all, Signal::SIGKILL);
-    if !wait_gone(&all, crate::cgroups::TIMEOUT) {
+    if !crate::kill::wait_gone(&all, crate::cgroups::TIMEOUT) {
         return Err(Failure::runtime(anyhow!(
             "pod {}: processes did not die within {:?}",
             record.name,

@@ -70,6 +70,20 @@ fn namespace_kind(typ: LinuxNamespaceType) -> Namespace {
     }
 }
 
+/// The spec's name of a namespace kind (`linux.namespaces[].type`).
+pub fn oci_namespace_type(kind: Namespace) -> LinuxNamespaceType {
+    match kind {
+        Namespace::Mount => LinuxNamespaceType::Mount,
+        Namespace::Cgroup => LinuxNamespaceType::Cgroup,
+        Namespace::Uts => LinuxNamespaceType::Uts,
+        Namespace::Ipc => LinuxNamespaceType::Ipc,
+        Namespace::User => LinuxNamespaceType::User,
+        Namespace::Pid => LinuxNamespaceType::Pid,
+        Namespace::Net => LinuxNamespaceType::Network,
+        Namespace::Time => LinuxNamespaceType::Time,
+    }
+}
+
 fn id_maps(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<Vec<IdMap>, ConfigError> {
     let maps = maps.as_deref().unwrap_or_default();
     maps.iter()

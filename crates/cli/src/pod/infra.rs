@@ -10,7 +10,7 @@ use oci_spec::runtime::{
     LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec,
 };
 use peapod_container::{create_in, default_spec, start_fifo, Barrier, ContainerConfig};
-use peapod_ns::{Namespace, NamespaceId};
+use peapod_ns::NamespaceId;
 use peapod_pod::{PodEntry, PodRecord};
 use peapod_state::ProcessIdentity;
 
@@ -76,13 +76,7 @@ fn spec(root: &Path, record: &PodRecord, init: &Path) -> anyhow::Result<Spec> {
         .typ(LinuxNamespaceType::Mount)
         .build()?];
     for kind in record.shared_kinds() {
-        let typ = match kind {
-            Namespace::Net => LinuxNamespaceType::Network,
-            Namespace::Ipc => LinuxNamespaceType::Ipc,
-            Namespace::Uts => LinuxNamespaceType::Uts,
-            Namespace::Pid => LinuxNamespaceType::Pid,
-            other => return Err(anyhow!("{other} cannot be shared in a pod")),
-        };
+        let typ = peapod_container::oci_namespace_type(kind);
         namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
     }
     let linux = spec
