@@ -162,12 +162,15 @@ fn run_one(hook: &Hook, phase: &str, state: &[u8]) -> Result<(), HookError> {
                 .map_err(|e| fail(e.to_string()))?,
         ))
         .stderr(Stdio::from(output_for_stderr))
+        // Its own process group, so that a timeout ends what it started too.
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("cannot start: {e}")))?;
     let timeout = hook
         .timeout()
         .map(|s| Duration::from_secs(s.unsigned_abs()));
     let started = Instant::now();
+    let mut pause = Duration::from_micros(200);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -175,6 +178,12 @@ fn run_one(hook: &Hook, phase: &str, state: &[u8]) -> Result<(), HookError> {
             Err(e) => return Err(fail(format!("cannot wait for it: {e}"))),
         }
         if timeout.is_some_and(|t| started.elapsed() > t) {
+            if let Ok(pgid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = child.kill();
             let _ = child.wait();
             return Err(fail(format!(
@@ -182,7 +191,9 @@ fn run_one(hook: &Hook, phase: &str, state: &[u8]) -> Result<(), HookError> {
                 timeout.map_or(0, |t| t.as_secs())
             )));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Hooks are short as a rule: look again soon, then less and less often.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     };
     if status.success() {
         return Ok(());
