@@ -1618,3 +1618,30 @@ fn exec_works_in_a_container_made_from_a_rootfs_without_a_bundle() {
     bundle.go();
     guard.wait_for_status("stopped");
 }
+
+#[test]
+fn a_working_directory_through_a_leaked_descriptor_is_refused() {
+    // CVE-2024-21626: process.cwd of /proc/self/fd/N, where N is a descriptor of the
+    // runtime's still open on a host directory, must never make it the entrypoint's cwd.
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let mut refused_as_outside = 0;
+    for fd in 3..12 {
+        bundle.configure_with(&sh("pwd; ls /"), |spec| {
+            spec["process"]["cwd"] = json!(format!("/proc/self/fd/{fd}"));
+        });
+        let out = bundle.peapod(&["run", "--bundle", bundle.arg(), &format!("cwd{fd}")]);
+        assert_eq!(out.code, 125, "fd {fd}: {out:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "fd {fd}: the entrypoint ran: {out:?}"
+        );
+        if out.stderr.contains("outside the container's root") {
+            refused_as_outside += 1;
+        }
+    }
+    // At least one of them is a directory of peapod's (the state entry): the check matters.
+    assert!(refused_as_outside > 0, "no descriptor was a host directory");
+    bundle.rootfs.assert_nothing_left();
+}

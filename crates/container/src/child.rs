@@ -292,5 +292,18 @@ pub(crate) fn change_dir(cwd: &Path) -> Result<(), ChildFailure> {
                 e.desc()
             ),
         )
-    })
+    })?;
+    // Except a magic link to a descriptor still open here on a host directory
+    // (`/proc/self/fd/N`, CVE-2024-21626): then the directory lies outside the root, and the
+    // kernel has no path for it from there (getcwd fails with ENOENT).
+    match nix::unistd::getcwd() {
+        Ok(path) if path.is_absolute() => Ok(()),
+        _ => Err(ChildFailure::new(
+            "cwd",
+            format!(
+                "working directory {} is outside the container's root",
+                cwd.display()
+            ),
+        )),
+    }
 }
