@@ -26,6 +26,9 @@ const V2_CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "p
 pub struct Cgroup {
     v2: bool,
     dirs: Vec<Dir>,
+    /// Made by [`Cgroup::create`] in a place where it existed already (joined, as runc
+    /// does): then it is not peapod's to remove when the creation fails.
+    existed: bool,
 }
 
 /// The cgroup's directory in one hierarchy.
@@ -112,6 +115,7 @@ impl Cgroup {
         Ok(Cgroup {
             v2: layout.is_v2(),
             dirs,
+            existed: false,
         })
     }
 
@@ -136,6 +140,7 @@ impl Cgroup {
         Cgroup {
             v2: layout.is_v2(),
             dirs,
+            existed: false,
         }
     }
 
@@ -162,16 +167,30 @@ impl Cgroup {
                 ..dir.clone()
             });
         }
-        Cgroup { v2: self.v2, dirs }.made()
+        Cgroup {
+            v2: self.v2,
+            dirs,
+            existed: false,
+        }
+        .made()
     }
 
     /// Makes its directories; on failure, removes what was made.
-    fn made(self) -> Result<Cgroup> {
+    fn made(mut self) -> Result<Cgroup> {
+        self.existed = !self.dirs.is_empty() && self.dirs.iter().all(|d| d.path.is_dir());
         if let Err(e) = self.make() {
-            let _ = self.remove();
+            self.undo();
             return Err(e);
         }
         Ok(self)
+    }
+
+    /// Removes the cgroup after a creation that failed, unless it existed before
+    /// [`Cgroup::create`] joined it: that one stays as it was found.
+    pub fn undo(&self) {
+        if !self.existed {
+            let _ = self.remove();
+        }
     }
 
     fn make(&self) -> Result<()> {
@@ -530,7 +549,11 @@ impl Cgroup {
     /// A cgroup over given directories, for tests of the file writing against a fake tree.
     #[cfg(test)]
     pub(crate) fn fake(v2: bool, dirs: Vec<Dir>) -> Cgroup {
-        Cgroup { v2, dirs }
+        Cgroup {
+            v2,
+            dirs,
+            existed: false,
+        }
     }
 }
 

@@ -78,7 +78,7 @@ pub(crate) fn create_pod(
 fn limited(cgroup: Cgroup, resources: Option<&LinuxResources>) -> Result<Cgroup, Failure> {
     if let Some(resources) = resources {
         if let Err(e) = cgroup.apply(resources) {
-            let _ = cgroup.remove();
+            cgroup.undo();
             return Err(Failure::runtime(e));
         }
     }

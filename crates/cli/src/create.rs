@@ -130,7 +130,7 @@ pub(crate) fn create_recorded(
     if result.is_err() {
         // A dropped `Created` has already killed and reaped the process.
         if let Some(cgroup) = &cgroup {
-            let _ = cgroup.remove();
+            cgroup.undo();
         }
         let _ = entry.remove();
     }
