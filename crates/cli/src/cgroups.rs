@@ -40,15 +40,15 @@ pub(crate) fn create(
     limited(cgroup, resources).map(Some)
 }
 
-/// The cgroup path of pod `name` below peapod's own cgroup: `peapod/pod-NAME`, beside the
-/// default cgroups of containers.
+/// The cgroup path of pod `name` below peapod's own cgroup: `peapod/pod:NAME`, beside the
+/// default cgroups of containers, which it can never be: a container id has no ':'.
 pub(crate) fn pod_path(name: &ContainerId) -> PathBuf {
-    Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod-{name}"))
+    Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{name}"))
 }
 
 /// Where the cgroup of pod `name` ([`pod_path`]) goes, one directory per hierarchy, to be
 /// recorded before [`create_pod`] makes it. One that exists already is refused rather than
-/// joined: it is another pod's, or the default cgroup of a container named `pod-NAME`.
+/// joined: it is another pod's, or left over from one.
 pub(crate) fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>, Failure> {
     let layout = Layout::detect().map_err(Failure::runtime)?;
     let paths = Cgroup::locate(&layout, &pod_path(name))

@@ -604,19 +604,19 @@ fn cgroup_layout() -> Option<peapod_cgroups::Layout> {
     Some(layout)
 }
 
-/// A pod name of this test process: pod cgroups are host-wide (`peapod/pod-NAME` below the
+/// A pod name of this test process: pod cgroups are host-wide (`peapod/pod:NAME` below the
 /// test's own cgroup), unlike the per-test state roots.
 fn unique(name: &str) -> String {
     format!("{name}-{}", std::process::id())
 }
 
-/// The cgroup `peapod/pod-NAME` (and anything below it) killed and removed on drop, should
+/// The cgroup `peapod/pod:NAME` (and anything below it) killed and removed on drop, should
 /// `pod rm -f` have failed to: declared before the [`Pods`], so it runs after their drop.
 struct PodCgroupGuard(peapod_cgroups::Cgroup);
 
 impl PodCgroupGuard {
     fn new(layout: &peapod_cgroups::Layout, pod: &str) -> PodCgroupGuard {
-        let path = Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod-{pod}"));
+        let path = Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{pod}"));
         PodCgroupGuard(peapod_cgroups::Cgroup::locate(layout, &path).expect("locate"))
     }
 
@@ -731,14 +731,14 @@ fn a_pod_cgroup_holds_the_pods_limits_and_its_containers_cgroups_below_it() {
     for controller in ["memory", "pids"] {
         let infra_cgroup = cgroup_of(infra, controller);
         assert!(
-            infra_cgroup.ends_with(&format!("peapod/pod-{pod}/infra")),
+            infra_cgroup.ends_with(&format!("peapod/pod:{pod}/infra")),
             "infra in {infra_cgroup}"
         );
         let cgroup = cgroup_of(container, controller);
         let pod_cgroup = infra_cgroup.trim_end_matches("/infra");
         assert_eq!(cgroup, format!("{pod_cgroup}/{id}"), "{controller}");
         assert!(
-            cgroup.contains(&format!("peapod/pod-{pod}/{id}")),
+            cgroup.contains(&format!("peapod/pod:{pod}/{id}")),
             "{cgroup}"
         );
     }

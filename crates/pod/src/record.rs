@@ -42,7 +42,7 @@ pub struct PodRecord {
     /// `terminationGracePeriodSeconds`).
     #[serde(default)]
     pub grace_seconds: Option<u64>,
-    /// The pod's cgroup (`peapod/pod-NAME`: the pod's limits, its containers' cgroups
+    /// The pod's cgroup (`peapod/pod:NAME`: the pod's limits, its containers' cgroups
     /// below it), one directory per hierarchy; empty when it has none.
     #[serde(default)]
     pub cgroup_paths: Vec<PathBuf>,

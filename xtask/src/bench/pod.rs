@@ -247,7 +247,7 @@ fn pod_cgroups() -> usize {
         })
         .filter_map(|dir| std::fs::read_dir(dir).ok())
         .flat_map(|d| d.flatten())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("pod-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pod:"))
         .count()
 }
 
