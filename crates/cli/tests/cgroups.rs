@@ -73,18 +73,7 @@ impl Drop for CgroupGuard {
 /// need are not available.
 fn fixture() -> Option<TestRootfs> {
     let rootfs = TestRootfs::new()?;
-    let Ok(layout) = Layout::detect() else {
-        eprintln!("skipped: no cgroup file system is mounted");
-        return None;
-    };
-    let missing: Vec<&str> = ["memory", "cpu", "pids"]
-        .into_iter()
-        .filter(|c| layout.hierarchy_of(c).is_none())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("skipped: the cgroup controllers {missing:?} are not available here");
-        return None;
-    }
+    support::cgroup_layout_with(&["memory", "cpu", "pids"])?;
     Some(rootfs)
 }
 

@@ -589,19 +589,7 @@ fn pod_stop_sends_sigterm_then_sigkill_after_the_timeout() {
 /// The cgroup layout, or `None` (after saying why) where the memory and pids controllers the
 /// pod cgroup tests need are not available.
 fn cgroup_layout() -> Option<peapod_cgroups::Layout> {
-    let Ok(layout) = peapod_cgroups::Layout::detect() else {
-        eprintln!("skipped: no cgroup file system is mounted");
-        return None;
-    };
-    let missing: Vec<&str> = ["memory", "pids"]
-        .into_iter()
-        .filter(|c| layout.hierarchy_of(c).is_none())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("skipped: the cgroup controllers {missing:?} are not available here");
-        return None;
-    }
-    Some(layout)
+    support::cgroup_layout_with(&["memory", "pids"])
 }
 
 /// A pod name of this test process: pod cgroups are host-wide (`peapod/pod:NAME` below the

@@ -6,10 +6,7 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use serde_json::{json, Value};
 use support::{finish, run_in, Outcome, TestRootfs};
@@ -352,45 +349,15 @@ fn seccomp_works_rootless_with_and_without_no_new_privs() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    const NOBODY: u32 = 65534;
-    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-    if max.trim() == "0" {
-        eprintln!("skipped: user namespaces are disabled (max_user_namespaces is 0)");
-        return;
-    }
-    // As in rootless.rs: a copy of the binary and a state root the unprivileged user owns.
-    let binary = rootfs.scratch().join("peapod");
-    std::fs::copy(env!("CARGO_BIN_EXE_peapod"), &binary).expect("copy peapod");
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::create_dir(rootfs.state_root()).expect("state root");
-    nix::unistd::chown(
-        &rootfs.state_root(),
-        Some(NOBODY.into()),
-        Some(NOBODY.into()),
-    )
-    .expect("chown");
     let opt = profile_opt(&rootfs, "mkdir.json", mkdir_eperm_profile());
     // Without no_new_privs the filter needs CAP_SYS_ADMIN in the container's user namespace,
     // which its root holds until the capabilities are dropped.
     for nnp in ["no-new-privileges=true", "no-new-privileges=false"] {
-        let child = std::process::Command::new(&binary)
-            .arg("--root")
-            .arg(rootfs.state_root())
-            .args(["run", "--rootfs", rootfs.arg(), "--security-opt", &opt])
-            .args(["--security-opt", nnp, "--", "/bin/sh", "-c", MKDIR_SCRIPT])
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .current_dir(rootfs.scratch())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn as nobody");
-        let out = finish(child);
-        if out.code != 0 && out.stderr.contains("user namespaces are disabled") {
-            eprintln!("skipped: {}", out.stderr.trim());
+        let args = ["run", "--rootfs", rootfs.arg(), "--security-opt", &opt];
+        let script = ["--security-opt", nnp, "--", "/bin/sh", "-c", MKDIR_SCRIPT];
+        let Some(out) = support::run_as_nobody(&rootfs, &[&args[..], &script[..]].concat()) else {
             return;
-        }
+        };
         assert_eq!(out.code, 0, "{nnp}: {out:?}");
         assert!(out.stdout.contains("mkdir=1\n"), "{nnp}: {out:?}");
         assert_eq!(status_field(&out, "Seccomp"), "2", "{nnp}: {out:?}");

@@ -212,3 +212,69 @@ pub fn facts(text: &str) -> std::collections::BTreeMap<String, String> {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }
+
+/// The host's cgroup layout when it has every one of `controllers`, else `None` after saying
+/// on stderr why the test is skipped.
+pub fn cgroup_layout_with(controllers: &[&str]) -> Option<peapod_cgroups::Layout> {
+    let Ok(layout) = peapod_cgroups::Layout::detect() else {
+        eprintln!("skipped: no cgroup file system is mounted");
+        return None;
+    };
+    let missing: Vec<&str> = controllers
+        .iter()
+        .copied()
+        .filter(|c| layout.hierarchy_of(c).is_none())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: the cgroup controllers {missing:?} are not available here");
+        return None;
+    }
+    Some(layout)
+}
+
+/// The unprivileged user the rootless tests run peapod as.
+pub const NOBODY: u32 = 65534;
+
+/// `peapod --root STATE ARGS...` run as [`NOBODY`] (a copy of the binary it can reach, a
+/// state root it owns, as `$XDG_RUNTIME_DIR` would be), finished; `None` (after saying why)
+/// where user namespaces are disabled.
+pub fn run_as_nobody(rootfs: &TestRootfs, args: &[&str]) -> Option<Outcome> {
+    use std::os::unix::process::CommandExt;
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if max.trim() == "0" {
+        eprintln!(
+            "skipped: user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)"
+        );
+        return None;
+    }
+    let binary = rootfs.scratch().join("peapod");
+    if !binary.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_peapod"), &binary).expect("copy peapod");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::create_dir(rootfs.state_root()).expect("state root");
+        nix::unistd::chown(
+            &rootfs.state_root(),
+            Some(NOBODY.into()),
+            Some(NOBODY.into()),
+        )
+        .expect("chown");
+    }
+    let child = Command::new(&binary)
+        .arg("--root")
+        .arg(rootfs.state_root())
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .current_dir(rootfs.scratch())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn as nobody");
+    let out = finish(child);
+    if out.code != 0 && out.stderr.contains("user namespaces are disabled") {
+        eprintln!("skipped: {}", out.stderr.trim());
+        return None;
+    }
+    Some(out)
+}
