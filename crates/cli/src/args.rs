@@ -113,6 +113,15 @@ pub(crate) enum Command {
 impl Command {
     /// Whether the command starts a process in a container, which must then not be able to
     /// reach the peapod binary (see `sealed.rs`).
+    /// How many descriptors after stdio the caller hands to the container (`--preserve-fds`).
+    pub(crate) fn preserve_fds(&self) -> u32 {
+        match self {
+            Command::Create(args) => args.preserve_fds,
+            Command::Exec(args) => args.preserve_fds,
+            _ => 0,
+        }
+    }
+
     pub(crate) fn enters_a_container(&self) -> bool {
         matches!(
             self,

@@ -36,6 +36,11 @@ fn main() {
         Ok(cli) => cli,
         Err(err) => exit_on_usage_error(err),
     };
+    // Before peapod opens anything (the log file, the state lock): see the function.
+    if let Err(e) = peapod_container::reserve_preserved_fds(cli.command.preserve_fds()) {
+        eprintln!("peapod: {e}");
+        std::process::exit(125);
+    }
     context::init_logging(&cli.global);
     let result = Context::new(&cli.global).and_then(|mut ctx| {
         if cli.command.enters_a_container() {

@@ -663,6 +663,86 @@ fn preserve_fds_passes_exactly_the_extra_descriptor() {
 }
 
 #[test]
+fn preserve_fds_lets_only_the_callers_descriptors_in_whatever_the_count() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh("cat <&3 <&4 > /out/passed; exec sleep 30"));
+    let passed = bundle.dir().join("passed");
+    std::fs::write(&passed, "passed").expect("passed file");
+    for n in [0u32, 5, 100] {
+        let id = format!("keep{n}");
+        let pid_file = bundle.log_path("pid");
+        // The caller passes two descriptors (3 and 4) whatever it says to preserve, and no
+        // other: with a larger count the rest of the range is not the caller's, and none of
+        // peapod's own descriptors may land there.
+        let file = File::open(&passed).expect("passed file");
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let mut cmd = bundle.rootfs.peapod();
+        cmd.args(["create", "--bundle", bundle.arg(), "--preserve-fds"])
+            .arg(n.to_string())
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(&id);
+        // SAFETY: between fork and exec only dup2 and close_range run, both async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                // Out of the way first: the file may itself be 3 or 4, close-on-exec.
+                let high = libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 1000);
+                for target in [3, 4] {
+                    if high == -1 || libc::dup2(high, target) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let (c, out) = bundle.launch(&id, cmd, pid_file);
+        assert_eq!(out.code, 0, "--preserve-fds {n}: {out:?}");
+        // Each command on the container must finish: a leaked copy of its lock would block.
+        assert_eq!(c.status(), "created", "--preserve-fds {n}");
+        let pid = c.pid();
+        let state_dir = bundle.rootfs.state_root().join(&id);
+        let fifo = state_dir.join("exec.fifo");
+        let fds = without_guard(open_fds(pid));
+        let expected: Vec<PathBuf> = match n {
+            0 => vec![],
+            _ => vec![passed.clone(), passed.clone()],
+        };
+        let passed_on: Vec<PathBuf> = fds
+            .iter()
+            .filter(|(fd, _)| (3..3 + n).contains(fd))
+            .map(|(_, path)| path.clone())
+            .collect();
+        assert_eq!(passed_on, expected, "--preserve-fds {n}: {fds:#?}");
+        let others: Vec<&(u32, PathBuf)> = fds.iter().filter(|(fd, _)| *fd >= 3 + n).collect();
+        assert_eq!(
+            others.iter().map(|(_, p)| p).collect::<Vec<_>>(),
+            [&fifo],
+            "--preserve-fds {n}: only the exec fifo beyond the range: {fds:#?}"
+        );
+        c.start();
+        wait_until("the entrypoint's exec", || cmdline(pid) == ["sleep", "30"]);
+        let numbers: Vec<u32> = open_fds(pid).iter().map(|(fd, _)| *fd).collect();
+        let want: Vec<u32> = if n == 0 {
+            vec![0, 1, 2]
+        } else {
+            vec![0, 1, 2, 3, 4]
+        };
+        assert_eq!(numbers, want, "--preserve-fds {n}");
+        let out = c.kill("KILL");
+        assert_eq!(out.code, 0, "{out:?}");
+        c.wait_for_status("stopped");
+        let out = c.peapod("delete");
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(!state_dir.exists());
+        drop(c);
+    }
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
 fn failed_create_leaves_nothing_and_names_the_problem() {
     let Some(bundle) = Bundle::new() else {
         return;

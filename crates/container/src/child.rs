@@ -181,6 +181,7 @@ fn set_up_and_exec(
                 &keep.into_iter().flatten().collect::<Vec<_>>(),
             )
             .map_err(|e| ChildFailure::new("fds", format!("cannot close descriptors: {e}")))?;
+            exec::close_placeholders(3, 3 + config.preserve_fds);
             channel
                 .send(&Message::Ready)
                 .map_err(|e| ChildFailure::new("sync", e))?;

@@ -35,6 +35,75 @@ pub(crate) fn close_fds_except(first: u32, keep: &[RawFd]) -> std::io::Result<()
     Ok(())
 }
 
+/// Keeps descriptors 3 to 3+`n`-1 for the caller's own, before this process opens anything:
+/// each one the caller did not pass is taken by a close-on-exec `/dev/null`, so that no
+/// descriptor of the runtime's (the state lock, the exec fifo, the channel) gets a number in
+/// the range that `--preserve-fds` lets into the container. Those would outlive this command
+/// in a created container, and a copy of the state lock there blocks every later command.
+/// What the caller passed stays as it is; the placeholders vanish at the container's exec.
+pub fn reserve_preserved_fds(n: u32) -> std::io::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the valid struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if u64::from(n) + 3 > limit.rlim_cur {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "--preserve-fds {n}: more descriptors than the limit ({}) allows",
+                limit.rlim_cur
+            ),
+        ));
+    }
+    for fd in 3..(3 + n) as RawFd {
+        // SAFETY: F_GETFD only asks whether `fd` is open; no memory is passed.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        // Every lower number is open, so open() takes exactly `fd` (the lowest free one).
+        // SAFETY: a NUL-terminated path and flags; the descriptor is deliberately never
+        // closed by us: it holds its number until the container's exec closes it.
+        let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if got == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if got != fd {
+            // SAFETY: `got` is the descriptor just opened here; dup3 onto the free `fd`
+            // replaces nothing, and closing `got` afterwards loses nothing.
+            let ret = unsafe { libc::dup3(got, fd, libc::O_CLOEXEC) };
+            // SAFETY: as above.
+            unsafe { libc::close(got) };
+            if ret == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes the descriptors in `first..end` that are close-on-exec: in the `--preserve-fds`
+/// range those are the placeholders of [`reserve_preserved_fds`], never the caller's (a
+/// descriptor passed through an exec cannot be close-on-exec). A created container then
+/// waits holding only what it will keep.
+pub(crate) fn close_placeholders(first: u32, end: u32) {
+    for fd in first..end {
+        let Ok(fd) = RawFd::try_from(fd) else { return };
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags != -1 && flags & libc::FD_CLOEXEC != 0 {
+            // SAFETY: a placeholder of ours, used by nothing.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 fn close_range(first: u32, last: u32, flags: libc::c_uint) -> std::io::Result<()> {
     // SAFETY: close_range only closes or flags descriptors of this process; no memory is
     // passed, and nothing of ours in [first, last] is used afterwards.

@@ -48,6 +48,7 @@ pub use config::{oci_namespace_type, ConfigError, ContainerConfig};
 pub use console::{set_window_size, WindowSize};
 pub use enter::{enter, ExecConfig};
 pub use error::{Error, Result};
+pub use exec::reserve_preserved_fds;
 pub use hooks::{HookError, Hooks};
 pub use launch::{create, create_in, start_fifo, Barrier, Created};
 pub use process::ALL_CAPABILITIES;
