@@ -664,9 +664,12 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
 }
 
 fn parse_shareable(s: &str) -> Result<Namespace, String> {
+    // Only the kinds named here can be shared: the parser's own message would list mnt and
+    // user too.
+    const SHAREABLE: &str = "pid, ipc, uts, net, cgroup, time";
     let ns: Namespace = s
         .parse()
-        .map_err(|e: peapod_ns::UnknownNamespace| e.to_string())?;
+        .map_err(|_| format!("unknown namespace {s:?} (expected one of: {SHAREABLE})"))?;
     match ns {
         Namespace::Mount => {
             Err("mnt cannot be shared: a container always gets its own mounts".into())

@@ -20,6 +20,8 @@ pub(crate) enum BundleError {
         field: String,
         source: serde_json::Error,
     },
+    #[error("{path}: ociVersion: {version:?} is not a version 1.x.y of the runtime spec")]
+    Version { path: PathBuf, version: String },
 }
 
 /// The bundle directory, absolute and without `.`, `..` or symlinks (as the state records
@@ -36,12 +38,32 @@ pub(crate) fn load(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
         source,
     })?;
     let de = &mut serde_json::Deserializer::from_slice(&text);
-    let spec = serde_path_to_error::deserialize(de).map_err(|e| BundleError::Parse {
+    let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| BundleError::Parse {
         path: path.clone(),
         field: e.path().to_string(),
         source: e.into_inner(),
     })?;
+    if !is_spec_version_1(spec.version()) {
+        return Err(BundleError::Version {
+            path,
+            version: spec.version().clone(),
+        });
+    }
     Ok((bundle, spec))
+}
+
+/// Whether `version` is a semantic version `1.MINOR.PATCH` (with an optional pre-release
+/// and build part), as runc requires of `ociVersion`.
+fn is_spec_version_1(version: &str) -> bool {
+    let core = version.split_once('+').map_or(version, |(core, _)| core);
+    let core = core.split_once('-').map_or(core, |(core, _)| core);
+    let parts: Vec<&str> = core.split('.').collect();
+    let number = |p: &&str| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p.len() == 1 || !p.starts_with('0'))
+    };
+    parts.len() == 3 && parts.iter().all(number) && parts[0] == "1"
 }
 
 #[cfg(test)]
@@ -61,6 +83,29 @@ mod tests {
         );
         assert!(
             msg.contains("linux.namespaces[2].type: unknown variant `foo`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn oci_version_must_be_a_1_x_semver() {
+        for good in [
+            "1.0.0",
+            "1.2.0",
+            "1.0.2-dev",
+            "1.1.0+build.5",
+            "1.10.3-rc.1+x",
+        ] {
+            assert!(is_spec_version_1(good), "{good}");
+        }
+        for bad in [
+            "", "1", "1.0", "2.0.0", "0.9.0", "1.0.x", "v1.0.0", "01.0.0", "1.0.0.0",
+        ] {
+            assert!(!is_spec_version_1(bad), "{bad}");
+        }
+        let msg = load_text(r#"{"ociVersion":"2.0.0"}"#);
+        assert!(
+            msg.contains(r#"ociVersion: "2.0.0" is not a version 1.x.y"#),
             "{msg}"
         );
     }

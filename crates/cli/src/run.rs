@@ -249,6 +249,9 @@ fn spec_from_args(args: &RunArgs, rootfs: &Path, rootless: bool) -> Result<Spec,
             "no command: give it after --, as in `peapod run --rootfs DIR -- /bin/sh`"
         )));
     }
+    if args.command[0].is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!("empty command")));
+    }
     let ids = (
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),

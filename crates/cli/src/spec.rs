@@ -28,11 +28,29 @@ pub(crate) fn spec(args: SpecArgs) -> Result<i32, Failure> {
     if let Some(root) = spec.root_mut() {
         root.set_path(Path::new("rootfs").to_owned());
     }
-    let json = serde_json::to_string_pretty(&spec).map_err(|e| Failure::runtime(anyhow!(e)))?;
+    let mut value = serde_json::to_value(&spec).map_err(|e| Failure::runtime(anyhow!(e)))?;
+    sort_capabilities(&mut value);
+    let json = serde_json::to_string_pretty(&value).map_err(|e| Failure::runtime(anyhow!(e)))?;
     std::fs::write(&path, json + "\n")
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(Failure::runtime)?;
     Ok(0)
+}
+
+/// Sorts each set of `process.capabilities`: the spec types keep them in a hash set, whose
+/// order would change from one `peapod spec` to the next.
+fn sort_capabilities(spec: &mut serde_json::Value) {
+    let Some(sets) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for set in sets.values_mut() {
+        if let Some(list) = set.as_array_mut() {
+            list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        }
+    }
 }
 
 /// The runtime-spec features document (features.md). Only what peapod really does is listed:

@@ -188,29 +188,60 @@ fn hostile_symlinks_never_escape_the_rootfs() {
 }
 
 #[test]
-fn hostile_proc_symlink_stays_inside() {
+fn proc_on_a_symlink_is_refused_and_nothing_is_mounted_at_its_target() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
     let outside = tempfile::tempdir().expect("outside dir");
     std::fs::remove_dir(rootfs.path.join("proc")).expect("rmdir proc");
     symlink(outside.path(), rootfs.path.join("proc")).expect("symlink");
-    let out = run_in(
+    let out = run_in(&rootfs, &[], &["/bin/true"]);
+    assert_fails(
         &rootfs,
-        &[],
-        &[
-            "/bin/sh",
-            "-c",
-            "cat /proc/self/stat > /dev/null && echo proc-ok",
-        ],
+        &out,
+        125,
+        "/proc: proc must be mounted on an ordinary directory, not a symbolic link",
     );
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout.trim(), "proc-ok");
     assert_eq!(
         std::fs::read_dir(outside.path()).expect("outside").count(),
         0
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&outside.path().display().to_string()));
-    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn bad_destinations_commands_and_names_are_one_line_errors() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let host = rootfs.scratch().to_str().expect("utf-8").to_owned();
+    let cases: [(&[&str], i32, &str); 5] = [
+        (
+            &["-v", &format!("{host}:/proc")],
+            125,
+            "/proc cannot be a bind-mount destination",
+        ),
+        (
+            &["-v", &format!("{host}:/proc/sys")],
+            125,
+            "mount destination /proc/sys: mounts inside /proc are refused",
+        ),
+        (&["--share", "mnt"], 2, "mnt cannot be shared"),
+        (
+            &["--share", "foo"],
+            2,
+            "unknown namespace \"foo\" (expected one of: pid, ipc, uts, net, cgroup, time)",
+        ),
+        (&[], 2, "empty command"),
+    ];
+    for (flags, code, needle) in cases {
+        let cmd: &[&str] = if flags.is_empty() {
+            &[""]
+        } else {
+            &["/bin/true"]
+        };
+        let out = run_in(&rootfs, flags, cmd);
+        assert_fails(&rootfs, &out, code, needle);
+    }
 }

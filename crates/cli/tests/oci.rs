@@ -786,6 +786,13 @@ fn failed_create_leaves_nothing_and_names_the_problem() {
         &["config.json: linux.namespaces[2].type: unknown variant `sideways`"],
     );
 
+    bundle.configure_with(&["true"], |spec| spec["ociVersion"] = json!("2.0.0"));
+    check(
+        "bad-version",
+        125,
+        &[r#"config.json: ociVersion: "2.0.0" is not a version 1.x.y of the runtime spec"#],
+    );
+
     bundle.configure(&["/bin/no-such-tool"]);
     check(
         "no-entrypoint",
@@ -1027,6 +1034,10 @@ fn spec_writes_a_config_of_the_version_it_speaks() {
         .as_array()
         .expect("bounding set");
     assert_eq!(bounding.len(), 14, "Docker's default set: {bounding:?}");
+    let names: Vec<&str> = bounding.iter().filter_map(Value::as_str).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "in a stable (sorted) order");
     // A second spec does not overwrite the first.
     let out = finish(
         support::peapod()

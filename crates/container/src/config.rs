@@ -277,6 +277,9 @@ impl Command {
         if args.is_empty() {
             return Err(bad("process.args", "must not be empty"));
         }
+        if args[0].is_empty() {
+            return Err(bad("process.args[0]", "empty command"));
+        }
         let args = args
             .iter()
             .enumerate()

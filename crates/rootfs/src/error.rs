@@ -40,6 +40,14 @@ pub enum Error {
         /// The option.
         option: String,
     },
+    /// A mount destination that a container may not have.
+    #[error("mount destination {path}: {problem}")]
+    Destination {
+        /// The destination, as seen inside the container.
+        path: PathBuf,
+        /// Why it is refused.
+        problem: String,
+    },
     /// A bind mount source does not exist on the host.
     #[error("bind mount source {path}: {source}")]
     Source {

@@ -55,6 +55,29 @@ impl InRoot {
         })
     }
 
+    /// Whether the last component of `path` (as seen inside the root, its parents resolved
+    /// there) is a symbolic link. A missing one is not.
+    pub fn is_symlink(&self, path: &Path) -> Result<bool> {
+        let relative = relative(path);
+        let Some(name) = relative.file_name() else {
+            return Ok(false);
+        };
+        let err = |source| Error::Resolve {
+            path: path.to_owned(),
+            source,
+        };
+        let parent = match self.openat2(relative.parent().unwrap_or(Path::new(""))) {
+            Ok(parent) => parent,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(err(e)),
+        };
+        match rustix::fs::readlinkat(&parent, name, Vec::new()) {
+            Ok(_) => Ok(true),
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOENT => Ok(false),
+            Err(e) => Err(err(e.into())),
+        }
+    }
+
     /// Reads the regular file `path` (as seen inside the root), at most `limit` bytes: small
     /// files of the image, such as `/etc/passwd`. Anything but a regular file is refused
     /// before it is opened for reading, so a fifo cannot block and a device is not touched.

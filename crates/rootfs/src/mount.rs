@@ -146,6 +146,17 @@ impl Mount {
     }
 
     fn apply_fs(&self, root: &InRoot) -> Result<()> {
+        // As runc: procfs or sysfs through a link of the image's would land wherever the
+        // image points it, e.g. over a directory the container is meant to write to.
+        if matches!(self.fstype.as_str(), "proc" | "sysfs") && root.is_symlink(&self.destination)? {
+            return Err(Error::Destination {
+                path: self.destination.clone(),
+                problem: format!(
+                    "{} must be mounted on an ordinary directory, not a symbolic link",
+                    self.fstype
+                ),
+            });
+        }
         let target = FdPath::new(root.create_dir_all(&self.destination)?);
         let data = self.options.data_string();
         let source = self.source.as_deref().unwrap_or(Path::new(&self.fstype));

@@ -120,6 +120,9 @@ impl RootfsPlan {
                 problem,
             });
         }
+        for m in &self.mounts {
+            check_proc_destination(m)?;
+        }
         for m in self.mounts.iter().filter(|m| m.options.bind) {
             let source = m.source.as_deref().unwrap_or(Path::new(""));
             std::fs::metadata(source).map_err(|e| Error::Source {
@@ -224,6 +227,61 @@ impl RootfsPlan {
 }
 
 /// Resolves `path` inside `root`, or `None` when it does not exist.
+/// The files below `/proc` that a mount may cover, as runc allows them: those that lxcfs
+/// provides in its own view, and the one CRIU writes.
+const PROC_FILES_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// `/proc` takes only a procfs, and nothing below it but a few files (as runc): a bind
+/// mount there would hide the container's own process view, and one over `/proc/sys` or
+/// `/proc/sysrq-trigger` would undo the protections peapod puts on them.
+fn check_proc_destination(m: &Mount) -> Result<()> {
+    let dest = lexically_clean(&m.destination);
+    let refuse = |problem: &str| {
+        Err(Error::Destination {
+            path: m.destination.clone(),
+            problem: problem.to_owned(),
+        })
+    };
+    if dest == Path::new("/proc") {
+        if m.options.bind || m.fstype != "proc" {
+            return refuse("/proc cannot be a bind-mount destination; it only takes a proc mount");
+        }
+        return Ok(());
+    }
+    if dest.starts_with("/proc") && !PROC_FILES_ALLOWED.iter().any(|f| dest == Path::new(f)) {
+        return refuse("mounts inside /proc are refused (only over the files lxcfs provides)");
+    }
+    Ok(())
+}
+
+/// `path` as an absolute path without `.`, `..` or repeated separators (`..` stops at `/`),
+/// as the kernel will resolve it inside the root.
+fn lexically_clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
 fn resolve_existing(root: &InRoot, path: &Path) -> Result<Option<std::os::fd::OwnedFd>> {
     match root.resolve(path) {
         Ok(fd) => Ok(Some(fd)),
