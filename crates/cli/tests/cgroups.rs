@@ -167,6 +167,23 @@ fn memory_limit_exceeded_is_oom_killed_with_137_and_said() {
 }
 
 #[test]
+fn a_limit_too_low_for_set_up_is_said_to_be_one() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("oom-setup");
+    let guard = CgroupGuard::of(&id);
+    let out = run_in(&rootfs, &["--name", &id, "--memory", "1k"], &["/bin/true"]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("OOM-killed during set-up: its memory limit is probably too low"),
+        "{out:?}"
+    );
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
 fn oom_kills_are_reported_by_events() {
     let Some(rootfs) = fixture() else { return };
     let id = unique("oom-events");

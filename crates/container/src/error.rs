@@ -27,6 +27,9 @@ pub enum Error {
     /// The container process died without saying why; it has been reaped.
     #[error("container process died during set-up ({0})")]
     ChildDied(String),
+    /// The container process was killed by the OOM killer before its entrypoint ran.
+    #[error("the container was OOM-killed during set-up: its memory limit is probably too low")]
+    OomDuringSetUp,
     /// A system call of the runtime itself failed.
     #[error("{what}: {source}")]
     Os {

@@ -130,10 +130,24 @@ pub fn create_in(
                         }
                         created.send(Message::HooksDone)?;
                     }
-                    other => return Err(created.failed(other)),
+                    other => return Err(oom_explained(created.failed(other), cgroup)),
                 }
             }
         }
+    }
+}
+
+/// A set-up that died of SIGKILL in a cgroup whose OOM killer struck was killed for its
+/// memory limit, and says so: "killed by SIGKILL" alone sends the user looking elsewhere.
+fn oom_explained(err: Error, cgroup: Option<&Cgroup>) -> Error {
+    let oom = || {
+        cgroup
+            .and_then(|c| c.stats().ok())
+            .is_some_and(|s| s.oom_kills > 0)
+    };
+    match err {
+        Error::ChildDied(_) if oom() => Error::OomDuringSetUp,
+        other => other,
     }
 }
 
