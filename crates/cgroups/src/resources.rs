@@ -61,6 +61,13 @@ impl Cgroup {
         if let Some(rules) = resources.devices() {
             self.apply_devices(rules)?;
         }
+        if let Some(network) = resources.network() {
+            self.apply_network(network)?;
+        }
+        if resources.rdma().as_ref().is_some_and(|r| !r.is_empty()) {
+            // Refused rather than dropped, as runc does for a controller it cannot use.
+            return Err(unsupported("rdma", "peapod does not set rdma limits"));
+        }
         if let Some(unified) = resources.unified() {
             if !unified.is_empty() && !self.is_v2() {
                 return Err(unsupported("unified", "needs cgroup v2"));
@@ -364,6 +371,40 @@ impl Cgroup {
         }
         for rule in STANDARD_DEVICES {
             self.set("devices", "devices.allow", rule, "devices")?;
+        }
+        Ok(())
+    }
+
+    /// `network`: the v1 `net_cls` class id and `net_prio` priorities. Neither controller
+    /// exists on v2, and where one is not mounted the limit is refused naming it, as runc
+    /// does, never silently left out.
+    fn apply_network(&self, network: &oci_spec::runtime::LinuxNetwork) -> Result<()> {
+        let priorities = network.priorities().as_deref().unwrap_or_default();
+        if network.class_id().is_none() && priorities.is_empty() {
+            return Ok(());
+        }
+        if self.is_v2() {
+            return Err(unsupported(
+                "network",
+                "net_cls and net_prio are cgroup v1 controllers; cgroup v2 has neither",
+            ));
+        }
+        if let Some(class_id) = network.class_id() {
+            self.set(
+                "net_cls",
+                "net_cls.classid",
+                &class_id.to_string(),
+                "network.classID",
+            )?;
+        }
+        for priority in priorities {
+            let line = format!("{} {}", priority.name(), priority.priority());
+            self.set(
+                "net_prio",
+                "net_prio.ifpriomap",
+                &line,
+                "network.priorities",
+            )?;
         }
         Ok(())
     }

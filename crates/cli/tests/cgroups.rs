@@ -412,13 +412,9 @@ fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
     rootfs.assert_nothing_left();
 }
 
-#[test]
-fn bad_limit_leaves_no_cgroup_and_no_state() {
-    let Some(rootfs) = fixture() else { return };
-    let id = unique("bad");
-    let guard = CgroupGuard::of(&id);
-    // More CPUs than the machine has: the kernel refuses the cpuset.
-    let dir = rootfs.scratch().join("bundle");
+/// `peapod run --bundle` of `/bin/true` with `resources` as `linux.resources`.
+fn run_with_resources(rootfs: &TestRootfs, id: &str, resources: serde_json::Value) -> Outcome {
+    let dir = rootfs.scratch().join(format!("bundle-{id}"));
     std::fs::create_dir(&dir).expect("bundle");
     let mut spec = rootfs.peapod();
     spec.args(["spec", "--bundle"]).arg(&dir);
@@ -428,17 +424,60 @@ fn bad_limit_leaves_no_cgroup_and_no_state() {
         serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
     json["root"]["path"] = rootfs.arg().into();
     json["process"]["args"] = serde_json::json!(["/bin/true"]);
-    json["linux"]["resources"]["cpu"] = serde_json::json!({"cpus": "4000-4001"});
+    json["linux"]["resources"] = resources;
     std::fs::write(&config, json.to_string()).expect("write config");
-
     let mut run = rootfs.peapod();
-    run.args(["run", "--bundle"]).arg(&dir).arg(&id);
-    let out = finish(run.spawn().expect("run"));
+    run.args(["run", "--bundle"]).arg(&dir).arg(id);
+    finish(run.spawn().expect("run"))
+}
+
+#[test]
+fn bad_limit_leaves_no_cgroup_and_no_state() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("bad");
+    let guard = CgroupGuard::of(&id);
+    // More CPUs than the machine has: the kernel refuses the cpuset.
+    let out = run_with_resources(
+        &rootfs,
+        &id,
+        serde_json::json!({"cpu": {"cpus": "4000-4001"}}),
+    );
     assert_eq!(out.code, 125, "{}", out.stderr);
     assert!(out.stderr.contains("cpuset.cpus"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     guard.assert_gone();
     rootfs.assert_nothing_left();
+}
+
+#[test]
+fn limits_of_a_controller_that_is_not_mounted_are_refused_naming_it() {
+    let Some(rootfs) = fixture() else { return };
+    let layout = Layout::detect().expect("layout");
+    for (controller, resources) in [
+        (
+            "net_cls",
+            serde_json::json!({"network": {"classID": 1048577}}),
+        ),
+        (
+            "net_prio",
+            serde_json::json!({"network": {"priorities": [{"name": "lo", "priority": 5}]}}),
+        ),
+    ] {
+        if layout.hierarchy_of(controller).is_some() {
+            eprintln!("skipped for {controller}: this host mounts it");
+            continue;
+        }
+        let id = unique(controller);
+        let guard = CgroupGuard::of(&id);
+        let out = run_with_resources(&rootfs, &id, resources);
+        assert_eq!(out.code, 125, "{out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+        let wanted = format!("the {controller} controller is not mounted");
+        assert!(out.stderr.contains(&wanted), "{out:?}");
+        assert!(out.stderr.contains("linux.resources.network"), "{out:?}");
+        guard.assert_gone();
+        rootfs.assert_nothing_left();
+    }
 }
 
 #[test]
