@@ -32,6 +32,7 @@ pub(crate) struct CreateOptions {
 }
 
 pub(crate) fn run(ctx: &Context, args: CreateArgs) -> Result<i32, Failure> {
+    crate::leftovers::reap(ctx);
     let (bundle, spec) = bundle::load(&args.bundle).map_err(Failure::runtime)?;
     let options = CreateOptions {
         fifo: true,
@@ -115,6 +116,12 @@ pub(crate) fn create_recorded(
         }
         let created = create_in(&config, &barrier, cgroup.as_ref())?;
         record.process = ProcessIdentity::of(created.pid().as_raw());
+        // A container that dies with this process (no fifo: it waits on the channel, and
+        // keeps PR_SET_PDEATHSIG) is this process's to remove; should it be killed first,
+        // a later command finds the record abandoned (see `leftovers.rs`).
+        if !options.fifo {
+            record.owner = ProcessIdentity::of(std::process::id() as i32);
+        }
         // Only a record that outlives this command needs to survive a crash of the machine.
         let durability = if options.fifo {
             Durability::Synced

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use peapod_state::{ContainerId, Status};
+use peapod_state::{ContainerId, Entry, Status};
 
 use crate::args::DeleteArgs;
 use crate::context::Context;
@@ -31,11 +31,23 @@ pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(),
         Err(peapod_state::Error::NotFound(_)) if force => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    // A `create` that died half-way may have left no record: there is nothing to stop.
-    let Some(record) = entry.record()? else {
-        crate::cgroups::remove_unrecorded(id)?;
-        entry.remove()?;
-        return Ok(());
+    delete_entry(entry, force)
+}
+
+/// Deletes the container of the locked `entry`.
+pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<(), Failure> {
+    let id = entry.id().clone();
+    let id = &id;
+    let record = match entry.record() {
+        Ok(Some(record)) => record,
+        // A `create` that died half-way may have left no record: there is nothing to stop.
+        Ok(None) => {
+            crate::cgroups::remove_unrecorded(id)?;
+            entry.remove()?;
+            return Ok(());
+        }
+        Err(peapod_state::Error::Corrupt { .. }) if force => return delete_corrupt(entry),
+        Err(e) => return Err(e.into()),
     };
     let status = record.status(entry.dir());
     if matches!(status, Status::Running | Status::Paused) && !force {
@@ -71,5 +83,34 @@ pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(),
     // has what the hooks are told.
     let pid = record.process.map_or(0, |p| p.pid);
     crate::create::run_logged_hooks(&record, "poststop", "stopped", pid);
+    Ok(())
+}
+
+/// `delete --force` of a container whose `state.json` does not parse: whatever can still be
+/// read of it (its process, its cgroup) is killed and removed, else what is at its default
+/// cgroup path; then its directory goes.
+fn delete_corrupt(entry: Entry) -> Result<(), Failure> {
+    let id = entry.id().clone();
+    let salvaged = entry.salvage();
+    tracing::warn!("container {id}: its state file is corrupt; removing what can be found");
+    if let Some(process) = salvaged.process.filter(|p| p.is_alive()) {
+        for pid in container_pids(process) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if !wait_gone(&[process], KILL_TIMEOUT) {
+            return Err(Failure::runtime(anyhow!(
+                "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
+                process.pid
+            )));
+        }
+    }
+    match crate::cgroups::open(&salvaged.cgroup_paths)? {
+        Some(cgroup) => {
+            crate::cgroups::empty(&cgroup, true)?;
+            cgroup.remove().map_err(Failure::runtime)?;
+        }
+        None => crate::cgroups::remove_unrecorded(&id)?,
+    }
+    entry.remove()?;
     Ok(())
 }

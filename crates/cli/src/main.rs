@@ -13,6 +13,7 @@ mod events;
 mod exec;
 mod init;
 mod kill;
+mod leftovers;
 mod pause;
 mod pod;
 mod ps;

@@ -18,6 +18,7 @@ use crate::{bundle, delete, Failure};
 
 /// Runs the container and returns the exit status `peapod` should end with.
 pub(crate) fn run(ctx: &Context, args: RunArgs) -> Result<i32, Failure> {
+    crate::leftovers::reap(ctx);
     if args.pod.is_some() && args.hostname.is_some() {
         return Err(Failure::usage(anyhow::anyhow!(
             "--hostname: a container in a pod has the pod's host name (pod create --hostname)"

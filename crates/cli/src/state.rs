@@ -59,6 +59,18 @@ impl StateJson {
     }
 }
 
+impl StateJson {
+    /// A container whose record is missing or unreadable, in status `status`.
+    fn unrecorded(entry: &Entry, status: &'static str) -> StateJson {
+        let record = Record::new(entry.id(), PathBuf::new());
+        StateJson {
+            status,
+            created: String::new(),
+            ..StateJson::of(entry, &record)
+        }
+    }
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<String, Failure> {
     serde_json::to_string_pretty(value).map_err(|e| Failure::runtime(anyhow!(e)))
 }
@@ -88,13 +100,21 @@ pub(crate) fn snapshot(ctx: &Context, id: &ContainerId) -> Result<(Record, Statu
 }
 
 pub(crate) fn list(ctx: &Context, args: ListArgs) -> Result<i32, Failure> {
+    crate::leftovers::reap(ctx);
     let store = ctx.store()?;
     let mut states = Vec::new();
     for id in store.ids()? {
-        // A container deleted meanwhile, or half-created, is simply not listed.
+        // A container deleted meanwhile is simply not listed.
         let Ok(entry) = store.load(&id) else { continue };
-        if let Ok(Some(record)) = entry.record() {
-            states.push(StateJson::of(&entry, &record));
+        match entry.record() {
+            Ok(Some(record)) => states.push(StateJson::of(&entry, &record)),
+            // Its `create` died before it recorded anything: listed, so that it is seen and
+            // `delete` can be told to remove it.
+            Ok(None) => states.push(StateJson::unrecorded(&entry, Status::Creating.as_str())),
+            Err(e) => {
+                tracing::warn!("container {id}: {e}; `peapod delete --force {id}` removes it");
+                states.push(StateJson::unrecorded(&entry, "unknown"));
+            }
         }
     }
     if args.quiet {

@@ -60,6 +60,15 @@ fn check_owner(root: &Path) -> Result<()> {
     }
 }
 
+/// What [`Entry::salvage`] found in a corrupt record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Salvaged {
+    /// The container process, if its identity was readable.
+    pub process: Option<crate::ProcessIdentity>,
+    /// Its cgroup directories, if readable.
+    pub cgroup_paths: Vec<PathBuf>,
+}
+
 /// One container's directory, exclusively locked while this value lives.
 #[derive(Debug)]
 pub struct Entry {
@@ -113,6 +122,43 @@ impl Store {
         Ok(entry)
     }
 
+    /// Locks the directory of an existing container if no other command holds it now;
+    /// `None` when one does (a `create` still at work, or any command on it).
+    pub fn try_load(&self, id: &ContainerId) -> Result<Option<Entry>> {
+        let dir = self.root.join(id.as_str());
+        let Some(entry) = lock_with(id, dir, FlockOperation::NonBlockingLockExclusive)? else {
+            return Ok(None);
+        };
+        if !entry.dir.exists() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        Ok(Some(entry))
+    }
+
+    /// The containers whose record names an owner that is gone (see
+    /// [`Record::is_abandoned`]): found by reading only the owner of each record, without
+    /// taking any lock, so that every command can afford to look. The caller locks each one
+    /// and checks again before it removes anything.
+    pub fn abandoned(&self) -> Result<Vec<ContainerId>> {
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            #[serde(default)]
+            owner: Option<crate::ProcessIdentity>,
+        }
+        Ok(self
+            .ids()?
+            .into_iter()
+            .filter(|id| {
+                let path = self.root.join(id.as_str()).join(STATE_FILE);
+                let owner = fs::read(path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Owner>(&bytes).ok())
+                    .and_then(|o| o.owner);
+                owner.is_some_and(|owner| !owner.is_alive())
+            })
+            .collect())
+    }
+
     /// The ids of every container in the store, sorted.
     pub fn ids(&self) -> Result<Vec<ContainerId>> {
         let mut ids: Vec<ContainerId> = fs::read_dir(&self.root)
@@ -127,6 +173,12 @@ impl Store {
 }
 
 fn lock(id: &ContainerId, dir: PathBuf) -> Result<Entry> {
+    lock_with(id, dir, FlockOperation::LockExclusive)?
+        .ok_or_else(|| Error::NotFound(id.to_string()))
+}
+
+/// Opens and locks `dir` with `operation`; `None` when a non-blocking lock is held elsewhere.
+fn lock_with(id: &ContainerId, dir: PathBuf, operation: FlockOperation) -> Result<Option<Entry>> {
     let lock = match File::options()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -139,17 +191,18 @@ fn lock(id: &ContainerId, dir: PathBuf) -> Result<Entry> {
         Err(e) => return Err(io("cannot open state directory", &dir)(e)),
     };
     loop {
-        match flock(&lock, FlockOperation::LockExclusive) {
+        match flock(&lock, operation) {
             Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
             other => other.map_err(|e| io("cannot lock", &dir)(e.into()))?,
         }
         break;
     }
-    Ok(Entry {
+    Ok(Some(Entry {
         id: id.clone(),
         dir,
         lock,
-    })
+    }))
 }
 
 impl Entry {
@@ -179,6 +232,22 @@ impl Entry {
     /// The record, or `None` when `create` died before writing one.
     pub fn record(&self) -> Result<Option<Record>> {
         self.read_json(STATE_FILE)
+    }
+
+    /// What can still be read of a `state.json` that does not parse as a record: its
+    /// process and cgroup, each taken on its own from whatever JSON is there, so that
+    /// `delete --force` can still stop and remove them. Empty when nothing is readable.
+    pub fn salvage(&self) -> Salvaged {
+        let value: Option<serde_json::Value> = fs::read(self.dir.join(STATE_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let field = |name: &str| value.as_ref().and_then(|v| v.get(name)).cloned();
+        Salvaged {
+            process: field("process").and_then(|v| serde_json::from_value(v).ok()),
+            cgroup_paths: field("cgroup_paths")
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+        }
     }
 
     /// Writes `value` as the JSON file `name` in this entry's directory, as atomically and
@@ -263,6 +332,38 @@ mod tests {
         entry.remove().expect("remove");
         assert!(matches!(store.load(&id), Err(Error::NotFound(_))));
         assert!(store.ids().expect("ids").is_empty());
+    }
+
+    #[test]
+    fn try_load_does_not_wait_for_a_held_lock() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(root.path()).expect("open");
+        let id: ContainerId = "c3".parse().expect("id");
+        let entry = store.create(&id).expect("create");
+        assert!(store.try_load(&id).expect("try_load").is_none());
+        drop(entry);
+        assert!(store.try_load(&id).expect("try_load").is_some());
+    }
+
+    #[test]
+    fn salvage_reads_what_it_can_of_a_corrupt_record() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(root.path()).expect("open");
+        let id: ContainerId = "c4".parse().expect("id");
+        let entry = store.create(&id).expect("create");
+        let path = entry.dir().join(STATE_FILE);
+        // Valid JSON, but not a record (no id): the process and cgroup are still found.
+        fs::write(
+            &path,
+            r#"{"process":{"pid":7,"start_time":9},"cgroup_paths":["/sys/fs/cgroup/x"]}"#,
+        )
+        .expect("write");
+        assert!(matches!(entry.record(), Err(Error::Corrupt { .. })));
+        let salvaged = entry.salvage();
+        assert_eq!(salvaged.process.map(|p| p.pid), Some(7));
+        assert_eq!(salvaged.cgroup_paths, [PathBuf::from("/sys/fs/cgroup/x")]);
+        fs::write(&path, "{\"process\": {\"pid\"").expect("write");
+        assert_eq!(entry.salvage(), Salvaged::default());
     }
 
     #[test]

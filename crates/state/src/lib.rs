@@ -26,7 +26,7 @@ mod id;
 mod process;
 mod record;
 
-pub use entry::{Durability, Entry, Store};
+pub use entry::{Durability, Entry, Salvaged, Store};
 pub use error::{Error, Result};
 pub use id::ContainerId;
 pub use process::ProcessIdentity;

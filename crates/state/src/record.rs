@@ -27,6 +27,11 @@ pub struct Record {
     /// The container process, once it exists.
     #[serde(default)]
     pub process: Option<ProcessIdentity>,
+    /// The `peapod` process that removes this record when it is done (a foreground `run`,
+    /// whose container dies with it): once it is gone while the record is still here, it was
+    /// killed, and the record is a leftover ([`Record::is_abandoned`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ProcessIdentity>,
     /// Seconds since the epoch at creation.
     #[serde(default)]
     pub created: u64,
@@ -92,6 +97,7 @@ impl Record {
             bundle,
             rootfs: PathBuf::new(),
             process: None,
+            owner: None,
             created,
             annotations: BTreeMap::new(),
             cgroup_paths: Vec::new(),
@@ -112,6 +118,11 @@ impl Record {
             Some(_) if self.is_frozen() => Status::Paused,
             Some(_) => Status::Running,
         }
+    }
+
+    /// Whether the record's owner (see [`Record::owner`]) is gone, leaving it behind.
+    pub fn is_abandoned(&self) -> bool {
+        self.owner.is_some_and(|owner| !owner.is_alive())
     }
 
     /// Whether the freezer of the container's cgroup holds it: v1's `freezer.state` or v2's
