@@ -196,9 +196,13 @@ pub(crate) struct ExecArgs {
     /// Add supplementary group ids; repeatable.
     #[arg(short = 'g', long = "additional-gids", value_name = "GID")]
     pub additional_gids: Vec<u32>,
-    /// Add a capability (CAP_NAME) to every set of the process; repeatable.
+    /// Add a capability (CAP_NAME) to the bounding, effective and permitted sets of the
+    /// process (never inheritable or ambient); repeatable.
     #[arg(short, long = "cap", value_name = "CAP")]
     pub caps: Vec<String>,
+    /// Exec even in a paused container: the process starts frozen, and runs on resume.
+    #[arg(long)]
+    pub ignore_paused: bool,
     /// Set no_new_privs for the process.
     #[arg(long)]
     pub no_new_privs: bool,

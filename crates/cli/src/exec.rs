@@ -23,6 +23,13 @@ pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
     let (record, status) = crate::state::snapshot(ctx, &id)?;
     let process = match (status, record.process) {
         (Status::Created | Status::Running, Some(process)) => process,
+        // As runc: the new process joins the frozen cgroup, and runs once it is thawed.
+        (Status::Paused, Some(process)) if args.ignore_paused => process,
+        (Status::Paused, _) => {
+            return Err(Failure::runtime(anyhow!(
+                "container {id} is paused: cannot exec in it (use --ignore-paused to override)"
+            )))
+        }
         _ => {
             return Err(Failure::runtime(anyhow!(
                 "container {id} is {}: cannot exec in it",
@@ -171,8 +178,9 @@ fn parse_user(spec: &str) -> Result<(u32, Option<u32>), Failure> {
     Ok((uid, gid))
 }
 
-/// Adds capability `name` (`CAP_NET_ADMIN`, or without the prefix) to every set, as runc 1.1's
-/// `exec --cap` does.
+/// Adds capability `name` (`CAP_NET_ADMIN`, or without the prefix) to the bounding, effective
+/// and permitted sets, as runc does since 1.1.2: never to the inheritable or ambient ones,
+/// through which a program the process execs would keep it (CVE-2022-29162).
 fn add_capability(caps: &mut LinuxCapabilities, name: &str) -> Result<(), Failure> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
@@ -187,7 +195,5 @@ fn add_capability(caps: &mut LinuxCapabilities, name: &str) -> Result<(), Failur
     caps.set_bounding(add(caps.bounding()));
     caps.set_effective(add(caps.effective()));
     caps.set_permitted(add(caps.permitted()));
-    caps.set_inheritable(add(caps.inheritable()));
-    caps.set_ambient(add(caps.ambient()));
     Ok(())
 }

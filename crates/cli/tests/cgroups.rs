@@ -382,6 +382,80 @@ fn pause_freezes_and_resume_thaws() {
 }
 
 #[test]
+fn exec_in_a_paused_container_needs_ignore_paused_and_runs_on_resume() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("exec-paused");
+    let guard = CgroupGuard::of(&id);
+    {
+        let c = Detached::run(&rootfs, &id, &[], "exec sleep 30");
+        c.ok(&["pause", &id]);
+        let refused = c.peapod(&["exec", &id, "true"]);
+        assert_eq!(refused.code, 125, "{refused:?}");
+        assert!(
+            refused.stderr.contains("is paused") && refused.stderr.contains("--ignore-paused"),
+            "{refused:?}"
+        );
+        // Started frozen: it finishes only once the container is resumed.
+        let mut exec = rootfs.peapod();
+        exec.args([
+            "exec",
+            "--ignore-paused",
+            &id,
+            "sh",
+            "-c",
+            "echo ran > /ran",
+        ]);
+        let exec = exec.spawn().expect("spawn exec");
+        // It joined the frozen cgroup (beside the entrypoint): only a resume lets it go on.
+        wait_until("the exec'd process in the paused cgroup", || {
+            guard.cgroup.procs().map_or(0, |p| p.len()) >= 2
+        });
+        assert_eq!(c.status(), "paused");
+        c.ok(&["resume", &id]);
+        let out = finish(exec);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(c.host_path("/ran")).expect("/ran"),
+            "ran\n"
+        );
+    }
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn exec_cap_never_reaches_the_inheritable_or_ambient_sets() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("exec-cap");
+    let guard = CgroupGuard::of(&id);
+    {
+        let c = Detached::run(&rootfs, &id, &[], "exec sleep 30");
+        let status = c.ok(&[
+            "exec",
+            "--cap",
+            "CAP_SYS_ADMIN",
+            &id,
+            "cat",
+            "/proc/self/status",
+        ]);
+        let field = |name: &str| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} in {status}"));
+            u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+        };
+        const SYS_ADMIN: u64 = 1 << 21;
+        assert_ne!(field("CapEff:") & SYS_ADMIN, 0, "{status}");
+        assert_ne!(field("CapBnd:") & SYS_ADMIN, 0, "{status}");
+        assert_eq!(field("CapInh:"), 0, "CVE-2022-29162: {status}");
+        assert_eq!(field("CapAmb:"), 0, "CVE-2022-29162: {status}");
+    }
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
 fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
     let Some(rootfs) = fixture() else { return };
     let id = unique("delete");
