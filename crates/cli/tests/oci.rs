@@ -743,6 +743,62 @@ fn preserve_fds_lets_only_the_callers_descriptors_in_whatever_the_count() {
 }
 
 #[test]
+fn a_spec_without_a_mount_namespace_runs_chrooted_in_the_runtimes() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let without_mnt = |spec: &mut Value| {
+        let namespaces = spec["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces");
+        namespaces.retain(|ns| ns["type"] != "mount");
+    };
+    // The default spec masks /proc paths: that needs a mount namespace, as runc says.
+    bundle.configure_with(&["true"], without_mnt);
+    let (guard, out) = bundle.try_create("mnt-refused", &[]);
+    drop(guard);
+    assert_failed(
+        &out,
+        125,
+        &["linux.maskedPaths: unable to restrict sys entries without a private mount namespace"],
+    );
+    assert!(bundle.state_entries().is_empty());
+
+    bundle.configure_with(&sh("echo here > /marker; exec sleep 30"), |spec| {
+        without_mnt(spec);
+        spec["mounts"] = json!([]);
+        spec["linux"]["maskedPaths"] = json!([]);
+        spec["linux"]["readonlyPaths"] = json!([]);
+        spec["root"]["readonly"] = json!(false);
+    });
+    let c = bundle.create("no-mnt", &[]);
+    c.start();
+    let pid = c.pid();
+    let marker = bundle.rootfs.path.join("marker");
+    wait_until("the entrypoint to write its marker", || marker.exists());
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("its mnt ns"),
+        std::fs::read_link("/proc/self/ns/mnt").expect("ours"),
+        "the runtime's mount namespace"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/root")).expect("its root"),
+        bundle.rootfs.path,
+        "chrooted into the rootfs"
+    );
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).expect("its pid ns"),
+        std::fs::read_link("/proc/self/ns/pid").expect("ours"),
+        "its other namespaces are its own"
+    );
+    // exec takes the container's root too, though it has no mount namespace to join.
+    let out = bundle.peapod(&["exec", "no-mnt", "cat", "/marker"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "here\n"), "{out:?}");
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
 fn failed_create_leaves_nothing_and_names_the_problem() {
     let Some(bundle) = Bundle::new() else {
         return;

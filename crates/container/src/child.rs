@@ -117,8 +117,25 @@ fn set_up_and_exec(
     // Not dumpable from here on (see `create`): /proc/self was needed as ours until now.
     // SAFETY: prctl with PR_SET_DUMPABLE and 0 has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    // Chrooted into a root that has no /proc of its own, the fifo can only be reopened
+    // through the runtime's procfs, held open until then.
+    let host_proc = match (config.chroot_only, fifo) {
+        (true, Some(_)) => Some(
+            rustix::fs::open(
+                "/proc",
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| ChildFailure::new("rootfs", format!("cannot open /proc: {e}")))?,
+        ),
+        _ => None,
+    };
     let rootfs_failed = |e| ChildFailure::new("rootfs", e);
-    config.rootfs.mount_all().map_err(rootfs_failed)?;
+    if !config.chroot_only {
+        config.rootfs.mount_all().map_err(rootfs_failed)?;
+    }
     if config.hooks.any_at_create() {
         // The runtime runs prestart and createRuntime now; createContainer runs here, in
         // the container's namespaces, where its path still resolves in the runtime's root.
@@ -131,7 +148,11 @@ fn set_up_and_exec(
             .run("createContainer", "creating", std::process::id() as i32)
             .map_err(|e| ChildFailure::new("hooks", e))?;
     }
-    config.rootfs.pivot().map_err(rootfs_failed)?;
+    match config.chroot_only {
+        true => config.rootfs.chroot_only(),
+        false => config.rootfs.pivot(),
+    }
+    .map_err(rootfs_failed)?;
     if let Some(console) = &config.console {
         // In the new root: the pty comes from the container's devpts, and mounting it on
         // /dev/console still needs the runtime's capabilities.
@@ -175,7 +196,12 @@ fn set_up_and_exec(
             // It must not hold anything of the runtime's while it waits: a copy of the
             // state lock would block every later command on this container.
             // It keeps the fifo, the channel and the sealed peapod-init it execs through.
-            let keep = [Some(fifo), Some(channel.as_raw_fd()), config.command.via];
+            let keep = [
+                Some(fifo),
+                Some(channel.as_raw_fd()),
+                config.command.via,
+                host_proc.as_ref().map(AsRawFd::as_raw_fd),
+            ];
             exec::close_fds_except(
                 3 + config.preserve_fds,
                 &keep.into_iter().flatten().collect::<Vec<_>>(),
@@ -188,7 +214,7 @@ fn set_up_and_exec(
             // Nobody listens any more: the runtime exits once it has read `Ready`.
             *channel_slot = None;
             set_name(c"peapod:created");
-            wait_on_fifo(fifo, || start_container_hooks(config))?;
+            wait_on_fifo(fifo, host_proc, || start_container_hooks(config))?;
         }
     }
     if let Some(filter) = late_seccomp {
@@ -237,19 +263,30 @@ pub(crate) fn wait_for(channel: &Channel, expected: Message) -> Result<(), Child
 
 /// Blocks until `peapod start` opens the exec fifo for reading, then tells it we go on.
 /// The fifo was opened (`O_PATH`) before `pivot_root`; it is reopened for writing through
-/// `/proc/self/fd`, which names the very file even though its host path is out of reach.
+/// `/proc/self/fd` (of `proc`, the runtime's procfs, when the root has none), which names
+/// the very file even though its host path is out of reach.
 /// `started` runs once `start` has opened the fifo, before the byte that tells it the
 /// container goes on: when it fails, `start` reads end-of-file and reports the container gone.
 fn wait_on_fifo(
     fifo: RawFd,
+    proc: Option<std::os::fd::OwnedFd>,
     started: impl FnOnce() -> Result<(), ChildFailure>,
 ) -> Result<(), ChildFailure> {
-    let path = format!("/proc/self/fd/{fifo}");
     let fail = |e: std::io::Error| ChildFailure::new("sync", format!("exec fifo: {e}"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(fail)?;
+    let mut file = match proc {
+        Some(proc) => rustix::fs::openat(
+            &proc,
+            format!("self/fd/{fifo}"),
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| fail(e.into()))?,
+        None => std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{fifo}"))
+            .map_err(fail)?,
+    };
     started()?;
     std::io::Write::write_all(&mut file, &[0]).map_err(fail)
 }

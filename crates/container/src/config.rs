@@ -42,6 +42,8 @@ pub struct ContainerConfig {
     pub(crate) uid_maps: Vec<IdMap>,
     pub(crate) gid_maps: Vec<IdMap>,
     pub(crate) rootfs: RootfsPlan,
+    /// No mount namespace of its own: `chroot` into the root, no mount at all.
+    pub(crate) chroot_only: bool,
     pub(crate) preserve_fds: u32,
     /// `process.terminal` and `process.consoleSize`: the pty set-up needs a console socket.
     pub(crate) terminal: Option<Option<WindowSize>>,
@@ -51,6 +53,35 @@ pub struct ContainerConfig {
     /// The compiled `linux.seccomp` filter, loaded by the container process just before
     /// `execve` (see `child.rs` for when exactly).
     pub(crate) seccomp: Option<peapod_seccomp::Filter>,
+}
+
+/// What a container without its own mount namespace cannot have: each would be a mount in
+/// the runtime's namespace.
+fn refuse_mounts_without_a_namespace(spec: &Spec, rootfs: &RootfsPlan) -> Result<(), ConfigError> {
+    let linux = spec.linux().as_ref();
+    let some = |v: Option<&Vec<String>>| v.is_some_and(|v| !v.is_empty());
+    let needs = "needs a mount namespace of the container's own (linux.namespaces)";
+    if some(linux.and_then(|l| l.masked_paths().as_ref()))
+        || some(linux.and_then(|l| l.readonly_paths().as_ref()))
+    {
+        return Err(bad(
+            "linux.maskedPaths",
+            "unable to restrict sys entries without a private mount namespace",
+        ));
+    }
+    if !rootfs.mounts().is_empty() {
+        return Err(bad("mounts", needs));
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        return Err(bad("root.readonly", needs));
+    }
+    if linux.is_some_and(|l| l.devices().as_ref().is_some_and(|d| !d.is_empty())) {
+        return Err(bad("linux.devices", needs));
+    }
+    if linux.is_some_and(|l| l.rootfs_propagation().is_some()) {
+        return Err(bad("linux.rootfsPropagation", needs));
+    }
+    Ok(())
 }
 
 fn cstring(field: String, value: &str) -> Result<CString, ConfigError> {
@@ -353,12 +384,6 @@ impl ContainerConfig {
             }
         }
         joined_namespaces.sort_by_key(|(kind, _)| *kind);
-        if !seen.contains(Namespace::Mount) {
-            return Err(bad(
-                "linux.namespaces",
-                "a mount namespace is required: peapod never changes the host's mounts",
-            ));
-        }
 
         let uid_maps = id_maps(
             "linux.uidMappings",
@@ -461,6 +486,14 @@ impl ContainerConfig {
                 .readonly_paths(linux.readonly_paths().clone().unwrap_or_default());
         }
 
+        // Without a mount namespace of its own the container runs in the runtime's, as the
+        // spec allows: it only gets its root by chroot, and anything that needs a mount is
+        // refused rather than done to the host (runc refuses the same).
+        let chroot_only = !seen.contains(Namespace::Mount);
+        if chroot_only {
+            refuse_mounts_without_a_namespace(spec, &rootfs)?;
+        }
+
         let process_attrs =
             ProcessAttrs::from_spec(process, linux.and_then(|l| l.sysctl().as_ref()), seen)?;
         // Compiled here, before any process exists: the container process only loads it.
@@ -479,6 +512,7 @@ impl ContainerConfig {
             uid_maps,
             gid_maps,
             rootfs,
+            chroot_only,
             preserve_fds: 0,
             terminal: terminal(process),
             console: None,

@@ -155,6 +155,14 @@ fn set_up_and_exec(
     target
         .join(rest)
         .map_err(|e| ChildFailure::new("namespaces", e))?;
+    if !kinds.contains(Namespace::Mount) {
+        // A container in the runtime's mount namespace has its root by chroot only (no
+        // mount namespace of its own): the new process takes the same root, through the
+        // target's root link, or it would run in the host's.
+        let root = format!("/proc/{}/root", target.pid());
+        nix::unistd::chroot(root.as_str())
+            .map_err(|e| ChildFailure::new("rootfs", format!("cannot chroot into {root}: {e}")))?;
+    }
     // The root is the container's now: the working directory resolves inside it.
     crate::child::change_dir(&config.command.cwd)?;
     if let Some(console) = &config.console {

@@ -49,6 +49,11 @@ impl Target {
         Ok(Target { pid, pidfd })
     }
 
+    /// The target's pid, in the caller's PID namespace.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
     /// The kinds of namespace in which the target differs from the calling process: what a
     /// process must join to be where the target is.
     pub fn differing(&self) -> Result<NamespaceSet> {

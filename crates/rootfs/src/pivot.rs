@@ -49,6 +49,12 @@ pub(crate) fn pivot_into(root: &Path, no_pivot: bool) -> Result<()> {
     chdir("/").map_err(step("chdir to the new root"))
 }
 
+/// Changes the root directory to `root` without touching any mount.
+pub(crate) fn chroot_into(root: &Path) -> Result<()> {
+    chroot(root).map_err(step(format!("chroot into {}", root.display())))?;
+    chdir("/").map_err(step("chdir to the new root"))
+}
+
 /// Moves the rootfs mount (the current directory) onto `/` and chroots into it.
 fn move_and_chroot() -> Result<()> {
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)

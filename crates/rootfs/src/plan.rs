@@ -8,7 +8,7 @@ use crate::devices::{make_nodes, populate_dev, Node};
 use crate::error::os;
 use crate::in_root::FdPath;
 use crate::mount::locked_flags;
-use crate::pivot::pivot_into;
+use crate::pivot::{chroot_into, pivot_into};
 use crate::{Device, Error, InRoot, Mount, Propagation, Result, DEFAULT_DEVICES};
 
 /// What a container's root file system should look like. Built by the caller, carried out by
@@ -200,6 +200,14 @@ impl RootfsPlan {
         Ok(())
     }
 
+    /// For a container without a mount namespace of its own: only `chroot` into the root,
+    /// with no mount made, since every mount would be the runtime's (and the host's). The
+    /// plan must hold no mounts, devices, masked or read-only paths (the caller checks).
+    pub fn chroot_only(&self) -> Result<()> {
+        self.validate()?;
+        chroot_into(&self.root)
+    }
+
     /// The second half of [`RootfsPlan::enter`], after [`RootfsPlan::mount_all`]:
     /// `pivot_root` (or `chroot`), the read-only and masked paths, the read-only root.
     pub fn pivot(&self) -> Result<()> {
@@ -226,7 +234,6 @@ impl RootfsPlan {
     }
 }
 
-/// Resolves `path` inside `root`, or `None` when it does not exist.
 /// The files below `/proc` that a mount may cover, as runc allows them: those that lxcfs
 /// provides in its own view, and the one CRIU writes.
 const PROC_FILES_ALLOWED: &[&str] = &[
@@ -282,6 +289,7 @@ fn lexically_clean(path: &Path) -> PathBuf {
     out
 }
 
+/// Resolves `path` inside `root`, or `None` when it does not exist.
 fn resolve_existing(root: &InRoot, path: &Path) -> Result<Option<std::os::fd::OwnedFd>> {
     match root.resolve(path) {
         Ok(fd) => Ok(Some(fd)),
