@@ -373,3 +373,125 @@ fn rootless_maps_beyond_the_delegated_ranges_are_refused_naming_the_range() {
     }
     rootfs.assert_nothing_left();
 }
+
+/// Checks a refused rootless command: non-zero, one line on stderr holding every needle, and
+/// nothing left: no state, mount or process, and no cgroup named `id` in any hierarchy.
+fn assert_refused(rootfs: &TestRootfs, out: &support::Outcome, id: &str, needles: &[&str]) {
+    assert_ne!(out.code, 0, "{out:?}");
+    let line = out.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {out:?}");
+    for needle in needles {
+        assert!(line.contains(needle), "{needle:?} missing: {out:?}");
+    }
+    rootfs.assert_nothing_left();
+    // Where its cgroup would be: `peapod/ID` below the cgroup peapod ran in (this test's).
+    if let Ok(layout) = peapod_cgroups::Layout::detect() {
+        for hierarchy in layout.hierarchies() {
+            let own = hierarchy.own.strip_prefix("/").unwrap_or(&hierarchy.own);
+            let dir = hierarchy.mount.join(own).join("peapod").join(id);
+            assert!(!dir.exists(), "cgroup left behind: {}", dir.display());
+        }
+    }
+}
+
+#[test]
+fn rootless_spec_without_a_user_namespace_says_it_needs_one() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    // root's `peapod spec`: no user namespace.
+    let dir = rootfs.scratch();
+    let spec = support::finish(
+        rootfs
+            .peapod()
+            .args(["spec", "--bundle"])
+            .arg(dir)
+            .spawn()
+            .expect("spawn peapod spec"),
+    );
+    assert_eq!(spec.code, 0, "{spec:?}");
+    let bundle = dir.to_str().expect("utf-8").to_owned();
+    let id = "rootless-no-userns";
+    let Some(out) = support::run_as_nobody(&rootfs, &["run", "--bundle", &bundle, id]) else {
+        return;
+    };
+    assert_refused(
+        &rootfs,
+        &out,
+        id,
+        &[
+            "rootless containers need a user namespace",
+            "linux.namespaces",
+        ],
+    );
+}
+
+#[test]
+fn rootless_user_1000_with_only_the_callers_id_mapped_says_uid_1000_is_not_mapped() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let id = "rootless-unmapped-user";
+    let args = [
+        "run",
+        "--name",
+        id,
+        "--user",
+        "1000",
+        "--rootfs",
+        rootfs.arg(),
+        "--",
+        "true",
+    ];
+    let Some(out) = support::run_as_nobody(&rootfs, &args) else {
+        return;
+    };
+    assert_refused(
+        &rootfs,
+        &out,
+        id,
+        &[
+            "process.user.uid",
+            "uid 1000 is not mapped in the container",
+        ],
+    );
+}
+
+#[test]
+fn rootless_limits_on_cgroup_v1_say_they_need_root_or_a_delegated_cgroup() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(layout) = support::cgroup_layout_with(&["memory"]) else {
+        return;
+    };
+    if layout.is_v2() {
+        eprintln!("skipped: this host has cgroup v2, where a cgroup may be delegated");
+        return;
+    }
+    let id = "rootless-limits";
+    let args = [
+        "run",
+        "--name",
+        id,
+        "--memory",
+        "64m",
+        "--rootfs",
+        rootfs.arg(),
+        "--",
+        "true",
+    ];
+    let Some(out) = support::run_as_nobody(&rootfs, &args) else {
+        return;
+    };
+    assert_refused(
+        &rootfs,
+        &out,
+        id,
+        &[
+            "rootless containers cannot have limits",
+            "cgroup v1",
+            "delegated",
+        ],
+    );
+}
