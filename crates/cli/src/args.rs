@@ -593,7 +593,8 @@ pub(crate) struct PodLogsArgs {
 /// `peapod pod play`.
 #[derive(Debug, Args)]
 pub(crate) struct PodPlayArgs {
-    /// Remove the manifest's pod instead.
+    /// Stop (SIGTERM, SIGKILL after terminationGracePeriodSeconds) and remove the
+    /// manifest's pod instead.
     #[arg(long)]
     pub down: bool,
     /// The static peapod-init to run as the infra process (default: beside peapod).

@@ -36,8 +36,28 @@ pub(crate) fn create(
         (None, Some(parent)) => parent.create_child(Path::new(id.as_str())),
         (None, None) => Cgroup::create(&layout, &Cgroup::default_path(id.as_str())),
     }
-    .map_err(Failure::runtime)?;
+    .map_err(|e| refused(rootless, &layout, e))?;
     limited(cgroup, resources).map(Some)
+}
+
+/// The error for a cgroup that could not be made: rootless and refused by the kernel, a
+/// sentence that says why (the cgroup files belong to root unless delegated), not a path.
+fn refused(rootless: bool, layout: &Layout, e: peapod_cgroups::Error) -> Failure {
+    let denied = match &e {
+        peapod_cgroups::Error::Io { source, .. } | peapod_cgroups::Error::Write { source, .. } => {
+            source.kind() == std::io::ErrorKind::PermissionDenied
+        }
+        _ => false,
+    };
+    if !(rootless && denied) {
+        return Failure::runtime(e);
+    }
+    let version = if layout.is_v2() { "v2" } else { "v1" };
+    Failure::runtime(anyhow!(
+        "rootless containers cannot have limits (linux.resources) here: this host has cgroup \
+         {version}, whose cgroups only root may make unless one is delegated to uid {} ({e})",
+        nix::unistd::geteuid()
+    ))
 }
 
 /// The cgroup path of pod `name` below peapod's own cgroup: `peapod/pod:NAME`, beside the

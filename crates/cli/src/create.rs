@@ -71,6 +71,7 @@ pub(crate) fn create_recorded(
         config = config.console_socket(socket.as_raw_fd());
     }
     // Checked before the store is touched, so that bad input leaves no trace at all.
+    refuse_rootless_without_userns(spec)?;
     config
         .rootfs()
         .validate()
@@ -142,6 +143,32 @@ pub(crate) fn create_recorded(
         let _ = entry.remove();
     }
     result
+}
+
+/// Refuses a spec without a user namespace when peapod is not root: the kernel would refuse
+/// every other namespace (or the cgroup) with a bare `EPERM`; say what is missing instead.
+fn refuse_rootless_without_userns(spec: &Spec) -> Result<(), Failure> {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        return Ok(());
+    }
+    let has_userns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces
+                .iter()
+                .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        });
+    if has_userns {
+        return Ok(());
+    }
+    Err(Failure::runtime(anyhow!(
+        "rootless containers need a user namespace (peapod runs as uid {euid}): add \
+         {{\"type\": \"user\"}} to linux.namespaces, with uidMappings and gidMappings \
+         (`peapod spec --rootless` writes such a config.json)"
+    )))
 }
 
 /// Connects to `--console-socket PATH`, which only a container with a terminal may be given

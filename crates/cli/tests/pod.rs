@@ -873,3 +873,71 @@ fn pod_stop_kills_what_is_left_in_the_pod_cgroup_and_its_containers() {
     pods.remove_all();
     guard.assert_gone();
 }
+
+/// A pod whose `polite` container ends on SIGTERM (writing a marker to a hostPath volume
+/// first) and whose `stubborn` one ignores it; 2 s of grace. ROOTFS and DATA are replaced.
+const GRACEFUL_MANIFEST: &str = "
+apiVersion: v1
+kind: Pod
+metadata:
+  name: graceful
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: data
+    hostPath: {path: DATA}
+  containers:
+  - name: polite
+    image: ROOTFS
+    command: [/bin/sh, -c]
+    args: ['trap \"echo term > /data/polite-got-term; exit 0\" TERM; : > /data/polite-ready; while true; do sleep 0.05; done']
+    volumeMounts: [{name: data, mountPath: /data}]
+  - name: stubborn
+    image: ROOTFS
+    command: [/bin/sh, -c]
+    args: ['trap \"\" TERM; : > /data/stubborn-ready; while true; do sleep 0.05; done']
+    resources: {limits: {memory: 64Mi}}
+    volumeMounts: [{name: data, mountPath: /data}]
+";
+
+#[test]
+fn pod_play_down_sends_sigterm_and_kills_only_after_the_grace_period() {
+    let Some(mut pods) = Pods::new() else { return };
+    let data = pods.rootfs.scratch().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let manifest = GRACEFUL_MANIFEST
+        .replace("ROOTFS", pods.rootfs.arg())
+        .replace("DATA", &data.display().to_string());
+    let file = pods.rootfs.scratch().join("graceful.yaml");
+    std::fs::write(&file, manifest).expect("manifest");
+    let init = pods.init.display().to_string();
+    let file_arg = file.display().to_string();
+    pods.names.push("graceful".into());
+    let play = pods.peapod(&["pod", "play", "--init-path", &init, &file_arg]);
+    assert_eq!(play.code, 0, "{play:?}");
+    let warning = "spec.containers[1].resources: ignored";
+    assert_eq!(play.stderr.matches(warning).count(), 1, "{play:?}");
+    // Both have set up their traps once they wrote their marker.
+    wait_until("both containers ready", || {
+        data.join("polite-ready").exists() && data.join("stubborn-ready").exists()
+    });
+    let started = std::time::Instant::now();
+    let down = pods.peapod(&["pod", "play", "--down", &file_arg]);
+    let took = started.elapsed();
+    assert_eq!(down.code, 0, "{down:?}");
+    // polite ended on SIGTERM, running its trap; stubborn needed the SIGKILL after 2 s.
+    assert_eq!(
+        std::fs::read_to_string(data.join("polite-got-term"))
+            .ok()
+            .as_deref(),
+        Some("term\n"),
+        "{down:?}"
+    );
+    assert!(took >= std::time::Duration::from_millis(1900), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // The manifest's one warning, once.
+    assert_eq!(down.stderr.matches(warning).count(), 1, "{down:?}");
+    pods.names.clear();
+    pods.rootfs.assert_nothing_left();
+    assert!(pods.peapod(&["pod", "ps", "graceful"]).code != 0);
+}

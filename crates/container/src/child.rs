@@ -91,6 +91,7 @@ fn set_up_and_exec(
     }
     if config.new_namespaces.contains(Namespace::User) {
         wait_for(Message::Mapped)?;
+        become_mapped_root().map_err(|e| ChildFailure::new("user", e))?;
     }
     for (kind, path) in &config.joined_namespaces {
         // The PID namespace was joined by the parent before clone: setns(CLONE_NEWPID) only
@@ -247,6 +248,49 @@ pub(crate) fn load_seccomp(filter: &peapod_seccomp::Filter) -> Result<(), ChildF
     filter
         .load()
         .map_err(|e| ChildFailure::new("seccomp", format!("cannot load the seccomp filter: {e}")))
+}
+
+/// Becomes uid and gid 0 of the new user namespace, now that its maps are written, as runc
+/// does. The process was cloned by the runtime's user: when that is host root and the maps
+/// give container root another host id (`0 100000 65536`), the process's ids are unmapped in
+/// its namespace until it changes them, and every file it made in the rootfs would fail
+/// (`EOVERFLOW`) or belong to nobody. Becoming root inside keeps its capabilities in the
+/// namespace (a change to uid 0 raises the effective set to the permitted one). When root is
+/// not mapped the process stays as it is; `process.user` is checked against the maps before.
+fn become_mapped_root() -> Result<(), String> {
+    let mapped = |file: &str| {
+        std::fs::read_to_string(file).map(|text| {
+            text.lines().any(|line| {
+                let mut fields = line.split_whitespace().map(str::parse::<u64>);
+                matches!(
+                    (fields.next(), fields.nth(1)),
+                    (Some(Ok(inside)), Some(Ok(count))) if inside == 0 && count > 0
+                )
+            })
+        })
+    };
+    let root_gid = mapped("/proc/self/gid_map").map_err(|e| format!("gid_map: {e}"))?;
+    let root_uid = mapped("/proc/self/uid_map").map_err(|e| format!("uid_map: {e}"))?;
+    if root_gid {
+        let root = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root, root, root)
+            .map_err(|e| format!("cannot become group 0 in the user namespace: {e}"))?;
+        // The supplementary groups inherited from the runtime are host groups, unmapped
+        // here. Allowed only where setgroups is not denied (a namespace made by root, or
+        // mapped by newgidmap); elsewhere the kernel already shows them as the overflow gid.
+        let denied =
+            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        if !denied {
+            nix::unistd::setgroups(&[])
+                .map_err(|e| format!("cannot drop the runtime's groups: {e}"))?;
+        }
+    }
+    if root_uid {
+        let root = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresuid(root, root, root)
+            .map_err(|e| format!("cannot become user 0 in the user namespace: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Waits for the runtime to send `expected`; anything else, or its death, is a failure.

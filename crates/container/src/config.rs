@@ -115,6 +115,74 @@ pub fn oci_namespace_type(kind: Namespace) -> LinuxNamespaceType {
     }
 }
 
+/// Refuses a `process.user` whose ids the new user namespace does not map: the process
+/// could not become them (`setresuid` fails with `EINVAL`), which is typical of a rootless
+/// `--user 1000` where only the caller's own id is mapped.
+fn check_user_mapped(
+    process: Option<&oci_spec::runtime::Process>,
+    uid_maps: &[IdMap],
+    gid_maps: &[IdMap],
+) -> Result<(), ConfigError> {
+    let Some(user) = process.map(|p| p.user()) else {
+        return Ok(());
+    };
+    let mapped = |maps: &[IdMap], id: u32| {
+        maps.iter()
+            .any(|m| id >= m.inside && u64::from(id) < u64::from(m.inside) + u64::from(m.count))
+    };
+    let shown = |maps: &[IdMap]| {
+        maps.iter()
+            .map(|m| {
+                format!(
+                    "{}-{}",
+                    m.inside,
+                    u64::from(m.inside) + u64::from(m.count) - 1
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unmapped = |field: String, what: &str, id: u32, maps: &[IdMap]| {
+        bad(
+            field,
+            format!(
+                "{what} {id} is not mapped in the container (its user namespace maps {what}s {})",
+                shown(maps)
+            ),
+        )
+    };
+    if !mapped(uid_maps, user.uid()) {
+        return Err(unmapped(
+            "process.user.uid".into(),
+            "uid",
+            user.uid(),
+            uid_maps,
+        ));
+    }
+    if !mapped(gid_maps, user.gid()) {
+        return Err(unmapped(
+            "process.user.gid".into(),
+            "gid",
+            user.gid(),
+            gid_maps,
+        ));
+    }
+    let extra = user.additional_gids().as_deref().unwrap_or_default();
+    if let Some((i, gid)) = extra
+        .iter()
+        .enumerate()
+        .find(|(_, gid)| !mapped(gid_maps, **gid))
+    {
+        return Err(unmapped(
+            format!("process.user.additionalGids[{i}]"),
+            "gid",
+            *gid,
+            gid_maps,
+        ));
+    }
+    Ok(())
+}
+
 fn id_maps(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<Vec<IdMap>, ConfigError> {
     let maps = maps.as_deref().unwrap_or_default();
     maps.iter()
@@ -404,6 +472,9 @@ impl ContainerConfig {
                 "linux.gidMappings",
                 "required with a new user namespace",
             ));
+        }
+        if new_namespaces.contains(Namespace::User) {
+            check_user_mapped(spec.process().as_ref(), &uid_maps, &gid_maps)?;
         }
 
         let hostname = spec.hostname().clone().filter(|h| !h.is_empty());

@@ -3,8 +3,10 @@
 //! container, for [`Created::start`] before its `execve`.
 //!
 //! The runtime forks once. The PID namespace is joined by the runtime itself before the fork
-//! (it applies to children only); the fork joins all the others at once through a pidfd of
-//! the container's process, so a recycled pid can never be joined by mistake.
+//! (it applies to children only), together with the user namespace when the runtime is not
+//! root (only its owner's user namespace may join it); the fork joins all the others at once
+//! through a pidfd of the container's process, so a recycled pid can never be joined by
+//! mistake.
 
 use std::convert::Infallible;
 use std::os::fd::RawFd;
@@ -97,10 +99,25 @@ pub fn enter(
     crate::console::check_console(config.terminal, config.console.as_ref())?;
     let kinds = target.differing()?;
     let (parent_end, child_end) = channel::pair().map_err(|e| Error::os("socketpair", e))?;
+    // What this process joins itself: the PID namespace, which applies to children only, so
+    // the fork must be made inside it. Without privilege the kernel lets a process join a
+    // PID namespace only from the user namespace that owns it: then the user namespace is
+    // joined first, in the same call (the kernel orders it first), as runc's nsexec does.
+    let mut here = NamespaceSet::empty();
     if kinds.contains(Namespace::Pid) {
-        let mut pid = NamespaceSet::empty();
-        pid.insert(Namespace::Pid);
-        target.join(pid)?;
+        here.insert(Namespace::Pid);
+        if kinds.contains(Namespace::User) && !nix::unistd::geteuid().is_root() {
+            here.insert(Namespace::User);
+        }
+        target.join(here)?;
+    }
+    // The fork joins the rest; a user namespace cannot be joined again by a process already
+    // in it (EINVAL).
+    let mut rest = kinds;
+    for kind in Namespace::ALL {
+        if here.contains(kind) {
+            rest.remove(kind);
+        }
     }
     // The fork is a copy of peapod in the container's PID namespace until its exec: not
     // dumpable from its first instant (it inherits this), so no process of the container
@@ -112,7 +129,7 @@ pub fn enter(
     match unsafe { clone_into(NamespaceSet::empty()) }? {
         Forked::Child => {
             drop(parent_end);
-            run(target, kinds, config, child_end)
+            run(target, rest, config, child_end)
         }
         Forked::Parent(process) => {
             drop(child_end);
@@ -130,7 +147,7 @@ pub fn enter(
     }
 }
 
-/// The new process: joins, sets up, waits, execs. Never returns.
+/// The new process: joins the namespaces of `kinds`, sets up, waits, execs. Never returns.
 fn run(target: &Target, kinds: NamespaceSet, config: &ExecConfig, channel: Channel) -> ! {
     let Err(failure) = set_up_and_exec(target, kinds, config, &channel);
     let _ = channel.send(&Message::Failed(failure.clone()));
@@ -150,10 +167,8 @@ fn set_up_and_exec(
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     set_name(c"peapod:exec");
     wait_for(channel, Message::Mapped)?;
-    let mut rest = kinds;
-    rest.remove(Namespace::Pid);
     target
-        .join(rest)
+        .join(kinds)
         .map_err(|e| ChildFailure::new("namespaces", e))?;
     if !kinds.contains(Namespace::Mount) {
         // A container in the runtime's mount namespace has its root by chroot only (no

@@ -45,28 +45,42 @@ fn burst_of_10000_orphans_is_reaped_as_pid1() {
 fn orphans_are_reaped_by_the_subreaper_when_not_pid1() {
     let dir = scratch("subreaper");
     let pidfile = dir.join("orphan");
+    let orphaned = dir.join("orphaned");
+    let go = dir.join("go");
     let release = dir.join("release");
-    // The inner shell leaves a sleeping orphan behind. The outer shell waits
-    // until the test has checked who the orphan's parent is and that it is
-    // reaped, then exits 5.
+    // The inner shell leaves an orphan behind that runs until the test creates `go`, and
+    // exits. The outer shell has waited for it, so when it writes `orphaned` the orphan has
+    // been re-parented already. It then waits until the test has checked who the orphan's
+    // parent is and that it is reaped, and exits 5. Every loop is bounded (30 s), so even a
+    // process the test failed to kill ends on its own.
     let script = r#"
-        sh -c 'sleep 0.5 & echo $! > "$0"' "$0"
-        while [ ! -e "$1" ]; do sleep 0.02; done
+        sh -c '(i=0; while [ ! -e "$2" ] && [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done) &
+               echo $! > "$0"' "$0" "$1" "$2"
+        : > "$3"
+        i=0; while [ ! -e "$1" ] && [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done
         exit 5
     "#;
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
     let p = start(
         init(&[
             "sh",
             "-c",
             script,
-            pidfile.to_str().expect("utf-8"),
-            release.to_str().expect("utf-8"),
+            &path(&pidfile),
+            &path(&release),
+            &path(&go),
+            &path(&orphaned),
         ]),
         &dir,
     );
-    let orphan: i32 = eventually(10, "orphan pid", || {
-        fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    eventually(10, "the inner shell to have exited", || {
+        orphaned.exists().then_some(())
     });
+    let orphan: i32 = fs::read_to_string(&pidfile)
+        .expect("orphan pid")
+        .trim()
+        .parse()
+        .expect("a pid");
     let ppid = proc_status(orphan, "PPid");
     assert_eq!(
         ppid,
@@ -76,9 +90,14 @@ fn orphans_are_reaped_by_the_subreaper_when_not_pid1() {
     );
     // After it exits it must vanish, not linger as a zombie, while
     // peapod-init is still running.
+    fs::write(&go, "").expect("go");
     eventually(10, "orphan reaped", || {
         proc_status(orphan, "State").is_none().then_some(())
     });
+    assert_eq!(
+        proc_status(p.pid(), "State").map(|s| s.starts_with('Z')),
+        Some(false)
+    );
     fs::write(&release, "").expect("release");
     let f = p.finish(10);
     assert_eq!(f.code(), 5, "{f:?}");

@@ -42,6 +42,13 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// A map that needs `newuidmap`/`newgidmap` cannot be written: the helper is missing,
+    /// the range is not delegated to the caller, or the helper refused.
+    #[error("{message}")]
+    MapHelper {
+        /// What is missing or what the helper said, one line.
+        message: String,
+    },
     /// Talking to rtnetlink failed.
     #[error("failed to bring up the loopback interface: {0}")]
     Loopback(io::Error),

@@ -54,11 +54,7 @@ pub(super) fn play(ctx: &Context, args: PodPlayArgs) -> Result<i32, Failure> {
     }
     let plan = parsed.plan;
     if args.down {
-        let rm = PodRmArgs {
-            force: true,
-            name: plan.name.clone(),
-        };
-        return super::remove(ctx, &rm).map(|()| 0);
+        return down(ctx, &plan);
     }
     refuse_rootless(ctx)?;
     let name = PodStore::parse_name(&plan.name)?;
@@ -108,6 +104,28 @@ pub(super) fn play(ctx: &Context, args: PodPlayArgs) -> Result<i32, Failure> {
     }
     println!("{}", plan.name);
     Ok(0)
+}
+
+/// `pod play --down`: stops the pod as `pod stop` does, SIGTERM and, after the manifest's
+/// `terminationGracePeriodSeconds` (else the one it was played with, else 10 s), SIGKILL, so
+/// its containers may end cleanly as under Kubernetes; then removes it.
+fn down(ctx: &Context, plan: &PodPlan) -> Result<i32, Failure> {
+    let name = PodStore::parse_name(&plan.name)?;
+    {
+        // Released before `remove` takes the pod's lock again.
+        let entry = pods(ctx)?.load(&name)?;
+        if let Some(mut record) = entry.record()? {
+            if record.status() == peapod_pod::PodStatus::Running {
+                let grace = plan.grace_seconds.or(record.grace_seconds).unwrap_or(10);
+                super::stop(ctx, &entry, &mut record, Duration::from_secs(grace))?;
+            }
+        }
+    }
+    let rm = PodRmArgs {
+        force: true,
+        name: plan.name.clone(),
+    };
+    super::remove(ctx, &rm).map(|()| 0)
 }
 
 /// A played container's id: `POD-NAME`.

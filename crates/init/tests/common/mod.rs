@@ -104,8 +104,7 @@ impl Proc {
                     std::thread::sleep(Duration::from_millis(5))
                 }
                 Ok(None) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    self.kill_tree();
                     panic!(
                         "timed out after {secs}s; stdout: {:?} stderr: {:?}",
                         fs::read_to_string(&self.out).unwrap_or_default(),
@@ -123,14 +122,70 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Kills the process and every descendant it has, by their pids, and reaps it.
+    ///
+    /// peapod-init puts its child in a process group of its own, so the group of the
+    /// process is not enough; and a descendant whose parent died first would be re-parented
+    /// out of reach. So the whole tree is stopped first (again until no new process shows
+    /// up: a stopped process cannot fork), then killed.
+    fn kill_tree(&mut self) {
+        let mut tree = vec![self.pid()];
+        for _ in 0..100 {
+            send(&tree, "STOP");
+            let new: Vec<i32> = descendants(self.pid())
+                .into_iter()
+                .filter(|pid| !tree.contains(pid))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            tree.extend(new);
+        }
+        send(&tree, "KILL");
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
-        // A test that fails midway must not leave its process running.
+        // A test that fails midway must leave neither its process nor anything it started
+        // (a shell polling for a file the test never made) running.
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill_tree();
         }
     }
+}
+
+/// The pids of every process below `pid` (children of each of its threads, recursively).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                if !found.contains(&child) {
+                    found.push(child);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `kill -SIG PID...`, ignoring processes that are gone: for clean-up, which must not fail.
+fn send(pids: &[i32], sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .args(pids.iter().map(ToString::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Sends signal `sig` to `pid` with kill(1): the tests need no libc binding.
