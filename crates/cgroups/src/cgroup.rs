@@ -243,6 +243,16 @@ impl Cgroup {
         self.v2
     }
 
+    /// Its directories, each with the mount point of its hierarchy (`/sys/fs/cgroup/memory`,
+    /// `/sys/fs/cgroup/memory/peapod/web`): what a container without a cgroup namespace is
+    /// shown of them.
+    pub fn dirs_by_hierarchy(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.dirs
+            .iter()
+            .map(|d| (d.mount.clone(), d.path.clone()))
+            .collect()
+    }
+
     /// Its directories, one per hierarchy.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.path.clone()).collect()

@@ -488,6 +488,14 @@ fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
 
 /// `peapod run --bundle` of `/bin/true` with `resources` as `linux.resources`.
 fn run_with_resources(rootfs: &TestRootfs, id: &str, resources: serde_json::Value) -> Outcome {
+    run_bundle(rootfs, id, |json| {
+        json["process"]["args"] = serde_json::json!(["/bin/true"]);
+        json["linux"]["resources"] = resources;
+    })
+}
+
+/// `peapod run --bundle` of the spec `peapod spec` writes, changed by `edit`.
+fn run_bundle(rootfs: &TestRootfs, id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Outcome {
     let dir = rootfs.scratch().join(format!("bundle-{id}"));
     std::fs::create_dir(&dir).expect("bundle");
     let mut spec = rootfs.peapod();
@@ -497,8 +505,7 @@ fn run_with_resources(rootfs: &TestRootfs, id: &str, resources: serde_json::Valu
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
     json["root"]["path"] = rootfs.arg().into();
-    json["process"]["args"] = serde_json::json!(["/bin/true"]);
-    json["linux"]["resources"] = resources;
+    edit(&mut json);
     std::fs::write(&config, json.to_string()).expect("write config");
     let mut run = rootfs.peapod();
     run.args(["run", "--bundle"]).arg(&dir).arg(id);
@@ -519,6 +526,67 @@ fn bad_limit_leaves_no_cgroup_and_no_state() {
     assert_eq!(out.code, 125, "{}", out.stderr);
     assert!(out.stderr.contains("cpuset.cpus"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn without_a_cgroup_namespace_the_cgroup_mount_binds_the_containers_own_cgroup() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("no-cgns");
+    let guard = CgroupGuard::of(&id);
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                  ls /sys/fs/cgroup/memory | grep -c '^peapod$' ; \
+                  touch /sys/fs/cgroup/memory/x 2>/dev/null && echo writable; \
+                  grep -c ' /sys/fs/cgroup/' /proc/self/mountinfo";
+    let out = run_bundle(&rootfs, &id, |json| {
+        json["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+        json["linux"]["resources"]["memory"] = serde_json::json!({"limit": 67108864});
+        let namespaces = json["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces");
+        namespaces.retain(|ns| ns["type"] != "cgroup");
+    });
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "67108864", "its own limit: {out:?}");
+    assert_eq!(lines[1], "0", "no other cgroup is seen: {out:?}");
+    let hierarchies = guard.cgroup.paths().len();
+    assert_eq!(
+        lines[2..],
+        [hierarchies.to_string()],
+        "one read-only bind per hierarchy, nothing writable: {out:?}"
+    );
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn run_shows_the_container_its_limits_read_only_under_sys_fs_cgroup() {
+    let Some(rootfs) = fixture() else { return };
+    let id = unique("sees-limits");
+    let guard = CgroupGuard::of(&id);
+    let (memory, cpu) = if guard.v2() {
+        ("memory.max", "cpu.max")
+    } else {
+        ("memory/memory.limit_in_bytes", "cpu/cpu.cfs_quota_us")
+    };
+    let script = format!(
+        "cat /sys/fs/cgroup/{memory} /sys/fs/cgroup/{cpu}; \
+         echo 1 > /sys/fs/cgroup/{memory} 2>/dev/null && echo writable; true"
+    );
+    let out = run_in(
+        &rootfs,
+        &["--name", &id, "--memory", "64m", "--cpus", "0.5"],
+        &["/bin/sh", "-c", &script],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let expected = if guard.v2() {
+        "67108864\n50000 100000\n"
+    } else {
+        "67108864\n50000\n"
+    };
+    assert_eq!(out.stdout, expected, "{out:?}");
     guard.assert_gone();
     rootfs.assert_nothing_left();
 }

@@ -134,8 +134,9 @@ fn set_up_and_exec(
         _ => None,
     };
     let rootfs_failed = |e| ChildFailure::new("rootfs", e);
+    let rootfs = config.rootfs_in(cgroup);
     if !config.chroot_only {
-        config.rootfs.mount_all().map_err(rootfs_failed)?;
+        rootfs.mount_all().map_err(rootfs_failed)?;
     }
     if config.hooks.any_at_create() {
         // The runtime runs prestart and createRuntime now; createContainer runs here, in
@@ -150,8 +151,8 @@ fn set_up_and_exec(
             .map_err(|e| ChildFailure::new("hooks", e))?;
     }
     match config.chroot_only {
-        true => config.rootfs.chroot_only(),
-        false => config.rootfs.pivot(),
+        true => rootfs.chroot_only(),
+        false => rootfs.pivot(),
     }
     .map_err(rootfs_failed)?;
     if let Some(console) = &config.console {

@@ -42,6 +42,9 @@ pub struct ContainerConfig {
     pub(crate) uid_maps: Vec<IdMap>,
     pub(crate) gid_maps: Vec<IdMap>,
     pub(crate) rootfs: RootfsPlan,
+    /// The cgroup mounts of a container without a cgroup namespace, with their place in
+    /// the rootfs's mounts: made binds of its own cgroup's directories by `rootfs_in`.
+    pub(crate) cgroup_binds: Vec<(usize, Mount)>,
     /// No mount namespace of its own: `chroot` into the root, no mount at all.
     pub(crate) chroot_only: bool,
     pub(crate) preserve_fds: u32,
@@ -311,6 +314,47 @@ fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount
     Ok(mounts)
 }
 
+/// The mounts that show a container without a cgroup namespace its own cgroup at `m`'s
+/// destination: on v1 a tmpfs with a read-only bind of its directory in each hierarchy, named
+/// as the hierarchy's mount point (`memory`, `cpu,cpuacct`, `systemd`, `unified`); on v2 the
+/// one directory, read-only.
+fn cgroup_binds(m: &Mount, cgroup: &peapod_cgroups::Cgroup) -> Vec<Mount> {
+    let ro = |source: &Path, destination: PathBuf| {
+        let mut bind = Mount::bind(source, &destination, true);
+        bind.options.flags |= m.options.flags
+            & (nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC);
+        bind
+    };
+    let dirs = cgroup.dirs_by_hierarchy();
+    if cgroup.is_v2() {
+        return dirs
+            .first()
+            .map(|(_, dir)| ro(dir, m.destination.clone()))
+            .into_iter()
+            .collect();
+    }
+    let mut mounts = vec![Mount {
+        destination: m.destination.clone(),
+        fstype: "tmpfs".to_owned(),
+        source: Some(PathBuf::from("tmpfs")),
+        options: MountOptions {
+            flags: nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            data: vec!["mode=755".to_owned()],
+            ..MountOptions::default()
+        },
+    }];
+    for (hierarchy, dir) in dirs {
+        if let Some(name) = hierarchy.file_name() {
+            mounts.push(ro(&dir, m.destination.join(name)));
+        }
+    }
+    mounts
+}
+
 /// `Some(consoleSize)` when `process.terminal` is true.
 pub(crate) fn terminal(process: &Process) -> Option<Option<WindowSize>> {
     if process.terminal() != Some(true) {
@@ -492,6 +536,7 @@ impl ContainerConfig {
         }
 
         let mut mounts = Vec::new();
+        let mut cgroup_binds = Vec::new();
         for (i, m) in spec
             .mounts()
             .as_deref()
@@ -513,12 +558,18 @@ impl ContainerConfig {
                         .map_err(|e| bad(field("type"), e))?;
                     mounts.extend(expanded);
                 } else {
-                    // Without its own cgroup namespace the container would see the host's
-                    // whole hierarchy: the mount is left out.
-                    tracing::warn!(
-                        "mounts[{i}]: no {fstype} mount on {} without a cgroup namespace",
-                        m.destination().display()
-                    );
+                    // Without its own cgroup namespace a cgroup mount would show the host's
+                    // whole hierarchy: as runc, the container's own cgroup directories are
+                    // bound there instead, once the cgroup exists (`rootfs_in`).
+                    cgroup_binds.push((
+                        mounts.len(),
+                        Mount {
+                            destination: m.destination().clone(),
+                            fstype,
+                            source: None,
+                            options,
+                        },
+                    ));
                 }
                 continue;
             }
@@ -583,6 +634,7 @@ impl ContainerConfig {
             uid_maps,
             gid_maps,
             rootfs,
+            cgroup_binds,
             chroot_only,
             preserve_fds: 0,
             terminal: terminal(process),
@@ -640,6 +692,28 @@ impl ContainerConfig {
     /// The rootfs plan.
     pub fn rootfs(&self) -> &RootfsPlan {
         &self.rootfs
+    }
+
+    /// The rootfs plan with the cgroup mounts of a container without a cgroup namespace
+    /// made concrete: a read-only bind of the container's own directory in each hierarchy
+    /// (below a tmpfs on v1), as runc does, so that it sees its limits and usage and nothing
+    /// of the host's other cgroups. Without a cgroup they are left out.
+    pub(crate) fn rootfs_in(
+        &self,
+        cgroup: Option<&peapod_cgroups::Cgroup>,
+    ) -> std::borrow::Cow<'_, RootfsPlan> {
+        if self.cgroup_binds.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.rootfs);
+        }
+        let mut mounts = self.rootfs.mounts().to_vec();
+        for (at, m) in self.cgroup_binds.iter().rev() {
+            let binds = match cgroup {
+                Some(cgroup) => cgroup_binds(m, cgroup),
+                None => Vec::new(),
+            };
+            mounts.splice(*at..*at, binds);
+        }
+        std::borrow::Cow::Owned(self.rootfs.clone().with_mounts(mounts))
     }
 }
 

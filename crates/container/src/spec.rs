@@ -28,7 +28,8 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 ];
 
 /// A spec with runc's defaults: new mount, pid, ipc, uts, network and cgroup namespaces; proc,
-/// a tmpfs `/dev` with devpts, shm and mqueue, a read-only sysfs; the default masked and
+/// a tmpfs `/dev` with devpts, shm and mqueue, a read-only sysfs and cgroup mount (as
+/// `docker run`: programs size themselves from the limits they see); the default masked and
 /// read-only paths; `sh` as the command and `peapod` as the host name; `no_new_privs` and
 /// `RLIMIT_NOFILE` 1024. Two differences: the capabilities are Docker's and podman's default
 /// set ([`DEFAULT_CAPABILITIES`]; with `NET_RAW`, `ping` works) rather than runc's three. As
@@ -41,9 +42,6 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
     let mut spec = Spec::default();
     spec.set_hostname(Some("peapod".to_owned()));
-    if let Some(mounts) = spec.mounts_mut() {
-        mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
-    }
     if let Some(linux) = spec.linux_mut() {
         let deny_all = LinuxDeviceCgroupBuilder::default()
             .allow(false)
@@ -71,6 +69,8 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
         return spec;
     };
     if let Some(mounts) = spec.mounts_mut() {
+        // An unprivileged user has no cgroup of its own to show (as runc's rootless spec).
+        mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
         for m in mounts.iter_mut() {
             if let Some(options) = m.options().clone() {
                 m.set_options(Some(options.into_iter().filter(|o| o != "gid=5").collect()));
