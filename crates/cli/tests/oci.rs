@@ -799,6 +799,90 @@ fn a_spec_without_a_mount_namespace_runs_chrooted_in_the_runtimes() {
 }
 
 #[test]
+fn tmpcopyup_fills_a_tmpfs_with_what_it_covers() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let data = bundle.rootfs.path.join("data");
+    std::fs::create_dir_all(data.join("sub")).expect("data/sub");
+    std::fs::write(data.join("f"), "hello").expect("data/f");
+    std::fs::write(data.join("sub/g"), "deep").expect("data/sub/g");
+    std::os::unix::fs::symlink("/etc/passwd", data.join("link")).expect("data/link");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data.join("f"), std::fs::Permissions::from_mode(0o4750))
+        .expect("chmod");
+    nix::unistd::chown(&data.join("sub/g"), Some(12.into()), Some(34.into())).expect("chown");
+    let script = "stat -c '%n %a %u:%g' /data/f /data/sub/g; readlink /data/link; \
+                  cat /data/f /data/sub/g; echo; echo new > /data/new && \
+                  grep -c ' /data .* - tmpfs ' /proc/self/mountinfo";
+    bundle.configure_with(&sh(script), |spec| {
+        spec["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/data", "type": "tmpfs", "source": "tmpfs",
+            "options": ["tmpcopyup", "nosuid"],
+        }));
+    });
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "copyup"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout, "/data/f 4750 0:0\n/data/sub/g 644 12:34\n/etc/passwd\nhellodeep\n1\n",
+        "{out:?}"
+    );
+    assert!(!data.join("new").exists(), "the write went to the tmpfs");
+    bundle.rootfs.assert_nothing_left();
+}
+
+/// Unmounts (lazily) the mount at its path when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn recursive_mount_options_reach_every_submount() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let source = bundle.dir().join("tree");
+    let inner = source.join("inner");
+    std::fs::create_dir_all(&inner).expect("tree/inner");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &inner,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("a tmpfs below the bind source");
+    let _inner = Unmount(inner.clone());
+    let script = "for d in /r /r/inner; do touch $d/x 2>/dev/null && echo $d writable; done; \
+                  grep -E ' /r(/inner)? ' /proc/self/mountinfo | cut -d' ' -f5,6";
+    for (options, expected) in [
+        (
+            json!(["rbind", "ro"]),
+            "/r/inner writable\n/r ro,relatime\n/r/inner rw,relatime\n",
+        ),
+        (
+            json!(["rbind", "rro", "rnosuid"]),
+            "/r ro,nosuid,relatime\n/r/inner ro,nosuid,relatime\n",
+        ),
+    ] {
+        bundle.configure_with(&sh(script), |spec| {
+            spec["mounts"].as_array_mut().expect("mounts").push(json!({
+                "destination": "/r", "type": "bind", "source": source, "options": options,
+            }));
+        });
+        let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "rro"]);
+        assert_eq!(out.code, 0, "{options}: {out:?}");
+        assert_eq!(out.stdout, expected, "{options}: {out:?}");
+    }
+    drop(_inner);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
 fn failed_create_leaves_nothing_and_names_the_problem() {
     let Some(bundle) = Bundle::new() else {
         return;

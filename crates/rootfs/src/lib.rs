@@ -26,6 +26,7 @@
 //! This crate does not create namespaces or processes, and it does not unpack images.
 #![deny(missing_docs)]
 
+mod copy_up;
 mod devices;
 mod error;
 mod in_root;
@@ -38,5 +39,5 @@ pub use devices::{Device, Node, NodeKind, DEFAULT_DEVICES};
 pub use error::{Error, Result};
 pub use in_root::InRoot;
 pub use mount::Mount;
-pub use options::{MountOptions, Propagation};
+pub use options::{MountOptions, Propagation, RecursiveAttrs};
 pub use plan::RootfsPlan;

@@ -142,7 +142,62 @@ impl Mount {
             )
             .map_err(|e| self.error(format!("{what} (remount)"), e))?;
         }
+        self.apply_recursive_attrs(root)?;
         self.apply_propagation(root)
+    }
+
+    /// `rro`, `rnosuid`, ...: one `mount_setattr` on the new mount with `AT_RECURSIVE`, which
+    /// also reaches every mount below it (those an `rbind` brought along).
+    fn apply_recursive_attrs(&self, root: &InRoot) -> Result<()> {
+        let attrs = self.options.recursive_attrs;
+        if attrs.is_empty() {
+            return Ok(());
+        }
+        let mounted = root.resolve(&self.destination)?;
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: attrs.set,
+            attr_clr: attrs.clear,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr reads `size` bytes of the valid struct it is given, and an
+        // empty path with AT_EMPTY_PATH names the descriptor itself.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                std::os::fd::AsRawFd::as_raw_fd(&mounted),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return Err(Error::Mount {
+                what: "recursive options (rro, rnosuid, ...)".into(),
+                target: self.destination.clone(),
+                source: std::io::Error::new(
+                    err.kind(),
+                    "this kernel has no mount_setattr (Linux 5.12 or later is needed)",
+                ),
+            });
+        }
+        Err(Error::Mount {
+            what: "recursive options".into(),
+            target: self.destination.clone(),
+            source: err,
+        })
     }
 
     fn apply_fs(&self, root: &InRoot) -> Result<()> {
@@ -158,6 +213,12 @@ impl Mount {
             });
         }
         let target = FdPath::new(root.create_dir_all(&self.destination)?);
+        // The directory the tmpfs will cover, still reachable through this descriptor once
+        // it is covered: what `tmpcopyup` copies from.
+        let covered = match self.options.tmpcopyup && self.fstype == "tmpfs" {
+            true => Some(FdPath::new(root.resolve(&self.destination)?)),
+            false => None,
+        };
         let data = self.options.data_string();
         let source = self.source.as_deref().unwrap_or(Path::new(&self.fstype));
         mount(
@@ -168,6 +229,16 @@ impl Mount {
             data.as_deref(),
         )
         .map_err(|e| self.error(self.fstype.clone(), e))?;
+        if let Some(covered) = covered {
+            let tmpfs = FdPath::new(root.resolve(&self.destination)?);
+            crate::copy_up::copy_tree(Path::new(covered.as_str()), Path::new(tmpfs.as_str()))
+                .map_err(|source| Error::Mount {
+                    what: "tmpfs (tmpcopyup)".into(),
+                    target: self.destination.clone(),
+                    source,
+                })?;
+        }
+        self.apply_recursive_attrs(root)?;
         self.apply_propagation(root)
     }
 

@@ -66,6 +66,63 @@ pub struct MountOptions {
     pub propagation: Option<(Propagation, bool)>,
     /// Everything else, passed to the file system as `data` (comma-joined).
     pub data: Vec<String>,
+    /// Recursive attributes (`rro`, `rnosuid`, ...), set on the mount and every mount below
+    /// it with `mount_setattr(AT_RECURSIVE)` after it is made.
+    pub recursive_attrs: RecursiveAttrs,
+    /// `tmpcopyup`: a tmpfs starts with a copy of what the rootfs has at its destination.
+    pub tmpcopyup: bool,
+}
+
+/// `MOUNT_ATTR_*` bits to set and to clear, as `struct mount_attr` takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecursiveAttrs {
+    /// `attr_set`.
+    pub set: u64,
+    /// `attr_clr`.
+    pub clear: u64,
+}
+
+impl RecursiveAttrs {
+    /// Whether any attribute is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// The recursive option `word` as (whether it clears, the attribute), as runc reads them.
+fn recursive_attr(word: &str) -> Option<(bool, u64)> {
+    Some(match word {
+        "rro" => (false, MOUNT_ATTR_RDONLY),
+        "rrw" => (true, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (false, MOUNT_ATTR_NOSUID),
+        "rsuid" => (true, MOUNT_ATTR_NOSUID),
+        "rnodev" => (false, MOUNT_ATTR_NODEV),
+        "rdev" => (true, MOUNT_ATTR_NODEV),
+        "rnoexec" => (false, MOUNT_ATTR_NOEXEC),
+        "rexec" => (true, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (false, MOUNT_ATTR_NODIRATIME),
+        "rdiratime" => (true, MOUNT_ATTR_NODIRATIME),
+        "rrelatime" => (false, MOUNT_ATTR_RELATIME),
+        "rnorelatime" => (true, MOUNT_ATTR_RELATIME),
+        "rnoatime" => (false, MOUNT_ATTR_NOATIME),
+        "ratime" => (true, MOUNT_ATTR_NOATIME),
+        "rstrictatime" => (false, MOUNT_ATTR_STRICTATIME),
+        "rnostrictatime" => (true, MOUNT_ATTR_STRICTATIME),
+        "rnosymfollow" => (false, MOUNT_ATTR_NOSYMFOLLOW),
+        "rsymfollow" => (true, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 impl Default for MountOptions {
@@ -76,6 +133,8 @@ impl Default for MountOptions {
             recursive: false,
             propagation: None,
             data: Vec::new(),
+            recursive_attrs: RecursiveAttrs::default(),
+            tmpcopyup: false,
         }
     }
 }
@@ -122,8 +181,29 @@ impl MountOptions {
                     opts.recursive = true;
                     continue;
                 }
+                "tmpcopyup" => {
+                    opts.tmpcopyup = true;
+                    continue;
+                }
+                "notmpcopyup" => {
+                    opts.tmpcopyup = false;
+                    continue;
+                }
                 other => {
-                    if let Some(prop) = Propagation::parse(other) {
+                    if let Some((clear, attr)) = recursive_attr(other) {
+                        let attrs = &mut opts.recursive_attrs;
+                        if clear {
+                            attrs.clear |= attr;
+                            attrs.set &= !attr;
+                        } else {
+                            attrs.set |= attr;
+                            // An access-time mode replaces the others: the kernel wants the
+                            // whole field cleared to change it.
+                            if attr & MOUNT_ATTR_ATIME_MASK == attr {
+                                attrs.clear |= MOUNT_ATTR_ATIME_MASK;
+                            }
+                        }
+                    } else if let Some(prop) = Propagation::parse(other) {
                         opts.propagation = Some(prop);
                     } else if other.contains('=') || DATA_WORDS.contains(&other) {
                         opts.data.push(other.to_owned());
@@ -181,6 +261,24 @@ mod tests {
             Propagation::parse("private"),
             Some((Propagation::Private, false))
         );
+    }
+
+    #[test]
+    fn recursive_attributes_set_and_clear() {
+        let opts = parse(&["rbind", "rro", "rnosuid", "rexec", "rnoatime", "tmpcopyup"]);
+        assert!(opts.bind && opts.tmpcopyup);
+        assert_eq!(
+            opts.recursive_attrs.set,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME
+        );
+        assert_eq!(
+            opts.recursive_attrs.clear,
+            MOUNT_ATTR_NOEXEC | MOUNT_ATTR_ATIME_MASK
+        );
+        assert!(opts.propagation.is_none(), "rro is no propagation");
+        let opts = parse(&["rro", "rrw"]);
+        assert_eq!(opts.recursive_attrs.set, 0);
+        assert_eq!(opts.recursive_attrs.clear, MOUNT_ATTR_RDONLY);
     }
 
     #[test]
