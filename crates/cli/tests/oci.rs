@@ -831,6 +831,62 @@ fn tmpcopyup_fills_a_tmpfs_with_what_it_covers() {
     bundle.rootfs.assert_nothing_left();
 }
 
+#[test]
+fn time_offsets_reach_a_new_time_namespace() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    if !Path::new("/proc/self/ns/time").exists() {
+        eprintln!("skipped: this kernel has no time namespaces");
+        return;
+    }
+    let with_time = |spec: &mut Value, offsets: Value| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .push(json!({"type": "time"}));
+        spec["linux"]["timeOffsets"] = offsets;
+    };
+    // Ten years of boot time: /proc/uptime counts from there.
+    bundle.configure_with(
+        &sh("cat /proc/self/timens_offsets; cut -d. -f1 /proc/uptime"),
+        |spec| {
+            with_time(
+                spec,
+                json!({"boottime": {"secs": 315360000, "nanosecs": 0},
+                       "monotonic": {"secs": 86400, "nanosecs": 5}}),
+            )
+        },
+    );
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "timens"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let offsets: Vec<Vec<&str>> = lines[..2]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        offsets.contains(&vec!["monotonic", "86400", "5"]),
+        "{out:?}"
+    );
+    assert!(
+        offsets.contains(&vec!["boottime", "315360000", "0"]),
+        "{out:?}"
+    );
+    let uptime: u64 = lines[2].parse().expect("uptime");
+    assert!(
+        uptime >= 315_360_000,
+        "uptime {uptime} lacks the offset: {out:?}"
+    );
+
+    bundle.configure_with(&["true"], |spec| {
+        with_time(spec, json!({"realtime": {"secs": 1}}))
+    });
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "timens-bad"]);
+    assert_failed(&out, 125, &["linux.timeOffsets.realtime: unknown clock"]);
+    bundle.rootfs.assert_nothing_left();
+}
+
 /// Unmounts (lazily) the mount at its path when dropped.
 struct Unmount(PathBuf);
 

@@ -42,6 +42,9 @@ pub struct ContainerConfig {
     pub(crate) uid_maps: Vec<IdMap>,
     pub(crate) gid_maps: Vec<IdMap>,
     pub(crate) rootfs: RootfsPlan,
+    /// `linux.timeOffsets` as `/proc/PID/timens_offsets` takes them, for a new time
+    /// namespace.
+    pub(crate) time_offsets: Option<String>,
     /// The cgroup mounts of a container without a cgroup namespace, with their place in
     /// the rootfs's mounts: made binds of its own cgroup's directories by `rootfs_in`.
     pub(crate) cgroup_binds: Vec<(usize, Mount)>,
@@ -56,6 +59,49 @@ pub struct ContainerConfig {
     /// The compiled `linux.seccomp` filter, loaded by the container process just before
     /// `execve` (see `child.rs` for when exactly).
     pub(crate) seccomp: Option<peapod_seccomp::Filter>,
+}
+
+/// `linux.timeOffsets` in the form `/proc/PID/timens_offsets` takes (`monotonic 10 0`, one
+/// clock a line), checked: only the two clocks a time namespace has, and only for a new one.
+fn time_offsets(
+    linux: Option<&oci_spec::runtime::Linux>,
+    new_namespaces: &NamespaceSet,
+) -> Result<Option<String>, ConfigError> {
+    let Some(offsets) = linux.and_then(|l| l.time_offsets().as_ref()) else {
+        return Ok(None);
+    };
+    if offsets.is_empty() {
+        return Ok(None);
+    }
+    if !new_namespaces.contains(Namespace::Time) {
+        return Err(bad(
+            "linux.timeOffsets",
+            "needs a new time namespace ({\"type\": \"time\"} in linux.namespaces, without a path)",
+        ));
+    }
+    let mut clocks: Vec<(&String, _)> = offsets.iter().collect();
+    clocks.sort_by_key(|(clock, _)| clock.as_str());
+    let mut text = String::new();
+    for (clock, offset) in clocks {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(bad(
+                format!("linux.timeOffsets.{clock}"),
+                "unknown clock (a time namespace has monotonic and boottime)",
+            ));
+        }
+        let nanosecs = offset.nanosecs().unwrap_or(0);
+        if nanosecs >= 1_000_000_000 {
+            return Err(bad(
+                format!("linux.timeOffsets.{clock}.nanosecs"),
+                "must be below 1000000000",
+            ));
+        }
+        text.push_str(&format!(
+            "{clock} {} {nanosecs}\n",
+            offset.secs().unwrap_or(0)
+        ));
+    }
+    Ok(Some(text))
 }
 
 /// What a container without its own mount namespace cannot have: each would be a mount in
@@ -608,6 +654,7 @@ impl ContainerConfig {
                 .readonly_paths(linux.readonly_paths().clone().unwrap_or_default());
         }
 
+        let time_offsets = time_offsets(linux, &new_namespaces)?;
         // Without a mount namespace of its own the container runs in the runtime's, as the
         // spec allows: it only gets its root by chroot, and anything that needs a mount is
         // refused rather than done to the host (runc refuses the same).
@@ -634,6 +681,7 @@ impl ContainerConfig {
             uid_maps,
             gid_maps,
             rootfs,
+            time_offsets,
             cgroup_binds,
             chroot_only,
             preserve_fds: 0,

@@ -79,6 +79,16 @@ pub fn create_in(
         // SAFETY: prctl with PR_SET_DUMPABLE and 0 has no memory effects.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
     }
+    // Offsets can only be written before any process is in the time namespace, so it is not
+    // made by clone3 with the child in it: this process unshares it for its children, writes
+    // them, and returns to its own after the clone (`TimeNamespace`).
+    let time_namespace = match &config.time_offsets {
+        Some(offsets) => {
+            namespaces.remove(Namespace::Time);
+            Some(TimeNamespace::for_children(offsets)?)
+        }
+        None => None,
+    };
     // SAFETY: the runtime is single-threaded when it creates containers (the CLI starts no
     // threads), so the child may allocate; it leaves only through exec or _exit (child::run).
     match unsafe { clone_into(namespaces) }? {
@@ -88,6 +98,7 @@ pub fn create_in(
             child::run(config, child_end, fifo, cgroup)
         }
         Forked::Parent(process) => {
+            drop(time_namespace);
             drop(child_end);
             let mut created = Created {
                 pid: process.pid,
@@ -148,6 +159,37 @@ fn oom_explained(err: Error, cgroup: Option<&Cgroup>) -> Error {
     match err {
         Error::ChildDied(_) if oom() => Error::OomDuringSetUp,
         other => other,
+    }
+}
+
+/// A new time namespace for this process's children, with its clock offsets written;
+/// dropping it puts the children's time namespace back to this process's own.
+struct TimeNamespace {
+    own: std::fs::File,
+}
+
+impl TimeNamespace {
+    fn for_children(offsets: &str) -> Result<TimeNamespace> {
+        let own = std::fs::File::open("/proc/self/ns/time")
+            .map_err(|e| Error::os("cannot open /proc/self/ns/time", e))?;
+        nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(
+            libc::CLONE_NEWTIME,
+        ))
+        .map_err(|e| Error::os("cannot make a time namespace (unshare)", e))?;
+        let restore = TimeNamespace { own };
+        std::fs::write("/proc/self/timens_offsets", offsets)
+            .map_err(|e| Error::os("cannot write linux.timeOffsets", e))?;
+        Ok(restore)
+    }
+}
+
+impl Drop for TimeNamespace {
+    fn drop(&mut self) {
+        // Later children of the runtime (hooks) are not the container's.
+        let _ = nix::sched::setns(
+            &self.own,
+            nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+        );
     }
 }
 
