@@ -105,6 +105,8 @@ pub(crate) enum Command {
     /// Stream a container's events (OOM kills, and its stats every --interval), or print its
     /// stats once with --stats.
     Events(EventsArgs),
+    /// Show how a container or a pod is isolated, read live from the kernel.
+    Explain(ExplainArgs),
     /// Pods: containers that share namespaces held by an infra process.
     #[command(subcommand)]
     Pod(PodCommand),
@@ -311,6 +313,23 @@ pub(crate) struct UpdateArgs {
     pub blkio_weight: Option<u16>,
     /// The container id.
     pub id: String,
+}
+
+/// `peapod explain`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Example:\n  peapod explain --why web")]
+pub(crate) struct ExplainArgs {
+    /// `table` (text) or `json`.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Add a plain sentence on what each isolation means.
+    #[arg(long)]
+    pub why: bool,
+    /// List the container's mount table too.
+    #[arg(long)]
+    pub mounts: bool,
+    /// A container id or a pod name.
+    pub target: String,
 }
 
 /// `peapod events`.

@@ -11,6 +11,7 @@ mod create;
 mod delete;
 mod events;
 mod exec;
+mod explain;
 mod init;
 mod kill;
 mod leftovers;
@@ -81,6 +82,7 @@ fn dispatch(ctx: &Context, command: Command) -> Result<i32, Failure> {
         Command::Resume(args) => pause::resume(ctx, &args.id),
         Command::Update(args) => update::run(ctx, args),
         Command::Events(args) => events::run(ctx, args),
+        Command::Explain(args) => explain::run(ctx, args),
         Command::Pod(command) => pod::dispatch(ctx, command),
     }
 }

@@ -2,6 +2,8 @@
 //! `peapod` runner with a timeout, and the checks that nothing is left behind.
 #![allow(dead_code)]
 
+pub mod pods;
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
