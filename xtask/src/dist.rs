@@ -17,6 +17,30 @@ pub(crate) fn run(_args: &[String]) -> Result {
         let size = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
         println!("{} ({size} bytes)", to.display());
     }
+    // Man pages and shell completions, derived from the parser's own definitions.
+    let man = dist.join("man");
+    run_status(std::process::Command::new(&peapod).arg("man").arg(&man))?;
+    println!("{}/ (man pages)", man.display());
+    let completions = dist.join("completions");
+    std::fs::create_dir_all(&completions)
+        .map_err(|e| format!("cannot create {}: {e}", completions.display()))?;
+    for (shell, file) in [
+        ("bash", "peapod.bash"),
+        ("zsh", "_peapod"),
+        ("fish", "peapod.fish"),
+    ] {
+        let out = std::process::Command::new(&peapod)
+            .args(["completion", shell])
+            .output()
+            .map_err(|e| format!("cannot run peapod completion {shell}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("peapod completion {shell} failed"));
+        }
+        let to = completions.join(file);
+        std::fs::write(&to, out.stdout)
+            .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    }
+    println!("{}/ (bash, zsh, fish)", completions.display());
     Ok(())
 }
 

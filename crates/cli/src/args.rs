@@ -107,6 +107,14 @@ pub(crate) enum Command {
     Events(EventsArgs),
     /// Show how a container or a pod is isolated, read live from the kernel.
     Explain(ExplainArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_long_help = "Example:\n  peapod completion bash > /etc/bash_completion.d/peapod"
+    )]
+    Completion(CompletionArgs),
+    /// Write man pages for peapod and every subcommand into a directory.
+    #[command(hide = true)]
+    Man(ManArgs),
     /// Pods: containers that share namespaces held by an infra process.
     #[command(subcommand)]
     Pod(PodCommand),
@@ -313,6 +321,20 @@ pub(crate) struct UpdateArgs {
     pub blkio_weight: Option<u16>,
     /// The container id.
     pub id: String,
+}
+
+/// `peapod completion`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+/// `peapod man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// The directory to write `peapod.1`, `peapod-run.1`, ... into.
+    pub dir: std::path::PathBuf,
 }
 
 /// `peapod explain`.

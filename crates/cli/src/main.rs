@@ -9,6 +9,7 @@ mod cgroups;
 mod context;
 mod create;
 mod delete;
+mod docs;
 mod events;
 mod exec;
 mod explain;
@@ -83,6 +84,8 @@ fn dispatch(ctx: &Context, command: Command) -> Result<i32, Failure> {
         Command::Update(args) => update::run(ctx, args),
         Command::Events(args) => events::run(ctx, args),
         Command::Explain(args) => explain::run(ctx, args),
+        Command::Completion(args) => docs::completion(args.shell),
+        Command::Man(args) => docs::man(&args.dir),
         Command::Pod(command) => pod::dispatch(ctx, command),
     }
 }
