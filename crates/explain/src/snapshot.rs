@@ -85,9 +85,10 @@ impl Limits {
     /// The limits and usage of `cgroup`.
     pub fn of(cgroup: &peapod_cgroups::Cgroup) -> Limits {
         let stats = cgroup.stats().unwrap_or_default();
-        // A v1 "no limit" is the largest page-aligned number; anything near u64::MAX is none.
-        let memory_limit = (stats.memory_limit != 0 && stats.memory_limit < u64::MAX / 2)
-            .then_some(stats.memory_limit);
+        // v1 says "no limit" with the largest page-aligned i64 (9223372036854771712), v2 with
+        // `max`: anything from 2^62 up is none.
+        let memory_limit =
+            (stats.memory_limit != 0 && stats.memory_limit < 1 << 62).then_some(stats.memory_limit);
         Limits {
             memory_limit,
             memory_usage: stats.memory_usage,

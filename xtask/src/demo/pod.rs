@@ -134,8 +134,10 @@ fn show(pod: &Pod, roots: &[PathBuf]) -> Result {
             .unwrap_or_default()
     };
 
-    println!("\npeapod pod create demo; peapod run --pod demo ... (server, client)\n");
-    print!("{}", pod.peapod(&["pod", "ps", "demo"])?);
+    println!("\npeapod pod create demo; peapod run --pod demo ... (server, client)");
+    println!("peapod explain --why demo\n");
+    print!("{}", pod.peapod(&["explain", "--why", "demo"])?);
+    println!("\nWhat each container saw of the other:");
     println!("\n{:<18} {:<32} client", "", "server");
     let rows: [(&str, &str); 11] = [
         ("PID on the host", ""),
