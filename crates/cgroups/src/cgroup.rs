@@ -1,5 +1,7 @@
 //! One container's cgroup: a directory in every hierarchy that has controllers (v1), or one
-//! directory in the unified hierarchy (v2), and what can be done with it.
+//! directory in the unified hierarchy (v2), and what can be done with it. On v1 it has a
+//! directory in each hierarchy that only tracks processes too (`name=systemd`, a hybrid
+//! host's cgroup2 mount), as runc makes it; no limit is ever written there.
 
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -40,6 +42,38 @@ pub(crate) struct Dir {
     pub(crate) controllers: Vec<String>,
     /// The cgroup's directory.
     pub(crate) path: PathBuf,
+    /// What the hierarchy is to the container.
+    pub(crate) kind: Kind,
+}
+
+/// What a hierarchy is to a container's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Its controllers take the container's limits (v1 controller hierarchies, or v2).
+    Controllers,
+    /// A named v1 hierarchy (`name=systemd`): joined through `tasks`, never limited.
+    Named,
+    /// A hybrid host's cgroup2 mount: joined through `cgroup.procs`, never limited (its
+    /// controllers, if any, are left alone as runc leaves them).
+    Unified,
+}
+
+impl Kind {
+    fn of(hierarchy: &crate::Hierarchy, tracking: bool) -> Kind {
+        match (tracking, &hierarchy.name) {
+            (false, _) => Kind::Controllers,
+            (true, Some(_)) => Kind::Named,
+            (true, None) => Kind::Unified,
+        }
+    }
+
+    /// The controllers of `hierarchy` that peapod may write limits to.
+    fn controllers(self, hierarchy: &crate::Hierarchy) -> Vec<String> {
+        match self {
+            Kind::Controllers => hierarchy.controllers.clone(),
+            Kind::Named | Kind::Unified => Vec::new(),
+        }
+    }
 }
 
 /// What the freezer says of a cgroup.
@@ -100,7 +134,7 @@ impl Cgroup {
             return Err(Error::BadPath(path.to_owned()));
         }
         let mut dirs = Vec::new();
-        for h in layout.hierarchies() {
+        for (h, kind) in every_hierarchy(layout) {
             let base = if path.is_absolute() {
                 h.mount.clone()
             } else {
@@ -108,8 +142,9 @@ impl Cgroup {
             };
             dirs.push(Dir {
                 mount: h.mount.clone(),
-                controllers: h.controllers.clone(),
+                controllers: kind.controllers(h),
                 path: join_inside(&base, path)?,
+                kind,
             });
         }
         Ok(Cgroup {
@@ -125,15 +160,15 @@ impl Cgroup {
         let dirs = paths
             .iter()
             .filter_map(|path| {
-                let h = layout
-                    .hierarchies()
+                let (h, kind) = every_hierarchy(layout)
                     .into_iter()
-                    .filter(|h| path.starts_with(&h.mount))
-                    .max_by_key(|h| h.mount.as_os_str().len())?;
+                    .filter(|(h, _)| path.starts_with(&h.mount))
+                    .max_by_key(|(h, _)| h.mount.as_os_str().len())?;
                 Some(Dir {
                     mount: h.mount.clone(),
-                    controllers: h.controllers.clone(),
+                    controllers: kind.controllers(h),
                     path: path.clone(),
+                    kind,
                 })
             })
             .collect();
@@ -262,14 +297,35 @@ impl Cgroup {
     /// machine, against 0.1 ms for this). A single-threaded process moves itself whole.
     /// On v2 a thread can only move within its domain, so this is [`Cgroup::add`] of the
     /// calling process.
-    pub fn add_self(&self) -> Result<()> {
+    ///
+    /// A hybrid host's cgroup2 hierarchy has no `tasks`, and moving a thread alone there is
+    /// refused for the same reason: its directory is entered by a clone into it
+    /// ([`Cgroup::clone_target`]), which costs no lock; `in_unified` says that happened.
+    /// Otherwise `0` is written to its `cgroup.procs` (which moves the writer's process,
+    /// taking the lock).
+    pub fn add_self(&self, in_unified: bool) -> Result<()> {
         if self.v2 {
             return self.add(std::process::id());
         }
         for dir in &self.dirs {
-            write(&dir.path.join("tasks"), "0")?;
+            match dir.kind {
+                Kind::Controllers | Kind::Named => write(&dir.path.join("tasks"), "0")?,
+                Kind::Unified if in_unified => {}
+                Kind::Unified => write(&dir.path.join("cgroup.procs"), "0")?,
+            }
         }
         Ok(())
+    }
+
+    /// The cgroup's directory in a hybrid host's cgroup2 hierarchy, where a new process can
+    /// start (`clone3` with `CLONE_INTO_CGROUP`) instead of moving itself in afterwards,
+    /// which there would take the global lock [`Cgroup::add_self`] avoids on v1. `None` on a
+    /// pure v1 or v2 host.
+    pub fn clone_target(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.kind == Kind::Unified)
+            .map(|d| d.path.as_path())
     }
 
     /// The processes in the cgroup, in every hierarchy, sorted.
@@ -563,6 +619,19 @@ impl Dir {
     }
 }
 
+/// The hierarchies a container's cgroup has a directory in, with what each is to it.
+fn every_hierarchy(layout: &Layout) -> Vec<(&crate::Hierarchy, Kind)> {
+    let limited = layout
+        .hierarchies()
+        .into_iter()
+        .map(|h| (h, Kind::of(h, false)));
+    let tracking = layout
+        .tracking()
+        .into_iter()
+        .map(|h| (h, Kind::of(h, true)));
+    limited.chain(tracking).collect()
+}
+
 fn signal_kill(pid: u32) {
     let Ok(pid) = i32::try_from(pid) else { return };
     // ESRCH: it is gone already.
@@ -672,11 +741,76 @@ mod tests {
             mount: root.join(name),
             controllers: vec![name.to_owned()],
             own: own.into(),
+            name: None,
         };
         Layout::V1 {
             hierarchies: vec![h("memory", "/harness/x"), h("pids", "/")],
+            named: Vec::new(),
             unified: None,
         }
+    }
+
+    /// [`v1_layout`] with `name=systemd` and a cgroup2 mount that has `hugetlb`, as the
+    /// test machine has.
+    fn hybrid_layout(root: &Path) -> Layout {
+        let Layout::V1 { hierarchies, .. } = v1_layout(root) else {
+            unreachable!()
+        };
+        let tracking = |dir: &str, name: Option<&str>, controllers: &[&str]| Hierarchy {
+            mount: root.join(dir),
+            controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
+            own: "/".into(),
+            name: name.map(str::to_owned),
+        };
+        Layout::V1 {
+            hierarchies,
+            named: vec![tracking("systemd", Some("systemd"), &[])],
+            unified: Some(tracking("unified", None, &["hugetlb", "pids"])),
+        }
+    }
+
+    #[test]
+    fn on_a_hybrid_host_the_cgroup_is_in_the_named_and_unified_hierarchies_too() {
+        let layout = hybrid_layout(Path::new("/cg"));
+        let cgroup = Cgroup::locate(&layout, &Cgroup::default_path("web")).unwrap();
+        assert_eq!(
+            cgroup.paths(),
+            [
+                Path::new("/cg/memory/harness/x/peapod/web"),
+                Path::new("/cg/pids/peapod/web"),
+                Path::new("/cg/systemd/peapod/web"),
+                Path::new("/cg/unified/peapod/web"),
+            ]
+        );
+        assert_eq!(
+            cgroup.clone_target(),
+            Some(Path::new("/cg/unified/peapod/web"))
+        );
+        // Found again from its recorded paths, each in its own hierarchy.
+        assert_eq!(Cgroup::open(&layout, &cgroup.paths()), cgroup);
+        // Limits only ever go to the controller hierarchies, even for a controller the
+        // unified mount lists.
+        assert_eq!(
+            cgroup.file("pids", "pids.max").unwrap(),
+            Path::new("/cg/pids/peapod/web/pids.max")
+        );
+        assert_eq!(cgroup.file("hugetlb", "hugetlb.2MB.limit_in_bytes"), None);
+        assert_eq!(cgroup.file("systemd", "tasks"), None);
+    }
+
+    #[test]
+    fn pure_v1_and_v2_cgroups_have_no_clone_target() {
+        let v1 = Cgroup::locate(&v1_layout(Path::new("/cg")), Path::new("a")).unwrap();
+        assert_eq!(v1.clone_target(), None);
+        let v2 = Layout::V2(Hierarchy {
+            mount: "/cg".into(),
+            controllers: vec!["memory".into()],
+            own: "/".into(),
+            name: None,
+        });
+        let v2 = Cgroup::locate(&v2, Path::new("a")).unwrap();
+        assert_eq!(v2.paths(), [Path::new("/cg/a")]);
+        assert_eq!(v2.clone_target(), None);
     }
 
     #[test]
@@ -717,6 +851,7 @@ mod tests {
                 mount: root.path().join(c),
                 controllers: vec![(*c).to_owned()],
                 path: root.path().join(c).join("elsewhere/peapod/pod-web"),
+                kind: Kind::Controllers,
             })
             .collect();
         let pod = Cgroup::fake(false, dirs);

@@ -31,7 +31,7 @@ fn cost_of_a_cgroup_per_container() {
         // writes files and _exits.
         match unsafe { nix::unistd::fork() }.expect("fork") {
             nix::unistd::ForkResult::Child => {
-                let code = i32::from(cgroup.add_self().is_err());
+                let code = i32::from(cgroup.add_self(false).is_err());
                 // SAFETY: _exit ends the child without running the parent's destructors.
                 unsafe { libc::_exit(code) }
             }

@@ -163,7 +163,8 @@ fn device_nodes(devices: &[oci_spec::runtime::LinuxDevice]) -> Result<Vec<Node>,
 /// A `cgroup` mount at `destination`, as runc makes it: the host's hierarchies mounted anew
 /// in the container's cgroup namespace, so each shows only the container's own subtree as
 /// its root. On v2 one `cgroup2` mount; on v1 a tmpfs with one mount per controller
-/// hierarchy (named as on the host, `cpu,cpuacct`...), and `unified` on a hybrid host.
+/// hierarchy (named as on the host, `cpu,cpuacct`...), one per named hierarchy (`systemd`),
+/// and `unified` on a hybrid host.
 fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount>, String> {
     use peapod_cgroups::Layout;
     let layout = Layout::detect().map_err(|e| e.to_string())?;
@@ -179,6 +180,7 @@ fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount
     };
     let Layout::V1 {
         hierarchies,
+        named,
         unified,
     } = layout
     else {
@@ -204,6 +206,18 @@ fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount
             destination.join(name),
             "cgroup",
             h.controllers.clone(),
+        ));
+    }
+    // The named ones too (`systemd`, as runc mounts it): the container is in its own cgroup
+    // there as well, so it sees that as their root.
+    for h in &named {
+        let (Some(dir), Some(name)) = (h.mount.file_name(), &h.name) else {
+            continue;
+        };
+        mounts.push(mount(
+            destination.join(dir),
+            "cgroup",
+            vec!["none".to_owned(), format!("name={name}")],
         ));
     }
     if unified.is_some() {
