@@ -142,6 +142,8 @@ fn set_up_and_exec(
         console::set_up(console, true).map_err(|e| ChildFailure::new("terminal", e))?;
     }
     change_dir(&config.command.cwd)?;
+    // In the container's final root, still privileged: as runc, after pivot_root.
+    let command = config.command.with_home(config.process.uid());
     config
         .process
         .apply_rlimits()
@@ -161,7 +163,7 @@ fn set_up_and_exec(
         .process
         .become_user(Some(libc::SIGKILL))
         .map_err(|e| ChildFailure::new("user", e))?;
-    let program = exec::find_program(&config.command)?;
+    let program = exec::find_program(&command)?;
 
     match fifo {
         None => {
@@ -199,7 +201,7 @@ fn set_up_and_exec(
         // peapod-init and its execve of the entrypoint follow: a profile must allow those.
         load_seccomp(filter)?;
     }
-    Err(exec::exec(&program, &config.command, config.preserve_fds))
+    Err(exec::exec(&program, &command, config.preserve_fds))
 }
 
 /// When to load `filter`: `(early, late)`. Without no_new_privs the kernel lets only a
