@@ -1615,6 +1615,45 @@ fn a_cgroup_mount_shows_only_the_containers_own_cgroup() {
 }
 
 #[test]
+fn a_cgroup_mount_has_name_systemd_and_cgroup2_with_the_container_at_their_root() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let Ok(peapod_cgroups::Layout::V1 { named, unified, .. }) = peapod_cgroups::Layout::detect()
+    else {
+        eprintln!("skipped: not a cgroup v1 host, which alone has name=systemd beside cgroup2");
+        return;
+    };
+    if !named.iter().any(|h| h.name.as_deref() == Some("systemd")) || unified.is_none() {
+        eprintln!("skipped: this v1 host lacks the name=systemd hierarchy or a cgroup2 mount");
+        return;
+    }
+    // PID 1 is the shell: it alone is in the root of each (no `peapod` parent is seen).
+    let script = "for h in systemd unified; do \
+                  echo $h $(cat /sys/fs/cgroup/$h/cgroup.procs | tr '\\n' ' ')$(ls /sys/fs/cgroup/$h | grep -c peapod); \
+                  done; grep -c ' /sys/fs/cgroup/systemd .* - cgroup cgroup .*name=systemd' /proc/self/mountinfo";
+    bundle.configure_with(&sh(script), |spec| {
+        spec["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        }));
+    });
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "cgnamed"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut lines = out.stdout.lines();
+    for h in ["systemd", "unified"] {
+        let line = lines.next().unwrap_or_default();
+        // `cat` itself is a second process in the cgroup while it reads.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&h), "{out:?}");
+        assert_eq!(fields.get(1), Some(&"1"), "{h}: {out:?}");
+        assert_eq!(fields.last(), Some(&"0"), "{h}: {out:?}");
+    }
+    assert_eq!(lines.next(), Some("1"), "{out:?}");
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
 fn linux_devices_are_made_with_their_type_numbers_mode_and_owner() {
     let Some(bundle) = Bundle::new() else {
         return;
