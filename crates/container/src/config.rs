@@ -328,7 +328,7 @@ impl Command {
         }
         // As runc: the last HOME counts, and an empty one is as good as none. Without
         // `process.env` at all runc adds nothing either.
-        let needs_home = process.env().is_some() && home.is_none_or(str::is_empty);
+        let needs_home = process.env().is_some() && !home.is_some_and(|h| !h.is_empty());
         Ok(Command {
             args,
             env,

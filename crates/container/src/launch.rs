@@ -85,9 +85,10 @@ pub fn create_in(
     let clone_target = cgroup
         .and_then(Cgroup::clone_target)
         .and_then(|dir| open_cgroup_dir(dir).ok());
-    // SAFETY: the runtime is single-threaded when it creates containers (the CLI starts no
-    // threads), so the child may allocate; it leaves only through exec or _exit (child::run).
     let forked = match &clone_target {
+        // SAFETY: the runtime is single-threaded when it creates containers (the CLI starts
+        // no threads), so the child may allocate; it leaves only through exec or _exit
+        // (child::run).
         Some(dir) => unsafe { clone_into_cgroup(namespaces, dir.as_fd()) }?,
         // SAFETY: as above.
         None => (unsafe { peapod_ns::clone_into(namespaces) }?, false),
