@@ -28,9 +28,10 @@ const V2_CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "p
 pub struct Cgroup {
     v2: bool,
     dirs: Vec<Dir>,
-    /// Made by [`Cgroup::create`] in a place where it existed already (joined, as runc
-    /// does): then it is not peapod's to remove when the creation fails.
-    existed: bool,
+    /// The directories [`Cgroup::create`] found there already (joined, as runc does): they
+    /// are not peapod's to remove when the creation fails. Per directory, since a cgroup made
+    /// by another tool may lack the tracking hierarchies that peapod adds.
+    existed: Vec<PathBuf>,
 }
 
 /// The cgroup's directory in one hierarchy.
@@ -150,7 +151,7 @@ impl Cgroup {
         Ok(Cgroup {
             v2: layout.is_v2(),
             dirs,
-            existed: false,
+            existed: Vec::new(),
         })
     }
 
@@ -175,7 +176,7 @@ impl Cgroup {
         Cgroup {
             v2: layout.is_v2(),
             dirs,
-            existed: false,
+            existed: Vec::new(),
         }
     }
 
@@ -205,14 +206,19 @@ impl Cgroup {
         Cgroup {
             v2: self.v2,
             dirs,
-            existed: false,
+            existed: Vec::new(),
         }
         .made()
     }
 
     /// Makes its directories; on failure, removes what was made.
     fn made(mut self) -> Result<Cgroup> {
-        self.existed = !self.dirs.is_empty() && self.dirs.iter().all(|d| d.path.is_dir());
+        self.existed = self
+            .dirs
+            .iter()
+            .filter(|d| d.path.is_dir())
+            .map(|d| d.path.clone())
+            .collect();
         if let Err(e) = self.make() {
             self.undo();
             return Err(e);
@@ -220,12 +226,11 @@ impl Cgroup {
         Ok(self)
     }
 
-    /// Removes the cgroup after a creation that failed, unless it existed before
-    /// [`Cgroup::create`] joined it: that one stays as it was found.
+    /// Removes the cgroup after a creation that failed, except the directories that existed
+    /// before [`Cgroup::create`] joined them: those stay as they were found.
     pub fn undo(&self) {
-        if !self.existed {
-            let _ = self.remove();
-        }
+        let made = self.dirs.iter().filter(|d| !self.existed.contains(&d.path));
+        let _ = remove_dirs(made);
     }
 
     fn make(&self) -> Result<()> {
@@ -480,34 +485,7 @@ impl Cgroup {
     /// directory is fine. The [`DEFAULT_PARENT`] above it goes too once it is empty; a
     /// parent still holding another container's cgroup stays.
     pub fn remove(&self) -> Result<()> {
-        let deadline = Instant::now() + REMOVE_TIMEOUT;
-        let mut result = Ok(());
-        for dir in &self.dirs {
-            let mut pause = Duration::from_micros(100);
-            loop {
-                match std::fs::remove_dir(&dir.path) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(10));
-                    }
-                    Err(e) => {
-                        result = Err(io("cannot remove cgroup", &dir.path)(e));
-                        break;
-                    }
-                }
-            }
-            if let Some(parent) = dir.path.parent() {
-                if parent.file_name() == Some(DEFAULT_PARENT.as_ref()) && parent != dir.mount {
-                    // Busy or not empty: another container's cgroup is in it.
-                    let _ = std::fs::remove_dir(parent);
-                }
-            }
-        }
-        result
+        remove_dirs(&self.dirs)
     }
 
     /// The current usage figures.
@@ -608,7 +586,7 @@ impl Cgroup {
         Cgroup {
             v2,
             dirs,
-            existed: false,
+            existed: Vec::new(),
         }
     }
 }
@@ -630,6 +608,37 @@ fn every_hierarchy(layout: &Layout) -> Vec<(&crate::Hierarchy, Kind)> {
         .into_iter()
         .map(|h| (h, Kind::of(h, true)));
     limited.chain(tracking).collect()
+}
+
+/// Removes each of `dirs`, retrying for a while those the kernel finds busy, and the empty
+/// [`DEFAULT_PARENT`] above each (see [`Cgroup::remove`]).
+fn remove_dirs<'a>(dirs: impl IntoIterator<Item = &'a Dir>) -> Result<()> {
+    let deadline = Instant::now() + REMOVE_TIMEOUT;
+    let mut result = Ok(());
+    for dir in dirs {
+        let mut pause = Duration::from_micros(100);
+        loop {
+            match std::fs::remove_dir(&dir.path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    result = Err(io("cannot remove cgroup", &dir.path)(e));
+                    break;
+                }
+            }
+        }
+        if let Some(parent) = dir.path.parent() {
+            if parent.file_name() == Some(DEFAULT_PARENT.as_ref()) && parent != dir.mount {
+                // Busy or not empty: another container's cgroup is in it.
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+    result
 }
 
 fn signal_kill(pid: u32) {
@@ -796,6 +805,24 @@ mod tests {
         );
         assert_eq!(cgroup.file("hugetlb", "hugetlb.2MB.limit_in_bytes"), None);
         assert_eq!(cgroup.file("systemd", "tasks"), None);
+    }
+
+    #[test]
+    fn undo_removes_only_the_directories_create_made() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["memory", "pids", "systemd", "unified"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        // Made by another tool in the controller hierarchies only.
+        for dir in ["memory/harness/x/pods/a", "pids/pods/a"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        let layout = hybrid_layout(root.path());
+        let cgroup = Cgroup::create(&layout, Path::new("pods/a")).unwrap();
+        assert!(cgroup.paths().iter().all(|p| p.is_dir()), "{cgroup:?}");
+        cgroup.undo();
+        let left: Vec<bool> = cgroup.paths().iter().map(|p| p.is_dir()).collect();
+        assert_eq!(left, [true, true, false, false], "{:?}", cgroup.paths());
     }
 
     #[test]
