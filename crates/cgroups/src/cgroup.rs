@@ -233,26 +233,50 @@ impl Cgroup {
         let _ = remove_dirs(made);
     }
 
-    fn make(&self) -> Result<()> {
-        for dir in &self.dirs {
-            // Another container's `remove` may take away an empty `peapod` parent between
-            // our `mkdir` of it (or finding it there) and of the cgroup below: start again.
-            let mut attempts = 0;
-            loop {
-                match self.make_dir(dir) {
-                    // ENOENT, or ENODEV from a file of a directory removed meanwhile.
-                    Err(Error::Io { source, .. } | Error::Write { source, .. })
-                        if attempts < 5
-                            && (source.kind() == ErrorKind::NotFound
-                                || source.raw_os_error() == Some(libc::ENODEV)) =>
-                    {
-                        attempts += 1;
+    /// Makes every directory. One of a tracking hierarchy that cannot be made (a read-only
+    /// `name=systemd` mount, say) is left out with a warning rather than failing the
+    /// container: no limit depends on it, and peapod ran there without it before.
+    fn make(&mut self) -> Result<()> {
+        let mut left_out = Vec::new();
+        for (i, dir) in self.dirs.iter().enumerate() {
+            match self.make_with_retries(dir) {
+                Ok(()) => {}
+                Err(e) if dir.kind != Kind::Controllers => {
+                    tracing::warn!(
+                        "{e}; the container's cgroup is left out of {}",
+                        dir.mount.display()
+                    );
+                    if !self.existed.contains(&dir.path) {
+                        let _ = remove_dirs([dir]);
                     }
-                    other => break other?,
+                    left_out.push(i);
                 }
+                Err(e) => return Err(e),
             }
         }
+        for i in left_out.into_iter().rev() {
+            self.dirs.remove(i);
+        }
         Ok(())
+    }
+
+    fn make_with_retries(&self, dir: &Dir) -> Result<()> {
+        // Another container's `remove` may take away an empty `peapod` parent between our
+        // `mkdir` of it (or finding it there) and of the cgroup below: start again.
+        let mut attempts = 0;
+        loop {
+            match self.make_dir(dir) {
+                // ENOENT, or ENODEV from a file of a directory removed meanwhile.
+                Err(Error::Io { source, .. } | Error::Write { source, .. })
+                    if attempts < 5
+                        && (source.kind() == ErrorKind::NotFound
+                            || source.raw_os_error() == Some(libc::ENODEV)) =>
+                {
+                    attempts += 1;
+                }
+                other => break other,
+            }
+        }
     }
 
     /// Makes `dir` and every missing directory above it, below its hierarchy's root.
@@ -823,6 +847,40 @@ mod tests {
         cgroup.undo();
         let left: Vec<bool> = cgroup.paths().iter().map(|p| p.is_dir()).collect();
         assert_eq!(left, [true, true, false, false], "{:?}", cgroup.paths());
+    }
+
+    #[test]
+    fn a_tracking_hierarchy_that_cannot_take_the_cgroup_is_left_out() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["memory", "pids", "unified"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        // No directory can be made below a file (root ignores permission bits).
+        std::fs::write(root.path().join("systemd"), "").unwrap();
+        let layout = hybrid_layout(root.path());
+        let cgroup = Cgroup::create(&layout, Path::new("peapod/a")).unwrap();
+        assert_eq!(
+            cgroup.paths(),
+            [
+                root.path().join("memory/harness/x/peapod/a"),
+                root.path().join("pids/peapod/a"),
+                root.path().join("unified/peapod/a"),
+            ]
+        );
+        cgroup.remove().unwrap();
+        // A controller hierarchy that cannot take it fails the creation, leaving nothing.
+        std::fs::remove_file(root.path().join("systemd")).unwrap();
+        std::fs::create_dir(root.path().join("systemd")).unwrap();
+        std::fs::remove_dir(root.path().join("pids")).unwrap();
+        std::fs::write(root.path().join("pids"), "").unwrap();
+        assert!(Cgroup::create(&layout, Path::new("peapod/a")).is_err());
+        for dir in [
+            "memory/harness/x/peapod",
+            "systemd/peapod",
+            "unified/peapod",
+        ] {
+            assert!(!root.path().join(dir).exists(), "{dir} left");
+        }
     }
 
     #[test]
