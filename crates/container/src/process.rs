@@ -292,15 +292,15 @@ impl ProcessAttrs {
         Ok(())
     }
 
-    /// Becomes the spec's user, with its groups and capabilities, sets `no_new_privs` and the
-    /// umask. As runc: the bounding set is cut first (that needs `CAP_SETPCAP`), the ids change
-    /// with `PR_SET_KEEPCAPS` so the permitted set survives, then the sets are set exactly.
-    /// The parent-death signal, which a change of credentials clears, is set again.
     /// The uid the process runs as (`process.user.uid`).
     pub(crate) fn uid(&self) -> u32 {
         self.uid
     }
 
+    /// Becomes the spec's user, with its groups and capabilities, sets `no_new_privs` and the
+    /// umask. As runc: the bounding set is cut first (that needs `CAP_SETPCAP`), the ids change
+    /// with `PR_SET_KEEPCAPS` so the permitted set survives, then the sets are set exactly.
+    /// The parent-death signal, which a change of credentials clears, is set again.
     pub(crate) fn become_user(&self, pdeathsig: Option<libc::c_int>) -> Result<(), String> {
         let last_cap = last_cap();
         let known = if last_cap >= 63 {
