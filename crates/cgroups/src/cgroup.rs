@@ -1,5 +1,7 @@
 //! One container's cgroup: a directory in every hierarchy that has controllers (v1), or one
-//! directory in the unified hierarchy (v2), and what can be done with it.
+//! directory in the unified hierarchy (v2), and what can be done with it. On v1 it has a
+//! directory in each hierarchy that only tracks processes too (`name=systemd`, a hybrid
+//! host's cgroup2 mount), as runc makes it; no limit is ever written there.
 
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -26,9 +28,10 @@ const V2_CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "p
 pub struct Cgroup {
     v2: bool,
     dirs: Vec<Dir>,
-    /// Made by [`Cgroup::create`] in a place where it existed already (joined, as runc
-    /// does): then it is not peapod's to remove when the creation fails.
-    existed: bool,
+    /// The directories [`Cgroup::create`] found there already (joined, as runc does): they
+    /// are not peapod's to remove when the creation fails. Per directory, since a cgroup made
+    /// by another tool may lack the tracking hierarchies that peapod adds.
+    existed: Vec<PathBuf>,
 }
 
 /// The cgroup's directory in one hierarchy.
@@ -40,6 +43,38 @@ pub(crate) struct Dir {
     pub(crate) controllers: Vec<String>,
     /// The cgroup's directory.
     pub(crate) path: PathBuf,
+    /// What the hierarchy is to the container.
+    pub(crate) kind: Kind,
+}
+
+/// What a hierarchy is to a container's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Its controllers take the container's limits (v1 controller hierarchies, or v2).
+    Controllers,
+    /// A named v1 hierarchy (`name=systemd`): joined through `tasks`, never limited.
+    Named,
+    /// A hybrid host's cgroup2 mount: joined through `cgroup.procs`, never limited (its
+    /// controllers, if any, are left alone as runc leaves them).
+    Unified,
+}
+
+impl Kind {
+    fn of(hierarchy: &crate::Hierarchy, tracking: bool) -> Kind {
+        match (tracking, &hierarchy.name) {
+            (false, _) => Kind::Controllers,
+            (true, Some(_)) => Kind::Named,
+            (true, None) => Kind::Unified,
+        }
+    }
+
+    /// The controllers of `hierarchy` that peapod may write limits to.
+    fn controllers(self, hierarchy: &crate::Hierarchy) -> Vec<String> {
+        match self {
+            Kind::Controllers => hierarchy.controllers.clone(),
+            Kind::Named | Kind::Unified => Vec::new(),
+        }
+    }
 }
 
 /// What the freezer says of a cgroup.
@@ -100,7 +135,7 @@ impl Cgroup {
             return Err(Error::BadPath(path.to_owned()));
         }
         let mut dirs = Vec::new();
-        for h in layout.hierarchies() {
+        for (h, kind) in every_hierarchy(layout) {
             let base = if path.is_absolute() {
                 h.mount.clone()
             } else {
@@ -108,14 +143,15 @@ impl Cgroup {
             };
             dirs.push(Dir {
                 mount: h.mount.clone(),
-                controllers: h.controllers.clone(),
+                controllers: kind.controllers(h),
                 path: join_inside(&base, path)?,
+                kind,
             });
         }
         Ok(Cgroup {
             v2: layout.is_v2(),
             dirs,
-            existed: false,
+            existed: Vec::new(),
         })
     }
 
@@ -125,22 +161,22 @@ impl Cgroup {
         let dirs = paths
             .iter()
             .filter_map(|path| {
-                let h = layout
-                    .hierarchies()
+                let (h, kind) = every_hierarchy(layout)
                     .into_iter()
-                    .filter(|h| path.starts_with(&h.mount))
-                    .max_by_key(|h| h.mount.as_os_str().len())?;
+                    .filter(|(h, _)| path.starts_with(&h.mount))
+                    .max_by_key(|(h, _)| h.mount.as_os_str().len())?;
                 Some(Dir {
                     mount: h.mount.clone(),
-                    controllers: h.controllers.clone(),
+                    controllers: kind.controllers(h),
                     path: path.clone(),
+                    kind,
                 })
             })
             .collect();
         Cgroup {
             v2: layout.is_v2(),
             dirs,
-            existed: false,
+            existed: Vec::new(),
         }
     }
 
@@ -170,14 +206,19 @@ impl Cgroup {
         Cgroup {
             v2: self.v2,
             dirs,
-            existed: false,
+            existed: Vec::new(),
         }
         .made()
     }
 
     /// Makes its directories; on failure, removes what was made.
     fn made(mut self) -> Result<Cgroup> {
-        self.existed = !self.dirs.is_empty() && self.dirs.iter().all(|d| d.path.is_dir());
+        self.existed = self
+            .dirs
+            .iter()
+            .filter(|d| d.path.is_dir())
+            .map(|d| d.path.clone())
+            .collect();
         if let Err(e) = self.make() {
             self.undo();
             return Err(e);
@@ -185,34 +226,57 @@ impl Cgroup {
         Ok(self)
     }
 
-    /// Removes the cgroup after a creation that failed, unless it existed before
-    /// [`Cgroup::create`] joined it: that one stays as it was found.
+    /// Removes the cgroup after a creation that failed, except the directories that existed
+    /// before [`Cgroup::create`] joined them: those stay as they were found.
     pub fn undo(&self) {
-        if !self.existed {
-            let _ = self.remove();
-        }
+        let made = self.dirs.iter().filter(|d| !self.existed.contains(&d.path));
+        let _ = remove_dirs(made);
     }
 
-    fn make(&self) -> Result<()> {
-        for dir in &self.dirs {
-            // Another container's `remove` may take away an empty `peapod` parent between
-            // our `mkdir` of it (or finding it there) and of the cgroup below: start again.
-            let mut attempts = 0;
-            loop {
-                match self.make_dir(dir) {
-                    // ENOENT, or ENODEV from a file of a directory removed meanwhile.
-                    Err(Error::Io { source, .. } | Error::Write { source, .. })
-                        if attempts < 5
-                            && (source.kind() == ErrorKind::NotFound
-                                || source.raw_os_error() == Some(libc::ENODEV)) =>
-                    {
-                        attempts += 1;
+    /// Makes every directory. One of a tracking hierarchy that cannot be made (a read-only
+    /// `name=systemd` mount, say) is left out with a warning rather than failing the
+    /// container: no limit depends on it, and peapod ran there without it before.
+    fn make(&mut self) -> Result<()> {
+        let mut left_out = Vec::new();
+        for (i, dir) in self.dirs.iter().enumerate() {
+            match self.make_with_retries(dir) {
+                Ok(()) => {}
+                Err(e) if dir.kind != Kind::Controllers => {
+                    tracing::warn!(
+                        "{e}; the container's cgroup is left out of {}",
+                        dir.mount.display()
+                    );
+                    if !self.existed.contains(&dir.path) {
+                        let _ = remove_dirs([dir]);
                     }
-                    other => break other?,
+                    left_out.push(i);
                 }
+                Err(e) => return Err(e),
             }
         }
+        for i in left_out.into_iter().rev() {
+            self.dirs.remove(i);
+        }
         Ok(())
+    }
+
+    fn make_with_retries(&self, dir: &Dir) -> Result<()> {
+        // Another container's `remove` may take away an empty `peapod` parent between our
+        // `mkdir` of it (or finding it there) and of the cgroup below: start again.
+        let mut attempts = 0;
+        loop {
+            match self.make_dir(dir) {
+                // ENOENT, or ENODEV from a file of a directory removed meanwhile.
+                Err(Error::Io { source, .. } | Error::Write { source, .. })
+                    if attempts < 5
+                        && (source.kind() == ErrorKind::NotFound
+                            || source.raw_os_error() == Some(libc::ENODEV)) =>
+                {
+                    attempts += 1;
+                }
+                other => break other,
+            }
+        }
     }
 
     /// Makes `dir` and every missing directory above it, below its hierarchy's root.
@@ -272,14 +336,35 @@ impl Cgroup {
     /// machine, against 0.1 ms for this). A single-threaded process moves itself whole.
     /// On v2 a thread can only move within its domain, so this is [`Cgroup::add`] of the
     /// calling process.
-    pub fn add_self(&self) -> Result<()> {
+    ///
+    /// A hybrid host's cgroup2 hierarchy has no `tasks`, and moving a thread alone there is
+    /// refused for the same reason: its directory is entered by a clone into it
+    /// ([`Cgroup::clone_target`]), which costs no lock; `in_unified` says that happened.
+    /// Otherwise `0` is written to its `cgroup.procs` (which moves the writer's process,
+    /// taking the lock).
+    pub fn add_self(&self, in_unified: bool) -> Result<()> {
         if self.v2 {
             return self.add(std::process::id());
         }
         for dir in &self.dirs {
-            write(&dir.path.join("tasks"), "0")?;
+            match dir.kind {
+                Kind::Controllers | Kind::Named => write(&dir.path.join("tasks"), "0")?,
+                Kind::Unified if in_unified => {}
+                Kind::Unified => write(&dir.path.join("cgroup.procs"), "0")?,
+            }
         }
         Ok(())
+    }
+
+    /// The cgroup's directory in a hybrid host's cgroup2 hierarchy, where a new process can
+    /// start (`clone3` with `CLONE_INTO_CGROUP`) instead of moving itself in afterwards,
+    /// which there would take the global lock [`Cgroup::add_self`] avoids on v1. `None` on a
+    /// pure v1 or v2 host.
+    pub fn clone_target(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.kind == Kind::Unified)
+            .map(|d| d.path.as_path())
     }
 
     /// The processes in the cgroup, in every hierarchy, sorted.
@@ -434,34 +519,7 @@ impl Cgroup {
     /// directory is fine. The [`DEFAULT_PARENT`] above it goes too once it is empty; a
     /// parent still holding another container's cgroup stays.
     pub fn remove(&self) -> Result<()> {
-        let deadline = Instant::now() + REMOVE_TIMEOUT;
-        let mut result = Ok(());
-        for dir in &self.dirs {
-            let mut pause = Duration::from_micros(100);
-            loop {
-                match std::fs::remove_dir(&dir.path) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(10));
-                    }
-                    Err(e) => {
-                        result = Err(io("cannot remove cgroup", &dir.path)(e));
-                        break;
-                    }
-                }
-            }
-            if let Some(parent) = dir.path.parent() {
-                if parent.file_name() == Some(DEFAULT_PARENT.as_ref()) && parent != dir.mount {
-                    // Busy or not empty: another container's cgroup is in it.
-                    let _ = std::fs::remove_dir(parent);
-                }
-            }
-        }
-        result
+        remove_dirs(&self.dirs)
     }
 
     /// The current usage figures.
@@ -562,7 +620,7 @@ impl Cgroup {
         Cgroup {
             v2,
             dirs,
-            existed: false,
+            existed: Vec::new(),
         }
     }
 }
@@ -571,6 +629,50 @@ impl Dir {
     pub(crate) fn has(&self, controller: &str) -> bool {
         self.controllers.iter().any(|c| c == controller)
     }
+}
+
+/// The hierarchies a container's cgroup has a directory in, with what each is to it.
+fn every_hierarchy(layout: &Layout) -> Vec<(&crate::Hierarchy, Kind)> {
+    let limited = layout
+        .hierarchies()
+        .into_iter()
+        .map(|h| (h, Kind::of(h, false)));
+    let tracking = layout
+        .tracking()
+        .into_iter()
+        .map(|h| (h, Kind::of(h, true)));
+    limited.chain(tracking).collect()
+}
+
+/// Removes each of `dirs`, retrying for a while those the kernel finds busy, and the empty
+/// [`DEFAULT_PARENT`] above each (see [`Cgroup::remove`]).
+fn remove_dirs<'a>(dirs: impl IntoIterator<Item = &'a Dir>) -> Result<()> {
+    let deadline = Instant::now() + REMOVE_TIMEOUT;
+    let mut result = Ok(());
+    for dir in dirs {
+        let mut pause = Duration::from_micros(100);
+        loop {
+            match std::fs::remove_dir(&dir.path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    result = Err(io("cannot remove cgroup", &dir.path)(e));
+                    break;
+                }
+            }
+        }
+        if let Some(parent) = dir.path.parent() {
+            if parent.file_name() == Some(DEFAULT_PARENT.as_ref()) && parent != dir.mount {
+                // Busy or not empty: another container's cgroup is in it.
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+    result
 }
 
 fn signal_kill(pid: u32) {
@@ -682,11 +784,128 @@ mod tests {
             mount: root.join(name),
             controllers: vec![name.to_owned()],
             own: own.into(),
+            name: None,
         };
         Layout::V1 {
             hierarchies: vec![h("memory", "/harness/x"), h("pids", "/")],
+            named: Vec::new(),
             unified: None,
         }
+    }
+
+    /// [`v1_layout`] with `name=systemd` and a cgroup2 mount that has `hugetlb`, as the
+    /// test machine has.
+    fn hybrid_layout(root: &Path) -> Layout {
+        let Layout::V1 { hierarchies, .. } = v1_layout(root) else {
+            unreachable!()
+        };
+        let tracking = |dir: &str, name: Option<&str>, controllers: &[&str]| Hierarchy {
+            mount: root.join(dir),
+            controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
+            own: "/".into(),
+            name: name.map(str::to_owned),
+        };
+        Layout::V1 {
+            hierarchies,
+            named: vec![tracking("systemd", Some("systemd"), &[])],
+            unified: Some(tracking("unified", None, &["hugetlb", "pids"])),
+        }
+    }
+
+    #[test]
+    fn on_a_hybrid_host_the_cgroup_is_in_the_named_and_unified_hierarchies_too() {
+        let layout = hybrid_layout(Path::new("/cg"));
+        let cgroup = Cgroup::locate(&layout, &Cgroup::default_path("web")).unwrap();
+        assert_eq!(
+            cgroup.paths(),
+            [
+                Path::new("/cg/memory/harness/x/peapod/web"),
+                Path::new("/cg/pids/peapod/web"),
+                Path::new("/cg/systemd/peapod/web"),
+                Path::new("/cg/unified/peapod/web"),
+            ]
+        );
+        assert_eq!(
+            cgroup.clone_target(),
+            Some(Path::new("/cg/unified/peapod/web"))
+        );
+        // Found again from its recorded paths, each in its own hierarchy.
+        assert_eq!(Cgroup::open(&layout, &cgroup.paths()), cgroup);
+        // Limits only ever go to the controller hierarchies, even for a controller the
+        // unified mount lists.
+        assert_eq!(
+            cgroup.file("pids", "pids.max").unwrap(),
+            Path::new("/cg/pids/peapod/web/pids.max")
+        );
+        assert_eq!(cgroup.file("hugetlb", "hugetlb.2MB.limit_in_bytes"), None);
+        assert_eq!(cgroup.file("systemd", "tasks"), None);
+    }
+
+    #[test]
+    fn undo_removes_only_the_directories_create_made() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["memory", "pids", "systemd", "unified"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        // Made by another tool in the controller hierarchies only.
+        for dir in ["memory/harness/x/pods/a", "pids/pods/a"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        let layout = hybrid_layout(root.path());
+        let cgroup = Cgroup::create(&layout, Path::new("pods/a")).unwrap();
+        assert!(cgroup.paths().iter().all(|p| p.is_dir()), "{cgroup:?}");
+        cgroup.undo();
+        let left: Vec<bool> = cgroup.paths().iter().map(|p| p.is_dir()).collect();
+        assert_eq!(left, [true, true, false, false], "{:?}", cgroup.paths());
+    }
+
+    #[test]
+    fn a_tracking_hierarchy_that_cannot_take_the_cgroup_is_left_out() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["memory", "pids", "unified"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        // No directory can be made below a file (root ignores permission bits).
+        std::fs::write(root.path().join("systemd"), "").unwrap();
+        let layout = hybrid_layout(root.path());
+        let cgroup = Cgroup::create(&layout, Path::new("peapod/a")).unwrap();
+        assert_eq!(
+            cgroup.paths(),
+            [
+                root.path().join("memory/harness/x/peapod/a"),
+                root.path().join("pids/peapod/a"),
+                root.path().join("unified/peapod/a"),
+            ]
+        );
+        cgroup.remove().unwrap();
+        // A controller hierarchy that cannot take it fails the creation, leaving nothing.
+        std::fs::remove_file(root.path().join("systemd")).unwrap();
+        std::fs::create_dir(root.path().join("systemd")).unwrap();
+        std::fs::remove_dir(root.path().join("pids")).unwrap();
+        std::fs::write(root.path().join("pids"), "").unwrap();
+        assert!(Cgroup::create(&layout, Path::new("peapod/a")).is_err());
+        for dir in [
+            "memory/harness/x/peapod",
+            "systemd/peapod",
+            "unified/peapod",
+        ] {
+            assert!(!root.path().join(dir).exists(), "{dir} left");
+        }
+    }
+
+    #[test]
+    fn pure_v1_and_v2_cgroups_have_no_clone_target() {
+        let v1 = Cgroup::locate(&v1_layout(Path::new("/cg")), Path::new("a")).unwrap();
+        assert_eq!(v1.clone_target(), None);
+        let v2 = Layout::V2(Hierarchy {
+            mount: "/cg".into(),
+            controllers: vec!["memory".into()],
+            own: "/".into(),
+            name: None,
+        });
+        let v2 = Cgroup::locate(&v2, Path::new("a")).unwrap();
+        assert_eq!(v2.paths(), [Path::new("/cg/a")]);
+        assert_eq!(v2.clone_target(), None);
     }
 
     #[test]
@@ -727,6 +946,7 @@ mod tests {
                 mount: root.path().join(c),
                 controllers: vec![(*c).to_owned()],
                 path: root.path().join(c).join("elsewhere/peapod/pod-web"),
+                kind: Kind::Controllers,
             })
             .collect();
         let pod = Cgroup::fake(false, dirs);

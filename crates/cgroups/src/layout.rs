@@ -13,6 +13,9 @@ pub struct Hierarchy {
     pub controllers: Vec<String>,
     /// This process's cgroup in it, relative to the hierarchy's root.
     pub own: PathBuf,
+    /// The name of a named v1 hierarchy (`systemd` for `name=systemd`), which carries no
+    /// controller and only groups processes.
+    pub name: Option<String>,
 }
 
 /// The cgroup layout of the host.
@@ -20,11 +23,13 @@ pub struct Hierarchy {
 pub enum Layout {
     /// Only the unified hierarchy.
     V2(Hierarchy),
-    /// Controller hierarchies (v1), and, on a hybrid host, a unified one without controllers
-    /// or with only some.
+    /// Controller hierarchies (v1), named ones without controllers (`name=systemd`), and, on
+    /// a hybrid host, a unified one without controllers or with only some.
     V1 {
-        /// One entry per v1 mount that has controllers (named hierarchies are left out).
+        /// One entry per v1 mount that has controllers.
         hierarchies: Vec<Hierarchy>,
+        /// One entry per named v1 hierarchy without controllers (`name=systemd`).
+        named: Vec<Hierarchy>,
         /// The cgroup2 mount of a hybrid host.
         unified: Option<Hierarchy>,
     },
@@ -42,6 +47,7 @@ impl Layout {
 
     fn parse(mountinfo: &str, own: &str) -> Result<Layout> {
         let mut v1 = Vec::new();
+        let mut named: Vec<Hierarchy> = Vec::new();
         let mut unified = None;
         for line in mountinfo.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
@@ -63,6 +69,7 @@ impl Layout {
                         own: own_path(own, |c| c.is_empty()).unwrap_or_else(|| "/".into()),
                         controllers: controllers.split_whitespace().map(str::to_owned).collect(),
                         mount,
+                        name: None,
                     });
                 }
                 "cgroup" => {
@@ -71,14 +78,34 @@ impl Layout {
                         .filter(|o| !NOT_CONTROLLERS.contains(o) && !o.contains('='))
                         .map(str::to_owned)
                         .collect();
-                    if controllers.is_empty()
-                        || v1.iter().any(|h: &Hierarchy| h.controllers == controllers)
-                    {
+                    let name = options
+                        .split(',')
+                        .find_map(|o| o.strip_prefix("name="))
+                        .map(str::to_owned);
+                    if controllers.is_empty() {
+                        // A named hierarchy (systemd's) only groups processes; mounted twice,
+                        // it is one hierarchy.
+                        let Some(name) = name else { continue };
+                        if named.iter().any(|h| h.name.as_ref() == Some(&name)) {
+                            continue;
+                        }
+                        let key = format!("name={name}");
+                        named.push(Hierarchy {
+                            own: own_path(own, |c| c == key).unwrap_or_else(|| "/".into()),
+                            mount,
+                            controllers,
+                            name: Some(name),
+                        });
+                        continue;
+                    }
+                    if v1.iter().any(|h: &Hierarchy| h.controllers == controllers) {
                         continue;
                     }
                     let key = controllers.join(",");
                     let own = own_path(own, |c| {
-                        let mut listed: Vec<&str> = c.split(',').collect();
+                        // A hierarchy both named and with controllers lists its name too.
+                        let mut listed: Vec<&str> =
+                            c.split(',').filter(|l| !l.starts_with("name=")).collect();
                         listed.sort_unstable();
                         let mut wanted: Vec<&str> = key.split(',').collect();
                         wanted.sort_unstable();
@@ -89,6 +116,7 @@ impl Layout {
                         mount,
                         controllers,
                         own,
+                        name,
                     });
                 }
                 _ => {}
@@ -98,17 +126,30 @@ impl Layout {
             (true, Some(unified)) => Ok(Layout::V2(unified)),
             (false, unified) => Ok(Layout::V1 {
                 hierarchies: v1,
+                named,
                 unified,
             }),
             (true, None) => Err(Error::Layout("no cgroup file system is mounted".into())),
         }
     }
 
-    /// Every hierarchy a container's cgroup is made in: those with controllers.
+    /// The hierarchies whose controllers a container's limits are written to: the unified
+    /// one (v2), or those with controllers (v1).
     pub fn hierarchies(&self) -> Vec<&Hierarchy> {
         match self {
             Layout::V2(h) => vec![h],
             Layout::V1 { hierarchies, .. } => hierarchies.iter().collect(),
+        }
+    }
+
+    /// The hierarchies that only track processes, where a container's cgroup is made and
+    /// joined as well but no limit is written, as runc does: on v1 the named ones
+    /// (`name=systemd`) and a hybrid host's cgroup2 mount. systemd, monitors and readers of
+    /// `/proc/PID/cgroup` find a container by its path there. None on v2.
+    pub fn tracking(&self) -> Vec<&Hierarchy> {
+        match self {
+            Layout::V2(_) => Vec::new(),
+            Layout::V1 { named, unified, .. } => named.iter().chain(unified).collect(),
         }
     }
 
@@ -196,7 +237,7 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
-    const OWN: &str = "9:name=systemd:/\n4:memory:/a/b\n1:cpuacct,cpu:/\n0::/u\n";
+    const OWN: &str = "9:name=systemd:/s\n4:memory:/a/b\n1:cpuacct,cpu:/\n0::/u\n";
 
     #[test]
     fn hybrid_is_v1_with_a_unified_mount() {
@@ -204,6 +245,7 @@ mod tests {
         let Layout::V1 {
             hierarchies,
             unified,
+            ..
         } = &layout
         else {
             panic!("{layout:?}")
@@ -211,7 +253,7 @@ mod tests {
         assert_eq!(
             hierarchies.len(),
             2,
-            "named hierarchy left out: {hierarchies:?}"
+            "the named hierarchy is not one with controllers: {hierarchies:?}"
         );
         assert_eq!(hierarchies[0].controllers, ["cpu", "cpuacct"]);
         assert_eq!(hierarchies[0].own, Path::new("/"));
@@ -224,11 +266,59 @@ mod tests {
     }
 
     #[test]
+    fn named_and_unified_hierarchies_of_a_hybrid_host_are_tracking_ones() {
+        let layout = Layout::parse(HYBRID, OWN).unwrap();
+        let tracking = layout.tracking();
+        assert_eq!(tracking.len(), 2, "{tracking:?}");
+        assert_eq!(tracking[0].name.as_deref(), Some("systemd"));
+        assert_eq!(tracking[0].mount, Path::new("/sys/fs/cgroup/systemd"));
+        assert!(tracking[0].controllers.is_empty());
+        assert_eq!(tracking[0].own, Path::new("/s"));
+        assert_eq!(tracking[1].mount, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(tracking[1].name, None);
+        assert_eq!(tracking[1].own, Path::new("/u"));
+        // Never a place for a limit.
+        assert!(layout.hierarchy_of("name=systemd").is_none());
+        assert!(layout.hierarchy_of("systemd").is_none());
+    }
+
+    #[test]
+    fn a_named_hierarchy_mounted_twice_is_one() {
+        let twice = format!(
+            "{HYBRID}50 31 0:37 / /run/other rw,relatime - cgroup cgroup rw,xattr,name=systemd\n"
+        );
+        let layout = Layout::parse(&twice, OWN).unwrap();
+        let Layout::V1 { named, .. } = &layout else {
+            panic!("{layout:?}")
+        };
+        assert_eq!(named.len(), 1, "{named:?}");
+    }
+
+    #[test]
+    fn a_named_hierarchy_with_controllers_is_a_controller_one() {
+        let mi = "32 31 0:29 / /cg/cpu rw - cgroup cgroup rw,cpu,name=mine\n";
+        let layout = Layout::parse(mi, "3:cpu,name=mine:/here\n").unwrap();
+        assert!(layout.tracking().is_empty());
+        let cpu = layout.hierarchy_of("cpu").unwrap();
+        assert_eq!(cpu.name.as_deref(), Some("mine"));
+        assert_eq!(cpu.own, Path::new("/here"));
+    }
+
+    #[test]
+    fn pure_v1_without_named_hierarchies_tracks_nothing() {
+        let mi = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let layout = Layout::parse(mi, "4:memory:/\n").unwrap();
+        assert!(layout.tracking().is_empty());
+        assert_eq!(layout.hierarchies().len(), 1);
+    }
+
+    #[test]
     fn unified_only_is_v2() {
         let mi = "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
         let layout = Layout::parse(mi, "0::/x\n").unwrap();
         assert!(layout.is_v2());
         assert_eq!(layout.hierarchies()[0].own, Path::new("/x"));
+        assert!(layout.tracking().is_empty());
     }
 
     #[test]

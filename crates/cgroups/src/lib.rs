@@ -2,8 +2,11 @@
 //! unified hierarchy) and the hybrid of both that many hosts still run.
 //!
 //! [`Layout::detect`] reads `/proc/self/mountinfo` and `/proc/self/cgroup` instead of assuming
-//! a layout. [`Cgroup::create`] makes one cgroup for a container in every hierarchy that has
-//! controllers; [`Cgroup::apply`] writes the limits of an OCI `linux.resources`;
+//! a layout. [`Cgroup::create`] makes one cgroup for a container in every mounted hierarchy,
+//! as runc does: those with controllers, and on v1 those that only group processes
+//! (`name=systemd`, a hybrid host's cgroup2 mount: [`Layout::tracking`]);
+//! [`Cgroup::apply`] writes the limits of an OCI `linux.resources`, to controller
+//! hierarchies only;
 //! [`Cgroup::add`] moves a process in; [`Cgroup::freeze`], [`Cgroup::stats`],
 //! [`Cgroup::kill_all`] and [`Cgroup::remove`] do the rest of a container's life.
 //!

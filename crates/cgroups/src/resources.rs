@@ -486,6 +486,7 @@ mod tests {
             mount: tmp.path().to_owned(),
             controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
             path: path.clone(),
+            kind: crate::cgroup::Kind::Controllers,
         };
         (tmp, Cgroup::fake(v2, vec![dir]), path)
     }

@@ -1,7 +1,9 @@
 //! What a container's cgroup costs `peapod run`: create, the default device rules, a new
-//! process joining it as the container process does, and removal. Not a test but a
+//! process joining it as the container process does (cloned into its cgroup2 directory on a
+//! hybrid host), and removal. Not a test but a
 //! measurement: `cargo test --release -p peapod-cgroups --test cost -- --ignored --nocapture`.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ fn cost_of_a_cgroup_per_container() {
         .expect("resources");
     let mut times: Vec<Duration> = Vec::new();
     let mut phases: [Vec<Duration>; 4] = Default::default();
+    let mut dirs = 0;
     for i in 0..33 {
         let started = Instant::now();
         let layout = Layout::detect().expect("layout");
@@ -26,20 +29,32 @@ fn cost_of_a_cgroup_per_container() {
         let created = started.elapsed();
         cgroup.apply(&resources).expect("apply");
         let applied = started.elapsed();
-        // The container process moves itself in, as after its clone.
-        // SAFETY: the test harness runs this test alone (--test cost), and the child only
-        // writes files and _exits.
-        match unsafe { nix::unistd::fork() }.expect("fork") {
-            nix::unistd::ForkResult::Child => {
-                let code = i32::from(cgroup.add_self().is_err());
+        // The container process starts in the cgroup2 directory of a hybrid host and moves
+        // itself into the rest, as peapod's does.
+        let target = cgroup
+            .clone_target()
+            .map(|dir| std::fs::File::open(dir).expect("open the cgroup2 directory"));
+        let none = peapod_ns::NamespaceSet::empty();
+        let (forked, in_unified) = match &target {
+            // SAFETY: the test harness runs this test alone (--test cost), and the child
+            // only writes files and _exits.
+            Some(dir) => unsafe { peapod_ns::clone_into_cgroup(none, dir.as_fd()) },
+            // SAFETY: as above.
+            None => unsafe { peapod_ns::clone_into(none) }.map(|f| (f, false)),
+        }
+        .expect("clone");
+        match forked {
+            peapod_ns::Forked::Child => {
+                let code = i32::from(cgroup.add_self(in_unified).is_err());
                 // SAFETY: _exit ends the child without running the parent's destructors.
                 unsafe { libc::_exit(code) }
             }
-            nix::unistd::ForkResult::Parent { child } => {
-                let status = nix::sys::wait::waitpid(child, None).expect("wait");
-                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            peapod_ns::Forked::Parent(child) => {
+                let status = nix::sys::wait::waitpid(child.pid, None).expect("wait");
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child.pid, 0));
             }
         }
+        dirs = cgroup.paths().len();
         let joined = started.elapsed();
         cgroup.remove().expect("remove");
         if i >= 3 {
@@ -79,8 +94,7 @@ fn cost_of_a_cgroup_per_container() {
         forks[forks.len() / 2]
     );
     eprintln!(
-        "cgroup per container ({} hierarchies): median {:?}, min {:?}, max {:?}",
-        Layout::detect().expect("layout").hierarchies().len(),
+        "cgroup per container ({dirs} hierarchies): median {:?}, min {:?}, max {:?}",
         times[times.len() / 2],
         times[0],
         times[times.len() - 1]

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use anyhow::{anyhow, Context as _};
 use oci_spec::runtime::{Capabilities, Capability, Spec};
 use peapod_container::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
-use peapod_rootfs::InRoot;
+use peapod_rootfs::{account_file, InRoot};
 
 use crate::seccomp_profile;
 
@@ -119,28 +119,6 @@ pub(crate) fn parse_user(s: &str) -> Result<UserArg, String> {
         user: user.to_owned(),
         group: group.map(str::to_owned),
     })
-}
-
-/// The most of `/etc/passwd` or `/etc/group` that is read.
-const ACCOUNT_FILE_LIMIT: u64 = 4 << 20;
-
-/// The lines of `/etc/NAME` in the rootfs, split at `:`; none when it does not exist.
-fn account_file(root: &InRoot, name: &str) -> anyhow::Result<Vec<Vec<String>>> {
-    let path = Path::new("/etc").join(name);
-    let bytes = match root.read_file(&path, ACCOUNT_FILE_LIMIT) {
-        Ok(bytes) => bytes,
-        Err(peapod_rootfs::Error::Resolve { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Ok(Vec::new())
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(String::from_utf8_lossy(&bytes)
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .map(|l| l.split(':').map(str::to_owned).collect())
-        .collect())
 }
 
 /// The uid, gid and supplementary groups for `user`, as Docker finds them: names and the

@@ -652,3 +652,76 @@ fn the_container_sees_its_own_cgroup_as_root() {
     guard.assert_gone();
     rootfs.assert_nothing_left();
 }
+
+/// The host PID of a detached container's process, from `state`.
+fn state_pid(c: &Detached) -> u32 {
+    let state: serde_json::Value =
+        serde_json::from_str(&c.ok(&["state", &c.id])).expect("state json");
+    state["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or_else(|| panic!("no live pid: {state}"))
+}
+
+#[test]
+fn a_container_is_in_its_own_cgroup_in_name_systemd_and_cgroup2_and_leaves_nothing_there() {
+    let Some(rootfs) = fixture() else { return };
+    let layout = Layout::detect().expect("layout");
+    let Layout::V1 { named, unified, .. } = &layout else {
+        eprintln!("skipped: a pure cgroup v2 host has no name=systemd or hybrid cgroup2 mount");
+        return;
+    };
+    // (the `/proc/PID/cgroup` key of the hierarchy, this process's own cgroup there, its mount)
+    let mut wanted: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    match named.iter().find(|h| h.name.as_deref() == Some("systemd")) {
+        Some(h) => wanted.push(("name=systemd".into(), h.own.clone(), h.mount.clone())),
+        None => eprintln!("(no name=systemd hierarchy here: not checked)"),
+    }
+    match unified {
+        Some(h) => wanted.push((String::new(), h.own.clone(), h.mount.clone())),
+        None => eprintln!("(no cgroup2 mount beside the v1 hierarchies here: not checked)"),
+    }
+    if wanted.is_empty() {
+        eprintln!("skipped: this v1 host has neither a name=systemd hierarchy nor a cgroup2 mount");
+        return;
+    }
+    let id = unique("every");
+    let guard = CgroupGuard::of(&id);
+    let c = Detached::run(&rootfs, &id, &[], "exec sleep 60");
+    let pid = state_pid(&c);
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
+    let mut dirs = Vec::new();
+    for (key, own, mount) in &wanted {
+        let expected = own.join("peapod").join(&id);
+        let line = text
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some(key.as_str()))
+            .unwrap_or_else(|| panic!("no {key:?} line in {text}"));
+        assert_eq!(
+            line.splitn(3, ':').nth(2),
+            expected.to_str(),
+            "hierarchy {key:?}: {text}"
+        );
+        let dir = mount
+            .join(own.strip_prefix("/").unwrap_or(own))
+            .join("peapod")
+            .join(&id);
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).expect("cgroup.procs");
+        assert!(
+            procs.lines().any(|p| p == pid.to_string()),
+            "{pid} not in {}: {procs}",
+            dir.display()
+        );
+        dirs.push(dir);
+    }
+    // Found again from the record by the other commands.
+    let ps = c.ok(&["ps", "--format", "json", &id]);
+    assert!(ps.contains(&pid.to_string()), "{ps}");
+    c.ok(&["delete", "--force", &id]);
+    let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    guard.assert_gone();
+    drop(c);
+    rootfs.assert_nothing_left();
+}

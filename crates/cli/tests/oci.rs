@@ -1447,6 +1447,102 @@ fn exec_with_a_process_file_and_its_errors() {
     c.wait_for_status("stopped");
 }
 
+/// Prints every `HOME` of the process's environment (the shell's own `$HOME` could not tell
+/// a missing one from an empty one), or `no HOME`.
+const PRINT_HOME: &str = "env | grep '^HOME=' || echo 'no HOME'";
+
+/// Adds `app` (uid 1000, home `/home/app`) to the test rootfs's `/etc/passwd`, which has
+/// `root` (`/root`) and `nobody` (`/`) already.
+fn add_app_user(bundle: &Bundle) {
+    let passwd = bundle.rootfs.path.join("etc/passwd");
+    let mut text = std::fs::read_to_string(&passwd).expect("passwd");
+    assert!(text.contains("root:x:0:0:root:/root:"), "{text}");
+    text.push_str("app:x:1000:1000::/home/app:/bin/sh\n");
+    std::fs::write(&passwd, text).expect("write passwd");
+}
+
+#[test]
+fn home_comes_from_the_containers_passwd_when_the_spec_sets_none() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    add_app_user(&bundle);
+    // A passwd mounted over the image's: HOME is read in the container's final root.
+    let mounted = bundle.dir().join("mounted-passwd");
+    std::fs::write(&mounted, "root:x:0:0:root:/from-the-mount:/bin/sh\n").expect("passwd");
+    let run = |name: &str, edit: &dyn Fn(&mut Value)| {
+        bundle.configure_with(&sh(PRINT_HOME), |spec| edit(spec));
+        let out = bundle.peapod(&["run", "--bundle", bundle.arg(), name]);
+        assert_eq!(out.code, 0, "{name}: {out:?}");
+        out.stdout
+    };
+    let user = |uid: u32| {
+        move |spec: &mut Value| spec["process"]["user"] = json!({"uid": uid, "gid": uid})
+    };
+    let env = |home: &'static str| {
+        move |spec: &mut Value| {
+            spec["process"]["env"]
+                .as_array_mut()
+                .expect("env")
+                .push(json!(home))
+        }
+    };
+    assert_eq!(run("home-root", &|_| {}), "HOME=/root\n");
+    assert_eq!(run("home-app", &user(1000)), "HOME=/home/app\n");
+    assert_eq!(run("home-none", &user(4242)), "HOME=/\n");
+    assert_eq!(run("home-given", &env("HOME=/mine")), "HOME=/mine\n");
+    // runc takes an empty HOME for none.
+    assert_eq!(run("home-empty", &env("HOME=")), "HOME=/root\n");
+    let over_passwd = |spec: &mut Value| {
+        spec["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/etc/passwd", "type": "bind",
+            "source": mounted.clone(), "options": ["bind", "ro"],
+        }))
+    };
+    assert_eq!(run("home-mounted", &over_passwd), "HOME=/from-the-mount\n");
+    // Without process.env at all runc adds nothing either.
+    let no_env = |spec: &mut Value| {
+        spec["process"]
+            .as_object_mut()
+            .expect("process")
+            .remove("env");
+    };
+    assert_eq!(run("home-no-env", &no_env), "no HOME\n");
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn exec_gets_the_home_of_its_own_user() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    add_app_user(&bundle);
+    bundle.configure(&sh(UNTIL_GO));
+    let c = bundle.create("exhome", &[]);
+    c.start();
+    let exec = |extra: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["exhome", "sh", "-c", PRINT_HOME]);
+        let out = bundle.peapod(&args);
+        assert_eq!(out.code, 0, "{extra:?}: {out:?}");
+        out.stdout
+    };
+    assert_eq!(exec(&[]), "HOME=/root\n");
+    assert_eq!(exec(&["--user", "1000:1000"]), "HOME=/home/app\n");
+    assert_eq!(exec(&["--user", "65534"]), "HOME=/\n");
+    assert_eq!(exec(&["--user", "4242"]), "HOME=/\n");
+    assert_eq!(
+        exec(&["--user", "1000", "--env", "HOME=/mine"]),
+        "HOME=/mine\n"
+    );
+    bundle.go();
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
 /// Accepts the runtime's connection on `listener` and receives the pty master it sends.
 fn receive_pty(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -1802,6 +1898,48 @@ fn a_cgroup_mount_shows_only_the_containers_own_cgroup() {
             .is_some_and(|l| l.contains(" ro,") && l.contains("cgroup")),
         "{out:?}"
     );
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_cgroup_mount_has_name_systemd_and_cgroup2_with_the_container_at_their_root() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let Ok(peapod_cgroups::Layout::V1 { named, unified, .. }) = peapod_cgroups::Layout::detect()
+    else {
+        eprintln!("skipped: not a cgroup v1 host, which alone has name=systemd beside cgroup2");
+        return;
+    };
+    if !named.iter().any(|h| h.name.as_deref() == Some("systemd")) || unified.is_none() {
+        eprintln!("skipped: this v1 host lacks the name=systemd hierarchy or a cgroup2 mount");
+        return;
+    }
+    // PID 1 is the shell: it alone is in the root of each (no `peapod` parent is seen).
+    let script = "for h in systemd unified; do \
+                  echo $h $(cat /sys/fs/cgroup/$h/cgroup.procs | tr '\\n' ' ')$(ls /sys/fs/cgroup/$h | grep -c peapod); \
+                  done; grep -c ' /sys/fs/cgroup/systemd .* - cgroup cgroup .*name=systemd' /proc/self/mountinfo";
+    bundle.configure_with(&sh(script), |spec| {
+        spec["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        }));
+    });
+    let out = bundle.peapod(&["run", "--bundle", bundle.arg(), "cgnamed"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut lines = out.stdout.lines();
+    for h in ["systemd", "unified"] {
+        let line = lines.next().unwrap_or_default();
+        // The shell's subshells and `cat` are in it too while it reads.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&h), "{out:?}");
+        let procs = fields
+            .get(1..fields.len().saturating_sub(1))
+            .unwrap_or_default();
+        assert!(procs.contains(&"1"), "{h}: {out:?}");
+        assert_eq!(fields.last(), Some(&"0"), "{h}: {out:?}");
+    }
+    assert_eq!(lines.next(), Some("1"), "{out:?}");
     bundle.rootfs.assert_nothing_left();
 }
 

@@ -631,7 +631,16 @@ fn a_pod_cgroup_holds_the_pods_limits_and_its_containers_cgroups_below_it() {
     );
     assert_eq!(out.code, 0, "{out:?}");
     let container = member_pid(&pods.ps_json(&pod), &id);
-    for controller in ["memory", "pids"] {
+    // On a hybrid host also `name=systemd` and the cgroup2 mount (`0::`), as runc does.
+    let tracking = layout.tracking().into_iter().map(|h| match &h.name {
+        Some(name) => format!("name={name}"),
+        None => String::new(),
+    });
+    let hierarchies: Vec<String> = ["memory".to_owned(), "pids".to_owned()]
+        .into_iter()
+        .chain(tracking)
+        .collect();
+    for controller in &hierarchies {
         let infra_cgroup = cgroup_of(infra, controller);
         assert!(
             infra_cgroup.ends_with(&format!("peapod/pod:{pod}/infra")),

@@ -35,15 +35,18 @@ impl ChildFailure {
 }
 
 /// Runs in the new process: sets everything up, waits at the barrier, execs. Never returns.
-/// With a `cgroup`, it first joins it (v1) or waits until the runtime has moved it in (v2).
+/// With a `cgroup`, it first joins it (v1) or waits until the runtime has moved it in (v2);
+/// `in_unified`: it was cloned into the cgroup's directory of a hybrid host's cgroup2
+/// hierarchy already.
 pub(crate) fn run(
     config: &ContainerConfig,
     channel: Channel,
     fifo: Option<RawFd>,
     cgroup: Option<&peapod_cgroups::Cgroup>,
+    in_unified: bool,
 ) -> ! {
     let mut channel = Some(channel);
-    let Err(failure) = set_up_and_exec(config, &mut channel, fifo, cgroup);
+    let Err(failure) = set_up_and_exec(config, &mut channel, fifo, cgroup, in_unified);
     match channel {
         Some(channel) => {
             let _ = channel.send(&Message::Failed(failure.clone()));
@@ -62,6 +65,7 @@ fn set_up_and_exec(
     channel_slot: &mut Option<Channel>,
     fifo: Option<RawFd>,
     cgroup: Option<&peapod_cgroups::Cgroup>,
+    in_unified: bool,
 ) -> Result<Infallible, ChildFailure> {
     let Some(channel) = channel_slot.as_ref() else {
         return Err(ChildFailure::new("sync", "no channel to the runtime"));
@@ -79,7 +83,7 @@ fn set_up_and_exec(
             wait_for(Message::InCgroup)?;
         } else {
             cgroup
-                .add_self()
+                .add_self(in_unified)
                 .map_err(|e| ChildFailure::new("cgroup", e))?;
         }
         // Made now rather than by clone3, so that its root is the container's own cgroup
@@ -161,6 +165,8 @@ fn set_up_and_exec(
         console::set_up(console, true).map_err(|e| ChildFailure::new("terminal", e))?;
     }
     change_dir(&config.command.cwd)?;
+    // In the container's final root, still privileged: as runc, after pivot_root.
+    let command = config.command.with_home(config.process.uid());
     config
         .process
         .apply_rlimits()
@@ -180,7 +186,7 @@ fn set_up_and_exec(
         .process
         .become_user(Some(libc::SIGKILL))
         .map_err(|e| ChildFailure::new("user", e))?;
-    let program = exec::find_program(&config.command)?;
+    let program = exec::find_program(&command)?;
 
     match fifo {
         None => {
@@ -224,7 +230,7 @@ fn set_up_and_exec(
         // peapod-init and its execve of the entrypoint follow: a profile must allow those.
         load_seccomp(filter)?;
     }
-    Err(exec::exec(&program, &config.command, config.preserve_fds))
+    Err(exec::exec(&program, &command, config.preserve_fds))
 }
 
 /// When to load `filter`: `(early, late)`. Without no_new_privs the kernel lets only a

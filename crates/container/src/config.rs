@@ -311,7 +311,8 @@ fn device_nodes(devices: &[oci_spec::runtime::LinuxDevice]) -> Result<Vec<Node>,
 /// A `cgroup` mount at `destination`, as runc makes it: the host's hierarchies mounted anew
 /// in the container's cgroup namespace, so each shows only the container's own subtree as
 /// its root. On v2 one `cgroup2` mount; on v1 a tmpfs with one mount per controller
-/// hierarchy (named as on the host, `cpu,cpuacct`...), and `unified` on a hybrid host.
+/// hierarchy (named as on the host, `cpu,cpuacct`...), one per named hierarchy (`systemd`),
+/// and `unified` on a hybrid host.
 fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount>, String> {
     use peapod_cgroups::Layout;
     let layout = Layout::detect().map_err(|e| e.to_string())?;
@@ -327,6 +328,7 @@ fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount
     };
     let Layout::V1 {
         hierarchies,
+        named,
         unified,
     } = layout
     else {
@@ -352,6 +354,18 @@ fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount
             destination.join(name),
             "cgroup",
             h.controllers.clone(),
+        ));
+    }
+    // The named ones too (`systemd`, as runc mounts it): the container is in its own cgroup
+    // there as well, so it sees that as their root.
+    for h in &named {
+        let (Some(dir), Some(name)) = (h.mount.file_name(), &h.name) else {
+            continue;
+        };
+        mounts.push(mount(
+            destination.join(dir),
+            "cgroup",
+            vec!["none".to_owned(), format!("name={name}")],
         ));
     }
     if unified.is_some() {
@@ -453,6 +467,9 @@ pub(crate) struct Command {
     pub(crate) args: Vec<CString>,
     pub(crate) env: Vec<CString>,
     pub(crate) path_var: Option<String>,
+    /// `process.env` is given and has no `HOME`, or an empty one: the process gets the home
+    /// directory of its user ([`Command::with_home`]).
+    pub(crate) needs_home: bool,
     pub(crate) cwd: PathBuf,
     /// A sealed copy of the static peapod-init to exec the program through (its `--exec`
     /// mode), so that the container never executes the runtime's binary: see
@@ -475,6 +492,7 @@ impl Command {
             .map(|(i, a)| cstring(format!("process.args[{i}]"), a))
             .collect::<Result<Vec<_>, _>>()?;
         let mut path_var = None;
+        let mut home = None;
         let mut env = Vec::new();
         for (i, kv) in process
             .env()
@@ -491,19 +509,51 @@ impl Command {
             if let Some(path) = kv.strip_prefix("PATH=") {
                 path_var = Some(path.to_owned());
             }
+            if let Some(value) = kv.strip_prefix("HOME=") {
+                home = Some(value);
+            }
             env.push(cstring(field, kv)?);
         }
         let cwd = process.cwd().clone();
         if !cwd.is_absolute() {
             return Err(bad("process.cwd", "must be an absolute path"));
         }
+        // As runc: the last HOME counts, and an empty one is as good as none. Without
+        // `process.env` at all runc adds nothing either.
+        let needs_home = process.env().is_some() && !home.is_some_and(|h| !h.is_empty());
         Ok(Command {
             args,
             env,
             path_var,
+            needs_home,
             cwd,
             via: None,
         })
+    }
+
+    /// The command with `HOME` set, as runc sets it, when `process.env` has none (or an
+    /// empty one): the home directory of `uid` in the container's `/etc/passwd`, or `/` when
+    /// it has no entry or cannot be read. Called in the container, after `pivot_root` (or
+    /// `setns` for `exec`), so that `/` is the container's final root with its mounts.
+    pub(crate) fn with_home(&self, uid: u32) -> Command {
+        let mut command = self.clone();
+        if !self.needs_home {
+            return command;
+        }
+        let home = peapod_rootfs::InRoot::open(Path::new("/"))
+            .and_then(|root| peapod_rootfs::home_of(&root, uid))
+            .unwrap_or_else(|e| {
+                tracing::debug!("HOME of uid {uid}: cannot read /etc/passwd: {e}");
+                None
+            })
+            .unwrap_or_else(|| "/".to_owned());
+        command
+            .env
+            .retain(|kv| !kv.as_bytes().starts_with(b"HOME="));
+        // A NUL byte in the passwd entry cannot go into the environment.
+        let kv = CString::new(format!("HOME={home}")).unwrap_or_else(|_| c"HOME=/".to_owned());
+        command.env.push(kv);
+        command
     }
 }
 

@@ -180,6 +180,8 @@ fn set_up_and_exec(
     }
     // The root is the container's now: the working directory resolves inside it.
     crate::child::change_dir(&config.command.cwd)?;
+    // Its own user's home, from the container's /etc/passwd (the root is the container's).
+    let command = config.command.with_home(config.attrs.uid());
     if let Some(console) = &config.console {
         console::set_up(console, false).map_err(|e| ChildFailure::new("terminal", e))?;
     }
@@ -196,7 +198,7 @@ fn set_up_and_exec(
         .attrs
         .become_user(Some(libc::SIGKILL))
         .map_err(|e| ChildFailure::new("user", e))?;
-    let program = exec::find_program(&config.command)?;
+    let program = exec::find_program(&command)?;
     channel
         .send(&Message::Ready)
         .map_err(|e| ChildFailure::new("sync", e))?;
@@ -207,5 +209,5 @@ fn set_up_and_exec(
     if let Some(filter) = late_seccomp {
         load_seccomp(filter)?;
     }
-    Err(exec::exec(&program, &config.command, config.preserve_fds))
+    Err(exec::exec(&program, &command, config.preserve_fds))
 }

@@ -1,6 +1,6 @@
 //! The runtime's side of starting a container: clone, map ids, wait for the barrier, start.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{geteuid, Pid};
 use peapod_cgroups::Cgroup;
-use peapod_ns::{clone_into, write_id_maps, Forked, Namespace};
+use peapod_ns::{clone_into_cgroup, write_id_maps, Forked, Namespace};
 
 use crate::channel::{self, Channel, Message};
 use crate::{child, ContainerConfig, Error, Result};
@@ -89,13 +89,26 @@ pub fn create_in(
         }
         None => None,
     };
-    // SAFETY: the runtime is single-threaded when it creates containers (the CLI starts no
-    // threads), so the child may allocate; it leaves only through exec or _exit (child::run).
-    match unsafe { clone_into(namespaces) }? {
+    // On a hybrid host the child starts in the cgroup's cgroup2 directory, where moving
+    // itself in later would wait for the global lock (see `Cgroup::clone_target`). Should the
+    // directory not open, the child moves itself in and says what is wrong.
+    let clone_target = cgroup
+        .and_then(Cgroup::clone_target)
+        .and_then(|dir| open_cgroup_dir(dir).ok());
+    let forked = match &clone_target {
+        // SAFETY: the runtime is single-threaded when it creates containers (the CLI starts
+        // no threads), so the child may allocate; it leaves only through exec or _exit
+        // (child::run).
+        Some(dir) => unsafe { clone_into_cgroup(namespaces, dir.as_fd()) }?,
+        // SAFETY: as above.
+        None => (unsafe { peapod_ns::clone_into(namespaces) }?, false),
+    };
+    drop(clone_target);
+    match forked.0 {
         Forked::Child => {
             drop(parent_end);
             let fifo = fifo.as_ref().map(AsRawFd::as_raw_fd);
-            child::run(config, child_end, fifo, cgroup)
+            child::run(config, child_end, fifo, cgroup, forked.1)
         }
         Forked::Parent(process) => {
             drop(time_namespace);
@@ -334,4 +347,13 @@ pub fn start_fifo(path: &Path, alive: impl Fn() -> bool, timeout: Duration) -> R
         std::thread::sleep(Duration::from_millis(1));
     }
     std::fs::remove_file(path).map_err(|e| Error::os("cannot remove the exec fifo", e))
+}
+
+/// An open descriptor of a cgroup directory, for `CLONE_INTO_CGROUP`.
+fn open_cgroup_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?;
+    Ok(OwnedFd::from(file))
 }

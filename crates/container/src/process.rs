@@ -292,6 +292,11 @@ impl ProcessAttrs {
         Ok(())
     }
 
+    /// The uid the process runs as (`process.user.uid`).
+    pub(crate) fn uid(&self) -> u32 {
+        self.uid
+    }
+
     /// Becomes the spec's user, with its groups and capabilities, sets `no_new_privs` and the
     /// umask. As runc: the bounding set is cut first (that needs `CAP_SETPCAP`), the ids change
     /// with `PR_SET_KEEPCAPS` so the permitted set survives, then the sets are set exactly.

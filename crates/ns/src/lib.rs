@@ -4,7 +4,8 @@
 //! - [`Namespace`] and [`NamespaceSet`] name the kinds with their clone flags and their
 //!   `/proc/PID/ns` file names.
 //! - [`clone_into`] starts a child process in new namespaces with a single `clone3(2)` (one
-//!   process, no exec), so a new PID namespace makes that child PID 1 at once.
+//!   process, no exec), so a new PID namespace makes that child PID 1 at once;
+//!   [`clone_into_cgroup`] also starts it in a cgroup v2 directory.
 //! - [`join`] enters an existing namespace by path (`setns(2)`), [`NamespaceId::of`] reads a
 //!   process's namespace identity (the inode of `/proc/PID/ns/KIND`).
 //! - [`bring_up_loopback`] sets `lo` up in a fresh network namespace through rtnetlink;
@@ -37,7 +38,7 @@ mod kind;
 mod loopback;
 mod uts;
 
-pub use clone::{clone_into, ChildProcess, Forked};
+pub use clone::{clone_into, clone_into_cgroup, ChildProcess, Forked};
 pub use error::{Error, Result};
 pub use id::NamespaceId;
 pub use idmap::{write_id_maps, IdMap};

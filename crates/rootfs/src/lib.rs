@@ -23,9 +23,13 @@
 //! # Ok::<(), peapod_rootfs::Error>(())
 //! ```
 //!
+//! [`account_file`] and [`home_of`] read the image's `/etc/passwd` and `/etc/group` the same
+//! way, for user names and `HOME`.
+//!
 //! This crate does not create namespaces or processes, and it does not unpack images.
 #![deny(missing_docs)]
 
+mod accounts;
 mod copy_up;
 mod devices;
 mod error;
@@ -35,6 +39,7 @@ mod options;
 mod pivot;
 mod plan;
 
+pub use accounts::{account_file, home_of, ACCOUNT_FILE_LIMIT};
 pub use devices::{Device, Node, NodeKind, DEFAULT_DEVICES};
 pub use error::{Error, Result};
 pub use in_root::InRoot;

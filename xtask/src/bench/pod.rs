@@ -229,7 +229,7 @@ fn leftovers(state: &PathBuf) -> Vec<String> {
 }
 
 /// The `pod-*` directories in `peapod/` below this process's cgroup, in every hierarchy
-/// (v1: `/sys/fs/cgroup/CONTROLLERS/...`; v2: `/sys/fs/cgroup/...`).
+/// (v1: `/sys/fs/cgroup/CONTROLLERS/...`, `systemd/...`, `unified/...`; v2: `/sys/fs/cgroup/...`).
 fn pod_cgroups() -> usize {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
@@ -239,9 +239,14 @@ fn pod_cgroups() -> usize {
             let (controllers, path) = (fields.next()?, fields.next()?);
             let base = match (controllers, v2) {
                 ("", true) => PathBuf::from("/sys/fs/cgroup"),
-                ("", false) | (_, true) => return None,
-                (c, false) if c.starts_with("name=") => return None,
-                (c, false) => Path::new("/sys/fs/cgroup").join(c),
+                (_, true) => return None,
+                // A hybrid host's cgroup2 mount and the named hierarchies, where pods'
+                // cgroups are made too.
+                ("", false) => PathBuf::from("/sys/fs/cgroup/unified"),
+                (c, false) => match c.strip_prefix("name=") {
+                    Some(name) => Path::new("/sys/fs/cgroup").join(name),
+                    None => Path::new("/sys/fs/cgroup").join(c),
+                },
             };
             Some(base.join(path.trim_start_matches('/')).join("peapod"))
         })
