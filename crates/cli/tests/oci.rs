@@ -1830,3 +1830,203 @@ fn the_shims_lifecycle_argv_gets_runcs_answers() {
     drop(c);
     bundle.rootfs.assert_nothing_left();
 }
+
+/// A directory of the test made a mount point of its own (a bind onto itself), private and
+/// then shared, so that it is a peer group of one that nothing outside the test belongs to.
+/// Dropping it detaches it and everything mounted below it, on the host side.
+struct SharedDir {
+    path: PathBuf,
+}
+
+impl SharedDir {
+    fn new(path: PathBuf) -> SharedDir {
+        use nix::mount::{mount, MsFlags};
+        std::fs::create_dir_all(&path).expect("shared dir");
+        // The guard exists before the mount, so a failure below still unmounts.
+        let dir = SharedDir { path };
+        mount(
+            Some(&dir.path),
+            &dir.path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind the shared dir");
+        for flag in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+            mount(None::<&str>, &dir.path, None::<&str>, flag, None::<&str>)
+                .expect("propagation of the shared dir");
+        }
+        dir
+    }
+
+    /// Mounts a tmpfs at `name` below the directory, from the host's side.
+    fn mount_tmpfs(&self, name: &str) {
+        let target = self.path.join(name);
+        nix::mount::mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .expect("tmpfs on the host");
+    }
+
+    /// Whether `name` below the directory is a mount point in the test's (the host's)
+    /// mount namespace.
+    fn is_mounted(&self, name: &str) -> bool {
+        let target = self.path.join(name);
+        let target = target.to_str().expect("utf-8 path");
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target))
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        // Detaching the bind takes every mount below it along; repeated while a mount is
+        // stacked on the same point (bounded: a mount that will not go is not looped on).
+        for _ in 0..8 {
+            if nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The spec with `CAP_SYS_ADMIN` (to mount inside), a bind of `source` at `/shared` with
+/// `options`, and `linux.rootfsPropagation`.
+fn with_shared_bind(spec: &mut Value, source: &Path, options: &[&str], root_propagation: &str) {
+    for set in ["bounding", "effective", "permitted"] {
+        spec["process"]["capabilities"][set]
+            .as_array_mut()
+            .expect("capability set")
+            .push(json!("CAP_SYS_ADMIN"));
+    }
+    spec["mounts"].as_array_mut().expect("mounts").push(json!({
+        "destination": "/shared",
+        "type": "bind",
+        "source": source,
+        "options": options,
+    }));
+    spec["linux"]["rootfsPropagation"] = json!(root_propagation);
+}
+
+/// The entrypoint of the propagation tests: waits for the host's mount to show up at
+/// `/shared/host`, says so, mounts a tmpfs at `/shared/in` with a file in it, says so, then
+/// waits for the test.
+const SEE_HOST_THEN_MOUNT: &str = "\
+    i=0; until [ -e /shared/host/file ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done; \
+    [ -e /shared/host/file ] && touch /out/saw-host; \
+    mount -t tmpfs -o size=64k tmpfs /shared/in && echo inside > /shared/in/file \
+    && touch /out/mounted; touch /out/done; \
+    i=0; until [ -e /out/go ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done";
+
+#[test]
+fn bidirectional_bind_propagates_mounts_both_ways() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let shared = SharedDir::new(bundle.dir().join("bidirectional"));
+    for name in ["host", "in"] {
+        std::fs::create_dir(shared.path.join(name)).expect("mount point");
+    }
+    // What containerd asks for a CRI mount with `propagation: Bidirectional`.
+    bundle.configure_with(&sh(SEE_HOST_THEN_MOUNT), |spec| {
+        with_shared_bind(spec, &shared.path, &["rbind", "rshared"], "rshared");
+    });
+    let c = bundle.create("bidi", &[]);
+    c.start();
+    // A mount the host makes after the container started reaches it.
+    shared.mount_tmpfs("host");
+    std::fs::write(shared.path.join("host/file"), "host\n").expect("host file");
+    wait_until("the container to finish its mounts", || {
+        bundle.out().join("done").exists()
+    });
+    assert!(bundle.out().join("saw-host").exists(), "{}", c.output());
+    assert!(bundle.out().join("mounted").exists(), "{}", c.output());
+    // And the container's mount reaches the host.
+    assert!(
+        shared.is_mounted("in"),
+        "the container's tmpfs is not on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.path.join("in/file")).expect("the container's file"),
+        "inside\n"
+    );
+    bundle.go();
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+    drop(c);
+    drop(shared);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn host_to_container_bind_sees_host_mounts_but_does_not_show_its_own() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let shared = SharedDir::new(bundle.dir().join("host-to-container"));
+    for name in ["host", "in"] {
+        std::fs::create_dir(shared.path.join(name)).expect("mount point");
+    }
+    // What containerd asks for `propagation: HostToContainer`.
+    bundle.configure_with(&sh(SEE_HOST_THEN_MOUNT), |spec| {
+        with_shared_bind(spec, &shared.path, &["rbind", "rslave"], "rslave");
+    });
+    let c = bundle.create("h2c", &[]);
+    c.start();
+    shared.mount_tmpfs("host");
+    std::fs::write(shared.path.join("host/file"), "host\n").expect("host file");
+    wait_until("the container to finish its mounts", || {
+        bundle.out().join("done").exists()
+    });
+    assert!(bundle.out().join("saw-host").exists(), "{}", c.output());
+    // The container could mount there, but only it sees that mount.
+    assert!(bundle.out().join("mounted").exists(), "{}", c.output());
+    assert!(
+        !shared.is_mounted("in"),
+        "the container's mount reached the host"
+    );
+    assert!(!shared.path.join("in/file").exists());
+    bundle.go();
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+    drop(c);
+    drop(shared);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn shared_root_propagation_runs_and_keeps_container_mounts_off_the_host() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // The root's first optional mountinfo field: its peer group, or "-" for none.
+    let tag = "awk '$5 == \"/\" { print $7 }' /proc/self/mountinfo";
+    for (propagation, expected) in [
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+        ("private", "-"),
+        ("rprivate", "-"),
+        ("slave", "-"),
+        ("unbindable", "unbindable"),
+    ] {
+        bundle.configure_with(&sh(tag), |spec| {
+            spec["linux"]["rootfsPropagation"] = json!(propagation);
+        });
+        let id = format!("root-{propagation}");
+        let out = bundle.peapod(&["run", "--bundle", bundle.arg(), &id]);
+        assert_eq!(out.code, 0, "{propagation}: {out:?}");
+        assert!(
+            out.stdout.starts_with(expected),
+            "{propagation}: {}",
+            out.stdout
+        );
+        // The container's /proc, /dev, ... stayed in its namespace.
+        bundle.rootfs.assert_nothing_left();
+    }
+}
