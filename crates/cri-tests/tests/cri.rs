@@ -77,7 +77,13 @@ impl Prerequisites {
                 ));
             }
         }
-        let peapod = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/peapod");
+        // The workspace's debug build, which `cargo test --workspace` has just built, unless
+        // PEAPOD_BIN names another (a release build, for the measurement).
+        let peapod = std::env::var_os("PEAPOD_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/peapod")
+            });
         if !peapod.exists() {
             return skip(format!("no peapod binary at {}", peapod.display()));
         }
@@ -922,5 +928,88 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
     });
     drop(shared);
     assert_eq!(containerd.mounts(), Vec::<String>::new(), "mounts left");
+    drop(containerd);
+}
+
+/// The median of some durations.
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// One pod's life as kubelet drives it: RunPodSandbox, CreateContainer + StartContainer,
+/// StopContainer + RemoveContainer, StopPodSandbox + RemovePodSandbox.
+async fn one_pod(cri: &mut Cri, containerd: &Containerd, handler: &str) -> Duration {
+    let start = Instant::now();
+    let sandbox = sandbox_config(containerd, handler);
+    let pod = cri.run_pod(handler, &sandbox).await;
+    let id = cri
+        .start(&pod, &sandbox, busybox("sleeper", "exec sleep 600"))
+        .await;
+    // Timeout 0: SIGKILL at once, so the measure is the runtime's, not a grace period.
+    cri.stop_and_remove(&id, 0).await;
+    cri.stop_and_remove_pod(&pod).await;
+    start.elapsed()
+}
+
+/// `cargo test -p peapod-cri-tests --test cri -- --ignored --nocapture` (with the variables
+/// of `cargo xtask cri-images`, and `PEAPOD_BIN=target/dist/peapod` for a release build
+/// after `cargo xtask dist`): the median of 10 pod lives on the peapod handler against
+/// the same on a runc handler, alternated so that both see the same machine.
+#[test]
+#[ignore = "a measurement, not a check; run it by name"]
+fn pod_life_on_peapod_against_runc() {
+    let Some(pre) = Prerequisites::find() else {
+        return;
+    };
+    let Some(runc) = which("runc") else {
+        eprintln!("skipped: runc is not installed, nothing to compare with");
+        return;
+    };
+    let (_bin, peapod) = staged_peapod(&pre);
+    let containerd = Containerd::start(
+        &pre,
+        &[
+            Handler {
+                name: "peapod",
+                binary: peapod,
+            },
+            Handler {
+                name: "runc",
+                binary: runc,
+            },
+        ],
+    );
+    containerd.import(&pre, &pre.pause_image);
+    containerd.import(&pre, &pre.busybox_image);
+    const ROUNDS: usize = 10;
+    let (peapod_times, runc_times) = block_on(async {
+        let mut cri = Cri::connect(&containerd).await;
+        // One unmeasured round each: the first pod pays for the snapshots and CNI's set-up.
+        one_pod(&mut cri, &containerd, "peapod").await;
+        one_pod(&mut cri, &containerd, "runc").await;
+        let (mut p, mut r) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                p.push(one_pod(&mut cri, &containerd, "peapod").await);
+                r.push(one_pod(&mut cri, &containerd, "runc").await);
+            } else {
+                r.push(one_pod(&mut cri, &containerd, "runc").await);
+                p.push(one_pod(&mut cri, &containerd, "peapod").await);
+            }
+        }
+        (p, r)
+    });
+    let (p, r) = (median(peapod_times), median(runc_times));
+    println!(
+        "pod life (RunPodSandbox + Create/StartContainer + Stop/RemoveContainer + \
+         Stop/RemovePodSandbox), median of {ROUNDS}: peapod {:.1} ms, runc {:.1} ms, \
+         peapod/runc {:.2}",
+        p.as_secs_f64() * 1e3,
+        r.as_secs_f64() * 1e3,
+        p.as_secs_f64() / r.as_secs_f64()
+    );
+    assert_eq!(containerd.runtime_containers(0), Vec::<String>::new());
+    assert_eq!(containerd.runtime_containers(1), Vec::<String>::new());
     drop(containerd);
 }
