@@ -231,6 +231,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     # Root here may lack CAP_SYS_RESOURCE (a VM's), which a negative oom_score_adj needs
     # (the sandbox's -998): containerd then keeps scores at or above its own, for runc too.
     restrict_oom_score_adj = true
+    # The pods' network namespaces under the state directory, not /var/run/netns: the
+    # clean-up's unmount of everything below the test's directory then frees them (and
+    # their veths) even when a failed test never removed its pod.
+    netns_mounts_under_state_dir = true
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "{CNI_DIR}"
       conf_dir = "{cni}"
