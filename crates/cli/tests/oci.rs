@@ -2030,3 +2030,56 @@ fn shared_root_propagation_runs_and_keeps_container_mounts_off_the_host() {
         bundle.rootfs.assert_nothing_left();
     }
 }
+
+#[test]
+fn a_host_with_a_shared_root_can_run_any_root_propagation_without_leaking_mounts() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("skipped: no unshare(1) (util-linux)");
+        return;
+    }
+    // A host whose `/` is shared (systemd's default), simulated in a mount namespace of the
+    // test's own: after the container, none of its mounts may be left in that namespace.
+    let rootfs = bundle.rootfs.arg().to_owned();
+    for propagation in [None, Some("rshared"), Some("shared"), Some("rprivate")] {
+        bundle.configure_with(&sh("echo ran"), |spec| match propagation {
+            Some(p) => spec["linux"]["rootfsPropagation"] = json!(p),
+            None => {
+                if let Some(linux) = spec["linux"].as_object_mut() {
+                    linux.remove("rootfsPropagation");
+                }
+            }
+        });
+        let script = "\"$0\" --root \"$1\" run --bundle \"$2\" shared-host || exit 90; \
+                      grep \" $3/\" /proc/self/mountinfo && exit 91; exit 0";
+        let out = finish(
+            Command::new("unshare")
+                .args([
+                    "--mount",
+                    "--propagation",
+                    "shared",
+                    "--",
+                    "sh",
+                    "-c",
+                    script,
+                ])
+                .arg(env!("CARGO_BIN_EXE_peapod"))
+                .arg(bundle.rootfs.state_root())
+                .arg(bundle.arg())
+                .arg(&rootfs)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn unshare"),
+        );
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (0, "ran\n"),
+            "{propagation:?}: {out:?}"
+        );
+    }
+    bundle.rootfs.assert_nothing_left();
+}
