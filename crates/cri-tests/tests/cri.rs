@@ -838,9 +838,13 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
             std::fs::read_to_string(shared.path.join("in/file")).expect("the container's file"),
             "inside\n"
         );
+        // containerd copies the output to the log on its own: the exit may be seen first.
         let log = Path::new(&sandbox.log_directory).join("exits.log");
-        let text = std::fs::read_to_string(&log).expect("the container's log");
-        assert!(text.contains(" stdout F bye"), "{text}");
+        wait_until("the exited container's line in its log", || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { text.contains(" stdout F bye") }
+        })
+        .await;
         cri.stop_and_remove(&exited, 2).await;
 
         // A long-running container with a security context and the Bidirectional mount.
