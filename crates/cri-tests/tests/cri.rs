@@ -3,7 +3,7 @@
 //! bridge network of Debian's plugins) with a runtime handler `peapod` (the runc shim,
 //! `io.containerd.runc.v2`, with `BinaryName` = the built peapod), driven over its socket
 //! through the CRI gRPC API: a pod sandbox of the pause image made of peapod-init, busybox
-//! containers with a security context and a Bidirectional mount, `ExecSync`, their status
+//! containers with a security context and Bidirectional and HostToContainer mounts, `ExecSync`, their status
 //! and logs, then stop and removal, after which nothing may be left: no shim, no container
 //! in peapod's state, no mount, no veth.
 //!
@@ -777,6 +777,7 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
     containerd.import(&pre, &pre.pause_image);
     containerd.import(&pre, &pre.busybox_image);
     let shared = SharedDir::new(containerd.base().join("bidirectional"));
+    let slave = SharedDir::new(containerd.base().join("host-to-container"));
     let shared_path = shared.path.to_string_lossy().into_owned();
 
     block_on(async {
@@ -849,12 +850,20 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
 
         // A long-running container with a security context and the Bidirectional mount.
         let mut secure = busybox("secure", "echo out-line; echo err-line >&2; exec sleep 600");
-        secure.mounts = vec![Mount {
-            container_path: "/shared".to_owned(),
-            host_path: shared_path.clone(),
-            propagation: MountPropagation::PropagationBidirectional as i32,
-            ..Default::default()
-        }];
+        secure.mounts = vec![
+            Mount {
+                container_path: "/shared".to_owned(),
+                host_path: shared_path.clone(),
+                propagation: MountPropagation::PropagationBidirectional as i32,
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/slave".to_owned(),
+                host_path: slave.path.to_string_lossy().into_owned(),
+                propagation: MountPropagation::PropagationHostToContainer as i32,
+                ..Default::default()
+            },
+        ];
         secure.linux = Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 run_as_user: Some(Int64Value { value: 1000 }),
@@ -916,6 +925,22 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
             (0, &b"from the host\n"[..]),
             "{out:?}"
         );
+        // The same through the HostToContainer (rslave) mount.
+        nix::mount::mount(
+            Some("tmpfs"),
+            &slave.path.join("host"),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .expect("tmpfs on the host");
+        std::fs::write(slave.path.join("host/file"), "to the slave\n").expect("host file");
+        let out = cri.exec(&running, &["cat", "/slave/host/file"]).await;
+        assert_eq!(
+            (out.exit_code, &out.stdout[..]),
+            (0, &b"to the slave\n"[..]),
+            "{out:?}"
+        );
         let log = Path::new(&sandbox.log_directory).join("secure.log");
         wait_until("both lines in the log", || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -935,6 +960,7 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
         assert_eq!(containerd.veths(), Vec::<String>::new(), "veths left");
     });
     drop(shared);
+    drop(slave);
     assert_eq!(containerd.mounts(), Vec::<String>::new(), "mounts left");
     drop(containerd);
 }
