@@ -1,10 +1,15 @@
-//! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod` (release build) and
+//! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod` (release build),
 //! `peapod-init`, static, stripped and freestanding (no libc), ready to be bind-mounted into
-//! any image.
+//! any image, and `pause.tar`, an OCI image archive of that init as `/pause` (entrypoint
+//! `/pause -P`), for containerd's `sandbox_image` (see docs/kubernetes.md).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::image::{write_archive, Image, Layer};
 use crate::{build_peapod, cargo, run_status, target_dir, Result};
+
+/// The name the pause image imports as.
+pub(crate) const PAUSE_IMAGE: &str = "localhost/peapod/pause:latest";
 
 pub(crate) fn run(_args: &[String]) -> Result {
     let init = build_init()?;
@@ -17,6 +22,10 @@ pub(crate) fn run(_args: &[String]) -> Result {
         let size = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
         println!("{} ({size} bytes)", to.display());
     }
+    let pause = dist.join("pause.tar");
+    write_pause_image(&init, &pause)?;
+    let size = std::fs::metadata(&pause).map(|m| m.len()).unwrap_or(0);
+    println!("{} ({PAUSE_IMAGE}, {size} bytes)", pause.display());
     // Man pages and shell completions, derived from the parser's own definitions.
     let man = dist.join("man");
     run_status(std::process::Command::new(&peapod).arg("man").arg(&man))?;
@@ -42,6 +51,22 @@ pub(crate) fn run(_args: &[String]) -> Result {
     }
     println!("{}/ (bash, zsh, fish)", completions.display());
     Ok(())
+}
+
+/// The pause image: one layer holding the static init as `/pause`, run as `/pause -P` (its
+/// pause mode: sleep until a signal, reap, exit 0 on SIGTERM/SIGINT).
+pub(crate) fn write_pause_image(init: &Path, out: &Path) -> Result {
+    write_archive(
+        &Image {
+            name: PAUSE_IMAGE,
+            layer: Layer::File {
+                from: init,
+                at: "pause",
+            },
+            entrypoint: &["/pause", "-P"],
+        },
+        out,
+    )
 }
 
 /// Builds the static `peapod-init` and returns its path (under `target/<host>/dist/`).

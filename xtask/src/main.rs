@@ -5,11 +5,13 @@
 //! - `cargo xtask test`: formatting, clippy, and every test.
 //! - `cargo xtask rootfs [DIR]`: assembles the default rootfs, with no network.
 //! - `cargo xtask bench`: whole-process timings next to the floor `unshare` sets.
-//! - `cargo xtask dist`: release `peapod` and the static `peapod-init` in `target/dist/`.
+//! - `cargo xtask dist`: release `peapod`, the static `peapod-init` and the pause image
+//!   `pause.tar` in `target/dist/`.
 
 mod bench;
 mod demo;
 mod dist;
+mod image;
 mod rootfs;
 mod test;
 
@@ -30,6 +32,8 @@ fn main() -> ExitCode {
         "rootfs" => rootfs::run(rest),
         "bench" => bench::run(rest),
         "dist" => dist::run(rest),
+        // The images of the CRI test (crates/cri-tests), which `test` also writes.
+        "cri-images" => test::cri_images(),
         // Internal: the orphan generator of `bench init`.
         "orphan-burst" => bench::orphan_burst(rest),
         "help" | "-h" | "--help" => {

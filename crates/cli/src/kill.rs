@@ -106,7 +106,13 @@ pub(crate) fn run(ctx: &Context, args: KillArgs) -> Result<i32, Failure> {
         _ => None,
     };
     let (Some(process), Some(record)) = (process, &record) else {
-        return Err(Failure::runtime(anyhow!("container {id} is not running")));
+        // As runc: signalling every process of a container that has none left is done, and
+        // signalling its exited process is "container not running" with status 1, which
+        // containerd's shim takes as "already exited" when it stops a task.
+        if args.all {
+            return Ok(0);
+        }
+        return Err(Failure::not_running());
     };
     let pids = if args.all {
         all_pids(record, process)?

@@ -1,7 +1,9 @@
 //! `peapod`: the command line. Parses arguments ([`args`]), turns them into a checked
 //! configuration, and hands that to `peapod-container`. Errors end here as one line on
-//! stderr and an exit status: 2 for bad usage, 125 for a runtime failure, 126 and 127 when
-//! the entrypoint cannot run or does not exist, else the container's own status.
+//! stderr (`peapod: error: ...`) and an exit status: 2 for bad usage, 1 for a container that
+//! does not exist or is not running (runc's status and wording, which containerd's shim
+//! matches), 125 for any other runtime failure, 126 and 127 when the entrypoint cannot run or
+//! does not exist, else the container's own status.
 
 mod args;
 mod bundle;
@@ -59,7 +61,8 @@ fn main() {
             if cli.global.log.is_some() {
                 tracing::error!("{message}");
             }
-            eprintln!("peapod: {message}");
+            // "error" in the line, as runc's `ERRO` and wrapping tools look for it.
+            eprintln!("peapod: error: {message}");
             std::process::exit(err.code);
         }
     }
@@ -123,6 +126,16 @@ impl Failure {
         }
     }
 
+    /// The container is not running (its process has exited, or it never started): runc's
+    /// words and exit status 1. containerd's shim matches "container not running" in our
+    /// stderr to tell an exited process (NotFound: done) from a failed kill.
+    pub(crate) fn not_running() -> Failure {
+        Failure {
+            error: anyhow::anyhow!("container not running"),
+            code: 1,
+        }
+    }
+
     /// A failure of peapod itself: exit status 125.
     pub(crate) fn runtime(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
@@ -136,6 +149,11 @@ impl From<peapod_state::Error> for Failure {
     fn from(err: peapod_state::Error) -> Failure {
         match err {
             peapod_state::Error::InvalidId { .. } => Failure::usage(err),
+            // "does not exist" is what containerd's shim matches (NotFound); runc exits 1.
+            peapod_state::Error::NotFound(_) => Failure {
+                error: err.into(),
+                code: 1,
+            },
             other => Failure::runtime(other),
         }
     }
@@ -175,6 +193,6 @@ fn exit_on_usage_error(err: clap::Error) -> ! {
         .filter(|l| !l.is_empty())
         .or(rendered)
         .unwrap_or_else(|| "invalid usage".to_owned());
-    eprintln!("peapod: {line} (see 'peapod --help')");
+    eprintln!("peapod: error: {line} (see 'peapod --help')");
     std::process::exit(2)
 }

@@ -18,10 +18,13 @@ pub(crate) fn run(ctx: &Context, args: PsArgs) -> Result<i32, Failure> {
         Some(r) if is_live(r.status(entry.dir())) => r.process,
         _ => None,
     };
-    let (Some(process), Some(record)) = (process, &record) else {
-        return Err(Failure::runtime(anyhow!("container {id} is not running")));
+    // A container whose process has exited has no processes: an empty list, as runc
+    // answers, so that a client asking (containerd's shim for `ctr task ps`, or while it
+    // tears a task down) is not handed an error for a state it can see for itself.
+    let pids = match (process, &record) {
+        (Some(process), Some(record)) => all_pids(record, process)?,
+        _ => Vec::new(),
     };
-    let pids = all_pids(record, process)?;
     drop(entry);
     if args.format == Format::Json {
         println!(

@@ -14,8 +14,9 @@ use crate::Failure;
 
 pub(crate) fn run(ctx: &Context, args: UpdateArgs) -> Result<i32, Failure> {
     let id: ContainerId = args.id.parse()?;
-    let resources = resources(&args)?;
+    // The container first, as runc: a missing one is "does not exist" whatever the input.
     let entry = ctx.store()?.load(&id)?;
+    let resources = resources(&args)?;
     let record = entry.record()?;
     let status = record
         .as_ref()

@@ -398,10 +398,10 @@ fn lifecycle_create_start_stop_delete() {
     let out = c.peapod("delete");
     assert_eq!(out.code, 0, "{out:?}");
     let out = c.peapod("state");
-    assert_failed(&out, 125, &["container life does not exist"]);
+    assert_failed(&out, 1, &["container life does not exist"]);
     // A second delete fails, but `delete --force` of a missing container succeeds, as runc's
     // does: podman and containerd use it to clean up after a failed create.
-    assert_failed(&c.peapod("delete"), 125, &["container life does not exist"]);
+    assert_failed(&c.peapod("delete"), 1, &["container life does not exist"]);
     let out = bundle.peapod(&["delete", "--force", "life"]);
     assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
     assert!(!bundle.rootfs.state_root().join("life").exists());
@@ -444,7 +444,7 @@ fn commands_in_the_wrong_state_fail_without_harm() {
     assert_eq!(out.code, 0, "{out:?}");
     b.wait_for_status("stopped");
     let out = b.kill("KILL");
-    assert_failed(&out, 125, &["container b is not running"]);
+    assert_failed(&out, 1, &["container not running"]);
     let out = b.peapod("start");
     assert_failed(&out, 125, &["container b is stopped"]);
     let out = b.peapod("delete");
@@ -1118,11 +1118,11 @@ fn ps_and_list_show_processes_ids_and_statuses() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "a-created\nb-running\n");
 
-    // ps of a container that is gone fails.
+    // ps of a container whose process is gone lists nothing, as runc's does.
     assert_eq!(running.kill("KILL").code, 0);
     running.wait_for_status("stopped");
-    let out = bundle.peapod(&["ps", "b-running"]);
-    assert_failed(&out, 125, &["container b-running is not running"]);
+    let out = bundle.peapod(&["ps", "--format", "json", "b-running"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "[]\n"), "{out:?}");
     for c in [&running, &created] {
         assert_eq!(c.peapod("delete").code, 0);
     }
@@ -1170,7 +1170,7 @@ fn run_in_the_foreground_returns_the_exit_status_and_leaves_nothing() {
     assert_eq!(out.stdout, "hello from 1\n");
     assert!(bundle.state_entries().is_empty());
     let out = bundle.peapod(&["state", "fg"]);
-    assert_failed(&out, 125, &["container fg does not exist"]);
+    assert_failed(&out, 1, &["container fg does not exist"]);
     bundle.rootfs.assert_nothing_left();
 }
 
@@ -1435,7 +1435,7 @@ fn exec_with_a_process_file_and_its_errors() {
     assert_failed(&bundle.peapod(&["exec", "exf"]), 2, &["no command"]);
     assert_failed(
         &bundle.peapod(&["exec", "nosuch", "true"]),
-        125,
+        1,
         &["container nosuch does not exist"],
     );
     assert_failed(
@@ -2068,5 +2068,443 @@ fn a_working_directory_through_a_leaked_descriptor_is_refused() {
     }
     // At least one of them is a directory of peapod's (the state entry): the check matters.
     assert!(refused_as_outside > 0, "no descriptor was a host directory");
+    bundle.rootfs.assert_nothing_left();
+}
+
+/// `peapod --root STATE --log LOG --log-format json ARGS...`, the argv containerd's shim
+/// (go-runc) builds for every command, with `stdin` as its standard input (`update
+/// --resources -` reads it): what peapod said, and the `msg` of the last `error` line of LOG,
+/// which the shim reads for the error it reports.
+fn as_the_shim(bundle: &Bundle, args: &[&str], stdin: Option<&Path>) -> (Outcome, Option<String>) {
+    let log = bundle.log_path("log.json");
+    let mut cmd = bundle.rootfs.peapod();
+    cmd.arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json"])
+        .args(args);
+    if let Some(path) = stdin {
+        cmd.stdin(File::open(path).expect("stdin file"));
+    }
+    let out = finish(cmd.spawn().expect("spawn peapod"));
+    (out, last_log_error(&log))
+}
+
+/// The `msg` of the last `"level":"error"` line of a JSON log, after checking that every
+/// line is what go-runc decodes: an object with `level`, `msg` and an RFC 3339 `time`.
+fn last_log_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut last = None;
+    for line in text.lines() {
+        let entry: Value = serde_json::from_str(line).expect("a JSON log line");
+        let time = entry["time"].as_str().expect("time");
+        assert!(
+            time.len() >= 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+            "not RFC 3339: {line}"
+        );
+        assert!(entry["msg"].is_string(), "{line}");
+        if entry["level"] == "error" {
+            last = entry["msg"].as_str().map(str::to_owned);
+        }
+    }
+    last
+}
+
+/// The one stderr line containerd's shim gets from a failed command: `peapod: error:`, then
+/// the message.
+fn assert_shim_error(out: &Outcome, code: i32, needle: &str) {
+    assert_failed(out, code, &[needle]);
+    assert!(out.stderr.starts_with("peapod: error: "), "{out:?}");
+}
+
+#[test]
+fn kill_of_an_exited_container_says_container_not_running() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh("exit 3"));
+    let c = bundle.create("gone", &[]);
+    c.start();
+    c.wait_for_status("stopped");
+
+    // The shim stops a task with `kill ID 9` (or 15), and treats "container not running" as
+    // "already exited"; `--all` (a sandbox's or a shared PID namespace's clean-up) succeeds.
+    for signal in ["9", "15"] {
+        let (out, logged) = as_the_shim(&bundle, &["kill", "gone", signal], None);
+        assert_shim_error(&out, 1, "container not running");
+        assert_eq!(logged.as_deref(), Some("container not running"));
+        let (out, logged) = as_the_shim(&bundle, &["kill", "--all", "gone", signal], None);
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+        assert_eq!(logged, None);
+    }
+    // Its state still says stopped, and delete (without --force, as the shim deletes an
+    // exited task) removes it.
+    assert_eq!(c.status(), "stopped");
+    let (out, logged) = as_the_shim(&bundle, &["delete", "gone"], None);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    assert_eq!(logged, None);
+
+    // Once gone, every command says "does not exist" (the shim's other NotFound), status 1.
+    for args in [
+        &["kill", "gone", "9"][..],
+        &["kill", "--all", "gone", "9"],
+        &["state", "gone"],
+        &["delete", "gone"],
+        &["ps", "--format", "json", "gone"],
+        &["pause", "gone"],
+        &["resume", "gone"],
+    ] {
+        let (out, logged) = as_the_shim(&bundle, args, None);
+        assert_shim_error(&out, 1, "does not exist");
+        assert!(
+            logged
+                .as_deref()
+                .is_some_and(|m| m.contains("does not exist")),
+            "{args:?}: {logged:?}"
+        );
+    }
+    let (out, _) = as_the_shim(&bundle, &["delete", "--force", "gone"], None);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn the_shims_lifecycle_argv_gets_runcs_answers() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh(UNTIL_GO));
+    // create as go-runc builds it (--no-pivot only when the shim is configured so).
+    let pid_file = bundle.log_path("pid");
+    let log = bundle.log_path("log.json");
+    let mut cmd = bundle.rootfs.peapod();
+    cmd.arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "create", "--bundle", bundle.arg()])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("task");
+    let (c, out) = bundle.launch("task", cmd, pid_file);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    assert_eq!(last_log_error(&log), None);
+    let (out, _) = as_the_shim(&bundle, &["start", "task"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pid = c.pid();
+
+    let (out, _) = as_the_shim(&bundle, &["ps", "--format", "json", "task"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pids: Vec<i32> = serde_json::from_str(&out.stdout).expect("a JSON list of pids");
+    assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
+
+    // exec --process FILE --detach --pid-file FILE: the process runs, its pid is written.
+    let process = bundle.dir().join("process.json");
+    let mut proc_spec = bundle.spec["process"].clone();
+    proc_spec["args"] = json!(["sh", "-c", "echo $$ > /out/exec-ran"]);
+    std::fs::write(&process, proc_spec.to_string()).expect("process.json");
+    let exec_pid = bundle.log_path("pid");
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let (out, logged) = as_the_shim(
+        &bundle,
+        &[
+            "exec",
+            "--process",
+            &path(&process),
+            "--detach",
+            "--pid-file",
+            &path(&exec_pid),
+            "task",
+        ],
+        None,
+    );
+    assert_eq!((out.code, logged), (0, None), "{out:?}");
+    wait_until("the exec'd process", || {
+        bundle.out().join("exec-ran").exists()
+    });
+    assert!(exec_pid.exists(), "exec wrote no pid file");
+
+    // update --resources - reads linux.resources JSON from stdin.
+    let resources = bundle.dir().join("resources.json");
+    std::fs::write(&resources, r#"{"pids": {"limit": 100}}"#).expect("resources");
+    let (out, _) = as_the_shim(
+        &bundle,
+        &["update", "--resources", "-", "task"],
+        Some(&resources),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let (out, _) = as_the_shim(&bundle, &["pause", "task"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(c.status(), "paused");
+    let (out, _) = as_the_shim(&bundle, &["resume", "task"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(c.status(), "running");
+
+    // Stop as the shim does: kill 9, then, the process gone, kill again is "not running",
+    // ps lists nothing, and delete removes it.
+    let (out, _) = as_the_shim(&bundle, &["kill", "task", "9"], None);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    c.wait_for_status("stopped");
+    let (out, logged) = as_the_shim(&bundle, &["kill", "task", "9"], None);
+    assert_shim_error(&out, 1, "container not running");
+    assert_eq!(logged.as_deref(), Some("container not running"));
+    let (out, _) = as_the_shim(&bundle, &["ps", "--format", "json", "task"], None);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "[]\n"), "{out:?}");
+    let (out, _) = as_the_shim(&bundle, &["delete", "task"], None);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    assert!(bundle.state_entries().is_empty());
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
+/// A directory of the test made a mount point of its own (a bind onto itself), private and
+/// then shared, so that it is a peer group of one that nothing outside the test belongs to.
+/// Dropping it detaches it and everything mounted below it, on the host side.
+struct SharedDir {
+    path: PathBuf,
+}
+
+impl SharedDir {
+    fn new(path: PathBuf) -> SharedDir {
+        use nix::mount::{mount, MsFlags};
+        std::fs::create_dir_all(&path).expect("shared dir");
+        // The guard exists before the mount, so a failure below still unmounts.
+        let dir = SharedDir { path };
+        mount(
+            Some(&dir.path),
+            &dir.path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind the shared dir");
+        for flag in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+            mount(None::<&str>, &dir.path, None::<&str>, flag, None::<&str>)
+                .expect("propagation of the shared dir");
+        }
+        dir
+    }
+
+    /// Mounts a tmpfs at `name` below the directory, from the host's side.
+    fn mount_tmpfs(&self, name: &str) {
+        let target = self.path.join(name);
+        nix::mount::mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .expect("tmpfs on the host");
+    }
+
+    /// Whether `name` below the directory is a mount point in the test's (the host's)
+    /// mount namespace.
+    fn is_mounted(&self, name: &str) -> bool {
+        let target = self.path.join(name);
+        let target = target.to_str().expect("utf-8 path");
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target))
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        // Detaching the bind takes every mount below it along; repeated while a mount is
+        // stacked on the same point (bounded: a mount that will not go is not looped on).
+        for _ in 0..8 {
+            if nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The spec with `CAP_SYS_ADMIN` (to mount inside), a bind of `source` at `/shared` with
+/// `options`, and `linux.rootfsPropagation`.
+fn with_shared_bind(spec: &mut Value, source: &Path, options: &[&str], root_propagation: &str) {
+    for set in ["bounding", "effective", "permitted"] {
+        spec["process"]["capabilities"][set]
+            .as_array_mut()
+            .expect("capability set")
+            .push(json!("CAP_SYS_ADMIN"));
+    }
+    spec["mounts"].as_array_mut().expect("mounts").push(json!({
+        "destination": "/shared",
+        "type": "bind",
+        "source": source,
+        "options": options,
+    }));
+    spec["linux"]["rootfsPropagation"] = json!(root_propagation);
+}
+
+/// The entrypoint of the propagation tests: waits for the host's mount to show up at
+/// `/shared/host`, says so, mounts a tmpfs at `/shared/in` with a file in it, says so, then
+/// waits for the test.
+const SEE_HOST_THEN_MOUNT: &str = "\
+    i=0; until [ -e /shared/host/file ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done; \
+    [ -e /shared/host/file ] && touch /out/saw-host; \
+    mount -t tmpfs -o size=64k tmpfs /shared/in && echo inside > /shared/in/file \
+    && touch /out/mounted; touch /out/done; \
+    i=0; until [ -e /out/go ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done";
+
+#[test]
+fn bidirectional_bind_propagates_mounts_both_ways() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let shared = SharedDir::new(bundle.dir().join("bidirectional"));
+    for name in ["host", "in"] {
+        std::fs::create_dir(shared.path.join(name)).expect("mount point");
+    }
+    // What containerd asks for a CRI mount with `propagation: Bidirectional`.
+    bundle.configure_with(&sh(SEE_HOST_THEN_MOUNT), |spec| {
+        with_shared_bind(spec, &shared.path, &["rbind", "rshared"], "rshared");
+    });
+    let c = bundle.create("bidi", &[]);
+    c.start();
+    // A mount the host makes after the container started reaches it.
+    shared.mount_tmpfs("host");
+    std::fs::write(shared.path.join("host/file"), "host\n").expect("host file");
+    wait_until("the container to finish its mounts", || {
+        bundle.out().join("done").exists()
+    });
+    assert!(bundle.out().join("saw-host").exists(), "{}", c.output());
+    assert!(bundle.out().join("mounted").exists(), "{}", c.output());
+    // And the container's mount reaches the host.
+    assert!(
+        shared.is_mounted("in"),
+        "the container's tmpfs is not on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.path.join("in/file")).expect("the container's file"),
+        "inside\n"
+    );
+    bundle.go();
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+    drop(c);
+    drop(shared);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn host_to_container_bind_sees_host_mounts_but_does_not_show_its_own() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    let shared = SharedDir::new(bundle.dir().join("host-to-container"));
+    for name in ["host", "in"] {
+        std::fs::create_dir(shared.path.join(name)).expect("mount point");
+    }
+    // What containerd asks for `propagation: HostToContainer`.
+    bundle.configure_with(&sh(SEE_HOST_THEN_MOUNT), |spec| {
+        with_shared_bind(spec, &shared.path, &["rbind", "rslave"], "rslave");
+    });
+    let c = bundle.create("h2c", &[]);
+    c.start();
+    shared.mount_tmpfs("host");
+    std::fs::write(shared.path.join("host/file"), "host\n").expect("host file");
+    wait_until("the container to finish its mounts", || {
+        bundle.out().join("done").exists()
+    });
+    assert!(bundle.out().join("saw-host").exists(), "{}", c.output());
+    // The container could mount there, but only it sees that mount.
+    assert!(bundle.out().join("mounted").exists(), "{}", c.output());
+    assert!(
+        !shared.is_mounted("in"),
+        "the container's mount reached the host"
+    );
+    assert!(!shared.path.join("in/file").exists());
+    bundle.go();
+    c.wait_for_status("stopped");
+    assert_eq!(c.peapod("delete").code, 0);
+    drop(c);
+    drop(shared);
+    bundle.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn shared_root_propagation_runs_and_keeps_container_mounts_off_the_host() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // The root's first optional mountinfo field: its peer group, or "-" for none.
+    let tag = "awk '$5 == \"/\" { print $7 }' /proc/self/mountinfo";
+    for (propagation, expected) in [
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+        ("private", "-"),
+        ("rprivate", "-"),
+        ("slave", "-"),
+        ("unbindable", "unbindable"),
+    ] {
+        bundle.configure_with(&sh(tag), |spec| {
+            spec["linux"]["rootfsPropagation"] = json!(propagation);
+        });
+        let id = format!("root-{propagation}");
+        let out = bundle.peapod(&["run", "--bundle", bundle.arg(), &id]);
+        assert_eq!(out.code, 0, "{propagation}: {out:?}");
+        assert!(
+            out.stdout.starts_with(expected),
+            "{propagation}: {}",
+            out.stdout
+        );
+        // The container's /proc, /dev, ... stayed in its namespace.
+        bundle.rootfs.assert_nothing_left();
+    }
+}
+
+#[test]
+fn a_host_with_a_shared_root_can_run_any_root_propagation_without_leaking_mounts() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    if Command::new("unshare").arg("--version").output().is_err() {
+        eprintln!("skipped: no unshare(1) (util-linux)");
+        return;
+    }
+    // A host whose `/` is shared (systemd's default), simulated in a mount namespace of the
+    // test's own: after the container, none of its mounts may be left in that namespace.
+    let rootfs = bundle.rootfs.arg().to_owned();
+    for propagation in [None, Some("rshared"), Some("shared"), Some("rprivate")] {
+        bundle.configure_with(&sh("echo ran"), |spec| match propagation {
+            Some(p) => spec["linux"]["rootfsPropagation"] = json!(p),
+            None => {
+                if let Some(linux) = spec["linux"].as_object_mut() {
+                    linux.remove("rootfsPropagation");
+                }
+            }
+        });
+        let script = "\"$0\" --root \"$1\" run --bundle \"$2\" shared-host || exit 90; \
+                      grep \" $3/\" /proc/self/mountinfo && exit 91; exit 0";
+        let out = finish(
+            Command::new("unshare")
+                .args([
+                    "--mount",
+                    "--propagation",
+                    "shared",
+                    "--",
+                    "sh",
+                    "-c",
+                    script,
+                ])
+                .arg(env!("CARGO_BIN_EXE_peapod"))
+                .arg(bundle.rootfs.state_root())
+                .arg(bundle.arg())
+                .arg(&rootfs)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn unshare"),
+        );
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (0, "ran\n"),
+            "{propagation:?}: {out:?}"
+        );
+    }
     bundle.rootfs.assert_nothing_left();
 }

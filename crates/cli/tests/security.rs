@@ -225,7 +225,7 @@ fn unknown_syscall_name_is_refused_before_anything_exists() {
     assert_eq!(out.code, 125, "{out:?}");
     assert_eq!(
         out.stderr.trim(),
-        "peapod: linux.seccomp.syscalls[1].names[1]: unknown system call \"mkdri\"",
+        "peapod: error: linux.seccomp.syscalls[1].names[1]: unknown system call \"mkdri\"",
     );
     rootfs.assert_nothing_left();
 

@@ -53,7 +53,7 @@ pub(crate) fn run(
         }
         // After `create` returned nobody listens: the container's stderr (conmon's log, or
         // the terminal) is the place for it, with the exit status.
-        None => eprintln!("peapod: {}: {}", failure.stage, failure.message),
+        None => eprintln!("peapod: error: {}: {}", failure.stage, failure.message),
     }
     // SAFETY: _exit ends this process at once without running the parent's atexit handlers or
     // destructors, which belong to the parent's copy of this memory.

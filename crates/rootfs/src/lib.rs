@@ -2,8 +2,9 @@
 //!
 //! [`RootfsPlan`] says what the root should hold: the directory, the [`Mount`]s (proc, sysfs,
 //! tmpfs, devpts, mqueue, cgroup and bind mounts, with their [`MountOptions`]), whether the root
-//! is read-only. [`RootfsPlan::enter`] carries it out: it makes the mount tree private so
-//! nothing propagates to the host, binds the root onto itself, mounts everything, fills `/dev`
+//! is read-only. [`RootfsPlan::enter`] carries it out: it sets the mount tree's propagation
+//! (rslave unless the plan says otherwise) and makes the mount holding the root private, so
+//! nothing propagates to the host but what a mount asks for, binds the root onto itself, mounts everything, fills `/dev`
 //! ([`DEFAULT_DEVICES`] and the standard links), then `pivot_root`s into it and detaches the old
 //! root.
 //!

@@ -27,8 +27,22 @@ pub(crate) fn pivot_into(root: &Path, no_pivot: bool) -> Result<()> {
     if no_pivot {
         return move_and_chroot();
     }
+    // The old root, to name it after the pivot: `mount(2)` does not follow the old root
+    // stacked on the current directory, so "." there would be the new root, and making
+    // "." rslave would make the container's own mounts (a Bidirectional bind among them)
+    // slaves of the host's.
+    let old_root = rustix::fs::open(
+        "/",
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| step("open the old root")(nix::Error::from_raw(e.raw_os_error())))?;
     match pivot_root(".", ".") {
         Ok(()) => {
+            rustix::process::fchdir(&old_root).map_err(|e| {
+                step("chdir into the old root")(nix::Error::from_raw(e.raw_os_error()))
+            })?;
+            drop(old_root);
             // Keep the unmount below from propagating to the host's mounts.
             mount(
                 None::<&str>,

@@ -144,7 +144,12 @@ impl RootfsPlan {
     /// `/dev`, all still below the old root (where the OCI `createContainer` hooks run).
     pub fn mount_all(&self) -> Result<()> {
         self.validate()?;
-        let (kind, recursive) = self.propagation;
+        let (kind, recursive) = match self.propagation {
+            // An unbindable root could not be bound onto itself: private until the pivot,
+            // unbindable after it.
+            (Propagation::Unbindable, recursive) => (Propagation::Private, recursive),
+            other => other,
+        };
         mount(
             None::<&str>,
             "/",
@@ -157,6 +162,14 @@ impl RootfsPlan {
             target: "/".into(),
             source: os(e),
         })?;
+        // With `shared` or `rshared` asked for (or a host whose `/` is shared and a spec that
+        // keeps it so), the mount holding the rootfs is a peer of the host's: the self-bind
+        // below would then join the host's peer group, every mount made in the rootfs would
+        // appear on the host, and pivot_root refuses a new root whose parent is shared
+        // (EINVAL). Making that one mount private in our namespace (not recursively, and not
+        // on the host) cuts it off, as runc does; the requested propagation is applied to the
+        // new root after the pivot.
+        make_parent_mount_private(&self.root)?;
         // pivot_root needs the new root to be a mount point; binding it onto itself makes it
         // one. The InRoot is opened after this, so that it names the bind mount and not the
         // directory underneath.
@@ -212,6 +225,22 @@ impl RootfsPlan {
     /// `pivot_root` (or `chroot`), the read-only and masked paths, the read-only root.
     pub fn pivot(&self) -> Result<()> {
         pivot_into(&self.root, self.no_pivot)?;
+        // The new root was bound from a private parent, so it is private whatever `/` was
+        // before: now it gets the propagation the spec asked for (`rshared` makes it and its
+        // submounts shared; the host-path binds with their own propagation keep their peers).
+        let (kind, recursive) = self.propagation;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            kind.flags(recursive),
+            None::<&str>,
+        )
+        .map_err(|e| Error::Mount {
+            what: "propagation of the new root".into(),
+            target: "/".into(),
+            source: os(e),
+        })?;
         let in_root = InRoot::open(Path::new("/"))?;
         for path in &self.readonly_paths {
             make_readonly(&in_root, path)?;
@@ -366,5 +395,108 @@ fn mask(root: &InRoot, path: &Path) -> Result<()> {
             None::<&str>,
         )
         .map_err(mount_error("/dev/null (mask)", path))
+    }
+}
+
+/// Makes the mount that holds `root` (in the calling process's mount namespace) private when
+/// it is shared, so that binding `root` and mounting below it stay in this namespace and
+/// `pivot_root` accepts it.
+fn make_parent_mount_private(root: &Path) -> Result<()> {
+    let root = std::fs::canonicalize(root).map_err(|e| Error::Root {
+        path: root.to_owned(),
+        problem: e.to_string(),
+    })?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::Root {
+        path: "/proc/self/mountinfo".into(),
+        problem: e.to_string(),
+    })?;
+    let Some((mount_point, shared)) = holding_mount(&mountinfo, &root) else {
+        return Ok(());
+    };
+    if !shared {
+        return Ok(());
+    }
+    mount(
+        None::<&str>,
+        &mount_point,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(mount_error("private parent of the rootfs", &mount_point))
+}
+
+/// The mount point (from mountinfo's text) that holds `path`, the deepest one and, of mounts
+/// stacked on the same point, the last; and whether it is shared (has a `shared:N` tag).
+fn holding_mount(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4).map(|f| PathBuf::from(unescape(f))) else {
+            continue;
+        };
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let shared = fields
+            .iter()
+            .skip(6)
+            .take_while(|f| **f != "-")
+            .any(|f| f.starts_with("shared:"));
+        let deeper = match &best {
+            Some((b, _)) => point.components().count() >= b.components().count(),
+            None => true,
+        };
+        if deeper {
+            best = Some((point, shared));
+        }
+    }
+    best
+}
+
+/// mountinfo escapes space, tab, newline and backslash as a backslash and three octal digits.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let text = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:25 / /tmp rw shared:5 - tmpfs tmpfs rw
+31 30 0:26 / /tmp/a\\040b rw - tmpfs tmpfs rw
+32 22 0:27 / /tmp2 rw master:3 - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn the_deepest_mount_holding_a_path_and_whether_it_is_shared() {
+        let find = |p: &str| holding_mount(MOUNTINFO, Path::new(p));
+        assert_eq!(find("/srv/rootfs"), Some(("/".into(), true)));
+        assert_eq!(find("/tmp/x/rootfs"), Some(("/tmp".into(), true)));
+        assert_eq!(find("/tmp/a b/rootfs"), Some(("/tmp/a b".into(), false)));
+        // A path prefix that is not a whole component is not the mount point.
+        assert_eq!(find("/tmp2x/rootfs"), Some(("/".into(), true)));
+        assert_eq!(find("/tmp2/rootfs"), Some(("/tmp2".into(), false)));
     }
 }
