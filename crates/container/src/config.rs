@@ -334,18 +334,7 @@ fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount
     else {
         return Ok(vec![mount(destination.to_owned(), "cgroup2", Vec::new())]);
     };
-    let mut mounts = vec![Mount {
-        destination: destination.to_owned(),
-        fstype: "tmpfs".to_owned(),
-        source: Some(PathBuf::from("tmpfs")),
-        options: MountOptions {
-            flags: nix::mount::MsFlags::MS_NOSUID
-                | nix::mount::MsFlags::MS_NODEV
-                | nix::mount::MsFlags::MS_NOEXEC,
-            data: vec!["mode=755".to_owned()],
-            ..MountOptions::default()
-        },
-    }];
+    let mut mounts = vec![cgroup_tmpfs(destination)];
     for h in &hierarchies {
         let Some(name) = h.mount.file_name() else {
             continue;
@@ -395,8 +384,19 @@ fn cgroup_binds(m: &Mount, cgroup: &peapod_cgroups::Cgroup) -> Vec<Mount> {
             .into_iter()
             .collect();
     }
-    let mut mounts = vec![Mount {
-        destination: m.destination.clone(),
+    let mut mounts = vec![cgroup_tmpfs(&m.destination)];
+    for (hierarchy, dir) in dirs {
+        if let Some(name) = hierarchy.file_name() {
+            mounts.push(ro(&dir, m.destination.join(name)));
+        }
+    }
+    mounts
+}
+
+/// The tmpfs at `/sys/fs/cgroup` that a v1 host's hierarchies are mounted (or bound) below.
+fn cgroup_tmpfs(destination: &Path) -> Mount {
+    Mount {
+        destination: destination.to_owned(),
         fstype: "tmpfs".to_owned(),
         source: Some(PathBuf::from("tmpfs")),
         options: MountOptions {
@@ -406,13 +406,7 @@ fn cgroup_binds(m: &Mount, cgroup: &peapod_cgroups::Cgroup) -> Vec<Mount> {
             data: vec!["mode=755".to_owned()],
             ..MountOptions::default()
         },
-    }];
-    for (hierarchy, dir) in dirs {
-        if let Some(name) = hierarchy.file_name() {
-            mounts.push(ro(&dir, m.destination.join(name)));
-        }
     }
-    mounts
 }
 
 /// `Some(consoleSize)` when `process.terminal` is true.
