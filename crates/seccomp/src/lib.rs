@@ -25,10 +25,12 @@
 //! `includes`, `excludes`), only the OCI one.
 #![deny(missing_docs)]
 
+mod cache;
 mod compile;
 mod error;
 mod filter;
 
+pub use cache::{FilterCache, MAX_ENTRIES};
 pub use compile::{supported_architectures, ACTIONS, FLAGS, OPERATORS};
 pub use error::Error;
 pub use filter::Filter;
