@@ -50,6 +50,8 @@ fn main() {
     let result = Context::new(&cli.global).and_then(|mut ctx| {
         if cli.command.enters_a_container() {
             ctx.entrypoint_guard = sealed::entrypoint_guard().map_err(Failure::runtime)?;
+            // Beside the containers, under a name no container id can take.
+            peapod_container::use_seccomp_cache(&ctx.store_root.join(".seccomp"));
         }
         dispatch(&ctx, cli.command)
     });

@@ -62,6 +62,43 @@ fn seccomp_errno_profile_fails_mkdir_and_nothing_else() {
 }
 
 #[test]
+fn a_cached_filter_confines_as_the_fresh_one_and_a_damaged_cache_is_rebuilt() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let opt = profile_opt(&rootfs, "mkdir.json", mkdir_eperm_profile());
+    let cache = rootfs.state_root().join(".seccomp");
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(&cache)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let confined = |why: &str| {
+        let out = run_in(
+            &rootfs,
+            &["--security-opt", &opt],
+            &["/bin/sh", "-c", MKDIR_SCRIPT],
+        );
+        assert_eq!(out.code, 0, "{why}: {out:?}");
+        assert!(
+            out.stdout.contains("hello\nlisted\nmkdir=1\n"),
+            "{why}: {out:?}"
+        );
+        assert_eq!(status_field(&out, "Seccomp"), "2", "{why}: {out:?}");
+    };
+    confined("compiled");
+    let written = entries();
+    assert_eq!(written.len(), 1, "one cache entry: {written:?}");
+    let good = std::fs::read(&written[0]).expect("entry");
+    confined("from the cache");
+    // A damaged entry is never trusted: the filter is compiled again and the entry rewritten.
+    std::fs::write(&written[0], &good[..good.len() / 2]).expect("truncate");
+    confined("after the entry was damaged");
+    assert_eq!(std::fs::read(&written[0]).expect("entry"), good);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
 fn seccomp_filter_without_no_new_privs_is_loaded_before_capabilities_go() {
     let Some(rootfs) = TestRootfs::new() else {
         return;

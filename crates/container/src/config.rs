@@ -251,13 +251,32 @@ fn id_maps(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<Vec<IdMap>
 
 /// Compiles `linux.seccomp` (errors name the field under `linux.seccomp`): in the runtime,
 /// before any process exists, so the container process only loads it.
+/// The compiled-filter cache that [`compile_seccomp`] uses, once the runtime has named one.
+static SECCOMP_CACHE: std::sync::OnceLock<peapod_seccomp::FilterCache> = std::sync::OnceLock::new();
+
+/// Keeps compiled seccomp filters in `dir` (see `peapod_seccomp::FilterCache`), for every
+/// container and exec of this process from now on: the runtime calls it once, with a
+/// directory in its state root. A directory that cannot be used is said in the log and
+/// passed over: filters are then compiled every time, as without a cache.
+pub fn use_seccomp_cache(dir: &Path) {
+    match peapod_seccomp::FilterCache::open(dir) {
+        Ok(cache) => {
+            let _ = SECCOMP_CACHE.set(cache);
+        }
+        Err(e) => tracing::warn!("compiling seccomp profiles without a cache: {e}"),
+    }
+}
+
 pub(crate) fn compile_seccomp(
     profile: Option<&oci_spec::runtime::LinuxSeccomp>,
 ) -> Result<Option<peapod_seccomp::Filter>, ConfigError> {
     profile
         .map(|profile| {
             let started = std::time::Instant::now();
-            let filter = peapod_seccomp::Filter::compile(profile);
+            let filter = match SECCOMP_CACHE.get() {
+                Some(cache) => cache.compile(profile),
+                None => peapod_seccomp::Filter::compile(profile),
+            };
             tracing::debug!(
                 "seccomp profile compiled in {:?}: {filter:?}",
                 started.elapsed()

@@ -44,7 +44,7 @@ mod signals;
 mod spec;
 
 pub use child::ChildFailure;
-pub use config::{oci_namespace_type, ConfigError, ContainerConfig};
+pub use config::{oci_namespace_type, use_seccomp_cache, ConfigError, ContainerConfig};
 pub use console::{set_window_size, WindowSize};
 pub use enter::{enter, ExecConfig};
 pub use error::{Error, Result};

@@ -87,8 +87,14 @@ impl TestRootfs {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&scratch)).collect();
         assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+        // The compiled-filter cache is meant to outlive containers; anything else is not.
         let states: Vec<_> = std::fs::read_dir(self.state_root())
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name())
+                    .filter(|name| name != ".seccomp")
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(states.is_empty(), "container state left behind: {states:?}");
         for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
@@ -122,7 +128,9 @@ pub fn peapod() -> Command {
 
 /// `peapod run --rootfs ROOTFS EXTRA... -- CMD...`.
 pub fn run_in(rootfs: &TestRootfs, extra: &[&str], cmd: &[&str]) -> Outcome {
-    let mut command = peapod();
+    // The test's own state root: nothing of it (records, the seccomp cache) lands in the
+    // host's /run/peapod.
+    let mut command = rootfs.peapod();
     command
         .args(["run", "--rootfs", rootfs.arg()])
         .args(extra)
