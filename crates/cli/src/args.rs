@@ -1,12 +1,13 @@
-//! The raw command line, as clap parses it. Values here are checked for form only; `run.rs`
-//! turns them into a spec.
+//! The raw command line, as clap parses it. Values here are checked for form only;
+//! `peapod_runtime::flags` turns `run`'s into a spec.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use peapod_ns::Namespace;
 
-use crate::security::{
+use peapod_runtime::flags::Volume;
+use peapod_runtime::security::{
     parse_capability, parse_security_opt, parse_user, CapName, SecurityOpt, UserArg,
 };
 
@@ -652,14 +653,6 @@ fn parse_pod_share(s: &str) -> Result<Namespace, String> {
             "{ns} cannot be shared in a pod (net, ipc, uts, pid)"
         )),
     }
-}
-
-/// A `-v HOST:CTR[:ro]` bind mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Volume {
-    pub host: PathBuf,
-    pub container: PathBuf,
-    pub readonly: bool,
 }
 
 fn parse_name(s: &str) -> Result<String, String> {

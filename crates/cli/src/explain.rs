@@ -6,27 +6,27 @@ use peapod_explain::{ContainerReport, Peer, PodMember, PodReport};
 use peapod_pod::{PodRecord, PodStore};
 use peapod_state::ContainerId;
 
-use crate::args::{ExplainArgs, Format};
-use crate::context::Context;
-use crate::Failure;
+use peapod_runtime::{Error, Runtime};
 
-pub(crate) fn run(ctx: &Context, args: ExplainArgs) -> Result<i32, Failure> {
+use crate::args::{ExplainArgs, Format};
+
+pub(crate) fn run(rt: &Runtime, args: ExplainArgs) -> Result<i32, Error> {
     let name: ContainerId = args.target.parse()?;
-    let pods = PodStore::open(&ctx.store_root)?;
-    let text = if ctx.store()?.ids()?.contains(&name) {
-        let report = container(ctx, &pods, &name)?;
+    let pods = PodStore::open(&rt.root)?;
+    let text = if rt.store()?.ids()?.contains(&name) {
+        let report = container(rt, &pods, &name)?;
         match args.format {
             Format::Json => json(&report)?,
             Format::Table => report.render(args.why, args.mounts),
         }
     } else if pods.names()?.contains(&name) {
-        let report = pod(ctx, &pods, &name)?;
+        let report = pod(rt, &pods, &name)?;
         match args.format {
             Format::Json => json(&report)?,
             Format::Table => report.render(args.why),
         }
     } else {
-        return Err(Failure::runtime(anyhow!(
+        return Err(Error::runtime(anyhow!(
             "no container or pod is named {name}"
         )));
     };
@@ -34,26 +34,26 @@ pub(crate) fn run(ctx: &Context, args: ExplainArgs) -> Result<i32, Failure> {
     Ok(0)
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String, Failure> {
+fn json(value: &impl serde::Serialize) -> Result<String, Error> {
     serde_json::to_string_pretty(value)
         .map(|t| t + "\n")
-        .map_err(|e| Failure::runtime(anyhow!(e)))
+        .map_err(|e| Error::runtime(anyhow!(e)))
 }
 
 /// The live process of container `id`, or a one-line error saying why there is none.
-fn live_pid(ctx: &Context, id: &ContainerId) -> Result<(i32, peapod_state::Record), Failure> {
-    let (record, status) = crate::state::snapshot(ctx, id)?;
-    match (record.process, crate::kill::is_live(status)) {
+fn live_pid(rt: &Runtime, id: &ContainerId) -> Result<(i32, peapod_state::Record), Error> {
+    let (record, status) = rt.snapshot(id)?;
+    match (record.process, peapod_runtime::is_live(status)) {
         (Some(process), true) => Ok((process.pid, record)),
-        _ => Err(Failure::runtime(anyhow!(
+        _ => Err(Error::runtime(anyhow!(
             "container {id} is {}: its processes are gone, so the kernel holds nothing to explain",
             status.as_str()
         ))),
     }
 }
 
-fn container(ctx: &Context, pods: &PodStore, id: &ContainerId) -> Result<ContainerReport, Failure> {
-    let (pid, record) = live_pid(ctx, id)?;
+fn container(rt: &Runtime, pods: &PodStore, id: &ContainerId) -> Result<ContainerReport, Error> {
+    let (pid, record) = live_pid(rt, id)?;
     // Its pod's other members and infra process, to say which namespaces it shares.
     let mut peers = Vec::new();
     for name in pods.names()? {
@@ -74,7 +74,7 @@ fn container(ctx: &Context, pods: &PodStore, id: &ContainerId) -> Result<Contain
             let Ok(member_id) = member.id.parse() else {
                 continue;
             };
-            if let Ok((pid, _)) = live_pid(ctx, &member_id) {
+            if let Ok((pid, _)) = live_pid(rt, &member_id) {
                 peers.push(Peer {
                     name: member.id.clone(),
                     pid,
@@ -82,9 +82,9 @@ fn container(ctx: &Context, pods: &PodStore, id: &ContainerId) -> Result<Contain
             }
         }
     }
-    let cgroup = crate::cgroups::of_record(&record)?;
+    let cgroup = peapod_runtime::cgroups::of_record(&record)?;
     let mut report = ContainerReport::build(id.as_str(), pid, &peers, cgroup.as_ref())
-        .map_err(|e| Failure::runtime(anyhow!(e)))?;
+        .map_err(|e| Error::runtime(anyhow!(e)))?;
     // After pivot_root the kernel names its root `/` from anywhere; the host directory is
     // the one it was made from.
     if !record.rootfs.as_os_str().is_empty() {
@@ -93,10 +93,10 @@ fn container(ctx: &Context, pods: &PodStore, id: &ContainerId) -> Result<Contain
     Ok(report)
 }
 
-fn pod(ctx: &Context, pods: &PodStore, name: &ContainerId) -> Result<PodReport, Failure> {
+fn pod(rt: &Runtime, pods: &PodStore, name: &ContainerId) -> Result<PodReport, Error> {
     let entry = pods.load(name)?;
     let record: PodRecord = entry.record()?.ok_or_else(|| {
-        Failure::runtime(anyhow!(
+        Error::runtime(anyhow!(
             "pod {name} has no record (its creation died half-way)"
         ))
     })?;
@@ -110,12 +110,12 @@ fn pod(ctx: &Context, pods: &PodStore, name: &ContainerId) -> Result<PodReport, 
                 .id
                 .parse()
                 .ok()
-                .and_then(|id| live_pid(ctx, &id).ok())
+                .and_then(|id| live_pid(rt, &id).ok())
                 .map(|(pid, _)| pid),
         })
         .collect();
     let infra = record.infra.filter(|p| p.is_alive()).map(|p| p.pid);
-    let cgroup = crate::cgroups::open(&record.cgroup_paths)?;
+    let cgroup = peapod_runtime::cgroups::open(&record.cgroup_paths)?;
     PodReport::build(
         name.as_str(),
         infra,
@@ -123,5 +123,5 @@ fn pod(ctx: &Context, pods: &PodStore, name: &ContainerId) -> Result<PodReport, 
         &members,
         cgroup.as_ref(),
     )
-    .map_err(|e| Failure::runtime(anyhow!(e)))
+    .map_err(|e| Error::runtime(anyhow!(e)))
 }
