@@ -538,6 +538,17 @@ pub(crate) struct LimitArgs {
     pub pids_limit: Option<i64>,
 }
 
+impl LimitArgs {
+    /// The limits these flags give.
+    pub(crate) fn limits(&self) -> peapod_runtime::flags::Limits {
+        peapod_runtime::flags::Limits {
+            memory: self.memory,
+            cpus: self.cpus,
+            pids_limit: self.pids_limit,
+        }
+    }
+}
+
 /// `peapod pod ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum PodCommand {

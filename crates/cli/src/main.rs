@@ -16,7 +16,6 @@ use clap::Parser;
 use peapod_runtime::{Error, Runtime};
 
 use crate::args::{Cli, Command};
-use crate::oci::to_json;
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -90,6 +89,11 @@ fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
         Command::Man(args) => docs::man(&args.dir),
         Command::Pod(command) => pod::dispatch(rt, command),
     }
+}
+
+/// `value` as pretty JSON, as every command prints it.
+pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::runtime(anyhow::anyhow!(e)))
 }
 
 /// Prints help and version as clap does; any other parse error as one line, exit status 2.

@@ -5,26 +5,13 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{anyhow, Context as _};
-use peapod_runtime::flags::{refuse_with_bundle, spec_from_flags, Limits, RunFlags};
+use peapod_runtime::flags::{refuse_with_bundle, spec_from_flags, RunFlags};
 use peapod_runtime::{
     bundle, CreateOptions, Error, ExecOptions, RunOptions, Runtime, UpdateRequest,
 };
 
-use crate::args::{CreateArgs, ExecArgs, Format, LimitArgs, ListArgs, PsArgs, RunArgs, UpdateArgs};
-
-/// The limits of `--memory`, `--cpus` and `--pids-limit`.
-pub(crate) fn limits(args: &LimitArgs) -> Limits {
-    Limits {
-        memory: args.memory,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
-    }
-}
-
-/// `value` as pretty JSON.
-pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
-    serde_json::to_string_pretty(value).map_err(|e| Error::runtime(anyhow!(e)))
-}
+use crate::args::{CreateArgs, ExecArgs, Format, ListArgs, PsArgs, RunArgs, UpdateArgs};
+use crate::to_json;
 
 pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
     rt.reap_leftovers();
@@ -48,7 +35,7 @@ pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
         cap_drop: args.cap_drop,
         user: args.user,
         security_opt: args.security_opt,
-        limits: limits(&args.limits),
+        limits: args.limits.limits(),
         tty: args.tty,
         command: args.command,
     };

@@ -6,7 +6,7 @@ use peapod_pod::PodOptions;
 use peapod_runtime::{Error, Runtime};
 
 use crate::args::{Format, PodCommand};
-use crate::oci::{limits, to_json};
+use crate::to_json;
 
 pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> {
     match command {
@@ -17,7 +17,7 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
                 share: args.share,
                 labels: args.labels,
                 init_path: args.init_path,
-                limits: limits(&args.limits),
+                limits: args.limits.limits(),
             };
             peapod_pod::create(rt, &options)?;
         }

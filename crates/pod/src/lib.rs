@@ -25,7 +25,8 @@
 //! On these, through `peapod-runtime`, a pod's life: [`create`] (its cgroup and its infra
 //! process, `peapod-init -P` in an empty read-only root), [`attach`] a container to it
 //! (joining its namespaces, below its cgroup), [`stop_pod`], [`remove`], [`list`],
-//! [`details`], [`logs`], and [`play`] of a manifest with its [`monitor`], which runs the
+//! [`details`], [`logs`], [`explain`] (what the kernel holds for a container or a pod, through
+//! `peapod-explain`), and [`play`] of a manifest with its [`monitor`], which runs the
 //! init containers and restarts the containers as `restartPolicy` says.
 //!
 //! A pod with two containers (as root):
@@ -72,6 +73,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod explain;
 mod infra;
 mod lifecycle;
 mod manifest;
@@ -81,6 +83,7 @@ mod record;
 mod store;
 
 pub use error::{Error, Result};
+pub use explain::{explain, Explained};
 pub use lifecycle::{
     attach, create, details, join, list, logs, remove, stop_pod, Attached, MemberDetails,
     MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
