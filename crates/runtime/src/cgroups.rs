@@ -1,5 +1,6 @@
-//! A container's cgroup as the commands see it: made from the spec by `create`, found again
-//! from the record by `delete`, `kill`, `ps`, `pause`, `resume`, `update` and `events`.
+//! A container's cgroup as the lifecycle sees it: made from the spec by `create`, found again
+//! from the record by `delete`, `kill`, `pids`, `pause`, `resume`, `update` and `events`; and
+//! a pod's, which `peapod-pod` makes and its containers' go below.
 
 use std::path::{Path, PathBuf};
 

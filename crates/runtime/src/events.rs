@@ -1,5 +1,5 @@
 //! Events: a container's stats as runc prints them (`{"type":"stats","id":...,
-//! "data":{...}}`), once with `--stats`, or streamed every `--interval` together with an
+//! "data":{...}}`), once, or streamed every interval together with an
 //! `{"type":"oom"}` line for each OOM kill, until the container exits.
 
 use std::time::{Duration, Instant};

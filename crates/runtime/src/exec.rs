@@ -1,6 +1,6 @@
 //! Exec: runs a new process in a created or running container, as runc's: in all
-//! its namespaces and its cgroup, with the container's `process` (or `--process FILE`) and
-//! the changes given by flags; in the foreground (waiting, forwarding signals, exiting with
+//! its namespaces and its cgroup, with the container's `process` (or a `process` file) and
+//! the changes asked for; in the foreground (waiting, forwarding signals, exiting with
 //! its status) or `--detach`ed.
 
 use std::os::fd::AsRawFd;

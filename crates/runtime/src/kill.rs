@@ -1,4 +1,5 @@
-//! Killing: signals a container's process (or, with `--all`, every process in it).
+//! Killing: signals a container's process (or every process in it), and finds those
+//! processes.
 
 use std::str::FromStr;
 
