@@ -1,12 +1,13 @@
-//! The raw command line, as clap parses it. Values here are checked for form only; `run.rs`
-//! turns them into a spec.
+//! The raw command line, as clap parses it. Values here are checked for form only;
+//! `peapod_runtime::flags` turns `run`'s into a spec.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use peapod_ns::Namespace;
 
-use crate::security::{
+use peapod_runtime::flags::Volume;
+use peapod_runtime::security::{
     parse_capability, parse_security_opt, parse_user, CapName, SecurityOpt, UserArg,
 };
 
@@ -537,6 +538,17 @@ pub(crate) struct LimitArgs {
     pub pids_limit: Option<i64>,
 }
 
+impl LimitArgs {
+    /// The limits these flags give.
+    pub(crate) fn limits(&self) -> peapod_runtime::flags::Limits {
+        peapod_runtime::flags::Limits {
+            memory: self.memory,
+            cpus: self.cpus,
+            pids_limit: self.pids_limit,
+        }
+    }
+}
+
 /// `peapod pod ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum PodCommand {
@@ -652,14 +664,6 @@ fn parse_pod_share(s: &str) -> Result<Namespace, String> {
             "{ns} cannot be shared in a pod (net, ipc, uts, pid)"
         )),
     }
-}
-
-/// A `-v HOST:CTR[:ro]` bind mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Volume {
-    pub host: PathBuf,
-    pub container: PathBuf,
-    pub readonly: bool,
 }
 
 fn parse_name(s: &str) -> Result<String, String> {

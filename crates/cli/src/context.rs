@@ -1,64 +1,36 @@
-//! What every command shares: the state store, whether peapod runs rootless, and logging.
+//! What every command shares: the runtime the global flags ask for, and logging.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-use peapod_state::Store;
+use peapod_runtime::{Error, Runtime};
 
 use crate::args::{GlobalArgs, LogFormat, Rootless};
-use crate::Failure;
 
-/// The checked global flags.
-#[derive(Debug)]
-pub(crate) struct Context {
-    pub store_root: PathBuf,
-    pub rootless: bool,
-    /// The sealed copy of peapod-init that entrypoints are exec'd through (see `sealed.rs`);
-    /// set only for the commands that start processes in containers.
-    pub entrypoint_guard: Option<OwnedFd>,
-}
-
-impl Context {
-    /// The descriptor of [`Context::entrypoint_guard`], for the container's configuration.
-    pub(crate) fn exec_through(&self) -> Option<RawFd> {
-        self.entrypoint_guard.as_ref().map(AsRawFd::as_raw_fd)
+/// The runtime the global flags ask for: its state root (`--root`, else `/run/peapod` for
+/// root and `$XDG_RUNTIME_DIR/peapod` for others) and whether it runs rootless.
+pub(crate) fn runtime(global: &GlobalArgs) -> Result<Runtime, Error> {
+    if global.systemd_cgroup {
+        return Err(Error::usage(anyhow::anyhow!(
+            "--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs"
+        )));
     }
-}
-
-impl Context {
-    pub(crate) fn new(global: &GlobalArgs) -> Result<Context, Failure> {
-        if global.systemd_cgroup {
-            return Err(Failure::usage(anyhow::anyhow!(
-                "--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs"
-            )));
-        }
-        let euid = nix::unistd::geteuid();
-        let rootless = match global.rootless {
-            Rootless::Auto => !euid.is_root(),
-            Rootless::True => true,
-            Rootless::False => false,
-        };
-        let store_root = match &global.root {
-            Some(root) => root.clone(),
-            // As runc: an empty or relative XDG_RUNTIME_DIR counts as unset.
-            None if !euid.is_root() => std::env::var_os("XDG_RUNTIME_DIR")
-                .map(PathBuf::from)
-                .filter(|dir| dir.is_absolute())
-                .map(|dir| dir.join("peapod"))
-                .unwrap_or_else(|| PathBuf::from(format!("/tmp/peapod-{euid}"))),
-            None => PathBuf::from("/run/peapod"),
-        };
-        Ok(Context {
-            store_root,
-            rootless,
-            entrypoint_guard: None,
-        })
-    }
-
-    /// The state store, created when missing.
-    pub(crate) fn store(&self) -> Result<Store, Failure> {
-        Ok(Store::open(&self.store_root)?)
-    }
+    let euid = nix::unistd::geteuid();
+    let rootless = match global.rootless {
+        Rootless::Auto => !euid.is_root(),
+        Rootless::True => true,
+        Rootless::False => false,
+    };
+    let root = match &global.root {
+        Some(root) => root.clone(),
+        // As runc: an empty or relative XDG_RUNTIME_DIR counts as unset.
+        None if !euid.is_root() => std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join("peapod"))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/peapod-{euid}"))),
+        None => PathBuf::from("/run/peapod"),
+    };
+    Ok(Runtime::new(root, rootless))
 }
 
 /// Sends tracing output to stderr, or to `--log FILE`: as plain lines, or with

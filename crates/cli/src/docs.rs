@@ -7,18 +7,18 @@ use anyhow::Context as _;
 use clap::CommandFactory;
 
 use crate::args::Cli;
-use crate::Failure;
+use peapod_runtime::Error;
 
-pub(crate) fn completion(shell: clap_complete::Shell) -> Result<i32, Failure> {
+pub(crate) fn completion(shell: clap_complete::Shell) -> Result<i32, Error> {
     clap_complete::generate(shell, &mut Cli::command(), "peapod", &mut std::io::stdout());
     Ok(0)
 }
 
 /// Writes `peapod.1` and one page per subcommand (`peapod-pod-create.1`, ...).
-pub(crate) fn man(dir: &Path) -> Result<i32, Failure> {
+pub(crate) fn man(dir: &Path) -> Result<i32, Error> {
     std::fs::create_dir_all(dir)
         .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
         .with_context(|| format!("cannot write man pages to {}", dir.display()))
-        .map_err(Failure::runtime)?;
+        .map_err(Error::runtime)?;
     Ok(0)
 }

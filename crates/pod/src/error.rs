@@ -48,3 +48,14 @@ pub(crate) fn mount_err(
         source: e.into(),
     }
 }
+
+/// A pod operation's error as the runtime's, with its exit status: a bad name is bad usage
+/// (2), anything else a failure of the runtime (125).
+impl From<Error> for peapod_runtime::Error {
+    fn from(err: Error) -> peapod_runtime::Error {
+        match err {
+            Error::InvalidName { .. } => peapod_runtime::Error::usage(err),
+            other => peapod_runtime::Error::runtime(other),
+        }
+    }
+}

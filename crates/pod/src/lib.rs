@@ -22,20 +22,77 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! It starts no process: the CLI starts the infra process and the containers.
+//! On these, through `peapod-runtime`, a pod's life: [`create`] (its cgroup and its infra
+//! process, `peapod-init -P` in an empty read-only root), [`attach`] a container to it
+//! (joining its namespaces, below its cgroup), [`stop_pod`], [`remove`], [`list`],
+//! [`details`], [`logs`], [`explain`] (what the kernel holds for a container or a pod, through
+//! `peapod-explain`), and [`play`] of a manifest with its [`monitor`], which runs the
+//! init containers and restarts the containers as `restartPolicy` says.
+//!
+//! A pod with two containers (as root):
+//!
+//! ```no_run
+//! use peapod_pod::PodOptions;
+//! use peapod_runtime::{CreateOptions, Runtime};
+//!
+//! let rt = Runtime::new("/run/peapod".into(), false);
+//! let pod = PodOptions {
+//!     name: "web".into(),
+//!     hostname: None,
+//!     share: vec![peapod_ns::Namespace::Net, peapod_ns::Namespace::Uts],
+//!     labels: Vec::new(),
+//!     init_path: Some("/usr/lib/peapod/peapod-init".into()),
+//!     limits: Default::default(),
+//! };
+//! peapod_pod::create(&rt, &pod)?;
+//! let mut pids = Vec::new();
+//! for id in ["web-server", "web-client"] {
+//!     let mut spec = peapod_container::default_spec(None);
+//!     spec.root_mut().as_mut().expect("a root").set_path("/srv/busybox".into());
+//!     spec.process_mut()
+//!         .as_mut()
+//!         .expect("a process")
+//!         .set_args(Some(vec!["/bin/hostname".into()]));
+//!     // Holds the pod's lock until the container is recorded.
+//!     let attached = peapod_pod::attach(&rt, "web", id, &mut spec, false, None)?;
+//!     let options = CreateOptions {
+//!         fifo: true,
+//!         cgroup_parent: attached.cgroup(),
+//!         ..CreateOptions::default()
+//!     };
+//!     pids.push(rt.create(id, &spec, "/srv".as_ref(), &options)?.detach());
+//!     drop(attached);
+//!     rt.start(id)?;
+//! }
+//! for pid in pids {
+//!     assert_eq!(peapod_runtime::wait(pid)?, 0);
+//! }
+//! peapod_pod::remove(&rt, "web", true)?;
+//! # Ok::<(), peapod_runtime::Error>(())
+//! ```
 #![deny(missing_docs)]
 
 mod error;
+mod explain;
+mod infra;
+mod lifecycle;
 mod manifest;
 mod pin;
+mod play;
 mod record;
 mod store;
 
 pub use error::{Error, Result};
+pub use explain::{explain, Explained};
+pub use lifecycle::{
+    attach, create, details, join, list, logs, remove, stop_pod, Attached, MemberDetails,
+    MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
+};
 pub use manifest::{
     parse as parse_manifest, ContainerPlan, ManifestError, MountPlan, Parsed, PodPlan,
     RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use pin::{pin, unpin};
+pub use play::{monitor, play};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};

@@ -1,4 +1,5 @@
-//! `peapod kill`: signals a container's process (or, with `--all`, every process in it).
+//! Killing: signals a container's process (or every process in it), and finds those
+//! processes.
 
 use std::str::FromStr;
 
@@ -8,12 +9,10 @@ use nix::unistd::Pid;
 use peapod_ns::{Namespace, NamespaceId};
 use peapod_state::{ContainerId, ProcessIdentity, Record, Status};
 
-use crate::args::KillArgs;
-use crate::context::Context;
-use crate::Failure;
+use crate::{Error, Result, Runtime};
 
 /// Parses `TERM`, `SIGTERM`, `sigterm` or `15`.
-pub(crate) fn parse_signal(s: &str) -> Result<Signal, Failure> {
+pub fn parse_signal(s: &str) -> Result<Signal> {
     let parsed = match s.parse::<i32>() {
         Ok(n) => Signal::try_from(n).ok(),
         Err(_) => {
@@ -26,12 +25,12 @@ pub(crate) fn parse_signal(s: &str) -> Result<Signal, Failure> {
             Signal::from_str(&name).ok()
         }
     };
-    parsed.ok_or_else(|| Failure::usage(anyhow!("unknown signal {s:?}")))
+    parsed.ok_or_else(|| Error::usage(anyhow!("unknown signal {s:?}")))
 }
 
 /// The PIDs (in our PID namespace) of every process in the PID namespace of `init`, when
 /// that is not ours; else only `init` itself.
-pub(crate) fn container_pids(init: ProcessIdentity) -> Vec<i32> {
+pub fn container_pids(init: ProcessIdentity) -> Vec<i32> {
     let own = NamespaceId::of(None, Namespace::Pid).ok();
     let theirs = NamespaceId::of(Some(Pid::from_raw(init.pid)), Namespace::Pid).ok();
     // A container that joined another's PID namespace (a pod's) is not PID 1 there: the
@@ -63,7 +62,7 @@ fn is_namespace_init(pid: i32) -> bool {
 
 /// Waits (polling, bounded by `timeout`) until none of `processes` is alive; whether they
 /// all went.
-pub(crate) fn wait_gone(processes: &[ProcessIdentity], timeout: std::time::Duration) -> bool {
+pub fn wait_gone(processes: &[ProcessIdentity], timeout: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if processes.iter().all(|p| !p.is_alive()) {
@@ -77,16 +76,16 @@ pub(crate) fn wait_gone(processes: &[ProcessIdentity], timeout: std::time::Durat
 }
 
 /// Whether a container in this state has processes to signal or list.
-pub(crate) fn is_live(status: Status) -> bool {
+pub fn is_live(status: Status) -> bool {
     matches!(status, Status::Created | Status::Running | Status::Paused)
 }
 
 /// Every process of the container: those in its cgroup (as runc lists them), or without a
 /// cgroup those of its PID namespace.
-pub(crate) fn all_pids(record: &Record, init: ProcessIdentity) -> Result<Vec<i32>, Failure> {
+pub(crate) fn all_pids(record: &Record, init: ProcessIdentity) -> Result<Vec<i32>> {
     match crate::cgroups::of_record(record)? {
         Some(cgroup) => {
-            let pids = cgroup.procs().map_err(Failure::runtime)?;
+            let pids = cgroup.procs().map_err(Error::runtime)?;
             Ok(pids
                 .into_iter()
                 .filter_map(|p| i32::try_from(p).ok())
@@ -96,10 +95,9 @@ pub(crate) fn all_pids(record: &Record, init: ProcessIdentity) -> Result<Vec<i32
     }
 }
 
-pub(crate) fn run(ctx: &Context, args: KillArgs) -> Result<i32, Failure> {
-    let signal = parse_signal(&args.signal)?;
-    let id: ContainerId = args.id.parse()?;
-    let entry = ctx.store()?.load(&id)?;
+pub(crate) fn kill_container(rt: &Runtime, id: &str, signal: Signal, all: bool) -> Result<()> {
+    let id: ContainerId = id.parse()?;
+    let entry = rt.store()?.load(&id)?;
     let record = entry.record()?;
     let process = match &record {
         Some(r) if is_live(r.status(entry.dir())) => r.process,
@@ -109,12 +107,12 @@ pub(crate) fn run(ctx: &Context, args: KillArgs) -> Result<i32, Failure> {
         // As runc: signalling every process of a container that has none left is done, and
         // signalling its exited process is "container not running" with status 1, which
         // containerd's shim takes as "already exited" when it stops a task.
-        if args.all {
-            return Ok(0);
+        if all {
+            return Ok(());
         }
-        return Err(Failure::not_running());
+        return Err(Error::NotRunning);
     };
-    let pids = if args.all {
+    let pids = if all {
         all_pids(record, process)?
     } else {
         vec![process.pid]
@@ -123,13 +121,31 @@ pub(crate) fn run(ctx: &Context, args: KillArgs) -> Result<i32, Failure> {
         match kill(Pid::from_raw(pid), signal) {
             Ok(()) | Err(nix::Error::ESRCH) => {}
             Err(e) => {
-                return Err(Failure::runtime(anyhow!(
+                return Err(Error::runtime(anyhow!(
                     "cannot send {signal} to {pid}: {e}"
                 )))
             }
         }
     }
-    Ok(0)
+    Ok(())
+}
+
+/// The PIDs of every process of container `id`. One whose process has exited has none: an
+/// empty list, as runc answers, so that a client asking (containerd's shim for `ctr task
+/// ps`, or while it tears a task down) is not handed an error for a state it can see for
+/// itself.
+pub(crate) fn pids(rt: &Runtime, id: &str) -> Result<Vec<i32>> {
+    let id: ContainerId = id.parse()?;
+    let entry = rt.store()?.load(&id)?;
+    let record = entry.record()?;
+    let process = match &record {
+        Some(r) if is_live(r.status(entry.dir())) => r.process,
+        _ => None,
+    };
+    match (process, &record) {
+        (Some(process), Some(record)) => all_pids(record, process),
+        _ => Ok(Vec::new()),
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `peapod spec` (a default config.json) and `peapod features` (what this runtime supports).
+//! A default `config.json` (`peapod spec`) and the features document (`peapod features`).
 
 use std::path::Path;
 
@@ -6,18 +6,16 @@ use anyhow::{anyhow, Context as _};
 use peapod_container::{default_spec, ALL_CAPABILITIES};
 use serde_json::json;
 
-use crate::args::SpecArgs;
-use crate::Failure;
+use crate::{Error, Result};
 
-pub(crate) fn spec(args: SpecArgs) -> Result<i32, Failure> {
-    let path = args.bundle.join("config.json");
+/// Writes runc's default `config.json` into `bundle` (rootless: with a user namespace that
+/// maps the caller's ids); refuses to overwrite one.
+pub fn write_default_spec(bundle: &Path, rootless: bool) -> Result<()> {
+    let path = bundle.join("config.json");
     if path.exists() {
-        return Err(Failure::runtime(anyhow!(
-            "{} exists already",
-            path.display()
-        )));
+        return Err(Error::runtime(anyhow!("{} exists already", path.display())));
     }
-    let rootless = args.rootless.then(|| {
+    let rootless = rootless.then(|| {
         (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
@@ -28,13 +26,13 @@ pub(crate) fn spec(args: SpecArgs) -> Result<i32, Failure> {
     if let Some(root) = spec.root_mut() {
         root.set_path(Path::new("rootfs").to_owned());
     }
-    let mut value = serde_json::to_value(&spec).map_err(|e| Failure::runtime(anyhow!(e)))?;
+    let mut value = serde_json::to_value(&spec).map_err(|e| Error::runtime(anyhow!(e)))?;
     sort_capabilities(&mut value);
-    let json = serde_json::to_string_pretty(&value).map_err(|e| Failure::runtime(anyhow!(e)))?;
+    let json = serde_json::to_string_pretty(&value).map_err(|e| Error::runtime(anyhow!(e)))?;
     std::fs::write(&path, json + "\n")
         .with_context(|| format!("cannot write {}", path.display()))
-        .map_err(Failure::runtime)?;
-    Ok(0)
+        .map_err(Error::runtime)?;
+    Ok(())
 }
 
 /// Sorts each set of `process.capabilities`: the spec types keep them in a hash set, whose
@@ -55,12 +53,12 @@ fn sort_capabilities(spec: &mut serde_json::Value) {
 
 /// The runtime-spec features document (features.md). Only what peapod really does is listed:
 /// cgroups v1 and v2 through cgroupfs (no systemd driver).
-pub(crate) fn features() -> Result<i32, Failure> {
+pub fn features() -> serde_json::Value {
     let capabilities: Vec<String> = ALL_CAPABILITIES
         .iter()
         .map(|cap| format!("CAP_{cap}"))
         .collect();
-    let doc = json!({
+    json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": peapod_state::OCI_VERSION,
         "hooks": [
@@ -93,8 +91,5 @@ pub(crate) fn features() -> Result<i32, Failure> {
         "annotations": {
             "org.peapod.version": env!("CARGO_PKG_VERSION")
         }
-    });
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::runtime(anyhow!(e)))?;
-    println!("{text}");
-    Ok(0)
+    })
 }

@@ -11,41 +11,45 @@ use oci_spec::runtime::{
 };
 use peapod_container::{create_in, default_spec, start_fifo, Barrier, ContainerConfig};
 use peapod_ns::NamespaceId;
-use peapod_pod::{PodEntry, PodRecord};
+use peapod_runtime::Error as RuntimeError;
 use peapod_state::ProcessIdentity;
 
-use super::Stdio;
-use crate::Failure;
+use crate::lifecycle::Stdio;
+use crate::{PodEntry, PodRecord};
 
 /// The infra process's cgroup, below the pod's.
-pub(super) const INFRA_CGROUP: &str = "infra";
+pub(crate) const INFRA_CGROUP: &str = "infra";
 
 /// Where the pause binary appears in the infra process's root.
 const PAUSE: &str = "/pause";
 
 /// Starts the infra process of the pod in `entry` (in the pod's cgroup, when it has one),
 /// pins its namespaces and records it.
-pub(super) fn start(entry: &PodEntry, record: &mut PodRecord, init: &Path) -> Result<(), Failure> {
+pub(crate) fn start(
+    entry: &PodEntry,
+    record: &mut PodRecord,
+    init: &Path,
+) -> Result<(), RuntimeError> {
     // In a leaf of its own below the pod's cgroup, as the kubelet puts the pause container:
     // on cgroup v2 a cgroup holding processes cannot hand controllers to its children.
-    let cgroup = crate::cgroups::open(&record.cgroup_paths)?
+    let cgroup = peapod_runtime::cgroups::open(&record.cgroup_paths)?
         .map(|pod| pod.create_child(Path::new(INFRA_CGROUP)))
         .transpose()
-        .map_err(Failure::runtime)?;
+        .map_err(RuntimeError::runtime)?;
     let root = entry.subdir("infra")?;
-    let spec = spec(&root, record, init).map_err(Failure::runtime)?;
+    let spec = spec(&root, record, init).map_err(RuntimeError::runtime)?;
     let config =
         ContainerConfig::from_spec(&spec, entry.dir()).map_err(peapod_container::Error::from)?;
     let fifo = entry.dir().join("infra.fifo");
     let created = {
-        let _stdio = Stdio::redirect(None).map_err(Failure::runtime)?;
+        let _stdio = Stdio::redirect(None).map_err(RuntimeError::runtime)?;
         create_in(&config, &Barrier::Fifo(fifo.clone()), cgroup.as_ref())
     }?;
     let pid = created.pid();
     let pins = entry.subdir("ns")?;
     for kind in record.shared_kinds() {
-        peapod_pod::pin(pid, kind, &pins)?;
-        let id = NamespaceId::of(Some(pid), kind).map_err(Failure::runtime)?;
+        crate::pin(pid, kind, &pins)?;
+        let id = NamespaceId::of(Some(pid), kind).map_err(RuntimeError::runtime)?;
         record.namespaces.insert(kind.to_string(), id.inode);
     }
     record.infra = ProcessIdentity::of(pid.as_raw());
@@ -57,13 +61,13 @@ pub(super) fn start(entry: &PodEntry, record: &mut PodRecord, init: &Path) -> Re
 
 /// Unmounts and removes every pin of the pod (also one its record does not know, left by a
 /// `pod create` that died between pinning and saving).
-pub(super) fn unpin_all(entry: &PodEntry) -> Result<(), Failure> {
+pub(crate) fn unpin_all(entry: &PodEntry) -> Result<(), RuntimeError> {
     let dir = entry.dir().join("ns");
     let Ok(pins) = std::fs::read_dir(&dir) else {
         return Ok(());
     };
     for pin in pins.flatten() {
-        peapod_pod::unpin(&pin.path())?;
+        crate::unpin(&pin.path())?;
     }
     Ok(())
 }
@@ -100,7 +104,7 @@ fn spec(root: &Path, record: &PodRecord, init: &Path) -> anyhow::Result<Spec> {
         .filter(|m| m.destination() == Path::new("/proc"))
         .cloned()
         .collect();
-    mounts.push(crate::init::mount(init, PAUSE)?);
+    mounts.push(peapod_runtime::init::mount(init, PAUSE)?);
     spec.set_mounts(Some(mounts));
     if let Some(process) = spec.process_mut() {
         process.set_args(Some(vec![PAUSE.to_owned(), "-P".to_owned()]));
@@ -120,7 +124,7 @@ fn spec(root: &Path, record: &PodRecord, init: &Path) -> anyhow::Result<Spec> {
 }
 
 /// Whether our child `pid` has not exited (a zombie child still answers `kill(pid, 0)`).
-pub(super) fn child_alive(pid: nix::unistd::Pid) -> bool {
+pub(crate) fn child_alive(pid: nix::unistd::Pid) -> bool {
     use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
     // WNOWAIT: the exit status stays for whoever reaps the child.
     let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT | WaitPidFlag::WEXITED;

@@ -2,13 +2,13 @@
 //! of a foreground container whose `peapod run` died of SIGKILL (its container died with it,
 //! through `PR_SET_PDEATHSIG`, but nobody removed the rest).
 
-use crate::context::Context;
+use crate::Runtime;
 
 /// Deletes every container whose owning `peapod` process is gone (see
 /// `peapod_state::Record::owner`). Never fails the command that calls it: what cannot be
 /// removed now is said in a warning and tried again by the next command.
-pub(crate) fn reap(ctx: &Context) {
-    let Ok(store) = ctx.store() else { return };
+pub(crate) fn reap(rt: &Runtime) {
+    let Ok(store) = rt.store() else { return };
     let Ok(abandoned) = store.abandoned() else {
         return;
     };

@@ -1,4 +1,4 @@
-//! `peapod update`: changes the limits of a live container, as `runc update`: from a
+//! Updating: changes the limits of a live container, as `runc update`: from a
 //! `linux.resources` JSON file, from flags, or both (the flags win).
 
 use std::io::Read;
@@ -7,33 +7,61 @@ use anyhow::{anyhow, Context as _};
 use oci_spec::runtime::LinuxResources;
 use peapod_state::ContainerId;
 
-use crate::args::UpdateArgs;
-use crate::context::Context;
-use crate::kill::is_live;
-use crate::Failure;
+use std::path::PathBuf;
 
-pub(crate) fn run(ctx: &Context, args: UpdateArgs) -> Result<i32, Failure> {
-    let id: ContainerId = args.id.parse()?;
+use crate::kill::is_live;
+use crate::{Error, Result, Runtime};
+
+/// The new limits of a container, as `runc update` takes them: a `linux.resources` JSON file
+/// (`-` for stdin) and single limits written over it.
+#[derive(Debug, Default, Clone)]
+pub struct UpdateRequest {
+    /// A `linux.resources` JSON file, or `-` for stdin.
+    pub resources: Option<PathBuf>,
+    /// `memory.limit` in bytes (-1: none).
+    pub memory: Option<i64>,
+    /// `memory.reservation` in bytes.
+    pub memory_reservation: Option<i64>,
+    /// `memory.swap` in bytes (memory plus swap).
+    pub memory_swap: Option<i64>,
+    /// `pids.limit`.
+    pub pids_limit: Option<i64>,
+    /// `cpu.quota` in microseconds a period.
+    pub cpu_quota: Option<i64>,
+    /// `cpu.period` in microseconds.
+    pub cpu_period: Option<u64>,
+    /// `cpu.shares`.
+    pub cpu_shares: Option<u64>,
+    /// `cpu.cpus`: the CPUs it may run on.
+    pub cpuset_cpus: Option<String>,
+    /// `cpu.mems`: the memory nodes it may use.
+    pub cpuset_mems: Option<String>,
+    /// `blockIO.weight`.
+    pub blkio_weight: Option<u16>,
+}
+
+pub(crate) fn update(rt: &Runtime, id: &str, args: &UpdateRequest) -> Result<()> {
+    let id: ContainerId = id.parse()?;
     // The container first, as runc: a missing one is "does not exist" whatever the input.
-    let entry = ctx.store()?.load(&id)?;
-    let resources = resources(&args)?;
+    let entry = rt.store()?.load(&id)?;
+    let resources = resources(args)?;
     let record = entry.record()?;
     let status = record
         .as_ref()
         .map_or(peapod_state::Status::Stopped, |r| r.status(entry.dir()));
     let (true, Some(record)) = (is_live(status), &record) else {
-        return Err(Failure::runtime(anyhow!(
+        return Err(Error::runtime(anyhow!(
             "container {id} is {}: cannot update it",
             status.as_str()
         )));
     };
     let cgroup = crate::cgroups::required(&id, record)?;
-    cgroup.apply(&resources).map_err(Failure::runtime)?;
-    Ok(0)
+    cgroup.apply(&resources).map_err(Error::runtime)?;
+    Ok(())
 }
 
 /// The resources to apply: `--resources`, with the flags written over it.
-fn resources(args: &UpdateArgs) -> Result<LinuxResources, Failure> {
+fn resources(args: &UpdateRequest) -> Result<LinuxResources> {
     let mut r = match &args.resources {
         Some(path) => {
             let text = if path.as_os_str() == "-" {
@@ -41,16 +69,16 @@ fn resources(args: &UpdateArgs) -> Result<LinuxResources, Failure> {
                 std::io::stdin()
                     .read_to_string(&mut text)
                     .context("cannot read the resources from stdin")
-                    .map_err(Failure::runtime)?;
+                    .map_err(Error::runtime)?;
                 text
             } else {
                 std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))
-                    .map_err(Failure::runtime)?
+                    .map_err(Error::runtime)?
             };
             let de = &mut serde_json::Deserializer::from_str(&text);
             serde_path_to_error::deserialize(de)
-                .map_err(|e| Failure::usage(anyhow!("--resources: {}: {}", e.path(), e.inner())))?
+                .map_err(|e| Error::usage(anyhow!("--resources: {}: {}", e.path(), e.inner())))?
         }
         None => LinuxResources::default(),
     };
@@ -67,7 +95,7 @@ fn resources(args: &UpdateArgs) -> Result<LinuxResources, Failure> {
         args.blkio_weight.is_some(),
     ];
     if args.resources.is_none() && !flags_given.contains(&true) {
-        return Err(Failure::usage(anyhow!(
+        return Err(Error::usage(anyhow!(
             "nothing to update: give --resources FILE or a limit such as --memory 64m"
         )));
     }

@@ -1,4 +1,4 @@
-//! `peapod pod play FILE.yaml`: a Kubernetes Pod manifest run as a pod, and the monitor that
+//! Playing a manifest (`peapod pod play FILE.yaml`): a Kubernetes Pod manifest run as a pod, and the monitor that
 //! runs its init containers and restarts its containers as `restartPolicy` says.
 //!
 //! `play` checks the manifest, makes the pod (infra process, volumes) and starts one monitor
@@ -19,14 +19,11 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{MountBuilder, Spec};
-use peapod_pod::{ContainerPlan, PodPlan, PodRecord, PodStore, VolumeSource};
+use peapod_runtime::{CreateOptions, Error as RuntimeError, Runtime};
 use peapod_state::{ContainerId, ProcessIdentity};
 
-use super::{attach, pods, record_of, refuse_rootless};
-use crate::args::{PodPlayArgs, PodRmArgs};
-use crate::context::Context;
-use crate::create::{create_recorded, CreateOptions};
-use crate::Failure;
+use crate::lifecycle::{attach, make, pods, record_of, refuse_rootless, remove, stop};
+use crate::{ContainerPlan, PodPlan, PodRecord, PodStore, VolumeSource};
 
 /// The played manifest, kept in the pod's directory for the monitor.
 const PLAN_FILE: &str = "plan.json";
@@ -38,34 +35,43 @@ const RESET_AFTER: Duration = Duration::from_secs(10);
 /// How often a failing init container is tried before the pod is given up.
 const INIT_ATTEMPTS: u32 = 5;
 
-pub(super) fn play(ctx: &Context, args: PodPlayArgs) -> Result<i32, Failure> {
-    let file = &args.file;
+/// Plays the manifest `file`: makes its pod and starts its monitor, which runs the
+/// containers; returns the pod's name. With `down`, stops and removes the pod it names
+/// instead, and returns `None`. `init_path` is the static peapod-init of the infra process.
+pub fn play(
+    rt: &Runtime,
+    file: &Path,
+    down: bool,
+    init_path: Option<&Path>,
+) -> Result<Option<String>, RuntimeError> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {}", file.display()))
-        .map_err(Failure::usage)?;
+        .map_err(RuntimeError::usage)?;
     let base = std::path::absolute(file)
         .ok()
         .and_then(|p| p.parent().map(Path::to_owned))
         .unwrap_or_else(|| PathBuf::from("."));
-    let parsed = peapod_pod::parse_manifest(&text, &base)
-        .map_err(|e| Failure::usage(anyhow!("{}: {e}", file.display())))?;
+    let parsed = crate::parse_manifest(&text, &base)
+        .map_err(|e| RuntimeError::usage(anyhow!("{}: {e}", file.display())))?;
     for warning in &parsed.warnings {
         tracing::warn!("{}: {warning}", file.display());
     }
     let plan = parsed.plan;
-    if args.down {
-        return down(ctx, &plan);
+    if down {
+        return take_down(rt, &plan).map(|()| None);
     }
-    refuse_rootless(ctx)?;
+    refuse_rootless(rt)?;
     let name = PodStore::parse_name(&plan.name)?;
     // Every container id is checked before anything is made.
     for c in plan.init_containers.iter().chain(&plan.containers) {
         let id: ContainerId = container_id(&plan, c).parse()?;
-        if ctx.store_root.join(id.as_str()).exists() {
-            return Err(Failure::runtime(anyhow!("container {id} already exists")));
+        if rt.exists(id.as_str()) {
+            return Err(RuntimeError::runtime(anyhow!(
+                "container {id} already exists"
+            )));
         }
     }
-    let init = crate::init::locate(args.init_path.as_deref()).map_err(Failure::usage)?;
+    let init = peapod_runtime::init::locate(init_path).map_err(RuntimeError::usage)?;
     let mut record = PodRecord::new(&name);
     record.hostname = Some(plan.hostname.clone());
     record.shared = ["net", "ipc", "uts"].map(str::to_owned).to_vec();
@@ -74,7 +80,7 @@ pub(super) fn play(ctx: &Context, args: PodPlayArgs) -> Result<i32, Failure> {
     }
     record.labels = plan.labels.clone();
     record.grace_seconds = plan.grace_seconds;
-    let entry = super::make(ctx, &name, record, &init, None)?;
+    let entry = make(rt, &name, record, &init, None)?;
     let prepared = (|| {
         for volume in &plan.volumes {
             match &volume.source {
@@ -84,48 +90,39 @@ pub(super) fn play(ctx: &Context, args: PodPlayArgs) -> Result<i32, Failure> {
                 VolumeSource::HostPath { path, create: true } => {
                     std::fs::create_dir_all(path)
                         .with_context(|| format!("cannot make hostPath {}", path.display()))
-                        .map_err(Failure::runtime)?;
+                        .map_err(RuntimeError::runtime)?;
                 }
                 VolumeSource::HostPath { .. } => {}
             }
         }
         entry.save_json(PLAN_FILE, &plan)?;
-        Ok::<(), Failure>(())
+        Ok::<(), RuntimeError>(())
     })();
     drop(entry);
-    let started = prepared.and_then(|()| spawn_monitor(ctx, &plan.name));
+    let started = prepared.and_then(|()| spawn_monitor(rt, &plan.name));
     if let Err(e) = started {
-        let rm = PodRmArgs {
-            force: true,
-            name: plan.name.clone(),
-        };
-        let _ = super::remove(ctx, &rm);
+        let _ = remove(rt, &plan.name, true);
         return Err(e);
     }
-    println!("{}", plan.name);
-    Ok(0)
+    Ok(Some(plan.name))
 }
 
 /// `pod play --down`: stops the pod as `pod stop` does, SIGTERM and, after the manifest's
 /// `terminationGracePeriodSeconds` (else the one it was played with, else 10 s), SIGKILL, so
 /// its containers may end cleanly as under Kubernetes; then removes it.
-fn down(ctx: &Context, plan: &PodPlan) -> Result<i32, Failure> {
+fn take_down(rt: &Runtime, plan: &PodPlan) -> Result<(), RuntimeError> {
     let name = PodStore::parse_name(&plan.name)?;
     {
         // Released before `remove` takes the pod's lock again.
-        let entry = pods(ctx)?.load(&name)?;
+        let entry = pods(rt)?.load(&name)?;
         if let Some(mut record) = entry.record()? {
-            if record.status() == peapod_pod::PodStatus::Running {
+            if record.status() == crate::PodStatus::Running {
                 let grace = plan.grace_seconds.or(record.grace_seconds).unwrap_or(10);
-                super::stop(ctx, &entry, &mut record, Duration::from_secs(grace))?;
+                stop(rt, &entry, &mut record, Duration::from_secs(grace))?;
             }
         }
     }
-    let rm = PodRmArgs {
-        force: true,
-        name: plan.name.clone(),
-    };
-    super::remove(ctx, &rm).map(|()| 0)
+    remove(rt, &plan.name, true)
 }
 
 /// A played container's id: `POD-NAME`.
@@ -135,18 +132,18 @@ fn container_id(plan: &PodPlan, c: &ContainerPlan) -> String {
 
 /// Starts `peapod pod monitor NAME` and waits for its first line: `ok` once the containers
 /// run, or the error that stopped it.
-fn spawn_monitor(ctx: &Context, name: &str) -> Result<(), Failure> {
+fn spawn_monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
     let exe = std::env::current_exe()
         .context("cannot find the peapod binary")
-        .map_err(Failure::runtime)?;
-    let entry = pods(ctx)?.load(&PodStore::parse_name(name)?)?;
+        .map_err(RuntimeError::runtime)?;
+    let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
     let log = std::fs::File::create(entry.subdir("logs")?.join("monitor.log"))
         .context("cannot make the monitor's log")
-        .map_err(Failure::runtime)?;
+        .map_err(RuntimeError::runtime)?;
     drop(entry);
     let mut child = std::process::Command::new(exe)
         .arg("--root")
-        .arg(&ctx.store_root)
+        .arg(&rt.root)
         .args(["pod", "monitor", name])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -155,17 +152,17 @@ fn spawn_monitor(ctx: &Context, name: &str) -> Result<(), Failure> {
         .process_group(0)
         .spawn()
         .context("cannot start the pod's monitor")
-        .map_err(Failure::runtime)?;
+        .map_err(RuntimeError::runtime)?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
     }
     match line.trim() {
         "ok" => Ok(()),
-        "" => Err(Failure::runtime(anyhow!(
+        "" => Err(RuntimeError::runtime(anyhow!(
             "the pod's monitor ended before the containers ran (see its log)"
         ))),
-        error => Err(Failure::runtime(anyhow!("{error}"))),
+        error => Err(RuntimeError::runtime(anyhow!("{error}"))),
     }
 }
 
@@ -178,10 +175,11 @@ struct Watched {
     due: Option<Instant>,
 }
 
-/// `peapod pod monitor NAME`: see the module doc.
-pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
+/// The monitor of pod `name` (`peapod pod monitor NAME`, which [`play`] starts): see the
+/// module doc. Returns when the pod stops, or it is told to (SIGTERM, SIGINT, SIGHUP).
+pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
     let pod = PodStore::parse_name(name)?;
-    let store = pods(ctx)?;
+    let store = pods(rt)?;
     let plan: PodPlan = {
         let entry = store.load(&pod)?;
         let mut record = record_of(&entry)?;
@@ -189,17 +187,17 @@ pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
         entry.save(&record)?;
         entry
             .read_json(PLAN_FILE)?
-            .ok_or_else(|| Failure::runtime(anyhow!("pod {name} has no manifest to play")))?
+            .ok_or_else(|| RuntimeError::runtime(anyhow!("pod {name} has no manifest to play")))?
     };
     let mut mask = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(signal);
     }
     mask.thread_block()
-        .map_err(|e| Failure::runtime(anyhow!("sigprocmask: {e}")))?;
+        .map_err(|e| RuntimeError::runtime(anyhow!("sigprocmask: {e}")))?;
     let mut signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| Failure::runtime(anyhow!("signalfd: {e}")))?;
-    let stop = |signals: &mut SignalFd| matches!(signals.read_signal(), Ok(Some(_)));
+        .map_err(|e| RuntimeError::runtime(anyhow!("signalfd: {e}")))?;
+    let stop_asked = |signals: &mut SignalFd| matches!(signals.read_signal(), Ok(Some(_)));
 
     let report = |line: &str| {
         let mut out = std::io::stdout().lock();
@@ -210,14 +208,14 @@ pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
         for c in &plan.init_containers {
             let mut attempts = 0;
             loop {
-                let pid = start(ctx, &plan, c, true)?;
+                let pid = start(rt, &plan, c, true)?;
                 let code = wait_exit(pid, &mut signals)?;
                 if code == 0 {
                     break;
                 }
                 attempts += 1;
                 if !plan.restart.restarts(code) || attempts >= INIT_ATTEMPTS {
-                    return Err(Failure::runtime(anyhow!(
+                    return Err(RuntimeError::runtime(anyhow!(
                         "init container {} exited with status {code} (see `peapod pod logs {} {}`)",
                         c.name,
                         plan.name,
@@ -229,7 +227,7 @@ pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
         }
         let mut watched = Vec::new();
         for c in &plan.containers {
-            let pid = start(ctx, &plan, c, false)?;
+            let pid = start(rt, &plan, c, false)?;
             watched.push(Watched {
                 plan: c.clone(),
                 pid: Some(pid),
@@ -243,7 +241,7 @@ pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
     let mut watched = match started {
         Ok(watched) => watched,
         Err(e) => {
-            report(&crate::one_line(&e.error));
+            report(&e.one_line());
             return Err(e);
         }
     };
@@ -254,16 +252,16 @@ pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
     }
 
     loop {
-        if stop(&mut signals) {
-            return Ok(0);
+        if stop_asked(&mut signals) {
+            return Ok(());
         }
         let infra_alive = {
             let entry = store.load(&pod);
             let record = entry.ok().and_then(|e| e.record().ok().flatten());
-            record.is_some_and(|r| r.status() == peapod_pod::PodStatus::Running)
+            record.is_some_and(|r| r.status() == crate::PodStatus::Running)
         };
         if !infra_alive {
-            return Ok(0);
+            return Ok(());
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -294,24 +292,20 @@ pub(super) fn monitor(ctx: &Context, name: &str) -> Result<i32, Failure> {
             .filter(|w| w.due.is_some_and(|due| due <= now))
         {
             w.due = None;
-            match start(ctx, &plan, &w.plan, false) {
+            match start(rt, &plan, &w.plan, false) {
                 Ok(pid) => {
                     w.pid = Some(pid);
                     w.started = Instant::now();
                 }
                 Err(e) => {
-                    tracing::error!(
-                        "cannot restart {}: {}",
-                        w.plan.name,
-                        crate::one_line(&e.error)
-                    );
+                    tracing::error!("cannot restart {}: {}", w.plan.name, e.one_line());
                     w.due = Some(now + backoff(w.restarts));
                     w.restarts += 1;
                 }
             }
         }
         if watched.iter().all(|w| w.pid.is_none() && w.due.is_none()) {
-            return Ok(0);
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -324,17 +318,17 @@ fn backoff(restarts: u32) -> Duration {
 }
 
 /// Waits for our child `pid` to exit; its status as a shell gives it.
-fn wait_exit(pid: Pid, signals: &mut SignalFd) -> Result<i32, Failure> {
+fn wait_exit(pid: Pid, signals: &mut SignalFd) -> Result<i32, RuntimeError> {
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
             Ok(_) => {}
             Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(Failure::runtime(anyhow!("waitpid: {e}"))),
+            Err(e) => return Err(RuntimeError::runtime(anyhow!("waitpid: {e}"))),
         }
         if matches!(signals.read_signal(), Ok(Some(_))) {
-            return Err(Failure::runtime(anyhow!("stopped")));
+            return Err(RuntimeError::runtime(anyhow!("stopped")));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -342,20 +336,20 @@ fn wait_exit(pid: Pid, signals: &mut SignalFd) -> Result<i32, Failure> {
 
 /// Starts one container of the plan, detached, its output to its log; returns its PID (a
 /// child of this process).
-fn start(ctx: &Context, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<Pid, Failure> {
+fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<Pid, RuntimeError> {
     let id = container_id(plan, c);
     let cid: ContainerId = id.parse()?;
     // The record of an earlier run of it (a restart).
-    crate::delete::delete(ctx, &cid, true)?;
-    let pod_dir = pods(ctx)?.dir().join(&plan.name);
-    let mut spec = spec(plan, c, &pod_dir).map_err(Failure::runtime)?;
-    let attached = attach(ctx, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;
+    rt.delete(cid.as_str(), true)?;
+    let pod_dir = pods(rt)?.dir().join(&plan.name);
+    let mut spec = spec(plan, c, &pod_dir).map_err(RuntimeError::runtime)?;
+    let attached = attach(rt, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;
     let options = CreateOptions {
         fifo: true,
         cgroup_parent: attached.cgroup(),
         ..CreateOptions::default()
     };
-    let created = match create_recorded(ctx, &id, &spec, &pod_dir, &options) {
+    let created = match rt.create(&id, &spec, &pod_dir, &options) {
         Ok(created) => created,
         Err(e) => {
             attached.abandon();
@@ -364,10 +358,10 @@ fn start(ctx: &Context, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result
     };
     let pid = created.detach();
     drop(attached);
-    let fifo = ctx.store()?.load(&cid)?.exec_fifo();
+    let fifo = rt.store()?.load(&cid)?.exec_fifo();
     peapod_container::start_fifo(
         &fifo,
-        || super::infra::child_alive(pid),
+        || crate::infra::child_alive(pid),
         Duration::from_secs(10),
     )?;
     Ok(pid)

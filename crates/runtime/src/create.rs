@@ -1,5 +1,6 @@
-//! `peapod create`, and the creation every other way of starting a container shares: check
-//! the spec, record the container, start its process at a barrier, record the process.
+//! Creating a container, the one way every command that starts one shares (`create`, `run`,
+//! a pod's containers): check the spec, record the container, start its process at a
+//! barrier, record the process.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -11,17 +12,18 @@ use peapod_cgroups::Cgroup;
 use peapod_container::{create_in, Barrier, ContainerConfig, Created, Hooks};
 use peapod_state::{ContainerId, Durability, ProcessIdentity, Record, OCI_VERSION};
 
-use crate::args::CreateArgs;
-use crate::context::Context;
-use crate::{bundle, Failure};
+use crate::{Error, Result, Runtime};
 
 /// How a container is created, beyond its spec.
 #[derive(Debug, Default)]
-pub(crate) struct CreateOptions {
+pub struct CreateOptions {
     /// Wait on the exec fifo (the process outlives this command) rather than the channel.
     pub fifo: bool,
+    /// Where the container process's PID is written (atomically, as runc does).
     pub pid_file: Option<PathBuf>,
+    /// How many descriptors after stdio the process keeps (`--preserve-fds`).
     pub preserve_fds: u32,
+    /// `chroot` rather than `pivot_root` (`--no-pivot`).
     pub no_pivot: bool,
     /// Where the pty master of a `process.terminal` container is sent.
     pub console_socket: Option<PathBuf>,
@@ -31,38 +33,22 @@ pub(crate) struct CreateOptions {
     pub cgroup_parent: Option<Cgroup>,
 }
 
-pub(crate) fn run(ctx: &Context, args: CreateArgs) -> Result<i32, Failure> {
-    crate::leftovers::reap(ctx);
-    let (bundle, spec) = bundle::load(&args.bundle).map_err(Failure::runtime)?;
-    let options = CreateOptions {
-        fifo: true,
-        pid_file: args.pid_file,
-        preserve_fds: args.preserve_fds,
-        no_pivot: args.no_pivot,
-        console_socket: args.console_socket,
-        ..CreateOptions::default()
-    };
-    let created = create_recorded(ctx, &args.id, &spec, &bundle, &options)?;
-    created.detach();
-    Ok(0)
-}
-
 /// Creates the container `id` and records it in the store. On any failure nothing is left:
 /// no state directory, no process. The lock on the container is released on return, so other
 /// commands (`kill`, `state`) can reach it while it runs.
 pub(crate) fn create_recorded(
-    ctx: &Context,
+    rt: &Runtime,
     id: &str,
     spec: &Spec,
     bundle: &Path,
     options: &CreateOptions,
-) -> Result<Created, Failure> {
+) -> Result<Created> {
     let id: ContainerId = id.parse()?;
     let mut config = ContainerConfig::from_spec(spec, bundle)
         .map_err(peapod_container::Error::from)?
         .preserve_fds(options.preserve_fds)
         .no_pivot(options.no_pivot)
-        .exec_through(ctx.exec_through());
+        .exec_through(rt.exec_through());
     // Connected before anything is made, and kept open until the container has sent the
     // pty master through it.
     let connected = console_socket(options.console_socket.as_deref(), config.wants_terminal())?;
@@ -100,7 +86,7 @@ pub(crate) fn create_recorded(
         .and_then(|l| l.seccomp().as_ref())
         .and_then(|s| serde_json::to_value(s).ok());
     let config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
-    let store = ctx.store()?;
+    let store = rt.store()?;
     let entry = store.create(&id)?;
     let mut cgroup = None;
     let result = (|| {
@@ -111,7 +97,7 @@ pub(crate) fn create_recorded(
         } else {
             Barrier::Channel
         };
-        cgroup = crate::cgroups::create(&id, spec, ctx.rootless, options.cgroup_parent.as_ref())?;
+        cgroup = crate::cgroups::create(&id, spec, rt.rootless, options.cgroup_parent.as_ref())?;
         if let Some(cgroup) = &cgroup {
             record.cgroup_paths = cgroup.paths();
         }
@@ -131,7 +117,7 @@ pub(crate) fn create_recorded(
         };
         entry.save(&record, durability)?;
         if let Some(path) = &options.pid_file {
-            write_pid_file(path, created.pid().as_raw()).map_err(Failure::runtime)?;
+            write_pid_file(path, created.pid().as_raw()).map_err(Error::runtime)?;
         }
         Ok(created)
     })();
@@ -147,7 +133,7 @@ pub(crate) fn create_recorded(
 
 /// Refuses a spec without a user namespace when peapod is not root: the kernel would refuse
 /// every other namespace (or the cgroup) with a bare `EPERM`; say what is missing instead.
-fn refuse_rootless_without_userns(spec: &Spec) -> Result<(), Failure> {
+fn refuse_rootless_without_userns(spec: &Spec) -> Result<()> {
     let euid = nix::unistd::geteuid();
     if euid.is_root() {
         return Ok(());
@@ -164,7 +150,7 @@ fn refuse_rootless_without_userns(spec: &Spec) -> Result<(), Failure> {
     if has_userns {
         return Ok(());
     }
-    Err(Failure::runtime(anyhow!(
+    Err(Error::runtime(anyhow!(
         "rootless containers need a user namespace (peapod runs as uid {euid}): add \
          {{\"type\": \"user\"}} to linux.namespaces, with uidMappings and gidMappings \
          (`peapod spec --rootless` writes such a config.json)"
@@ -173,17 +159,14 @@ fn refuse_rootless_without_userns(spec: &Spec) -> Result<(), Failure> {
 
 /// Connects to `--console-socket PATH`, which only a container with a terminal may be given
 /// (as runc: a socket nobody would send anything to is a mistake).
-pub(crate) fn console_socket(
-    path: Option<&Path>,
-    terminal: bool,
-) -> Result<Option<UnixStream>, Failure> {
+pub(crate) fn console_socket(path: Option<&Path>, terminal: bool) -> Result<Option<UnixStream>> {
     match (path, terminal) {
         (None, _) => Ok(None),
         (Some(path), true) => UnixStream::connect(path)
             .map(Some)
             .with_context(|| format!("cannot connect to console socket {}", path.display()))
-            .map_err(Failure::runtime),
-        (Some(_), false) => Err(Failure::runtime(anyhow!(
+            .map_err(Error::runtime),
+        (Some(_), false) => Err(Error::runtime(anyhow!(
             "--console-socket is only for a process with a terminal (process.terminal is false)"
         ))),
     }

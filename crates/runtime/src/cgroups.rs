@@ -1,5 +1,6 @@
-//! A container's cgroup as the commands see it: made from the spec by `create`, found again
-//! from the record by `delete`, `kill`, `ps`, `pause`, `resume`, `update` and `events`.
+//! A container's cgroup as the lifecycle sees it: made from the spec by `create`, found again
+//! from the record by `delete`, `kill`, `pids`, `pause`, `resume`, `update` and `events`; and
+//! a pod's, which `peapod-pod` makes and its containers' go below.
 
 use std::path::{Path, PathBuf};
 
@@ -8,29 +9,29 @@ use oci_spec::runtime::{LinuxResources, Spec};
 use peapod_cgroups::{Cgroup, Layout};
 use peapod_state::{ContainerId, Record};
 
-use crate::Failure;
+use crate::{Error, Result, Runtime};
 
 /// How long killing everything in a cgroup, or freezing it, may take.
-pub(crate) const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Makes the cgroup of container `id` (`linux.cgroupsPath`; or `<id>` below `parent`, the
 /// cgroup of the container's pod; or `peapod/<id>` below peapod's own cgroup) and writes the
 /// limits of `linux.resources` into it. Rootless without limits there is none: an
 /// unprivileged user can rarely write cgroups, and runc goes on without. On failure nothing
 /// is left.
-pub(crate) fn create(
+pub fn create(
     id: &ContainerId,
     spec: &Spec,
     rootless: bool,
     parent: Option<&Cgroup>,
-) -> Result<Option<Cgroup>, Failure> {
+) -> Result<Option<Cgroup>> {
     let linux = spec.linux().as_ref();
     let resources = linux.and_then(|l| l.resources().as_ref());
     if rootless && resources.is_none() && parent.is_none() {
         tracing::debug!("rootless without linux.resources: no cgroup");
         return Ok(None);
     }
-    let layout = Layout::detect().map_err(Failure::runtime)?;
+    let layout = Layout::detect().map_err(Error::runtime)?;
     let cgroup = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
         (Some(path), _) => Cgroup::create(&layout, &path),
         (None, Some(parent)) => parent.create_child(Path::new(id.as_str())),
@@ -42,7 +43,7 @@ pub(crate) fn create(
 
 /// The error for a cgroup that could not be made: rootless and refused by the kernel, a
 /// sentence that says why (the cgroup files belong to root unless delegated), not a path.
-fn refused(rootless: bool, layout: &Layout, e: peapod_cgroups::Error) -> Failure {
+fn refused(rootless: bool, layout: &Layout, e: peapod_cgroups::Error) -> Error {
     let denied = match &e {
         peapod_cgroups::Error::Io { source, .. } | peapod_cgroups::Error::Write { source, .. } => {
             source.kind() == std::io::ErrorKind::PermissionDenied
@@ -50,10 +51,10 @@ fn refused(rootless: bool, layout: &Layout, e: peapod_cgroups::Error) -> Failure
         _ => false,
     };
     if !(rootless && denied) {
-        return Failure::runtime(e);
+        return Error::runtime(e);
     }
     let version = if layout.is_v2() { "v2" } else { "v1" };
-    Failure::runtime(anyhow!(
+    Error::runtime(anyhow!(
         "rootless containers cannot have limits (linux.resources) here: this host has cgroup \
          {version}, whose cgroups only root may make unless one is delegated to uid {} ({e})",
         nix::unistd::geteuid()
@@ -62,20 +63,20 @@ fn refused(rootless: bool, layout: &Layout, e: peapod_cgroups::Error) -> Failure
 
 /// The cgroup path of pod `name` below peapod's own cgroup: `peapod/pod:NAME`, beside the
 /// default cgroups of containers, which it can never be: a container id has no ':'.
-pub(crate) fn pod_path(name: &ContainerId) -> PathBuf {
+pub fn pod_path(name: &ContainerId) -> PathBuf {
     Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{name}"))
 }
 
 /// Where the cgroup of pod `name` ([`pod_path`]) goes, one directory per hierarchy, to be
 /// recorded before [`create_pod`] makes it. One that exists already is refused rather than
 /// joined: it is another pod's, or left over from one.
-pub(crate) fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>, Failure> {
-    let layout = Layout::detect().map_err(Failure::runtime)?;
+pub fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>> {
+    let layout = Layout::detect().map_err(Error::runtime)?;
     let paths = Cgroup::locate(&layout, &pod_path(name))
-        .map_err(Failure::runtime)?
+        .map_err(Error::runtime)?
         .paths();
     match paths.iter().find(|p| p.exists()) {
-        Some(dir) => Err(Failure::runtime(anyhow!(
+        Some(dir) => Err(Error::runtime(anyhow!(
             "pod {name}: its cgroup {} exists already",
             dir.display()
         ))),
@@ -85,21 +86,18 @@ pub(crate) fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>, Failure
 
 /// Makes the cgroup of pod `name` ([`pod_path`]) with the limits `resources`, which hold
 /// for its containers together. On failure nothing is left.
-pub(crate) fn create_pod(
-    name: &ContainerId,
-    resources: Option<&LinuxResources>,
-) -> Result<Cgroup, Failure> {
-    let layout = Layout::detect().map_err(Failure::runtime)?;
-    let cgroup = Cgroup::create(&layout, &pod_path(name)).map_err(Failure::runtime)?;
+pub fn create_pod(name: &ContainerId, resources: Option<&LinuxResources>) -> Result<Cgroup> {
+    let layout = Layout::detect().map_err(Error::runtime)?;
+    let cgroup = Cgroup::create(&layout, &pod_path(name)).map_err(Error::runtime)?;
     limited(cgroup, resources)
 }
 
 /// `cgroup` with `resources` written into it; removed when that fails.
-fn limited(cgroup: Cgroup, resources: Option<&LinuxResources>) -> Result<Cgroup, Failure> {
+fn limited(cgroup: Cgroup, resources: Option<&LinuxResources>) -> Result<Cgroup> {
     if let Some(resources) = resources {
         if let Err(e) = cgroup.apply(resources) {
             cgroup.undo();
-            return Err(Failure::runtime(e));
+            return Err(Error::runtime(e));
         }
     }
     tracing::debug!("cgroup {:?}", cgroup.paths());
@@ -107,23 +105,23 @@ fn limited(cgroup: Cgroup, resources: Option<&LinuxResources>) -> Result<Cgroup,
 }
 
 /// The cgroup the record names, if any.
-pub(crate) fn of_record(record: &Record) -> Result<Option<Cgroup>, Failure> {
+pub fn of_record(record: &Record) -> Result<Option<Cgroup>> {
     open(&record.cgroup_paths)
 }
 
 /// The cgroup whose directories are `paths` (a container's or a pod's, as recorded), if any.
-pub(crate) fn open(paths: &[PathBuf]) -> Result<Option<Cgroup>, Failure> {
+pub fn open(paths: &[PathBuf]) -> Result<Option<Cgroup>> {
     if paths.is_empty() {
         return Ok(None);
     }
-    let layout = Layout::detect().map_err(Failure::runtime)?;
+    let layout = Layout::detect().map_err(Error::runtime)?;
     Ok(Some(Cgroup::open(&layout, paths)))
 }
 
 /// The cgroup of a running container, or an error saying it has none.
-pub(crate) fn required(id: &ContainerId, record: &Record) -> Result<Cgroup, Failure> {
+pub fn required(id: &ContainerId, record: &Record) -> Result<Cgroup> {
     of_record(record)?.ok_or_else(|| {
-        Failure::runtime(anyhow!(
+        Error::runtime(anyhow!(
             "container {id} has no cgroup (it was created rootless without limits)"
         ))
     })
@@ -131,32 +129,32 @@ pub(crate) fn required(id: &ContainerId, record: &Record) -> Result<Cgroup, Fail
 
 /// Kills what is left in, and removes, the cgroup at the default path of a container whose
 /// `create` died before it recorded anything (a crash of peapod itself).
-pub(crate) fn remove_unrecorded(id: &ContainerId) -> Result<(), Failure> {
+pub fn remove_unrecorded(id: &ContainerId) -> Result<()> {
     let Ok(layout) = Layout::detect() else {
         return Ok(());
     };
     let cgroup =
-        Cgroup::locate(&layout, &Cgroup::default_path(id.as_str())).map_err(Failure::runtime)?;
+        Cgroup::locate(&layout, &Cgroup::default_path(id.as_str())).map_err(Error::runtime)?;
     if !cgroup.paths().iter().any(|p| p.exists()) {
         return Ok(());
     }
     empty(&cgroup, true)?;
-    cgroup.remove().map_err(Failure::runtime)
+    cgroup.remove().map_err(Error::runtime)
 }
 
 /// Kills every process in `cgroup` when `kill` is set, or when there are any left anyway (a
 /// stopped container's leftovers, e.g. the children of an init that died).
-pub(crate) fn empty(cgroup: &Cgroup, kill: bool) -> Result<(), Failure> {
-    if kill || !cgroup.procs().map_err(Failure::runtime)?.is_empty() {
-        cgroup.kill_all(TIMEOUT).map_err(Failure::runtime)?;
+pub fn empty(cgroup: &Cgroup, kill: bool) -> Result<()> {
+    if kill || !cgroup.procs().map_err(Error::runtime)?.is_empty() {
+        cgroup.kill_all(TIMEOUT).map_err(Error::runtime)?;
     }
     Ok(())
 }
 
 /// Says so on stderr when the OOM killer killed in the cgroup of container `id` (called when
 /// its process died of SIGKILL, to tell a user why).
-pub(crate) fn report_oom(ctx: &crate::context::Context, id: &ContainerId) {
-    let record = ctx
+pub fn report_oom(rt: &Runtime, id: &ContainerId) {
+    let record = rt
         .store()
         .ok()
         .and_then(|s| s.load(id).ok()?.record().ok()?);

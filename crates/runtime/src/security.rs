@@ -13,13 +13,15 @@ use crate::seccomp_profile;
 
 /// A capability named on the command line, or `ALL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CapName {
+pub enum CapName {
+    /// Every capability.
     All,
+    /// This one.
     One(Capability),
 }
 
 /// `NET_RAW`, `CAP_NET_RAW`, `net_raw` or `ALL`.
-pub(crate) fn parse_capability(s: &str) -> Result<CapName, String> {
+pub fn parse_capability(s: &str) -> Result<CapName, String> {
     let upper = s.to_ascii_uppercase();
     if upper == "ALL" {
         return Ok(CapName::All);
@@ -32,7 +34,7 @@ pub(crate) fn parse_capability(s: &str) -> Result<CapName, String> {
 
 /// One `--security-opt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SecurityOpt {
+pub enum SecurityOpt {
     /// `seccomp=FILE`: the profile in FILE (the OCI `linux.seccomp` form, or Docker's).
     Seccomp(PathBuf),
     /// `seccomp=unconfined`: no filter (the default).
@@ -43,7 +45,7 @@ pub(crate) enum SecurityOpt {
 
 /// `seccomp=FILE|unconfined` or `no-new-privileges[=BOOL]`; `:` may stand for `=`, as in
 /// Docker's older spelling.
-pub(crate) fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
+pub fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
     let (key, value) = match s.split_once(['=', ':']) {
         Some((key, value)) => (key, Some(value)),
         None => (s, None),
@@ -67,11 +69,7 @@ pub(crate) fn parse_security_opt(s: &str) -> Result<SecurityOpt, String> {
 /// Docker's rule for `--cap-add` and `--cap-drop` on top of `basics`: with `ALL` added,
 /// every capability but the dropped ones; with `ALL` dropped, only the added ones; otherwise
 /// the basics less the dropped plus the added.
-pub(crate) fn capabilities(
-    basics: &[Capability],
-    add: &[CapName],
-    drop: &[CapName],
-) -> Capabilities {
+pub fn capabilities(basics: &[Capability], add: &[CapName], drop: &[CapName]) -> Capabilities {
     let named = |names: &[CapName]| -> Vec<Capability> {
         names
             .iter()
@@ -101,12 +99,13 @@ pub(crate) fn capabilities(
 
 /// `--user USER[:GROUP]`, split; each part a number or a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UserArg {
+pub struct UserArg {
     user: String,
     group: Option<String>,
 }
 
-pub(crate) fn parse_user(s: &str) -> Result<UserArg, String> {
+/// `USER[:GROUP]`, checked for form (names are looked up later, in the rootfs).
+pub fn parse_user(s: &str) -> Result<UserArg, String> {
     let (user, group) = match s.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (s, None),
@@ -125,7 +124,7 @@ pub(crate) fn parse_user(s: &str) -> Result<UserArg, String> {
 /// primary group of a numeric uid from the rootfs's `/etc/passwd` (read inside the root, so
 /// a link in the image cannot point at the host's), supplementary groups from `/etc/group`.
 /// A numeric uid without an entry gets gid 0.
-pub(crate) fn resolve_user(rootfs: &Path, user: &UserArg) -> anyhow::Result<(u32, u32, Vec<u32>)> {
+pub fn resolve_user(rootfs: &Path, user: &UserArg) -> anyhow::Result<(u32, u32, Vec<u32>)> {
     let root = InRoot::open(rootfs)?;
     let passwd = account_file(&root, "passwd")?;
     let groups = account_file(&root, "group")?;

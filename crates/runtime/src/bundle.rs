@@ -6,27 +6,39 @@ use oci_spec::runtime::Spec;
 
 /// A `config.json` that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum BundleError {
+pub enum BundleError {
+    /// It cannot be read (or the bundle directory resolved).
     #[error("{path}: {source}")]
     Read {
+        /// The `config.json`.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
     /// `field` is the JSON path (`linux.namespaces[2].type`); it is left out when it says
     /// nothing: the document itself (`.`), or a syntax error between its keys (`?`).
     #[error("{path}: {}{source}", if matches!(field.as_str(), "" | "." | "?") { String::new() } else { format!("{field}: ") })]
     Parse {
+        /// The `config.json`.
         path: PathBuf,
+        /// The JSON path of the bad value.
         field: String,
+        /// What serde said.
         source: serde_json::Error,
     },
+    /// Its `ociVersion` is not 1.x.y.
     #[error("{path}: ociVersion: {version:?} is not a version 1.x.y of the runtime spec")]
-    Version { path: PathBuf, version: String },
+    Version {
+        /// The `config.json`.
+        path: PathBuf,
+        /// The version it gives.
+        version: String,
+    },
 }
 
 /// The bundle directory, absolute and without `.`, `..` or symlinks (as the state records
 /// it, and as a relative `root.path` is resolved against), and its parsed spec.
-pub(crate) fn load(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
+pub fn load(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).map_err(|source| BundleError::Read {
         path: path.clone(),

@@ -1,5 +1,5 @@
-//! `peapod events`: a container's stats as runc prints them (`{"type":"stats","id":...,
-//! "data":{...}}`), once with `--stats`, or streamed every `--interval` together with an
+//! Events: a container's stats as runc prints them (`{"type":"stats","id":...,
+//! "data":{...}}`), once, or streamed every interval together with an
 //! `{"type":"oom"}` line for each OOM kill, until the container exits.
 
 use std::time::{Duration, Instant};
@@ -9,58 +9,63 @@ use peapod_cgroups::Stats;
 use peapod_state::ContainerId;
 use serde_json::json;
 
-use crate::args::EventsArgs;
-use crate::context::Context;
 use crate::kill::is_live;
-use crate::Failure;
+use crate::{Error, Result, Runtime};
 
 /// How often the OOM kill count is read while streaming: an OOM kill is reported within this.
 const OOM_POLL: Duration = Duration::from_millis(100);
 
-pub(crate) fn run(ctx: &Context, args: EventsArgs) -> Result<i32, Failure> {
-    let id: ContainerId = args.id.parse()?;
+/// Streams container `id`'s events to `emit`: only one stats event when `interval` is
+/// `None`, else stats every `interval` and OOM kills as they happen, until it exits.
+pub(crate) fn events(
+    rt: &Runtime,
+    id: &str,
+    interval: Option<Duration>,
+    mut emit: impl FnMut(serde_json::Value),
+) -> Result<()> {
+    let id: ContainerId = id.parse()?;
     let (record, status) = {
-        let entry = ctx.store()?.load(&id)?;
+        let entry = rt.store()?.load(&id)?;
         let record = entry
             .record()?
-            .ok_or_else(|| Failure::runtime(anyhow!("container {id} was never fully created")))?;
+            .ok_or_else(|| Error::runtime(anyhow!("container {id} was never fully created")))?;
         let status = record.status(entry.dir());
         // The lock is released here: `delete` may run while events stream.
         (record, status)
     };
     if !is_live(status) {
-        return Err(Failure::runtime(anyhow!(
+        return Err(Error::runtime(anyhow!(
             "container {id} is {}: it has no events",
             status.as_str()
         )));
     }
     let cgroup = crate::cgroups::required(&id, &record)?;
-    let stats = || cgroup.stats().map_err(Failure::runtime);
-    if args.stats {
-        println!("{}", stats_event(&id, &stats()?));
-        return Ok(0);
-    }
+    let stats = || cgroup.stats().map_err(Error::runtime);
+    let Some(interval) = interval else {
+        emit(stats_event(&id, &stats()?));
+        return Ok(());
+    };
     let alive = || record.process.is_some_and(|p| p.is_alive());
     let mut oom_kills = stats()?.oom_kills;
-    let mut next_stats = Instant::now() + args.interval;
+    let mut next_stats = Instant::now() + interval;
     loop {
         std::thread::sleep(OOM_POLL);
         let now = match cgroup.stats() {
             Ok(now) => now,
             // Its cgroup is (being) removed: the container was deleted.
-            Err(_) if !cgroup.paths().iter().all(|p| p.exists()) => return Ok(0),
-            Err(e) => return Err(Failure::runtime(e)),
+            Err(_) if !cgroup.paths().iter().all(|p| p.exists()) => return Ok(()),
+            Err(e) => return Err(Error::runtime(e)),
         };
         if now.oom_kills > oom_kills {
             oom_kills = now.oom_kills;
-            println!("{}", json!({"type": "oom", "id": id.as_str()}));
+            emit(json!({"type": "oom", "id": id.as_str()}));
         }
         if !alive() {
-            return Ok(0);
+            return Ok(());
         }
         if Instant::now() >= next_stats {
-            next_stats += args.interval;
-            println!("{}", stats_event(&id, &now));
+            next_stats += interval;
+            emit(stats_event(&id, &now));
         }
     }
 }

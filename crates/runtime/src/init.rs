@@ -9,14 +9,14 @@ use anyhow::{bail, Context as _};
 use oci_spec::runtime::{Mount, MountBuilder};
 
 /// Where peapod-init appears inside the container (`/dev` is the container's own tmpfs).
-pub(crate) const INIT_IN_CONTAINER: &str = "/dev/init";
+pub const INIT_IN_CONTAINER: &str = "/dev/init";
 
 /// The environment variable that names the static peapod-init, where it is not beside peapod.
-pub(crate) const INIT_ENV: &str = "PEAPOD_INIT";
+pub const INIT_ENV: &str = "PEAPOD_INIT";
 
 /// The init binary to use: `explicit`, else `$PEAPOD_INIT`, else `peapod-init` beside the
 /// running peapod; it must be statically linked.
-pub(crate) fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     let from_env = std::env::var_os(INIT_ENV).map(PathBuf::from);
     let path = match explicit.or(from_env.as_deref()) {
         Some(path) => std::path::absolute(path)
@@ -39,7 +39,7 @@ pub(crate) fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// The read-only bind mount that puts `init` at `destination` in the container
 /// ([`INIT_IN_CONTAINER`] for `run --init`).
-pub(crate) fn mount(init: &Path, destination: &str) -> anyhow::Result<Mount> {
+pub fn mount(init: &Path, destination: &str) -> anyhow::Result<Mount> {
     MountBuilder::default()
         .destination(destination)
         .typ("bind")
@@ -54,7 +54,7 @@ pub(crate) fn mount(init: &Path, destination: &str) -> anyhow::Result<Mount> {
 }
 
 /// The entrypoint under init: `/dev/init -- CMD...`.
-pub(crate) fn wrap(command: &[String]) -> Vec<String> {
+pub fn wrap(command: &[String]) -> Vec<String> {
     [INIT_IN_CONTAINER.to_owned(), "--".to_owned()]
         .into_iter()
         .chain(command.iter().cloned())

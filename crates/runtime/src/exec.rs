@@ -1,10 +1,10 @@
-//! `peapod exec`: runs a new process in a created or running container, as runc's: in all
-//! its namespaces and its cgroup, with the container's `process` (or `--process FILE`) and
-//! the changes given by flags; in the foreground (waiting, forwarding signals, exiting with
+//! Exec: runs a new process in a created or running container, as runc's: in all
+//! its namespaces and its cgroup, with the container's `process` (or a `process` file) and
+//! the changes asked for; in the foreground (waiting, forwarding signals, exiting with
 //! its status) or `--detach`ed.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _};
 use nix::unistd::Pid;
@@ -13,36 +13,68 @@ use peapod_container::{enter, ExecConfig, SignalForwarder};
 use peapod_ns::Target;
 use peapod_state::{ContainerId, Record, Status};
 
-use crate::args::ExecArgs;
-use crate::context::Context;
 use crate::create::{console_socket, write_pid_file};
-use crate::Failure;
+use crate::{Error, Result, Runtime};
 
-pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
-    let id: ContainerId = args.id.parse()?;
-    let (record, status) = crate::state::snapshot(ctx, &id)?;
+/// A process to run in a container, as `runc exec` takes it: a `process` JSON file, or a
+/// command with changes to the container's own process.
+#[derive(Debug, Default, Clone)]
+pub struct ExecOptions {
+    /// A `process` JSON file (then `command` must be empty).
+    pub process: Option<PathBuf>,
+    /// Give the process a terminal.
+    pub tty: bool,
+    /// Where the pty master is sent.
+    pub console_socket: Option<PathBuf>,
+    /// Return once it runs, rather than wait for it and forward signals.
+    pub detach: bool,
+    /// Where its PID is written.
+    pub pid_file: Option<PathBuf>,
+    /// `KEY=VALUE` added to (or replacing in) the container's environment.
+    pub env: Vec<String>,
+    /// Its working directory.
+    pub cwd: Option<PathBuf>,
+    /// `UID[:GID]`, numbers.
+    pub user: Option<String>,
+    /// Supplementary groups added.
+    pub additional_gids: Vec<u32>,
+    /// Capabilities added (to the bounding, effective and permitted sets).
+    pub caps: Vec<String>,
+    /// Run it in a paused container (it runs once the container is resumed).
+    pub ignore_paused: bool,
+    /// Set `no_new_privs`.
+    pub no_new_privs: bool,
+    /// How many descriptors after stdio it keeps.
+    pub preserve_fds: u32,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+}
+
+pub(crate) fn exec(rt: &Runtime, id: &str, args: &ExecOptions) -> Result<i32> {
+    let id: ContainerId = id.parse()?;
+    let (record, status) = crate::state::snapshot(rt, &id)?;
     let process = match (status, record.process) {
         (Status::Created | Status::Running, Some(process)) => process,
         // As runc: the new process joins the frozen cgroup, and runs once it is thawed.
         (Status::Paused, Some(process)) if args.ignore_paused => process,
         (Status::Paused, _) => {
-            return Err(Failure::runtime(anyhow!(
+            return Err(Error::runtime(anyhow!(
                 "container {id} is paused: cannot exec in it (use --ignore-paused to override)"
             )))
         }
         _ => {
-            return Err(Failure::runtime(anyhow!(
+            return Err(Error::runtime(anyhow!(
                 "container {id} is {}: cannot exec in it",
                 status.as_str()
             )))
         }
     };
-    let (process_spec, seccomp) = process_spec(&args, &record)?;
+    let (process_spec, seccomp) = process_spec(args, &record)?;
     let mut config = ExecConfig::from_process(&process_spec)
         .and_then(|c| c.seccomp(seccomp.as_ref()))
         .map_err(peapod_container::Error::from)?
         .preserve_fds(args.preserve_fds)
-        .exec_through(ctx.exec_through());
+        .exec_through(rt.exec_through());
     let console = console_socket(args.console_socket.as_deref(), config.wants_terminal())?;
     if let Some(socket) = &console {
         config = config.console_socket(socket.as_raw_fd());
@@ -51,7 +83,7 @@ pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
     let target = Target::open(Pid::from_raw(process.pid)).map_err(peapod_container::Error::from)?;
     // The pidfd pins the process; the start time proves it is still the container's.
     if !process.is_alive() {
-        return Err(Failure::runtime(anyhow!(
+        return Err(Error::runtime(anyhow!(
             "container {id} is stopped: cannot exec in it"
         )));
     }
@@ -65,7 +97,7 @@ pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
     let pid = created.start()?;
     tracing::debug!("exec process {pid} started in container {id}");
     if let Some(path) = &args.pid_file {
-        write_pid_file(path, pid.as_raw()).map_err(Failure::runtime)?;
+        write_pid_file(path, pid.as_raw()).map_err(Error::runtime)?;
     }
     match forwarder {
         None => Ok(0),
@@ -75,21 +107,18 @@ pub(crate) fn run(ctx: &Context, args: ExecArgs) -> Result<i32, Failure> {
 
 /// The process to run: `--process FILE`, or the container's own (as recorded at create) with
 /// the command and changes given on the command line; and the container's seccomp profile.
-fn process_spec(
-    args: &ExecArgs,
-    record: &Record,
-) -> Result<(Process, Option<LinuxSeccomp>), Failure> {
+fn process_spec(args: &ExecOptions, record: &Record) -> Result<(Process, Option<LinuxSeccomp>)> {
     let seccomp: Option<LinuxSeccomp> = recorded("seccomp profile", &record.spec_seccomp)?;
     if let Some(path) = &args.process {
         if !args.command.is_empty() {
-            return Err(Failure::usage(anyhow!(
+            return Err(Error::usage(anyhow!(
                 "give the command either in --process or after the id, not both"
             )));
         }
-        return Ok((read_process(path).map_err(Failure::runtime)?, seccomp));
+        return Ok((read_process(path).map_err(Error::runtime)?, seccomp));
     }
     if args.command.is_empty() {
-        return Err(Failure::usage(anyhow!(
+        return Err(Error::usage(anyhow!(
             "no command: give it after the id, or a process file with --process"
         )));
     }
@@ -99,7 +128,7 @@ fn process_spec(
     let mut env = process.env().clone().unwrap_or_default();
     for kv in &args.env {
         let Some((key, _)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-            return Err(Failure::usage(anyhow!("--env {kv:?}: expected KEY=VALUE")));
+            return Err(Error::usage(anyhow!("--env {kv:?}: expected KEY=VALUE")));
         };
         env.retain(|old| old.split_once('=').map(|(k, _)| k) != Some(key));
         env.push(kv.clone());
@@ -139,13 +168,13 @@ fn process_spec(
 fn recorded<T: serde::de::DeserializeOwned>(
     what: &str,
     value: &Option<serde_json::Value>,
-) -> Result<Option<T>, Failure> {
+) -> Result<Option<T>> {
     value
         .clone()
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| {
-            Failure::runtime(anyhow!(
+            Error::runtime(anyhow!(
                 "the container's recorded {what} is unreadable: {e}"
             ))
         })
@@ -163,9 +192,9 @@ fn read_process(path: &Path) -> anyhow::Result<Process> {
 }
 
 /// `UID` or `UID:GID`, both numbers.
-fn parse_user(spec: &str) -> Result<(u32, Option<u32>), Failure> {
+fn parse_user(spec: &str) -> Result<(u32, Option<u32>)> {
     let bad = || {
-        Failure::usage(anyhow!(
+        Error::usage(anyhow!(
             "--user {spec:?}: expected UID or UID:GID (numbers)"
         ))
     };
@@ -181,12 +210,12 @@ fn parse_user(spec: &str) -> Result<(u32, Option<u32>), Failure> {
 /// Adds capability `name` (`CAP_NET_ADMIN`, or without the prefix) to the bounding, effective
 /// and permitted sets, as runc does since 1.1.2: never to the inheritable or ambient ones,
 /// through which a program the process execs would keep it (CVE-2022-29162).
-fn add_capability(caps: &mut LinuxCapabilities, name: &str) -> Result<(), Failure> {
+fn add_capability(caps: &mut LinuxCapabilities, name: &str) -> Result<()> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
     let cap: Capability = bare
         .parse()
-        .map_err(|_| Failure::usage(anyhow!("--cap {name:?}: unknown capability")))?;
+        .map_err(|_| Error::usage(anyhow!("--cap {name:?}: unknown capability")))?;
     let add = |set: &Option<oci_spec::runtime::Capabilities>| {
         let mut set = set.clone().unwrap_or_default();
         set.insert(cap);

@@ -1,4 +1,5 @@
-//! `peapod state` and `peapod list`: what the store records, with the status read live.
+//! A container's state as runc reports it (`state`, `list`): what the store records, with
+//! the status read live.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -8,27 +9,35 @@ use anyhow::anyhow;
 use peapod_state::{rfc3339, ContainerId, Entry, Record, Status};
 use serde::Serialize;
 
-use crate::args::{Format, ListArgs};
-use crate::context::Context;
-use crate::Failure;
+use crate::{Error, Result, Runtime};
 
 /// The state JSON of the OCI runtime spec, with runc's extra fields.
 #[derive(Debug, Serialize)]
-pub(crate) struct StateJson {
+pub struct StateJson {
+    /// The spec version the container was made with.
     #[serde(rename = "ociVersion")]
-    oci_version: String,
-    id: String,
-    pid: i32,
-    status: &'static str,
-    bundle: PathBuf,
-    rootfs: PathBuf,
-    created: String,
-    owner: String,
-    annotations: BTreeMap<String, String>,
+    pub oci_version: String,
+    /// The container's id.
+    pub id: String,
+    /// Its process (0 once it has exited).
+    pub pid: i32,
+    /// `creating`, `created`, `running`, `paused`, `stopped` (or `unknown`).
+    pub status: &'static str,
+    /// Its bundle directory.
+    pub bundle: PathBuf,
+    /// Its root on the host.
+    pub rootfs: PathBuf,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// Who owns its state: `root` or a uid.
+    pub owner: String,
+    /// The spec's annotations.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl StateJson {
-    pub(crate) fn of(entry: &Entry, record: &Record) -> StateJson {
+    /// The state of the container of `entry`, recorded as `record`.
+    pub fn of(entry: &Entry, record: &Record) -> StateJson {
         let status = record.status(entry.dir());
         let pid = match status {
             Status::Created | Status::Running | Status::Paused => {
@@ -71,37 +80,32 @@ impl StateJson {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, Failure> {
-    serde_json::to_string_pretty(value).map_err(|e| Failure::runtime(anyhow!(e)))
-}
-
-pub(crate) fn state(ctx: &Context, id: &str) -> Result<i32, Failure> {
+pub(crate) fn state(rt: &Runtime, id: &str) -> Result<StateJson> {
     let id: ContainerId = id.parse()?;
-    let entry = ctx.store()?.load(&id)?;
+    let entry = rt.store()?.load(&id)?;
     let record = recorded(&entry)?;
-    println!("{}", to_json(&StateJson::of(&entry, &record))?);
-    Ok(0)
+    Ok(StateJson::of(&entry, &record))
 }
 
 /// The record of a container whose `create` finished.
-pub(crate) fn recorded(entry: &Entry) -> Result<Record, Failure> {
-    entry.record()?.ok_or_else(|| {
-        Failure::runtime(anyhow!("container {} was never fully created", entry.id()))
-    })
+pub(crate) fn recorded(entry: &Entry) -> Result<Record> {
+    entry
+        .record()?
+        .ok_or_else(|| Error::runtime(anyhow!("container {} was never fully created", entry.id())))
 }
 
 /// The record of container `id` and its status now, with the lock released again: for
 /// commands that take long (`exec`, `events`) and must not keep `kill` or `delete` out.
-pub(crate) fn snapshot(ctx: &Context, id: &ContainerId) -> Result<(Record, Status), Failure> {
-    let entry = ctx.store()?.load(id)?;
+pub(crate) fn snapshot(rt: &Runtime, id: &ContainerId) -> Result<(Record, Status)> {
+    let entry = rt.store()?.load(id)?;
     let record = recorded(&entry)?;
     let status = record.status(entry.dir());
     Ok((record, status))
 }
 
-pub(crate) fn list(ctx: &Context, args: ListArgs) -> Result<i32, Failure> {
-    crate::leftovers::reap(ctx);
-    let store = ctx.store()?;
+pub(crate) fn list(rt: &Runtime) -> Result<Vec<StateJson>> {
+    crate::leftovers::reap(rt);
+    let store = rt.store()?;
     let mut states = Vec::new();
     for id in store.ids()? {
         // A container deleted meanwhile is simply not listed.
@@ -117,31 +121,5 @@ pub(crate) fn list(ctx: &Context, args: ListArgs) -> Result<i32, Failure> {
             }
         }
     }
-    if args.quiet {
-        for s in &states {
-            println!("{}", s.id);
-        }
-        return Ok(0);
-    }
-    match args.format {
-        Format::Json => println!("{}", to_json(&states)?),
-        Format::Table => {
-            println!(
-                "{:<20} {:<8} {:<10} {:<40} {:<22} OWNER",
-                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
-            );
-            for s in &states {
-                println!(
-                    "{:<20} {:<8} {:<10} {:<40} {:<22} {}",
-                    s.id,
-                    s.pid,
-                    s.status,
-                    s.bundle.display(),
-                    s.created,
-                    s.owner
-                );
-            }
-        }
-    }
-    Ok(0)
+    Ok(states)
 }

@@ -1,4 +1,4 @@
-//! `peapod delete`: removes a container's state, killing its process first when it is only
+//! Deleting: removes a container's state, killing its process first when it is only
 //! created, or running and `--force` is given.
 
 use std::time::Duration;
@@ -8,23 +8,15 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use peapod_state::{ContainerId, Entry, Status};
 
-use crate::args::DeleteArgs;
-use crate::context::Context;
 use crate::kill::{container_pids, wait_gone};
-use crate::Failure;
+use crate::{Error, Result, Runtime};
 
 /// How long `delete` waits for killed processes to be gone.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn run(ctx: &Context, args: DeleteArgs) -> Result<i32, Failure> {
-    let id: ContainerId = args.id.parse()?;
-    delete(ctx, &id, args.force)?;
-    Ok(0)
-}
-
 /// Deletes container `id` (see the module doc).
-pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(), Failure> {
-    let entry = match ctx.store()?.load(id) {
+pub(crate) fn delete(rt: &Runtime, id: &ContainerId, force: bool) -> Result<()> {
+    let entry = match rt.store()?.load(id) {
         Ok(entry) => entry,
         // As runc: podman and containerd call `delete --force` to clean up after a failed
         // `create`, which may have left nothing to delete.
@@ -35,7 +27,7 @@ pub(crate) fn delete(ctx: &Context, id: &ContainerId, force: bool) -> Result<(),
 }
 
 /// Deletes the container of the locked `entry`.
-pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<(), Failure> {
+pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
     let id = entry.id().clone();
     let id = &id;
     let record = match entry.record() {
@@ -51,7 +43,7 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<(), Failure> {
     };
     let status = record.status(entry.dir());
     if matches!(status, Status::Running | Status::Paused) && !force {
-        return Err(Failure::runtime(anyhow!(
+        return Err(Error::runtime(anyhow!(
             "container {id} is {}: stop it first, or delete it with --force",
             status.as_str()
         )));
@@ -69,14 +61,14 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<(), Failure> {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         if !wait_gone(&[process], KILL_TIMEOUT) {
-            return Err(Failure::runtime(anyhow!(
+            return Err(Error::runtime(anyhow!(
                 "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
                 process.pid
             )));
         }
     }
     if let Some(cgroup) = &cgroup {
-        cgroup.remove().map_err(Failure::runtime)?;
+        cgroup.remove().map_err(Error::runtime)?;
     }
     entry.remove()?;
     // After the container is gone (runtime-spec, "Lifecycle" step 12); the record still
@@ -89,7 +81,7 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<(), Failure> {
 /// `delete --force` of a container whose `state.json` does not parse: whatever can still be
 /// read of it (its process, its cgroup) is killed and removed, else what is at its default
 /// cgroup path; then its directory goes.
-fn delete_corrupt(entry: Entry) -> Result<(), Failure> {
+fn delete_corrupt(entry: Entry) -> Result<()> {
     let id = entry.id().clone();
     let salvaged = entry.salvage();
     tracing::warn!("container {id}: its state file is corrupt; removing what can be found");
@@ -98,7 +90,7 @@ fn delete_corrupt(entry: Entry) -> Result<(), Failure> {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         if !wait_gone(&[process], KILL_TIMEOUT) {
-            return Err(Failure::runtime(anyhow!(
+            return Err(Error::runtime(anyhow!(
                 "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
                 process.pid
             )));
@@ -107,7 +99,7 @@ fn delete_corrupt(entry: Entry) -> Result<(), Failure> {
     match crate::cgroups::open(&salvaged.cgroup_paths)? {
         Some(cgroup) => {
             crate::cgroups::empty(&cgroup, true)?;
-            cgroup.remove().map_err(Failure::runtime)?;
+            cgroup.remove().map_err(Error::runtime)?;
         }
         None => crate::cgroups::remove_unrecorded(&id)?,
     }

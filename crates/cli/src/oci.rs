@@ -1,0 +1,211 @@
+//! The container commands: each turns its arguments into one call of `peapod-runtime` and
+//! prints what it returns, as runc prints it.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{anyhow, Context as _};
+use peapod_runtime::flags::{refuse_with_bundle, spec_from_flags, RunFlags};
+use peapod_runtime::{
+    bundle, CreateOptions, Error, ExecOptions, RunOptions, Runtime, UpdateRequest,
+};
+
+use crate::args::{CreateArgs, ExecArgs, Format, ListArgs, PsArgs, RunArgs, UpdateArgs};
+use crate::to_json;
+
+pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
+    rt.reap_leftovers();
+    if args.pod.is_some() && args.hostname.is_some() {
+        return Err(Error::usage(anyhow!(
+            "--hostname: a container in a pod has the pod's host name (pod create --hostname)"
+        )));
+    }
+    let flags = RunFlags {
+        name: args.name,
+        hostname: args.hostname,
+        env: args.env,
+        workdir: args.workdir,
+        volumes: args.volumes,
+        read_only: args.read_only,
+        net_host: args.net == crate::args::Network::Host,
+        share: args.share,
+        init: args.init,
+        init_path: args.init_path,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        user: args.user,
+        security_opt: args.security_opt,
+        limits: args.limits.limits(),
+        tty: args.tty,
+        command: args.command,
+    };
+    let (id, mut spec, bundle) = match &args.rootfs {
+        Some(rootfs) => {
+            let spec = spec_from_flags(&flags, rootfs, rt.rootless)?;
+            let bundle = std::env::current_dir()
+                .context("cannot read the current directory")
+                .map_err(Error::runtime)?;
+            let id = flags
+                .name
+                .clone()
+                .unwrap_or_else(peapod_runtime::flags::generated_id);
+            (id, spec, bundle)
+        }
+        None => {
+            refuse_with_bundle(&flags)?;
+            let id = args.id.ok_or_else(|| {
+                Error::usage(anyhow!(
+                    "run needs --rootfs DIR -- CMD, or a container id for the bundle"
+                ))
+            })?;
+            let (bundle, spec) = bundle::load(args.bundle.as_deref().unwrap_or(Path::new(".")))
+                .map_err(Error::runtime)?;
+            (id, spec, bundle)
+        }
+    };
+    // In a pod: its namespaces joined, and (detached) the output to the pod's logs.
+    let attached = match &args.pod {
+        Some(pod) => Some(peapod_pod::attach(
+            rt,
+            pod,
+            &id,
+            &mut spec,
+            args.detach,
+            None,
+        )?),
+        None => None,
+    };
+    let options = RunOptions {
+        detach: args.detach,
+        pid_file: args.pid_file,
+        console_socket: args.console_socket,
+        cgroup_parent: attached.as_ref().and_then(|a| a.cgroup()),
+    };
+    // Released once the container is made: the pod's lock is not held while it runs.
+    rt.run(&id, &spec, &bundle, options, |created| match attached {
+        Some(attached) if !created => attached.abandon(),
+        attached => drop(attached),
+    })
+}
+
+pub(crate) fn create(rt: &Runtime, args: CreateArgs) -> Result<i32, Error> {
+    rt.reap_leftovers();
+    let (bundle, spec) = bundle::load(&args.bundle).map_err(Error::runtime)?;
+    let options = CreateOptions {
+        fifo: true,
+        pid_file: args.pid_file,
+        preserve_fds: args.preserve_fds,
+        no_pivot: args.no_pivot,
+        console_socket: args.console_socket,
+        ..CreateOptions::default()
+    };
+    rt.create(&args.id, &spec, &bundle, &options)?.detach();
+    Ok(0)
+}
+
+pub(crate) fn list(rt: &Runtime, args: ListArgs) -> Result<i32, Error> {
+    let states = rt.list()?;
+    if args.quiet {
+        for s in &states {
+            println!("{}", s.id);
+        }
+        return Ok(0);
+    }
+    match args.format {
+        Format::Json => println!("{}", to_json(&states)?),
+        Format::Table => {
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} {:<22} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
+            for s in &states {
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<22} {}",
+                    s.id,
+                    s.pid,
+                    s.status,
+                    s.bundle.display(),
+                    s.created,
+                    s.owner
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) fn exec(rt: &Runtime, args: ExecArgs) -> Result<i32, Error> {
+    let options = ExecOptions {
+        process: args.process,
+        tty: args.tty,
+        console_socket: args.console_socket,
+        detach: args.detach,
+        pid_file: args.pid_file,
+        env: args.env,
+        cwd: args.cwd,
+        user: args.user,
+        additional_gids: args.additional_gids,
+        caps: args.caps,
+        ignore_paused: args.ignore_paused,
+        no_new_privs: args.no_new_privs,
+        preserve_fds: args.preserve_fds,
+        command: args.command,
+    };
+    rt.exec(&args.id, &options)
+}
+
+/// `peapod ps`: the container's processes, as ps(1) shows them or as a JSON list of PIDs.
+pub(crate) fn ps(rt: &Runtime, args: PsArgs) -> Result<i32, Error> {
+    let pids = rt.pids(&args.id)?;
+    if args.format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string(&pids).map_err(|e| Error::runtime(anyhow!(e)))?
+        );
+        return Ok(0);
+    }
+    let ps_args = if args.ps_args.is_empty() {
+        vec!["-ef".to_owned()]
+    } else {
+        args.ps_args
+    };
+    let out = Command::new("ps")
+        .args(&ps_args)
+        .output()
+        .map_err(|e| Error::runtime(anyhow!("cannot run ps: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let column = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| Error::runtime(anyhow!("ps output has no PID column")))?;
+    println!("{header}");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(column)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pids.contains(&pid)) {
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) fn update(rt: &Runtime, args: UpdateArgs) -> Result<i32, Error> {
+    let request = UpdateRequest {
+        resources: args.resources,
+        memory: args.memory,
+        memory_reservation: args.memory_reservation,
+        memory_swap: args.memory_swap,
+        pids_limit: args.pids_limit,
+        cpu_quota: args.cpu_quota,
+        cpu_period: args.cpu_period,
+        cpu_shares: args.cpu_shares,
+        cpuset_cpus: args.cpuset_cpus,
+        cpuset_mems: args.cpuset_mems,
+        blkio_weight: args.blkio_weight,
+    };
+    rt.update(&args.id, &request).map(|()| 0)
+}

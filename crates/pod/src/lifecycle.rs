@@ -1,0 +1,602 @@
+//! A pod's life: made (its cgroup and infra process), joined by containers, stopped and
+//! removed, on the runtime API of `peapod-runtime`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{Member, PodEntry, PodRecord, PodStatus, PodStore};
+use anyhow::{anyhow, Context as _};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxResources, Spec};
+use peapod_cgroups::Cgroup;
+use peapod_ns::Namespace;
+use peapod_state::{ContainerId, ProcessIdentity, Status};
+use serde::Serialize;
+
+use peapod_runtime::flags::{with_limits, Limits};
+use peapod_runtime::{Error as RuntimeError, Runtime};
+
+use crate::infra;
+
+/// The annotation naming a container's pod.
+pub const POD_ANNOTATION: &str = "io.peapod.pod";
+
+/// The pods under the state root.
+pub(crate) fn pods(rt: &Runtime) -> Result<PodStore, RuntimeError> {
+    Ok(PodStore::open(&rt.root)?)
+}
+
+pub(crate) fn record_of(entry: &PodEntry) -> Result<PodRecord, RuntimeError> {
+    entry.record()?.ok_or_else(|| {
+        RuntimeError::runtime(anyhow!(
+            "pod {} has no record (its creation died half-way): remove it with `peapod pod rm -f`",
+            entry.name()
+        ))
+    })
+}
+
+/// Pinning namespaces needs mounts in the host's mount namespace, and a pod's user
+/// namespace is not made yet: pods need root.
+pub(crate) fn refuse_rootless(rt: &Runtime) -> Result<(), RuntimeError> {
+    match rt.rootless {
+        true => Err(RuntimeError::runtime(anyhow!(
+            "pods need root: their namespaces are pinned with bind mounts"
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// A pod to make with [`create`], as `peapod pod create` takes it.
+#[derive(Debug, Clone)]
+pub struct PodOptions {
+    /// The pod's name (a container id).
+    pub name: String,
+    /// Its host name (the pod must share its uts namespace); by default its name.
+    pub hostname: Option<String>,
+    /// The namespace kinds its containers share.
+    pub share: Vec<Namespace>,
+    /// `KEY=VALUE` labels.
+    pub labels: Vec<String>,
+    /// The static peapod-init its infra process runs, where it is not found by itself.
+    pub init_path: Option<PathBuf>,
+    /// The limits of the pod's cgroup, which hold for its containers together.
+    pub limits: Limits,
+}
+
+/// Makes a pod (`peapod pod create`): its cgroup and its infra process in new namespaces of
+/// the shared kinds, pinned under the state root. On failure nothing is left.
+pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
+    refuse_rootless(rt)?;
+    let name = PodStore::parse_name(&args.name)?;
+    let uts = args.share.contains(&Namespace::Uts);
+    if args.hostname.is_some() && !uts {
+        return Err(RuntimeError::usage(anyhow!(
+            "--hostname needs the pod to share its uts namespace (--share ...,uts)"
+        )));
+    }
+    let labels: BTreeMap<String, String> = args
+        .labels
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let init =
+        peapod_runtime::init::locate(args.init_path.as_deref()).map_err(RuntimeError::usage)?;
+    let mut record = PodRecord::new(&name);
+    record.hostname = uts.then(|| args.hostname.clone().unwrap_or_else(|| name.to_string()));
+    record.shared = args.share.iter().map(ToString::to_string).collect();
+    record.shared.dedup();
+    record.labels = labels;
+    let resources = with_limits(None, &args.limits);
+    make(rt, &name, record, &init, resources.as_ref())?;
+    Ok(())
+}
+
+/// Makes the pod `name` as `record` describes it: its cgroup, with the limits `resources`,
+/// and its infra process in it. On failure nothing is left. Returns the locked entry.
+pub(crate) fn make(
+    rt: &Runtime,
+    name: &ContainerId,
+    mut record: PodRecord,
+    init: &Path,
+    resources: Option<&LinuxResources>,
+) -> Result<PodEntry, RuntimeError> {
+    let store = pods(rt)?;
+    let entry = store.create(name)?;
+    // The cgroup is recorded before it is made, so that `pod rm` finds it after a crash.
+    let started = peapod_runtime::cgroups::locate_new_pod(name)
+        .and_then(|paths| {
+            record.cgroup_paths = paths;
+            Ok(entry.save(&record)?)
+        })
+        .and_then(|()| peapod_runtime::cgroups::create_pod(name, resources))
+        .and_then(|_| infra::start(&entry, &mut record, init));
+    match started {
+        Ok(()) => Ok(entry),
+        Err(e) => {
+            let _ = stop(rt, &entry, &mut record, Duration::ZERO);
+            let _ = remove_cgroup(&record);
+            let _ = store.remove(entry);
+            Err(e)
+        }
+    }
+}
+
+/// Removes the pod's cgroup (its containers' cgroups below it must be gone).
+fn remove_cgroup(record: &PodRecord) -> Result<(), RuntimeError> {
+    let infra: Vec<PathBuf> = record
+        .cgroup_paths
+        .iter()
+        .map(|p| p.join(infra::INFRA_CGROUP))
+        .collect();
+    // The infra process's leaf first: a cgroup with a child cannot go.
+    for paths in [&infra, &record.cgroup_paths] {
+        if let Some(cgroup) = peapod_runtime::cgroups::open(paths)? {
+            cgroup.remove().map_err(RuntimeError::runtime)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills the spec's `linux.namespaces` with the pod's pinned namespaces (the container keeps
+/// its own mount namespace and rootfs), and drops its host name when the pod names it.
+pub fn join(spec: &mut Spec, record: &PodRecord, pod_dir: &Path) -> Result<(), RuntimeError> {
+    let linux = spec
+        .linux_mut()
+        .as_mut()
+        .ok_or_else(|| RuntimeError::runtime(anyhow!("linux: missing")))?;
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for (kind, pin) in record.pins(pod_dir) {
+        let typ = peapod_container::oci_namespace_type(kind);
+        namespaces.retain(|ns| ns.typ() != typ);
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .path(pin)
+                .build()
+                .context("cannot describe a namespace")
+                .map_err(RuntimeError::runtime)?,
+        );
+    }
+    linux.set_namespaces(Some(namespaces));
+    if record.shares(Namespace::Uts) {
+        spec.set_hostname(None);
+    }
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(POD_ANNOTATION.to_owned(), record.name.clone());
+    spec.set_annotations(Some(annotations));
+    Ok(())
+}
+
+/// A container being added to a pod: holds the pod's lock (so that `pod rm` waits until the
+/// container is recorded) and, for a detached container, points stdout and stderr at its log
+/// file while the container process is made. Dropping it releases both.
+#[derive(Debug)]
+pub struct Attached {
+    entry: PodEntry,
+    record: PodRecord,
+    cgroup: Option<Cgroup>,
+    id: String,
+    _stdio: Option<Stdio>,
+}
+
+/// Adds container `id` to pod `pod`: checks that the pod runs, records the member (before
+/// the container exists, so `pod rm` never misses it) and joins `spec` to its namespaces.
+pub fn attach(
+    rt: &Runtime,
+    pod: &str,
+    id: &str,
+    spec: &mut Spec,
+    detach: bool,
+    member: Option<(&str, bool)>,
+) -> Result<Attached, RuntimeError> {
+    refuse_rootless(rt)?;
+    // Before the pod's record is touched: a failed create would otherwise drop the live
+    // container of that id from the pod (only `pod play` restarts reuse an id).
+    if member.is_none() && rt.root.join(id).exists() {
+        return Err(RuntimeError::runtime(anyhow!(
+            "container {id} already exists"
+        )));
+    }
+    let entry = pods(rt)?.load(&PodStore::parse_name(pod)?)?;
+    let mut record = record_of(&entry)?;
+    match record.status() {
+        PodStatus::Running => {}
+        status => {
+            return Err(RuntimeError::runtime(anyhow!(
+                "pod {pod} is {}: its infra process is gone",
+                status.as_str()
+            )))
+        }
+    }
+    join(spec, &record, entry.dir())?;
+    let cgroup = peapod_runtime::cgroups::open(&record.cgroup_paths)?;
+    // Members whose container is gone (a foreground run that ended) are forgotten now.
+    record.containers.retain(|m| m.id == id || rt.exists(&m.id));
+    match record.containers.iter_mut().find(|m| m.id == id) {
+        Some(existing) => existing.restarts += 1,
+        None => record.containers.push(Member {
+            id: id.to_owned(),
+            name: member.map(|(name, _)| name.to_owned()),
+            init: member.is_some_and(|(_, init)| init),
+            restarts: 0,
+        }),
+    }
+    entry.save(&record)?;
+    let stdio = match detach {
+        true => {
+            let logs = entry.subdir("logs")?;
+            let log = File::options()
+                .create(true)
+                .append(true)
+                .open(logs.join(format!("{id}.log")))
+                .context("cannot open the container's log file")
+                .map_err(RuntimeError::runtime)?;
+            Some(Stdio::redirect(Some(&log)).map_err(RuntimeError::runtime)?)
+        }
+        false => None,
+    };
+    Ok(Attached {
+        entry,
+        record,
+        cgroup,
+        id: id.to_owned(),
+        _stdio: stdio,
+    })
+}
+
+impl Attached {
+    /// The pod's cgroup, which the container's own goes below.
+    pub fn cgroup(&self) -> Option<Cgroup> {
+        self.cgroup.clone()
+    }
+
+    /// The container could not be made: it is no member after all.
+    pub fn abandon(mut self) {
+        self.record.containers.retain(|m| m.id != self.id);
+        let _ = self.entry.save(&self.record);
+    }
+}
+
+/// Stdin from `/dev/null` and stdout and stderr to a file (or `/dev/null`) while this value
+/// lives, so that a container process made meanwhile inherits them; the old ones come back
+/// on drop. The CLI is single-threaded, so nothing else writes meanwhile but our own logs.
+#[derive(Debug)]
+pub(crate) struct Stdio {
+    saved: Vec<OwnedFd>,
+}
+
+impl Stdio {
+    pub(crate) fn redirect(out: Option<&File>) -> anyhow::Result<Stdio> {
+        use nix::fcntl::{fcntl, FcntlArg};
+        use std::os::fd::FromRawFd;
+        let null = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .context("cannot open /dev/null")?;
+        let mut saved = Vec::new();
+        for fd in 0..3 {
+            let copy = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3)).context("cannot save stdio")?;
+            // SAFETY: fcntl returned a fresh descriptor that nothing else owns.
+            saved.push(unsafe { OwnedFd::from_raw_fd(copy) });
+        }
+        let out: RawFd = out.map_or(null.as_raw_fd(), AsRawFd::as_raw_fd);
+        for (fd, from) in [(0, null.as_raw_fd()), (1, out), (2, out)] {
+            nix::unistd::dup2(from, fd).context("cannot redirect stdio")?;
+        }
+        Ok(Stdio { saved })
+    }
+}
+
+impl Drop for Stdio {
+    fn drop(&mut self) {
+        for (fd, saved) in self.saved.iter().enumerate() {
+            let _ = nix::unistd::dup2(saved.as_raw_fd(), fd as RawFd);
+        }
+    }
+}
+
+/// The live process of container `id`, if it has one.
+fn container_process(rt: &Runtime, id: &str) -> Option<(ProcessIdentity, Status)> {
+    let id: ContainerId = id.parse().ok()?;
+    let entry = rt.store().ok()?.load(&id).ok()?;
+    let record = entry.record().ok()??;
+    let status = record.status(entry.dir());
+    Some((record.process?, status))
+}
+
+/// The cgroup of container `id`, if it has a record naming one.
+fn container_cgroup(rt: &Runtime, id: &str) -> Option<Cgroup> {
+    let id: ContainerId = id.parse().ok()?;
+    let record = rt.store().ok()?.load(&id).ok()?.record().ok()??;
+    peapod_runtime::cgroups::of_record(&record).ok()?
+}
+
+/// Waits until none of `processes` lives, at most `timeout`; returns whether they are gone.
+fn signal_all(processes: &[ProcessIdentity], signal: Signal) {
+    for p in processes.iter().filter(|p| p.is_alive()) {
+        let _ = kill(Pid::from_raw(p.pid), signal);
+    }
+}
+
+/// Stops the pod: the monitor first (nothing restarts), then the containers (SIGTERM, then
+/// SIGKILL after `grace`), then the infra process, then whatever is left in the containers'
+/// cgroups and the pod's; unpins the namespaces.
+pub(crate) fn stop(
+    rt: &Runtime,
+    entry: &PodEntry,
+    record: &mut PodRecord,
+    grace: Duration,
+) -> Result<(), RuntimeError> {
+    if let Some(monitor) = record.monitor.take() {
+        signal_all(&[monitor], Signal::SIGKILL);
+        peapod_runtime::wait_gone(&[monitor], peapod_runtime::cgroups::TIMEOUT);
+    }
+    let processes: Vec<ProcessIdentity> = record
+        .containers
+        .iter()
+        .filter_map(|m| container_process(rt, &m.id))
+        .map(|(p, _)| p)
+        .collect();
+    if !grace.is_zero() {
+        signal_all(&processes, Signal::SIGTERM);
+    }
+    if !peapod_runtime::wait_gone(&processes, grace) {
+        signal_all(&processes, Signal::SIGKILL);
+    }
+    let mut all = processes;
+    all.extend(record.infra);
+    // peapod-init -P ends on SIGTERM; SIGKILL leaves it no choice.
+    signal_all(&all, Signal::SIGKILL);
+    if !peapod_runtime::wait_gone(&all, peapod_runtime::cgroups::TIMEOUT) {
+        return Err(RuntimeError::runtime(anyhow!(
+            "pod {}: processes did not die within {:?}",
+            record.name,
+            peapod_runtime::cgroups::TIMEOUT
+        )));
+    }
+    // Processes that left their container's process tree (daemons, the orphans of a
+    // container without a PID namespace) are still in its cgroup, or in the pod's.
+    for member in &record.containers {
+        if let Some(cgroup) = container_cgroup(rt, &member.id) {
+            peapod_runtime::cgroups::empty(&cgroup, false)?;
+        }
+    }
+    if let Some(cgroup) = peapod_runtime::cgroups::open(&record.cgroup_paths)? {
+        peapod_runtime::cgroups::empty(&cgroup, false)?;
+    }
+    infra::unpin_all(entry)?;
+    if record.infra.is_some() {
+        record.stopped = true;
+    }
+    entry.save(record)?;
+    Ok(())
+}
+
+/// Stops pod `name` (`peapod pod stop`): its containers get SIGTERM, then SIGKILL after
+/// `timeout` seconds (else the grace period it was played with, else 10 s).
+pub fn stop_pod(rt: &Runtime, name: &str, timeout: Option<u64>) -> Result<(), RuntimeError> {
+    let store = pods(rt)?;
+    let entry = store.load(&PodStore::parse_name(name)?)?;
+    let mut record = record_of(&entry)?;
+    let grace = timeout.or(record.grace_seconds).unwrap_or(10);
+    stop(rt, &entry, &mut record, Duration::from_secs(grace))
+}
+
+/// Removes pod `name` (`peapod pod rm`): containers, infra process, pins, state; a running
+/// one only with `force`.
+pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError> {
+    let store = pods(rt)?;
+    let entry = store.load(&PodStore::parse_name(name)?)?;
+    let Some(mut record) = entry.record()? else {
+        infra::unpin_all(&entry)?;
+        store.remove(entry)?;
+        return Ok(());
+    };
+    let status = record.status();
+    if status == PodStatus::Running && !force {
+        return Err(RuntimeError::runtime(anyhow!(
+            "pod {} is running: stop it first, or remove it with --force",
+            name
+        )));
+    }
+    stop(rt, &entry, &mut record, Duration::ZERO)?;
+    // Every member is tried, whatever happens to one: the first failure is reported after.
+    let mut first_failure = None;
+    for member in &record.containers {
+        let deleted = member
+            .id
+            .parse::<ContainerId>()
+            .map_err(RuntimeError::from)
+            .and_then(|id| rt.delete(id.as_str(), true));
+        if let Err(e) = deleted {
+            first_failure.get_or_insert(e);
+        }
+    }
+    if let Some(failure) = first_failure {
+        return Err(failure);
+    }
+    remove_cgroup(&record)?;
+    store.remove(entry)?;
+    Ok(())
+}
+
+/// One line of `pod list`.
+#[derive(Debug, Serialize)]
+pub struct PodSummary {
+    /// The pod's name.
+    pub name: String,
+    /// `running`, `failed` or `stopped`.
+    pub status: &'static str,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// Its host name, when it shares its uts namespace.
+    pub hostname: Option<String>,
+    /// The namespace kinds it shares.
+    pub shared: Vec<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its infra process (0 when not running).
+    pub infra_pid: i32,
+    /// How many of its containers exist.
+    pub containers: usize,
+}
+
+/// Every pod under the state root (`peapod pod list`).
+pub fn list(rt: &Runtime) -> Result<Vec<PodSummary>, RuntimeError> {
+    let store = pods(rt)?;
+    let mut rows = Vec::new();
+    for name in store.names()? {
+        let Ok(entry) = store.load(&name) else {
+            continue;
+        };
+        let Some(record) = entry.record()? else {
+            continue;
+        };
+        let status = record.status();
+        rows.push(PodSummary {
+            name: record.name.clone(),
+            status: status.as_str(),
+            created: peapod_state::rfc3339(record.created),
+            hostname: record.hostname.clone(),
+            shared: record.shared.clone(),
+            labels: record.labels.clone(),
+            infra_pid: live_pid(record.infra, status == PodStatus::Running),
+            containers: record
+                .containers
+                .iter()
+                .filter(|m| rt.exists(&m.id))
+                .count(),
+        });
+    }
+    Ok(rows)
+}
+
+fn live_pid(process: Option<ProcessIdentity>, alive: bool) -> i32 {
+    match (process, alive) {
+        (Some(p), true) => p.pid,
+        _ => 0,
+    }
+}
+
+/// One pod in detail (`peapod pod ps`).
+#[derive(Debug, Serialize)]
+pub struct PodDetails {
+    /// The pod's name.
+    pub name: String,
+    /// `running`, `failed` or `stopped`.
+    pub status: &'static str,
+    /// Its host name, when it shares its uts namespace.
+    pub hostname: Option<String>,
+    /// Its infra process (0 when not running).
+    pub infra_pid: i32,
+    /// The inode of each shared namespace (as `ls -l /proc/PID/ns` shows it).
+    pub namespaces: BTreeMap<String, u64>,
+    /// The pod's cgroup, one directory per hierarchy.
+    pub cgroup_paths: Vec<std::path::PathBuf>,
+    /// Its containers that exist.
+    pub containers: Vec<MemberDetails>,
+}
+
+/// One container of [`PodDetails`].
+#[derive(Debug, Serialize)]
+pub struct MemberDetails {
+    /// The container's id.
+    pub id: String,
+    /// Its name in the manifest.
+    pub name: Option<String>,
+    /// Whether it is an init container.
+    pub init: bool,
+    /// Its status.
+    pub status: &'static str,
+    /// Its process (0 when not live).
+    pub pid: i32,
+    /// How often the monitor restarted it.
+    pub restarts: u32,
+}
+
+/// Pod `name` in detail (`peapod pod ps`).
+pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
+    let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
+    let record = record_of(&entry)?;
+    drop(entry);
+    let status = record.status();
+    let containers: Vec<MemberDetails> = record
+        .containers
+        .iter()
+        .filter(|m| rt.exists(&m.id))
+        .map(|m| {
+            let (pid, status) = match container_process(rt, &m.id) {
+                Some((p, status)) => (live_pid(Some(p), peapod_runtime::is_live(status)), status),
+                None => (0, Status::Stopped),
+            };
+            MemberDetails {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                init: m.init,
+                status: status.as_str(),
+                pid,
+                restarts: m.restarts,
+            }
+        })
+        .collect();
+    Ok(PodDetails {
+        name: record.name.clone(),
+        status: status.as_str(),
+        hostname: record.hostname.clone(),
+        infra_pid: live_pid(record.infra, status == PodStatus::Running),
+        namespaces: record.namespaces.clone(),
+        cgroup_paths: record.cgroup_paths.clone(),
+        containers,
+    })
+}
+
+/// The log of one container of a pod: its label (its name in the manifest, else its id) and
+/// what it wrote while detached.
+#[derive(Debug)]
+pub struct MemberLog {
+    /// Its name in the manifest, else its id.
+    pub label: String,
+    /// Its output.
+    pub text: String,
+}
+
+/// The logs of pod `name`'s containers, or of the one whose id or name is `container`.
+pub fn logs(
+    rt: &Runtime,
+    name: &str,
+    container: Option<&str>,
+) -> Result<Vec<MemberLog>, RuntimeError> {
+    let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
+    let record = record_of(&entry)?;
+    let dir = entry.dir().join("logs");
+    drop(entry);
+    let members: Vec<&Member> = match container {
+        Some(wanted) => {
+            let found: Vec<&Member> = record
+                .containers
+                .iter()
+                .filter(|m| m.id == wanted || m.name.as_deref() == Some(wanted))
+                .collect();
+            if found.is_empty() {
+                return Err(RuntimeError::runtime(anyhow!(
+                    "pod {name} has no container {wanted}"
+                )));
+            }
+            found
+        }
+        None => record.containers.iter().collect(),
+    };
+    Ok(members
+        .into_iter()
+        .map(|m| MemberLog {
+            label: m.name.clone().unwrap_or_else(|| m.id.clone()),
+            text: std::fs::read_to_string(dir.join(format!("{}.log", m.id))).unwrap_or_default(),
+        })
+        .collect())
+}

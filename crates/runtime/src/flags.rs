@@ -1,0 +1,262 @@
+//! A container's spec from the friendly flags of `peapod run --rootfs DIR -- CMD` (as
+//! `docker run` has them): runc's default spec, rootless when not root, then the flags.
+
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxResources, Mount, MountBuilder, Spec};
+use peapod_container::default_spec;
+use peapod_ns::Namespace;
+
+use crate::security::{CapName, SecurityArgs, SecurityOpt, UserArg};
+use crate::{Error, Result};
+
+/// A bind mount asked for with `--volume HOST:CTR[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The directory or file on the host.
+    pub host: PathBuf,
+    /// Where it appears in the container (absolute).
+    pub container: PathBuf,
+    /// Mounted read-only.
+    pub readonly: bool,
+}
+
+/// `--memory`, `--cpus` and `--pids-limit`: a container's limits, or a whole pod's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// `memory.limit` in bytes.
+    pub memory: Option<i64>,
+    /// CPUs, as a CFS quota of this many 100 ms periods.
+    pub cpus: Option<f64>,
+    /// `pids.limit`.
+    pub pids_limit: Option<i64>,
+}
+
+/// The flags of `peapod run` that build a spec, checked for form.
+#[derive(Debug, Clone, Default)]
+pub struct RunFlags {
+    /// `--name`: the container's id, and its host name unless `hostname` is given.
+    pub name: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--env KEY=VALUE`, added to (or replacing in) the default environment.
+    pub env: Vec<String>,
+    /// `--workdir`.
+    pub workdir: Option<PathBuf>,
+    /// `--volume`.
+    pub volumes: Vec<Volume>,
+    /// `--read-only`: the root mounted read-only.
+    pub read_only: bool,
+    /// `--net host`: the host's network namespace.
+    pub net_host: bool,
+    /// `--share`: the host's namespaces of these kinds.
+    pub share: Vec<Namespace>,
+    /// `--init`: peapod-init as PID 1.
+    pub init: bool,
+    /// `--init-path`.
+    pub init_path: Option<PathBuf>,
+    /// `--cap-add`.
+    pub cap_add: Vec<CapName>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<CapName>,
+    /// `--user`.
+    pub user: Option<UserArg>,
+    /// `--security-opt`.
+    pub security_opt: Vec<SecurityOpt>,
+    /// `--memory`, `--cpus`, `--pids-limit`.
+    pub limits: Limits,
+    /// `--tty`.
+    pub tty: bool,
+    /// The command after `--`.
+    pub command: Vec<String>,
+}
+
+/// `resources` with `--memory`, `--cpus` and `--pids-limit` added (as `docker run` sets them:
+/// `--cpus N` is a CFS quota of N periods of 100 ms); a container's, or a whole pod's.
+pub fn with_limits(resources: Option<LinuxResources>, limits: &Limits) -> Option<LinuxResources> {
+    if limits.memory.is_none() && limits.cpus.is_none() && limits.pids_limit.is_none() {
+        return resources;
+    }
+    let mut resources = resources.unwrap_or_default();
+    if let Some(bytes) = limits.memory {
+        let mut memory = resources.memory().unwrap_or_default();
+        memory.set_limit(Some(bytes));
+        resources.set_memory(Some(memory));
+    }
+    if let Some(cpus) = limits.cpus {
+        const PERIOD_US: u64 = 100_000;
+        let mut cpu = resources.cpu().clone().unwrap_or_default();
+        cpu.set_period(Some(PERIOD_US));
+        cpu.set_quota(Some((cpus * PERIOD_US as f64).round() as i64));
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(limit) = limits.pids_limit {
+        let mut pids = oci_spec::runtime::LinuxPids::default();
+        pids.set_limit(limit);
+        resources.set_pids(Some(pids));
+    }
+    Some(resources)
+}
+
+/// An id for a `--rootfs` container without `--name`: unique among live ones on this host.
+pub fn generated_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("run-{}-{nanos:09}", std::process::id())
+}
+
+/// Refuses the flags that build a spec: with a bundle they have no meaning, as its
+/// `config.json` says all of this itself.
+pub fn refuse_with_bundle(args: &RunFlags) -> Result<()> {
+    let security = security_args(args).any();
+    let used = [
+        ("--name", args.name.is_some()),
+        ("--hostname", args.hostname.is_some()),
+        ("--env", !args.env.is_empty()),
+        ("--workdir", args.workdir.is_some()),
+        ("--volume", !args.volumes.is_empty()),
+        ("--read-only", args.read_only),
+        ("--share", !args.share.is_empty()),
+        ("--init", args.init),
+        ("--tty", args.tty),
+        ("--memory", args.limits.memory.is_some()),
+        ("--cpus", args.limits.cpus.is_some()),
+        ("--pids-limit", args.limits.pids_limit.is_some()),
+        ("-- CMD", !args.command.is_empty()),
+        (security.unwrap_or_default(), security.is_some()),
+    ];
+    match used.iter().find(|(_, used)| *used) {
+        Some((flag, _)) => Err(Error::usage(anyhow::anyhow!(
+            "{flag} goes with --rootfs; a bundle's config.json says this itself"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The privilege flags: `--cap-add`, `--cap-drop`, `--user`, `--security-opt`.
+fn security_args(args: &RunFlags) -> SecurityArgs<'_> {
+    SecurityArgs {
+        cap_add: &args.cap_add,
+        cap_drop: &args.cap_drop,
+        user: args.user.as_ref(),
+        security_opt: &args.security_opt,
+    }
+}
+
+fn bind_mount(volume: &Volume) -> anyhow::Result<Mount> {
+    let host = std::path::absolute(&volume.host)
+        .with_context(|| format!("invalid volume host path {}", volume.host.display()))?;
+    let mut options = vec!["rbind".to_owned()];
+    if volume.readonly {
+        options.push("ro".to_owned());
+    }
+    MountBuilder::default()
+        .destination(volume.container.clone())
+        .typ("bind")
+        .source(host)
+        .options(options)
+        .build()
+        .context("cannot describe a bind mount")
+}
+
+/// The spec for `args` and the root `rootfs`: runc's defaults, rootless (a user namespace
+/// mapping the caller's ids) when `rootless`, then the flags.
+pub fn spec_from_flags(args: &RunFlags, rootfs: &Path, rootless: bool) -> Result<Spec> {
+    if args.command.is_empty() {
+        return Err(Error::usage(anyhow::anyhow!(
+            "no command: give it after --, as in `peapod run --rootfs DIR -- /bin/sh`"
+        )));
+    }
+    if args.command[0].is_empty() {
+        return Err(Error::usage(anyhow::anyhow!("empty command")));
+    }
+    let ids = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let mut spec = default_spec(rootless.then_some(ids));
+
+    let mut shared = args.share.clone();
+    if args.net_host {
+        shared.push(Namespace::Net);
+    }
+    if shared.contains(&Namespace::Uts) && args.hostname.is_some() {
+        return Err(Error::usage(anyhow::anyhow!(
+            "--hostname needs the container's own uts namespace, but --share uts keeps the host's"
+        )));
+    }
+    if let Some(linux) = spec.linux_mut() {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        namespaces.retain(|ns| {
+            let kind = ns.typ().to_string().parse::<Namespace>();
+            !kind.is_ok_and(|kind| shared.contains(&kind))
+        });
+        linux.set_namespaces(Some(namespaces));
+    }
+    let hostname = if shared.contains(&Namespace::Uts) {
+        None
+    } else {
+        Some(
+            args.hostname
+                .clone()
+                .or_else(|| args.name.clone())
+                .unwrap_or_else(|| "peapod".into()),
+        )
+    };
+    spec.set_hostname(hostname);
+
+    let root_path = std::path::absolute(rootfs)
+        .with_context(|| format!("invalid rootfs path {}", rootfs.display()))
+        .map_err(Error::usage)?;
+    security_args(args)
+        .apply(&mut spec, &root_path)
+        .map_err(Error::runtime)?;
+    if let Some(root) = spec.root_mut() {
+        root.set_path(root_path).set_readonly(Some(args.read_only));
+    }
+
+    let init = match args.init {
+        true => Some(
+            crate::init::locate(args.init_path.as_deref())
+                .context("--init")
+                .map_err(Error::usage)?,
+        ),
+        false => None,
+    };
+    if let Some(process) = spec.process_mut() {
+        process.set_args(Some(match init {
+            Some(_) => crate::init::wrap(&args.command),
+            None => args.command.clone(),
+        }));
+        process.set_terminal(Some(args.tty));
+        let mut env = process.env().clone().unwrap_or_default();
+        for kv in &args.env {
+            let key = kv.split('=').next().unwrap_or_default();
+            env.retain(|existing| existing.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+        process.set_env(Some(env));
+        if let Some(dir) = &args.workdir {
+            process.set_cwd(dir.clone());
+        }
+    }
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for volume in &args.volumes {
+        mounts.push(bind_mount(volume).map_err(Error::usage)?);
+    }
+    if let Some(init) = &init {
+        mounts.push(
+            crate::init::mount(init, crate::init::INIT_IN_CONTAINER).map_err(Error::runtime)?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    if let Some(linux) = spec.linux_mut() {
+        let resources = with_limits(linux.resources().clone(), &args.limits);
+        linux.set_resources(resources);
+    }
+    Ok(spec)
+}

@@ -1,0 +1,249 @@
+//! A container's lifecycle as a library: what `peapod`'s OCI commands do, for any Rust
+//! program. [`Runtime`] holds what every operation shares (the state root, whether it runs
+//! rootless, the entrypoint guard) and has one method per operation: [`Runtime::create`],
+//! [`Runtime::start`], [`Runtime::state`], [`Runtime::kill`], [`Runtime::delete`],
+//! [`Runtime::exec`], [`Runtime::pause`], [`Runtime::resume`], [`Runtime::update`],
+//! [`Runtime::events`], [`Runtime::list`] and [`Runtime::run`] (create and start in one).
+//! Every error is an [`Error`] that carries the exit status a command line should end with.
+//!
+//! Beside them, what turns friendly flags into a [`Spec`](oci_spec::runtime::Spec):
+//! [`flags::spec_from_flags`] (`peapod run --rootfs`), [`security`] (`--cap-add`, `--user`,
+//! `--security-opt`, Docker's seccomp profiles) and [`bundle::load`] (a bundle's
+//! `config.json`, errors naming the JSON path).
+//!
+//! A container from a spec, created, started, waited for and deleted (as root):
+//!
+//! ```no_run
+//! use peapod_runtime::{CreateOptions, Runtime};
+//!
+//! let rt = Runtime::new("/run/peapod".into(), false).with_entrypoint_guard()?;
+//! let mut spec = peapod_container::default_spec(None);
+//! spec.root_mut().as_mut().expect("a root").set_path("/srv/busybox".into());
+//! spec.process_mut()
+//!     .as_mut()
+//!     .expect("a process")
+//!     .set_args(Some(vec!["/bin/sh".into(), "-c".into(), "exit 3".into()]));
+//! let options = CreateOptions { fifo: true, ..CreateOptions::default() };
+//! let pid = rt.create("demo", &spec, "/srv".as_ref(), &options)?.detach();
+//! rt.start("demo")?;
+//! assert_eq!(peapod_runtime::wait(pid)?, 3);
+//! rt.delete("demo", false)?;
+//! # Ok::<(), peapod_runtime::Error>(())
+//! ```
+//!
+//! It knows nothing of pods (`peapod-pod` builds them on this API) and prints nothing: the
+//! CLI formats what the methods return. The process stays single-threaded: containers are
+//! cloned without an exec, which a second thread would make unsafe.
+#![deny(missing_docs)]
+
+pub mod bundle;
+pub mod cgroups;
+mod create;
+mod delete;
+mod error;
+mod events;
+mod exec;
+pub mod flags;
+pub mod init;
+mod kill;
+mod leftovers;
+mod pause;
+mod run;
+mod sealed;
+mod seccomp_profile;
+pub mod security;
+mod spec;
+mod start;
+mod state;
+mod tty;
+mod update;
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use peapod_container::Created;
+use peapod_state::{ContainerId, Record, Status, Store};
+
+pub use create::CreateOptions;
+pub use error::{Cause, Error, Result};
+pub use exec::ExecOptions;
+pub use kill::{is_live, parse_signal, wait_gone};
+pub use run::RunOptions;
+pub use spec::{features, write_default_spec};
+pub use state::StateJson;
+pub use update::UpdateRequest;
+
+/// What every lifecycle operation shares.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The state root: one directory per container (and `.pods` for pods).
+    pub root: PathBuf,
+    /// Running without root: no cgroup unless limits are asked for, and a spec without a
+    /// user namespace is refused with a sentence rather than a bare `EPERM`.
+    pub rootless: bool,
+    /// The sealed copy of peapod-init that entrypoints are exec'd through (CVE-2019-5736),
+    /// set by [`Runtime::with_entrypoint_guard`]; without it entrypoints are exec'd directly.
+    pub entrypoint_guard: Option<OwnedFd>,
+}
+
+impl Runtime {
+    /// A runtime keeping its state under `root`, without an entrypoint guard.
+    pub fn new(root: PathBuf, rootless: bool) -> Runtime {
+        Runtime {
+            root,
+            rootless,
+            entrypoint_guard: None,
+        }
+    }
+
+    /// This runtime with the entrypoint guard: a sealed copy of the static peapod-init
+    /// (`$PEAPOD_INIT`, or beside the running program), or nothing when the running program
+    /// cannot be written anyway. When neither is possible the program re-executes itself from
+    /// a sealed copy of itself: call this early, before anything worth keeping is done.
+    pub fn with_entrypoint_guard(mut self) -> Result<Runtime> {
+        self.entrypoint_guard = sealed::entrypoint_guard().map_err(Error::runtime)?;
+        Ok(self)
+    }
+
+    /// This runtime, keeping compiled seccomp filters in `ROOT/.seccomp` (a name no container
+    /// id can take), so that a profile is compiled by libseccomp once rather than for every
+    /// container. For this whole process: see `peapod_container::use_seccomp_cache`.
+    pub fn with_seccomp_cache(self) -> Runtime {
+        peapod_container::use_seccomp_cache(&self.root.join(".seccomp"));
+        self
+    }
+
+    /// The descriptor of the entrypoint guard, for the container's configuration.
+    pub(crate) fn exec_through(&self) -> Option<RawFd> {
+        self.entrypoint_guard.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// The state store, created when missing.
+    pub fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.root)?)
+    }
+
+    /// Whether container `id` has a state directory (live or not).
+    pub fn exists(&self, id: &str) -> bool {
+        self.root.join(id).exists()
+    }
+
+    /// Creates container `id` from `spec` (its relative paths resolved against `bundle`) and
+    /// records it; its process waits at the barrier `options` names. On any failure nothing
+    /// is left: no state directory, no process, no cgroup.
+    pub fn create(
+        &self,
+        id: &str,
+        spec: &Spec,
+        bundle: &Path,
+        options: &CreateOptions,
+    ) -> Result<Created> {
+        create::create_recorded(self, id, spec, bundle, options)
+    }
+
+    /// Starts created container `id`: releases its process from the exec fifo, then runs
+    /// the `poststart` hooks.
+    pub fn start(&self, id: &str) -> Result<()> {
+        start::start(self, id)
+    }
+
+    /// Runs container `id`: see [`RunOptions`]. `created` is told whether the creation
+    /// succeeded as soon as that is known. Returns the container's exit status in the
+    /// foreground, else 0.
+    pub fn run(
+        &self,
+        id: &str,
+        spec: &Spec,
+        bundle: &Path,
+        options: RunOptions,
+        created: impl FnOnce(bool),
+    ) -> Result<i32> {
+        run::run(self, id, spec, bundle, options, created)
+    }
+
+    /// The OCI state of container `id`, its status read live.
+    pub fn state(&self, id: &str) -> Result<StateJson> {
+        state::state(self, id)
+    }
+
+    /// The states of every container (after removing what a killed `peapod run` left).
+    pub fn list(&self) -> Result<Vec<StateJson>> {
+        state::list(self)
+    }
+
+    /// The record of container `id` and its status now, the lock released again.
+    pub fn snapshot(&self, id: &ContainerId) -> Result<(Record, Status)> {
+        state::snapshot(self, id)
+    }
+
+    /// Sends `signal` to container `id`'s process, or with `all` to every process in it.
+    /// [`Error::NotRunning`] when its process has exited (but `all` of none is done).
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
+        kill::kill_container(self, id, signal, all)
+    }
+
+    /// The PIDs of every process of container `id` (none when it is not live).
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        kill::pids(self, id)
+    }
+
+    /// Deletes container `id`: a created one is killed first, a running or paused one only
+    /// with `force`; `force` also accepts one that does not exist, or whose record is corrupt.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        delete::delete(self, &id.parse()?, force)
+    }
+
+    /// Runs a new process in container `id`; its exit status in the foreground, else 0.
+    pub fn exec(&self, id: &str, options: &ExecOptions) -> Result<i32> {
+        exec::exec(self, id, options)
+    }
+
+    /// Freezes every process of running container `id`.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        pause::pause(self, id)
+    }
+
+    /// Thaws paused container `id`.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        pause::resume(self, id)
+    }
+
+    /// Writes new limits into live container `id`'s cgroup.
+    pub fn update(&self, id: &str, request: &UpdateRequest) -> Result<()> {
+        update::update(self, id, request)
+    }
+
+    /// runc's events of container `id`, given to `emit`: one stats event when `interval` is
+    /// `None`; else stats every `interval` and OOM kills as they happen until it exits.
+    pub fn events(
+        &self,
+        id: &str,
+        interval: Option<Duration>,
+        emit: impl FnMut(serde_json::Value),
+    ) -> Result<()> {
+        events::events(self, id, interval, emit)
+    }
+
+    /// Removes the containers whose foreground `peapod run` was killed; never fails.
+    pub fn reap_leftovers(&self) {
+        leftovers::reap(self)
+    }
+}
+
+/// Waits for our child `pid` (a container created and detached by this process) to exit;
+/// its status as a shell gives it (128 + the signal for a killed one).
+pub fn wait(pid: Pid) -> Result<i32> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(Error::runtime(anyhow::anyhow!("waitpid {pid}: {e}"))),
+        }
+    }
+}
