@@ -75,36 +75,57 @@ pub(crate) enum Rootless {
 pub(crate) enum Command {
     /// Run a container and wait for it: on a root directory with `--rootfs DIR -- CMD`, or from
     /// an OCI bundle with `[--bundle B] ID`.
+    #[command(
+        after_long_help = "Example:\n  peapod run --rootfs ./rootfs --memory 64m -- /bin/sh -c 'echo hi'\n  peapod run --detach my-container   # the bundle in the current directory"
+    )]
     Run(RunArgs),
     /// Create a container from an OCI bundle; it waits, set up, for `start`.
+    #[command(after_long_help = "Example:\n  peapod create --bundle ./bundle --pid-file pid web")]
     Create(CreateArgs),
     /// Start a created container's process.
+    #[command(after_long_help = "Example:\n  peapod start web")]
     Start(IdArg),
     /// Print a container's state as JSON.
+    #[command(after_long_help = "Example:\n  peapod state web")]
     State(IdArg),
     /// Send a signal (default SIGTERM) to a container's process.
+    #[command(after_long_help = "Example:\n  peapod kill web TERM\n  peapod kill --all web KILL")]
     Kill(KillArgs),
     /// Delete a container's state (and, with --force, its running process).
+    #[command(after_long_help = "Example:\n  peapod delete --force web")]
     Delete(DeleteArgs),
     /// List containers.
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_long_help = "Example:\n  peapod list --format json"
+    )]
     List(ListArgs),
     /// Run a new process in a running container.
+    #[command(
+        after_long_help = "Example:\n  peapod exec web ps\n  peapod exec --tty --console-socket /run/sock web /bin/sh"
+    )]
     Exec(ExecArgs),
     /// List the processes of a container.
+    #[command(after_long_help = "Example:\n  peapod ps --format json web")]
     Ps(PsArgs),
     /// Write a default config.json to a bundle.
+    #[command(after_long_help = "Example:\n  peapod spec --bundle ./bundle")]
     Spec(SpecArgs),
     /// Print what this runtime supports, as the runtime-spec features JSON.
+    #[command(after_long_help = "Example:\n  peapod features")]
     Features,
     /// Freeze every process of a running container.
+    #[command(after_long_help = "Example:\n  peapod pause web")]
     Pause(IdArg),
     /// Thaw a paused container.
+    #[command(after_long_help = "Example:\n  peapod resume web")]
     Resume(IdArg),
     /// Change the resource limits of a running container.
+    #[command(after_long_help = "Example:\n  peapod update --memory 128m --pids-limit 200 web")]
     Update(UpdateArgs),
     /// Stream a container's events (OOM kills, and its stats every --interval), or print its
     /// stats once with --stats.
+    #[command(after_long_help = "Example:\n  peapod events --stats web")]
     Events(EventsArgs),
     /// Show how a container or a pod is isolated, read live from the kernel.
     Explain(ExplainArgs),
@@ -117,7 +138,10 @@ pub(crate) enum Command {
     #[command(hide = true)]
     Man(ManArgs),
     /// Pods: containers that share namespaces held by an infra process.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_long_help = "Example:\n  peapod pod create web && peapod pod ps web && peapod pod rm -f web"
+    )]
     Pod(PodCommand),
 }
 
@@ -553,20 +577,31 @@ impl LimitArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum PodCommand {
     /// Create a pod: an infra process holding new shared namespaces.
+    #[command(after_long_help = "Example:\n  peapod pod create --hostname web --memory 256m web")]
     Create(PodCreateArgs),
     /// List pods.
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_long_help = "Example:\n  peapod pod list --format json"
+    )]
     List(ListArgs),
     /// List a pod's containers, their status and host PIDs, and the shared namespaces.
+    #[command(after_long_help = "Example:\n  peapod pod ps --format json web")]
     Ps(PodPsArgs),
     /// Stop a pod's containers (SIGTERM, then SIGKILL after --timeout) and its infra process.
+    #[command(after_long_help = "Example:\n  peapod pod stop --timeout 5 web")]
     Stop(PodStopArgs),
     /// Remove a pod: its containers, infra process, pinned namespaces and state.
     #[command(alias = "remove")]
+    #[command(after_long_help = "Example:\n  peapod pod rm -f web")]
     Rm(PodRmArgs),
     /// Print the logs of a pod's detached containers.
+    #[command(after_long_help = "Example:\n  peapod pod logs web server")]
     Logs(PodLogsArgs),
     /// Run a Kubernetes Pod manifest (or remove its pod with --down).
+    #[command(
+        after_long_help = "Example:\n  peapod pod play pod.yaml\n  peapod pod play --down pod.yaml"
+    )]
     Play(PodPlayArgs),
     /// Supervise a played pod's containers (started by `pod play`).
     #[command(hide = true)]

@@ -42,6 +42,21 @@ fn man_pages_and_completions_cover_every_subcommand() {
             );
         }
     }
+    // Every subcommand's long help ends with an example.
+    let pod_commands = ["create", "list", "ps", "stop", "rm", "logs", "play"];
+    let all = commands
+        .iter()
+        .map(|c| vec![c.as_str()])
+        .chain(pod_commands.iter().map(|c| vec!["pod", c]));
+    for mut words in all {
+        words.push("--help");
+        let out = finish(peapod().args(&words).spawn().expect("spawn"));
+        assert_eq!(out.code, 0, "{words:?}: {out:?}");
+        assert!(
+            out.stdout.contains("\nExample:\n  peapod "),
+            "{words:?} has no example"
+        );
+    }
     let out = finish(
         peapod()
             .args(["completion", "tcsh"])

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use peapod_state::{ContainerId, Entry, Status};
+use peapod_state::{ContainerId, Entry, ProcessIdentity, Status};
 
 use crate::kill::{container_pids, wait_gone};
 use crate::{Error, Result, Runtime};
@@ -57,15 +57,7 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
         crate::cgroups::empty(cgroup, live)?;
     }
     if let (Some(process), true) = (record.process, live) {
-        for pid in container_pids(process) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        if !wait_gone(&[process], KILL_TIMEOUT) {
-            return Err(Error::runtime(anyhow!(
-                "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
-                process.pid
-            )));
-        }
+        kill_and_wait(id, process)?;
     }
     if let Some(cgroup) = &cgroup {
         cgroup.remove().map_err(Error::runtime)?;
@@ -86,15 +78,7 @@ fn delete_corrupt(entry: Entry) -> Result<()> {
     let salvaged = entry.salvage();
     tracing::warn!("container {id}: its state file is corrupt; removing what can be found");
     if let Some(process) = salvaged.process.filter(|p| p.is_alive()) {
-        for pid in container_pids(process) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        if !wait_gone(&[process], KILL_TIMEOUT) {
-            return Err(Error::runtime(anyhow!(
-                "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
-                process.pid
-            )));
-        }
+        kill_and_wait(&id, process)?;
     }
     match crate::cgroups::open(&salvaged.cgroup_paths)? {
         Some(cgroup) => {
@@ -104,5 +88,20 @@ fn delete_corrupt(entry: Entry) -> Result<()> {
         None => crate::cgroups::remove_unrecorded(&id)?,
     }
     entry.remove()?;
+    Ok(())
+}
+
+/// SIGKILL to every process of the PID namespace of `process` (or to it alone), then waits
+/// for `process` to be gone.
+fn kill_and_wait(id: &ContainerId, process: ProcessIdentity) -> Result<()> {
+    for pid in container_pids(process) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    if !wait_gone(&[process], KILL_TIMEOUT) {
+        return Err(Error::runtime(anyhow!(
+            "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
+            process.pid
+        )));
+    }
     Ok(())
 }
