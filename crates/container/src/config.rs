@@ -251,19 +251,30 @@ fn id_maps(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<Vec<IdMap>
 
 /// Compiles `linux.seccomp` (errors name the field under `linux.seccomp`): in the runtime,
 /// before any process exists, so the container process only loads it.
-/// The compiled-filter cache that [`compile_seccomp`] uses, once the runtime has named one.
-static SECCOMP_CACHE: std::sync::OnceLock<peapod_seccomp::FilterCache> = std::sync::OnceLock::new();
+/// Where [`compile_seccomp`] keeps compiled filters, once the runtime has named a place.
+static SECCOMP_CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// Keeps compiled seccomp filters in `dir` (see `peapod_seccomp::FilterCache`), for every
 /// container and exec of this process from now on: the runtime calls it once, with a
-/// directory in its state root. A directory that cannot be used is said in the log and
-/// passed over: filters are then compiled every time, as without a cache.
+/// directory in its state root. The directory is made when the first profile is compiled; one
+/// that cannot be used is said in the log and passed over (the filter is then compiled, as
+/// without a cache).
 pub fn use_seccomp_cache(dir: &Path) {
+    let _ = SECCOMP_CACHE.set(dir.to_owned());
+}
+
+fn compile_cached(
+    profile: &oci_spec::runtime::LinuxSeccomp,
+) -> Result<peapod_seccomp::Filter, peapod_seccomp::Error> {
+    let Some(dir) = SECCOMP_CACHE.get() else {
+        return peapod_seccomp::Filter::compile(profile);
+    };
     match peapod_seccomp::FilterCache::open(dir) {
-        Ok(cache) => {
-            let _ = SECCOMP_CACHE.set(cache);
+        Ok(cache) => cache.compile(profile),
+        Err(e) => {
+            tracing::warn!("compiling the seccomp profile without a cache: {e}");
+            peapod_seccomp::Filter::compile(profile)
         }
-        Err(e) => tracing::warn!("compiling seccomp profiles without a cache: {e}"),
     }
 }
 
@@ -273,10 +284,7 @@ pub(crate) fn compile_seccomp(
     profile
         .map(|profile| {
             let started = std::time::Instant::now();
-            let filter = match SECCOMP_CACHE.get() {
-                Some(cache) => cache.compile(profile),
-                None => peapod_seccomp::Filter::compile(profile),
-            };
+            let filter = compile_cached(profile);
             tracing::debug!(
                 "seccomp profile compiled in {:?}: {filter:?}",
                 started.elapsed()
