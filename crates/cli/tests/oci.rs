@@ -182,15 +182,7 @@ impl Bundle {
 
     /// The ids in the state root.
     fn state_entries(&self) -> Vec<String> {
-        // The compiled seccomp filters are kept for later containers, not per container.
-        std::fs::read_dir(self.rootfs.state_root())
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|name| name != ".seccomp")
-                    .collect()
-            })
-            .unwrap_or_default()
+        support::state_entries(&self.rootfs.state_root())
     }
 }
 

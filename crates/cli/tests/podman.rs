@@ -150,15 +150,7 @@ fn podman_read_only_and_memory_limits_work_through_peapod() {
     assert_eq!(out.stdout.trim(), "67108864", "{out:?}");
 
     assert!(podman.peapod_state().is_dir(), "podman did not run peapod");
-    // podman's seccomp profile is compiled once and kept in .seccomp, for later containers.
-    let left: Vec<_> = std::fs::read_dir(podman.peapod_state())
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name())
-                .filter(|name| name != ".seccomp")
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = support::state_entries(&podman.peapod_state());
     assert!(
         left.is_empty(),
         "peapod state left by podman --rm: {left:?}"

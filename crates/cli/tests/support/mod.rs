@@ -87,15 +87,7 @@ impl TestRootfs {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&scratch)).collect();
         assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
-        // The compiled-filter cache is meant to outlive containers; anything else is not.
-        let states: Vec<_> = std::fs::read_dir(self.state_root())
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name())
-                    .filter(|name| name != ".seccomp")
-                    .collect()
-            })
-            .unwrap_or_default();
+        let states = state_entries(&self.state_root());
         assert!(states.is_empty(), "container state left behind: {states:?}");
         for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
             let root = std::fs::read_link(entry.path().join("root"));
@@ -108,6 +100,19 @@ impl TestRootfs {
             }
         }
     }
+}
+
+/// The entries of the state root `root`: containers (and `.pods`), but not the
+/// compiled-filter cache, which is meant to outlive them.
+pub fn state_entries(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name != ".seccomp")
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What a finished `peapod` said.
