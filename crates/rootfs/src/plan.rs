@@ -150,18 +150,7 @@ impl RootfsPlan {
             (Propagation::Unbindable, recursive) => (Propagation::Private, recursive),
             other => other,
         };
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            kind.flags(recursive),
-            None::<&str>,
-        )
-        .map_err(|e| Error::Mount {
-            what: "propagation".into(),
-            target: "/".into(),
-            source: os(e),
-        })?;
+        set_root_propagation(kind, recursive, "propagation")?;
         // With `shared` or `rshared` asked for (or a host whose `/` is shared and a spec that
         // keeps it so), the mount holding the rootfs is a peer of the host's: the self-bind
         // below would then join the host's peer group, every mount made in the rootfs would
@@ -229,18 +218,7 @@ impl RootfsPlan {
         // before: now it gets the propagation the spec asked for (`rshared` makes it and its
         // submounts shared; the host-path binds with their own propagation keep their peers).
         let (kind, recursive) = self.propagation;
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            kind.flags(recursive),
-            None::<&str>,
-        )
-        .map_err(|e| Error::Mount {
-            what: "propagation of the new root".into(),
-            target: "/".into(),
-            source: os(e),
-        })?;
+        set_root_propagation(kind, recursive, "propagation of the new root")?;
         let in_root = InRoot::open(Path::new("/"))?;
         for path in &self.readonly_paths {
             make_readonly(&in_root, path)?;
@@ -261,6 +239,22 @@ impl RootfsPlan {
         }
         Ok(())
     }
+}
+
+/// Sets the propagation of the mount at `/` (`what` names the step in the error).
+fn set_root_propagation(kind: Propagation, recursive: bool, what: &str) -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        kind.flags(recursive),
+        None::<&str>,
+    )
+    .map_err(|e| Error::Mount {
+        what: what.into(),
+        target: "/".into(),
+        source: os(e),
+    })
 }
 
 /// The files below `/proc` that a mount may cover, as runc allows them: those that lxcfs

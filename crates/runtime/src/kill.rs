@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use peapod_ns::{Namespace, NamespaceId};
-use peapod_state::{ContainerId, ProcessIdentity, Record, Status};
+use peapod_state::{ContainerId, Entry, ProcessIdentity, Record, Status};
 
 use crate::{Error, Result, Runtime};
 
@@ -95,15 +95,27 @@ pub(crate) fn all_pids(record: &Record, init: ProcessIdentity) -> Result<Vec<i32
     }
 }
 
-pub(crate) fn kill_container(rt: &Runtime, id: &str, signal: Signal, all: bool) -> Result<()> {
+/// Container `id`'s locked entry, record and process, when that process is live (created,
+/// running or paused); `None` when it has exited or was never recorded. The caller signals
+/// while it holds the entry, so that no `delete` (after which the pid could be reused) comes
+/// in between.
+fn live_process(rt: &Runtime, id: &str) -> Result<Option<(Entry, Record, ProcessIdentity)>> {
     let id: ContainerId = id.parse()?;
     let entry = rt.store()?.load(&id)?;
-    let record = entry.record()?;
-    let process = match &record {
-        Some(r) if is_live(r.status(entry.dir())) => r.process,
-        _ => None,
+    let Some(record) = entry.record()? else {
+        return Ok(None);
     };
-    let (Some(process), Some(record)) = (process, &record) else {
+    match record
+        .process
+        .filter(|_| is_live(record.status(entry.dir())))
+    {
+        Some(process) => Ok(Some((entry, record, process))),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn kill_container(rt: &Runtime, id: &str, signal: Signal, all: bool) -> Result<()> {
+    let Some((_entry, record, process)) = live_process(rt, id)? else {
         // As runc: signalling every process of a container that has none left is done, and
         // signalling its exited process is "container not running" with status 1, which
         // containerd's shim takes as "already exited" when it stops a task.
@@ -113,7 +125,7 @@ pub(crate) fn kill_container(rt: &Runtime, id: &str, signal: Signal, all: bool) 
         return Err(Error::NotRunning);
     };
     let pids = if all {
-        all_pids(record, process)?
+        all_pids(&record, process)?
     } else {
         vec![process.pid]
     };
@@ -135,16 +147,9 @@ pub(crate) fn kill_container(rt: &Runtime, id: &str, signal: Signal, all: bool) 
 /// ps`, or while it tears a task down) is not handed an error for a state it can see for
 /// itself.
 pub(crate) fn pids(rt: &Runtime, id: &str) -> Result<Vec<i32>> {
-    let id: ContainerId = id.parse()?;
-    let entry = rt.store()?.load(&id)?;
-    let record = entry.record()?;
-    let process = match &record {
-        Some(r) if is_live(r.status(entry.dir())) => r.process,
-        _ => None,
-    };
-    match (process, &record) {
-        (Some(process), Some(record)) => all_pids(record, process),
-        _ => Ok(Vec::new()),
+    match live_process(rt, id)? {
+        Some((_entry, record, process)) => all_pids(&record, process),
+        None => Ok(Vec::new()),
     }
 }
 
