@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use peapod_ns::Namespace;
+use peapod_pod::peapod_net::PortMapping;
+use peapod_pod::PodNetwork;
+use std::net::IpAddr;
 
 use peapod_runtime::flags::Volume;
 use peapod_runtime::security::{
@@ -634,8 +637,97 @@ pub(crate) struct PodCreateArgs {
     // The limits of the pod's cgroup, which its containers' cgroups are below.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The pod's network: a CNI network's name, none (only lo) or host (default: the
+    /// network peapod, written on first use, as root; none otherwise).
+    #[arg(long, value_name = "NAME|none|host")]
+    pub network: Option<PodNetwork>,
+    /// Publish a port of the pod on the host (through the network's portmap plugin).
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]"
+    )]
+    pub publish: Vec<PortMapping>,
+    /// Ask the network for this address.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<IpAddr>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    #[command(flatten)]
+    pub cni: CniArgs,
     /// The pod's name.
     pub name: String,
+}
+
+/// `--dns`, `--dns-search` and `--add-host`: what the pod's `/etc/resolv.conf` and
+/// `/etc/hosts` say.
+#[derive(Debug, Args)]
+pub(crate) struct DnsArgs {
+    /// A name server for /etc/resolv.conf, instead of the host's; repeatable.
+    #[arg(long = "dns", value_name = "IP")]
+    pub servers: Vec<IpAddr>,
+    /// A search domain for /etc/resolv.conf, instead of the host's; repeatable.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub search: Vec<String>,
+    /// An extra line of /etc/hosts; repeatable.
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = parse_add_host)]
+    pub add_hosts: Vec<(String, IpAddr)>,
+}
+
+/// Where the CNI networks, plugins and attachment cache are.
+#[derive(Debug, Args)]
+pub(crate) struct CniArgs {
+    /// A directory of CNI configuration lists (*.conflist); repeatable, searched in order
+    /// (default /etc/peapod/net.d; add /etc/cni/net.d to use the standard one too).
+    #[arg(
+        long = "cni-config-dir",
+        value_name = "DIR",
+        env = "PEAPOD_CNI_CONFIG_DIR",
+        value_delimiter = ':'
+    )]
+    pub config_dirs: Vec<PathBuf>,
+    /// A directory of CNI plugins; repeatable (default /usr/lib/cni, /opt/cni/bin).
+    #[arg(
+        long = "cni-plugin-dir",
+        value_name = "DIR",
+        env = "PEAPOD_CNI_PLUGIN_DIR",
+        value_delimiter = ':'
+    )]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Where the result of each attachment is kept until DEL (default /var/lib/peapod/cni).
+    #[arg(
+        long = "cni-cache-dir",
+        value_name = "DIR",
+        env = "PEAPOD_CNI_CACHE_DIR"
+    )]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CniArgs {
+    /// The CNI settings these flags give.
+    pub(crate) fn cni(&self) -> peapod_pod::peapod_net::Cni {
+        let mut cni = peapod_pod::peapod_net::Cni::default();
+        if !self.config_dirs.is_empty() {
+            cni.config_dirs.clone_from(&self.config_dirs);
+        }
+        if !self.plugin_dirs.is_empty() {
+            cni.plugin_dirs.clone_from(&self.plugin_dirs);
+        }
+        if let Some(dir) = &self.cache_dir {
+            cni.cache_dir.clone_from(dir);
+        }
+        cni
+    }
+}
+
+fn parse_add_host(s: &str) -> Result<(String, IpAddr), String> {
+    // NAME:IP, where an IPv6 address has colons of its own.
+    let (name, ip) = s.split_once(':').ok_or("expected NAME:IP")?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    match (name.is_empty(), ip.parse()) {
+        (false, Ok(ip)) => Ok((name.to_owned(), ip)),
+        _ => Err(format!("expected NAME:IP, got {s:?}")),
+    }
 }
 
 /// `peapod pod ps`.

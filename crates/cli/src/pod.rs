@@ -2,7 +2,8 @@
 
 use std::io::Write as _;
 
-use peapod_pod::PodOptions;
+use peapod_pod::peapod_net::etc::DnsSettings;
+use peapod_pod::{NetworkOptions, PodNetwork, PodOptions};
 use peapod_runtime::{Error, Runtime};
 
 use crate::args::{Format, PodCommand};
@@ -11,6 +12,12 @@ use crate::to_json;
 pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> {
     match command {
         PodCommand::Create(args) => {
+            // As root a pod is on peapod's default network unless told otherwise; rootless
+            // pods are refused anyway (pinning needs root).
+            let network = args.network.unwrap_or(match rt.rootless {
+                false => PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned()),
+                true => PodNetwork::None,
+            });
             let options = PodOptions {
                 name: args.name,
                 hostname: args.hostname,
@@ -18,6 +25,18 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
                 labels: args.labels,
                 init_path: args.init_path,
                 limits: args.limits.limits(),
+                network: NetworkOptions {
+                    network,
+                    ports: args.publish,
+                    ip: args.ip,
+                    dns: DnsSettings {
+                        servers: args.dns.servers,
+                        search: args.dns.search,
+                        options: Vec::new(),
+                    },
+                    add_hosts: args.dns.add_hosts,
+                    cni: args.cni.cni(),
+                },
             };
             peapod_pod::create(rt, &options)?;
         }
@@ -32,18 +51,21 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
                 (Format::Table, false) => {
                     let _ = writeln!(
                         out,
-                        "{:<20} {:<9} {:<10} {:<20} {:<15} CREATED",
-                        "NAME", "STATUS", "CONTAINERS", "SHARED", "INFRA PID"
+                        "{:<20} {:<9} {:<10} {:<12} {:<10} {:<15} {:<20} CREATED",
+                        "NAME", "STATUS", "CONTAINERS", "SHARED", "INFRA PID", "IP", "PORTS"
                     );
                     for r in &rows {
+                        let ports = r.ports.join(",");
                         let _ = writeln!(
                             out,
-                            "{:<20} {:<9} {:<10} {:<20} {:<15} {}",
+                            "{:<20} {:<9} {:<10} {:<12} {:<10} {:<15} {:<20} {}",
                             r.name,
                             r.status,
                             r.containers,
                             r.shared.join(","),
                             r.infra_pid,
+                            r.ip.as_deref().unwrap_or("-"),
+                            if ports.is_empty() { "-" } else { &ports },
                             r.created
                         );
                     }
@@ -70,6 +92,15 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
                 pod.infra_pid,
                 namespaces.join(" ")
             );
+            let addresses = match pod.addresses.is_empty() {
+                true => "no address".to_owned(),
+                false => pod.addresses.join(" "),
+            };
+            let ports = match pod.ports.is_empty() {
+                true => String::new(),
+                false => format!("; ports {}", pod.ports.join(" ")),
+            };
+            let _ = writeln!(out, "network {}: {addresses}{ports}", pod.network);
             let _ = writeln!(
                 out,
                 "{:<30} {:<16} {:<8} {:<8} RESTARTS",

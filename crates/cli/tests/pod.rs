@@ -737,6 +737,8 @@ fn a_pod_create_that_fails_leaves_no_cgroup() {
         "create",
         "--init-path",
         &init,
+        "--network",
+        "none",
         "--memory",
         "4096",
         &pod,

@@ -43,6 +43,7 @@
 //!     labels: Vec::new(),
 //!     init_path: Some("/usr/lib/peapod/peapod-init".into()),
 //!     limits: Default::default(),
+//!     network: Default::default(),
 //! };
 //! peapod_pod::create(&rt, &pod)?;
 //! let mut pids = Vec::new();
@@ -77,6 +78,7 @@ mod explain;
 mod infra;
 mod lifecycle;
 mod manifest;
+mod network;
 mod pin;
 mod play;
 mod record;
@@ -92,6 +94,8 @@ pub use manifest::{
     parse as parse_manifest, ContainerPlan, ManifestError, MountPlan, Parsed, PodPlan,
     RestartPolicy, VolumePlan, VolumeSource,
 };
+pub use network::{NetworkOptions, NetworkRecord, PodNetwork, IFNAME};
+pub use peapod_net;
 pub use pin::{pin, unpin};
 pub use play::{monitor, play};
 pub use record::{Member, PodRecord, PodStatus};

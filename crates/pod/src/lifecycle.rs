@@ -21,6 +21,7 @@ use peapod_runtime::flags::{with_limits, Limits};
 use peapod_runtime::{Error as RuntimeError, Runtime};
 
 use crate::infra;
+use crate::network::{self, NetworkOptions, PodNetwork};
 
 /// The annotation naming a container's pod.
 pub const POD_ANNOTATION: &str = "io.peapod.pod";
@@ -65,6 +66,8 @@ pub struct PodOptions {
     pub init_path: Option<PathBuf>,
     /// The limits of the pod's cgroup, which hold for its containers together.
     pub limits: Limits,
+    /// Its network, published ports and `/etc` files.
+    pub network: NetworkOptions,
 }
 
 /// Makes a pod (`peapod pod create`): its cgroup and its infra process in new namespaces of
@@ -86,13 +89,20 @@ pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
         .collect();
     let init =
         peapod_runtime::init::locate(args.init_path.as_deref()).map_err(RuntimeError::usage)?;
+    let mut share = args.share.clone();
+    // On the host's network the pod has no network namespace of its own to share.
+    if args.network.network == PodNetwork::Host {
+        share.retain(|ns| *ns != Namespace::Net);
+    }
+    network::check(&args.network, share.contains(&Namespace::Net))?;
+    network::reap(rt, &args.network.cni);
     let mut record = PodRecord::new(&name);
     record.hostname = uts.then(|| args.hostname.clone().unwrap_or_else(|| name.to_string()));
-    record.shared = args.share.iter().map(ToString::to_string).collect();
+    record.shared = share.iter().map(ToString::to_string).collect();
     record.shared.dedup();
     record.labels = labels;
     let resources = with_limits(None, &args.limits);
-    make(rt, &name, record, &init, resources.as_ref())?;
+    make(rt, &name, record, &init, resources.as_ref(), &args.network)?;
     Ok(())
 }
 
@@ -104,6 +114,7 @@ pub(crate) fn make(
     mut record: PodRecord,
     init: &Path,
     resources: Option<&LinuxResources>,
+    net: &NetworkOptions,
 ) -> Result<PodEntry, RuntimeError> {
     let store = pods(rt)?;
     let entry = store.create(name)?;
@@ -114,7 +125,8 @@ pub(crate) fn make(
             Ok(entry.save(&record)?)
         })
         .and_then(|()| peapod_runtime::cgroups::create_pod(name, resources))
-        .and_then(|_| infra::start(&entry, &mut record, init));
+        .and_then(|_| infra::start(&entry, &mut record, init))
+        .and_then(|()| network::connect(rt, &entry, &mut record, net));
     match started {
         Ok(()) => Ok(entry),
         Err(e) => {
@@ -163,6 +175,7 @@ pub fn join(spec: &mut Spec, record: &PodRecord, pod_dir: &Path) -> Result<(), R
         );
     }
     linux.set_namespaces(Some(namespaces));
+    network::join(spec, record, pod_dir)?;
     if record.shares(Namespace::Uts) {
         spec.set_hostname(None);
     }
@@ -370,6 +383,10 @@ pub(crate) fn stop(
     if let Some(cgroup) = peapod_runtime::cgroups::open(&record.cgroup_paths)? {
         peapod_runtime::cgroups::empty(&cgroup, false)?;
     }
+    // DEL while the network namespace is still pinned, so the plugins find its interface.
+    let disconnected = network::disconnect(record);
+    entry.save(record)?;
+    disconnected?;
     infra::unpin_all(entry)?;
     if record.infra.is_some() {
         record.stopped = true;
@@ -445,6 +462,12 @@ pub struct PodSummary {
     pub infra_pid: i32,
     /// How many of its containers exist.
     pub containers: usize,
+    /// Its network (none, host, or a CNI network's name).
+    pub network: String,
+    /// Its address on the network, while attached.
+    pub ip: Option<String>,
+    /// Its published ports (`HOST_PORT->CONTAINER_PORT/PROTOCOL`).
+    pub ports: Vec<String>,
 }
 
 /// Every pod under the state root (`peapod pod list`).
@@ -472,9 +495,27 @@ pub fn list(rt: &Runtime) -> Result<Vec<PodSummary>, RuntimeError> {
                 .iter()
                 .filter(|m| rt.exists(&m.id))
                 .count(),
+            network: network_name(&record),
+            ip: record.network.as_ref().and_then(|n| n.ip()),
+            ports: ports(&record),
         });
     }
     Ok(rows)
+}
+
+fn network_name(record: &PodRecord) -> String {
+    record
+        .network
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |n| n.network.to_string())
+}
+
+fn ports(record: &PodRecord) -> Vec<String> {
+    record
+        .network
+        .iter()
+        .flat_map(|n| n.ports.iter().map(ToString::to_string))
+        .collect()
 }
 
 fn live_pid(process: Option<ProcessIdentity>, alive: bool) -> i32 {
@@ -499,6 +540,12 @@ pub struct PodDetails {
     pub namespaces: BTreeMap<String, u64>,
     /// The pod's cgroup, one directory per hierarchy.
     pub cgroup_paths: Vec<std::path::PathBuf>,
+    /// Its network (none, host, or a CNI network's name).
+    pub network: String,
+    /// Its addresses on the network (CIDR), while attached.
+    pub addresses: Vec<String>,
+    /// Its published ports.
+    pub ports: Vec<String>,
     /// Its containers that exist.
     pub containers: Vec<MemberDetails>,
 }
@@ -552,6 +599,13 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
         infra_pid: live_pid(record.infra, status == PodStatus::Running),
         namespaces: record.namespaces.clone(),
         cgroup_paths: record.cgroup_paths.clone(),
+        network: network_name(&record),
+        addresses: record
+            .network
+            .as_ref()
+            .map(|n| n.addresses.clone())
+            .unwrap_or_default(),
+        ports: ports(&record),
         containers,
     })
 }

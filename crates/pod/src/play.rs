@@ -80,7 +80,7 @@ pub fn play(
     }
     record.labels = plan.labels.clone();
     record.grace_seconds = plan.grace_seconds;
-    let entry = make(rt, &name, record, &init, None)?;
+    let entry = make(rt, &name, record, &init, None, &Default::default())?;
     let prepared = (|| {
         for volume in &plan.volumes {
             match &volume.source {

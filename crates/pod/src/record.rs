@@ -46,6 +46,10 @@ pub struct PodRecord {
     /// below it), one directory per hierarchy; empty when it has none.
     #[serde(default)]
     pub cgroup_paths: Vec<PathBuf>,
+    /// The pod's network and its `/etc` files; `None` for a pod made before peapod had
+    /// networks (only `lo`, no `/etc` files).
+    #[serde(default)]
+    pub network: Option<crate::NetworkRecord>,
 }
 
 /// One container of a pod.
@@ -110,6 +114,7 @@ impl PodRecord {
             stopped: false,
             grace_seconds: None,
             cgroup_paths: Vec::new(),
+            network: None,
         }
     }
 

@@ -45,6 +45,11 @@ impl Pods {
         self.names.push(name.to_owned());
         let init = self.init.display().to_string();
         let mut args = vec!["pod", "create", "--init-path", &init];
+        // Only `lo` unless the test asks for a network: the default network would make a
+        // bridge on the host (the network tests make their own, see `support::net`).
+        if !extra.contains(&"--network") {
+            args.extend(["--network", "none"]);
+        }
         args.extend(extra);
         args.push(name);
         let out = self.peapod(&args);

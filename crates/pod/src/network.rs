@@ -1,0 +1,330 @@
+//! A pod's network: none (only `lo`), the host's, or a CNI network its pinned network
+//! namespace is attached to (ADD after the infra process pinned it, DEL before the pin goes),
+//! and the `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` its containers get, kept in
+//! the pod's directory (`etc/`) and bind-mounted into each container, as the kubelet does.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use oci_spec::runtime::{LinuxNamespaceType, MountBuilder, Spec};
+use peapod_net::etc::DnsSettings;
+use peapod_net::{Attachment, Cni, PortMapping};
+use peapod_runtime::{Error as RuntimeError, Runtime};
+use serde::{Deserialize, Serialize};
+
+use crate::{PodEntry, PodRecord};
+
+/// The interface of a pod on its network.
+pub const IFNAME: &str = "eth0";
+
+/// Which network a pod is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PodNetwork {
+    /// A network namespace of its own with only `lo`.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// A network namespace of its own attached to this CNI network.
+    Cni(String),
+}
+
+impl std::str::FromStr for PodNetwork {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PodNetwork, String> {
+        match s {
+            "none" => Ok(PodNetwork::None),
+            "host" => Ok(PodNetwork::Host),
+            "slirp4netns" | "pasta" => Err(format!(
+                "{s} is not supported: rootless pods need --network none; as root use a CNI network"
+            )),
+            name if !name.is_empty()
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) =>
+            {
+                Ok(PodNetwork::Cni(name.to_owned()))
+            }
+            _ => Err(format!(
+                "{s:?} is not a network name (none, host, or a CNI network)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PodNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PodNetwork::None => f.write_str("none"),
+            PodNetwork::Host => f.write_str("host"),
+            PodNetwork::Cni(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A pod's network as `pod create` and `pod play` take it.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    /// The network.
+    pub network: PodNetwork,
+    /// Published ports (`-p`), through the network's `portmap` plugin.
+    pub ports: Vec<PortMapping>,
+    /// An address to ask the network's IPAM for.
+    pub ip: Option<IpAddr>,
+    /// `--dns`, `--dns-search` and resolver options.
+    pub dns: DnsSettings,
+    /// `--add-host NAME:IP` and `hostAliases`: extra lines of `/etc/hosts`.
+    pub add_hosts: Vec<(String, IpAddr)>,
+    /// Where the networks, plugins and the attachment cache are.
+    pub cni: Cni,
+}
+
+/// What `pod.json` records of the pod's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// The network.
+    pub network: PodNetwork,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// The address asked for.
+    #[serde(default)]
+    pub ip: Option<IpAddr>,
+    /// The addresses the network gave (CIDR), while attached.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The resolver settings.
+    #[serde(default)]
+    pub dns: DnsSettings,
+    /// Extra `/etc/hosts` entries.
+    #[serde(default)]
+    pub add_hosts: Vec<(String, IpAddr)>,
+    /// The attachment's cache entry (recorded before ADD runs, so that `pod rm` undoes
+    /// even an ADD cut short).
+    #[serde(default)]
+    pub cache_file: Option<PathBuf>,
+    /// The plugin directories DEL runs from.
+    #[serde(default)]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The plugins' timeout, in seconds.
+    #[serde(default)]
+    pub timeout_seconds: u64,
+}
+
+impl NetworkRecord {
+    /// The record of a pod about to be made with `options`.
+    pub(crate) fn new(options: &NetworkOptions) -> NetworkRecord {
+        NetworkRecord {
+            network: options.network.clone(),
+            ports: options.ports.clone(),
+            ip: options.ip,
+            addresses: Vec::new(),
+            dns: options.dns.clone(),
+            add_hosts: options.add_hosts.clone(),
+            cache_file: None,
+            plugin_dirs: options.cni.plugin_dirs.clone(),
+            timeout_seconds: options.cni.timeout.as_secs(),
+        }
+    }
+
+    /// The first address, without its prefix.
+    pub fn ip(&self) -> Option<String> {
+        self.addresses
+            .first()
+            .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+    }
+}
+
+/// Checks a pod's network options against its shared namespaces, before anything is made.
+pub(crate) fn check(options: &NetworkOptions, shares_net: bool) -> Result<(), RuntimeError> {
+    let usage = |m: String| Err(RuntimeError::usage(anyhow!(m)));
+    match &options.network {
+        PodNetwork::Cni(name) if !shares_net => usage(format!(
+            "--network {name} needs the pod to share its net namespace (--share ...,net)"
+        )),
+        PodNetwork::None | PodNetwork::Host if !options.ports.is_empty() => usage(format!(
+            "--publish needs a CNI network, not --network {}",
+            options.network
+        )),
+        PodNetwork::None | PodNetwork::Host if options.ip.is_some() => usage(format!(
+            "--ip needs a CNI network, not --network {}",
+            options.network
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `CNI_CONTAINERID` of pod `name` under state root `root`: unique on the host, as
+/// host-local keys its leases by it and two state roots may both have a pod `web`.
+fn container_id(root: &Path, name: &str) -> String {
+    // FNV-1a: short, stable across builds (the id is kept in the cache across upgrades).
+    let hash = root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("peapod-{:08x}-{name}", hash as u32)
+}
+
+/// Attaches the pod's pinned network namespace to its CNI network (when it has one) and
+/// writes its `/etc` files. The cache entry is recorded before ADD.
+pub(crate) fn connect(
+    rt: &Runtime,
+    entry: &PodEntry,
+    record: &mut PodRecord,
+    options: &NetworkOptions,
+) -> Result<(), RuntimeError> {
+    let mut net = NetworkRecord::new(options);
+    if let PodNetwork::Cni(name) = &options.network {
+        let list = options.cni.network(name).map_err(RuntimeError::runtime)?;
+        let id = container_id(&rt.root, &record.name);
+        let file = peapod_net::cache_path(&options.cni.cache_dir, &list.name, &id, IFNAME);
+        net.cache_file = Some(file);
+        record.network = Some(net.clone());
+        entry.save(record)?;
+        let added = options
+            .cni
+            .add(
+                &list,
+                &Attachment {
+                    container_id: id,
+                    netns: entry.dir().join("ns/net"),
+                    ifname: IFNAME.to_owned(),
+                    ports: options.ports.clone(),
+                    ip: options.ip,
+                    owner: serde_json::json!({"root": rt.root, "pod": record.name}),
+                },
+            )
+            .map_err(RuntimeError::runtime)?;
+        net.addresses = added.addresses().iter().map(ToString::to_string).collect();
+    }
+    record.network = Some(net);
+    entry.save(record)?;
+    write_etc(entry, record)
+}
+
+/// Writes `etc/hosts`, `etc/hostname` and `etc/resolv.conf` into the pod's directory.
+fn write_etc(entry: &PodEntry, record: &PodRecord) -> Result<(), RuntimeError> {
+    let Some(net) = &record.network else {
+        return Ok(());
+    };
+    let hostname = record
+        .hostname
+        .clone()
+        .unwrap_or_else(|| record.name.clone());
+    let addresses: Vec<IpAddr> = net
+        .addresses
+        .iter()
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .collect();
+    let resolv = match net.network {
+        // The host's resolvers, loopback ones included, are reachable from its namespace.
+        PodNetwork::Host if net.dns == DnsSettings::default() => {
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        }
+        _ => peapod_net::etc::host_resolv_conf(&net.dns),
+    };
+    let dir = entry.subdir("etc")?;
+    for (file, text) in [
+        (
+            "hosts",
+            peapod_net::etc::hosts(&hostname, &addresses, &net.add_hosts),
+        ),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, text)
+            .map_err(|e| RuntimeError::runtime(anyhow!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Undoes the pod's attachment (DEL with what ADD had), while its network namespace is
+/// still pinned; forgets its addresses.
+pub(crate) fn disconnect(record: &mut PodRecord) -> Result<(), RuntimeError> {
+    let Some(net) = &mut record.network else {
+        return Ok(());
+    };
+    let Some(file) = &net.cache_file else {
+        return Ok(());
+    };
+    let cni = Cni {
+        plugin_dirs: net.plugin_dirs.clone(),
+        timeout: Duration::from_secs(net.timeout_seconds.max(1)),
+        ..Cni::default()
+    };
+    cni.del(file).map_err(RuntimeError::runtime)?;
+    net.addresses.clear();
+    Ok(())
+}
+
+/// Bind-mounts the pod's `/etc` files into a container's spec, and for a pod on the host's
+/// network, leaves the container in the host's network namespace.
+pub(crate) fn join(
+    spec: &mut Spec,
+    record: &PodRecord,
+    pod_dir: &Path,
+) -> Result<(), RuntimeError> {
+    let Some(net) = &record.network else {
+        return Ok(());
+    };
+    if net.network == PodNetwork::Host {
+        if let Some(linux) = spec.linux_mut() {
+            let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+            namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
+            linux.set_namespaces(Some(namespaces));
+        }
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for file in ["hosts", "hostname", "resolv.conf"] {
+        let destination = PathBuf::from("/etc").join(file);
+        mounts.retain(|m| m.destination() != &destination);
+        mounts.push(
+            MountBuilder::default()
+                .destination(destination)
+                .typ("bind")
+                .source(pod_dir.join("etc").join(file))
+                .options(vec!["bind".to_owned()])
+                .build()
+                .map_err(|e| RuntimeError::runtime(anyhow!("cannot describe a mount: {e}")))?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+/// Undoes the attachments a killed peapod left under this state root: cache entries whose
+/// pod no longer exists.
+pub(crate) fn reap(rt: &Runtime, cni: &Cni) {
+    let pods = rt.root.join(".pods");
+    for (file, cached) in cni.cached() {
+        let owner_root = cached.owner["root"].as_str().map(PathBuf::from);
+        let Some(pod) = cached.owner["pod"].as_str() else {
+            continue;
+        };
+        if owner_root.as_deref() != Some(rt.root.as_path()) || pods.join(pod).exists() {
+            continue;
+        }
+        match cni.del(&file) {
+            Ok(()) => tracing::info!(
+                "removed the network attachment of a pod that is gone: {}",
+                file.display()
+            ),
+            Err(e) => tracing::warn!(
+                "cannot remove the leftover attachment {}: {e}",
+                file.display()
+            ),
+        }
+    }
+}
