@@ -19,6 +19,8 @@ pub struct Pods {
     pub rootfs: TestRootfs,
     pub init: PathBuf,
     pub names: Vec<String>,
+    /// Variables every `peapod` of the test gets (a test network's directories).
+    pub env: Vec<(String, PathBuf)>,
 }
 
 impl Pods {
@@ -30,12 +32,14 @@ impl Pods {
             rootfs,
             init,
             names: Vec::new(),
+            env: Vec::new(),
         })
     }
 
     /// `peapod --root STATE ARGS...`, finished within the timeout.
     pub fn peapod(&self, args: &[&str]) -> Outcome {
         let mut cmd = self.rootfs.peapod();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(args);
         finish(cmd.spawn().expect("spawn peapod"))
     }
