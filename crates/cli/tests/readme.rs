@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::net::TestNet;
 use support::pods::static_init;
 use support::{finish, wait_with_timeout, TestRootfs};
 
@@ -88,11 +89,16 @@ fn every_command_in_the_readme_runs() {
     std::os::unix::fs::symlink(&rootfs.path, scratch.join("target/rootfs")).expect("symlink");
     let bin = scratch.join("bin");
     std::fs::create_dir(&bin).expect("bin");
+    // The README's pods are on the default network `peapod`: one of this test's own (its
+    // bridge, subnet, configuration and cache), dropped after the pods are.
+    let net = TestNet::named(Some("peapod"), 24);
     let wrapper = bin.join("peapod");
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexec '{}' --root '{}' \"$@\"\n",
+            "#!/bin/sh\nexport PEAPOD_CNI_CONFIG_DIR='{}' PEAPOD_CNI_CACHE_DIR='{}'\nexec '{}' --root '{}' \"$@\"\n",
+            net.dir.join("net.d").display(),
+            net.dir.join("cache").display(),
             env!("CARGO_BIN_EXE_peapod"),
             rootfs.state_root().display()
         ),
@@ -155,6 +161,7 @@ fn every_command_in_the_readme_runs() {
     assert_eq!(left.stdout, "", "containers the README leaves behind");
     drop(_cleanup);
     rootfs.assert_nothing_left();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
 }
 
 #[test]

@@ -45,9 +45,15 @@ impl TestNet {
     /// A network of `prefix` (24, or 30 for a tiny one), its files in a directory of its
     /// own; [`TestNet::env`] gives the variables that make `peapod` use them.
     pub fn new(prefix: u8) -> TestNet {
+        TestNet::named(None, prefix)
+    }
+
+    /// [`TestNet::new`], with this network name (`peapod`: the default network, of the
+    /// test's own directories).
+    pub fn named(name: Option<&str>, prefix: u8) -> TestNet {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let name = format!("ppt{pid}x{n}");
+        let name = name.map_or_else(|| format!("ppt{pid}x{n}"), str::to_owned);
         let bridge = format!("pp{pid}x{n}");
         assert!(bridge.len() <= 15, "{bridge}");
         let scratch = tempfile::Builder::new()
