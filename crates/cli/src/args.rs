@@ -780,6 +780,11 @@ pub(crate) struct PodPlayArgs {
     /// The static peapod-init to run as the infra process (default: beside peapod).
     #[arg(long, value_name = "FILE")]
     pub init_path: Option<PathBuf>,
+    /// The pod's network unless the manifest says hostNetwork (default: peapod as root).
+    #[arg(long, value_name = "NAME|none|host")]
+    pub network: Option<PodNetwork>,
+    #[command(flatten)]
+    pub cni: CniArgs,
     /// The Pod manifest (YAML).
     pub file: PathBuf,
 }

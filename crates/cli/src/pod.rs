@@ -14,10 +14,7 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
         PodCommand::Create(args) => {
             // As root a pod is on peapod's default network unless told otherwise; rootless
             // pods are refused anyway (pinning needs root).
-            let network = args.network.unwrap_or(match rt.rootless {
-                false => PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned()),
-                true => PodNetwork::None,
-            });
+            let network = args.network.unwrap_or_else(|| default_network(rt));
             let options = PodOptions {
                 name: args.name,
                 hostname: args.hostname,
@@ -135,7 +132,18 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
             }
         }
         PodCommand::Play(args) => {
-            let played = peapod_pod::play(rt, &args.file, args.down, args.init_path.as_deref())?;
+            let network = NetworkOptions {
+                network: args.network.unwrap_or_else(|| default_network(rt)),
+                cni: args.cni.cni(),
+                ..NetworkOptions::default()
+            };
+            let played = peapod_pod::play(
+                rt,
+                &args.file,
+                args.down,
+                args.init_path.as_deref(),
+                &network,
+            )?;
             if let Some(name) = played {
                 println!("{name}");
             }
@@ -143,4 +151,13 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
         PodCommand::Monitor(args) => peapod_pod::monitor(rt, &args.name)?,
     }
     Ok(0)
+}
+
+/// A pod's network when none is named: peapod's default network as root; only `lo` for a
+/// rootless one (which is refused anyway, since pinning its namespaces needs root).
+fn default_network(rt: &Runtime) -> PodNetwork {
+    match rt.rootless {
+        false => PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned()),
+        true => PodNetwork::None,
+    }
 }

@@ -388,3 +388,95 @@ fn a_pod_whose_infra_died_and_a_pod_lost_in_a_crash_are_both_undone() {
     pods.remove_all();
     assert_eq!(net.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn a_played_manifest_publishes_its_host_ports_and_writes_its_aliases_and_dns_config() {
+    let Some((net, mut pods)) = setup(24) else {
+        return;
+    };
+    let port = free_port();
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: played}}
+spec:
+  dnsPolicy: None
+  dnsConfig: {{nameservers: [192.0.2.53], searches: [example.org], options: [{{name: ndots, value: \"2\"}}]}}
+  hostAliases: [{{ip: 192.0.2.7, hostnames: [db, db.local]}}]
+  containers:
+  - name: web
+    image: {}
+    command: [/bin/sh, -c]
+    args: ['cat /etc/hosts /etc/resolv.conf; exec nc -ll -p 80 -e /bin/echo played']
+    ports: [{{containerPort: 80, hostPort: {port}}}]
+",
+        pods.rootfs.arg()
+    );
+    let file = pods.rootfs.scratch().join("played.yaml");
+    std::fs::write(&file, manifest).expect("manifest");
+    let init = pods.init.display().to_string();
+    pods.names.push("played".into());
+    let out = pods.peapod(&[
+        "pod",
+        "play",
+        "--network",
+        &net.name,
+        "--init-path",
+        &init,
+        &file.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(fetch(&format!("{}:{port}", net.gateway())), "played\n");
+    let log = pods.logs("played", "web");
+    assert!(
+        log.contains("192.0.2.7\tdb\n192.0.2.7\tdb.local\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{}\tplayed\n", ip_of(&pods, "played"))),
+        "{log}"
+    );
+    assert!(
+        log.ends_with("search example.org\nnameserver 192.0.2.53\noptions ndots:2\n"),
+        "{log}"
+    );
+    pods.remove_all();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_played_manifest_with_host_network_is_in_the_hosts_network_namespace() {
+    let Some(mut pods) = Pods::new() else { return };
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: onhost}}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {}
+    command: [/bin/sh, -c, 'readlink /proc/self/ns/net']
+",
+        pods.rootfs.arg()
+    );
+    let file = pods.rootfs.scratch().join("onhost.yaml");
+    std::fs::write(&file, manifest).expect("manifest");
+    let init = pods.init.display().to_string();
+    pods.names.push("onhost".into());
+    let out = pods.peapod(&[
+        "pod",
+        "play",
+        "--init-path",
+        &init,
+        &file.display().to_string(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let host = std::fs::read_link("/proc/self/ns/net").expect("ns");
+    wait_until("the container's output", || {
+        !pods.logs("onhost", "c").is_empty()
+    });
+    assert_eq!(pods.logs("onhost", "c").trim(), host.to_string_lossy());
+    pods.remove_all();
+}

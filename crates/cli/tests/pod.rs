@@ -337,7 +337,15 @@ fn pod_play_runs_init_containers_first_and_restarts_on_failure() {
     let init = pods.init.display().to_string();
     let file_arg = file.display().to_string();
     pods.names.push("played".into());
-    let play = pods.peapod(&["pod", "play", "--init-path", &init, &file_arg]);
+    let play = pods.peapod(&[
+        "pod",
+        "play",
+        "--network",
+        "none",
+        "--init-path",
+        &init,
+        &file_arg,
+    ]);
     assert_eq!(play.code, 0, "{play:?}");
     assert!(
         play.stderr
@@ -839,7 +847,15 @@ fn pod_play_down_sends_sigterm_and_kills_only_after_the_grace_period() {
     let init = pods.init.display().to_string();
     let file_arg = file.display().to_string();
     pods.names.push("graceful".into());
-    let play = pods.peapod(&["pod", "play", "--init-path", &init, &file_arg]);
+    let play = pods.peapod(&[
+        "pod",
+        "play",
+        "--network",
+        "none",
+        "--init-path",
+        &init,
+        &file_arg,
+    ]);
     assert_eq!(play.code, 0, "{play:?}");
     let warning = "spec.containers[1].resources: ignored";
     assert_eq!(play.stderr.matches(warning).count(), 1, "{play:?}");

@@ -91,7 +91,7 @@ pub use lifecycle::{
     MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
 };
 pub use manifest::{
-    parse as parse_manifest, ContainerPlan, ManifestError, MountPlan, Parsed, PodPlan,
+    parse as parse_manifest, ContainerPlan, ManifestError, MountPlan, NetworkPlan, Parsed, PodPlan,
     RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use network::{NetworkOptions, NetworkRecord, PodNetwork, IFNAME};

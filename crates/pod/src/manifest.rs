@@ -59,6 +59,23 @@ pub struct PodPlan {
     pub init_containers: Vec<ContainerPlan>,
     /// `spec.containers`.
     pub containers: Vec<ContainerPlan>,
+    /// `hostNetwork`, the containers' `ports[].hostPort`, `dnsPolicy`/`dnsConfig` and
+    /// `hostAliases`.
+    #[serde(default)]
+    pub network: NetworkPlan,
+}
+
+/// What a manifest says of its pod's network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPlan {
+    /// `spec.hostNetwork`: the host's network namespace.
+    pub host_network: bool,
+    /// The containers' ports with a `hostPort`, published on the host.
+    pub ports: Vec<peapod_net::PortMapping>,
+    /// `dnsPolicy: None` with `dnsConfig`: the pod's own resolver settings.
+    pub dns: peapod_net::etc::DnsSettings,
+    /// `spec.hostAliases`, one entry per host name.
+    pub host_aliases: Vec<(String, std::net::IpAddr)>,
 }
 
 /// `spec.restartPolicy`.
@@ -176,6 +193,10 @@ struct RawSpec {
     restart_policy: Option<String>,
     termination_grace_period_seconds: Option<u64>,
     host_network: Option<bool>,
+    dns_policy: Option<String>,
+    dns_config: Option<RawDnsConfig>,
+    #[serde(default)]
+    host_aliases: Vec<RawHostAlias>,
     #[serde(rename = "hostPID")]
     host_pid: Option<bool>,
     #[serde(rename = "hostIPC")]
@@ -228,9 +249,36 @@ struct RawVolumeMount {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawPort {
+    container_port: Option<i64>,
     host_port: Option<i64>,
+    protocol: Option<String>,
+    #[serde(rename = "hostIP")]
+    host_ip: Option<String>,
     #[serde(flatten)]
     extra: Extra,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDnsConfig {
+    #[serde(default)]
+    nameservers: Vec<String>,
+    #[serde(default)]
+    searches: Vec<String>,
+    #[serde(default)]
+    options: Vec<RawDnsOption>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDnsOption {
+    name: Option<String>,
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawHostAlias {
+    ip: Option<String>,
+    #[serde(default)]
+    hostnames: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,10 +347,11 @@ pub fn parse(text: &str, base: &Path) -> Result<Parsed, ManifestError> {
     Checker::default().check(raw, base)
 }
 
-/// Collects warnings while checking.
+/// Collects warnings (and the containers' published ports) while checking.
 #[derive(Default)]
 struct Checker {
     warnings: Vec<String>,
+    ports: Vec<peapod_net::PortMapping>,
 }
 
 impl Checker {
@@ -339,8 +388,8 @@ impl Checker {
         check_name("metadata.name", &name)?;
         self.ignore("metadata.", &raw.metadata.extra);
         let spec = raw.spec.ok_or_else(|| bad("spec", "missing"))?;
+        let network = self.network(&spec)?;
         for (field, value) in [
-            ("spec.hostNetwork", spec.host_network),
             ("spec.hostPID", spec.host_pid),
             ("spec.hostIPC", spec.host_ipc),
         ] {
@@ -404,6 +453,10 @@ impl Checker {
                 volumes,
                 init_containers,
                 containers: plans,
+                network: NetworkPlan {
+                    ports: std::mem::take(&mut self.ports),
+                    ..network
+                },
             },
             warnings: self.warnings,
         })
@@ -569,13 +622,11 @@ impl Checker {
             });
         }
         for (j, port) in raw.ports.iter().enumerate() {
-            if port.host_port.is_some() {
-                return Err(bad(
-                    field(&format!("ports[{j}].hostPort")),
-                    "not supported: a pod's network has only lo, and nothing maps host ports to it",
-                ));
+            let at = field(&format!("ports[{j}]"));
+            if let Some(mapping) = published(&at, port)? {
+                self.ports.push(mapping);
             }
-            self.ignore(&field(&format!("ports[{j}].")), &port.extra);
+            self.ignore(&format!("{at}."), &port.extra);
         }
         let mut read_only_root = false;
         for (key, value) in raw.security_context.iter().flatten() {
@@ -604,6 +655,111 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// `hostNetwork`, `dnsPolicy` with `dnsConfig`, and `hostAliases`.
+    fn network(&mut self, spec: &RawSpec) -> Result<NetworkPlan, ManifestError> {
+        let mut plan = NetworkPlan {
+            host_network: spec.host_network.unwrap_or(false),
+            ..NetworkPlan::default()
+        };
+        match spec.dns_policy.as_deref() {
+            None | Some("Default") | Some("ClusterFirstWithHostNet") => {}
+            Some("ClusterFirst") => self.warnings.push(
+                "spec.dnsPolicy: ClusterFirst treated as Default (no cluster DNS): the host's resolvers"
+                    .to_owned(),
+            ),
+            Some("None") if spec.dns_config.is_none() => {
+                return Err(bad("spec.dnsConfig", "missing: dnsPolicy None needs dnsConfig"))
+            }
+            Some("None") => {}
+            Some(other) => {
+                return Err(bad(
+                    "spec.dnsPolicy",
+                    format!("{other:?}: expected ClusterFirst, Default, ClusterFirstWithHostNet or None"),
+                ))
+            }
+        }
+        if let Some(config) = &spec.dns_config {
+            for (i, server) in config.nameservers.iter().enumerate() {
+                let ip = server.parse().map_err(|_| {
+                    bad(
+                        format!("spec.dnsConfig.nameservers[{i}]"),
+                        format!("{server:?} is not an IP address"),
+                    )
+                })?;
+                plan.dns.servers.push(ip);
+            }
+            plan.dns.search.clone_from(&config.searches);
+            for (i, option) in config.options.iter().enumerate() {
+                let name = option
+                    .name
+                    .clone()
+                    .ok_or_else(|| bad(format!("spec.dnsConfig.options[{i}].name"), "missing"))?;
+                plan.dns.options.push(match &option.value {
+                    Some(value) => format!("{name}:{value}"),
+                    None => name,
+                });
+            }
+        }
+        for (i, alias) in spec.host_aliases.iter().enumerate() {
+            let at = format!("spec.hostAliases[{i}]");
+            let ip = alias
+                .ip
+                .as_deref()
+                .and_then(|ip| ip.parse().ok())
+                .ok_or_else(|| bad(format!("{at}.ip"), "missing or not an IP address"))?;
+            for name in &alias.hostnames {
+                plan.host_aliases.push((name.clone(), ip));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// A container port with a `hostPort`, as a port to publish; `None` for one without.
+fn published(at: &str, port: &RawPort) -> Result<Option<peapod_net::PortMapping>, ManifestError> {
+    let Some(host_port) = port.host_port else {
+        return Ok(None);
+    };
+    let in_range = |p: i64, field: &str| {
+        u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+            bad(
+                format!("{at}.{field}"),
+                format!("{p} is not a port (1 to 65535)"),
+            )
+        })
+    };
+    let container_port = port
+        .container_port
+        .ok_or_else(|| bad(format!("{at}.containerPort"), "missing"))?;
+    let protocol = match port.protocol.as_deref() {
+        None | Some("TCP") => "tcp",
+        Some("UDP") => "udp",
+        Some("SCTP") => "sctp",
+        Some(other) => {
+            return Err(bad(
+                format!("{at}.protocol"),
+                format!("{other:?}: expected TCP, UDP or SCTP"),
+            ))
+        }
+    };
+    let host_ip = match port.host_ip.as_deref() {
+        None | Some("") => None,
+        Some(ip) => Some(ip.parse().map_err(|_| {
+            bad(
+                format!("{at}.hostIP"),
+                format!("{ip:?} is not an IP address"),
+            )
+        })?),
+    };
+    Ok(Some(peapod_net::PortMapping {
+        host_ip,
+        host_port: in_range(host_port, "hostPort")?,
+        container_port: in_range(container_port, "containerPort")?,
+        protocol: protocol.to_owned(),
+    }))
+}
+
 /// A DNS-1123 label, as Kubernetes names containers and volumes (and a safe container id).
 fn check_name(field: &str, name: &str) -> Result<(), ManifestError> {
     let ok = !name.is_empty()
@@ -629,6 +785,40 @@ fn check_hostname(field: &str, name: &str) -> Result<(), ManifestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_fields_become_the_network_plan() {
+        let dir = rootfs();
+        let text = GOOD.replace(
+            "ports: [{containerPort: 80}]",
+            "ports: [{containerPort: 80, hostPort: 18080}, {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}]",
+        ) + "  hostNetwork: false\n  dnsPolicy: None\n  dnsConfig: {nameservers: [192.0.2.53], searches: [example.org], options: [{name: ndots, value: \"2\"}]}\n  hostAliases: [{ip: 192.0.2.7, hostnames: [db, db.local]}]\n";
+        let plan = parse(&text, dir.path()).expect("parses").plan.network;
+        assert_eq!(
+            plan.ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["18080->80/tcp", "127.0.0.1:5353->53/udp"]
+        );
+        assert_eq!(
+            plan.dns.servers,
+            ["192.0.2.53".parse::<std::net::IpAddr>().expect("ip")]
+        );
+        assert_eq!(plan.dns.search, ["example.org"]);
+        assert_eq!(plan.dns.options, ["ndots:2"]);
+        assert_eq!(plan.host_aliases.len(), 2);
+        let e = error_of(&(GOOD.to_owned() + "  dnsPolicy: None\n"));
+        assert!(e.starts_with("spec.dnsConfig: missing"), "{e}");
+        let w = parse(
+            &(GOOD.to_owned() + "  dnsPolicy: ClusterFirst\n"),
+            dir.path(),
+        )
+        .expect("parses")
+        .warnings
+        .join("\n");
+        assert!(w.contains("ClusterFirst treated as Default"), "{w}");
+    }
 
     fn rootfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -683,9 +873,10 @@ spec:
         let w = parsed.warnings.join("\n");
         assert!(w.contains("spec.containers[0].resources: ignored"), "{w}");
         assert!(w.contains("metadata.annotations: ignored"), "{w}");
+        assert!(!w.contains("containerPort"), "{w}");
         assert!(
-            w.contains("spec.containers[0].ports[0].containerPort: ignored"),
-            "{w}"
+            plan.network.ports.is_empty(),
+            "no hostPort, nothing published"
         );
     }
 
@@ -714,9 +905,9 @@ spec:
         );
         let e = error_of("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [x\n");
         assert!(e.starts_with("malformed YAML at line 5"), "{e}");
-        let e = error_of(&GOOD.replace("containerPort: 80", "containerPort: 80, hostPort: 8080"));
+        let e = error_of(&GOOD.replace("containerPort: 80", "containerPort: 80, hostPort: 80000"));
         assert!(
-            e.starts_with("spec.containers[0].ports[0].hostPort: not supported"),
+            e.starts_with("spec.containers[0].ports[0].hostPort: 80000 is not a port"),
             "{e}"
         );
         let e = error_of(&GOOD.replace("workingDir: /tmp", "securityContext: {privileged: true}"));

@@ -23,7 +23,9 @@ use peapod_runtime::{CreateOptions, Error as RuntimeError, Runtime};
 use peapod_state::{ContainerId, ProcessIdentity};
 
 use crate::lifecycle::{attach, make, pods, record_of, refuse_rootless, remove, stop};
-use crate::{ContainerPlan, PodPlan, PodRecord, PodStore, VolumeSource};
+use crate::{
+    ContainerPlan, NetworkOptions, PodNetwork, PodPlan, PodRecord, PodStore, VolumeSource,
+};
 
 /// The played manifest, kept in the pod's directory for the monitor.
 const PLAN_FILE: &str = "plan.json";
@@ -37,12 +39,15 @@ const INIT_ATTEMPTS: u32 = 5;
 
 /// Plays the manifest `file`: makes its pod and starts its monitor, which runs the
 /// containers; returns the pod's name. With `down`, stops and removes the pod it names
-/// instead, and returns `None`. `init_path` is the static peapod-init of the infra process.
+/// instead, and returns `None`. `init_path` is the static peapod-init of the infra process;
+/// `network` the pod's network unless the manifest says `hostNetwork` (its published ports,
+/// resolver settings and host aliases are added to it).
 pub fn play(
     rt: &Runtime,
     file: &Path,
     down: bool,
     init_path: Option<&Path>,
+    network: &NetworkOptions,
 ) -> Result<Option<String>, RuntimeError> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {}", file.display()))
@@ -74,13 +79,29 @@ pub fn play(
     let init = peapod_runtime::init::locate(init_path).map_err(RuntimeError::usage)?;
     let mut record = PodRecord::new(&name);
     record.hostname = Some(plan.hostname.clone());
+    let mut net = network.clone();
+    if plan.network.host_network {
+        net.network = PodNetwork::Host;
+    }
+    net.ports.extend(plan.network.ports.iter().cloned());
+    if plan.network.dns != Default::default() {
+        net.dns = plan.network.dns.clone();
+    }
+    net.add_hosts
+        .extend(plan.network.host_aliases.iter().cloned());
     record.shared = ["net", "ipc", "uts"].map(str::to_owned).to_vec();
+    // On the host's network the pod has no network namespace of its own to share.
+    if net.network == PodNetwork::Host {
+        record.shared.retain(|kind| kind != "net");
+    }
+    crate::network::check(&net, net.network != PodNetwork::Host)?;
+    crate::network::reap(rt, &net.cni);
     if plan.share_pid {
         record.shared.push("pid".to_owned());
     }
     record.labels = plan.labels.clone();
     record.grace_seconds = plan.grace_seconds;
-    let entry = make(rt, &name, record, &init, None, &Default::default())?;
+    let entry = make(rt, &name, record, &init, None, &net)?;
     let prepared = (|| {
         for volume in &plan.volumes {
             match &volume.source {
