@@ -1,6 +1,10 @@
-//! Pods: the time to create a pod and start two containers in it (median of runs), the
-//! memory of its infra process, and 50 pods of two containers at once (time until all run,
-//! time until all are removed, and what is left behind).
+//! Pods: the time to create a pod and start two containers in it (median of runs), without
+//! a network and on a CNI network of the bench's own (the difference is the cost of CNI ADD
+//! and DEL), next to podman doing the same (`pod create` + two `run -d --pod`, `pod rm -f`,
+//! in a temporary store and network configuration, through runc); the memory of the infra
+//! process; and 50 pods of two containers with IPs at once (time until all run, time until
+//! all are removed, and what is left behind: state, mounts, processes, cgroups, veths,
+//! leases, cache entries, iptables rules).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,49 +22,61 @@ pub(crate) fn run() -> Result {
     rootfs::ensure(&rootfs_dir)?;
     let state = target_dir().join("bench-pod");
     let _ = std::fs::remove_dir_all(&state);
+    let net = BenchNet::new()?;
     let bench = Bench {
         peapod: &peapod,
         state: &state,
         rootfs: &rootfs_dir,
+        net: &net,
     };
 
     println!("== pods: create + 2 detached containers, median of {RUNS} (after a warm-up)\n");
-    let mut create_times = Vec::new();
-    let mut rm_times = Vec::new();
-    let mut rss = Vec::new();
-    for i in 0..=RUNS {
-        let start = Instant::now();
-        bench.pod_with_two("p")?;
-        let up = start.elapsed();
-        rss.push(bench.infra_rss_kb("p")?);
-        let start = Instant::now();
-        bench.peapod(&["pod", "rm", "-f", "p"])?;
-        let down = start.elapsed();
-        reap();
-        if i > 0 {
-            create_times.push(up);
-            rm_times.push(down);
+    let mut medians = Vec::new();
+    for network in ["none", NETWORK] {
+        let (up, down, rss) = bench.cycle(network)?;
+        println!(
+            "{:<44} {:>8.1} ms",
+            format!("pod create --network {network} + 2 x run -d"),
+            ms(up)
+        );
+        println!("{:<44} {:>8.1} ms", "pod rm -f (2 containers)", ms(down));
+        if network == "none" {
+            println!("{:<44} {:>8} kB", "infra process RSS (peapod-init -P)", rss);
         }
+        medians.push((up, down));
     }
+    let add = medians[1].0.saturating_sub(medians[0].0);
+    let del = medians[1].1.saturating_sub(medians[0].1);
     println!(
         "{:<44} {:>8.1} ms",
-        "pod create + 2 x run --detach",
-        ms(median(create_times))
+        "CNI ADD per pod (bridge, portmap, firewall, tuning)",
+        ms(add)
     );
-    println!(
-        "{:<44} {:>8.1} ms",
-        "pod rm -f (2 containers)",
-        ms(median(rm_times))
-    );
-    println!(
-        "{:<44} {:>8} kB",
-        "infra process RSS (peapod-init -P)",
-        median(rss)
-    );
+    println!("{:<44} {:>8.1} ms", "CNI DEL per pod", ms(del));
+    match podman(&rootfs_dir, &net) {
+        Ok(Some((up, down))) => {
+            println!(
+                "{:<44} {:>8.1} ms   (peapod: {:.2}x)",
+                "podman pod create + 2 x run -d --pod",
+                ms(up),
+                medians[1].0.as_secs_f64() / up.as_secs_f64()
+            );
+            println!(
+                "{:<44} {:>8.1} ms   (peapod: {:.2}x)",
+                "podman pod rm -f -t 0",
+                ms(down),
+                medians[1].1.as_secs_f64() / down.as_secs_f64()
+            );
+        }
+        Ok(None) => println!("podman: not installed, skipped"),
+        Err(e) => println!("podman: {e}"),
+    }
 
-    println!("\n== {MANY} pods of 2 containers each, made at once (one thread per pod)\n");
+    println!(
+        "\n== {MANY} pods of 2 containers each on network {NETWORK}, made at once (one thread per pod)\n"
+    );
     let start = Instant::now();
-    let made = at_once(MANY, |i| bench.pod_with_two(&format!("many{i}")));
+    let made = at_once(MANY, |i| bench.pod_with_two(&format!("many{i}"), NETWORK));
     let up = start.elapsed();
     let running = bench.count_running()?;
     let start = Instant::now();
@@ -87,7 +103,8 @@ pub(crate) fn run() -> Result {
     if let Some(first) = failures.first() {
         println!("  first: {first}");
     }
-    let left = leftovers(&state);
+    let mut left = leftovers(&state);
+    left.extend(net.leftovers());
     println!(
         "{:<44} {}",
         "left behind",
@@ -102,15 +119,216 @@ pub(crate) fn run() -> Result {
     Ok(())
 }
 
+/// The bench's network.
+const NETWORK: &str = "ppbench";
+/// How many times podman makes and removes its pod (it is slower: fewer runs).
+const PODMAN_RUNS: usize = 5;
+
+/// A CNI network of the bench's own (bridge `ppbench0`, a free /24 of 10.250.0.0/16, its
+/// configuration, leases and cache under `target/bench-pod-net`), removed on drop.
+struct BenchNet {
+    dir: PathBuf,
+    subnet: String,
+}
+
+impl BenchNet {
+    fn new() -> Result<BenchNet> {
+        use peapod_net::ipnet::Ipv4Net;
+        let dir = target_dir().join("bench-pod-net");
+        let _ = std::fs::remove_dir_all(&dir);
+        let within: Ipv4Net = "10.250.0.0/16".parse().map_err(|e| format!("{e}"))?;
+        let subnet = peapod_net::pick_subnet(within, 24, &peapod_net::host_routes())
+            .ok_or("no free /24 in 10.250.0.0/16 for the bench's network")?;
+        let list = peapod_net::default_list(NETWORK, "ppbench0", subnet, Some(&dir.join("ipam")));
+        std::fs::create_dir_all(dir.join("net.d")).map_err(|e| e.to_string())?;
+        std::fs::write(
+            dir.join(format!("net.d/{NETWORK}.conflist")),
+            list.to_string(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(BenchNet {
+            dir,
+            subnet: subnet.to_string(),
+        })
+    }
+
+    /// Veths on the bridge, leases, cache entries and iptables rules naming the subnet.
+    fn leftovers(&self) -> Vec<String> {
+        let out = |args: &[&str]| {
+            Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let mut left = Vec::new();
+        let veths = out(&["ip", "-o", "link", "show", "master", "ppbench0"])
+            .lines()
+            .count();
+        let count = |dir: PathBuf| {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| {
+                            let n = e.file_name().to_string_lossy().into_owned();
+                            n != "lock" && !n.starts_with("last_reserved_ip")
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let leases = count(self.dir.join("ipam").join(NETWORK));
+        let cached = count(self.dir.join("cache/results"));
+        let prefix = self.subnet.trim_end_matches(".0/24").to_owned() + ".";
+        let rules = out(&["iptables-save"])
+            .lines()
+            .filter(|l| l.contains(&prefix))
+            .count();
+        for (n, what) in [
+            (veths, "veths"),
+            (leases, "leases"),
+            (cached, "cache entries"),
+            (rules, "iptables rules"),
+        ] {
+            if n > 0 {
+                left.push(format!("{n} {what}"));
+            }
+        }
+        left
+    }
+}
+
+impl Drop for BenchNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", "ppbench0"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// podman making the same pod (on a network of its own, in a temporary store, through runc:
+/// crun refuses this host's hybrid cgroups), median of [`PODMAN_RUNS`]; `None` without
+/// podman.
+fn podman(rootfs: &Path, net: &BenchNet) -> Result<Option<(Duration, Duration)>> {
+    if Command::new("podman").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let dir = target_dir().join("bench-podman");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Root here may lack CAP_SYS_RESOURCE: podman's default nofile limit would fail.
+    std::fs::write(
+        dir.join("containers.conf"),
+        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let podman = |args: &[&str]| -> Result<()> {
+        let out = Command::new("podman")
+            .env("CONTAINERS_CONF", dir.join("containers.conf"))
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .arg("--network-config-dir")
+            .arg(dir.join("net"))
+            .args(["--storage-driver", "vfs", "--runtime", "runc"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run podman: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!(
+                "podman {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        }
+    };
+    let pause = target_dir().join("cri-images/pause.tar");
+    let subnet = net.subnet.replace(".0/24", ".128/25");
+    let root = rootfs.to_string_lossy().into_owned();
+    let result = (|| {
+        podman(&["load", "-i", &pause.to_string_lossy()])?;
+        podman(&["network", "create", "--subnet", &subnet, "ppbench-podman"])?;
+        let (mut ups, mut downs) = (Vec::new(), Vec::new());
+        for i in 0..=PODMAN_RUNS {
+            let start = Instant::now();
+            podman(&[
+                "pod",
+                "create",
+                "--network",
+                "ppbench-podman",
+                "--infra-image",
+                "localhost/peapod/pause:latest",
+                "--name",
+                "p",
+            ])?;
+            for _ in 0..2 {
+                podman(&[
+                    "run",
+                    "-d",
+                    "--pod",
+                    "p",
+                    "--rootfs",
+                    &root,
+                    "/bin/sleep",
+                    "600",
+                ])?;
+            }
+            let up = start.elapsed();
+            let start = Instant::now();
+            podman(&["pod", "rm", "-f", "-t", "0", "p"])?;
+            if i > 0 {
+                ups.push(up);
+                downs.push(start.elapsed());
+            }
+        }
+        Ok((median(ups), median(downs)))
+    })();
+    let _ = podman(&["pod", "rm", "-f", "-t", "0", "p"]);
+    let _ = podman(&["network", "rm", "-f", "ppbench-podman"]);
+    let _ = podman(&["system", "reset", "-f"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(Some)
+}
+
 struct Bench<'a> {
     peapod: &'a Path,
     state: &'a Path,
     rootfs: &'a Path,
+    net: &'a BenchNet,
 }
 
 impl Bench<'_> {
+    /// Median times of making a pod of two containers on `network` and removing it, and the
+    /// infra process's RSS.
+    fn cycle(&self, network: &str) -> Result<(Duration, Duration, u64)> {
+        let mut create_times = Vec::new();
+        let mut rm_times = Vec::new();
+        let mut rss = Vec::new();
+        for i in 0..=RUNS {
+            let start = Instant::now();
+            self.pod_with_two("p", network)?;
+            let up = start.elapsed();
+            rss.push(self.infra_rss_kb("p")?);
+            let start = Instant::now();
+            self.peapod(&["pod", "rm", "-f", "p"])?;
+            let down = start.elapsed();
+            reap();
+            if i > 0 {
+                create_times.push(up);
+                rm_times.push(down);
+            }
+        }
+        Ok((median(create_times), median(rm_times), median(rss)))
+    }
+
     fn peapod(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(self.peapod)
+            .env("PEAPOD_CNI_CONFIG_DIR", self.net.dir.join("net.d"))
+            .env("PEAPOD_CNI_CACHE_DIR", self.net.dir.join("cache"))
             .arg("--root")
             .arg(self.state)
             .args(args)
@@ -127,9 +345,9 @@ impl Bench<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// A pod with two sleeping containers (`POD-a`, `POD-b`).
-    fn pod_with_two(&self, pod: &str) -> Result {
-        self.peapod(&["pod", "create", pod])?;
+    /// A pod on `network` with two sleeping containers (`POD-a`, `POD-b`).
+    fn pod_with_two(&self, pod: &str, network: &str) -> Result {
+        self.peapod(&["pod", "create", "--network", network, pod])?;
         let root = self.rootfs.to_string_lossy();
         for c in ["a", "b"] {
             let name = format!("{pod}-{c}");
