@@ -1,6 +1,7 @@
 //! The pod part of `cargo xtask run`: two containers in one pod, a server and a client, each
-//! on its own copy of the rootfs, sharing the pod's network, IPC, UTS and PID namespaces.
-//! Shown side by side, then the pod is removed.
+//! on its own copy of the rootfs, sharing the pod's network (with its IP on peapod's default
+//! network `peapod`), IPC, UTS and PID namespaces. Shown side by side, then the pod is
+//! removed.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +19,7 @@ echo "hostname=$(hostname)"
 for ns in net ipc uts pid mnt; do echo "ns_$ns=$(readlink /proc/self/ns/$ns)"; done
 echo "root=$(ls / | grep -- -the- | tr '\n' ' ')"
 echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"
+echo "ip=$(ip -4 -o addr show eth0 2>/dev/null | awk '{print $4}')"
 "#;
 
 /// The server: makes a SysV shared-memory segment, then answers on 127.0.0.1:8080.
@@ -134,17 +136,27 @@ fn show(pod: &Pod, roots: &[PathBuf]) -> Result {
             .unwrap_or_default()
     };
 
+    let addresses: Vec<&str> = ps["addresses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
     println!("\npeapod pod create demo; peapod run --pod demo ... (server, client)");
+    println!(
+        "the pod's IP on network {}: {}",
+        ps["network"].as_str().unwrap_or("?"),
+        addresses.join(" ")
+    );
     println!("peapod explain --why demo\n");
     print!("{}", pod.peapod(&["explain", "--why", "demo"])?);
     println!("\nWhat each container saw of the other:");
     println!("\n{:<18} {:<32} client", "", "server");
-    let rows: [(&str, &str); 11] = [
+    let rows: [(&str, &str); 12] = [
         ("PID on the host", ""),
         ("PID in the pod", "pid"),
         ("PID 1 in the pod", "pid1"),
         ("hostname", "hostname"),
         ("net namespace", "ns_net"),
+        ("IP on eth0", "ip"),
         ("ipc namespace", "ns_ipc"),
         ("uts namespace", "ns_uts"),
         ("mnt namespace", "ns_mnt"),
