@@ -577,6 +577,8 @@ impl LimitArgs {
 }
 
 /// `peapod pod ...`.
+// Parsed once per process, as `Command`: the size of `create`'s flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum PodCommand {
     /// Create a pod: an infra process holding new shared namespaces.

@@ -113,7 +113,12 @@ impl TestNet {
             left.push(format!("cache: {}", entry.file_name().to_string_lossy()));
         }
         let subnet = self.subnet.to_string();
-        let prefix = subnet.rsplitn(2, '.').nth(1).unwrap_or_default().to_owned() + ".";
+        let prefix = subnet
+            .rsplit_once('.')
+            .map(|x| x.0)
+            .unwrap_or_default()
+            .to_owned()
+            + ".";
         for line in output(&["iptables-save"])
             .lines()
             .chain(output(&["nft", "list", "ruleset"]).lines())
