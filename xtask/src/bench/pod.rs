@@ -247,7 +247,15 @@ fn podman(rootfs: &Path, net: &BenchNet) -> Result<Option<(Duration, Duration)>>
         }
     };
     let pause = target_dir().join("cri-images/pause.tar");
-    let subnet = net.subnet.replace(".0/24", ".128/25");
+    // A /24 of its own: podman refuses a subnet that a route (the bench's bridge) covers.
+    let taken: Vec<peapod_net::ipnet::Ipv4Net> = peapod_net::host_routes()
+        .into_iter()
+        .chain(net.subnet.parse().ok())
+        .collect();
+    let within: peapod_net::ipnet::Ipv4Net = "10.250.0.0/16".parse().map_err(|e| format!("{e}"))?;
+    let subnet = peapod_net::pick_subnet(within, 24, &taken)
+        .ok_or("no free /24 in 10.250.0.0/16 for podman's network")?
+        .to_string();
     let root = rootfs.to_string_lossy().into_owned();
     let result = (|| {
         podman(&["load", "-i", &pause.to_string_lossy()])?;
