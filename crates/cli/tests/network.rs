@@ -79,8 +79,11 @@ fn two_pods_on_a_network_talk_over_their_ips_and_the_host_reaches_them() {
         return;
     };
     pods.create("a", &["--network", &net.name]);
-    pods.create("b", &["--network", &net.name]);
+    // --ip asks host-local for an address of the subnet.
+    let wanted = std::net::Ipv4Addr::from(u32::from(net.subnet.network()) + 77).to_string();
+    pods.create("b", &["--network", &net.name, "--ip", &wanted]);
     let (ip_a, ip_b) = (ip_of(&pods, "a"), ip_of(&pods, "b"));
+    assert_eq!(ip_b, wanted);
     for ip in [&ip_a, &ip_b] {
         let ip: std::net::Ipv4Addr = ip.parse().expect("an IPv4 address");
         assert!(net.subnet.contains(&ip), "{ip} not in {}", net.subnet);
