@@ -463,15 +463,6 @@ pub(crate) struct SpecArgs {
     pub rootless: bool,
 }
 
-/// The network a container gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Network {
-    /// A new network namespace with only `lo`, up.
-    None,
-    /// The host's network namespace.
-    Host,
-}
-
 /// `peapod run`.
 #[derive(Debug, Args)]
 #[command(arg_required_else_help = true)]
@@ -513,9 +504,19 @@ pub(crate) struct RunArgs {
     /// Make the container's root file system read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// The network: a new namespace with only lo (none), or the host's (host).
-    #[arg(long, value_name = "MODE", default_value = "none")]
-    pub net: Network,
+    /// The network: a new namespace with only lo (none), the host's (host), or a new
+    /// namespace on this CNI network (as a pod's: an IP, /etc files, --publish).
+    #[arg(long, value_name = "none|host|NAME", default_value = "none")]
+    pub net: PodNetwork,
+    /// Publish a port of the container on the host (with --net NAME).
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]"
+    )]
+    pub publish: Vec<PortMapping>,
+    #[command(flatten)]
+    pub cni: CniArgs,
     /// Keep the host's namespaces of these kinds (comma-separated: net, ipc, uts, pid, cgroup).
     #[arg(long, value_name = "NS,...", value_delimiter = ',', value_parser = parse_shareable)]
     pub share: Vec<Namespace>,

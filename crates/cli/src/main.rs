@@ -65,7 +65,11 @@ fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
             let signal = peapod_runtime::parse_signal(&args.signal)?;
             rt.kill(&args.id, signal, args.all).map(done)
         }
-        Command::Delete(args) => rt.delete(&args.id, args.force).map(done),
+        Command::Delete(args) => {
+            rt.delete(&args.id, args.force)?;
+            // The network of a container of `run --net NAME --detach`, if it has one.
+            peapod_pod::remove_container_network(rt, &args.id).map(done)
+        }
         Command::List(args) => oci::list(rt, args),
         Command::Exec(args) => oci::exec(rt, args),
         Command::Ps(args) => oci::ps(rt, args),

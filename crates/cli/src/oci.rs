@@ -12,6 +12,7 @@ use peapod_runtime::{
 
 use crate::args::{CreateArgs, ExecArgs, Format, ListArgs, PsArgs, RunArgs, UpdateArgs};
 use crate::to_json;
+use peapod_pod::{NetworkOptions, PodNetwork};
 
 pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
     rt.reap_leftovers();
@@ -27,7 +28,7 @@ pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
         workdir: args.workdir,
         volumes: args.volumes,
         read_only: args.read_only,
-        net_host: args.net == crate::args::Network::Host,
+        net_host: args.net == PodNetwork::Host,
         share: args.share,
         init: args.init,
         init_path: args.init_path,
@@ -63,16 +64,38 @@ pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
             (id, spec, bundle)
         }
     };
+    // On a CNI network: a network namespace of its own, held as a hidden pod's (see
+    // `peapod_pod::create_container_network`), which it then joins.
+    let net_pod = match &args.net {
+        PodNetwork::Cni(_) => {
+            let hostname = spec.hostname().clone().unwrap_or_else(|| id.clone());
+            let network = NetworkOptions {
+                network: args.net.clone(),
+                ports: args.publish.clone(),
+                cni: args.cni.cni(),
+                ..NetworkOptions::default()
+            };
+            let init = flags.init_path.as_deref();
+            Some(peapod_pod::create_container_network(
+                rt, &id, &hostname, &network, init,
+            )?)
+        }
+        _ if !args.publish.is_empty() => {
+            return Err(Error::usage(anyhow!(
+                "--publish needs --net NAME (a CNI network)"
+            )))
+        }
+        _ => None,
+    };
     // In a pod: its namespaces joined, and (detached) the output to the pod's logs.
-    let attached = match &args.pod {
-        Some(pod) => Some(peapod_pod::attach(
-            rt,
-            pod,
-            &id,
-            &mut spec,
-            args.detach,
-            None,
-        )?),
+    let attached = match args.pod.as_ref().or(net_pod.as_ref()) {
+        Some(pod) => match peapod_pod::attach(rt, pod, &id, &mut spec, args.detach, None) {
+            Ok(attached) => Some(attached),
+            Err(e) => {
+                let _ = peapod_pod::remove_container_network(rt, &id);
+                return Err(e);
+            }
+        },
         None => None,
     };
     let options = RunOptions {
@@ -82,10 +105,15 @@ pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
         cgroup_parent: attached.as_ref().and_then(|a| a.cgroup()),
     };
     // Released once the container is made: the pod's lock is not held while it runs.
-    rt.run(&id, &spec, &bundle, options, |created| match attached {
+    let ran = rt.run(&id, &spec, &bundle, options, |created| match attached {
         Some(attached) if !created => attached.abandon(),
         attached => drop(attached),
-    })
+    });
+    // A detached container's network goes with `delete`; a foreground one's now.
+    if net_pod.is_some() && (!args.detach || ran.is_err()) {
+        peapod_pod::remove_container_network(rt, &id)?;
+    }
+    ran
 }
 
 pub(crate) fn create(rt: &Runtime, args: CreateArgs) -> Result<i32, Error> {

@@ -33,6 +33,7 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
                     },
                     add_hosts: args.dns.add_hosts,
                     cni: args.cni.cni(),
+                    hostname: None,
                 },
             };
             peapod_pod::create(rt, &options)?;

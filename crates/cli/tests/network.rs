@@ -483,3 +483,78 @@ spec:
     assert_eq!(pods.logs("onhost", "c").trim(), host.to_string_lossy());
     pods.remove_all();
 }
+
+#[test]
+fn a_lone_container_on_a_network_gets_an_ip_and_a_published_port_and_delete_undoes_it() {
+    let Some((net, mut pods)) = setup(24) else {
+        return;
+    };
+    let rootfs = pods.rootfs.arg().to_owned();
+    // Should the test fail, the hidden pods go (`pod rm -f` kills their containers too).
+    pods.names
+        .extend(["net-solo".to_owned(), "net-srv".to_owned()]);
+    // In the foreground: an address on eth0 and /etc files naming the container; all of it
+    // undone when it exits.
+    let out = pods.peapod(&[
+        "run",
+        "--rootfs",
+        &rootfs,
+        "--net",
+        &net.name,
+        "--name",
+        "solo",
+        "--",
+        "/bin/sh",
+        "-c",
+        "ip -4 -o addr show eth0; cat /etc/hostname /etc/hosts",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let prefix = net
+        .gateway()
+        .rsplit_once('.')
+        .map(|p| p.0.to_owned() + ".")
+        .expect("prefix");
+    assert!(out.stdout.contains(&format!("inet {prefix}")), "{out:?}");
+    assert!(
+        out.stdout.contains("solo\n127.0.0.1\tlocalhost\n"),
+        "{out:?}"
+    );
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    // Detached with a published port: it answers on the gateway address, `pod list` does
+    // not show the container's network, and `delete` undoes it.
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let out = pods.peapod(&[
+        "run",
+        "--rootfs",
+        &rootfs,
+        "--net",
+        &net.name,
+        "-p",
+        &publish,
+        "--name",
+        "srv",
+        "--detach",
+        "--",
+        "/bin/nc",
+        "-ll",
+        "-p",
+        "80",
+        "-e",
+        "/bin/echo",
+        "solo",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let delete = || pods.peapod(&["delete", "--force", "srv"]);
+    assert_eq!(fetch(&format!("{}:{port}", net.gateway())), "solo\n");
+    assert_eq!(pods.peapod(&["pod", "list", "-q"]).stdout, "");
+    let out = delete();
+    assert_eq!(out.code, 0, "{out:?}");
+    pods.names.clear();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    pods.rootfs.assert_nothing_left();
+    // -p without a network is refused.
+    let out = pods.peapod(&["run", "--rootfs", &rootfs, "-p", "1:2", "--", "/bin/true"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--publish needs --net NAME"), "{out:?}");
+}

@@ -94,7 +94,10 @@ pub use manifest::{
     parse as parse_manifest, ContainerPlan, ManifestError, MountPlan, NetworkPlan, Parsed, PodPlan,
     RestartPolicy, VolumePlan, VolumeSource,
 };
-pub use network::{NetworkOptions, NetworkRecord, PodNetwork, IFNAME};
+pub use network::{
+    create_container_network, remove_container_network, NetworkOptions, NetworkRecord, PodNetwork,
+    CONTAINER_NETWORK_LABEL, IFNAME,
+};
 pub use peapod_net;
 pub use pin::{pin, unpin};
 pub use play::{monitor, play};

@@ -481,6 +481,10 @@ pub fn list(rt: &Runtime) -> Result<Vec<PodSummary>, RuntimeError> {
         let Some(record) = entry.record()? else {
             continue;
         };
+        // The hidden pod of a lone container's network (`run --net`) is the container's.
+        if record.labels.contains_key(network::CONTAINER_NETWORK_LABEL) {
+            continue;
+        }
         let status = record.status();
         rows.push(PodSummary {
             name: record.name.clone(),

@@ -85,6 +85,9 @@ pub struct NetworkOptions {
     pub add_hosts: Vec<(String, IpAddr)>,
     /// Where the networks, plugins and the attachment cache are.
     pub cni: Cni,
+    /// The host name `/etc/hosts` and `/etc/hostname` give, when not the pod's (a lone
+    /// container's own).
+    pub hostname: Option<String>,
 }
 
 /// What `pod.json` records of the pod's network.
@@ -117,6 +120,9 @@ pub struct NetworkRecord {
     /// The plugins' timeout, in seconds.
     #[serde(default)]
     pub timeout_seconds: u64,
+    /// The host name of the `/etc` files, when not the pod's.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 impl NetworkRecord {
@@ -132,6 +138,7 @@ impl NetworkRecord {
             cache_file: None,
             plugin_dirs: options.cni.plugin_dirs.clone(),
             timeout_seconds: options.cni.timeout.as_secs(),
+            hostname: options.hostname.clone(),
         }
     }
 
@@ -218,9 +225,10 @@ fn write_etc(entry: &PodEntry, record: &PodRecord) -> Result<(), RuntimeError> {
     let Some(net) = &record.network else {
         return Ok(());
     };
-    let hostname = record
+    let hostname = net
         .hostname
         .clone()
+        .or_else(|| record.hostname.clone())
         .unwrap_or_else(|| record.name.clone());
     let addresses: Vec<IpAddr> = net
         .addresses
@@ -325,6 +333,85 @@ pub(crate) fn reap(rt: &Runtime, cni: &Cni) {
                 "cannot remove the leftover attachment {}: {e}",
                 file.display()
             ),
+        }
+    }
+}
+
+/// The label that marks the hidden pod holding a lone container's network (`run --net
+/// NAME`), naming the container.
+pub const CONTAINER_NETWORK_LABEL: &str = "io.peapod.container-network";
+
+/// The name of the hidden pod of container `id`'s network.
+fn container_network_pod(id: &str) -> String {
+    format!("net-{id}")
+}
+
+/// Gives a lone container (`peapod run --net NAME`) a network namespace on a CNI network:
+/// a hidden pod that shares only its network namespace (the container keeps its own host
+/// name, IPC and PID namespaces), with the same wiring as a pod's (ADD after the pin, the
+/// `/etc` files with the container's `hostname`, DEL before the pin goes). Returns the
+/// hidden pod's name, which the container joins as a pod; [`remove_container_network`]
+/// removes it. Hidden pods whose container is gone are removed first.
+pub fn create_container_network(
+    rt: &Runtime,
+    id: &str,
+    hostname: &str,
+    options: &NetworkOptions,
+    init_path: Option<&Path>,
+) -> Result<String, RuntimeError> {
+    crate::lifecycle::refuse_rootless(rt)?;
+    check(options, true)?;
+    reap(rt, &options.cni);
+    reap_container_networks(rt);
+    let pod = container_network_pod(id);
+    let name = crate::PodStore::parse_name(&pod)?;
+    let init = peapod_runtime::init::locate(init_path).map_err(RuntimeError::usage)?;
+    let mut record = PodRecord::new(&name);
+    record.shared = vec!["net".to_owned()];
+    record
+        .labels
+        .insert(CONTAINER_NETWORK_LABEL.to_owned(), id.to_owned());
+    let mut options = options.clone();
+    options.hostname = Some(hostname.to_owned());
+    crate::lifecycle::make(rt, &name, record, &init, None, &options)?;
+    Ok(pod)
+}
+
+/// Removes the network of lone container `id` (its hidden pod: DEL, unpin), if it has one.
+pub fn remove_container_network(rt: &Runtime, id: &str) -> Result<(), RuntimeError> {
+    let pod = container_network_pod(id);
+    let Ok(name) = crate::PodStore::parse_name(&pod) else {
+        return Ok(());
+    };
+    match crate::lifecycle::pods(rt)?.load(&name) {
+        Ok(entry) => drop(entry),
+        Err(crate::Error::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    crate::remove(rt, &pod, true)
+}
+
+/// Removes the hidden network pods whose container no longer exists (a foreground `run`
+/// that was killed).
+fn reap_container_networks(rt: &Runtime) {
+    let Ok(store) = crate::lifecycle::pods(rt) else {
+        return;
+    };
+    for name in store.names().unwrap_or_default() {
+        let owner = store
+            .load(&name)
+            .ok()
+            .and_then(|e| e.record().ok().flatten())
+            .and_then(|r| r.labels.get(CONTAINER_NETWORK_LABEL).cloned());
+        if let Some(id) = owner {
+            if !rt.exists(&id) {
+                if let Err(e) = crate::remove(rt, name.as_str(), true) {
+                    tracing::warn!(
+                        "cannot remove the network of container {id}: {}",
+                        e.one_line()
+                    );
+                }
+            }
         }
     }
 }
