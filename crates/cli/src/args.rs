@@ -88,6 +88,10 @@ pub(crate) enum Command {
     /// Start a created container's process.
     #[command(after_long_help = "Example:\n  peapod start web")]
     Start(IdArg),
+    /// Internal: the end of a foreground `run` whose waiting `peapod-init --watch` took
+    /// over: collects the container's status, deletes it, exits with that status.
+    #[command(hide = true)]
+    Finish(IdArg),
     /// Print a container's state as JSON.
     #[command(after_long_help = "Example:\n  peapod state web")]
     State(IdArg),

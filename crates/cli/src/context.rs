@@ -1,8 +1,12 @@
 //! What every command shares: the runtime the global flags ask for, and logging.
 
+use std::ffi::{CString, OsString};
 use std::path::PathBuf;
 
 use peapod_runtime::{Error, Runtime};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::args::{GlobalArgs, LogFormat, Rootless};
 
@@ -33,15 +37,46 @@ pub(crate) fn runtime(global: &GlobalArgs) -> Result<Runtime, Error> {
     Ok(Runtime::new(root, rootless))
 }
 
+/// The command line that ends a foreground run of container `id` once `peapod-init --watch`
+/// has waited for it: this program again, with the same global flags, `finish ID`. `None`
+/// when this program cannot name itself (the run then waits itself).
+pub(crate) fn finish_command(rt: &Runtime, global: &GlobalArgs, id: &str) -> Option<Vec<CString>> {
+    let exe = std::env::current_exe().ok()?;
+    let mut args: Vec<OsString> = vec![exe.into(), "--root".into(), rt.root.clone().into()];
+    args.push(format!("--rootless={}", rt.rootless).into());
+    if let Some(log) = &global.log {
+        args.extend(["--log".into(), log.clone().into()]);
+    }
+    if global.log_format == LogFormat::Json {
+        args.push("--log-format=json".into());
+    }
+    if global.debug {
+        args.push("--debug".into());
+    }
+    args.extend(["finish".into(), id.into()]);
+    args.into_iter()
+        .map(|arg| CString::new(arg.into_encoded_bytes()).ok())
+        .collect()
+}
+
 /// Sends tracing output to stderr, or to `--log FILE`: as plain lines, or with
 /// `--log-format json` as runc writes them (`{"level":"error","msg":"...","time":"..."}`, one a
 /// line), which containerd and podman parse for the last error.
 pub(crate) fn init_logging(global: &GlobalArgs) {
-    let default = if global.debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PEAPOD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // `PEAPOD_LOG` takes a level (`debug`) or levels per crate (`peapod_rootfs=trace,warn`):
+    // `Targets`, not `EnvFilter`, whose span and field matching would bring a regex engine
+    // into the binary for nothing peapod logs.
+    let default = if global.debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::WARN
+    };
+    let filter = std::env::var("PEAPOD_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_target(false);
     let file = global.log.as_ref().and_then(|path| {
         std::fs::OpenOptions::new()
@@ -54,16 +89,22 @@ pub(crate) fn init_logging(global: &GlobalArgs) {
         (Some(file), LogFormat::Json) => builder
             .event_format(RuncJson)
             .with_writer(std::sync::Mutex::new(file))
+            .finish()
+            .with(filter)
             .init(),
         (Some(file), LogFormat::Text) => builder
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
+            .finish()
+            .with(filter)
             .init(),
         // Colour only for a person: conmon and shims pass our stderr on as it is.
         (None, _) => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time()
             .with_writer(std::io::stderr)
+            .finish()
+            .with(filter)
             .init(),
     }
 }

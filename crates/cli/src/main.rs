@@ -15,7 +15,7 @@ mod pod;
 use clap::Parser;
 use peapod_runtime::{Error, Runtime};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, GlobalArgs};
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -33,7 +33,7 @@ fn main() {
             true => rt.with_entrypoint_guard()?.with_seccomp_cache(),
             false => rt,
         };
-        dispatch(&rt, cli.command)
+        dispatch(&rt, &cli.global, cli.command)
     });
     match result {
         Ok(code) => std::process::exit(code),
@@ -51,12 +51,13 @@ fn main() {
 }
 
 /// Runs one command: one call of the runtime (or the pod library), its result printed.
-fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
+fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, Error> {
     let done = |()| 0;
     match command {
-        Command::Run(args) => oci::run(rt, args),
+        Command::Run(args) => oci::run(rt, global, args),
         Command::Create(args) => oci::create(rt, args),
         Command::Start(args) => rt.start(&args.id).map(done),
+        Command::Finish(args) => rt.finish(&args.id),
         Command::State(args) => {
             println!("{}", to_json(&rt.state(&args.id)?)?);
             Ok(0)

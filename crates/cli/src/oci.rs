@@ -10,11 +10,13 @@ use peapod_runtime::{
     bundle, CreateOptions, Error, ExecOptions, RunOptions, Runtime, UpdateRequest,
 };
 
-use crate::args::{CreateArgs, ExecArgs, Format, ListArgs, PsArgs, RunArgs, UpdateArgs};
+use crate::args::{
+    CreateArgs, ExecArgs, Format, GlobalArgs, ListArgs, PsArgs, RunArgs, UpdateArgs,
+};
 use crate::to_json;
 use peapod_pod::{NetworkOptions, PodNetwork};
 
-pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
+pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i32, Error> {
     rt.reap_leftovers();
     if args.pod.is_some() && args.hostname.is_some() {
         return Err(Error::usage(anyhow!(
@@ -103,6 +105,9 @@ pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
         pid_file: args.pid_file,
         console_socket: args.console_socket,
         cgroup_parent: attached.as_ref().and_then(|a| a.cgroup()),
+        then_finish: (!args.detach)
+            .then(|| crate::context::finish_command(rt, global, &id))
+            .flatten(),
     };
     // Released once the container is made: the pod's lock is not held while it runs.
     let ran = rt.run(&id, &spec, &bundle, options, |created| match attached {

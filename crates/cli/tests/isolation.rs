@@ -6,7 +6,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use support::{container_pid, facts, finish, run_in, sh, TestRootfs};
+use support::{container_pid, facts, finish, run_in, sh, wait_until, TestRootfs};
 
 const NAMESPACES: [&str; 6] = ["mnt", "pid", "ipc", "uts", "net", "cgroup"];
 
@@ -387,6 +387,63 @@ fn forwarded_signals_reach_the_command() {
         assert_eq!(rest.trim(), format!("got-{name}"), "{sig}: {out:?}");
         assert_eq!(out.code, 3, "{sig}: {out:?}");
     }
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_long_foreground_run_is_waited_for_by_peapod_init_and_ends_with_the_containers_status() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let script = "trap 'echo got-TERM; exit 7' TERM; echo ready; i=0; \
+                  while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done";
+    let mut child = rootfs
+        .peapod()
+        .args([
+            "run",
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    // The same process (the record's owner) now runs the small init, watching its child.
+    wait_until("peapod-init --watch to take over", || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.starts_with(b"peapod-init\0--watch\0"))
+    });
+    let container = container_pid(pid);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == container.to_string().as_bytes()),
+        "the init watches the container process {container}: {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("rest");
+    let out = finish(child);
+    assert_eq!(rest.trim(), "got-TERM", "{out:?}");
+    assert_eq!(out.code, 7, "{out:?}");
+    // `peapod finish` collected the container and deleted it: no record, no zombie.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{container}")).exists(),
+        "the container process {container} is left (as a zombie?)"
+    );
     rootfs.assert_nothing_left();
 }
 

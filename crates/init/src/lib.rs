@@ -61,7 +61,7 @@ pub use error::Error;
 pub use options::{Invocation, Options, UsageError};
 pub use reaper::{reap_orphans, reap_zombies, ChildStatus, OrphanReap};
 pub use signals::Signal;
-pub use supervise::{pause, run};
+pub use supervise::{pause, run, watch};
 
 /// Ends the process immediately with `code`, without running destructors or
 /// flushing anything (there is nothing to flush: diagnostics are written

@@ -13,7 +13,7 @@ use crate::signals::Signal;
 
 /// The one-line usage message.
 pub const USAGE: &str =
-    "usage: peapod-init [-s] [-g] [-w] [-v] [-e CODE]... [-p SIG] [-k SECS] [--] CMD [ARGS...]\n       peapod-init -P|--pause\n       peapod-init -h|--help|--version\n";
+    "usage: peapod-init [-s] [-g] [-w] [-v] [-e CODE]... [-p SIG] [-k SECS] [--] CMD [ARGS...]\n       peapod-init -P|--pause\n       peapod-init --watch PID PATH ARGV0 [ARGS...]\n       peapod-init -h|--help|--version\n";
 
 /// The help text printed by `-h`.
 pub const HELP: &str = "\
@@ -29,6 +29,9 @@ CMD's status (128+N when CMD was killed by signal N).
   -w         print a line for every orphan reaped
   -v         print what peapod-init does (repeat for more)
   -P         pause: no command, sleep until SIGTERM or SIGINT, reaping
+  --watch PID PATH ARGV0 [ARGS...]
+             forward signals to child PID until it exits (left unreaped),
+             then exec PATH (a foreground `peapod run` waits this way)
   -h         this help; --version prints the version
 ";
 
@@ -80,6 +83,11 @@ pub enum Invocation<'a> {
     /// runs a container's entrypoint through a sealed in-memory copy of this binary, so that
     /// the container never executes, through `/proc/self/exe`, the runtime's own binary.
     Exec(CStrArray<'a>),
+    /// `--watch PID PATH ARGV0 [ARG]...`: forward every signal to child `PID` until it exits,
+    /// leaving it unreaped, then become `PATH`. A foreground `peapod run` hands its waiting
+    /// to this mode, so that a long-running container is watched by a process of a few
+    /// hundred kilobytes, and `PATH` (peapod again) collects the status and cleans up.
+    Watch(i32, CStrArray<'a>),
     /// Print the help text.
     Help,
     /// Print the version.
@@ -153,6 +161,20 @@ pub fn parse(argv: CStrArray<'_>) -> Result<Invocation<'_>, UsageError<'_>> {
                 return match target.len() {
                     0 | 1 => Err(UsageError::MissingCommand),
                     _ => Ok(Invocation::Exec(target)),
+                };
+            }
+            b"--watch" if i == 1 => {
+                let pid = argv
+                    .get(2)
+                    .ok_or(UsageError::MissingValue("--watch"))?
+                    .to_bytes();
+                let pid = number(pid, i32::MAX as u64)
+                    .filter(|&pid| pid > 0)
+                    .ok_or(UsageError::BadValue("--watch", pid))?;
+                let target = argv.skip(3);
+                return match target.len() {
+                    0 | 1 => Err(UsageError::MissingCommand),
+                    _ => Ok(Invocation::Watch(pid as i32, target)),
                 };
             }
             b"--pause" => {
@@ -318,6 +340,26 @@ mod tests {
         });
         with_parsed(&["-p", "NOPE", "sh"], |r| {
             assert_eq!(r.err(), Some(UsageError::BadValue("-p", b"NOPE")))
+        });
+        with_parsed(
+            &["--watch", "42", "/bin/peapod", "peapod", "finish", "c"],
+            |r| {
+                let Ok(Invocation::Watch(pid, then)) = r else {
+                    panic!("not watch: {r:?}")
+                };
+                assert_eq!(pid, 42);
+                let then: Vec<&[u8]> = then.iter().collect();
+                assert_eq!(then, [&b"/bin/peapod"[..], b"peapod", b"finish", b"c"]);
+            },
+        );
+        with_parsed(&["--watch"], |r| {
+            assert_eq!(r.err(), Some(UsageError::MissingValue("--watch")))
+        });
+        with_parsed(&["--watch", "0", "/bin/true", "true"], |r| {
+            assert_eq!(r.err(), Some(UsageError::BadValue("--watch", b"0")))
+        });
+        with_parsed(&["--watch", "42", "/bin/true"], |r| {
+            assert_eq!(r.err(), Some(UsageError::MissingCommand))
         });
         // A lone "-" is a command name, as for getopt.
         with_parsed(&["-"], |r| {

@@ -80,6 +80,24 @@ pub fn pause(opts: &Options) -> Result<u8, Error> {
     }
 }
 
+/// Watch mode (`--watch PID`): forwards every signal this process gets to its child `pid`
+/// until that child has exited, and returns without reaping it, so that the program the
+/// caller execs next (still its parent) collects the status. Other children are left alone.
+pub fn watch(pid: i32) -> Result<(), Error> {
+    SavedSignals::block()?;
+    loop {
+        // Checked before every wait: the child may have exited before the signals were
+        // blocked, and its SIGCHLD may have been taken by whoever exec'd us.
+        if sys::has_exited(pid).map_err(|e| Error::new("watching the child", e))? {
+            return Ok(());
+        }
+        match signals::wait(None)? {
+            Some(Signal::CHLD) | None => {}
+            Some(sig) => signals::forward(sig, pid, false)?,
+        }
+    }
+}
+
 /// Reaps all exited children, reporting orphans when asked to.
 fn reap(opts: &Options, mut on_child: impl FnMut(u32, ChildStatus)) -> Result<usize, Error> {
     reap_zombies(|pid, st| {

@@ -96,6 +96,7 @@ const WNOHANG: usize = 1;
 const WEXITED: usize = 4;
 const WNOWAIT: usize = 0x0100_0000;
 const P_ALL: usize = 0;
+const P_PID: usize = 1;
 const SIG_SETMASK: usize = 2;
 const PR_SET_PDEATHSIG: usize = 1;
 const PR_SET_CHILD_SUBREAPER: usize = 36;
@@ -378,6 +379,29 @@ pub fn peek_exited_child() -> SysResult<Option<i32>> {
     })?;
     // With WNOHANG the kernel leaves si_pid at zero when no child is ready.
     Ok(if info.pid == 0 { None } else { Some(info.pid) })
+}
+
+/// `waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT)`: whether child `pid` has exited,
+/// without reaping it (its status stays for whoever waits for it next).
+pub fn has_exited(pid: i32) -> SysResult<bool> {
+    let mut info = SigInfo::zeroed();
+    // SAFETY: waitid writes one siginfo_t (128 bytes) through the pointer,
+    // which points to a live local of that size; the rusage pointer is null.
+    check(unsafe {
+        syscall6(
+            nr::WAITID,
+            [
+                P_PID,
+                pid as usize,
+                &mut info as *mut SigInfo as usize,
+                WEXITED | WNOHANG | WNOWAIT,
+                0,
+                0,
+            ],
+        )
+    })?;
+    // With WNOHANG the kernel leaves si_pid at zero while the child runs.
+    Ok(info.pid != 0)
 }
 
 /// `rt_sigprocmask(SIG_SETMASK, &set, &old)`: returns the previous mask.

@@ -165,6 +165,12 @@ impl Runtime {
         run::run(self, id, spec, bundle, options, created)
     }
 
+    /// Ends a foreground run handed to the small init ([`RunOptions::then_finish`]): waits
+    /// for the container (a child of this process), deletes it, and returns its status.
+    pub fn finish(&self, id: &str) -> Result<i32> {
+        run::finish(self, id)
+    }
+
     /// The OCI state of container `id`, its status read live.
     pub fn state(&self, id: &str) -> Result<StateJson> {
         state::state(self, id)

@@ -25,6 +25,14 @@ pub struct RunOptions {
     pub console_socket: Option<PathBuf>,
     /// The cgroup of its pod, which its own is made below.
     pub cgroup_parent: Option<Cgroup>,
+    /// In the foreground, without a terminal to relay: hand the waiting over to the small
+    /// init (`peapod-init --watch`, exec'd from the entrypoint guard's sealed copy) and have
+    /// it exec this command line when the container has exited, which must end in
+    /// [`Runtime::finish`](crate::Runtime::finish). A container that runs for hours is then
+    /// waited for by a process of a few hundred kilobytes instead of the whole runtime.
+    /// Only an exec replaces the caller, so only a program's own `main` should ask for it;
+    /// without the guard, or if the exec fails, the run waits itself.
+    pub then_finish: Option<Vec<std::ffi::CString>>,
 }
 
 /// Runs container `id`; `created` is told whether its creation succeeded, as soon as that is
@@ -104,6 +112,12 @@ pub(crate) fn run(
                 crate::create::run_logged_hooks(&record, "poststart", "running", pid.as_raw());
             }
         }
+        if let (None, Some(then)) = (&master, &run.then_finish) {
+            match wait_briefly(&forwarder, pid)? {
+                Some(exit) => return Ok(exit),
+                None => hand_off(rt, pid, then),
+            }
+        }
         match master {
             Some(master) => crate::tty::proxy(master, &forwarder, pid).map_err(|e| {
                 peapod_container::Error::Os {
@@ -122,6 +136,111 @@ pub(crate) fn run(
     // The foreground container is gone (or never ran): so goes its record.
     let cleaned = crate::delete::delete(rt, &id, true);
     let code = exit?.code();
+    cleaned?;
+    Ok(code)
+}
+
+/// How long a foreground run waits itself before handing the waiting to the small init: a
+/// short job ends sooner than the two execs of the hand-off would take (about 1.5 ms), and
+/// only a container that keeps running is worth the memory saved.
+const HAND_OFF_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Waits for `pid` for at most [`HAND_OFF_AFTER`], forwarding signals meanwhile; its exit,
+/// or `None` when it still runs.
+fn wait_briefly(
+    forwarder: &SignalForwarder,
+    pid: nix::unistd::Pid,
+) -> std::result::Result<Option<peapod_container::Exit>, peapod_container::Error> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + HAND_OFF_AFTER;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut fds = [PollFd::new(forwarder.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+        match poll(&mut fds, timeout) {
+            // Nothing came: the container still runs.
+            Ok(0) if left.is_zero() => return Ok(None),
+            Ok(0) => continue,
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                return Err(peapod_container::Error::Os {
+                    what: "failed to poll for signals",
+                    source: e.into(),
+                })
+            }
+        }
+        // Readable: one signal to read (or forward), which does not block.
+        if let Some(exit) = forwarder.step(pid, |_| {})? {
+            return Ok(Some(exit));
+        }
+    }
+}
+
+/// Becomes `peapod-init --watch PID THEN...` through the entrypoint guard; returns only when
+/// that cannot be done (no guard, or the exec failed), and the caller then waits itself.
+fn hand_off(rt: &Runtime, pid: nix::unistd::Pid, then: &[std::ffi::CString]) {
+    let Some(guard) = &rt.entrypoint_guard else {
+        return;
+    };
+    let (Some(program), Ok(pid)) = (then.first(), std::ffi::CString::new(pid.to_string())) else {
+        return;
+    };
+    let mut argv = vec![
+        c"peapod-init".to_owned(),
+        c"--watch".to_owned(),
+        pid,
+        program.clone(),
+    ];
+    argv.extend(then.iter().cloned());
+    let env: Vec<std::ffi::CString> = std::env::vars_os()
+        .filter_map(|(key, value)| {
+            let mut pair = key.into_encoded_bytes();
+            pair.push(b'=');
+            pair.extend(value.into_encoded_bytes());
+            std::ffi::CString::new(pair).ok()
+        })
+        .collect();
+    use std::os::fd::AsRawFd as _;
+    // The signals stay blocked across the exec, so none sent meanwhile is lost: the init
+    // blocks the same set and forwards what is pending.
+    let e = nix::unistd::fexecve(guard.as_raw_fd(), &argv, &env).unwrap_err();
+    tracing::debug!("cannot hand the waiting to peapod-init ({e}); waiting here");
+}
+
+/// The end of a foreground run handed to `peapod-init --watch`: collects the container's
+/// status (it is still our child, unreaped), reports an OOM kill, deletes the container.
+pub(crate) fn finish(rt: &Runtime, id: &str) -> Result<i32> {
+    let id: ContainerId = id.parse()?;
+    let record =
+        rt.store()?.load(&id)?.record()?.ok_or_else(|| {
+            Error::runtime(anyhow::anyhow!("container {id} has no record to finish"))
+        })?;
+    let pid = record
+        .process
+        .map(|process| nix::unistd::Pid::from_raw(process.pid))
+        .ok_or_else(|| Error::runtime(anyhow::anyhow!("container {id} has no process")))?;
+    let exit = loop {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break Ok(peapod_container::Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                break Ok(peapod_container::Exit::Signal(signal as i32))
+            }
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                break Err(anyhow::anyhow!(
+                    "cannot collect container {id} (process {pid}): {e}"
+                ))
+            }
+        }
+    };
+    if let Ok(peapod_container::Exit::Signal(signal)) = exit {
+        if signal == nix::sys::signal::Signal::SIGKILL as i32 {
+            crate::cgroups::report_oom(rt, &id);
+        }
+    }
+    let cleaned = crate::delete::delete(rt, &id, true);
+    let code = exit.map_err(Error::runtime)?.code();
     cleaned?;
     Ok(code)
 }

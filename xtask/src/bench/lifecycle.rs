@@ -1,11 +1,17 @@
-//! The OCI lifecycle, peapod next to runc and crun on one bundle: `run` of `/bin/true` (wall
-//! time and the runtime's peak RSS), and `create`, `start`, `delete` one by one.
+//! The OCI lifecycle, peapod side by side with runc and crun on the same bundles, taking turns
+//! so that a noisy neighbour slows all alike: `run` of `/bin/true` (wall time, peak RSS), the
+//! same with podman's default seccomp profile, `create` + `start` + `delete`, the RSS of a
+//! foreground `run` while its container runs, 50 containers `run --detach` at once and their
+//! `delete --force`, and each runtime's binary size.
 //!
-//! xtask makes itself a child subreaper for this, as containerd's shim and conmon are: the
-//! container processes that `create` leaves behind are re-parented to it and reaped here.
+//! All runtimes run in a private mount namespace with the cgroup2 mount hidden: crun 1.8
+//! refuses this host's hybrid cgroups otherwise, and runc and peapod use the v1 hierarchies
+//! either way. xtask makes itself a child subreaper, as containerd's shim and conmon are: the
+//! container processes that `create` and `run --detach` leave behind are re-parented to it and
+//! reaped here.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{find_tool, median};
@@ -13,153 +19,414 @@ use crate::{build_peapod, rootfs, target_dir, Result};
 
 const RUNS: usize = 20;
 const WARM_UP: usize = 3;
+/// Containers started at once in the "many" case.
+const MANY: usize = 50;
+
+/// One runtime under test.
+struct Runtime {
+    name: &'static str,
+    binary: PathBuf,
+    state: PathBuf,
+}
+
+/// Medians of one runtime's measurements.
+#[derive(Default)]
+struct Row {
+    run: Vec<Duration>,
+    run_rss_kb: Vec<i64>,
+    seccomp: Vec<Duration>,
+    create: Vec<Duration>,
+    start: Vec<Duration>,
+    delete: Vec<Duration>,
+    waiting_rss_kb: Vec<i64>,
+    many_up: Option<Duration>,
+    many_down: Option<Duration>,
+}
 
 pub(crate) fn run() -> Result {
     let peapod = build_peapod()?;
-    let bundle = make_bundle(&peapod)?;
+    let bundles = Bundles::make(&peapod)?;
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and 1 only changes this process's flags.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-
-    println!(
-        "== OCI lifecycle on one bundle (/bin/true): median of {RUNS} after {WARM_UP} warm-ups\n"
-    );
-    println!(
-        "{:<8} {:>10} {:>12} {:>11} {:>10} {:>11}",
-        "runtime", "run (ms)", "run max RSS", "create (ms)", "start (ms)", "delete (ms)"
-    );
-    let mut runtimes: Vec<(&str, PathBuf)> = vec![("peapod", peapod)];
-    if let Some(runc) = find_tool("runc") {
-        runtimes.push(("runc", runc));
-    } else {
-        println!("runc: not installed, left out");
-    }
-    for (name, binary) in &runtimes {
-        let row = measure(name, binary, &bundle)?;
-        row.print(name);
-    }
-    // Last, because it may change this process's mounts (see below).
-    if let Some(crun) = find_tool("crun") {
-        match measure("crun", &crun, &bundle) {
-            Ok(row) => row.print("crun"),
-            Err(first) if hide_cgroup2()? => {
-                println!("(crun refused this host's hybrid cgroups ({first}); measured with the cgroup2 mount hidden in a private mount namespace)");
-                match measure("crun", &crun, &bundle) {
-                    Ok(row) => row.print("crun"),
-                    Err(e) => println!("crun: refused this host's cgroups here too: {e}"),
-                }
-            }
-            Err(e) => println!("crun: {e}"),
+    let mut runtimes = vec![Runtime::new("peapod", peapod)];
+    for name in ["crun", "runc"] {
+        match find_tool(name) {
+            Some(binary) => runtimes.push(Runtime::new(name, binary)),
+            None => println!("{name}: not installed, left out"),
         }
-    } else {
-        println!("crun: not installed, left out");
     }
-    println!();
-    let _ = std::fs::remove_dir_all(&bundle);
+    if runtimes.len() > 1 && hide_cgroup2()? {
+        println!("(all runtimes in a private mount namespace with the cgroup2 mount hidden, which crun needs on this host)");
+    }
+    let result = measure_all(&runtimes, &bundles);
+    for runtime in &runtimes {
+        let _ = std::fs::remove_dir_all(&runtime.state);
+    }
+    let _ = std::fs::remove_dir_all(&bundles.dir);
+    let rows = result?;
+    print(&runtimes, &rows);
     Ok(())
 }
 
-struct Row {
-    run: Duration,
-    run_rss_kb: i64,
-    create: Duration,
-    start: Duration,
-    delete: Duration,
-}
-
-impl Row {
-    fn print(&self, name: &str) {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
-            "{name:<8} {:>10.2} {:>9} kB {:>11.2} {:>10.2} {:>11.2}",
-            ms(self.run),
-            self.run_rss_kb,
-            ms(self.create),
-            ms(self.start),
-            ms(self.delete)
-        );
+impl Runtime {
+    fn new(name: &'static str, binary: PathBuf) -> Self {
+        let state = target_dir().join(format!("bench-state-{name}"));
+        Runtime {
+            name,
+            binary,
+            state,
+        }
     }
-}
 
-/// A bundle under target/ with a copy of the default rootfs (runc refuses a symlinked one)
-/// and peapod's default config running `/bin/true`.
-fn make_bundle(peapod: &Path) -> Result<PathBuf> {
-    let rootfs_dir = rootfs::default_dir();
-    rootfs::ensure(&rootfs_dir)?;
-    let bundle = target_dir().join("bench-bundle");
-    let _ = std::fs::remove_dir_all(&bundle);
-    std::fs::create_dir_all(&bundle).map_err(|e| format!("cannot create the bundle: {e}"))?;
-    crate::run_status(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&rootfs_dir)
-            .arg(bundle.join("rootfs")),
-    )?;
-    crate::run_status(Command::new(peapod).args(["spec", "--bundle"]).arg(&bundle))?;
-    let path = bundle.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read config: {e}"))?;
-    let mut config: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("peapod spec wrote bad JSON: {e}"))?;
-    config["process"]["args"] = serde_json::json!(["/bin/true"]);
-    config["process"]["terminal"] = serde_json::json!(false);
-    std::fs::write(&path, config.to_string()).map_err(|e| format!("cannot write config: {e}"))?;
-    Ok(bundle)
-}
-
-fn measure(name: &str, binary: &Path, bundle: &Path) -> Result<Row> {
-    let state = target_dir().join(format!("bench-state-{name}"));
-    let runtime = |args: &[&str]| {
-        let mut cmd = Command::new(binary);
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")
-            .arg(&state)
+            .arg(&self.state)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
-    };
-    let bundle_arg = bundle.to_string_lossy().into_owned();
-    let pid_file = bundle.join(format!("{name}.pid"));
-    let pid_arg = pid_file.to_string_lossy().into_owned();
-    let (mut run, mut rss, mut create, mut start, mut delete) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let result = (|| {
-        for i in 0..RUNS + WARM_UP {
-            let id = format!("bench-{name}-{i}");
-            let (time, usage) = timed(&mut runtime(&["run", "--bundle", &bundle_arg, &id]))?;
-            let (c, _) = timed(&mut runtime(&[
+    }
+
+    /// Runs one command of this runtime to its end; its wall time and resource usage.
+    fn timed(&self, args: &[&str]) -> Result<(Duration, libc::rusage)> {
+        timed(&mut self.command(args)).map_err(|e| format!("{} {}: {e}", self.name, args[0]))
+    }
+}
+
+/// The bundles every runtime runs: `/bin/true`, `/bin/true` with podman's seccomp profile,
+/// and `sleep` (for the waiting and the many containers).
+struct Bundles {
+    dir: PathBuf,
+    plain: String,
+    seccomp: String,
+    sleep: String,
+}
+
+impl Bundles {
+    /// Bundles under target/ sharing one copy of the default rootfs (runc refuses a symlinked
+    /// one), each with peapod's default config and its own process.
+    fn make(peapod: &Path) -> Result<Bundles> {
+        let rootfs_dir = rootfs::default_dir();
+        rootfs::ensure(&rootfs_dir)?;
+        let dir = target_dir().join("bench-bundles");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the bundles: {e}"))?;
+        crate::run_status(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&rootfs_dir)
+                .arg(dir.join("rootfs")),
+        )?;
+        crate::run_status(Command::new(peapod).args(["spec", "--bundle"]).arg(&dir))?;
+        let text = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| format!("cannot read config: {e}"))?;
+        let base: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("peapod spec wrote bad JSON: {e}"))?;
+        let profile: serde_json::Value = serde_json::from_str(super::SECCOMP_PROFILE)
+            .map_err(|e| format!("the bench's seccomp profile: {e}"))?;
+        let write = |name: &str, args: &[&str], seccomp: Option<&serde_json::Value>| {
+            let bundle = dir.join(name);
+            std::fs::create_dir_all(&bundle).map_err(|e| format!("cannot create {name}: {e}"))?;
+            let mut config = base.clone();
+            // crun 1.8 knows spec versions up to 1.1; nothing here needs a later one.
+            config["ociVersion"] = serde_json::json!("1.0.2");
+            config["root"]["path"] = serde_json::json!(dir.join("rootfs"));
+            config["process"]["args"] = serde_json::json!(args);
+            config["process"]["terminal"] = serde_json::json!(false);
+            if let Some(profile) = seccomp {
+                config["linux"]["seccomp"] = profile.clone();
+            }
+            std::fs::write(bundle.join("config.json"), config.to_string())
+                .map_err(|e| format!("cannot write {name}/config.json: {e}"))?;
+            Ok::<_, String>(bundle.to_string_lossy().into_owned())
+        };
+        Ok(Bundles {
+            plain: write("true", &["/bin/true"], None)?,
+            seccomp: write("seccomp", &["/bin/true"], Some(&profile))?,
+            sleep: write("sleep", &["/bin/sleep", "60"], None)?,
+            dir,
+        })
+    }
+}
+
+fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
+    println!(
+        "== OCI lifecycle: median of {RUNS} after {WARM_UP} warm-ups, runtimes taking turns\n"
+    );
+    let mut rows: Vec<Row> = runtimes.iter().map(|_| Row::default()).collect();
+    for i in 0..RUNS + WARM_UP {
+        for (runtime, row) in runtimes.iter().zip(&mut rows) {
+            let id = format!("bench-{}-{i}", runtime.name);
+            let (run, usage) = runtime.timed(&["run", "--bundle", &bundles.plain, &id])?;
+            let (seccomp, _) = runtime.timed(&["run", "--bundle", &bundles.seccomp, &id])?;
+            let pid_file = Path::new(&bundles.plain).join(format!("{}.pid", runtime.name));
+            let pid_arg = pid_file.to_string_lossy().into_owned();
+            let (create, _) = runtime.timed(&[
                 "create",
                 "--bundle",
-                &bundle_arg,
+                &bundles.plain,
                 "--pid-file",
                 &pid_arg,
                 &id,
-            ]))?;
+            ])?;
             let pid = std::fs::read_to_string(&pid_file)
                 .ok()
                 .and_then(|p| p.trim().parse::<i32>().ok())
                 .ok_or("no pid file after create")?;
-            let (s, _) = timed(&mut runtime(&["start", &id]))?;
+            let (start, _) = runtime.timed(&["start", &id])?;
             reap(pid)?;
-            let (d, _) = timed(&mut runtime(&["delete", &id]))?;
+            let (delete, _) = runtime.timed(&["delete", &id])?;
             if i >= WARM_UP {
-                run.push(time);
-                rss.push(usage.ru_maxrss);
-                create.push(c);
-                start.push(s);
-                delete.push(d);
+                row.run.push(run);
+                row.run_rss_kb.push(usage.ru_maxrss);
+                row.seccomp.push(seccomp);
+                row.create.push(create);
+                row.start.push(start);
+                row.delete.push(delete);
             }
         }
-        Ok(())
-    })();
-    let _ = std::fs::remove_file(&pid_file);
-    let _ = std::fs::remove_dir_all(&state);
-    result.map(|()| Row {
-        run: median(run),
-        run_rss_kb: median(rss),
-        create: median(create),
-        start: median(start),
-        delete: median(delete),
-    })
+    }
+    for i in 0..5 {
+        for (runtime, row) in runtimes.iter().zip(&mut rows) {
+            row.waiting_rss_kb
+                .push(waiting_rss_kb(runtime, &bundles.sleep, i)?);
+        }
+    }
+    for (runtime, row) in runtimes.iter().zip(&mut rows) {
+        let (up, down) = many(runtime, &bundles.sleep)?;
+        row.many_up = Some(up);
+        row.many_down = Some(down);
+    }
+    Ok(rows)
+}
+
+/// The RSS of a foreground `run` half a second into its container's run: what each waiting
+/// `run` costs.
+fn waiting_rss_kb(runtime: &Runtime, bundle: &str, i: usize) -> Result<i64> {
+    let id = format!("bench-wait-{}-{i}", runtime.name);
+    let child = runtime
+        .command(&["run", "--bundle", bundle, &id])
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", runtime.name))?;
+    let mut guard = Foreground {
+        runtime,
+        id: &id,
+        child,
+    };
+    let pid = guard.child.id();
+    wait_until(Duration::from_secs(10), || running(runtime, &id)).map_err(|()| {
+        format!(
+            "{} run: the container did not start within 10 s",
+            runtime.name
+        )
+    })?;
+    // What a long-running container costs, not the start-up: peapod hands its waiting to
+    // peapod-init after 100 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read the status of {} run: {e}", runtime.name))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS")?;
+    guard.stop();
+    Ok(rss)
+}
+
+/// A foreground `run`, killed with its container when dropped.
+struct Foreground<'a> {
+    runtime: &'a Runtime,
+    id: &'a str,
+    child: Child,
+}
+
+impl Foreground<'_> {
+    fn stop(&mut self) {
+        let _ = self
+            .runtime
+            .command(&["kill", self.id, "KILL"])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self
+            .runtime
+            .command(&["delete", "--force", self.id])
+            .stderr(Stdio::null())
+            .status();
+        reap_all();
+    }
+}
+
+impl Drop for Foreground<'_> {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Whether `runtime state ID` says running.
+fn running(runtime: &Runtime, id: &str) -> bool {
+    runtime
+        .command(&["state", id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+        .is_some_and(|state| state["status"] == "running")
+}
+
+/// `MANY` x `run --detach` at once (until every one has returned, each container running),
+/// then `MANY` x `delete --force` at once (until all are gone).
+fn many(runtime: &Runtime, bundle: &str) -> Result<(Duration, Duration)> {
+    let ids: Vec<String> = (0..MANY)
+        .map(|i| format!("bench-many-{}-{i}", runtime.name))
+        .collect();
+    let all = |args: &dyn Fn(&str) -> Vec<String>| -> Result<Duration> {
+        let start = Instant::now();
+        let children = ids
+            .iter()
+            .map(|id| {
+                let args = args(id);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                runtime.command(&args).stderr(Stdio::null()).spawn()
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| format!("cannot run {}: {e}", runtime.name))?;
+        let mut failed = 0;
+        for mut child in children {
+            if !wait_child(&mut child, Duration::from_secs(60)) {
+                failed += 1;
+            }
+        }
+        let elapsed = start.elapsed();
+        if failed > 0 {
+            return Err(format!("{}: {failed} of {MANY} failed", runtime.name));
+        }
+        Ok(elapsed)
+    };
+    let up = all(&|id| {
+        vec![
+            "run".into(),
+            "--detach".into(),
+            "--bundle".into(),
+            bundle.into(),
+            id.into(),
+        ]
+    });
+    let down = all(&|id| vec!["delete".into(), "--force".into(), id.into()]);
+    reap_all();
+    Ok((up?, down?))
+}
+
+/// Waits for `child` at most `limit`; whether it exited with 0. Killed when it takes longer.
+fn wait_child(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+fn print(runtimes: &[Runtime], rows: &[Row]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let crun = runtimes.iter().position(|r| r.name == "crun");
+    println!(
+        "{:<8} {:>9} {:>11} {:>12} {:>13} {:>11} {:>13} {:>11} {:>11}",
+        "runtime",
+        "run (ms)",
+        "peak RSS",
+        "+seccomp ms",
+        "c+s+d (ms)",
+        "wait RSS",
+        "binary",
+        "50 up (ms)",
+        "50 rm (ms)"
+    );
+    let mut medians = Vec::new();
+    for (runtime, row) in runtimes.iter().zip(rows) {
+        let cells = [
+            ms(median(row.run.clone())),
+            ms(median(row.seccomp.clone())),
+            ms(median(row.create.clone()))
+                + ms(median(row.start.clone()))
+                + ms(median(row.delete.clone())),
+            ms(row.many_up.unwrap_or_default()),
+            ms(row.many_down.unwrap_or_default()),
+        ];
+        let rss = median(row.run_rss_kb.clone());
+        let waiting = median(row.waiting_rss_kb.clone());
+        let size = std::fs::metadata(&runtime.binary)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        println!(
+            "{:<8} {:>9.2} {:>8} kB {:>12.2} {:>13.2} {:>8} kB {:>10} kB {:>11.1} {:>11.1}",
+            runtime.name,
+            cells[0],
+            rss,
+            cells[1],
+            cells[2],
+            waiting,
+            size / 1024,
+            cells[3],
+            cells[4]
+        );
+        medians.push((cells, rss, waiting, size));
+    }
+    if let Some(crun) = crun {
+        let (base, base_rss, base_waiting, base_size) = medians[crun];
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        for (runtime, (cells, rss, waiting, size)) in runtimes.iter().zip(&medians) {
+            if runtime.name == "crun" {
+                continue;
+            }
+            println!(
+                "{:<8} {:>9.2}x {:>10.2}x {:>12.2}x {:>13.2}x {:>10.2}x {:>12.2}x {:>11.2}x {:>11.2}x",
+                format!("{}/crun", runtime.name),
+                ratio(cells[0], base[0]),
+                ratio(*rss as f64, base_rss as f64),
+                ratio(cells[1], base[1]),
+                ratio(cells[2], base[2]),
+                ratio(*waiting as f64, base_waiting as f64),
+                ratio(*size as f64, base_size as f64),
+                ratio(cells[3], base[3]),
+                ratio(cells[4], base[4]),
+            );
+        }
+    }
+    println!();
+}
+
+/// Waits (polling, at most `limit`) until `ready` holds.
+fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> std::result::Result<(), ()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Err(())
 }
 
 /// Runs `cmd` to its end (at most 30 s); its wall time and resource usage.
@@ -210,6 +477,17 @@ fn reap(pid: i32) -> Result {
             return Err(format!("container process {pid} did not exit within 10 s"));
         }
         std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Reaps every exited child re-parented to us (the killed containers of detached runs).
+fn reap_all() {
+    loop {
+        let mut status = 0;
+        // SAFETY: reaps any exited child of ours, without blocking; status is an out-pointer.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
     }
 }
 

@@ -51,6 +51,10 @@ fn real_main(argv: CStrArray<'_>, envp: CStrArray<'_>) -> u8 {
         Ok(Invocation::Run(opts, command)) => peapod_init::run(&opts, command, envp),
         Ok(Invocation::Pause(opts)) => peapod_init::pause(&opts),
         Ok(Invocation::Exec(target)) => return peapod_init::spawn::replace(target, envp),
+        Ok(Invocation::Watch(pid, then)) => match peapod_init::watch(pid) {
+            Ok(()) => return peapod_init::spawn::replace(then, envp),
+            Err(e) => Err(e),
+        },
         Err(usage) => {
             usage.report();
             return EXIT_USAGE;
