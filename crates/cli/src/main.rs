@@ -57,7 +57,12 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
         Command::Run(args) => oci::run(rt, global, args),
         Command::Create(args) => oci::create(rt, args),
         Command::Start(args) => rt.start(&args.id).map(done),
-        Command::Finish(args) => rt.finish(&args.id),
+        Command::Finish(args) => {
+            let code = rt.finish(&args.id);
+            // The network of a foreground `run --net NAME`, which `run` hands on to here.
+            peapod_pod::remove_container_network(rt, &args.id)?;
+            code
+        }
         Command::State(args) => {
             println!("{}", to_json(&rt.state(&args.id)?)?);
             Ok(0)

@@ -506,7 +506,9 @@ fn a_lone_container_on_a_network_gets_an_ip_and_a_published_port_and_delete_undo
         "--",
         "/bin/sh",
         "-c",
-        "ip -4 -o addr show eth0; cat /etc/hostname /etc/hosts",
+        // The sleep outlasts the 100 ms after which a foreground run hands its waiting to
+        // peapod-init, so the network is undone by `peapod finish`.
+        "ip -4 -o addr show eth0; cat /etc/hostname /etc/hosts; sleep 0.3",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     let prefix = net
