@@ -1,0 +1,106 @@
+//! The store on real files: blobs, names, layers unpacked once, container layers.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+
+use peapod_image::{Reference, Store, OCI_MANIFEST};
+use support::Entry;
+
+#[test]
+fn an_added_image_resolves_by_name_and_id_and_its_layers_are_unpacked_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let base = support::layer(&[
+        Entry::Dir("bin/", 0o755),
+        Entry::File("bin/sh", b"#!shell", 0o4755),
+    ]);
+    let top = support::layer(&[Entry::File("etc/motd", b"hello\n", 0o644)]);
+    let manifest = support::image(
+        &store,
+        &[
+            (base.clone(), support::gzip(&base)),
+            (top.clone(), top.clone()),
+        ],
+    );
+    let name: Reference = "busybox".parse().expect("reference");
+    let image = store
+        .add_image(Some(&name), OCI_MANIFEST, &manifest)
+        .expect("add");
+    assert_eq!(image.names, ["docker.io/library/busybox:latest"]);
+    assert_eq!(image.layers.len(), 2);
+    let sh = image.layers[0].join("bin/sh");
+    let meta = std::fs::metadata(&sh).expect("bin/sh");
+    assert_eq!(meta.mode() & 0o7777, 0o4755, "setuid kept");
+    assert_eq!(
+        std::fs::read(image.layers[1].join("etc/motd")).expect("motd"),
+        b"hello\n"
+    );
+    assert_eq!(image.size, (base.len() + top.len()) as u64);
+
+    for reference in [
+        "busybox",
+        "busybox:latest",
+        "docker.io/library/busybox:latest",
+        image.id.as_ref(),
+        &image.id.digest()[..12],
+    ] {
+        let found = store.resolve(reference).expect("resolve");
+        assert_eq!(
+            found.map(|i| i.manifest_digest),
+            Some(image.manifest_digest.clone()),
+            "{reference}"
+        );
+    }
+    assert!(store.resolve("alpine").expect("resolve").is_none());
+
+    // A second image sharing the base layer reuses its directory.
+    let other_top = support::layer(&[Entry::File("etc/other", b"x", 0o644)]);
+    let manifest2 = support::image(
+        &store,
+        &[(base.clone(), base.clone()), (other_top.clone(), other_top)],
+    );
+    let ino = std::fs::metadata(&sh).expect("sh").ino();
+    let image2 = store
+        .add_image(Some(&"other:1".parse().expect("ref")), "", &manifest2)
+        .expect("add 2");
+    assert_eq!(image2.layers[0], image.layers[0]);
+    assert_eq!(std::fs::metadata(&sh).expect("sh").ino(), ino);
+    assert_eq!(store.list().expect("list").len(), 2);
+}
+
+#[test]
+fn a_container_records_its_use_and_release_removes_its_upper_layer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let base = support::layer(&[Entry::File("hello", b"hi", 0o644)]);
+    let manifest = support::image(&store, &[(base.clone(), base)]);
+    let image = store
+        .add_image(
+            Some(&"used:1".parse().expect("ref")),
+            OCI_MANIFEST,
+            &manifest,
+        )
+        .expect("add");
+    let layers = store
+        .prepare_container(&image, "c1", false)
+        .expect("prepare");
+    let upper = layers.upper.clone().expect("upper");
+    assert!(upper.is_dir() && layers.work.as_ref().expect("work").is_dir());
+    assert_eq!(layers.lower, image.layers);
+    let read_only = store
+        .prepare_container(&image, "c2", true)
+        .expect("prepare ro");
+    assert!(read_only.upper.is_none());
+    assert_eq!(store.containers_using(&image).expect("using"), ["c1", "c2"]);
+    let err = store.remove("used:1", false).unwrap_err();
+    assert!(err.to_string().contains("c1"), "{err}");
+    assert!(store.prepare_container(&image, "../x", false).is_err());
+    store.release_container("c1").expect("release");
+    store.release_container("c1").expect("release again");
+    store.release_container("c2").expect("release c2");
+    assert!(!upper.exists());
+    assert!(store.containers_using(&image).expect("using").is_empty());
+    store.remove("used:1", false).expect("rmi");
+    assert!(store.resolve("used:1").expect("resolve").is_none());
+}
