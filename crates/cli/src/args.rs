@@ -73,10 +73,10 @@ pub(crate) enum Rootless {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a container and wait for it: on a root directory with `--rootfs DIR -- CMD`, or from
-    /// an OCI bundle with `[--bundle B] ID`.
+    /// Run a container and wait for it: from an image with `IMAGE [CMD...]`, on a root
+    /// directory with `--rootfs DIR -- CMD`, or from an OCI bundle with `[--bundle B] ID`.
     #[command(
-        after_long_help = "Example:\n  peapod run --rootfs ./rootfs --memory 64m -- /bin/sh -c 'echo hi'\n  peapod run --detach my-container   # the bundle in the current directory"
+        after_long_help = "Example:\n  peapod run busybox echo hi\n  peapod run --rootfs ./rootfs --memory 64m -- /bin/sh -c 'echo hi'\n  peapod run --detach my-container   # the bundle in the current directory\n\nA bundle is run when --bundle is given, or when the one argument comes with a config.json\nin the current directory (runc's `run ID`); else the first argument is an image."
     )]
     Run(RunArgs),
     /// Create a container from an OCI bundle; it waits, set up, for `start`.
@@ -88,7 +88,7 @@ pub(crate) enum Command {
     /// Print a container's state as JSON.
     #[command(after_long_help = "Example:\n  peapod state web")]
     State(IdArg),
-    /// Send a signal (default SIGTERM) to a container's process.
+    /// Send a signal (default SIGTERM, or the image's StopSignal) to a container's process.
     #[command(after_long_help = "Example:\n  peapod kill web TERM\n  peapod kill --all web KILL")]
     Kill(KillArgs),
     /// Delete a container's state (and, with --force, its running process).
@@ -259,9 +259,9 @@ pub(crate) struct KillArgs {
     pub all: bool,
     /// The container id.
     pub id: String,
-    /// The signal: a name (TERM or SIGTERM) or a number.
-    #[arg(default_value = "SIGTERM")]
-    pub signal: String,
+    /// The signal: a name (TERM or SIGTERM) or a number (default: the container's image's
+    /// StopSignal, else SIGTERM).
+    pub signal: Option<String>,
 }
 
 /// `peapod delete`.
@@ -540,11 +540,32 @@ pub(crate) struct RunArgs {
     /// Run the container in this pod: it joins the pod's shared namespaces.
     #[arg(long, value_name = "POD", conflicts_with_all = ["share", "net"])]
     pub pod: Option<String>,
-    /// The container id (with a bundle).
-    pub id: Option<String>,
-    /// The command to run and its arguments (with --rootfs).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    /// Replace the image's Entrypoint (and drop its Cmd); "" clears it.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["rootfs", "bundle"])]
+    pub entrypoint: Option<String>,
+    /// When to pull the image: missing (when not in the store), always, or never.
+    #[arg(long, value_name = "WHEN", default_value = "missing", conflicts_with_all = ["rootfs", "bundle"])]
+    pub pull: PullWhen,
+    /// Remove the container when it exits (what a foreground run always does; for Docker's
+    /// command lines).
+    #[arg(long, conflicts_with = "detach")]
+    pub rm: bool,
+    /// IMAGE [CMD [ARG...]]; with --rootfs DIR, CMD [ARG...] (after --); with a bundle
+    /// (--bundle B, or a config.json in the current directory and one argument), the
+    /// container ID.
+    #[arg(value_name = "IMAGE|ID", trailing_var_arg = true)]
+    pub args: Vec<String>,
+}
+
+/// `run --pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PullWhen {
+    /// Pull when the image is not in the store.
+    Missing,
+    /// Pull every time (the store's copy is replaced when the registry has a newer one).
+    Always,
+    /// Never pull: the image must be in the store.
+    Never,
 }
 
 /// `--memory`, `--cpus` and `--pids-limit`: of one container (`run`), or of a whole pod, its

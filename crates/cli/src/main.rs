@@ -9,6 +9,7 @@ mod args;
 mod context;
 mod docs;
 mod explain;
+mod images;
 mod oci;
 mod pod;
 
@@ -62,7 +63,10 @@ fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Kill(args) => {
-            let signal = peapod_runtime::parse_signal(&args.signal)?;
+            let signal = match &args.signal {
+                Some(signal) => peapod_runtime::parse_signal(signal)?,
+                None => rt.stop_signal(&args.id)?,
+            };
             rt.kill(&args.id, signal, args.all).map(done)
         }
         Command::Delete(args) => rt.delete(&args.id, args.force).map(done),

@@ -104,7 +104,18 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
             }
         }
         PodCommand::Play(args) => {
-            let played = peapod_pod::play(rt, &args.file, args.down, args.init_path.as_deref())?;
+            let ensure = |reference: &str, policy| crate::images::ensure(rt, reference, policy);
+            let images = peapod_pod::Images {
+                store: crate::images::store_root(rt),
+                ensure: &ensure,
+            };
+            let played = peapod_pod::play(
+                rt,
+                &args.file,
+                args.down,
+                args.init_path.as_deref(),
+                &images,
+            )?;
             if let Some(name) = played {
                 println!("{name}");
             }

@@ -89,10 +89,10 @@ pub use lifecycle::{
     MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
 };
 pub use manifest::{
-    parse as parse_manifest, ContainerPlan, ManifestError, MountPlan, Parsed, PodPlan,
-    RestartPolicy, VolumePlan, VolumeSource,
+    parse as parse_manifest, ContainerPlan, ImageSource, ManifestError, MountPlan, Parsed, PodPlan,
+    PullPolicy, RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use pin::{pin, unpin};
-pub use play::{monitor, play};
+pub use play::{monitor, play, Images};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};

@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub console_socket: Option<PathBuf>,
     /// The cgroup of its pod, which its own is made below.
     pub cgroup_parent: Option<Cgroup>,
+    /// A root made of an image's layers (see [`CreateOptions::image`]).
+    pub image: Option<crate::image::ImageRoot>,
 }
 
 /// Runs container `id`; `created` is told whether its creation succeeded, as soon as that is
@@ -42,6 +44,7 @@ pub(crate) fn run(
         pid_file: run.pid_file,
         console_socket: run.console_socket,
         cgroup_parent: run.cgroup_parent,
+        image: run.image,
         ..CreateOptions::default()
     };
     let create = |options: &CreateOptions| {
