@@ -136,7 +136,7 @@ fn assert_refused(options: UnpackOptions, entries: &[Entry<'_>], entry: &str) {
             OCI_MANIFEST,
             &manifest,
         )
-        .unwrap_err()
+        .expect_err("refused")
         .to_string();
     eprintln!("refused: {err}");
     assert!(err.contains(&format!("{entry:?}")), "{entry}: {err}");
