@@ -161,7 +161,7 @@ fn a_blob_whose_content_does_not_match_its_digest_is_never_stored() {
 }
 
 #[test]
-fn save_writes_an_oci_archive_podman_loads_and_runs() {
+fn save_writes_an_oci_archive_podman_loads_and_runs_and_podman_save_loads_back() {
     let Some(archive) = busybox_archive() else {
         return;
     };
@@ -220,6 +220,21 @@ fn save_writes_an_oci_archive_podman_loads_and_runs() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "round trip\n");
+
+    // And back: podman's docker-archive loads into a fresh store.
+    let docker = dir.path().join("podman-saved.tar");
+    run(podman(&[
+        "save",
+        "-q",
+        "-o",
+        &docker.display().to_string(),
+        "localhost/peapod/saved:1",
+    ])
+    .env("TMPDIR", dir.path()));
+    let store2 = Store::open(&dir.path().join("store2")).expect("open");
+    let loaded = store2.load(&docker).expect("load podman save");
+    assert_eq!(loaded[0].names, ["localhost/peapod/saved:1"]);
+    assert_is_busybox(&store2, "localhost/peapod/saved:1");
 }
 
 #[test]
