@@ -150,7 +150,7 @@ fn release_removes_the_mode_0_work_directory_overlayfs_leaves() {
     std::fs::create_dir(&work).expect("mkdir");
     std::fs::write(work.join("file"), b"x").expect("write");
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0)).expect("chmod");
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o000)).expect("chmod");
     store.release_container("locked").expect("release");
     assert!(!dir.path().join("containers/locked").exists());
     assert_eq!(
