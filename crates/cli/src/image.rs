@@ -96,7 +96,8 @@ fn find(store: &Store, reference: &str) -> Result<Image, Error> {
         .ok_or_else(|| Error::runtime(peapod_image::Error::NotFound(reference.to_owned())))
 }
 
-/// `peapod images`: a row per name (`<none>` for an image without one).
+/// `peapod images`: a row per name (`<none>` for an image without one): repository, tag,
+/// manifest digest and image id (both shortened), size, creation time.
 pub(crate) fn list(store: &Store, args: &ImagesArgs) -> Result<i32, Error> {
     let images = store.list().map_err(Error::runtime)?;
     if args.quiet {
@@ -113,6 +114,7 @@ pub(crate) fn list(store: &Store, args: &ImagesArgs) -> Result<i32, Error> {
     let mut rows = vec![[
         "REPOSITORY".to_owned(),
         "TAG".to_owned(),
+        "DIGEST".to_owned(),
         "IMAGE ID".to_owned(),
         "SIZE".to_owned(),
         "CREATED".to_owned(),
@@ -127,6 +129,10 @@ pub(crate) fn list(store: &Store, args: &ImagesArgs) -> Result<i32, Error> {
             rows.push([
                 repository,
                 tag,
+                format!(
+                    "sha256:{}",
+                    image.manifest_digest.digest().get(..12).unwrap_or_default()
+                ),
                 short_id(image),
                 human_size(image.size),
                 image
@@ -137,7 +143,7 @@ pub(crate) fn list(store: &Store, args: &ImagesArgs) -> Result<i32, Error> {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..5)
+    let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     for row in rows {
