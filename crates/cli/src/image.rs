@@ -47,6 +47,12 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
                     "image load: no FILE or DIR given"
                 )));
             };
+            // `-` is standard input, as `docker load` reads it: `podman save x | peapod image load -`.
+            let input = if input.as_os_str() == "-" {
+                PathBuf::from("/dev/stdin")
+            } else {
+                input
+            };
             for image in store.load(&input).map_err(Error::runtime)? {
                 match image.names.first() {
                     Some(name) => println!("Loaded image: {name}"),

@@ -82,11 +82,14 @@ fn images_lists_a_table_and_json_and_the_storage_flag_wins_over_the_environment(
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = dir.path().join("store");
-    let out = ok(
-        &storage,
-        &["image", "load", archive.to_str().expect("utf-8")],
-    );
-    assert_eq!(out, format!("Loaded image: {BUSYBOX}\n"));
+    let mut command = peapod();
+    command
+        .arg("--storage")
+        .arg(&storage)
+        .args(["image", "load", "-"])
+        .stdin(std::fs::File::open(&archive).expect("archive"));
+    let out = finish(command.spawn().expect("spawn"));
+    assert_eq!(out.stdout, format!("Loaded image: {BUSYBOX}\n"), "{out:?}");
     let table = ok(&storage, &["images"]);
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("REPOSITORY"), "{table}");
