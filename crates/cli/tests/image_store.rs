@@ -335,3 +335,135 @@ fn bad_input_gives_one_line_errors_and_leaves_nothing() {
         assert!(entries(&storage.join(sub)).is_empty(), "{sub}");
     }
 }
+
+/// `peapod --storage STORE ARGS...` as the unprivileged user `nobody`, from `dir` (which holds
+/// a copy of the binary nobody can reach).
+fn as_nobody(dir: &Path, store: &Path, args: &[&str]) -> Outcome {
+    use std::os::unix::process::CommandExt;
+    let binary = dir.join("peapod");
+    if !binary.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_peapod"), &binary).expect("copy peapod");
+    }
+    let child = std::process::Command::new(&binary)
+        .arg("--storage")
+        .arg(store)
+        .args(args)
+        .uid(support::NOBODY)
+        .gid(support::NOBODY)
+        .current_dir(dir)
+        .env_remove("PEAPOD_STORAGE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn as nobody");
+    finish(child)
+}
+
+#[test]
+fn an_ordinary_user_loads_and_imports_into_a_rootless_store() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let Some(archive) = busybox_archive() else {
+        return;
+    };
+    if !support::is_root() {
+        eprintln!("skipped: needs root to become nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).expect("store");
+    nix::unistd::chown(
+        &store,
+        Some(support::NOBODY.into()),
+        Some(support::NOBODY.into()),
+    )
+    .expect("chown");
+    let copy = dir.path().join("busybox.tar");
+    std::fs::copy(&archive, &copy).expect("copy archive");
+    let out = as_nobody(dir.path(), &store, &["image", "load", "busybox.tar"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let layer = std::fs::read_dir(store.join("layers/sha256"))
+        .expect("layers")
+        .next()
+        .expect("one layer")
+        .expect("entry")
+        .path()
+        .join("diff");
+    let busybox = std::fs::metadata(layer.join("bin/busybox")).expect("busybox");
+    assert_eq!(
+        busybox.uid(),
+        support::NOBODY,
+        "owned by the user, not chowned"
+    );
+
+    // A layer with whiteouts: overlay's userxattr forms.
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::fs::write(src.join("d/.wh..wh..opq"), "").expect("opaque");
+    std::fs::write(src.join(".wh.gone"), "").expect("whiteout");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["-cf", "whiteouts.tar", "."])
+        .current_dir(dir.path())
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let out = as_nobody(
+        dir.path(),
+        &store,
+        &["image", "import", "whiteouts.tar", "wh:1"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let store_lib = peapod_image::Store::open(&store).expect("open");
+    let image = store_lib.resolve("wh:1").expect("resolve").expect("image");
+    let gone = std::fs::symlink_metadata(image.layers[0].join("gone")).expect("whiteout");
+    assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
+    let path = std::ffi::CString::new(
+        image.layers[0]
+            .join("d")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("path");
+    let mut value = [0u8; 4];
+    // SAFETY: both pointers are valid for the call; the length is the buffer's.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!((n, value[0]), (1, b'y'), "user.overlay.opaque of d");
+
+    // A device node: refused for an ordinary user, naming the entry; nothing left.
+    let devsrc = dir.path().join("devsrc");
+    std::fs::create_dir(&devsrc).expect("mkdir");
+    nix::sys::stat::mknod(
+        &devsrc.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&devsrc)
+        .args(["-cf", "dev.tar", "."])
+        .current_dir(dir.path())
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let out = as_nobody(dir.path(), &store, &["image", "import", "dev.tar", "dev:1"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("\"./null\"") && out.stderr.contains("only made by root"),
+        "{out:?}"
+    );
+    assert!(entries(&store.join("tmp")).is_empty());
+    assert_eq!(entries(&store.join("layers/sha256")).len(), 2);
+}

@@ -151,7 +151,8 @@ impl Store {
         };
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
-        for dir in ["", "blobs/sha256", "layers/sha256", "containers", "tmp"] {
+        builder.create(root).map_err(Error::io(root))?;
+        for dir in ["blobs/sha256", "layers/sha256", "containers", "tmp"] {
             let path = root.join(dir);
             builder.create(&path).map_err(Error::io(&path))?;
         }
