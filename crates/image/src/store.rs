@@ -457,6 +457,10 @@ impl Store {
         let temp = TempDir::new(self.temp_path("layer"))?;
         let diff = temp.path.join("diff");
         std::fs::create_dir(&diff).map_err(Error::io(&diff))?;
+        // The root of a layer is a container's `/`: 0755 unless the layer says otherwise
+        // (its `./` entry), whatever this process's umask.
+        std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(0o755))
+            .map_err(Error::io(&diff))?;
         let layer_name = blob.to_string();
         let reader = unpack::decompress(file).map_err(|e| Error::BadLayer {
             layer: layer_name.clone(),
