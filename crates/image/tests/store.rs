@@ -160,3 +160,29 @@ fn release_removes_the_mode_0_work_directory_overlayfs_leaves() {
         0
     );
 }
+
+#[test]
+fn a_blob_of_the_wrong_content_or_size_is_never_stored() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let good = support::digest(b"content");
+    let mut writer = store.begin_blob(&good).expect("begin");
+    writer.write_all(b"contents").expect("write");
+    let err = writer.commit().expect_err("wrong digest").to_string();
+    assert!(err.contains(good.as_ref()), "{err}");
+    assert!(!store.has_blob(&good));
+    let mut writer = store.begin_blob_sized(&good, 3).expect("begin");
+    assert!(writer.write_all(b"content").is_err(), "more than announced");
+    drop(writer);
+    let mut writer = store.begin_blob_sized(&good, 7).expect("begin");
+    writer.write_all(b"content").expect("write");
+    assert_eq!(writer.commit().expect("commit"), good);
+    assert!(store.has_blob(&good));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("tmp")
+            .count(),
+        0
+    );
+}
