@@ -1,5 +1,5 @@
 //! `peapod`: the command line. Parses arguments ([`args`]), makes one call of
-//! `peapod-runtime` (containers) or `peapod-pod` (pods) per command, and prints the result. Errors end here as one line on
+//! `peapod-runtime` (containers), `peapod-pod` (pods) or `peapod-image` (images) per command, and prints the result. Errors end here as one line on
 //! stderr (`peapod: error: ...`) and an exit status: 2 for bad usage, 1 for a container that
 //! does not exist or is not running (runc's status and wording, which containerd's shim
 //! matches), 125 for any other runtime failure, 126 and 127 when the entrypoint cannot run or
@@ -9,6 +9,7 @@ mod args;
 mod context;
 mod docs;
 mod explain;
+mod image;
 mod images;
 mod oci;
 mod pod;
@@ -34,7 +35,7 @@ fn main() {
             true => rt.with_entrypoint_guard()?.with_seccomp_cache(),
             false => rt,
         };
-        dispatch(&rt, cli.command)
+        dispatch(&rt, &cli.global, cli.command)
     });
     match result {
         Ok(code) => std::process::exit(code),
@@ -52,7 +53,7 @@ fn main() {
 }
 
 /// Runs one command: one call of the runtime (or the pod library), its result printed.
-fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
+fn dispatch(rt: &Runtime, global: &args::GlobalArgs, command: Command) -> Result<i32, Error> {
     let done = |()| 0;
     match command {
         Command::Run(args) => oci::run(rt, args),
@@ -92,6 +93,9 @@ fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
         Command::Completion(args) => docs::completion(args.shell),
         Command::Man(args) => docs::man(&args.dir),
         Command::Pod(command) => pod::dispatch(rt, command),
+        Command::Images(args) => image::list(&image::store(rt, global)?, &args),
+        Command::Rmi(args) => image::remove(&image::store(rt, global)?, &args),
+        Command::Image(command) => image::dispatch(&image::store(rt, global)?, command),
     }
 }
 

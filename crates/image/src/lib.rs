@@ -14,6 +14,7 @@
 //! No network code lives here: pulling is `peapod-registry`'s, which writes blobs with
 //! [`Store::begin_blob`] and records the image with [`Store::add_image`].
 
+mod archive;
 mod blob;
 mod error;
 mod store;
@@ -21,6 +22,7 @@ pub mod unpack;
 
 use std::path::PathBuf;
 
+pub use archive::go_arch;
 pub use blob::{digest_of, parse_digest, BlobWriter};
 pub use error::{Error, Result};
 pub use oci_spec::distribution::Reference;
