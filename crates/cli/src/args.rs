@@ -47,6 +47,10 @@ pub(crate) struct GlobalArgs {
     /// Whether to run rootless: auto (when not root), true, or false.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub rootless: Rootless,
+    /// Where images live (or set PEAPOD_STORAGE; default /var/lib/peapod, or
+    /// $XDG_DATA_HOME/peapod when not root).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub storage: Option<PathBuf>,
 }
 
 /// `--log-format`.
@@ -137,6 +141,11 @@ pub(crate) enum Command {
     /// Write man pages for peapod and every subcommand into a directory.
     #[command(hide = true)]
     Man(ManArgs),
+    /// Pull an image from a registry into the image store.
+    #[command(
+        after_long_help = "Example:\n  peapod pull busybox\n  peapod pull --insecure-registry registry.lan:5000 registry.lan:5000/app:1\n  peapod pull --platform linux/arm64 docker.io/library/alpine:3"
+    )]
+    Pull(PullArgs),
     /// Pods: containers that share namespaces held by an infra process.
     #[command(
         subcommand,
@@ -166,6 +175,16 @@ impl Command {
                 | Command::Pod(PodCommand::Monitor(_))
         )
     }
+}
+
+/// `peapod pull`: the flags of the `peapod-pull` binary, which does the work.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The image: NAME[:TAG] or NAME@sha256:DIGEST (`busybox` is
+    /// docker.io/library/busybox:latest).
+    pub reference: String,
+    #[command(flatten)]
+    pub options: crate::pull::PullOptions,
 }
 
 /// A container id argument.

@@ -11,6 +11,7 @@ mod docs;
 mod explain;
 mod oci;
 mod pod;
+mod pull;
 
 use clap::Parser;
 use peapod_runtime::{Error, Runtime};
@@ -33,7 +34,7 @@ fn main() {
             true => rt.with_entrypoint_guard()?.with_seccomp_cache(),
             false => rt,
         };
-        dispatch(&rt, cli.command)
+        dispatch(&rt, &cli.global, cli.command)
     });
     match result {
         Ok(code) => std::process::exit(code),
@@ -51,7 +52,7 @@ fn main() {
 }
 
 /// Runs one command: one call of the runtime (or the pod library), its result printed.
-fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
+fn dispatch(rt: &Runtime, global: &args::GlobalArgs, command: Command) -> Result<i32, Error> {
     let done = |()| 0;
     match command {
         Command::Run(args) => oci::run(rt, args),
@@ -88,6 +89,11 @@ fn dispatch(rt: &Runtime, command: Command) -> Result<i32, Error> {
         Command::Completion(args) => docs::completion(args.shell),
         Command::Man(args) => docs::man(&args.dir),
         Command::Pod(command) => pod::dispatch(rt, command),
+        Command::Pull(args) => Err(pull::exec(
+            &pull::storage_root(global, rt.rootless),
+            &args.reference,
+            &args.options,
+        )),
     }
 }
 
