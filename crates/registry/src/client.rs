@@ -63,8 +63,14 @@ impl Client {
     pub(crate) fn connect(registry: &str, repository: &str, options: &Options) -> Result<Client> {
         let insecure = allows_plain_http(registry, &options.insecure_registries);
         let credentials = auth::find_credentials(&options.auth_files, registry)?;
+        // Certificates are not checked where plain HTTP is allowed anyway: reading and
+        // parsing the machine's CA bundle would be wasted there.
+        let roots = match insecure {
+            true => RootCerts::WebPki,
+            false => root_certs(registry, options.cert_dir.as_deref())?,
+        };
         let tls = TlsConfig::builder()
-            .root_certs(root_certs(registry, options.cert_dir.as_deref())?)
+            .root_certs(roots)
             .disable_verification(insecure)
             .build();
         let agent: Agent = Agent::config_builder()
