@@ -141,6 +141,11 @@ pub(crate) enum Command {
     /// Write man pages for peapod and every subcommand into a directory.
     #[command(hide = true)]
     Man(ManArgs),
+    /// Pull an image from a registry into the image store.
+    #[command(
+        after_long_help = "Example:\n  peapod pull busybox\n  peapod pull --insecure-registry registry.lan:5000 registry.lan:5000/app:1\n  peapod pull --platform linux/arm64 docker.io/library/alpine:3"
+    )]
+    Pull(PullArgs),
     /// Pods: containers that share namespaces held by an infra process.
     #[command(
         subcommand,
@@ -281,6 +286,16 @@ impl Command {
                 | Command::Pod(PodCommand::Monitor(_))
         )
     }
+}
+
+/// `peapod pull`: the flags of the `peapod-pull` binary, which does the work.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The image: NAME[:TAG] or NAME@sha256:DIGEST (`busybox` is
+    /// docker.io/library/busybox:latest).
+    pub reference: String,
+    #[command(flatten)]
+    pub options: crate::pull::PullOptions,
 }
 
 /// A container id argument.

@@ -13,6 +13,7 @@ mod image;
 mod images;
 mod oci;
 mod pod;
+mod pull;
 
 use clap::Parser;
 use peapod_runtime::{Error, Runtime};
@@ -96,6 +97,11 @@ fn dispatch(rt: &Runtime, global: &args::GlobalArgs, command: Command) -> Result
         Command::Images(args) => image::list(&image::store(rt, global)?, &args),
         Command::Rmi(args) => image::remove(&image::store(rt, global)?, &args),
         Command::Image(command) => image::dispatch(&image::store(rt, global)?, command),
+        Command::Pull(args) => Err(pull::exec(
+            &pull::storage_root(global, rt.rootless),
+            &args.reference,
+            &args.options,
+        )),
     }
 }
 
