@@ -675,7 +675,7 @@ pub(crate) struct RunArgs {
     pub entrypoint: Option<String>,
     /// When to pull the image: missing (when not in the store), always, or never.
     #[arg(long, value_name = "WHEN", default_value = "missing", conflicts_with_all = ["rootfs", "bundle"])]
-    pub pull: PullWhen,
+    pub pull: crate::pull::PullPolicy,
     /// Remove the container when it exits (what a foreground run always does; for Docker's
     /// command lines).
     #[arg(long, conflicts_with = "detach")]
@@ -685,17 +685,6 @@ pub(crate) struct RunArgs {
     /// container ID.
     #[arg(value_name = "IMAGE|ID", trailing_var_arg = true)]
     pub args: Vec<String>,
-}
-
-/// `run --pull`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum PullWhen {
-    /// Pull when the image is not in the store.
-    Missing,
-    /// Pull every time (the store's copy is replaced when the registry has a newer one).
-    Always,
-    /// Never pull: the image must be in the store.
-    Never,
 }
 
 /// `--memory`, `--cpus` and `--pids-limit`: of one container (`run`), or of a whole pod, its

@@ -1,53 +1,42 @@
 //! The images `run` and `pod play` use: found in the store, pulled first as `--pull` or
-//! `imagePullPolicy` says (pulling is `peapod-pull`'s, called through `pull::ensure`).
+//! `imagePullPolicy` says (by `peapod-pull`, through `pull::ensure`).
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
 use peapod_runtime::{Error, Runtime};
 
-use crate::args::PullWhen;
+use crate::args::GlobalArgs;
+use crate::pull::{PullOptions, PullPolicy};
 
-/// The image store's root: `PEAPOD_STORAGE`, else the default for root or not.
-pub(crate) fn store_root(rt: &Runtime) -> PathBuf {
-    std::env::var_os("PEAPOD_STORAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| peapod_image::default_root(rt.rootless))
+/// The image store's root, as `--storage`, `PEAPOD_STORAGE` or the default name it.
+pub(crate) fn store_root(rt: &Runtime, global: &GlobalArgs) -> PathBuf {
+    crate::pull::storage_root(global, rt.rootless)
 }
 
-/// The image `reference` names for `peapod run`, pulled first as `pull` says; with the
+/// The image `reference` names for `peapod run`, pulled first as `policy` says; with the
 /// store's root.
 pub(crate) fn for_run(
     rt: &Runtime,
+    global: &GlobalArgs,
     reference: &str,
-    pull: PullWhen,
+    policy: PullPolicy,
 ) -> Result<(PathBuf, peapod_image::Image), Error> {
-    let root = store_root(rt);
-    let store = peapod_image::Store::open(&root).map_err(Error::runtime)?;
-    let found = store.resolve(reference).map_err(Error::runtime)?;
-    match (found, pull) {
-        (Some(image), PullWhen::Missing | PullWhen::Never) => Ok((root, image)),
-        (None, PullWhen::Never) => Err(Error::runtime(anyhow!(
-            "image {reference} is not in the image store {} (--pull never)",
-            root.display()
-        ))),
-        (_, _) => Err(Error::runtime(anyhow!(
-            "image {reference} is not in the image store {}, and pulling is not built yet",
-            root.display()
-        ))),
-    }
+    let store = crate::image::store(rt, global)?;
+    let image = crate::pull::ensure(&store, reference, policy, &PullOptions::default())?;
+    Ok((store.root().to_owned(), image))
 }
 
 /// Makes sure image `reference` is in the store as a Pod's `imagePullPolicy` says.
 pub(crate) fn ensure(
     rt: &Runtime,
+    global: &GlobalArgs,
     reference: &str,
     policy: peapod_pod::PullPolicy,
 ) -> Result<(), Error> {
-    let pull = match policy {
-        peapod_pod::PullPolicy::Always => PullWhen::Always,
-        peapod_pod::PullPolicy::IfNotPresent => PullWhen::Missing,
-        peapod_pod::PullPolicy::Never => PullWhen::Never,
+    let policy = match policy {
+        peapod_pod::PullPolicy::Always => PullPolicy::Always,
+        peapod_pod::PullPolicy::IfNotPresent => PullPolicy::Missing,
+        peapod_pod::PullPolicy::Never => PullPolicy::Never,
     };
-    for_run(rt, reference, pull).map(drop)
+    for_run(rt, global, reference, policy).map(drop)
 }

@@ -57,7 +57,7 @@ fn main() {
 fn dispatch(rt: &Runtime, global: &args::GlobalArgs, command: Command) -> Result<i32, Error> {
     let done = |()| 0;
     match command {
-        Command::Run(args) => oci::run(rt, args),
+        Command::Run(args) => oci::run(rt, global, args),
         Command::Create(args) => oci::create(rt, args),
         Command::Start(args) => rt.start(&args.id).map(done),
         Command::State(args) => {
@@ -93,7 +93,7 @@ fn dispatch(rt: &Runtime, global: &args::GlobalArgs, command: Command) -> Result
         Command::Explain(args) => explain::run(rt, args),
         Command::Completion(args) => docs::completion(args.shell),
         Command::Man(args) => docs::man(&args.dir),
-        Command::Pod(command) => pod::dispatch(rt, command),
+        Command::Pod(command) => pod::dispatch(rt, global, command),
         Command::Images(args) => image::list(&image::store(rt, global)?, &args),
         Command::Rmi(args) => image::remove(&image::store(rt, global)?, &args),
         Command::Image(command) => image::dispatch(&image::store(rt, global)?, command),

@@ -10,17 +10,20 @@ use peapod_runtime::{
     bundle, CreateOptions, Error, ExecOptions, RunOptions, Runtime, UpdateRequest,
 };
 
-use crate::args::{CreateArgs, ExecArgs, Format, ListArgs, PsArgs, PullWhen, RunArgs, UpdateArgs};
+use crate::args::{
+    CreateArgs, ExecArgs, Format, GlobalArgs, ListArgs, PsArgs, RunArgs, UpdateArgs,
+};
+use crate::pull::PullPolicy;
 use crate::to_json;
 
-pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
+pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i32, Error> {
     rt.reap_leftovers();
     if args.pod.is_some() && args.hostname.is_some() {
         return Err(Error::usage(anyhow!(
             "--hostname: a container in a pod has the pod's host name (pod create --hostname)"
         )));
     }
-    let image_flags = args.entrypoint.is_some() || args.pull != PullWhen::Missing;
+    let image_flags = args.entrypoint.is_some() || args.pull != PullPolicy::Missing;
     let target = run_target(
         args.rootfs,
         args.bundle,
@@ -68,7 +71,7 @@ pub(crate) fn run(rt: &Runtime, args: RunArgs) -> Result<i32, Error> {
         }
         RunTarget::Image { reference, command } => {
             flags.command = command;
-            let (store, image) = crate::images::for_run(rt, &reference, args.pull)?;
+            let (store, image) = crate::images::for_run(rt, global, &reference, args.pull)?;
             let (spec, root) = peapod_runtime::image::spec_from_image(
                 &store,
                 image,

@@ -5,10 +5,14 @@ use std::io::Write as _;
 use peapod_pod::PodOptions;
 use peapod_runtime::{Error, Runtime};
 
-use crate::args::{Format, PodCommand};
+use crate::args::{Format, GlobalArgs, PodCommand};
 use crate::to_json;
 
-pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> {
+pub(crate) fn dispatch(
+    rt: &Runtime,
+    global: &GlobalArgs,
+    command: PodCommand,
+) -> Result<i32, Error> {
     match command {
         PodCommand::Create(args) => {
             let options = PodOptions {
@@ -104,9 +108,10 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
             }
         }
         PodCommand::Play(args) => {
-            let ensure = |reference: &str, policy| crate::images::ensure(rt, reference, policy);
+            let ensure =
+                |reference: &str, policy| crate::images::ensure(rt, global, reference, policy);
             let images = peapod_pod::Images {
-                store: crate::images::store_root(rt),
+                store: crate::images::store_root(rt, global),
                 ensure: &ensure,
             };
             let played = peapod_pod::play(

@@ -96,9 +96,6 @@ pub(crate) fn exec(storage: &Path, reference: &str, options: &PullOptions) -> Er
     Error::runtime(anyhow::anyhow!("{}: {err}", binary.display()))
 }
 
-// `peapod run IMAGE` and `pod play` call it (images-use, issue 13); until then only the tests
-// of this module's callers would.
-#[allow(dead_code)]
 /// The image `reference` from the store, pulled first as `policy` says. `peapod-pull`
 /// writes its progress (and, on failure, its one-line error) to the inherited stderr.
 pub(crate) fn ensure(
