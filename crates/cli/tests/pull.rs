@@ -319,6 +319,17 @@ fn pull_stores_the_image_and_a_second_pull_downloads_nothing() {
     let quiet = pulls.pull(&["--quiet", &reference]);
     assert_pulled(&quiet);
     assert_eq!(quiet.stderr, "");
+
+    // By digest: the same image, under that name too.
+    let pinned = format!(
+        "{}@{}",
+        registry.reference("test/busybox"),
+        image.manifest_digest
+    );
+    assert_pulled(&pulls.pull(&["--quiet", &pinned]));
+    let by_digest = pulls.resolve(&pinned).expect("named by digest");
+    assert_eq!(by_digest.id, image.id);
+    assert_eq!(registry.blob_gets(), downloads);
 }
 
 #[test]

@@ -264,7 +264,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("auth.json");
         std::fs::write(&file, "{not json").expect("write");
-        let err = find_credentials(&[file.clone()], "quay.io").expect_err("refused");
+        let err = find_credentials(std::slice::from_ref(&file), "quay.io").expect_err("refused");
         assert!(
             err.to_string().contains(&file.display().to_string()),
             "{err}"

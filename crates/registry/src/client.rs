@@ -177,7 +177,9 @@ impl Client {
         };
         // The token server gets the credentials too: never over plain HTTP to a registry
         // that must use HTTPS.
-        if !realm.starts_with("https://") && !(self.insecure && realm.starts_with("http://")) {
+        let allowed =
+            realm.starts_with("https://") || (self.insecure && realm.starts_with("http://"));
+        if !allowed {
             return Err(Error::Insecure {
                 registry: self.registry.clone(),
                 problem: format!("token realm {realm:?} is not an https:// URL"),

@@ -40,13 +40,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PEAPOD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_logging();
     match run(args) {
         Ok(id) => println!("{id}"),
         Err(e) => {
@@ -54,6 +48,18 @@ fn main() {
             let usage = matches!(e, Error::BadReference { .. } | Error::BadPlatform(_));
             std::process::exit(if usage { 2 } else { 125 });
         }
+    }
+}
+
+/// Warnings on stderr, or what `PEAPOD_LOG` asks for. The filter parser (which compiles
+/// regular expressions) runs only when it is set: it would cost more than a pull's start.
+fn init_logging() {
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    match std::env::var("PEAPOD_LOG") {
+        Ok(filter) if !filter.is_empty() => builder
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .init(),
+        _ => builder.with_max_level(tracing::Level::WARN).init(),
     }
 }
 
