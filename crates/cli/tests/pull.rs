@@ -870,3 +870,56 @@ fn a_pull_killed_midway_leaves_nothing_taken_as_complete() {
         pulls.temp_entries()
     );
 }
+
+/// How many manifest requests the registry has served.
+fn manifest_requests(registry: &Registry) -> usize {
+    registry
+        .log()
+        .lines()
+        .filter(|l| l.contains(" /v2/") && l.contains("/manifests/"))
+        .count()
+}
+
+#[test]
+fn run_of_a_missing_image_pulls_it_and_pull_always_pulls_again() {
+    let Some(archive) = prerequisites() else {
+        return;
+    };
+    let Some(rootfs) = support::TestRootfs::new() else {
+        return;
+    };
+    let registry = Registry::start(&archive, "127.0.0.1", "");
+    registry.push("test/run:1", &[]);
+    let pulls = Pulls::new();
+    let reference = registry.reference("test/run:1");
+    let run = |extra: &[&str]| {
+        let mut command = rootfs.peapod();
+        command
+            .arg("--storage")
+            .arg(pulls.storage())
+            .arg("run")
+            .args(extra)
+            .args([reference.as_str(), "-c", "echo ran"])
+            .env("HOME", pulls.dir.path())
+            .env("REGISTRY_AUTH_FILE", pulls.dir.path().join("no-auth.json"));
+        finish(command.spawn().expect("spawn peapod run"))
+    };
+    let out = run(&["--pull", "never"]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert!(one_line_error(&out).contains(&reference), "{out:?}");
+    assert!(pulls.resolve(&reference).is_none());
+    // missing (the default): pulled once, then run from the store.
+    let out = run(&[]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ran\n"), "{out:?}");
+    let (blobs, manifests) = (registry.blob_gets(), manifest_requests(&registry));
+    assert!(blobs > 0 && manifests > 0, "{}", registry.log());
+    let out = run(&[]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ran\n"), "{out:?}");
+    assert_eq!(manifest_requests(&registry), manifests, "pulled again");
+    // always: asks the registry again (and downloads no blob it has).
+    let out = run(&["--pull", "always"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ran\n"), "{out:?}");
+    assert!(manifest_requests(&registry) > manifests, "not pulled again");
+    assert_eq!(registry.blob_gets(), blobs);
+    rootfs.assert_nothing_left();
+}
