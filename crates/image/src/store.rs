@@ -903,6 +903,27 @@ pub fn normalized_name(reference: &str) -> Option<String> {
 
 /// The record a reference names: by name first, then by manifest digest, then by image id
 /// (full, or a prefix of at least 4 hex digits).
+/// `reference` as Docker normalizes a name with a tag or none (`busybox` is
+/// `docker.io/library/busybox:latest`), without checking its grammar; `None` for a digest.
+/// Only ever compared with names the store holds, which were checked when stored.
+fn fast_name(reference: &str) -> Option<String> {
+    if reference.contains('@') || reference.is_empty() {
+        return None;
+    }
+    let (first, _) = reference.split_once('/').unwrap_or(("", reference));
+    let has_registry = first.contains(['.', ':']) || first == "localhost";
+    let mut name = match (reference.contains('/'), has_registry) {
+        (false, _) => format!("docker.io/library/{reference}"),
+        (true, false) => format!("docker.io/{reference}"),
+        (true, true) => reference.to_owned(),
+    };
+    let last = name.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') {
+        name.push_str(":latest");
+    }
+    Some(name)
+}
+
 fn find<'a>(
     root: &Path,
     records: &'a [ImageRecord],
@@ -913,6 +934,14 @@ fn find<'a>(
             reference: reference.to_owned(),
             problem: "empty".into(),
         });
+    }
+    // A name as the store keeps it is found without the full parse: oci-spec's reference
+    // grammar is a large regex that takes ~80 ms and ~17 MB to compile, which every
+    // `peapod run IMAGE` would otherwise pay.
+    if let Some(name) = fast_name(reference) {
+        if let Some(r) = records.iter().find(|r| r.names.contains(&name)) {
+            return Ok(Some(r));
+        }
     }
     if let Ok(parsed) = reference.parse::<Reference>() {
         let whole = parsed.whole();
@@ -954,4 +983,27 @@ fn config_hex(root: &Path, record: &ImageRecord) -> Option<String> {
         std::fs::read(root.join("blobs/sha256").join(hex_text(&record.manifest))).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
     Some(hex_text(value.get("config")?.get("digest")?.as_str()?))
+}
+
+#[cfg(test)]
+mod fast_name_tests {
+    use super::*;
+
+    #[test]
+    fn names_normalize_as_the_reference_parser_does() {
+        for reference in [
+            "busybox",
+            "busybox:1",
+            "library/busybox",
+            "team/app:2",
+            "localhost/peapod/busybox",
+            "localhost:5000/app",
+            "registry.example/a/b:c",
+            "127.0.0.1:5000/test/run:1",
+        ] {
+            let parsed: Reference = reference.parse().expect("a reference");
+            assert_eq!(fast_name(reference), Some(parsed.whole()), "{reference}");
+        }
+        assert_eq!(fast_name("busybox@sha256:abcd"), None);
+    }
 }
