@@ -129,8 +129,13 @@ impl Overlay {
         let lower: Vec<String> = self.lower.iter().rev().map(|p| name(p)).collect();
         let mut data = format!("lowerdir={}", lower.join(":"));
         if let Some((upper, work)) = &self.upper {
+            // `volatile`: no sync of the upper layer, at any write or at the unmount when
+            // the container's last process exits (which otherwise syncs the whole file
+            // system holding it). A container's upper layer never outlives it, so a crash
+            // of the machine, after which the kernel would refuse to mount it again, loses
+            // nothing that would have been used.
             data.push_str(&format!(
-                ",upperdir={},workdir={}",
+                ",upperdir={},workdir={},volatile",
                 upper.display(),
                 work.display()
             ));
@@ -195,7 +200,7 @@ mod tests {
         };
         assert_eq!(
             overlay.data(None),
-            "lowerdir=/s/l/b:/s/l/a,upperdir=/s/c/u,workdir=/s/c/w,userxattr"
+            "lowerdir=/s/l/b:/s/l/a,upperdir=/s/c/u,workdir=/s/c/w,volatile,userxattr"
         );
         assert_eq!(
             common_parent(&overlay.lower).as_deref(),
