@@ -196,6 +196,8 @@ fn save_writes_an_oci_archive_podman_loads_and_runs_and_podman_save_loads_back()
             .arg(dir.path().join("podman-root"))
             .arg("--runroot")
             .arg(dir.path().join("podman-run"))
+            .arg("--tmpdir")
+            .arg(dir.path().join("podman-tmp"))
             .arg("--storage-driver=vfs")
             .args(["--runtime", "runc"])
             .args(args);
