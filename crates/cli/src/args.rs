@@ -152,6 +152,117 @@ pub(crate) enum Command {
         after_long_help = "Example:\n  peapod pod create web && peapod pod ps web && peapod pod rm -f web"
     )]
     Pod(PodCommand),
+    /// List the images in the store.
+    #[command(after_long_help = "Example:\n  peapod images\n  peapod images --format json")]
+    Images(ImagesArgs),
+    /// Remove images (refused while a container uses one, unless --force); their files go
+    /// with `image prune`.
+    #[command(after_long_help = "Example:\n  peapod rmi busybox")]
+    Rmi(RmiArgs),
+    /// Images: inspect, load, save, import, prune.
+    #[command(
+        subcommand,
+        after_long_help = "Example:\n  peapod image load busybox.tar && peapod image inspect busybox"
+    )]
+    Image(ImageCommand),
+}
+
+/// `peapod image ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// List the images in the store.
+    #[command(
+        alias = "list",
+        after_long_help = "Example:\n  peapod image ls --format json"
+    )]
+    Ls(ImagesArgs),
+    /// Print an image's record and config as JSON.
+    #[command(after_long_help = "Example:\n  peapod image inspect busybox")]
+    Inspect(InspectImageArgs),
+    /// Remove images (as `peapod rmi`).
+    #[command(after_long_help = "Example:\n  peapod image rm busybox")]
+    Rm(RmiArgs),
+    /// Load images from an OCI layout directory, an OCI archive or a docker-archive.
+    #[command(
+        after_long_help = "Example:\n  podman save busybox > busybox.tar && peapod image load busybox.tar"
+    )]
+    Load(LoadArgs),
+    /// Write an image as an OCI archive (which `podman load` reads).
+    #[command(after_long_help = "Example:\n  peapod image save busybox -o busybox.tar")]
+    Save(SaveArgs),
+    /// Make a one-layer image from a root file system (a tar or a directory).
+    #[command(after_long_help = "Example:\n  peapod image import ./rootfs localhost/mine:1")]
+    Import(ImportArgs),
+    /// Remove every blob and unpacked layer no image or container uses; says what it freed.
+    #[command(after_long_help = "Example:\n  peapod image prune")]
+    Prune,
+}
+
+/// `peapod images`.
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    /// The output format.
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: Format,
+    /// Only image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `peapod rmi`.
+#[derive(Debug, Args)]
+pub(crate) struct RmiArgs {
+    /// Remove the image even if containers use it (their layers stay until they are gone).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Images: name[:tag], name@sha256:..., or id.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `peapod image inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectImageArgs {
+    /// Images: name[:tag], name@sha256:..., or id.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `peapod image load`.
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// The archive file or layout directory.
+    #[arg(short, long = "input", value_name = "FILE|DIR")]
+    pub input_flag: Option<PathBuf>,
+    /// The archive file or layout directory.
+    #[arg(
+        value_name = "FILE|DIR",
+        required_unless_present = "input_flag",
+        conflicts_with = "input_flag"
+    )]
+    pub input: Option<PathBuf>,
+}
+
+/// `peapod image save`.
+#[derive(Debug, Args)]
+pub(crate) struct SaveArgs {
+    /// Where to write the archive.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+/// `peapod image import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The root file system: a tar (plain, gzip or zstd) or a directory.
+    #[arg(value_name = "ROOTFS.tar|DIR")]
+    pub source: PathBuf,
+    /// The new image's name.
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
 }
 
 impl Command {

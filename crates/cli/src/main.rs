@@ -1,5 +1,5 @@
 //! `peapod`: the command line. Parses arguments ([`args`]), makes one call of
-//! `peapod-runtime` (containers) or `peapod-pod` (pods) per command, and prints the result. Errors end here as one line on
+//! `peapod-runtime` (containers), `peapod-pod` (pods) or `peapod-image` (images) per command, and prints the result. Errors end here as one line on
 //! stderr (`peapod: error: ...`) and an exit status: 2 for bad usage, 1 for a container that
 //! does not exist or is not running (runc's status and wording, which containerd's shim
 //! matches), 125 for any other runtime failure, 126 and 127 when the entrypoint cannot run or
@@ -9,6 +9,7 @@ mod args;
 mod context;
 mod docs;
 mod explain;
+mod image;
 mod oci;
 mod pod;
 mod pull;
@@ -94,6 +95,9 @@ fn dispatch(rt: &Runtime, global: &args::GlobalArgs, command: Command) -> Result
             &args.reference,
             &args.options,
         )),
+        Command::Images(args) => image::list(&image::store(rt, global)?, &args),
+        Command::Rmi(args) => image::remove(&image::store(rt, global)?, &args),
+        Command::Image(command) => image::dispatch(&image::store(rt, global)?, command),
     }
 }
 

@@ -132,6 +132,19 @@ impl Write for BlobWriter {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("blob already committed"))?;
+        // More than the announced size is refused at once, so that a server sending
+        // without end cannot fill the disk before `commit` would notice.
+        if let Some(size) = self.expected_size {
+            if self.written + buf.len() as u64 > size {
+                return Err(io::Error::other(format!(
+                    "blob {}: more than the {size} bytes announced",
+                    self.expected
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
+                )));
+            }
+        }
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;

@@ -151,7 +151,8 @@ impl Store {
         };
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
-        for dir in ["", "blobs/sha256", "layers/sha256", "containers", "tmp"] {
+        builder.create(root).map_err(Error::io(root))?;
+        for dir in ["blobs/sha256", "layers/sha256", "containers", "tmp"] {
             let path = root.join(dir);
             builder.create(&path).map_err(Error::io(&path))?;
         }
@@ -456,6 +457,10 @@ impl Store {
         let temp = TempDir::new(self.temp_path("layer"))?;
         let diff = temp.path.join("diff");
         std::fs::create_dir(&diff).map_err(Error::io(&diff))?;
+        // The root of a layer is a container's `/`: 0755 unless the layer says otherwise
+        // (its `./` entry), whatever this process's umask.
+        std::fs::set_permissions(&diff, std::fs::Permissions::from_mode(0o755))
+            .map_err(Error::io(&diff))?;
         let layer_name = blob.to_string();
         let reader = unpack::decompress(file).map_err(|e| Error::BadLayer {
             layer: layer_name.clone(),
@@ -678,7 +683,7 @@ impl Store {
         // Renamed first so that the record is gone at once even if removing the files fails.
         let temp = self.temp_path("released");
         std::fs::rename(&dir, &temp).map_err(Error::io(&dir))?;
-        std::fs::remove_dir_all(&temp).map_err(Error::io(&temp))
+        remove_tree(&temp).map_err(Error::io(&temp))
     }
 
     /// The containers recorded as using `image`.
@@ -733,7 +738,7 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
+            let _ = remove_tree(&self.path);
         }
     }
 }
@@ -752,11 +757,42 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     }
 }
 
+/// Removes a directory tree. A directory its owner may not write (a layer's read-only
+/// directory, the `work/work` overlayfs leaves with mode 0) stops an ordinary user's removal,
+/// so on failure every directory is made writable and the removal tried once more.
+pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            make_writable(path);
+            std::fs::remove_dir_all(path)
+        }
+        other => other,
+    }
+}
+
+fn make_writable(path: &Path) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o700),
+    );
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            make_writable(&entry.path());
+        }
+    }
+}
+
 /// Removes a file or tree; returns the bytes of the regular files it held (each inode once).
 fn remove_counting(path: &Path) -> u64 {
     let bytes = tree_bytes(path, &mut BTreeSet::new());
     let result = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(m) if m.is_dir() => remove_tree(path),
         Ok(_) => std::fs::remove_file(path),
         Err(e) => Err(e),
     };

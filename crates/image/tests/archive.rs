@@ -161,7 +161,7 @@ fn a_blob_whose_content_does_not_match_its_digest_is_never_stored() {
 }
 
 #[test]
-fn save_writes_an_oci_archive_podman_loads_and_runs() {
+fn save_writes_an_oci_archive_podman_loads_and_runs_and_podman_save_loads_back() {
     let Some(archive) = busybox_archive() else {
         return;
     };
@@ -196,6 +196,8 @@ fn save_writes_an_oci_archive_podman_loads_and_runs() {
             .arg(dir.path().join("podman-root"))
             .arg("--runroot")
             .arg(dir.path().join("podman-run"))
+            .arg("--tmpdir")
+            .arg(dir.path().join("podman-tmp"))
             .arg("--storage-driver=vfs")
             .args(["--runtime", "runc"])
             .args(args);
@@ -220,6 +222,21 @@ fn save_writes_an_oci_archive_podman_loads_and_runs() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "round trip\n");
+
+    // And back: podman's docker-archive loads into a fresh store.
+    let docker = dir.path().join("podman-saved.tar");
+    run(podman(&[
+        "save",
+        "-q",
+        "-o",
+        &docker.display().to_string(),
+        "localhost/peapod/saved:1",
+    ])
+    .env("TMPDIR", dir.path()));
+    let store2 = Store::open(&dir.path().join("store2")).expect("open");
+    let loaded = store2.load(&docker).expect("load podman save");
+    assert_eq!(loaded[0].names, ["localhost/peapod/saved:1"]);
+    assert_is_busybox(&store2, "localhost/peapod/saved:1");
 }
 
 #[test]
@@ -259,5 +276,47 @@ fn import_of_a_directory_and_of_a_tar_makes_one_layer_images() {
     assert_eq!(
         std::fs::read(image.layers[0].join("hello")).expect("read"),
         b"hi"
+    );
+}
+
+#[test]
+fn a_docker_v2s2_image_is_saved_as_its_oci_equivalent_and_loads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("store")).expect("open");
+    let layer = support::layer(&[support::Entry::File("etc/os", b"docker", 0o644)]);
+    let manifest = support::image(&store, &[(layer.clone(), support::gzip(&layer))]);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    manifest["mediaType"] = peapod_image::DOCKER_MANIFEST.into();
+    manifest["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json".into();
+    manifest["layers"][0]["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+    let manifest = serde_json::to_vec(&manifest).expect("bytes");
+    let image = store
+        .add_image(
+            Some(&"registry.example/docker:v2".parse().expect("ref")),
+            peapod_image::DOCKER_MANIFEST,
+            &manifest,
+        )
+        .expect("add v2s2");
+    assert_eq!(image.manifest_media_type, peapod_image::DOCKER_MANIFEST);
+    let out = dir.path().join("out.tar");
+    store.save(&image, None, &out).expect("save");
+
+    let store2 = Store::open(&dir.path().join("store2")).expect("open");
+    let loaded = store2.load(&out).expect("load");
+    assert_eq!(loaded[0].names, ["registry.example/docker:v2"]);
+    assert_eq!(loaded[0].manifest_media_type, peapod_image::OCI_MANIFEST);
+    assert_eq!(loaded[0].id, image.id, "the same config");
+    assert_ne!(loaded[0].manifest_digest, image.manifest_digest);
+    let saved = store2
+        .read_blob(&loaded[0].manifest_digest)
+        .expect("manifest");
+    let saved: serde_json::Value = serde_json::from_slice(&saved).expect("json");
+    assert_eq!(
+        saved["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(
+        std::fs::read(loaded[0].layers[0].join("etc/os")).expect("read"),
+        b"docker"
     );
 }

@@ -104,3 +104,85 @@ fn a_container_records_its_use_and_release_removes_its_upper_layer() {
     store.remove("used:1", false).expect("rmi");
     assert!(store.resolve("used:1").expect("resolve").is_none());
 }
+
+#[test]
+fn schema_1_manifests_and_indexes_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let schema1 = br#"{"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}"#;
+    let err = store
+        .add_image(
+            None,
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            schema1,
+        )
+        .expect_err("schema 1")
+        .to_string();
+    assert!(err.contains("schema 1"), "{err}");
+    let index = br#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}"#;
+    let err = store
+        .add_image(None, "", index)
+        .expect_err("index")
+        .to_string();
+    assert!(err.contains("index of manifests"), "{err}");
+    let missing = support::image(&store, &[]);
+    std::fs::remove_dir_all(dir.path().join("blobs/sha256")).expect("rm blobs");
+    std::fs::create_dir(dir.path().join("blobs/sha256")).expect("mkdir");
+    let err = store
+        .add_image(None, OCI_MANIFEST, &missing)
+        .expect_err("missing config")
+        .to_string();
+    assert!(err.contains("is not in the store"), "{err}");
+    assert!(store.list().expect("list").is_empty());
+}
+
+#[test]
+fn release_removes_the_mode_0_work_directory_overlayfs_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let layer = support::layer(&[Entry::File("f", b"x", 0o644)]);
+    let manifest = support::image(&store, &[(layer.clone(), layer)]);
+    let image = store.add_image(None, OCI_MANIFEST, &manifest).expect("add");
+    let layers = store
+        .prepare_container(&image, "locked", false)
+        .expect("prepare");
+    let work = layers.work.expect("work").join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    std::fs::write(work.join("file"), b"x").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    store.release_container("locked").expect("release");
+    assert!(!dir.path().join("containers/locked").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("tmp")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_blob_of_the_wrong_content_or_size_is_never_stored() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let good = support::digest(b"content");
+    let mut writer = store.begin_blob(&good).expect("begin");
+    writer.write_all(b"contents").expect("write");
+    let err = writer.commit().expect_err("wrong digest").to_string();
+    assert!(err.contains(good.as_ref()), "{err}");
+    assert!(!store.has_blob(&good));
+    let mut writer = store.begin_blob_sized(&good, 3).expect("begin");
+    assert!(writer.write_all(b"content").is_err(), "more than announced");
+    drop(writer);
+    let mut writer = store.begin_blob_sized(&good, 7).expect("begin");
+    writer.write_all(b"content").expect("write");
+    assert_eq!(writer.commit().expect("commit"), good);
+    assert!(store.has_blob(&good));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("tmp")
+            .count(),
+        0
+    );
+}

@@ -44,6 +44,7 @@ fn whiteouts_and_opaque_directories_give_the_final_tree_in_a_real_overlay_mount(
         Entry::Dir("bin/", 0o755),
         Entry::File("bin/su", b"setuid", 0o4755),
         Entry::Char("dev-null", 1, 3),
+        Entry::XattrFile("bin/ping", b"ping", 0o755, "security.capability", &NET_RAW),
     ]);
     let middle = support::layer(&[
         Entry::File("etc/.wh.deleted", b"", 0o644),
@@ -120,6 +121,56 @@ fn whiteouts_and_opaque_directories_give_the_final_tree_in_a_real_overlay_mount(
     );
     let null = std::fs::metadata(target.join("dev-null")).expect("dev-null");
     assert_eq!(null.rdev(), libc::makedev(1, 3));
+    let getcap = Command::new("getcap")
+        .arg(target.join("bin/ping"))
+        .output()
+        .expect("getcap");
+    assert!(
+        String::from_utf8_lossy(&getcap.stdout).contains("cap_net_raw=ep"),
+        "{getcap:?}"
+    );
+}
+
+/// `security.capability` of a file with `cap_net_raw=ep`: a `vfs_cap_data` of revision 2
+/// (effective flag set, bit 13 permitted).
+const NET_RAW: [u8; 20] = [
+    0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+#[test]
+fn a_rootless_store_marks_opaque_directories_for_userxattr_overlay_mounts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(&dir.path().join("store"), UnpackOptions { rootless: true })
+        .expect("open");
+    let bottom = support::layer(&[
+        Entry::File("d/old", b"old", 0o644),
+        Entry::File("gone", b"", 0o644),
+    ]);
+    let top = support::layer(&[
+        Entry::Dir("d/", 0o755),
+        Entry::File("d/.wh..wh..opq", b"", 0o644),
+        Entry::File(".wh.gone", b"", 0o644),
+    ]);
+    let manifest = support::image(&store, &[(bottom.clone(), bottom), (top.clone(), top)]);
+    let image = store.add_image(None, OCI_MANIFEST, &manifest).expect("add");
+    let mut value = [0u8; 4];
+    let opaque = image.layers[1].join("d");
+    let path = std::ffi::CString::new(opaque.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: both pointers are valid for the call; the length is the buffer's.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!((n, value[0]), (1, b'y'));
+    let whiteout = std::fs::symlink_metadata(image.layers[1].join("gone")).expect("whiteout");
+    assert_eq!(whiteout.rdev(), 0);
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &whiteout.file_type()
+    ));
 }
 
 /// Adds an image of the one layer `entries` and checks it is refused naming `entry`, with
@@ -136,7 +187,7 @@ fn assert_refused(options: UnpackOptions, entries: &[Entry<'_>], entry: &str) {
             OCI_MANIFEST,
             &manifest,
         )
-        .unwrap_err()
+        .expect_err("refused")
         .to_string();
     eprintln!("refused: {err}");
     assert!(err.contains(&format!("{entry:?}")), "{entry}: {err}");

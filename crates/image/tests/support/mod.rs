@@ -15,6 +15,21 @@ pub enum Entry<'a> {
     Symlink(&'a str, &'a str),
     Link(&'a str, &'a str),
     Char(&'a str, u32, u32),
+    /// A regular file with one extended attribute (a pax `SCHILY.xattr.` record).
+    XattrFile(&'a str, &'a [u8], u32, &'a str, &'a [u8]),
+}
+
+/// One pax record: `LEN key=value\n`, LEN counting the whole record, its own digits too.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = rest + 1;
+    while len.to_string().len() + rest != len {
+        len = len.to_string().len() + rest;
+    }
+    let mut record = format!("{len} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
 }
 
 /// An uncompressed tar of `entries`, owned by root.
@@ -47,6 +62,19 @@ pub fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
                 header.set_mode(0o644);
                 set_link(&mut header, target);
                 (name, &[])
+            }
+            Entry::XattrFile(name, data, mode, xattr, value) => {
+                let record = pax_record(&format!("SCHILY.xattr.{xattr}"), value);
+                let mut pax = tar::Header::new_ustar();
+                pax.set_entry_type(tar::EntryType::XHeader);
+                pax.set_path("PaxHeader").expect("pax name");
+                pax.set_size(record.len() as u64);
+                pax.set_mode(0o644);
+                pax.set_cksum();
+                builder.append(&pax, record.as_slice()).expect("pax");
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                (name, data)
             }
             Entry::Char(name, major, minor) => {
                 header.set_entry_type(tar::EntryType::Char);
