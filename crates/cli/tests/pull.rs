@@ -870,3 +870,39 @@ fn a_pull_killed_midway_leaves_nothing_taken_as_complete() {
         pulls.temp_entries()
     );
 }
+
+#[test]
+fn basic_auth_on_a_registry_with_an_htpasswd_file() {
+    let Some(archive) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let htpasswd = dir.path().join("htpasswd");
+    // USER:PASSWORD, bcrypt (cost 4), the only scheme the registry's htpasswd accepts.
+    std::fs::write(
+        &htpasswd,
+        "pea:$2b$04$3XoUZfmxblywmO8kLr6ERu6s3rGvD2oxpE3WjoeWSV83or8u7VYxS\n",
+    )
+    .expect("htpasswd");
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        htpasswd.display()
+    );
+    let registry = Registry::start(&archive, "127.0.0.1", &auth);
+    registry.push(
+        "test/busybox:1",
+        &["--dest-creds", &format!("{USER}:{PASSWORD}")],
+    );
+    let pulls = Pulls::new();
+    let reference = registry.reference("test/busybox:1");
+
+    let anonymous = pulls.pull(&[&reference]);
+    assert!(one_line_error(&anonymous).contains("authentication required"));
+
+    let auth_file = pulls.dir.path().join("auth.json");
+    write_auth_file(&auth_file, &registry.host, PASSWORD);
+    let mut command = pulls.command(&[&reference]);
+    command.env("REGISTRY_AUTH_FILE", &auth_file);
+    assert_pulled(&finish(command.spawn().expect("spawn")));
+    assert!(pulls.resolve(&reference).is_some());
+}
