@@ -396,6 +396,32 @@ fn pull_of_a_docker_v2s2_image_with_a_gzip_layer() {
 }
 
 #[test]
+fn pull_of_an_oci_image_with_a_zstd_layer() {
+    let Some(archive) = prerequisites() else {
+        return;
+    };
+    let registry = Registry::start(&archive, "127.0.0.1", "");
+    registry.push(
+        "test/zstd:1",
+        &["--dest-compress", "--dest-compress-format", "zstd"],
+    );
+    let pulls = Pulls::new();
+    let reference = registry.reference("test/zstd:1");
+    assert_pulled(&pulls.pull(&[&reference]));
+    let image = pulls.resolve(&reference).expect("pulled");
+    let manifest = pulls
+        .store()
+        .read_blob(&image.manifest_digest)
+        .expect("manifest");
+    let manifest = String::from_utf8_lossy(&manifest);
+    assert!(
+        manifest.contains("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{manifest}"
+    );
+    assert!(image.layers[0].join("bin/busybox").is_file());
+}
+
+#[test]
 fn a_blob_corrupted_in_the_registry_is_refused_and_nothing_is_stored() {
     let Some(archive) = prerequisites() else {
         return;
