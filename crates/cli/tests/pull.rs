@@ -396,6 +396,32 @@ fn pull_of_a_docker_v2s2_image_with_a_gzip_layer() {
 }
 
 #[test]
+fn pull_of_an_oci_image_with_a_zstd_layer() {
+    let Some(archive) = prerequisites() else {
+        return;
+    };
+    let registry = Registry::start(&archive, "127.0.0.1", "");
+    registry.push(
+        "test/zstd:1",
+        &["--dest-compress", "--dest-compress-format", "zstd"],
+    );
+    let pulls = Pulls::new();
+    let reference = registry.reference("test/zstd:1");
+    assert_pulled(&pulls.pull(&[&reference]));
+    let image = pulls.resolve(&reference).expect("pulled");
+    let manifest = pulls
+        .store()
+        .read_blob(&image.manifest_digest)
+        .expect("manifest");
+    let manifest = String::from_utf8_lossy(&manifest);
+    assert!(
+        manifest.contains("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{manifest}"
+    );
+    assert!(image.layers[0].join("bin/busybox").is_file());
+}
+
+#[test]
 fn a_blob_corrupted_in_the_registry_is_refused_and_nothing_is_stored() {
     let Some(archive) = prerequisites() else {
         return;
@@ -756,9 +782,11 @@ fn serve(
     head.push_str("Connection: close\r\n\r\n");
     out.write_all(head.as_bytes())?;
     if gate == Gate::Stall && path.contains("/blobs/") {
-        let mut first = vec![0; 64 << 10];
-        let n = upstream_reader.read(&mut first)?;
-        out.write_all(&first[..n])?;
+        let mut first = Vec::new();
+        (&mut upstream_reader)
+            .take(64 << 10)
+            .read_to_end(&mut first)?;
+        out.write_all(&first)?;
         out.flush()?;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(10));
@@ -844,10 +872,11 @@ fn a_pull_killed_midway_leaves_nothing_taken_as_complete() {
 
     let mut child = pulls.command(&[&stalled]).spawn().expect("spawn");
     // `peapod pull` execs peapod-pull: the pid is the puller's.
-    wait_until("a partial blob in the store", || {
+    // More than the config's few hundred bytes: the layer is part way in.
+    wait_until("a partial layer in the store", || {
         std::fs::read_dir(pulls.storage().join("tmp")).is_ok_and(|d| {
             d.filter_map(Result::ok)
-                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 4096))
         })
     });
     child.kill().expect("SIGKILL the pull");
@@ -922,4 +951,40 @@ fn run_of_a_missing_image_pulls_it_and_pull_always_pulls_again() {
     assert!(manifest_requests(&registry) > manifests, "not pulled again");
     assert_eq!(registry.blob_gets(), blobs);
     rootfs.assert_nothing_left();
+}
+
+#[test]
+fn basic_auth_on_a_registry_with_an_htpasswd_file() {
+    let Some(archive) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let htpasswd = dir.path().join("htpasswd");
+    // USER:PASSWORD, bcrypt (cost 4), the only scheme the registry's htpasswd accepts.
+    std::fs::write(
+        &htpasswd,
+        "pea:$2b$04$3XoUZfmxblywmO8kLr6ERu6s3rGvD2oxpE3WjoeWSV83or8u7VYxS\n",
+    )
+    .expect("htpasswd");
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        htpasswd.display()
+    );
+    let registry = Registry::start(&archive, "127.0.0.1", &auth);
+    registry.push(
+        "test/busybox:1",
+        &["--dest-creds", &format!("{USER}:{PASSWORD}")],
+    );
+    let pulls = Pulls::new();
+    let reference = registry.reference("test/busybox:1");
+
+    let anonymous = pulls.pull(&[&reference]);
+    assert!(one_line_error(&anonymous).contains("authentication required"));
+
+    let auth_file = pulls.dir.path().join("auth.json");
+    write_auth_file(&auth_file, &registry.host, PASSWORD);
+    let mut command = pulls.command(&[&reference]);
+    command.env("REGISTRY_AUTH_FILE", &auth_file);
+    assert_pulled(&finish(command.spawn().expect("spawn")));
+    assert!(pulls.resolve(&reference).is_some());
 }
