@@ -673,7 +673,8 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         nix::unistd::chown(&dir, Some(nobody.into()), Some(nobody.into())).expect("chown");
     }
     let as_nobody = |args: &[&str]| {
-        let child = Command::new(&binary)
+        let mut child = Command::new(&binary);
+        child
             .arg("--root")
             .arg(home.join("state"))
             .args(args)
@@ -683,10 +684,8 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
             .current_dir(&home)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn as nobody");
-        finish(child)
+            .stderr(Stdio::piped());
+        finish(spawn_copied(child))
     };
     let layout = std::fs::read_dir(images.scratch())
         .expect("scratch")
@@ -708,8 +707,8 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
     // see `load_as_the_caller`.
     let test_binary = images.scratch().join("images-test");
     std::fs::copy(std::env::current_exe().expect("test binary"), &test_binary).expect("copy");
-    let loaded = Command::new(&test_binary)
-        .args(["--ignored", "--exact", "load_as_the_caller", "--nocapture"])
+    let mut load = Command::new(&test_binary);
+    load.args(["--ignored", "--exact", "load_as_the_caller", "--nocapture"])
         .env(
             "PEAPOD_TEST_LOAD",
             format!("{}\n{}", home.join("storage").display(), layout.display()),
@@ -717,12 +716,13 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         .uid(nobody)
         .gid(nobody)
         .current_dir(&home)
-        .output()
-        .expect("load as nobody");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let loaded = finish(spawn_copied(load));
     assert!(
-        loaded.status.success(),
+        loaded.code == 0,
         "rootless load: {}",
-        String::from_utf8_lossy(&loaded.stdout) + String::from_utf8_lossy(&loaded.stderr)
+        loaded.stdout + &loaded.stderr
     );
     let out = as_nobody(&[
         "run",
@@ -747,6 +747,24 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         .unwrap_or(0);
     assert_eq!(left, 0, "the rootless writable layer is left");
     assert!(support::state_entries(&home.join("state")).is_empty());
+}
+
+/// Spawns `command`, whose program was just copied: another test's fork can still hold the
+/// copy open for writing for a moment (until its exec), which `execve` refuses with
+/// ETXTBSY; that is waited out, at most [`support::TIMEOUT`].
+fn spawn_copied(mut command: Command) -> std::process::Child {
+    let deadline = std::time::Instant::now() + support::TIMEOUT;
+    loop {
+        match command.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETXTBSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.expect("spawn"),
+        }
+    }
 }
 
 /// Not a test of its own: the rootless test runs it as another user, to load an image into
