@@ -1,6 +1,7 @@
-//! `cargo xtask run`: the main job. Builds peapod, starts one container and shows through
-//! `peapod explain --why` how the kernel isolates it, then a two-container pod (`pod.rs`);
-//! with arguments, runs `peapod ARGS` instead.
+//! `cargo xtask run`: the main job. Builds peapod, imports the rootfs it assembles (offline)
+//! as an image, starts one container of that image and shows through `peapod explain --why`
+//! how the kernel isolates it, then a two-container pod (`pod.rs`); with arguments, runs
+//! `peapod ARGS` instead.
 
 mod pod;
 
@@ -9,6 +10,9 @@ use std::fs;
 use std::process::{Command, Stdio};
 
 use crate::{build_peapod, rootfs, run_status, Result};
+
+/// The image the demo imports its rootfs as.
+const DEMO_IMAGE: &str = "localhost/peapod/demo:latest";
 
 pub(crate) fn run(args: &[String]) -> Result {
     let peapod = build_peapod()?;
@@ -26,14 +30,29 @@ pub(crate) fn run(args: &[String]) -> Result {
     };
     let name = format!("demo-{}", std::process::id());
     println!(
-        "peapod run --detach --rootfs {} --name {name} --hostname peapod-demo -- sleep 60  ({mode})\n",
+        "peapod image import {} {DEMO_IMAGE}\n",
         rootfs_dir.display()
     );
+    run_status(
+        Command::new(&peapod)
+            .args(["image", "import"])
+            .arg(&rootfs_dir)
+            .arg(DEMO_IMAGE)
+            .stdout(Stdio::null()),
+    )?;
+    println!(
+        "peapod run --detach --name {name} --hostname peapod-demo {DEMO_IMAGE} sleep 60  ({mode})\n"
+    );
     let started = Command::new(&peapod)
-        .args(["run", "--detach", "--rootfs"])
-        .arg(&rootfs_dir)
-        .args(["--name", &name, "--hostname", "peapod-demo", "--"])
-        .args(["/bin/sh", "-c", "sleep 30 & exec sleep 60"])
+        .args([
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--hostname",
+            "peapod-demo",
+        ])
+        .args([DEMO_IMAGE, "/bin/sh", "-c", "sleep 30 & exec sleep 60"])
         // The container keeps what it inherits: nothing this demo would wait on.
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -47,7 +66,9 @@ pub(crate) fn run(args: &[String]) -> Result {
     let deleted = run_status(Command::new(&peapod).args(["delete", "--force", &name]));
     explained?;
     deleted?;
-    println!("\npeapod delete --force {name}: its processes, mounts, cgroup and state are gone.");
+    println!(
+        "\npeapod delete --force {name}: its processes, mounts, cgroup, state and writable layer are gone."
+    );
     match is_root() {
         true => pod::run(&peapod, &rootfs_dir),
         false => {

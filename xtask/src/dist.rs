@@ -1,4 +1,5 @@
-//! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod` (release build),
+//! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod` and `peapod-pull`
+//! (release builds),
 //! `peapod-init`, static, stripped and freestanding (no libc), ready to be bind-mounted into
 //! any image, and `pause.tar`, an OCI image archive of that init as `/pause` (entrypoint
 //! `/pause -P`), for containerd's `sandbox_image` (see docs/kubernetes.md).
@@ -16,7 +17,13 @@ pub(crate) fn run(_args: &[String]) -> Result {
     let peapod = build_peapod()?;
     let dist = target_dir().join("dist");
     std::fs::create_dir_all(&dist).map_err(|e| format!("cannot create {}: {e}", dist.display()))?;
-    for (from, name) in [(&init, "peapod-init"), (&peapod, "peapod")] {
+    // `peapod pull` (and `peapod run IMAGE`) exec `peapod-pull` from beside `peapod`.
+    let pull = peapod.with_file_name("peapod-pull");
+    for (from, name) in [
+        (&init, "peapod-init"),
+        (&peapod, "peapod"),
+        (&pull, "peapod-pull"),
+    ] {
         let to = dist.join(name);
         std::fs::copy(from, &to).map_err(|e| format!("cannot copy to {}: {e}", to.display()))?;
         let size = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);

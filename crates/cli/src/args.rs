@@ -50,6 +50,10 @@ pub(crate) struct GlobalArgs {
     /// Whether to run rootless: auto (when not root), true, or false.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub rootless: Rootless,
+    /// Where images live (or set PEAPOD_STORAGE; default /var/lib/peapod, or
+    /// $XDG_DATA_HOME/peapod when not root).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub storage: Option<PathBuf>,
 }
 
 /// `--log-format`.
@@ -76,10 +80,10 @@ pub(crate) enum Rootless {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a container and wait for it: on a root directory with `--rootfs DIR -- CMD`, or from
-    /// an OCI bundle with `[--bundle B] ID`.
+    /// Run a container and wait for it: from an image with `IMAGE [CMD...]`, on a root
+    /// directory with `--rootfs DIR -- CMD`, or from an OCI bundle with `[--bundle B] ID`.
     #[command(
-        after_long_help = "Example:\n  peapod run --rootfs ./rootfs --memory 64m -- /bin/sh -c 'echo hi'\n  peapod run --detach my-container   # the bundle in the current directory"
+        after_long_help = "Example:\n  peapod run busybox echo hi\n  peapod run --rootfs ./rootfs --memory 64m -- /bin/sh -c 'echo hi'\n  peapod run --detach my-container   # the bundle in the current directory\n\nA bundle is run when --bundle is given, or when the one argument comes with a config.json\nin the current directory (runc's `run ID`); else the first argument is an image."
     )]
     Run(RunArgs),
     /// Create a container from an OCI bundle; it waits, set up, for `start`.
@@ -95,7 +99,7 @@ pub(crate) enum Command {
     /// Print a container's state as JSON.
     #[command(after_long_help = "Example:\n  peapod state web")]
     State(IdArg),
-    /// Send a signal (default SIGTERM) to a container's process.
+    /// Send a signal (default SIGTERM, or the image's StopSignal) to a container's process.
     #[command(after_long_help = "Example:\n  peapod kill web TERM\n  peapod kill --all web KILL")]
     Kill(KillArgs),
     /// Delete a container's state (and, with --force, its running process).
@@ -144,12 +148,128 @@ pub(crate) enum Command {
     /// Write man pages for peapod and every subcommand into a directory.
     #[command(hide = true)]
     Man(ManArgs),
+    /// Pull an image from a registry into the image store.
+    #[command(
+        after_long_help = "Example:\n  peapod pull busybox\n  peapod pull --insecure-registry registry.lan:5000 registry.lan:5000/app:1\n  peapod pull --platform linux/arm64 docker.io/library/alpine:3"
+    )]
+    Pull(PullArgs),
     /// Pods: containers that share namespaces held by an infra process.
     #[command(
         subcommand,
         after_long_help = "Example:\n  peapod pod create web && peapod pod ps web && peapod pod rm -f web"
     )]
     Pod(PodCommand),
+    /// List the images in the store.
+    #[command(after_long_help = "Example:\n  peapod images\n  peapod images --format json")]
+    Images(ImagesArgs),
+    /// Remove images (refused while a container uses one, unless --force); their files go
+    /// with `image prune`.
+    #[command(after_long_help = "Example:\n  peapod rmi busybox")]
+    Rmi(RmiArgs),
+    /// Images: inspect, load, save, import, prune.
+    #[command(
+        subcommand,
+        after_long_help = "Example:\n  peapod image load busybox.tar && peapod image inspect busybox"
+    )]
+    Image(ImageCommand),
+}
+
+/// `peapod image ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// List the images in the store.
+    #[command(
+        alias = "list",
+        after_long_help = "Example:\n  peapod image ls --format json"
+    )]
+    Ls(ImagesArgs),
+    /// Print an image's record and config as JSON.
+    #[command(after_long_help = "Example:\n  peapod image inspect busybox")]
+    Inspect(InspectImageArgs),
+    /// Remove images (as `peapod rmi`).
+    #[command(after_long_help = "Example:\n  peapod image rm busybox")]
+    Rm(RmiArgs),
+    /// Load images from an OCI layout directory, an OCI archive or a docker-archive.
+    #[command(
+        after_long_help = "Example:\n  podman save busybox > busybox.tar && peapod image load busybox.tar"
+    )]
+    Load(LoadArgs),
+    /// Write an image as an OCI archive (which `podman load` reads).
+    #[command(after_long_help = "Example:\n  peapod image save busybox -o busybox.tar")]
+    Save(SaveArgs),
+    /// Make a one-layer image from a root file system (a tar or a directory).
+    #[command(after_long_help = "Example:\n  peapod image import ./rootfs localhost/mine:1")]
+    Import(ImportArgs),
+    /// Remove every blob and unpacked layer no image or container uses; says what it freed.
+    #[command(after_long_help = "Example:\n  peapod image prune")]
+    Prune,
+}
+
+/// `peapod images`.
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    /// The output format.
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: Format,
+    /// Only image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `peapod rmi`.
+#[derive(Debug, Args)]
+pub(crate) struct RmiArgs {
+    /// Remove the image even if containers use it (their layers stay until they are gone).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Images: name[:tag], name@sha256:..., or id.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `peapod image inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectImageArgs {
+    /// Images: name[:tag], name@sha256:..., or id.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `peapod image load`.
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// The archive file or layout directory.
+    #[arg(short, long = "input", value_name = "FILE|DIR")]
+    pub input_flag: Option<PathBuf>,
+    /// The archive file or layout directory.
+    #[arg(
+        value_name = "FILE|DIR",
+        required_unless_present = "input_flag",
+        conflicts_with = "input_flag"
+    )]
+    pub input: Option<PathBuf>,
+}
+
+/// `peapod image save`.
+#[derive(Debug, Args)]
+pub(crate) struct SaveArgs {
+    /// Where to write the archive.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+/// `peapod image import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The root file system: a tar (plain, gzip or zstd) or a directory.
+    #[arg(value_name = "ROOTFS.tar|DIR")]
+    pub source: PathBuf,
+    /// The new image's name.
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
 }
 
 impl Command {
@@ -173,6 +293,16 @@ impl Command {
                 | Command::Pod(PodCommand::Monitor(_))
         )
     }
+}
+
+/// `peapod pull`: the flags of the `peapod-pull` binary, which does the work.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The image: NAME[:TAG] or NAME@sha256:DIGEST (`busybox` is
+    /// docker.io/library/busybox:latest).
+    pub reference: String,
+    #[command(flatten)]
+    pub options: crate::pull::PullOptions,
 }
 
 /// A container id argument.
@@ -266,9 +396,9 @@ pub(crate) struct KillArgs {
     pub all: bool,
     /// The container id.
     pub id: String,
-    /// The signal: a name (TERM or SIGTERM) or a number.
-    #[arg(default_value = "SIGTERM")]
-    pub signal: String,
+    /// The signal: a name (TERM or SIGTERM) or a number (default: the container's image's
+    /// StopSignal, else SIGTERM).
+    pub signal: Option<String>,
 }
 
 /// `peapod delete`.
@@ -548,11 +678,21 @@ pub(crate) struct RunArgs {
     /// Run the container in this pod: it joins the pod's shared namespaces.
     #[arg(long, value_name = "POD", conflicts_with_all = ["share", "net"])]
     pub pod: Option<String>,
-    /// The container id (with a bundle).
-    pub id: Option<String>,
-    /// The command to run and its arguments (with --rootfs).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    /// Replace the image's Entrypoint (and drop its Cmd); "" clears it.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["rootfs", "bundle"])]
+    pub entrypoint: Option<String>,
+    /// When to pull the image: missing (when not in the store), always, or never.
+    #[arg(long, value_name = "WHEN", default_value = "missing", conflicts_with_all = ["rootfs", "bundle"])]
+    pub pull: crate::pull::PullPolicy,
+    /// Remove the container when it exits (what a foreground run always does; for Docker's
+    /// command lines).
+    #[arg(long, conflicts_with = "detach")]
+    pub rm: bool,
+    /// IMAGE [CMD [ARG...]]; with --rootfs DIR, CMD [ARG...] (after --); with a bundle
+    /// (--bundle B, or a config.json in the current directory and one argument), the
+    /// container ID.
+    #[arg(value_name = "IMAGE|ID", trailing_var_arg = true)]
+    pub args: Vec<String>,
 }
 
 /// `--memory`, `--cpus` and `--pids-limit`: of one container (`run`), or of a whole pod, its

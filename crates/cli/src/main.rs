@@ -1,5 +1,5 @@
 //! `peapod`: the command line. Parses arguments ([`args`]), makes one call of
-//! `peapod-runtime` (containers) or `peapod-pod` (pods) per command, and prints the result. Errors end here as one line on
+//! `peapod-runtime` (containers), `peapod-pod` (pods) or `peapod-image` (images) per command, and prints the result. Errors end here as one line on
 //! stderr (`peapod: error: ...`) and an exit status: 2 for bad usage, 1 for a container that
 //! does not exist or is not running (runc's status and wording, which containerd's shim
 //! matches), 125 for any other runtime failure, 126 and 127 when the entrypoint cannot run or
@@ -9,8 +9,11 @@ mod args;
 mod context;
 mod docs;
 mod explain;
+mod image;
+mod images;
 mod oci;
 mod pod;
+mod pull;
 
 use clap::Parser;
 use peapod_runtime::{Error, Runtime};
@@ -68,7 +71,10 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
             Ok(0)
         }
         Command::Kill(args) => {
-            let signal = peapod_runtime::parse_signal(&args.signal)?;
+            let signal = match &args.signal {
+                Some(signal) => peapod_runtime::parse_signal(signal)?,
+                None => rt.stop_signal(&args.id)?,
+            };
             rt.kill(&args.id, signal, args.all).map(done)
         }
         Command::Delete(args) => {
@@ -97,7 +103,15 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
         Command::Explain(args) => explain::run(rt, args),
         Command::Completion(args) => docs::completion(args.shell),
         Command::Man(args) => docs::man(&args.dir),
-        Command::Pod(command) => pod::dispatch(rt, command),
+        Command::Pod(command) => pod::dispatch(rt, global, command),
+        Command::Images(args) => image::list(&image::store(rt, global)?, &args),
+        Command::Rmi(args) => image::remove(&image::store(rt, global)?, &args),
+        Command::Image(command) => image::dispatch(&image::store(rt, global)?, command),
+        Command::Pull(args) => Err(pull::exec(
+            &pull::storage_root(global, rt.rootless),
+            &args.reference,
+            &args.options,
+        )),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{anyhow, Context as _};
-use peapod_runtime::flags::{refuse_with_bundle, spec_from_flags, RunFlags};
+use peapod_runtime::flags::{refuse_with_bundle, run_target, spec_from_flags, RunFlags, RunTarget};
 use peapod_runtime::{
     bundle, CreateOptions, Error, ExecOptions, RunOptions, Runtime, UpdateRequest,
 };
@@ -13,6 +13,7 @@ use peapod_runtime::{
 use crate::args::{
     CreateArgs, ExecArgs, Format, GlobalArgs, ListArgs, PsArgs, RunArgs, UpdateArgs,
 };
+use crate::pull::PullPolicy;
 use crate::to_json;
 use peapod_pod::{NetworkOptions, PodNetwork};
 
@@ -23,7 +24,15 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             "--hostname: a container in a pod has the pod's host name (pod create --hostname)"
         )));
     }
-    let flags = RunFlags {
+    let image_flags = args.entrypoint.is_some() || args.pull != PullPolicy::Missing;
+    let target = run_target(
+        args.rootfs,
+        args.bundle,
+        args.args,
+        Path::new("config.json").exists(),
+        image_flags,
+    )?;
+    let mut flags = RunFlags {
         name: args.name,
         hostname: args.hostname,
         env: args.env,
@@ -40,29 +49,43 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         security_opt: args.security_opt,
         limits: args.limits.limits(),
         tty: args.tty,
-        command: args.command,
+        entrypoint: args.entrypoint,
+        command: Vec::new(),
     };
-    let (id, mut spec, bundle) = match &args.rootfs {
-        Some(rootfs) => {
-            let spec = spec_from_flags(&flags, rootfs, rt.rootless)?;
-            let bundle = std::env::current_dir()
-                .context("cannot read the current directory")
-                .map_err(Error::runtime)?;
-            let id = flags
-                .name
-                .clone()
-                .unwrap_or_else(peapod_runtime::flags::generated_id);
-            (id, spec, bundle)
+    let current_dir = || {
+        std::env::current_dir()
+            .context("cannot read the current directory")
+            .map_err(Error::runtime)
+    };
+    let new_id = |flags: &RunFlags| {
+        flags
+            .name
+            .clone()
+            .unwrap_or_else(peapod_runtime::flags::generated_id)
+    };
+    let mut image_root = None;
+    let (id, mut spec, bundle) = match target {
+        RunTarget::Rootfs { dir, command } => {
+            flags.command = command;
+            let spec = spec_from_flags(&flags, &dir, rt.rootless)?;
+            (new_id(&flags), spec, current_dir()?)
         }
-        None => {
+        RunTarget::Image { reference, command } => {
+            flags.command = command;
+            let (store, image) = crate::images::for_run(rt, global, &reference, args.pull)?;
+            let (spec, root) = peapod_runtime::image::spec_from_image(
+                &store,
+                image,
+                &reference,
+                flags.clone(),
+                rt.rootless,
+            )?;
+            image_root = Some(root);
+            (new_id(&flags), spec, current_dir()?)
+        }
+        RunTarget::Bundle { dir, id } => {
             refuse_with_bundle(&flags)?;
-            let id = args.id.ok_or_else(|| {
-                Error::usage(anyhow!(
-                    "run needs --rootfs DIR -- CMD, or a container id for the bundle"
-                ))
-            })?;
-            let (bundle, spec) = bundle::load(args.bundle.as_deref().unwrap_or(Path::new(".")))
-                .map_err(Error::runtime)?;
+            let (bundle, spec) = bundle::load(&dir).map_err(Error::runtime)?;
             (id, spec, bundle)
         }
     };
@@ -108,6 +131,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         then_finish: (!args.detach)
             .then(|| crate::context::finish_command(rt, global, &id))
             .flatten(),
+        image: image_root,
     };
     // Released once the container is made: the pod's lock is not held while it runs.
     let ran = rt.run(&id, &spec, &bundle, options, |created| match attached {

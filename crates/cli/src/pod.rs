@@ -6,10 +6,14 @@ use peapod_pod::peapod_net::etc::DnsSettings;
 use peapod_pod::{NetworkOptions, PodNetwork, PodOptions};
 use peapod_runtime::{Error, Runtime};
 
-use crate::args::{Format, PodCommand};
+use crate::args::{Format, GlobalArgs, PodCommand};
 use crate::to_json;
 
-pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> {
+pub(crate) fn dispatch(
+    rt: &Runtime,
+    global: &GlobalArgs,
+    command: PodCommand,
+) -> Result<i32, Error> {
     match command {
         PodCommand::Create(args) => {
             // As root a pod is on peapod's default network unless told otherwise; rootless
@@ -138,12 +142,19 @@ pub(crate) fn dispatch(rt: &Runtime, command: PodCommand) -> Result<i32, Error> 
                 cni: args.cni.cni(),
                 ..NetworkOptions::default()
             };
+            let ensure =
+                |reference: &str, policy| crate::images::ensure(rt, global, reference, policy);
+            let images = peapod_pod::Images {
+                store: crate::images::store_root(rt, global),
+                ensure: &ensure,
+            };
             let played = peapod_pod::play(
                 rt,
                 &args.file,
                 args.down,
                 args.init_path.as_deref(),
                 &network,
+                &images,
             )?;
             if let Some(name) = played {
                 println!("{name}");

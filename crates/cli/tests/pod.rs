@@ -395,15 +395,27 @@ fn bad_manifests_are_refused_naming_the_field_and_create_nothing() {
             good.replace("  containers:\n", "  containerz:\n"),
             "spec.containers: a pod needs at least one container",
         ),
-        (good.replace("kind: Pod", "kind: Deployment"), "kind: unknown kind \"Deployment\""),
         (
-            good.replace("{name: shared, mountPath: /data, readOnly", "{name: missing, mountPath: /data, readOnly"),
+            good.replace("kind: Pod", "kind: Deployment"),
+            "kind: unknown kind \"Deployment\"",
+        ),
+        (
+            good.replace(
+                "{name: shared, mountPath: /data, readOnly",
+                "{name: missing, mountPath: /data, readOnly",
+            ),
             "spec.containers[0].volumeMounts[0].name: no volume named \"missing\"",
         ),
-        (good.replace("  labels: {app: demo}", "  labels: {app: demo"), "malformed YAML at line 7"),
         (
-            good.replace(&format!("image: {}\n    command: [/bin/sh, -c]\n", pods.rootfs.arg()), "image: nginx:latest\n    command: [/bin/sh, -c]\n"),
-            "spec.containers[0].image: \"nginx:latest\" is not a directory: image is a local rootfs directory",
+            good.replace("  labels: {app: demo}", "  labels: {app: demo"),
+            "malformed YAML at line 7",
+        ),
+        (
+            good.replace(
+                &format!("image: {}\n    command: [/bin/sh, -c]\n", pods.rootfs.arg()),
+                "image: ./nowhere\n    command: [/bin/sh, -c]\n",
+            ),
+            "spec.containers[0].image: \"./nowhere\" is not a directory",
         ),
     ];
     let init = pods.init.display().to_string();

@@ -1,8 +1,8 @@
 //! Every command in the README works when pasted: each fenced `sh` block runs, in order, as a
 //! shell script in a scratch directory that has the test rootfs at `target/rootfs`, with
-//! `peapod` on the PATH (this build, with a state root of the test's own). Two kinds of line
-//! are left out, because they are what runs this test or change the machine: `cargo xtask ...`
-//! and `apt-get ...`.
+//! `peapod` on the PATH (this build, with a state root and an image store of the test's own).
+//! Two kinds of line are left out, because they are what runs this test or change the
+//! machine: `cargo xtask ...` and `apt-get ...`.
 
 mod support;
 
@@ -96,11 +96,12 @@ fn every_command_in_the_readme_runs() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexport PEAPOD_CNI_CONFIG_DIR='{}' PEAPOD_CNI_CACHE_DIR='{}'\nexec '{}' --root '{}' \"$@\"\n",
+            "#!/bin/sh\nexport PEAPOD_CNI_CONFIG_DIR='{}' PEAPOD_CNI_CACHE_DIR='{}'\nexec '{}' --root '{}' --storage '{}' \"$@\"\n",
             net.dir.join("net.d").display(),
             net.dir.join("cache").display(),
             env!("CARGO_BIN_EXE_peapod"),
-            rootfs.state_root().display()
+            rootfs.state_root().display(),
+            scratch.join("storage").display()
         ),
     )
     .expect("wrapper");

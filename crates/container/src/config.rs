@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 use peapod_ns::{IdMap, Namespace, NamespaceSet};
-use peapod_rootfs::{Mount, MountOptions, Node, NodeKind, Propagation, RootfsPlan};
+use peapod_rootfs::{Mount, MountOptions, Node, NodeKind, Overlay, Propagation, RootfsPlan};
 
 use crate::console::{Console, WindowSize};
 use crate::hooks::Hooks;
@@ -760,6 +760,34 @@ impl ContainerConfig {
             console: None,
             hooks: Hooks::default(),
         })
+    }
+
+    /// Mounts `overlay` (an image's layers) on `mount_point`, the new root, inside the container's
+    /// mount namespace before anything else. A container without a mount namespace of its
+    /// own cannot have one: it would be a mount of the runtime's.
+    pub fn with_image_root(
+        mut self,
+        mount_point: PathBuf,
+        overlay: Overlay,
+    ) -> Result<ContainerConfig, ConfigError> {
+        if self.chroot_only {
+            return Err(bad(
+                "root",
+                "an image's root needs a mount namespace of the container's own (linux.namespaces)",
+            ));
+        }
+        self.rootfs = self.rootfs.with_overlay(mount_point, overlay);
+        Ok(self)
+    }
+
+    /// Whether the container is in a user namespace other than the runtime's (where an overlay needs the
+    /// `userxattr` option).
+    pub fn has_user_namespace(&self) -> bool {
+        self.new_namespaces.contains(Namespace::User)
+            || self
+                .joined_namespaces
+                .iter()
+                .any(|(kind, _)| *kind == Namespace::User)
     }
 
     /// Passes descriptors 3 to 3+`n`-1 into the container (runc's `--preserve-fds`); all other

@@ -91,8 +91,8 @@ pub use lifecycle::{
     MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
 };
 pub use manifest::{
-    parse as parse_manifest, ContainerPlan, ManifestError, MountPlan, NetworkPlan, Parsed, PodPlan,
-    RestartPolicy, VolumePlan, VolumeSource,
+    parse as parse_manifest, ContainerPlan, ImageSource, ManifestError, MountPlan, NetworkPlan,
+    Parsed, PodPlan, PullPolicy, RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use network::{
     create_container_network, remove_container_network, NetworkOptions, NetworkRecord, PodNetwork,
@@ -100,6 +100,6 @@ pub use network::{
 };
 pub use peapod_net;
 pub use pin::{pin, unpin};
-pub use play::{monitor, play};
+pub use play::{monitor, play, Images};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};

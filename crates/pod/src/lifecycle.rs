@@ -323,6 +323,15 @@ fn container_process(rt: &Runtime, id: &str) -> Option<(ProcessIdentity, Status)
     Some((record.process?, status))
 }
 
+/// The process of container `id` and the signal that stops it (its image's StopSignal, else
+/// SIGTERM), if it has a process.
+fn stoppable(rt: &Runtime, id: &str) -> Option<(ProcessIdentity, Signal)> {
+    let id: ContainerId = id.parse().ok()?;
+    let record = rt.store().ok()?.load(&id).ok()?.record().ok()??;
+    let signal = peapod_runtime::image::stop_signal_of(&record).unwrap_or(Signal::SIGTERM);
+    Some((record.process?, signal))
+}
+
 /// The cgroup of container `id`, if it has a record naming one.
 fn container_cgroup(rt: &Runtime, id: &str) -> Option<Cgroup> {
     let id: ContainerId = id.parse().ok()?;
@@ -337,7 +346,8 @@ fn signal_all(processes: &[ProcessIdentity], signal: Signal) {
     }
 }
 
-/// Stops the pod: the monitor first (nothing restarts), then the containers (SIGTERM, then
+/// Stops the pod: the monitor first (nothing restarts), then the containers (SIGTERM or their
+/// image's StopSignal, then
 /// SIGKILL after `grace`), then the infra process, then whatever is left in the containers'
 /// cgroups and the pod's; unpins the namespaces.
 pub(crate) fn stop(
@@ -350,15 +360,17 @@ pub(crate) fn stop(
         signal_all(&[monitor], Signal::SIGKILL);
         peapod_runtime::wait_gone(&[monitor], peapod_runtime::cgroups::TIMEOUT);
     }
-    let processes: Vec<ProcessIdentity> = record
+    let stoppable: Vec<(ProcessIdentity, Signal)> = record
         .containers
         .iter()
-        .filter_map(|m| container_process(rt, &m.id))
-        .map(|(p, _)| p)
+        .filter_map(|m| stoppable(rt, &m.id))
         .collect();
     if !grace.is_zero() {
-        signal_all(&processes, Signal::SIGTERM);
+        for (process, signal) in &stoppable {
+            signal_all(&[*process], *signal);
+        }
     }
+    let processes: Vec<ProcessIdentity> = stoppable.into_iter().map(|(p, _)| p).collect();
     if !peapod_runtime::wait_gone(&processes, grace) {
         signal_all(&processes, Signal::SIGKILL);
     }

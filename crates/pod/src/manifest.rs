@@ -59,6 +59,9 @@ pub struct PodPlan {
     pub init_containers: Vec<ContainerPlan>,
     /// `spec.containers`.
     pub containers: Vec<ContainerPlan>,
+    /// The image store the containers' images were found in (set by `play`).
+    #[serde(default)]
+    pub image_store: Option<PathBuf>,
     /// `hostNetwork`, the containers' `ports[].hostPort`, `dnsPolicy`/`dnsConfig` and
     /// `hostAliases`.
     #[serde(default)]
@@ -128,10 +131,19 @@ pub enum VolumeSource {
 pub struct ContainerPlan {
     /// Its name in the pod.
     pub name: String,
-    /// The rootfs directory (`image`), absolute.
-    pub rootfs: PathBuf,
-    /// `command` then `args`.
-    pub args: Vec<String>,
+    /// `image`: an image reference, or a local rootfs directory written as a path.
+    pub image: ImageSource,
+    /// `imagePullPolicy`, or its Kubernetes default for the reference.
+    pub pull_policy: PullPolicy,
+    /// The id of the image `play` found in the store for the reference, so that every
+    /// (re)start of the container runs the same image.
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// `command`: replaces the image's Entrypoint (and drops its Cmd); for a rootfs
+    /// directory, the start of the command.
+    pub command: Option<Vec<String>>,
+    /// `args`: replaces the image's Cmd; for a rootfs directory, the rest of the command.
+    pub args: Option<Vec<String>>,
     /// `env`, as `KEY=VALUE`.
     pub env: Vec<String>,
     /// `workingDir`.
@@ -140,6 +152,54 @@ pub struct ContainerPlan {
     pub mounts: Vec<MountPlan>,
     /// `securityContext.readOnlyRootFilesystem`.
     pub read_only_root: bool,
+}
+
+/// Where a container's root comes from (`image`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageSource {
+    /// An image reference (`busybox`, `registry.example/app:1.2`, `app@sha256:...`), from
+    /// the image store.
+    Reference(String),
+    /// A local rootfs directory, absolute: written as a path (`./rootfs`, `../rootfs`,
+    /// `/srv/rootfs`), relative ones taken from the manifest's directory.
+    Directory(PathBuf),
+}
+
+/// `imagePullPolicy`, as Kubernetes defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Pull every time the pod is played (the default for `:latest` and untagged references).
+    Always,
+    /// Pull only when the store does not have the image (the default otherwise).
+    IfNotPresent,
+    /// Never pull: the image must be in the store.
+    Never,
+}
+
+impl PullPolicy {
+    /// Kubernetes' default for `reference`: `Always` when its tag is `latest` or it has
+    /// neither a tag nor a digest, else `IfNotPresent`.
+    pub fn default_for(reference: &str) -> PullPolicy {
+        // The tag is after the last ':' of the last path component (a ':' before a '/'
+        // is a registry's port).
+        let last = reference.rsplit('/').next().unwrap_or(reference);
+        if last.contains('@') {
+            return PullPolicy::IfNotPresent;
+        }
+        match last.split_once(':') {
+            Some((_, tag)) if tag != "latest" => PullPolicy::IfNotPresent,
+            _ => PullPolicy::Always,
+        }
+    }
+}
+
+/// Whether `image` is written as a path (a local rootfs directory) rather than a reference.
+fn is_path(image: &str) -> bool {
+    image.starts_with('/')
+        || image.starts_with("./")
+        || image.starts_with("../")
+        || image == "."
+        || image == ".."
 }
 
 /// A `volumeMounts` entry.
@@ -211,6 +271,7 @@ struct RawSpec {
 struct RawContainer {
     name: Option<String>,
     image: Option<String>,
+    image_pull_policy: Option<String>,
     #[serde(default)]
     command: Vec<String>,
     #[serde(default)]
@@ -453,6 +514,7 @@ impl Checker {
                 volumes,
                 init_containers,
                 containers: plans,
+                image_store: None,
                 network: NetworkPlan {
                     ports: std::mem::take(&mut self.ports),
                     ..network
@@ -553,30 +615,54 @@ impl Checker {
         if !names.insert(name.clone()) {
             return Err(bad(field("name"), format!("{name:?} named twice")));
         }
-        let image = raw.image.ok_or_else(|| {
+        let image = raw.image.filter(|i| !i.is_empty()).ok_or_else(|| {
             bad(
                 field("image"),
-                "missing: give a local rootfs directory (peapod has no image store yet)",
+                "missing: give an image reference, or a local rootfs directory as a path (./rootfs)",
             )
         })?;
-        let rootfs = base.join(&image);
-        if !rootfs.is_dir() {
-            return Err(bad(
-                field("image"),
-                format!(
-                    "{image:?} is not a directory: image is a local rootfs directory for now (peapod has no image store yet)"
-                ),
-            ));
-        }
-        let rootfs =
-            std::path::absolute(&rootfs).map_err(|e| bad(field("image"), e.to_string()))?;
-        if raw.command.is_empty() {
-            return Err(bad(
-                field("command"),
-                "missing: the image is a rootfs directory, which names no entrypoint of its own",
-            ));
-        }
-        let args = raw.command.into_iter().chain(raw.args).collect();
+        // Kubernetes treats an empty list as an absent one.
+        let command = Some(raw.command).filter(|c| !c.is_empty());
+        let args = Some(raw.args).filter(|a| !a.is_empty());
+        let policy = match raw.image_pull_policy.as_deref() {
+            None => None,
+            Some("Always") => Some(PullPolicy::Always),
+            Some("IfNotPresent") => Some(PullPolicy::IfNotPresent),
+            Some("Never") => Some(PullPolicy::Never),
+            Some(other) => {
+                return Err(bad(
+                    field("imagePullPolicy"),
+                    format!("unknown policy {other:?}: Always, IfNotPresent or Never"),
+                ))
+            }
+        };
+        let (image, pull_policy) = if is_path(&image) {
+            let rootfs = base.join(&image);
+            if !rootfs.is_dir() {
+                return Err(bad(
+                    field("image"),
+                    format!("{image:?} is not a directory (written as a path, image is a local rootfs directory)"),
+                ));
+            }
+            let rootfs =
+                std::path::absolute(&rootfs).map_err(|e| bad(field("image"), e.to_string()))?;
+            if command.is_none() {
+                return Err(bad(
+                    field("command"),
+                    "missing: the image is a rootfs directory, which names no entrypoint of its own",
+                ));
+            }
+            (ImageSource::Directory(rootfs), PullPolicy::Never)
+        } else {
+            if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(bad(
+                    field("image"),
+                    format!("{image:?} is not an image reference"),
+                ));
+            }
+            let policy = policy.unwrap_or_else(|| PullPolicy::default_for(&image));
+            (ImageSource::Reference(image), policy)
+        };
         let mut env = Vec::new();
         for (j, var) in raw.env.into_iter().enumerate() {
             let at = field(&format!("env[{j}]"));
@@ -645,7 +731,10 @@ impl Checker {
         self.ignore(&format!("{at}."), &raw.extra);
         Ok(ContainerPlan {
             name,
-            rootfs,
+            image,
+            pull_policy,
+            image_id: None,
+            command,
             args,
             env,
             working_dir,
@@ -840,13 +929,13 @@ spec:
     emptyDir: {}
   initContainers:
   - name: prepare
-    image: rootfs
+    image: ./rootfs
     command: [/bin/sh, -c]
     args: [echo hi > /data/x]
     volumeMounts: [{name: shared, mountPath: /data}]
   containers:
   - name: main
-    image: rootfs
+    image: ./rootfs
     command: [/bin/cat, /data/x]
     env: [{name: A, value: b}]
     workingDir: /tmp
@@ -863,9 +952,18 @@ spec:
         assert_eq!(plan.name, "web");
         assert_eq!(plan.hostname, "web");
         assert_eq!(plan.restart, RestartPolicy::OnFailure);
+        let init = &plan.init_containers[0];
         assert_eq!(
-            plan.init_containers[0].args,
-            ["/bin/sh", "-c", "echo hi > /data/x"]
+            init.command.as_deref(),
+            Some(&["/bin/sh".to_owned(), "-c".to_owned()][..])
+        );
+        assert_eq!(
+            init.args.as_deref(),
+            Some(&["echo hi > /data/x".to_owned()][..])
+        );
+        assert_eq!(
+            init.image,
+            ImageSource::Directory(dir.path().join("rootfs"))
         );
         assert_eq!(plan.containers[0].env, ["A=b"]);
         assert!(plan.containers[0].mounts[0].read_only);
@@ -878,6 +976,43 @@ spec:
             plan.network.ports.is_empty(),
             "no hostPort, nothing published"
         );
+    }
+
+    #[test]
+    fn image_references_need_no_command_and_get_the_kubernetes_pull_policy() {
+        let dir = rootfs();
+        let text = GOOD
+            .replace(
+                "image: ./rootfs\n    command: [/bin/cat, /data/x]",
+                "image: busybox\n    args: [/data/x]",
+            )
+            .replace(
+                "image: ./rootfs\n    command: [/bin/sh, -c]",
+                "image: reg:5000/app:1.2\n    command: [/bin/sh, -c]",
+            );
+        let plan = parse(&text, dir.path()).expect("parses").plan;
+        let main = &plan.containers[0];
+        assert_eq!(main.image, ImageSource::Reference("busybox".into()));
+        assert_eq!(main.command, None);
+        assert_eq!(main.pull_policy, PullPolicy::Always);
+        assert_eq!(
+            plan.init_containers[0].pull_policy,
+            PullPolicy::IfNotPresent
+        );
+        for (reference, policy) in [
+            ("busybox:latest", PullPolicy::Always),
+            ("localhost:5000/busybox", PullPolicy::Always),
+            ("localhost:5000/busybox:1", PullPolicy::IfNotPresent),
+            ("busybox@sha256:abcd", PullPolicy::IfNotPresent),
+        ] {
+            assert_eq!(PullPolicy::default_for(reference), policy, "{reference}");
+        }
+        let text = text.replace(
+            "args: [/data/x]",
+            "args: [/data/x]\n    imagePullPolicy: Never",
+        );
+        let plan = parse(&text, dir.path()).expect("parses").plan;
+        assert_eq!(plan.containers[0].pull_policy, PullPolicy::Never);
     }
 
     fn error_of(text: &str) -> String {
@@ -916,10 +1051,20 @@ spec:
             "{e}"
         );
         let e = error_of(&GOOD.replace(
-            "image: rootfs\n    command: [/bin/cat",
-            "image: nginx\n    command: [/bin/cat",
+            "image: ./rootfs\n    command: [/bin/cat",
+            "image: ./nginx\n    command: [/bin/cat",
         ));
-        assert!(e.contains("spec.containers[0].image: \"nginx\" is not a directory: image is a local rootfs directory"), "{e}");
+        assert!(
+            e.contains("spec.containers[0].image: \"./nginx\" is not a directory"),
+            "{e}"
+        );
+        let e = error_of(&GOOD.replace("command: [/bin/cat, /data/x]", "args: [/data/x]"));
+        assert!(e.starts_with("spec.containers[0].command: missing"), "{e}");
+        let e = error_of(&GOOD.replace("workingDir: /tmp", "imagePullPolicy: Sometimes"));
+        assert!(
+            e.starts_with("spec.containers[0].imagePullPolicy: unknown policy"),
+            "{e}"
+        );
         let e = error_of(&GOOD.replace("command: [/bin/cat, /data/x]", "command: /bin/cat"));
         assert!(e.starts_with("spec.containers[0].command"), "{e}");
     }

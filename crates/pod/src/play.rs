@@ -19,12 +19,14 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{MountBuilder, Spec};
+use peapod_runtime::image::ImageRoot;
 use peapod_runtime::{CreateOptions, Error as RuntimeError, Runtime};
 use peapod_state::{ContainerId, ProcessIdentity};
 
 use crate::lifecycle::{attach, make, pods, record_of, refuse_rootless, remove, stop};
 use crate::{
-    ContainerPlan, NetworkOptions, PodNetwork, PodPlan, PodRecord, PodStore, VolumeSource,
+    ContainerPlan, ImageSource, NetworkOptions, PodNetwork, PodPlan, PodRecord, PodStore,
+    PullPolicy, VolumeSource,
 };
 
 /// The played manifest, kept in the pod's directory for the monitor.
@@ -37,17 +39,38 @@ const RESET_AFTER: Duration = Duration::from_secs(10);
 /// How often a failing init container is tried before the pod is given up.
 const INIT_ATTEMPTS: u32 = 5;
 
+/// How `pod play` reaches images: the image store, and the function that brings an image
+/// into it as an `imagePullPolicy` says (the caller's: this library does not pull).
+pub struct Images<'a> {
+    /// The image store's root directory.
+    pub store: PathBuf,
+    /// Makes sure the image named by the reference is in the store, pulling it as the policy
+    /// says; an error names the image.
+    pub ensure: &'a dyn Fn(&str, PullPolicy) -> Result<(), RuntimeError>,
+}
+
+impl std::fmt::Debug for Images<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Images")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Plays the manifest `file`: makes its pod and starts its monitor, which runs the
 /// containers; returns the pod's name. With `down`, stops and removes the pod it names
 /// instead, and returns `None`. `init_path` is the static peapod-init of the infra process;
 /// `network` the pod's network unless the manifest says `hostNetwork` (its published ports,
-/// resolver settings and host aliases are added to it).
+/// resolver settings and host aliases are added to it). Every image the manifest names is
+/// brought into the store through `images` first, and pinned by its id for the pod's life,
+/// before anything is made.
 pub fn play(
     rt: &Runtime,
     file: &Path,
     down: bool,
     init_path: Option<&Path>,
     network: &NetworkOptions,
+    images: &Images<'_>,
 ) -> Result<Option<String>, RuntimeError> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {}", file.display()))
@@ -61,7 +84,7 @@ pub fn play(
     for warning in &parsed.warnings {
         tracing::warn!("{}: {warning}", file.display());
     }
-    let plan = parsed.plan;
+    let mut plan = parsed.plan;
     if down {
         return take_down(rt, &plan).map(|()| None);
     }
@@ -96,6 +119,7 @@ pub fn play(
     }
     crate::network::check(&net, net.network != PodNetwork::Host)?;
     crate::network::reap(rt, &net.cni);
+    pin_images(&mut plan, images)?;
     if plan.share_pid {
         record.shared.push("pid".to_owned());
     }
@@ -126,6 +150,44 @@ pub fn play(
         return Err(e);
     }
     Ok(Some(plan.name))
+}
+
+/// Brings every image of `plan` into the store (each once, as its policy says) and records
+/// the id it has now in the plan.
+fn pin_images(plan: &mut PodPlan, images: &Images<'_>) -> Result<(), RuntimeError> {
+    let containers = plan
+        .init_containers
+        .iter_mut()
+        .chain(plan.containers.iter_mut());
+    let mut ensured = std::collections::BTreeSet::new();
+    let mut store = None;
+    for c in containers {
+        let ImageSource::Reference(reference) = &c.image else {
+            continue;
+        };
+        if ensured.insert((reference.clone(), c.pull_policy)) {
+            (images.ensure)(reference, c.pull_policy)?;
+        }
+        let store = match &mut store {
+            Some(store) => store,
+            None => store
+                .insert(peapod_image::Store::open(&images.store).map_err(RuntimeError::runtime)?),
+        };
+        let image = store
+            .resolve(reference)
+            .map_err(RuntimeError::runtime)?
+            .ok_or_else(|| {
+                RuntimeError::runtime(anyhow!(
+                    "image {reference} is not in the image store {} (container {}, imagePullPolicy {:?})",
+                    images.store.display(),
+                    c.name,
+                    c.pull_policy
+                ))
+            })?;
+        c.image_id = Some(image.id.to_string());
+        plan.image_store = Some(images.store.clone());
+    }
+    Ok(())
 }
 
 /// `pod play --down`: stops the pod as `pod stop` does, SIGTERM and, after the manifest's
@@ -363,11 +425,13 @@ fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<
     // The record of an earlier run of it (a restart).
     rt.delete(cid.as_str(), true)?;
     let pod_dir = pods(rt)?.dir().join(&plan.name);
-    let mut spec = spec(plan, c, &pod_dir).map_err(RuntimeError::runtime)?;
+    let image = image_root(plan, c)?;
+    let mut spec = spec(plan, c, &pod_dir, image.as_ref()).map_err(RuntimeError::runtime)?;
     let attached = attach(rt, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;
     let options = CreateOptions {
         fifo: true,
         cgroup_parent: attached.cgroup(),
+        image,
         ..CreateOptions::default()
     };
     let created = match rt.create(&id, &spec, &pod_dir, &options) {
@@ -388,19 +452,98 @@ fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<
     Ok(pid)
 }
 
-/// The spec of one container of the plan (before it joins the pod).
-fn spec(plan: &PodPlan, c: &ContainerPlan, pod_dir: &Path) -> anyhow::Result<Spec> {
+/// The image root of container `c`, from the image `play` pinned; `None` for a rootfs
+/// directory.
+fn image_root(plan: &PodPlan, c: &ContainerPlan) -> Result<Option<ImageRoot>, RuntimeError> {
+    let ImageSource::Reference(reference) = &c.image else {
+        return Ok(None);
+    };
+    let (Some(store), Some(id)) = (&plan.image_store, &c.image_id) else {
+        return Err(RuntimeError::runtime(anyhow!(
+            "container {}: image {reference} was not pinned when the pod was played",
+            c.name
+        )));
+    };
+    let image = peapod_image::Store::open(store)
+        .and_then(|s| s.resolve(id))
+        .map_err(RuntimeError::runtime)?
+        .ok_or_else(|| {
+            RuntimeError::runtime(anyhow!(
+                "image {reference} ({id}) is no longer in the image store {}",
+                store.display()
+            ))
+        })?;
+    Ok(Some(ImageRoot {
+        store: store.clone(),
+        image,
+        read_only: c.read_only_root,
+    }))
+}
+
+/// The spec of one container of the plan (before it joins the pod): for an image, its
+/// Entrypoint and Cmd as `command` and `args` replace them, its Env under `env`, its
+/// WorkingDir unless `workingDir`, its User; its stop signal in the annotation.
+fn spec(
+    plan: &PodPlan,
+    c: &ContainerPlan,
+    pod_dir: &Path,
+    image: Option<&ImageRoot>,
+) -> anyhow::Result<Spec> {
     let mut spec = peapod_container::default_spec(None);
+    let config = image.and_then(|i| i.image.config.config().as_ref());
+    let root_path = match (&c.image, image) {
+        (ImageSource::Directory(dir), _) => dir.clone(),
+        // A placeholder: the runtime mounts the layers on the container's own mount point.
+        (ImageSource::Reference(_), Some(image)) => {
+            image.image.layers.last().cloned().unwrap_or_default()
+        }
+        (ImageSource::Reference(r), None) => return Err(anyhow!("image {r} is not resolved")),
+    };
     if let Some(root) = spec.root_mut() {
-        root.set_path(c.rootfs.clone())
+        root.set_path(root_path)
             .set_readonly(Some(c.read_only_root));
     }
+    let args = peapod_runtime::image::command(config, c.command.as_deref(), c.args.as_deref());
+    if args.is_empty() {
+        return Err(anyhow!(
+            "container {}: its image has no Entrypoint or Cmd, and the manifest gives no command",
+            c.name
+        ));
+    }
+    if let Some(signal) = peapod_runtime::image::stop_signal(config) {
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.insert(
+            peapod_runtime::image::STOP_SIGNAL_ANNOTATION.to_owned(),
+            signal,
+        );
+        spec.set_annotations(Some(annotations));
+    }
+    if let (Some(image), Some(user)) = (image, config.and_then(|c| c.user().as_deref())) {
+        if !user.is_empty() {
+            let layers = &image.image.layers;
+            let accounts = peapod_runtime::image::accounts_layer(layers)
+                .or(layers.last().map(PathBuf::as_path))
+                .unwrap_or(Path::new("/nonexistent"));
+            let arg = peapod_runtime::security::parse_user(user)
+                .map_err(|e| anyhow!("image User {user:?}: {e}"))?;
+            let (uid, gid, groups) = peapod_runtime::security::resolve_user(accounts, &arg)?;
+            if let Some(process) = spec.process_mut() {
+                let mut u = oci_spec::runtime::User::default();
+                u.set_uid(uid);
+                u.set_gid(gid);
+                u.set_additional_gids(Some(groups).filter(|g| !g.is_empty()));
+                process.set_user(u);
+            }
+        }
+    }
     if let Some(process) = spec.process_mut() {
-        process.set_args(Some(c.args.clone()));
+        process.set_args(Some(args));
+        let image_env = config.and_then(|c| c.env().as_deref()).unwrap_or_default();
         let mut env: BTreeMap<String, String> = process
             .env()
             .iter()
             .flatten()
+            .chain(image_env)
             .chain(&c.env)
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -409,8 +552,12 @@ fn spec(plan: &PodPlan, c: &ContainerPlan, pod_dir: &Path) -> anyhow::Result<Spe
         process.set_env(Some(
             env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         ));
-        if let Some(dir) = &c.working_dir {
-            process.set_cwd(dir.clone());
+        let image_dir = config
+            .and_then(|c| c.working_dir().as_deref())
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        if let Some(dir) = c.working_dir.clone().or(image_dir) {
+            process.set_cwd(dir);
         }
     }
     let mut mounts = spec.mounts().clone().unwrap_or_default();

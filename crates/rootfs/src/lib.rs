@@ -27,6 +27,9 @@
 //! [`account_file`] and [`home_of`] read the image's `/etc/passwd` and `/etc/group` the same
 //! way, for user names and `HOME`.
 //!
+//! An image's root is an [`Overlay`] of its unpacked layers and a writable layer of the
+//! container's own, mounted on the root directory first ([`RootfsPlan::with_overlay`]).
+//!
 //! This crate does not create namespaces or processes, and it does not unpack images.
 #![deny(missing_docs)]
 
@@ -37,6 +40,7 @@ mod error;
 mod in_root;
 mod mount;
 mod options;
+mod overlay;
 mod pivot;
 mod plan;
 
@@ -46,4 +50,5 @@ pub use error::{Error, Result};
 pub use in_root::InRoot;
 pub use mount::Mount;
 pub use options::{MountOptions, Propagation, RecursiveAttrs};
+pub use overlay::Overlay;
 pub use plan::RootfsPlan;

@@ -9,7 +9,7 @@ use crate::error::os;
 use crate::in_root::FdPath;
 use crate::mount::locked_flags;
 use crate::pivot::{chroot_into, pivot_into};
-use crate::{Device, Error, InRoot, Mount, Propagation, Result, DEFAULT_DEVICES};
+use crate::{Device, Error, InRoot, Mount, Overlay, Propagation, Result, DEFAULT_DEVICES};
 
 /// What a container's root file system should look like. Built by the caller, carried out by
 /// [`RootfsPlan::enter`] from inside the container's new mount namespace.
@@ -24,6 +24,7 @@ pub struct RootfsPlan {
     masked_paths: Vec<PathBuf>,
     readonly_paths: Vec<PathBuf>,
     no_pivot: bool,
+    overlay: Option<Overlay>,
 }
 
 impl RootfsPlan {
@@ -41,6 +42,7 @@ impl RootfsPlan {
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
             no_pivot: false,
+            overlay: None,
         }
     }
 
@@ -95,6 +97,20 @@ impl RootfsPlan {
         self
     }
 
+    /// Makes the root `mount_point` with `overlay` (an image's layers) mounted on it first,
+    /// inside the container's mount namespace: the root is then a mount of the container's
+    /// own, which the host never sees.
+    pub fn with_overlay(mut self, mount_point: PathBuf, overlay: Overlay) -> RootfsPlan {
+        self.root = mount_point;
+        self.overlay = Some(overlay);
+        self
+    }
+
+    /// The overlay mounted on the root, if any.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.overlay.as_ref()
+    }
+
     /// The mounts, in order.
     pub fn mounts(&self) -> &[Mount] {
         &self.mounts
@@ -119,6 +135,9 @@ impl RootfsPlan {
                 path: self.root.clone(),
                 problem,
             });
+        }
+        if let Some(overlay) = &self.overlay {
+            overlay.validate()?;
         }
         for m in &self.mounts {
             check_proc_destination(m)?;
@@ -159,6 +178,9 @@ impl RootfsPlan {
         // on the host) cuts it off, as runc does; the requested propagation is applied to the
         // new root after the pivot.
         make_parent_mount_private(&self.root)?;
+        if let Some(overlay) = &self.overlay {
+            overlay.mount_on(&self.root)?;
+        }
         // pivot_root needs the new root to be a mount point; binding it onto itself makes it
         // one. The InRoot is opened after this, so that it names the bind mount and not the
         // directory underneath.

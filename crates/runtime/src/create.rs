@@ -31,6 +31,9 @@ pub struct CreateOptions {
     pub console_stream: Option<UnixStream>,
     /// The cgroup of the container's pod, which its own is made below.
     pub cgroup_parent: Option<Cgroup>,
+    /// A root made of an image's layers: the spec's `root.path` is then ignored, and an
+    /// overlay of the layers is mounted in the container's mount namespace instead.
+    pub image: Option<crate::image::ImageRoot>,
 }
 
 /// Creates the container `id` and records it in the store. On any failure nothing is left:
@@ -58,10 +61,13 @@ pub(crate) fn create_recorded(
     }
     // Checked before the store is touched, so that bad input leaves no trace at all.
     refuse_rootless_without_userns(spec)?;
-    config
-        .rootfs()
-        .validate()
-        .map_err(peapod_container::Error::from)?;
+    // An image's root is checked once its mount point exists, below.
+    if options.image.is_none() {
+        config
+            .rootfs()
+            .validate()
+            .map_err(peapod_container::Error::from)?;
+    }
     let mut record = Record::new(&id, bundle.to_owned());
     record.rootfs = config.rootfs().root().to_owned();
     record.annotations = spec
@@ -85,11 +91,26 @@ pub(crate) fn create_recorded(
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
         .and_then(|s| serde_json::to_value(s).ok());
-    let config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
+    let mut config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = rt.store()?;
     let entry = store.create(&id)?;
     let mut cgroup = None;
     let result = (|| {
+        // After the entry is made, so that the id is known to be free: the store's layers
+        // of a container are named by its id.
+        if let Some(image) = &options.image {
+            let (mount_point, overlay) =
+                crate::image::prepare(image, id.as_str(), entry.dir(), config.has_user_namespace())
+                    .map_err(Error::runtime)?;
+            config = config
+                .with_image_root(mount_point, overlay)
+                .map_err(peapod_container::Error::from)?;
+            config
+                .rootfs()
+                .validate()
+                .map_err(peapod_container::Error::from)?;
+            record.rootfs = config.rootfs().root().to_owned();
+        }
         // Saved once, with the process: until then the entry is locked, and a `create` that
         // dies half-way leaves a directory without a record, which `delete --force` removes.
         let barrier = if options.fifo {
@@ -125,6 +146,9 @@ pub(crate) fn create_recorded(
         // A dropped `Created` has already killed and reaped the process.
         if let Some(cgroup) = &cgroup {
             cgroup.undo();
+        }
+        if let Err(e) = crate::image::release(id.as_str(), entry.dir()) {
+            tracing::warn!("{e:#}");
         }
         let _ = entry.remove();
     }

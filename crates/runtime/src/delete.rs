@@ -35,6 +35,7 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
         // A `create` that died half-way may have left no record: there is nothing to stop.
         Ok(None) => {
             crate::cgroups::remove_unrecorded(id)?;
+            release_layers(id, &entry)?;
             entry.remove()?;
             return Ok(());
         }
@@ -62,6 +63,7 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
     if let Some(cgroup) = &cgroup {
         cgroup.remove().map_err(Error::runtime)?;
     }
+    release_layers(id, &entry)?;
     entry.remove()?;
     // After the container is gone (runtime-spec, "Lifecycle" step 12); the record still
     // has what the hooks are told.
@@ -87,8 +89,15 @@ fn delete_corrupt(entry: Entry) -> Result<()> {
         }
         None => crate::cgroups::remove_unrecorded(&id)?,
     }
+    release_layers(&id, &entry)?;
     entry.remove()?;
     Ok(())
+}
+
+/// Releases the image layers of the container (its writable layer goes), once its processes
+/// are gone; kept with the state entry when that fails, for the next `delete` to retry.
+fn release_layers(id: &ContainerId, entry: &Entry) -> Result<()> {
+    crate::image::release(id.as_str(), entry.dir()).map_err(Error::runtime)
 }
 
 /// SIGKILL to every process of the PID namespace of `process` (or to it alone), then waits

@@ -68,7 +68,10 @@ pub struct RunFlags {
     pub limits: Limits,
     /// `--tty`.
     pub tty: bool,
-    /// The command after `--`.
+    /// `--entrypoint` (with an image): replaces the image's Entrypoint and drops its Cmd;
+    /// empty, it clears the Entrypoint.
+    pub entrypoint: Option<String>,
+    /// The command: after `--` with `--rootfs`, after the image with an image.
     pub command: Vec<String>,
 }
 
@@ -125,6 +128,7 @@ pub fn refuse_with_bundle(args: &RunFlags) -> Result<()> {
         ("--memory", args.limits.memory.is_some()),
         ("--cpus", args.limits.cpus.is_some()),
         ("--pids-limit", args.limits.pids_limit.is_some()),
+        ("--entrypoint", args.entrypoint.is_some()),
         ("-- CMD", !args.command.is_empty()),
         (security.unwrap_or_default(), security.is_some()),
     ];
@@ -165,6 +169,22 @@ fn bind_mount(volume: &Volume) -> anyhow::Result<Mount> {
 /// The spec for `args` and the root `rootfs`: runc's defaults, rootless (a user namespace
 /// mapping the caller's ids) when `rootless`, then the flags.
 pub fn spec_from_flags(args: &RunFlags, rootfs: &Path, rootless: bool) -> Result<Spec> {
+    spec_with_accounts(args, rootfs, rootfs, rootless)
+}
+
+/// [`spec_from_flags`], with user names looked up in `accounts` (a directory with the
+/// container's `/etc/passwd` and `/etc/group`) rather than in the root.
+pub(crate) fn spec_with_accounts(
+    args: &RunFlags,
+    rootfs: &Path,
+    accounts: &Path,
+    rootless: bool,
+) -> Result<Spec> {
+    if args.entrypoint.is_some() {
+        return Err(Error::usage(anyhow::anyhow!(
+            "--entrypoint goes with an image; with --rootfs the command after -- is the whole command"
+        )));
+    }
     if args.command.is_empty() {
         return Err(Error::usage(anyhow::anyhow!(
             "no command: give it after --, as in `peapod run --rootfs DIR -- /bin/sh`"
@@ -212,7 +232,7 @@ pub fn spec_from_flags(args: &RunFlags, rootfs: &Path, rootless: bool) -> Result
         .with_context(|| format!("invalid rootfs path {}", rootfs.display()))
         .map_err(Error::usage)?;
     security_args(args)
-        .apply(&mut spec, &root_path)
+        .apply(&mut spec, accounts)
         .map_err(Error::runtime)?;
     if let Some(root) = spec.root_mut() {
         root.set_path(root_path).set_readonly(Some(args.read_only));
@@ -259,4 +279,132 @@ pub fn spec_from_flags(args: &RunFlags, rootfs: &Path, rootless: bool) -> Result
         linux.set_resources(resources);
     }
     Ok(spec)
+}
+
+/// What the arguments of `peapod run` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunTarget {
+    /// `--rootfs DIR [--] CMD...`: a root directory and the whole command.
+    Rootfs {
+        /// The root directory.
+        dir: PathBuf,
+        /// The command.
+        command: Vec<String>,
+    },
+    /// `[--bundle B] ID`: an OCI bundle (runc's `run`).
+    Bundle {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// The container id.
+        id: String,
+    },
+    /// `IMAGE [CMD...]`: an image (`docker run`).
+    Image {
+        /// The image reference.
+        reference: String,
+        /// The command replacing the image's Cmd, if any.
+        command: Vec<String>,
+    },
+}
+
+/// Tells `peapod run`'s forms apart by one rule: `--rootfs` is a root directory; `--bundle`,
+/// or a single argument with a `config.json` in the current directory (`cwd_has_config`), is
+/// an OCI bundle as runc runs it; anything else is `IMAGE [CMD...]`. So runc's callers keep
+/// working, and an image is run from a bundle directory by giving it a command, or
+/// `--pull`/`--entrypoint`, or from elsewhere.
+pub fn run_target(
+    rootfs: Option<PathBuf>,
+    bundle: Option<PathBuf>,
+    mut args: Vec<String>,
+    cwd_has_config: bool,
+    image_flags: bool,
+) -> Result<RunTarget> {
+    if let Some(dir) = rootfs {
+        return Ok(RunTarget::Rootfs { dir, command: args });
+    }
+    let bundle_mode = bundle.is_some() || (args.len() == 1 && cwd_has_config && !image_flags);
+    if bundle_mode {
+        return match <[String; 1]>::try_from(args) {
+            Ok([id]) => Ok(RunTarget::Bundle {
+                dir: bundle.unwrap_or_else(|| PathBuf::from(".")),
+                id,
+            }),
+            Err(args) if args.is_empty() => Err(Error::usage(anyhow::anyhow!(
+                "run --bundle needs the container id"
+            ))),
+            Err(_) => Err(Error::usage(anyhow::anyhow!(
+                "run --bundle takes one argument, the container id: the bundle's config.json names the command"
+            ))),
+        };
+    }
+    if args.is_empty() {
+        return Err(Error::usage(anyhow::anyhow!(
+            "run needs an IMAGE [CMD...], --rootfs DIR -- CMD, or a container id for the bundle"
+        )));
+    }
+    let reference = args.remove(0);
+    if reference.is_empty() || reference.starts_with('-') {
+        return Err(Error::usage(anyhow::anyhow!(
+            "{reference:?} is not an image reference"
+        )));
+    }
+    Ok(RunTarget::Image {
+        reference,
+        command: args,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn run_arguments_are_a_rootfs_a_bundle_or_an_image_by_one_rule() {
+        let target = |rootfs: Option<&str>, bundle: Option<&str>, args: &[&str], config, image| {
+            run_target(
+                rootfs.map(PathBuf::from),
+                bundle.map(PathBuf::from),
+                strings(args),
+                config,
+                image,
+            )
+        };
+        let rootfs = target(Some("r"), None, &["/bin/sh"], true, false).expect("rootfs");
+        assert!(matches!(rootfs, RunTarget::Rootfs { command, .. } if command == ["/bin/sh"]));
+        // runc's `run ID` in a bundle directory, and `--bundle`.
+        let id = target(None, None, &["web"], true, false).expect("bundle");
+        assert_eq!(
+            id,
+            RunTarget::Bundle {
+                dir: ".".into(),
+                id: "web".into()
+            }
+        );
+        let id = target(None, Some("b"), &["web"], false, false).expect("bundle");
+        assert_eq!(
+            id,
+            RunTarget::Bundle {
+                dir: "b".into(),
+                id: "web".into()
+            }
+        );
+        assert!(target(None, Some("b"), &["web", "sh"], false, false).is_err());
+        // Without a config.json, with a command or with an image's flags: an image.
+        for (args, config, image) in [
+            (&["busybox"][..], false, false),
+            (&["busybox", "true"][..], true, false),
+            (&["busybox"][..], true, true),
+        ] {
+            let t = target(None, None, args, config, image).expect("image");
+            assert!(
+                matches!(&t, RunTarget::Image { reference, .. } if reference == "busybox"),
+                "{t:?}"
+            );
+        }
+        assert!(target(None, None, &[], false, false).is_err());
+    }
 }

@@ -44,6 +44,7 @@ mod error;
 mod events;
 mod exec;
 pub mod flags;
+pub mod image;
 pub mod init;
 mod kill;
 mod leftovers;
@@ -190,6 +191,13 @@ impl Runtime {
     /// [`Error::NotRunning`] when its process has exited (but `all` of none is done).
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
         kill::kill_container(self, id, signal, all)
+    }
+
+    /// The signal that stops container `id`: its image's StopSignal (the
+    /// [`image::STOP_SIGNAL_ANNOTATION`]), else SIGTERM.
+    pub fn stop_signal(&self, id: &str) -> Result<Signal> {
+        let (record, _) = self.snapshot(&id.parse()?)?;
+        image::stop_signal_of(&record)
     }
 
     /// The PIDs of every process of container `id` (none when it is not live).

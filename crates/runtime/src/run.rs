@@ -33,6 +33,8 @@ pub struct RunOptions {
     /// Only an exec replaces the caller, so only a program's own `main` should ask for it;
     /// without the guard, or if the exec fails, the run waits itself.
     pub then_finish: Option<Vec<std::ffi::CString>>,
+    /// A root made of an image's layers (see [`CreateOptions::image`]).
+    pub image: Option<crate::image::ImageRoot>,
 }
 
 /// Runs container `id`; `created` is told whether its creation succeeded, as soon as that is
@@ -50,6 +52,7 @@ pub(crate) fn run(
         pid_file: run.pid_file,
         console_socket: run.console_socket,
         cgroup_parent: run.cgroup_parent,
+        image: run.image,
         ..CreateOptions::default()
     };
     let create = |options: &CreateOptions| {

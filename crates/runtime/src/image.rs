@@ -1,0 +1,328 @@
+//! Containers from images: what an image's configuration gives a container (as `docker run`
+//! and Kubernetes merge it with what the user asked for), and a root made of the image's
+//! layers in the image store, prepared with the container and released with it.
+
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use oci_spec::image::Config;
+
+use crate::flags::RunFlags;
+use crate::security::parse_user;
+use crate::{Error, Result};
+
+/// The annotation that carries an image's `StopSignal` to its container, as the OCI image
+/// spec's conversion to a runtime bundle names it.
+pub const STOP_SIGNAL_ANNOTATION: &str = "org.opencontainers.image.stopSignal";
+
+/// A container's command from its image's `Entrypoint` and `Cmd` and what the user gave, as
+/// Docker and Kubernetes both define it: `entrypoint` (`--entrypoint`, a Pod's `command`)
+/// replaces the image's Entrypoint and drops its Cmd; `cmd` (the CMD after the image, a Pod's
+/// `args`) replaces the image's Cmd. The result is Entrypoint followed by Cmd.
+pub fn command(
+    config: Option<&Config>,
+    entrypoint: Option<&[String]>,
+    cmd: Option<&[String]>,
+) -> Vec<String> {
+    let image_entrypoint = config.and_then(|c| c.entrypoint().as_deref());
+    let image_cmd = config.and_then(|c| c.cmd().as_deref());
+    let (entry, default_cmd) = match entrypoint {
+        Some(entry) => (entry, None),
+        None => (image_entrypoint.unwrap_or_default(), image_cmd),
+    };
+    let cmd = cmd.or(default_cmd).unwrap_or_default();
+    entry.iter().chain(cmd).cloned().collect()
+}
+
+/// `flags` for a container of an image configured by `config`: its command from
+/// [`command`] (`flags.entrypoint` and `flags.command`), its environment the image's `Env`
+/// with `--env` over it, its working directory and user the image's `WorkingDir` and
+/// `User` unless `--workdir` or `--user` say otherwise. `image` names it in errors.
+pub fn run_flags(image: &str, config: Option<&Config>, mut flags: RunFlags) -> Result<RunFlags> {
+    let entrypoint = flags.entrypoint.take().map(|e| match e.is_empty() {
+        // `--entrypoint ""` clears the image's Entrypoint, as Docker's does.
+        true => Vec::new(),
+        false => vec![e],
+    });
+    let cmd = (!flags.command.is_empty()).then_some(flags.command.as_slice());
+    let args = command(config, entrypoint.as_deref(), cmd);
+    if args.is_empty() {
+        return Err(Error::usage(anyhow!(
+            "image {image} has no Entrypoint or Cmd: give a command after the image, or --entrypoint"
+        )));
+    }
+    flags.command = args;
+    let image_env = config.and_then(|c| c.env().as_deref()).unwrap_or_default();
+    flags.env = image_env.iter().chain(&flags.env).cloned().collect();
+    if flags.workdir.is_none() {
+        flags.workdir = config
+            .and_then(|c| c.working_dir().as_deref())
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from);
+    }
+    if flags.user.is_none() {
+        let user = config
+            .and_then(|c| c.user().as_deref())
+            .filter(|u| !u.is_empty());
+        flags.user = user
+            .map(|u| {
+                parse_user(u).map_err(|e| {
+                    Error::runtime(anyhow!("image {image}: its User {u:?} is not valid: {e}"))
+                })
+            })
+            .transpose()?;
+    }
+    Ok(flags)
+}
+
+/// The stop signal an image's config names, for [`STOP_SIGNAL_ANNOTATION`].
+pub fn stop_signal(config: Option<&Config>) -> Option<String> {
+    config
+        .and_then(|c| c.stop_signal().clone())
+        .filter(|s| !s.is_empty())
+}
+
+/// Writes `paths`, one a line, to `file`.
+fn write_lines(file: &Path, paths: &[&Path]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut bytes = Vec::new();
+    for path in paths {
+        bytes.extend_from_slice(path.as_os_str().as_bytes());
+        bytes.push(b'\n');
+    }
+    std::fs::write(file, bytes).with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// Makes the directories the kernel made in an overlay's work directory removable by their
+/// owner: overlayfs leaves `work/work` with mode 0, which only root can remove, and a
+/// rootless container's writable layer would otherwise never go.
+fn open_up_work_dir(work: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(entries) = std::fs::read_dir(work) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+}
+
+/// The signal that stops the container of `record`: its image's StopSignal, else SIGTERM.
+pub fn stop_signal_of(record: &peapod_state::Record) -> Result<nix::sys::signal::Signal> {
+    match record.annotations.get(STOP_SIGNAL_ANNOTATION) {
+        Some(signal) => crate::kill::parse_signal(signal),
+        None => Ok(nix::sys::signal::Signal::SIGTERM),
+    }
+}
+
+/// The layer directory whose `/etc/passwd` the image's container sees: the highest that has
+/// one (user names are looked up there before the container's overlay exists). `None` when
+/// no layer has one.
+pub fn accounts_layer(layers: &[PathBuf]) -> Option<&Path> {
+    layers
+        .iter()
+        .rev()
+        .find(|layer| {
+            std::fs::symlink_metadata(layer.join("etc/passwd")).is_ok()
+                || std::fs::symlink_metadata(layer.join("etc/group")).is_ok()
+        })
+        .map(PathBuf::as_path)
+}
+
+/// The spec and root of a container of `image` (from `store`, named `name` in errors), with
+/// `flags` merged over the image's configuration as [`run_flags`] does; its stop signal in
+/// the [`STOP_SIGNAL_ANNOTATION`]. Give the root to [`crate::CreateOptions::image`].
+pub fn spec_from_image(
+    store: &Path,
+    image: peapod_image::Image,
+    name: &str,
+    flags: RunFlags,
+    rootless: bool,
+) -> Result<(oci_spec::runtime::Spec, ImageRoot)> {
+    let config = image.config.config().as_ref();
+    let flags = run_flags(name, config, flags)?;
+    let top = image.layers.last().ok_or_else(|| {
+        Error::runtime(anyhow!(
+            "image {name} has no layers: there is no root to run"
+        ))
+    })?;
+    // The root path is a placeholder until the container's mount point exists; user names
+    // are looked up in the layers meanwhile.
+    let accounts = accounts_layer(&image.layers).unwrap_or(top);
+    let mut spec = crate::flags::spec_with_accounts(&flags, top, accounts, rootless)?;
+    if let Some(signal) = stop_signal(config) {
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.insert(STOP_SIGNAL_ANNOTATION.to_owned(), signal);
+        spec.set_annotations(Some(annotations));
+    }
+    let root = ImageRoot {
+        store: store.to_owned(),
+        image,
+        read_only: flags.read_only,
+    };
+    Ok((spec, root))
+}
+
+/// The file in a container's state directory naming the image store its layers are in,
+/// written before the store is asked for them, so that a `peapod` killed at any point
+/// leaves a container whose layers the next command can release.
+const STORE_FILE: &str = "image-store";
+
+/// The directory in a container's state directory that its overlay is mounted on (in the
+/// container's mount namespace only).
+const MOUNT_POINT: &str = "rootfs";
+
+/// A container's root made of an image's layers: an overlay of them under a writable layer of
+/// the container's own in the image store (none with `read_only`).
+#[derive(Debug, Clone)]
+pub struct ImageRoot {
+    /// The image store's root directory.
+    pub store: PathBuf,
+    /// The image, as the store resolved it.
+    pub image: peapod_image::Image,
+    /// No writable layer: the container cannot change its root at all.
+    pub read_only: bool,
+}
+
+/// Prepares the layers of container `id` (whose state directory is `dir`): records the
+/// store, asks it for the layers, makes the mount point. Returns the mount point and the
+/// overlay; on failure [`release`] undoes what was done.
+pub(crate) fn prepare(
+    root: &ImageRoot,
+    id: &str,
+    dir: &Path,
+    userxattr: bool,
+) -> anyhow::Result<(PathBuf, peapod_rootfs::Overlay)> {
+    use anyhow::Context as _;
+    let store_file = dir.join(STORE_FILE);
+    write_lines(&store_file, &[&root.store])?;
+    let store = peapod_image::Store::open(&root.store)?;
+    let layers = store.prepare_container(&root.image, id, root.read_only)?;
+    if let Some(work) = &layers.work {
+        // The work directory is remembered too: see `release`.
+        write_lines(&store_file, &[&root.store, work])?;
+    }
+    let mount_point = dir.join(MOUNT_POINT);
+    std::fs::create_dir(&mount_point)
+        .with_context(|| format!("cannot make {}", mount_point.display()))?;
+    let upper = match (layers.upper, layers.work) {
+        (Some(upper), Some(work)) => Some((upper, work)),
+        _ => None,
+    };
+    let overlay = peapod_rootfs::Overlay {
+        lower: layers.lower,
+        upper,
+        userxattr,
+    };
+    Ok((mount_point, overlay))
+}
+
+/// Releases the layers of container `id` (state directory `dir`) if it has any: its writable
+/// layer goes, and the image is no longer in use by it. Idempotent.
+pub(crate) fn release(id: &str, dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let store_file = dir.join(STORE_FILE);
+    let lines = match std::fs::read(&store_file) {
+        Ok(bytes) => bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(l)))
+            .collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", store_file.display())),
+    };
+    let Some(store) = lines.first() else {
+        return std::fs::remove_file(&store_file)
+            .with_context(|| format!("cannot remove {}", store_file.display()));
+    };
+    if let Some(work) = lines.get(1) {
+        open_up_work_dir(work);
+    }
+    peapod_image::Store::open(store)?
+        .release_container(id)
+        .with_context(|| format!("cannot release the image layers of container {id}"))?;
+    std::fs::remove_file(&store_file)
+        .with_context(|| format!("cannot remove {}", store_file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::ConfigBuilder;
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn config(entrypoint: &[&str], cmd: &[&str]) -> Config {
+        ConfigBuilder::default()
+            .entrypoint(strings(entrypoint))
+            .cmd(strings(cmd))
+            .env(strings(&["PATH=/bin", "A=image", "B=image"]))
+            .working_dir("/srv".to_owned())
+            .user("1000:1000".to_owned())
+            .build()
+            .expect("config")
+    }
+
+    #[test]
+    fn cmd_replaces_cmd_and_entrypoint_replaces_both() {
+        let c = config(&["/bin/ep"], &["default"]);
+        let c = Some(&c);
+        assert_eq!(command(c, None, None), strings(&["/bin/ep", "default"]));
+        let mine = strings(&["mine", "too"]);
+        assert_eq!(
+            command(c, None, Some(&mine)),
+            strings(&["/bin/ep", "mine", "too"])
+        );
+        let entry = strings(&["/bin/other"]);
+        assert_eq!(command(c, Some(&entry), None), strings(&["/bin/other"]));
+        assert_eq!(
+            command(c, Some(&entry), Some(&mine)),
+            strings(&["/bin/other", "mine", "too"])
+        );
+        assert_eq!(command(None, None, Some(&mine)), mine);
+    }
+
+    #[test]
+    fn flags_take_the_image_defaults_unless_given() {
+        let c = config(&[], &["/bin/sh"]);
+        let flags = RunFlags {
+            env: strings(&["B=mine"]),
+            ..RunFlags::default()
+        };
+        let merged = run_flags("img", Some(&c), flags).expect("merged");
+        assert_eq!(merged.command, strings(&["/bin/sh"]));
+        assert_eq!(
+            merged.env,
+            strings(&["PATH=/bin", "A=image", "B=image", "B=mine"])
+        );
+        assert_eq!(merged.workdir.as_deref(), Some(Path::new("/srv")));
+        assert_eq!(merged.user, parse_user("1000:1000").ok());
+
+        let flags = RunFlags {
+            workdir: Some("/tmp".into()),
+            user: parse_user("0").ok(),
+            entrypoint: Some(String::new()),
+            command: strings(&["/bin/true"]),
+            ..RunFlags::default()
+        };
+        let merged = run_flags("img", Some(&c), flags).expect("merged");
+        assert_eq!(merged.command, strings(&["/bin/true"]));
+        assert_eq!(merged.workdir.as_deref(), Some(Path::new("/tmp")));
+        assert_eq!(merged.user, parse_user("0").ok());
+    }
+
+    #[test]
+    fn an_image_without_a_command_needs_one() {
+        let e = run_flags("img", None, RunFlags::default()).expect_err("no command");
+        assert!(
+            e.one_line().contains("image img has no Entrypoint or Cmd"),
+            "{}",
+            e.one_line()
+        );
+    }
+}
