@@ -344,7 +344,8 @@ fn as_nobody(dir: &Path, store: &Path, args: &[&str]) -> Outcome {
     if !binary.exists() {
         std::fs::copy(env!("CARGO_BIN_EXE_peapod"), &binary).expect("copy peapod");
     }
-    let child = std::process::Command::new(&binary)
+    let mut child = std::process::Command::new(&binary);
+    child
         .arg("--storage")
         .arg(store)
         .args(args)
@@ -354,10 +355,8 @@ fn as_nobody(dir: &Path, store: &Path, args: &[&str]) -> Outcome {
         .env_remove("PEAPOD_STORAGE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn as nobody");
-    finish(child)
+        .stderr(Stdio::piped());
+    finish(support::spawn_copied(child))
 }
 
 #[test]

@@ -723,7 +723,7 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        finish(spawn_copied(child))
+        finish(support::spawn_copied(child))
     };
     let layout = std::fs::read_dir(images.scratch())
         .expect("scratch")
@@ -756,7 +756,7 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         .current_dir(&home)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let loaded = finish(spawn_copied(load));
+    let loaded = finish(support::spawn_copied(load));
     assert!(
         loaded.code == 0,
         "rootless load: {}",
@@ -785,24 +785,6 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         .unwrap_or(0);
     assert_eq!(left, 0, "the rootless writable layer is left");
     assert!(support::state_entries(&home.join("state")).is_empty());
-}
-
-/// Spawns `command`, whose program was just copied: another test's fork can still hold the
-/// copy open for writing for a moment (until its exec), which `execve` refuses with
-/// ETXTBSY; that is waited out, at most [`support::TIMEOUT`].
-fn spawn_copied(mut command: Command) -> std::process::Child {
-    let deadline = std::time::Instant::now() + support::TIMEOUT;
-    loop {
-        match command.spawn() {
-            Err(e)
-                if e.raw_os_error() == Some(libc::ETXTBSY)
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.expect("spawn"),
-        }
-    }
 }
 
 /// Not a test of its own: the rootless test runs it as another user, to load an image into

@@ -275,7 +275,8 @@ pub fn run_as_nobody(rootfs: &TestRootfs, args: &[&str]) -> Option<Outcome> {
         )
         .expect("chown");
     }
-    let child = Command::new(&binary)
+    let mut child = Command::new(&binary);
+    child
         .arg("--root")
         .arg(rootfs.state_root())
         .args(args)
@@ -284,13 +285,26 @@ pub fn run_as_nobody(rootfs: &TestRootfs, args: &[&str]) -> Option<Outcome> {
         .current_dir(rootfs.scratch())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn as nobody");
-    let out = finish(child);
+        .stderr(Stdio::piped());
+    let out = finish(spawn_copied(child));
     if out.code != 0 && out.stderr.contains("user namespaces are disabled") {
         eprintln!("skipped: {}", out.stderr.trim());
         return None;
     }
     Some(out)
+}
+
+/// Spawns `command`, whose program was just copied: another test's fork can still hold the
+/// copy open for writing for a moment (until its exec), which `execve` refuses with
+/// ETXTBSY; that is waited out, at most [`TIMEOUT`].
+pub fn spawn_copied(mut command: Command) -> Child {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.expect("spawn"),
+        }
+    }
 }
