@@ -74,15 +74,7 @@ impl PullOptions {
 /// The image store's root: `--storage`, else `PEAPOD_STORAGE`, else the default for root or
 /// for an ordinary user.
 pub(crate) fn storage_root(global: &GlobalArgs, rootless: bool) -> PathBuf {
-    global
-        .storage
-        .clone()
-        .or_else(|| {
-            std::env::var_os("PEAPOD_STORAGE")
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| peapod_image::default_root(rootless))
+    peapod_image::root(global.storage.clone(), rootless)
 }
 
 /// `peapod pull`: replaces this process with `peapod-pull`, whose progress, one-line error

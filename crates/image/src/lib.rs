@@ -33,6 +33,16 @@ pub use store::{
 };
 pub use unpack::UnpackOptions;
 
+/// The store's root: `flag` (`--storage`), else `PEAPOD_STORAGE`, else [`default_root`].
+pub fn root(flag: Option<PathBuf>, rootless: bool) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var_os("PEAPOD_STORAGE")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| default_root(rootless))
+}
+
 /// The store's default root: `/var/lib/peapod` for root, else `$XDG_DATA_HOME/peapod`
 /// (`~/.local/share/peapod`).
 pub fn default_root(rootless: bool) -> PathBuf {

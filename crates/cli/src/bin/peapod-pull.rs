@@ -71,14 +71,7 @@ fn init_logging() {
 
 fn run(args: Args) -> Result<String, Error> {
     let rootless = !nix::unistd::geteuid().is_root();
-    let root = args
-        .storage
-        .or_else(|| {
-            std::env::var_os("PEAPOD_STORAGE")
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| peapod_image::default_root(rootless));
+    let root = peapod_image::root(args.storage, rootless);
     let store = peapod_image::Store::open(&root)?;
     let mut options = Options {
         insecure_registries: args.insecure_registry,
