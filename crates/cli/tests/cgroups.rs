@@ -486,6 +486,45 @@ fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
     rootfs.assert_nothing_left();
 }
 
+/// The other way `delete --force` ends a container: one that is PID 1 of its own PID
+/// namespace is killed alone and takes every process of the namespace with it (the cgroup
+/// is not frozen for that); a paused one is still killed through its frozen cgroup, where
+/// SIGKILL alone would not reach a frozen process on cgroup v1.
+#[test]
+fn delete_force_of_a_running_and_of_a_paused_namespace_init_leaves_no_process() {
+    let Some(rootfs) = fixture() else { return };
+    for paused in [false, true] {
+        let id = unique(if paused { "del-paused" } else { "del-running" });
+        let guard = CgroupGuard::of(&id);
+        let c = Detached::run(
+            &rootfs,
+            &id,
+            &[],
+            "sleep 60 & (sleep 60 &) ; echo ready > /ready; exec sleep 60",
+        );
+        wait_until("the forked children", || {
+            c.host_path("/ready").exists()
+                && guard.cgroup.procs().is_ok_and(|procs| procs.len() == 3)
+        });
+        let procs = guard.cgroup.procs().expect("procs");
+        if paused {
+            c.ok(&["pause", &id]);
+            assert_eq!(c.status(), "paused");
+        }
+        c.ok(&["delete", "--force", &id]);
+        for pid in procs {
+            assert!(
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or(true, |stat| stat.contains(") Z ")),
+                "process {pid} of {id} (paused: {paused}) outlived delete --force"
+            );
+        }
+        guard.assert_gone();
+        drop(c);
+    }
+    rootfs.assert_nothing_left();
+}
+
 /// `peapod run --bundle` of `/bin/true` with `resources` as `linux.resources`.
 fn run_with_resources(rootfs: &TestRootfs, id: &str, resources: serde_json::Value) -> Outcome {
     run_bundle(rootfs, id, |json| {

@@ -8,7 +8,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use peapod_state::{ContainerId, Entry, ProcessIdentity, Status};
 
-use crate::kill::{container_pids, wait_gone};
+use crate::kill::{container_pids, own_pid_namespace, wait_gone};
 use crate::{Error, Result, Runtime};
 
 /// How long `delete` waits for killed processes to be gone.
@@ -50,15 +50,24 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
         )));
     }
     let live = matches!(status, Status::Created | Status::Running | Status::Paused);
+    let process = record.process.filter(|_| live);
+    // PID 1 of a PID namespace of its own, not frozen: SIGKILL to it kills every process of
+    // the namespace, and the kernel has reaped them all before it is a zombie. No freezing,
+    // no search of /proc; what may still be in the cgroup is emptied below.
+    let alone = status != Status::Paused && process.is_some_and(|p| own_pid_namespace(p).is_some());
+    if let Some(process) = process.filter(|_| alone) {
+        kill_and_wait(id, process, false)?;
+    }
     let cgroup = crate::cgroups::of_record(&record)?;
     if let Some(cgroup) = &cgroup {
         // Every process in it, also those outside the container's PID namespace (or of a
         // container without one), frozen first so that none forks away; and the leftovers
         // of a stopped one.
-        crate::cgroups::empty(cgroup, live)?;
+        crate::cgroups::empty(cgroup, live && !alone)?;
     }
-    if let (Some(process), true) = (record.process, live) {
-        kill_and_wait(id, process)?;
+    if let Some(process) = process.filter(|_| !alone) {
+        // Without a cgroup, the processes of its PID namespace are found in /proc.
+        kill_and_wait(id, process, cgroup.is_none())?;
     }
     if let Some(cgroup) = &cgroup {
         cgroup.remove().map_err(Error::runtime)?;
@@ -80,7 +89,7 @@ fn delete_corrupt(entry: Entry) -> Result<()> {
     let salvaged = entry.salvage();
     tracing::warn!("container {id}: its state file is corrupt; removing what can be found");
     if let Some(process) = salvaged.process.filter(|p| p.is_alive()) {
-        kill_and_wait(&id, process)?;
+        kill_and_wait(&id, process, true)?;
     }
     match crate::cgroups::open(&salvaged.cgroup_paths)? {
         Some(cgroup) => {
@@ -100,10 +109,14 @@ fn release_layers(id: &ContainerId, entry: &Entry) -> Result<()> {
     crate::image::release(id.as_str(), entry.dir()).map_err(Error::runtime)
 }
 
-/// SIGKILL to every process of the PID namespace of `process` (or to it alone), then waits
-/// for `process` to be gone.
-fn kill_and_wait(id: &ContainerId, process: ProcessIdentity) -> Result<()> {
-    for pid in container_pids(process) {
+/// SIGKILL to `process`, and with `search` to every process /proc shows in its PID
+/// namespace; then waits for `process` to be gone.
+fn kill_and_wait(id: &ContainerId, process: ProcessIdentity, search: bool) -> Result<()> {
+    let pids = match search {
+        true => container_pids(process),
+        false => vec![process.pid],
+    };
+    for pid in pids {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     if !wait_gone(&[process], KILL_TIMEOUT) {

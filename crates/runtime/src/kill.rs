@@ -31,22 +31,30 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 /// The PIDs (in our PID namespace) of every process in the PID namespace of `init`, when
 /// that is not ours; else only `init` itself.
 pub fn container_pids(init: ProcessIdentity) -> Vec<i32> {
-    let own = NamespaceId::of(None, Namespace::Pid).ok();
-    let theirs = NamespaceId::of(Some(Pid::from_raw(init.pid)), Namespace::Pid).ok();
-    // A container that joined another's PID namespace (a pod's) is not PID 1 there: the
-    // namespace's other processes are not its own.
-    if theirs.is_none() || theirs == own || !is_namespace_init(init.pid) {
+    let Some(theirs) = own_pid_namespace(init) else {
         return vec![init.pid];
-    }
+    };
     let mut pids: Vec<i32> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| NamespaceId::of(Some(Pid::from_raw(*pid)), Namespace::Pid).ok() == theirs)
+        .filter(|pid| {
+            NamespaceId::of(Some(Pid::from_raw(*pid)), Namespace::Pid).ok() == Some(theirs)
+        })
         .collect();
     pids.sort_unstable();
     pids
+}
+
+/// The PID namespace `init` is PID 1 of, when that is not ours: then every process of it
+/// dies with `init` (the kernel kills the namespace). `None` for a container that joined
+/// another's PID namespace (a pod's), where it is not PID 1 and the others are not its own,
+/// or one without a PID namespace.
+pub(crate) fn own_pid_namespace(init: ProcessIdentity) -> Option<NamespaceId> {
+    let own = NamespaceId::of(None, Namespace::Pid).ok();
+    let theirs = NamespaceId::of(Some(Pid::from_raw(init.pid)), Namespace::Pid).ok()?;
+    (Some(theirs) != own && is_namespace_init(init.pid)).then_some(theirs)
 }
 
 /// Whether `pid` is PID 1 of its own PID namespace (the last `NSpid` of its status).
