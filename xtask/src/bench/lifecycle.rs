@@ -6,7 +6,9 @@
 //!
 //! All runtimes run in a private mount namespace with the cgroup2 mount hidden: crun 1.8
 //! refuses this host's hybrid cgroups otherwise, and runc and peapod use the v1 hierarchies
-//! either way. xtask makes itself a child subreaper, as containerd's shim and conmon are: the
+//! either way. Their state roots are on a tmpfs there, as `/run` (their default) is on a
+//! machine with systemd: on this VM's disk, peapod's `fsync` of a detached container's record
+//! would cost it 2-3 ms a `create` that crun and runc, which do not sync, do not pay. xtask makes itself a child subreaper, as containerd's shim and conmon are: the
 //! container processes that `create` and `run --detach` leave behind are re-parented to it and
 //! reaped here.
 
@@ -55,22 +57,30 @@ pub(crate) fn run() -> Result {
             None => println!("{name}: not installed, left out"),
         }
     }
-    if runtimes.len() > 1 && hide_cgroup2()? {
-        println!("(all runtimes in a private mount namespace with the cgroup2 mount hidden, which crun needs on this host)");
-    }
+    private_mounts(runtimes.len() > 1)?;
     let result = measure_all(&runtimes, &bundles);
     for runtime in &runtimes {
         let _ = std::fs::remove_dir_all(&runtime.state);
     }
+    if let Ok(base) = std::ffi::CString::new(state_base().as_os_str().as_encoded_bytes()) {
+        // SAFETY: umount2 takes the C string given; the mount is this process's own.
+        unsafe { libc::umount2(base.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir(state_base());
     let _ = std::fs::remove_dir_all(&bundles.dir);
     let rows = result?;
     print(&runtimes, &rows);
     Ok(())
 }
 
+/// Where the runtimes' state roots are: a tmpfs in the private mount namespace.
+fn state_base() -> PathBuf {
+    target_dir().join("bench-state")
+}
+
 impl Runtime {
     fn new(name: &'static str, binary: PathBuf) -> Self {
-        let state = target_dir().join(format!("bench-state-{name}"));
+        let state = state_base().join(name);
         Runtime {
             name,
             binary,
@@ -415,6 +425,16 @@ fn print(runtimes: &[Runtime], rows: &[Row]) {
         }
     }
     println!();
+    for (runtime, row) in runtimes.iter().zip(rows) {
+        println!(
+            "{}: create {:.2} + start {:.2} + delete {:.2} ms",
+            runtime.name,
+            ms(median(row.create.clone())),
+            ms(median(row.start.clone())),
+            ms(median(row.delete.clone()))
+        );
+    }
+    println!();
 }
 
 /// Waits (polling, at most `limit`) until `ready` holds.
@@ -491,13 +511,14 @@ fn reap_all() {
     }
 }
 
-/// crun 1.8 refuses a hybrid cgroup layout: hide the cgroup2 mount from this process (and
-/// what it starts) in a private mount namespace. False if there was nothing to hide.
-fn hide_cgroup2() -> Result<bool> {
-    let unified = c"/sys/fs/cgroup/unified";
-    if !Path::new("/sys/fs/cgroup/unified").exists() {
-        return Ok(false);
-    }
+/// Moves this process (and what it starts) into a private mount namespace with a tmpfs for
+/// the state roots and, when other runtimes run too, without the cgroup2 mount, whose hybrid
+/// layout crun 1.8 refuses.
+fn private_mounts(hide_cgroup2: bool) -> Result {
+    let base = state_base();
+    std::fs::create_dir_all(&base).map_err(|e| format!("cannot make {}: {e}", base.display()))?;
+    let base = std::ffi::CString::new(base.as_os_str().as_encoded_bytes())
+        .map_err(|e| format!("state directory: {e}"))?;
     // SAFETY: unshare and mount take no pointers but the C strings given; xtask is
     // single-threaded, as CLONE_NEWNS requires.
     let ok = unsafe {
@@ -509,14 +530,32 @@ fn hide_cgroup2() -> Result<bool> {
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ) == 0
-            && libc::umount2(unified.as_ptr(), libc::MNT_DETACH) == 0
+            && libc::mount(
+                c"tmpfs".as_ptr(),
+                base.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"mode=0700".as_ptr().cast(),
+            ) == 0
     };
-    if ok {
-        Ok(true)
-    } else {
-        Err(format!(
+    if !ok {
+        return Err(format!(
+            "cannot make a private mount namespace with a tmpfs for the state: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    println!("(state roots on a tmpfs, as /run is, in a private mount namespace)");
+    let unified = c"/sys/fs/cgroup/unified";
+    if !hide_cgroup2 || !Path::new("/sys/fs/cgroup/unified").exists() {
+        return Ok(());
+    }
+    // SAFETY: umount2 takes the C string given.
+    if unsafe { libc::umount2(unified.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(format!(
             "cannot hide the cgroup2 mount: {}",
             std::io::Error::last_os_error()
-        ))
+        ));
     }
+    println!("(the cgroup2 mount hidden there, which crun needs on this host)");
+    Ok(())
 }
