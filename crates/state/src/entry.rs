@@ -13,6 +13,10 @@ use crate::{ContainerId, Error, Record, Result};
 pub(crate) const STATE_FILE: &str = "state.json";
 /// The fifo a created container's process blocks on until `start` reads from it.
 pub(crate) const EXEC_FIFO: &str = "exec.fifo";
+/// An empty file beside the record of a container that has an owner (see [`Record::owner`]):
+/// [`Store::abandoned`], which every command calls, reads only those records instead of
+/// every one.
+pub(crate) const OWNED_MARK: &str = "owned";
 
 /// The state root directory.
 #[derive(Debug, Clone)]
@@ -136,9 +140,10 @@ impl Store {
     }
 
     /// The containers whose record names an owner that is gone (see
-    /// [`Record::is_abandoned`]): found by reading only the owner of each record, without
-    /// taking any lock, so that every command can afford to look. The caller locks each one
-    /// and checks again before it removes anything.
+    /// [`Record::is_abandoned`]): found by reading only the owner of the records marked as
+    /// owned ([`OWNED_MARK`]), without taking any lock, so that every command can afford to
+    /// look however many containers there are. The caller locks each one and checks again
+    /// before it removes anything.
     pub fn abandoned(&self) -> Result<Vec<ContainerId>> {
         #[derive(serde::Deserialize)]
         struct Owner {
@@ -149,8 +154,11 @@ impl Store {
             .ids()?
             .into_iter()
             .filter(|id| {
-                let path = self.root.join(id.as_str()).join(STATE_FILE);
-                let owner = fs::read(path)
+                let dir = self.root.join(id.as_str());
+                if fs::symlink_metadata(dir.join(OWNED_MARK)).is_err() {
+                    return false;
+                }
+                let owner = fs::read(dir.join(STATE_FILE))
                     .ok()
                     .and_then(|bytes| serde_json::from_slice::<Owner>(&bytes).ok())
                     .and_then(|o| o.owner);
@@ -226,6 +234,11 @@ impl Entry {
     /// [`Durability::Synced`] the file and then the directory are `fsync`ed before and after
     /// the rename, so a crash of the machine cannot lose or tear it either.
     pub fn save(&self, record: &Record, durability: Durability) -> Result<()> {
+        // Before the record: an owned record is never without its mark.
+        if record.owner.is_some() {
+            let mark = self.dir.join(OWNED_MARK);
+            File::create(&mark).map_err(io("cannot write", &mark))?;
+        }
         self.save_json(STATE_FILE, record, durability)
     }
 
@@ -332,6 +345,35 @@ mod tests {
         entry.remove().expect("remove");
         assert!(matches!(store.load(&id), Err(Error::NotFound(_))));
         assert!(store.ids().expect("ids").is_empty());
+    }
+
+    #[test]
+    fn abandoned_lists_the_owned_records_whose_owner_is_gone() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(root.path()).expect("open");
+        let me = crate::ProcessIdentity::of(std::process::id() as i32).expect("own identity");
+        // This PID with another start time: a process that is gone.
+        let gone = crate::ProcessIdentity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        for (name, owner) in [("live", Some(me)), ("gone", Some(gone)), ("detached", None)] {
+            let id: ContainerId = name.parse().expect("id");
+            let entry = store.create(&id).expect("create");
+            let mut record = Record::new(&id, "/bundle".into());
+            record.owner = owner;
+            entry.save(&record, Durability::Volatile).expect("save");
+            assert_eq!(
+                entry.dir().join(OWNED_MARK).exists(),
+                owner.is_some(),
+                "{name}"
+            );
+        }
+        let gone: ContainerId = "gone".parse().expect("id");
+        assert_eq!(store.abandoned().expect("abandoned"), [gone]);
+        // Only marked records are read.
+        fs::remove_file(root.path().join("gone").join(OWNED_MARK)).expect("unmark");
+        assert!(store.abandoned().expect("abandoned").is_empty());
     }
 
     #[test]
