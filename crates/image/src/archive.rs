@@ -366,17 +366,7 @@ impl Store {
                     "size": size,
                 }));
             }
-            let oci_manifest = serde_json::to_vec(&json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config_digest,
-                    "size": config.len(),
-                },
-                "layers": layers,
-            }))
-            .map_err(|e| Error::bad_image("manifest", e))?;
+            let oci_manifest = oci_manifest(&config_digest, config.len(), layers)?;
             let tags: Vec<Reference> = entry
                 .get("RepoTags")
                 .and_then(Value::as_array)
@@ -516,7 +506,10 @@ impl Store {
         }
         let size = writer.written();
         let layer = writer.commit()?;
-        let created = now_rfc3339();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let created = peapod_state::rfc3339(now);
         let config = serde_json::to_vec(&json!({
             "created": created,
             "architecture": go_arch(),
@@ -529,23 +522,34 @@ impl Store {
         }))
         .map_err(|e| Error::bad_image("config", e))?;
         let config_digest = self.put_blob(&config)?;
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": config.len(),
-            },
-            "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": layer,
-                "size": size,
-            }],
-        }))
-        .map_err(|e| Error::bad_image("manifest", e))?;
+        let layers = vec![json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer,
+            "size": size,
+        })];
+        let manifest = oci_manifest(&config_digest, config.len(), layers)?;
         self.add_image(Some(name), OCI_MANIFEST, &manifest)
     }
+}
+
+/// An OCI image manifest of the config blob `config_digest` (`config_size` bytes) and
+/// `layers` (their descriptors), as bytes.
+fn oci_manifest(
+    config_digest: &impl serde::Serialize,
+    config_size: usize,
+    layers: Vec<Value>,
+) -> Result<Vec<u8>> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": layers,
+    }))
+    .map_err(|e| Error::bad_image("manifest", e))
 }
 
 fn json_of(source: &Source, bytes: &[u8], name: &str) -> Result<Value> {
@@ -658,28 +662,4 @@ fn tempfile_in(dir: &Path, out: &Path) -> Result<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
     Ok(dir.join(format!(".{name}.{}.tmp", std::process::id())))
-}
-
-/// Now, as RFC 3339 in UTC (days to a civil date as in Howard Hinnant's algorithm).
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
