@@ -417,17 +417,7 @@ spec:
     );
     let file = pods.rootfs.scratch().join("played.yaml");
     std::fs::write(&file, manifest).expect("manifest");
-    let init = pods.init.display().to_string();
-    pods.names.push("played".into());
-    let out = pods.peapod(&[
-        "pod",
-        "play",
-        "--network",
-        &net.name,
-        "--init-path",
-        &init,
-        &file.display().to_string(),
-    ]);
+    let out = pods.play("played", &file, &["--network", &net.name]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(fetch(&format!("{}:{port}", net.gateway())), "played\n");
     let log = pods.logs("played", "web");
@@ -466,15 +456,7 @@ spec:
     );
     let file = pods.rootfs.scratch().join("onhost.yaml");
     std::fs::write(&file, manifest).expect("manifest");
-    let init = pods.init.display().to_string();
-    pods.names.push("onhost".into());
-    let out = pods.peapod(&[
-        "pod",
-        "play",
-        "--init-path",
-        &init,
-        &file.display().to_string(),
-    ]);
+    let out = pods.play("onhost", &file, &[]);
     assert_eq!(out.code, 0, "{out:?}");
     let host = std::fs::read_link("/proc/self/ns/net").expect("ns");
     wait_until("the container's output", || {

@@ -334,18 +334,8 @@ fn pod_play_runs_init_containers_first_and_restarts_on_failure() {
     let Some(mut pods) = Pods::new() else { return };
     let file = pods.rootfs.scratch().join("pod.yaml");
     std::fs::write(&file, MANIFEST.replace("ROOTFS", pods.rootfs.arg())).expect("manifest");
-    let init = pods.init.display().to_string();
     let file_arg = file.display().to_string();
-    pods.names.push("played".into());
-    let play = pods.peapod(&[
-        "pod",
-        "play",
-        "--network",
-        "none",
-        "--init-path",
-        &init,
-        &file_arg,
-    ]);
+    let play = pods.play("played", &file, &["--network", "none"]);
     assert_eq!(play.code, 0, "{play:?}");
     assert!(
         play.stderr
@@ -856,18 +846,8 @@ fn pod_play_down_sends_sigterm_and_kills_only_after_the_grace_period() {
         .replace("DATA", &data.display().to_string());
     let file = pods.rootfs.scratch().join("graceful.yaml");
     std::fs::write(&file, manifest).expect("manifest");
-    let init = pods.init.display().to_string();
     let file_arg = file.display().to_string();
-    pods.names.push("graceful".into());
-    let play = pods.peapod(&[
-        "pod",
-        "play",
-        "--network",
-        "none",
-        "--init-path",
-        &init,
-        &file_arg,
-    ]);
+    let play = pods.play("graceful", &file, &["--network", "none"]);
     assert_eq!(play.code, 0, "{play:?}");
     let warning = "spec.containers[1].resources: ignored";
     assert_eq!(play.stderr.matches(warning).count(), 1, "{play:?}");

@@ -60,6 +60,18 @@ impl Pods {
         assert_eq!(out.code, 0, "pod create {name}: {out:?}");
     }
 
+    /// `peapod pod play --init-path INIT EXTRA... FILE` with the test's init; the pod `name`
+    /// the manifest makes is removed on drop.
+    pub fn play(&mut self, name: &str, file: &Path, extra: &[&str]) -> Outcome {
+        self.names.push(name.to_owned());
+        let init = self.init.display().to_string();
+        let file = file.display().to_string();
+        let mut args = vec!["pod", "play", "--init-path", &init];
+        args.extend(extra);
+        args.push(&file);
+        self.peapod(&args)
+    }
+
     /// `peapod run --pod POD --rootfs ROOTFS EXTRA... -- sh -c SCRIPT`.
     pub fn run(&self, pod: &str, rootfs: &Path, extra: &[&str], script: &str) -> Outcome {
         let rootfs = rootfs.display().to_string();
