@@ -327,7 +327,8 @@ pub(crate) struct CreateArgs {
     /// Use chroot instead of pivot_root (for a rootfs on ramfs).
     #[arg(long)]
     pub no_pivot: bool,
-    /// Do not create a session keyring (peapod never does).
+    /// Keep the caller's session keyring instead of a new one named after the container
+    /// (the container then possesses the caller's keys).
     #[arg(long)]
     pub no_new_keyring: bool,
     /// Pass this many descriptors after stdio (3, 4, ...) into the container.
@@ -620,6 +621,10 @@ pub(crate) struct RunArgs {
     /// it to its own (raw mode, window size passed on).
     #[arg(short, long)]
     pub tty: bool,
+    /// Keep the caller's session keyring instead of a new one named after the container
+    /// (the container then possesses the caller's keys).
+    #[arg(long)]
+    pub no_new_keyring: bool,
     /// A name for the container (letters, digits, '_', '.', '-'); the default host name.
     #[arg(long, value_name = "ID", value_parser = parse_name)]
     pub name: Option<String>,
@@ -669,7 +674,8 @@ pub(crate) struct RunArgs {
     /// Run as UID[:GID], or NAME[:GROUP] from the rootfs's /etc/passwd and /etc/group.
     #[arg(short = 'u', long, value_name = "USER[:GROUP]", value_parser = parse_user)]
     pub user: Option<UserArg>,
-    /// seccomp=FILE (an OCI or a Docker profile) or seccomp=unconfined (the default);
+    /// seccomp=FILE (an OCI or a Docker profile) or seccomp=unconfined (default: podman's
+    /// profile, /usr/share/containers/seccomp.json, or peapod's built-in one);
     /// no-new-privileges[=true|false] (default true).
     #[arg(long = "security-opt", value_name = "OPT", value_parser = parse_security_opt)]
     pub security_opt: Vec<SecurityOpt>,

@@ -132,6 +132,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             .then(|| crate::context::finish_command(rt, global, &id))
             .flatten(),
         image: image_root,
+        no_new_keyring: args.no_new_keyring,
     };
     // Released once the container is made: the pod's lock is not held while it runs.
     let ran = rt.run(&id, &spec, &bundle, options, |created| match attached {
@@ -153,6 +154,7 @@ pub(crate) fn create(rt: &Runtime, args: CreateArgs) -> Result<i32, Error> {
         pid_file: args.pid_file,
         preserve_fds: args.preserve_fds,
         no_pivot: args.no_pivot,
+        no_new_keyring: args.no_new_keyring,
         console_socket: args.console_socket,
         ..CreateOptions::default()
     };

@@ -2508,3 +2508,102 @@ fn a_host_with_a_shared_root_can_run_any_root_propagation_without_leaking_mounts
     }
     bundle.rootfs.assert_nothing_left();
 }
+
+#[test]
+fn exec_takes_the_containers_oom_score_whatever_its_process_says() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure_with(&sh(UNTIL_GO), |spec| {
+        spec["process"]["oomScoreAdj"] = json!(432);
+    });
+    let c = bundle.create("oom", &[]);
+    c.start();
+    let out = bundle.peapod(&["exec", "oom", "cat", "/proc/self/oom_score_adj"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "432", "{out:?}");
+    // As runc: the container's score, also for a process file that says another.
+    let process = bundle.dir().join("process.json");
+    std::fs::write(
+        &process,
+        json!({
+            "args": ["cat", "/proc/self/oom_score_adj"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+            "oomScoreAdj": 7
+        })
+        .to_string(),
+    )
+    .expect("process.json");
+    let path = process.to_str().expect("utf-8");
+    let out = bundle.peapod(&["exec", "--process", path, "oom"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "432", "{out:?}");
+    bundle.go();
+    c.wait_for_status("stopped");
+}
+
+/// A process the test's container `id` left behind: alive (not a zombie) and still in the
+/// container's cgroup, which a reused pid would not be. Killed on drop.
+struct Leftover<'a>(&'a str, i32);
+
+impl Leftover<'_> {
+    fn runs(&self) -> bool {
+        let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", self.1));
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.1)).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split(' ').nth(1));
+        cgroup.is_ok_and(|c| c.contains(&format!("/{}\n", self.0))) && state != Some("Z")
+    }
+}
+
+impl Drop for Leftover<'_> {
+    fn drop(&mut self) {
+        if self.runs() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.1),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn kill_all_reaches_what_is_left_in_the_cgroup_of_a_stopped_container() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // Without a PID namespace of its own, nothing kills what the first process started
+    // when it exits (as in a pod sharing one): it stays in the container's cgroup.
+    bundle.configure_with(
+        &sh("sleep 600 & echo $! > /out/left.tmp; mv /out/left.tmp /out/left; exit 0"),
+        |spec| {
+            spec["linux"]["namespaces"]
+                .as_array_mut()
+                .expect("namespaces")
+                .retain(|ns| ns["type"] != "pid");
+        },
+    );
+    let c = bundle.create("left", &[]);
+    c.start();
+    c.wait_for_status("stopped");
+    let left = bundle.out().join("left");
+    wait_until("the leftover's pid", || left.exists());
+    let pid: i32 = std::fs::read_to_string(&left)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let leftover = Leftover("left", pid);
+    assert!(leftover.runs(), "the leftover runs");
+    assert_eq!(
+        c.kill("KILL").code,
+        1,
+        "the stopped first process: not running"
+    );
+    let out = bundle.peapod(&["kill", "--all", "left", "KILL"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    wait_until("the leftover to die", || !leftover.runs());
+}

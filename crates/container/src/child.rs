@@ -9,7 +9,7 @@ use peapod_ns::Namespace;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Message};
-use crate::{console, exec, ContainerConfig};
+use crate::{console, exec, session, ContainerConfig};
 
 /// A failure inside the container process before its entrypoint ran: the step, a message
 /// for the user, and the exit status a CLI should end with.
@@ -71,6 +71,9 @@ fn set_up_and_exec(
         return Err(ChildFailure::new("sync", "no channel to the runtime"));
     };
     reset_signals().map_err(|e| ChildFailure::new("signals", e))?;
+    // Out of the caller's session at once: nothing of the container may type into the
+    // caller's terminal (TIOCSTI) or signal the caller's process group (`kill 0`).
+    session::leave_callers_session().map_err(|e| ChildFailure::new("session", e))?;
     // Should the runtime die during set-up, this process must not live on half-made.
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -113,6 +116,9 @@ fn set_up_and_exec(
     if config.new_namespaces.contains(Namespace::Net) {
         peapod_ns::bring_up_loopback().map_err(|e| ChildFailure::new("network", e))?;
     }
+    // Owned by the container's root (mapped by now), made before the process gives up its
+    // privileges: no key of the caller's is reachable from the container's processes.
+    session::join_keyring(&config.session_keyring);
     // Through the host's /proc, still mounted and writable: a namespaced sysctl is set in
     // the namespaces of the process that writes it, which are the container's now.
     config

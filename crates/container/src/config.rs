@@ -11,6 +11,7 @@ use peapod_rootfs::{Mount, MountOptions, Node, NodeKind, Overlay, Propagation, R
 use crate::console::{Console, WindowSize};
 use crate::hooks::Hooks;
 use crate::process::ProcessAttrs;
+use crate::session::SessionKeyring;
 
 /// A field of the spec that is missing or wrong. Displays as `field: problem`, where the
 /// field is its JSON path (`linux.namespaces[2].type`).
@@ -59,6 +60,9 @@ pub struct ContainerConfig {
     /// The compiled `linux.seccomp` filter, loaded by the container process just before
     /// `execve` (see `child.rs` for when exactly).
     pub(crate) seccomp: Option<peapod_seccomp::Filter>,
+    /// The session keyring the process joins: an anonymous new one unless
+    /// [`ContainerConfig::session_keyring`] says otherwise.
+    pub(crate) session_keyring: SessionKeyring,
 }
 
 /// `linux.timeOffsets` in the form `/proc/PID/timens_offsets` takes (`monotonic 10 0`, one
@@ -387,6 +391,7 @@ fn cgroup_mounts(destination: &Path, options: &MountOptions) -> Result<Vec<Mount
     if unified.is_some() {
         mounts.push(mount(destination.join("unified"), "cgroup2", Vec::new()));
     }
+    mounts.extend(seal_cgroup_tmpfs(destination, options));
     Ok(mounts)
 }
 
@@ -417,6 +422,7 @@ fn cgroup_binds(m: &Mount, cgroup: &peapod_cgroups::Cgroup) -> Vec<Mount> {
             mounts.push(ro(&dir, m.destination.join(name)));
         }
     }
+    mounts.extend(seal_cgroup_tmpfs(&m.destination, &m.options));
     mounts
 }
 
@@ -434,6 +440,20 @@ fn cgroup_tmpfs(destination: &Path) -> Mount {
             ..MountOptions::default()
         },
     }
+}
+
+/// For a read-only `cgroup` mount (`ro`, as every default spec has it), the remount that
+/// makes the tmpfs at `destination` read-only once its hierarchies are mounted below it, as
+/// runc does: otherwise a container could make files and directories there, or mount over
+/// the empty names, in a tree its tools take for the kernel's.
+fn seal_cgroup_tmpfs(destination: &Path, options: &MountOptions) -> Option<Mount> {
+    use nix::mount::MsFlags;
+    if !options.flags.contains(MsFlags::MS_RDONLY) {
+        return None;
+    }
+    let mut seal = cgroup_tmpfs(destination);
+    seal.options.flags |= MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    Some(seal)
 }
 
 /// `Some(consoleSize)` when `process.terminal` is true.
@@ -744,6 +764,7 @@ impl ContainerConfig {
         Ok(ContainerConfig {
             process: process_attrs,
             seccomp,
+            session_keyring: SessionKeyring::named(None),
             command,
             hostname,
             domainname,
@@ -822,6 +843,17 @@ impl ContainerConfig {
     /// runtime's binary (CVE-2019-5736).
     pub fn exec_through(mut self, trampoline: Option<RawFd>) -> ContainerConfig {
         self.command.via = trampoline;
+        self
+    }
+
+    /// The session keyring of the container's process: a new one named `name` (runc names it
+    /// after the container), or with `None` the caller's (runc's `--no-new-keyring`). A new
+    /// anonymous one without this call.
+    pub fn session_keyring(mut self, name: Option<&str>) -> ContainerConfig {
+        self.session_keyring = match name {
+            Some(name) => SessionKeyring::named(Some(name)),
+            None => SessionKeyring::Inherit,
+        };
         self
     }
 

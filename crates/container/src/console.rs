@@ -60,7 +60,8 @@ pub fn set_window_size(fd: RawFd, size: WindowSize) -> std::io::Result<()> {
 /// In the container process, after its `/dev` is set up: opens a pty from `/dev/ptmx` (the
 /// container's devpts), makes the slave its controlling terminal (in a new session) and its
 /// stdin, stdout and stderr, bind-mounts it on `/dev/console` when `mount_console` (as runc
-/// does for the container's first process), and sends the master through the socket.
+/// does for the container's first process), and sends the master through the socket. The
+/// process must lead a session with no controlling terminal.
 pub(crate) fn set_up(console: &Console, mount_console: bool) -> Result<(), String> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot open /dev/ptmx: {e}"))?;
@@ -82,7 +83,8 @@ pub(crate) fn set_up(console: &Console, mount_console: bool) -> Result<(), Strin
     if mount_console {
         mount_on_console(&slave_path)?;
     }
-    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    // The process leads a session of its own already (`session::leave_callers_session`),
+    // with no controlling terminal: this pty becomes it.
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal from another session).
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
         return Err(format!(

@@ -20,6 +20,7 @@ use crate::child::{load_seccomp, reset_signals, seccomp_stages, set_name, wait_f
 use crate::config::{compile_seccomp, terminal, Command, ConfigError};
 use crate::console::{self, Console, WindowSize};
 use crate::process::ProcessAttrs;
+use crate::session::{self, SessionKeyring};
 use crate::{exec, ChildFailure, Created, Error, Result};
 
 /// A process to run in an existing container: made by [`ExecConfig::from_process`] from an
@@ -32,6 +33,7 @@ pub struct ExecConfig {
     terminal: Option<Option<WindowSize>>,
     console: Option<Console>,
     seccomp: Option<peapod_seccomp::Filter>,
+    keyring: SessionKeyring,
 }
 
 impl ExecConfig {
@@ -45,6 +47,7 @@ impl ExecConfig {
             terminal: terminal(process),
             console: None,
             seccomp: None,
+            keyring: SessionKeyring::named(None),
         })
     }
 
@@ -74,6 +77,13 @@ impl ExecConfig {
     /// [`crate::ContainerConfig::exec_through`].
     pub fn exec_through(mut self, trampoline: Option<RawFd>) -> ExecConfig {
         self.command.via = trampoline;
+        self
+    }
+
+    /// Names the new session keyring the process joins (runc's `_ses.ID`); an anonymous one
+    /// without this call.
+    pub fn session_keyring(mut self, name: &str) -> ExecConfig {
+        self.keyring = SessionKeyring::named(Some(name));
         self
     }
 
@@ -163,13 +173,23 @@ fn set_up_and_exec(
     channel: &Channel,
 ) -> std::result::Result<Infallible, ChildFailure> {
     reset_signals().map_err(|e| ChildFailure::new("signals", e))?;
+    // As the container's first process: out of the caller's session and keyring.
+    session::leave_callers_session().map_err(|e| ChildFailure::new("session", e))?;
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     set_name(c"peapod:exec");
     wait_for(channel, Message::Mapped)?;
+    // The container's OOM score (`exec` is counted as the container is), written while the
+    // host's /proc is still this process's and it may still lower it.
+    config
+        .attrs
+        .apply_kernel_settings()
+        .map_err(|e| ChildFailure::new("oom_score_adj", e))?;
     target
         .join(kinds)
         .map_err(|e| ChildFailure::new("namespaces", e))?;
+    // In the container's user namespace (when it has one), so the keyring is owned there.
+    session::join_keyring(&config.keyring);
     if !kinds.contains(Namespace::Mount) {
         // A container in the runtime's mount namespace has its root by chroot only (no
         // mount namespace of its own): the new process takes the same root, through the

@@ -40,6 +40,7 @@ mod exec;
 mod hooks;
 mod launch;
 mod process;
+mod session;
 mod signals;
 mod spec;
 

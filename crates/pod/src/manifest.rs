@@ -152,6 +152,10 @@ pub struct ContainerPlan {
     pub mounts: Vec<MountPlan>,
     /// `securityContext.readOnlyRootFilesystem`.
     pub read_only_root: bool,
+    /// `securityContext.seccompProfile.type: Unconfined`: no seccomp filter, where the
+    /// default (`RuntimeDefault`, also when absent) is the runtime's default profile.
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
 }
 
 /// Where a container's root comes from (`image`).
@@ -715,9 +719,16 @@ impl Checker {
             self.ignore(&format!("{at}."), &port.extra);
         }
         let mut read_only_root = false;
+        let mut seccomp_unconfined = false;
         for (key, value) in raw.security_context.iter().flatten() {
             match (key.as_str(), value) {
                 ("readOnlyRootFilesystem", Value::Bool(b)) => read_only_root = *b,
+                ("seccompProfile", profile) => {
+                    seccomp_unconfined = seccomp_profile(
+                        profile,
+                        &field(&format!("securityContext.{key}")),
+                    )?
+                }
                 // What peapod does anyway (no_new_privs).
                 ("allowPrivilegeEscalation", Value::Bool(false)) => {}
                 _ => {
@@ -740,7 +751,26 @@ impl Checker {
             working_dir,
             mounts,
             read_only_root,
+            seccomp_unconfined,
         })
+    }
+}
+
+/// A container's `securityContext.seccompProfile` (at `at`): whether it asks for no filter
+/// (`Unconfined`); `RuntimeDefault` is the default profile. `Localhost` profiles live in the
+/// kubelet's directory, which peapod does not have: refused rather than run without one.
+fn seccomp_profile(profile: &Value, at: &str) -> Result<bool, ManifestError> {
+    match profile.get("type").and_then(Value::as_str) {
+        Some("RuntimeDefault") => Ok(false),
+        Some("Unconfined") => Ok(true),
+        Some("Localhost") => Err(bad(
+            format!("{at}.type"),
+            "Localhost is not supported: give RuntimeDefault or Unconfined",
+        )),
+        _ => Err(bad(
+            format!("{at}.type"),
+            "expected RuntimeDefault, Unconfined or Localhost",
+        )),
     }
 }
 

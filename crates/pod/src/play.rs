@@ -224,15 +224,26 @@ fn spawn_monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
         .context("cannot make the monitor's log")
         .map_err(RuntimeError::runtime)?;
     drop(entry);
-    let mut child = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .arg("--root")
         .arg(&rt.root)
         .args(["pod", "monitor", name])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(log)
-        // Not in our process group: a ^C to `play` must not reach the pod.
-        .process_group(0)
+        .stderr(log);
+    // A session of its own, as a daemon's: a ^C to `play` must not reach the pod, the
+    // caller's terminal is no controlling terminal of the monitor's (nor, through it, of a
+    // container it restarts), and the terminal's hang-up does not end it.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent's.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command
         .spawn()
         .context("cannot start the pod's monitor")
         .map_err(RuntimeError::runtime)?;
@@ -585,5 +596,19 @@ fn spec(
         );
     }
     spec.set_mounts(Some(mounts));
+    // The runtime's default seccomp profile, as `peapod run` applies it, unless the manifest
+    // says `seccompProfile: {type: Unconfined}`.
+    if !c.seccomp_unconfined {
+        let bounding = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref())
+            .and_then(|c| c.bounding().clone())
+            .unwrap_or_default();
+        let profile = peapod_runtime::security::default_seccomp(&bounding)?;
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_seccomp(Some(profile));
+        }
+    }
     Ok(spec)
 }

@@ -383,7 +383,8 @@ fn make_readonly(root: &InRoot, path: &Path) -> Result<()> {
     .map_err(mount_error("read-only remount", path))
 }
 
-/// Hides `path`: `/dev/null` over a file, an empty read-only tmpfs over a directory.
+/// Hides `path`: `/dev/null` over a file (bound read-only, so that the masked name takes no
+/// writes either), an empty read-only tmpfs over a directory.
 fn mask(root: &InRoot, path: &Path) -> Result<()> {
     let Some(fd) = resolve_existing(root, path)? else {
         return Ok(());
@@ -410,7 +411,20 @@ fn mask(root: &InRoot, path: &Path) -> Result<()> {
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(mount_error("/dev/null (mask)", path))
+        .map_err(mount_error("/dev/null (mask)", path))?;
+        let masked = FdPath::new(root.resolve(path)?);
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | locked_flags(masked.as_str());
+        mount(
+            None::<&str>,
+            masked.as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(mount_error("read-only remount (mask)", path))
     }
 }
 

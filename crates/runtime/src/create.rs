@@ -25,6 +25,9 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// `chroot` rather than `pivot_root` (`--no-pivot`).
     pub no_pivot: bool,
+    /// Keep the caller's session keyring (`--no-new-keyring`) rather than join a new one
+    /// named after the container.
+    pub no_new_keyring: bool,
     /// Where the pty master of a `process.terminal` container is sent.
     pub console_socket: Option<PathBuf>,
     /// Or a connected socket to send it through (`run -t`, which receives it itself).
@@ -51,6 +54,7 @@ pub(crate) fn create_recorded(
         .map_err(peapod_container::Error::from)?
         .preserve_fds(options.preserve_fds)
         .no_pivot(options.no_pivot)
+        .session_keyring((!options.no_new_keyring).then_some(id.as_str()))
         .exec_through(rt.exec_through());
     // Connected before anything is made, and kept open until the container has sent the
     // pty master through it.

@@ -73,6 +73,7 @@ pub(crate) fn exec(rt: &Runtime, id: &str, args: &ExecOptions) -> Result<i32> {
     let mut config = ExecConfig::from_process(&process_spec)
         .and_then(|c| c.seccomp(seccomp.as_ref()))
         .map_err(peapod_container::Error::from)?
+        .session_keyring(&format!("_ses.{id}"))
         .preserve_fds(args.preserve_fds)
         .exec_through(rt.exec_through());
     let console = console_socket(args.console_socket.as_deref(), config.wants_terminal())?;
@@ -115,7 +116,10 @@ fn process_spec(args: &ExecOptions, record: &Record) -> Result<(Process, Option<
                 "give the command either in --process or after the id, not both"
             )));
         }
-        return Ok((read_process(path).map_err(Error::runtime)?, seccomp));
+        let mut process = read_process(path).map_err(Error::runtime)?;
+        // As runc: the OOM score is the container's, whatever the process file says.
+        process.set_oom_score_adj(container_oom_score(record)?);
+        return Ok((process, seccomp));
     }
     if args.command.is_empty() {
         return Err(Error::usage(anyhow!(
@@ -162,6 +166,13 @@ fn process_spec(args: &ExecOptions, record: &Record) -> Result<(Process, Option<
         process.set_no_new_privileges(Some(true));
     }
     Ok((process, seccomp))
+}
+
+/// The container's own `process.oomScoreAdj`, which every process run in it gets (the
+/// kernel's OOM killer then weighs them alike, as runc sets it for `exec`).
+fn container_oom_score(record: &Record) -> Result<Option<i32>> {
+    let process: Option<Process> = recorded("process", &record.spec_process)?;
+    Ok(process.and_then(|p| p.oom_score_adj()))
 }
 
 /// A part of the spec kept in the container's record.

@@ -89,17 +89,18 @@ pub fn is_live(status: Status) -> bool {
 }
 
 /// Every process of the container: those in its cgroup (as runc lists them), or without a
-/// cgroup those of its PID namespace.
-pub(crate) fn all_pids(record: &Record, init: ProcessIdentity) -> Result<Vec<i32>> {
-    match crate::cgroups::of_record(record)? {
-        Some(cgroup) => {
+/// cgroup those of its PID namespace while `init` lives.
+pub(crate) fn all_pids(record: &Record, init: Option<ProcessIdentity>) -> Result<Vec<i32>> {
+    match (crate::cgroups::of_record(record)?, init) {
+        (Some(cgroup), _) => {
             let pids = cgroup.procs().map_err(Error::runtime)?;
             Ok(pids
                 .into_iter()
                 .filter_map(|p| i32::try_from(p).ok())
                 .collect())
         }
-        None => Ok(container_pids(init)),
+        (None, Some(init)) => Ok(container_pids(init)),
+        (None, None) => Ok(Vec::new()),
     }
 }
 
@@ -123,21 +124,40 @@ fn live_process(rt: &Runtime, id: &str) -> Result<Option<(Entry, Record, Process
 }
 
 pub(crate) fn kill_container(rt: &Runtime, id: &str, signal: Signal, all: bool) -> Result<()> {
-    let Some((_entry, record, process)) = live_process(rt, id)? else {
-        // As runc: signalling every process of a container that has none left is done, and
-        // signalling its exited process is "container not running" with status 1, which
-        // containerd's shim takes as "already exited" when it stops a task.
-        if all {
-            return Ok(());
-        }
+    if all {
+        return kill_all(rt, id, signal);
+    }
+    // As runc: signalling its exited process is "container not running" with status 1,
+    // which containerd's shim takes as "already exited" when it stops a task.
+    let Some((_entry, _record, process)) = live_process(rt, id)? else {
         return Err(Error::NotRunning);
     };
-    let pids = if all {
-        all_pids(&record, process)?
-    } else {
-        vec![process.pid]
+    signal_each(&[process.pid], signal)
+}
+
+/// `kill --all`: every process in the container's cgroup, whatever the state of its first
+/// process, as runc does. When that process has exited, what it started can live on in the
+/// cgroup (in a pod's shared PID namespace nothing kills them with it), and a client stopping
+/// the container relies on this to end them. Without a cgroup, the processes of its PID
+/// namespace while its first process lives; signalling a container that has none left is
+/// done.
+fn kill_all(rt: &Runtime, id: &str, signal: Signal) -> Result<()> {
+    let id: ContainerId = id.parse()?;
+    // Held while signalling, so that no `delete` (after which a pid could be reused) comes in
+    // between.
+    let entry = rt.store()?.load(&id)?;
+    let Some(record) = entry.record()? else {
+        return Ok(());
     };
-    for pid in pids {
+    let live = record
+        .process
+        .filter(|_| is_live(record.status(entry.dir())));
+    let pids = all_pids(&record, live)?;
+    signal_each(&pids, signal)
+}
+
+fn signal_each(pids: &[i32], signal: Signal) -> Result<()> {
+    for &pid in pids {
         match kill(Pid::from_raw(pid), signal) {
             Ok(()) | Err(nix::Error::ESRCH) => {}
             Err(e) => {
@@ -156,7 +176,7 @@ pub(crate) fn kill_container(rt: &Runtime, id: &str, signal: Signal, all: bool) 
 /// itself.
 pub(crate) fn pids(rt: &Runtime, id: &str) -> Result<Vec<i32>> {
     match live_process(rt, id)? {
-        Some((_entry, record, process)) => all_pids(&record, process),
+        Some((_entry, record, process)) => all_pids(&record, Some(process)),
         None => Ok(Vec::new()),
     }
 }

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub then_finish: Option<Vec<std::ffi::CString>>,
     /// A root made of an image's layers (see [`CreateOptions::image`]).
     pub image: Option<crate::image::ImageRoot>,
+    /// Keep the caller's session keyring (see [`CreateOptions::no_new_keyring`]).
+    pub no_new_keyring: bool,
 }
 
 /// Runs container `id`; `created` is told whether its creation succeeded, as soon as that is
@@ -53,6 +55,7 @@ pub(crate) fn run(
         console_socket: run.console_socket,
         cgroup_parent: run.cgroup_parent,
         image: run.image,
+        no_new_keyring: run.no_new_keyring,
         ..CreateOptions::default()
     };
     let create = |options: &CreateOptions| {

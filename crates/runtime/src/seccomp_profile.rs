@@ -8,13 +8,41 @@ use anyhow::{anyhow, bail, Context as _};
 use oci_spec::runtime::{Capabilities, LinuxSeccomp};
 use serde_json::{Map, Value};
 
+/// Where containers-common installs the profile podman (and Docker, in its own copy)
+/// applies to every container that asks for no other: Debian's podman brings it along.
+pub(crate) const INSTALLED_DEFAULT: &str = "/usr/share/containers/seccomp.json";
+
+/// peapod's own default, in Docker's format, for a host without containers-common: every
+/// system call but those Docker's profile refuses to a container lacking the capability
+/// they need (see its comments). A deny list, so a system call newer than the list is
+/// allowed; containers-common's allow list, where installed, refuses those too.
+const BUILTIN_DEFAULT: &str = include_str!("seccomp_default.json");
+
 /// Reads the profile at `path` for a container whose bounding set is `bounding`.
 pub(crate) fn load(path: &Path, bounding: &Capabilities) -> anyhow::Result<LinuxSeccomp> {
-    let shown = path.display();
-    let text =
-        std::fs::read(path).with_context(|| format!("cannot read seccomp profile {shown}"))?;
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read seccomp profile {}", path.display()))?;
+    parse(&text, &path.display().to_string(), bounding)
+}
+
+/// The profile `peapod run` and `pod play` apply unless told otherwise, as podman and Docker
+/// do: containers-common's where it is installed, else peapod's built-in one.
+pub(crate) fn default(bounding: &Capabilities) -> anyhow::Result<LinuxSeccomp> {
+    match std::fs::read(INSTALLED_DEFAULT) {
+        Ok(text) => parse(&text, INSTALLED_DEFAULT, bounding),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            parse(BUILTIN_DEFAULT.as_bytes(), "(built-in default)", bounding)
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read seccomp profile {INSTALLED_DEFAULT}"))
+        }
+    }
+}
+
+/// A profile's text (`shown` names it in errors), in the OCI form for `bounding`.
+fn parse(text: &[u8], shown: &str, bounding: &Capabilities) -> anyhow::Result<LinuxSeccomp> {
     let value: Value =
-        serde_json::from_slice(&text).with_context(|| format!("seccomp profile {shown}"))?;
+        serde_json::from_slice(text).with_context(|| format!("seccomp profile {shown}"))?;
     let value = if is_docker_format(&value) {
         let caps: Vec<String> = bounding.iter().map(|c| format!("CAP_{c}")).collect();
         let host = Host::this().with_context(|| format!("seccomp profile {shown}"))?;
@@ -296,6 +324,25 @@ mod tests {
         );
         assert_eq!(oci["syscalls"][3]["errnoRet"], json!(1));
         assert!(serde_json::from_value::<LinuxSeccomp>(oci).is_ok());
+    }
+
+    #[test]
+    fn the_built_in_default_compiles_and_refuses_only_what_the_capabilities_do_not_allow() {
+        let builtin: Value = serde_json::from_str(BUILTIN_DEFAULT).expect("JSON");
+        let plain = from_docker(builtin.clone(), &[], &X86_64).expect("converts");
+        let admin = from_docker(builtin, &["CAP_SYS_ADMIN".to_owned()], &X86_64).expect("converts");
+        for call in ["mount", "unshare", "setns", "bpf", "keyctl", "clone3"] {
+            assert!(names(&plain).iter().any(|n| n == call), "{call}");
+        }
+        for call in ["mount", "unshare", "setns", "bpf", "clone3"] {
+            assert!(!names(&admin).iter().any(|n| n == call), "{call}");
+        }
+        assert!(names(&admin).iter().any(|n| n == "keyctl"));
+        assert_eq!(plain["defaultAction"], "SCMP_ACT_ALLOW");
+        // Every name is one libseccomp knows, and the rules compile on this machine.
+        let profile =
+            parse(BUILTIN_DEFAULT.as_bytes(), "built-in", &Capabilities::new()).expect("parses");
+        peapod_seccomp::Filter::compile(&profile).expect("compiles");
     }
 
     #[test]

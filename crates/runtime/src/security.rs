@@ -32,12 +32,18 @@ pub fn parse_capability(s: &str) -> Result<CapName, String> {
         .map_err(|_| format!("unknown capability {s:?} (e.g. NET_ADMIN, CAP_SYS_TIME or ALL)"))
 }
 
+/// The default seccomp profile (see [`SecurityOpt`]) for a container whose bounding set
+/// is `bounding`: containers-common's `seccomp.json` where installed, else peapod's own.
+pub fn default_seccomp(bounding: &Capabilities) -> anyhow::Result<oci_spec::runtime::LinuxSeccomp> {
+    seccomp_profile::default(bounding)
+}
+
 /// One `--security-opt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecurityOpt {
     /// `seccomp=FILE`: the profile in FILE (the OCI `linux.seccomp` form, or Docker's).
     Seccomp(PathBuf),
-    /// `seccomp=unconfined`: no filter (the default).
+    /// `seccomp=unconfined`: no filter (the default is podman's and Docker's profile).
     Unconfined,
     /// `no-new-privileges[=true|false]`.
     NoNewPrivileges(bool),
@@ -206,16 +212,27 @@ impl SecurityArgs<'_> {
             .transpose()
             .context("--user")?;
         let caps = capabilities(&DEFAULT_CAPABILITIES, self.cap_add, self.cap_drop);
-        let mut seccomp = None;
+        // The last seccomp option counts; none gives the default profile.
+        enum Profile<'p> {
+            Default,
+            File(&'p Path),
+            Unconfined,
+        }
+        let mut profile = Profile::Default;
         let mut no_new_privileges = None;
         for opt in self.security_opt {
             match opt {
-                // Docker's format has rules that depend on the capabilities: the final ones.
-                SecurityOpt::Seccomp(path) => seccomp = Some(seccomp_profile::load(path, &caps)?),
-                SecurityOpt::Unconfined => seccomp = None,
+                SecurityOpt::Seccomp(path) => profile = Profile::File(path),
+                SecurityOpt::Unconfined => profile = Profile::Unconfined,
                 SecurityOpt::NoNewPrivileges(on) => no_new_privileges = Some(*on),
             }
         }
+        // Docker's format has rules that depend on the capabilities: the final ones.
+        let seccomp = match profile {
+            Profile::Default => Some(seccomp_profile::default(&caps)?),
+            Profile::File(path) => Some(seccomp_profile::load(path, &caps)?),
+            Profile::Unconfined => None,
+        };
         if let Some(process) = spec.process_mut() {
             if let Some((uid, gid, additional)) = &user {
                 let mut spec_user = process.user().clone();

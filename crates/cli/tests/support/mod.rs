@@ -308,3 +308,30 @@ pub fn spawn_copied(mut command: Command) -> Child {
         }
     }
 }
+
+/// Builds `support/probe.c` (what a process inside a container tries against its host)
+/// statically into `/probe` of the test's private rootfs; `None` after saying why when no C
+/// compiler or static C library is there.
+pub fn probe(rootfs: &TestRootfs) -> Option<&'static str> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/probe.c");
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(rootfs.path.join("probe"))
+        .arg(&source)
+        .stdin(Stdio::null())
+        .output();
+    match built {
+        Ok(out) if out.status.success() => Some("/probe"),
+        Ok(out) => {
+            eprintln!(
+                "skipped: cannot build the static probe (cc -static): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("skipped: no C compiler (cc) to build the probe: {e}");
+            None
+        }
+    }
+}
