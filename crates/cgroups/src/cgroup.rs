@@ -1034,6 +1034,57 @@ mod tests {
         }
     }
 
+    /// A v2 cgroup whose directory is `path`, or a v1 one of `controllers` there.
+    fn at(v2: bool, path: &Path, controllers: &[&str]) -> Cgroup {
+        let dir = Dir {
+            mount: path.parent().unwrap().to_owned(),
+            controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
+            path: path.to_owned(),
+            kind: Kind::Controllers,
+        };
+        Cgroup::fake(v2, vec![dir])
+    }
+
+    fn filter(json: &str) -> DeviceFilter {
+        DeviceFilter::new(&serde_json::from_str::<Vec<_>>(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rules_that_deny_are_refused_where_no_program_can_be_attached() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        std::fs::create_dir(&dir).unwrap();
+        // A directory that is no cgroup: the kernel refuses the program (an unprivileged
+        // test already refuses to load it).
+        let denying = filter(r#"[{"allow": false}]"#);
+        let err = at(true, &dir, &[]).filter_devices(&denying).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "linux.resources.devices: the kernel cannot filter devices for {} (bpf(",
+                dir.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("refusing to run the container with every device open to it"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // Rules that deny nothing need no program.
+        let allowing = filter(r#"[{"allow": true, "type": "a"}]"#);
+        at(true, &dir, &[]).filter_devices(&allowing).unwrap();
+        // A v1 cgroup without a cgroup2 directory: the devices controller filters, or
+        // nothing does and the container is refused.
+        at(false, &dir, &["devices"])
+            .filter_devices(&denying)
+            .unwrap();
+        let err = at(false, &dir, &["memory"])
+            .filter_devices(&denying)
+            .unwrap_err();
+        assert!(err.to_string().contains("(no cgroup2 directory: "), "{err}");
+    }
+
     #[test]
     fn flat_keyed_files() {
         let text = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n";
