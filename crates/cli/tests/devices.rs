@@ -459,3 +459,68 @@ fn a_pod_container_is_filtered_and_its_pod_has_no_program() {
     assert!(!dir.exists(), "{} left behind", dir.display());
     wait_until("the device program to be freed", || !program_exists(ids[0]));
 }
+
+#[test]
+fn without_the_privilege_to_load_the_program_the_container_is_refused_in_one_line() {
+    let Some((rootfs, layout)) = fixture() else {
+        return;
+    };
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: no setpriv (util-linux) to drop CAP_SYS_ADMIN and CAP_BPF with");
+        return;
+    }
+    let id = unique("no-bpf");
+    let bundle = rootfs.scratch().join("bundle");
+    std::fs::create_dir(&bundle).expect("bundle");
+    let mut spec = rootfs.peapod();
+    spec.args(["spec", "--bundle"]).arg(&bundle);
+    assert_eq!(finish(spec.spawn().expect("spec")).code, 0);
+    let config = bundle.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
+    json["root"]["path"] = rootfs.arg().into();
+    json["process"]["args"] = serde_json::json!(["/bin/true"]);
+    // No rules: runc's default (deny all but the standard devices) all the same, and no v1
+    // devices file to write, which would need CAP_SYS_ADMIN first.
+    json["linux"]
+        .as_object_mut()
+        .expect("linux")
+        .remove("resources");
+    std::fs::write(&config, json.to_string()).expect("write config");
+    // Root without CAP_SYS_ADMIN and CAP_BPF can still make the cgroup, but the kernel
+    // refuses to load the program.
+    let mut run = Command::new("setpriv");
+    run.args([
+        "--bounding-set",
+        "-sys_admin,-bpf",
+        "--inh-caps",
+        "-sys_admin,-bpf",
+        "--",
+    ])
+    .arg(env!("CARGO_BIN_EXE_peapod"))
+    .arg("--root")
+    .arg(rootfs.state_root())
+    .args(["run", "--bundle"])
+    .arg(&bundle)
+    .arg(&id)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let out = finish(run.spawn().expect("setpriv"));
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.starts_with(
+            "peapod: error: linux.resources.devices: the kernel cannot filter devices for "
+        ) && out.stderr.contains("Operation not permitted")
+            && out
+                .stderr
+                .trim_end()
+                .ends_with("refusing to run the container with every device open to it"),
+        "{out:?}"
+    );
+    let cgroup = Cgroup::locate(&layout, &Cgroup::default_path(&id)).expect("locate");
+    let left: Vec<PathBuf> = cgroup.paths().into_iter().filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "{left:?}");
+    rootfs.assert_nothing_left();
+}
