@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::io;
 use crate::layout::join_inside;
-use crate::{Error, Layout, Result};
+use crate::{DeviceFilter, Error, Layout, Result};
 
 /// The parent of containers' cgroups when the spec names none: `peapod/<id>` below the
 /// runtime's own cgroup. [`Cgroup::remove`] removes it too once it is empty.
@@ -365,6 +365,79 @@ impl Cgroup {
             .iter()
             .find(|d| d.kind == Kind::Unified)
             .map(|d| d.path.as_path())
+    }
+
+    /// The cgroup's directory in a cgroup2 hierarchy, where device programs are attached:
+    /// its one directory on v2, the one in the cgroup2 mount of a hybrid host. `None` on a
+    /// pure v1 host, or where that directory was left out (see [`Cgroup::create`]).
+    pub fn unified_dir(&self) -> Option<&Path> {
+        match self.v2 {
+            true => self.dirs.first().map(|d| d.path.as_path()),
+            false => self.clone_target(),
+        }
+    }
+
+    /// Makes `filter`'s eBPF program the one device program of the cgroup's cgroup2
+    /// directory ([`Cgroup::unified_dir`]), replacing any attached before (as `update`
+    /// needs): the new one is attached first, then the old ones are detached. Rules that
+    /// allow everything need no program, and remove the old ones. Removing the cgroup
+    /// detaches its programs (the kernel does when the directory goes).
+    ///
+    /// Where the rules deny something and the program cannot be attached, or there is no
+    /// cgroup2 directory and no v1 devices controller either, this is
+    /// [`Error::DeviceFilter`]: a container must not run with its devices unfiltered. On a
+    /// pure v1 host the devices controller enforces the rules ([`Cgroup::apply`]).
+    pub fn filter_devices(&self, filter: &DeviceFilter) -> Result<()> {
+        let Some(dir) = self.unified_dir() else {
+            let v1 = self.file("devices", "devices.allow").is_some();
+            if v1 || !filter.denies_any() {
+                return Ok(());
+            }
+            let path = self
+                .dirs
+                .first()
+                .map(|d| d.path.clone())
+                .unwrap_or_default();
+            return Err(Error::DeviceFilter {
+                path,
+                source: crate::BpfError {
+                    what: "no cgroup2 directory",
+                    source: std::io::Error::from(ErrorKind::NotFound),
+                },
+            });
+        };
+        let program = filter.program();
+        let denies = program.is_some();
+        match crate::bpf::replace(dir, program.as_deref()) {
+            Ok(()) => {
+                tracing::debug!("{}: device program attached", dir.display());
+                Ok(())
+            }
+            // Nothing is denied: there is nothing to enforce, only old programs to remove.
+            Err(e) if !denies => {
+                tracing::debug!("{}: {e}", dir.display());
+                Ok(())
+            }
+            Err(source) => Err(Error::DeviceFilter {
+                path: dir.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The ids of the device programs attached to the cgroup's cgroup2 directory (empty
+    /// without one), as `bpftool cgroup list` shows them.
+    pub fn device_programs(&self) -> Result<Vec<u32>> {
+        let Some(dir) = self.unified_dir() else {
+            return Ok(Vec::new());
+        };
+        let fail = |e: crate::BpfError| Error::Io {
+            what: "cannot list the device programs of",
+            path: dir.to_owned(),
+            source: e.source,
+        };
+        let cgroup = crate::bpf::open_cgroup(dir).map_err(fail)?;
+        crate::bpf::attached(std::os::fd::AsFd::as_fd(&cgroup)).map_err(fail)
     }
 
     /// The processes in the cgroup, in every hierarchy, sorted.
@@ -959,6 +1032,57 @@ mod tests {
             let err = pod.create_child(Path::new(bad)).unwrap_err();
             assert!(err.to_string().starts_with("linux.cgroupsPath"), "{err}");
         }
+    }
+
+    /// A v2 cgroup whose directory is `path`, or a v1 one of `controllers` there.
+    fn at(v2: bool, path: &Path, controllers: &[&str]) -> Cgroup {
+        let dir = Dir {
+            mount: path.parent().unwrap().to_owned(),
+            controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
+            path: path.to_owned(),
+            kind: Kind::Controllers,
+        };
+        Cgroup::fake(v2, vec![dir])
+    }
+
+    fn filter(json: &str) -> DeviceFilter {
+        DeviceFilter::new(&serde_json::from_str::<Vec<_>>(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rules_that_deny_are_refused_where_no_program_can_be_attached() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        std::fs::create_dir(&dir).unwrap();
+        // A directory that is no cgroup: the kernel refuses the program (an unprivileged
+        // test already refuses to load it).
+        let denying = filter(r#"[{"allow": false}]"#);
+        let err = at(true, &dir, &[]).filter_devices(&denying).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "linux.resources.devices: the kernel cannot filter devices for {} (bpf(",
+                dir.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("refusing to run the container with every device open to it"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // Rules that deny nothing need no program.
+        let allowing = filter(r#"[{"allow": true, "type": "a"}]"#);
+        at(true, &dir, &[]).filter_devices(&allowing).unwrap();
+        // A v1 cgroup without a cgroup2 directory: the devices controller filters, or
+        // nothing does and the container is refused.
+        at(false, &dir, &["devices"])
+            .filter_devices(&denying)
+            .unwrap();
+        let err = at(false, &dir, &["memory"])
+            .filter_devices(&denying)
+            .unwrap_err();
+        assert!(err.to_string().contains("(no cgroup2 directory: "), "{err}");
     }
 
     #[test]

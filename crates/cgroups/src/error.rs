@@ -37,6 +37,23 @@ pub enum Error {
         /// Why not.
         problem: String,
     },
+    /// `linux.resources.devices` holds a rule that is not one, or one runc refuses.
+    #[error("linux.resources.devices: {0}")]
+    DeviceRules(String),
+    /// The rules deny some device, and the kernel cannot enforce them here: the device
+    /// program could not be loaded or attached (no `CONFIG_CGROUP_BPF`, no privilege), or
+    /// there is neither a cgroup2 directory nor a v1 devices controller. The container is
+    /// refused rather than run with every device open to it.
+    #[error(
+        "linux.resources.devices: the kernel cannot filter devices for {path} ({source}); \
+         refusing to run the container with every device open to it"
+    )]
+    DeviceFilter {
+        /// The container's cgroup2 directory, or its cgroup where it has none.
+        path: PathBuf,
+        /// Why not.
+        source: crate::BpfError,
+    },
     /// A path that would leave the cgroup hierarchy, or name its root.
     #[error("linux.cgroupsPath {0:?}: must name a cgroup below the root, without '..'")]
     BadPath(PathBuf),

@@ -7,6 +7,9 @@
 //! (`name=systemd`, a hybrid host's cgroup2 mount: [`Layout::tracking`]);
 //! [`Cgroup::apply`] writes the limits of an OCI `linux.resources`, to controller
 //! hierarchies only;
+//! [`Cgroup::filter_devices`] attaches the eBPF device program a [`DeviceFilter`] compiles
+//! from `linux.resources.devices` to the cgroup2 directory (v2, and a hybrid host's cgroup2
+//! mount: the kernel runs it before the v1 devices controller);
 //! [`Cgroup::add`] moves a process in; [`Cgroup::freeze`], [`Cgroup::stats`],
 //! [`Cgroup::kill_all`] and [`Cgroup::remove`] do the rest of a container's life.
 //!
@@ -22,15 +25,20 @@
 //! ```
 //!
 //! It is a small module of file writes rather than youki's `libcgroups` or kata's
-//! `cgroups-rs` (see ARCHITECTURE.md for why). It does not do the systemd driver, eBPF
-//! device programs on v2, or rdma limits.
+//! `cgroups-rs` (see ARCHITECTURE.md for why); its eBPF is a hand-written program of a few
+//! instruction kinds and five `bpf(2)` commands (`bpf.rs`). It does not do the systemd
+//! driver or rdma limits.
 #![deny(missing_docs)]
 
+mod bpf;
 mod cgroup;
+mod device_filter;
 mod error;
 mod layout;
 mod resources;
 
+pub use bpf::BpfError;
 pub use cgroup::{Cgroup, FreezerState, Stats, DEFAULT_PARENT};
+pub use device_filter::DeviceFilter;
 pub use error::{Error, Result};
 pub use layout::{Hierarchy, Layout};

@@ -1,34 +1,18 @@
 //! `linux.resources` as cgroup file writes, for v1 and v2, as runc writes them.
 
 use oci_spec::runtime::{
-    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
-    LinuxThrottleDevice,
+    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources, LinuxThrottleDevice,
 };
 
 use crate::cgroup::write;
+use crate::device_filter::{Rule, STANDARD_DEVICES};
 use crate::{Cgroup, Error, Result};
-
-/// The devices every container may use whatever its rules say (runc's `AllowedDevices`):
-/// `mknod` of any node, and the standard character devices. Written after the spec's rules.
-const STANDARD_DEVICES: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",    // null
-    "c 1:5 rwm",    // zero
-    "c 1:7 rwm",    // full
-    "c 1:8 rwm",    // random
-    "c 1:9 rwm",    // urandom
-    "c 5:0 rwm",    // tty
-    "c 5:1 rwm",    // console
-    "c 5:2 rwm",    // ptmx
-    "c 136:* rwm",  // pts
-    "c 10:200 rwm", // net/tun
-];
 
 impl Cgroup {
     /// Writes the limits of `resources` into the cgroup. Each field given is written; a field
     /// left out is left as it is (so `update` changes only what it names). A field this host
-    /// cannot apply is an error naming it.
+    /// cannot apply is an error naming it. Device rules go to a v1 devices controller here;
+    /// the cgroup2 device program is [`Cgroup::filter_devices`]'s.
     pub fn apply(&self, resources: &LinuxResources) -> Result<()> {
         if let Some(memory) = resources.memory() {
             self.apply_memory(memory)?;
@@ -345,32 +329,26 @@ impl Cgroup {
         Ok(())
     }
 
+    /// v1: the rules, then the standard devices, into `devices.allow` and `devices.deny`,
+    /// which the kernel applies in order as [`DeviceFilter`](crate::DeviceFilter) models it.
+    /// v2 has no devices controller (nor has a hybrid host's cgroup2 mount, which peapod
+    /// writes no limit to): there [`Cgroup::filter_devices`] attaches a program instead.
     fn apply_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {
-        if rules.is_empty() {
+        if rules.is_empty() || self.is_v2() {
             return Ok(());
         }
-        if self.is_v2() {
-            // podman, containerd and `peapod spec` all send runc's default, deny-all rule;
-            // refusing it would refuse every container, so it is named and let through.
-            if rules.len() == 1 && is_deny_all(&rules[0]) {
-                tracing::warn!(
-                    "linux.resources.devices: not enforced on cgroup v2 yet (no eBPF device \
-                     program): the container may use any device node it can make"
-                );
-                return Ok(());
-            }
-            return Err(unsupported("devices", "not supported on cgroup v2 yet"));
-        }
-        for rule in rules {
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Rule::from_oci(i, r))
+            .collect::<Result<Vec<Rule>>>()?;
+        for rule in rules.iter().chain(STANDARD_DEVICES) {
             let file = if rule.allow() {
                 "devices.allow"
             } else {
                 "devices.deny"
             };
-            self.set("devices", file, &device_rule(rule), "devices")?;
-        }
-        for rule in STANDARD_DEVICES {
-            self.set("devices", "devices.allow", rule, "devices")?;
+            self.set("devices", file, &rule.v1_line(), "devices")?;
         }
         Ok(())
     }
@@ -436,32 +414,6 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
 fn blkio_to_io_weight(weight: u16) -> u64 {
     let weight = u64::from(weight.clamp(10, 1000));
     1 + (weight - 10) * 9999 / 990
-}
-
-fn is_deny_all(rule: &LinuxDeviceCgroup) -> bool {
-    !rule.allow()
-        && matches!(rule.typ(), None | Some(LinuxDeviceType::A))
-        && rule.major().is_none()
-        && rule.minor().is_none()
-}
-
-/// A v1 `devices.allow`/`devices.deny` line: `c 1:3 rwm`, `a *:* rwm`.
-fn device_rule(rule: &LinuxDeviceCgroup) -> String {
-    let typ = rule.typ().map_or("a", |t| match t {
-        LinuxDeviceType::B => "b",
-        LinuxDeviceType::C | LinuxDeviceType::U => "c",
-        _ => "a",
-    });
-    let number = |n: Option<i64>| {
-        n.filter(|n| *n >= 0)
-            .map_or("*".to_owned(), |n| n.to_string())
-    };
-    let access = rule.access().clone().unwrap_or_else(|| "rwm".to_owned());
-    format!(
-        "{typ} {}:{} {access}",
-        number(rule.major()),
-        number(rule.minor())
-    )
 }
 
 #[cfg(test)]
@@ -544,22 +496,18 @@ mod tests {
     }
 
     #[test]
-    fn v2_device_rules_beyond_deny_all_are_refused() {
-        let (_tmp, cgroup, _dir) = fake(true, &[]);
-        let deny_all = resources(r#"{"devices": [{"allow": false, "access": "rwm"}]}"#);
+    fn v2_device_rules_write_no_file() {
+        // They are the device program's (`filter_devices`), not a file's: no warning and no
+        // refusal any more, whatever they allow.
+        let (_tmp, cgroup, dir) = fake(true, &[]);
         cgroup
-            .apply(&deny_all)
-            .expect("runc's default is let through");
-        let err = cgroup
             .apply(&resources(
                 r#"{"devices": [{"allow": false, "access": "rwm"},
                                 {"allow": true, "type": "c", "major": 1, "minor": 3}]}"#,
             ))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "linux.resources.devices: not supported on cgroup v2 yet"
-        );
+            .expect("apply");
+        let files = std::fs::read_dir(&dir).expect("dir").count();
+        assert_eq!(files, 0);
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! What a container's cgroup costs `peapod run`: create, the default device rules, a new
-//! process joining it as the container process does (cloned into its cgroup2 directory on a
-//! hybrid host), and removal. Not a test but a
+//! What a container's cgroup costs `peapod run`: create, the default device rules (v1 files,
+//! then the cgroup2 device program compiled, loaded and attached), a new process joining it as
+//! the container process does (cloned into its cgroup2 directory on a hybrid host), and
+//! removal. Not a test but a
 //! measurement: `cargo test --release -p peapod-cgroups --test cost -- --ignored --nocapture`.
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use peapod_cgroups::{Cgroup, Layout};
+use peapod_cgroups::{Cgroup, DeviceFilter, Layout};
 
 #[test]
 #[ignore = "a measurement; run it by name with --ignored"]
@@ -16,10 +17,11 @@ fn cost_of_a_cgroup_per_container() {
         eprintln!("skipped: making cgroups needs root");
         return;
     }
-    let resources = serde_json::from_str(r#"{"devices": [{"allow": false, "access": "rwm"}]}"#)
-        .expect("resources");
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(r#"{"devices": [{"allow": false, "access": "rwm"}]}"#)
+            .expect("resources");
     let mut times: Vec<Duration> = Vec::new();
-    let mut phases: [Vec<Duration>; 4] = Default::default();
+    let mut phases: [Vec<Duration>; 5] = Default::default();
     let mut dirs = 0;
     for i in 0..33 {
         let started = Instant::now();
@@ -28,6 +30,10 @@ fn cost_of_a_cgroup_per_container() {
         let cgroup = Cgroup::create(&layout, &path).expect("create");
         let created = started.elapsed();
         cgroup.apply(&resources).expect("apply");
+        let written = started.elapsed();
+        let rules = resources.devices().as_deref().unwrap_or_default();
+        let filter = DeviceFilter::new(rules).expect("rules");
+        cgroup.filter_devices(&filter).expect("device program");
         let applied = started.elapsed();
         // The container process starts in the cgroup2 directory of a hybrid host and moves
         // itself into the rest, as peapod's does.
@@ -61,9 +67,10 @@ fn cost_of_a_cgroup_per_container() {
             let all = started.elapsed();
             times.push(all);
             phases[0].push(created);
-            phases[1].push(applied - created);
-            phases[2].push(joined - applied);
-            phases[3].push(all - joined);
+            phases[1].push(written - created);
+            phases[2].push(applied - written);
+            phases[3].push(joined - applied);
+            phases[4].push(all - joined);
         }
     }
     times.sort();
@@ -82,10 +89,14 @@ fn cost_of_a_cgroup_per_container() {
         })
         .collect();
     forks.sort();
-    for (name, mut phase) in ["create", "apply devices", "fork + join", "remove"]
-        .into_iter()
-        .zip(phases)
-    {
+    let names = [
+        "create",
+        "v1 device files",
+        "device program",
+        "fork + join",
+        "remove",
+    ];
+    for (name, mut phase) in names.into_iter().zip(phases) {
         phase.sort();
         eprintln!("  {name}: median {:?}", phase[phase.len() / 2]);
     }

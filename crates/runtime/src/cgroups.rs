@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use oci_spec::runtime::{LinuxResources, Spec};
-use peapod_cgroups::{Cgroup, Layout};
+use peapod_cgroups::{Cgroup, DeviceFilter, Layout};
 use peapod_state::{ContainerId, Record};
 
 use crate::{Error, Result, Runtime};
@@ -15,10 +15,11 @@ use crate::{Error, Result, Runtime};
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Makes the cgroup of container `id` (`linux.cgroupsPath`; or `<id>` below `parent`, the
-/// cgroup of the container's pod; or `peapod/<id>` below peapod's own cgroup) and writes the
-/// limits of `linux.resources` into it. Rootless without limits there is none: an
-/// unprivileged user can rarely write cgroups, and runc goes on without. On failure nothing
-/// is left.
+/// cgroup of the container's pod; or `peapod/<id>` below peapod's own cgroup), writes the
+/// limits of `linux.resources` into it and attaches the device program of
+/// `linux.resources.devices` (see [`filter_devices`]), all before the container process
+/// exists. Rootless without limits there is none: an unprivileged user can rarely write
+/// cgroups, and runc goes on without. On failure nothing is left.
 pub fn create(
     id: &ContainerId,
     spec: &Spec,
@@ -31,6 +32,9 @@ pub fn create(
         tracing::debug!("rootless without linux.resources: no cgroup");
         return Ok(None);
     }
+    // Checked before anything is made, so that rules the kernel cannot follow leave no trace.
+    let rules = resources.and_then(|r| r.devices().as_deref());
+    let devices = DeviceFilter::new(rules.unwrap_or_default()).map_err(Error::runtime)?;
     let layout = Layout::detect().map_err(Error::runtime)?;
     let cgroup = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
         (Some(path), _) => Cgroup::create(&layout, &path),
@@ -38,7 +42,31 @@ pub fn create(
         (None, None) => Cgroup::create(&layout, &Cgroup::default_path(id.as_str())),
     }
     .map_err(|e| refused(rootless, &layout, e))?;
-    limited(cgroup, resources).map(Some)
+    let cgroup = limited(cgroup, resources)?;
+    if let Err(e) = filter_devices(&cgroup, &devices, rootless) {
+        cgroup.undo();
+        return Err(e);
+    }
+    Ok(Some(cgroup))
+}
+
+/// Attaches `filter`'s device program to `cgroup` (replacing the one there), or refuses the
+/// container in one line where the kernel cannot take it and the rules deny something.
+///
+/// Rootless, the kernel always refuses (loading a cgroup program needs `CAP_SYS_ADMIN` in
+/// the initial user namespace), and that is let through, as runc does: the container's user
+/// namespace already keeps it from devices, since it cannot `mknod` one and what it mounts
+/// is `nodev`; refusing would refuse every rootless container with limits.
+pub(crate) fn filter_devices(cgroup: &Cgroup, filter: &DeviceFilter, rootless: bool) -> Result<()> {
+    match cgroup.filter_devices(filter) {
+        Err(peapod_cgroups::Error::DeviceFilter { source, .. })
+            if rootless && source.is_permission() =>
+        {
+            tracing::debug!("rootless: no device program ({source})");
+            Ok(())
+        }
+        other => other.map_err(Error::runtime),
+    }
 }
 
 /// The error for a cgroup that could not be made: rootless and refused by the kernel, a

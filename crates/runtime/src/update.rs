@@ -56,7 +56,18 @@ pub(crate) fn update(rt: &Runtime, id: &str, args: &UpdateRequest) -> Result<()>
         )));
     };
     let cgroup = crate::cgroups::required(&id, record)?;
+    // New device rules are checked before any limit is written, and replace the device
+    // program after: the old one stays until the new one is attached.
+    let devices = resources
+        .devices()
+        .as_deref()
+        .map(peapod_cgroups::DeviceFilter::new)
+        .transpose()
+        .map_err(Error::runtime)?;
     cgroup.apply(&resources).map_err(Error::runtime)?;
+    if let Some(devices) = devices {
+        crate::cgroups::filter_devices(&cgroup, &devices, rt.rootless)?;
+    }
     Ok(())
 }
 
