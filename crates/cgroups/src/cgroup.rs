@@ -458,9 +458,24 @@ impl Cgroup {
         Ok((file, if freeze { "FROZEN" } else { "THAWED" }))
     }
 
+    /// Whether a process is in the cgroup or, on v2, in one below it (`populated` in
+    /// `cgroup.events`): a v2 cgroup that hands controllers down, as a pod's does, holds no
+    /// process of its own, only its leaves do. A cgroup that is gone is empty.
+    pub fn populated(&self) -> Result<bool> {
+        if self.v2 {
+            let Some(dir) = self.dirs.first() else {
+                return Ok(false);
+            };
+            let events = read_optional(&dir.path.join("cgroup.events"))?;
+            return Ok(events.is_some_and(|e| key_value(&e, "populated") == Some(1)));
+        }
+        Ok(!self.procs()?.is_empty())
+    }
+
     /// Kills every process in the cgroup with SIGKILL and waits until it is empty. The
     /// processes are frozen first, so none can fork a new one between the listing and the
-    /// kill (v2 with `cgroup.kill` lets the kernel do this itself).
+    /// kill (v2 with `cgroup.kill` lets the kernel do this itself, and kills the processes
+    /// of the cgroups below too, which are then waited for as well).
     pub fn kill_all(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let kill_file = self
@@ -472,9 +487,11 @@ impl Cgroup {
         // Whether every process got its SIGKILL while none could fork or exit: then the loop
         // below only waits, and never signals a pid that may have been reused meanwhile.
         let mut all_killed = false;
+        let mut killed_below = false;
         if let Some(file) = kill_file {
             write(&file, "1")?;
             all_killed = true;
+            killed_below = true;
         } else {
             // Half the time at most, so that waiting for the dead keeps the other half.
             let frozen = self.freeze(timeout / 2).is_ok();
@@ -489,7 +506,7 @@ impl Cgroup {
         let mut pause = Duration::from_micros(100);
         loop {
             let left = self.procs()?;
-            if left.is_empty() {
+            if left.is_empty() && !(killed_below && self.populated()?) {
                 return Ok(());
             }
             if Instant::now() > deadline {
