@@ -18,6 +18,7 @@
 //! /rw                        tmpfs: the overlay's upper and work directories
 //! /newroot = overlay(/host, /rw/upper)   becomes `/` (switch_root), writable, lost at power-off
 //!   /run, /tmp, /var/tmp, /dev/shm   tmpfs     /sys/fs/cgroup   cgroup2, every controller
+//!   the tests run in /sys/fs/cgroup/test.slice/test.scope, as a systemd host runs a shell
 //! ```
 //!
 //! tests.sh prints `PEAPOD-VM-RESULT: N` (N test binaries failed) on the serial console,

@@ -24,11 +24,21 @@ $bb ip link set lo up
 # every controller is on this one. Each is enabled for children on its own: one the kernel
 # refuses must not keep the others off.
 $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cannot mount cgroup2"
-for controller in $($bb cat /sys/fs/cgroup/cgroup.controllers); do
-    echo "+$controller" >/sys/fs/cgroup/cgroup.subtree_control ||
-        echo "PEAPOD-VM: cannot enable $controller for children"
-done
+enable_all() {
+    for controller in $($bb cat "$1/cgroup.controllers"); do
+        echo "+$controller" >"$1/cgroup.subtree_control" ||
+            echo "PEAPOD-VM: cannot enable $controller below $1"
+    done
+}
+# The tests run in a leaf below a slice, as everything does on a systemd host (a login
+# session's scope, a service): a v2 cgroup with processes cannot hand controllers down, so
+# peapod has to make its cgroups beside its own, not below it.
+enable_all /sys/fs/cgroup
+$bb mkdir -p /sys/fs/cgroup/test.slice/test.scope
+enable_all /sys/fs/cgroup/test.slice
+echo $$ >/sys/fs/cgroup/test.slice/test.scope/cgroup.procs || fail "cannot enter test.scope"
 echo "PEAPOD-VM: cgroup2 controllers for children: $($bb cat /sys/fs/cgroup/cgroup.subtree_control)"
+echo "PEAPOD-VM: the tests run in $($bb cat /proc/self/cgroup)"
 
 failed=0
 # run_test NAME DIR BINARY ARGS...: one test binary, run from its package's directory as
