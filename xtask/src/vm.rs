@@ -144,7 +144,7 @@ pub(crate) fn run(args: &[String]) -> Result {
     match outcome.result.as_deref() {
         Some("0") => Ok(()),
         Some(n) if n.parse::<u32>().is_ok() => Err(format!("{n} test binaries failed in the vm")),
-        Some(other) => Err(format!("the vm's set-up failed ({other})")),
+        Some(other) => Err(format!("the vm failed: {other}")),
         None => Err(format!("the vm printed no {RESULT:?} line")),
     }
 }
@@ -231,12 +231,20 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// A directory of this run under the target directory, removed when dropped, so also when
-/// the run fails.
+/// the run fails. Those of runs that were killed (their pid is gone) go at the next run.
 struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> Result<Scratch> {
-        let dir = target_dir().join(format!("vm-{}", std::process::id()));
+        let target = target_dir();
+        for entry in std::fs::read_dir(&target).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix("vm-").and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = target.join(format!("vm-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
