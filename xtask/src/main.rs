@@ -7,6 +7,7 @@
 //! - `cargo xtask bench`: whole-process timings next to the floor `unshare` sets.
 //! - `cargo xtask dist`: release `peapod`, the static `peapod-init` and the pause image
 //!   `pause.tar` in `target/dist/`.
+//! - `cargo xtask vm [FILTER]`: the cgroup tests in a pure cgroup-v2 machine (qemu).
 
 mod bench;
 mod demo;
@@ -14,6 +15,7 @@ mod dist;
 mod image;
 mod rootfs;
 mod test;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -32,18 +34,19 @@ fn main() -> ExitCode {
         "rootfs" => rootfs::run(rest),
         "bench" => bench::run(rest),
         "dist" => dist::run(rest),
+        "vm" => vm::run(rest),
         // The images of the CRI test (crates/cri-tests), which `test` also writes.
         "cri-images" => test::cri_images(),
         // Internal: the orphan generator of `bench init`.
         "orphan-burst" => bench::orphan_burst(rest),
         "help" | "-h" | "--help" => {
             println!(
-                "usage: cargo xtask <run [-- PEAPOD-ARGS] | test | rootfs [DIR] | bench | dist>"
+                "usage: cargo xtask <run [-- PEAPOD-ARGS] | test | rootfs [DIR] | bench | dist | vm [FILTER]>"
             );
             Ok(())
         }
         other => Err(format!(
-            "unknown task {other:?} (try: run, test, rootfs, bench, dist)"
+            "unknown task {other:?} (try: run, test, rootfs, bench, dist, vm)"
         )),
     };
     match result {

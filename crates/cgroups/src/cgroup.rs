@@ -13,7 +13,8 @@ use crate::layout::join_inside;
 use crate::{DeviceFilter, Error, Layout, Result};
 
 /// The parent of containers' cgroups when the spec names none: `peapod/<id>` below the
-/// runtime's own cgroup. [`Cgroup::remove`] removes it too once it is empty.
+/// runtime's own cgroup (on v2 beside it, see [`Cgroup::locate`]). [`Cgroup::remove`]
+/// removes it too once it is empty.
 pub const DEFAULT_PARENT: &str = "peapod";
 
 /// How long [`Cgroup::remove`] retries a directory the kernel still finds busy (a killed
@@ -122,14 +123,16 @@ pub struct Stats {
 
 impl Cgroup {
     /// The path of a container's cgroup when the spec gives none, relative to the runtime's
-    /// own cgroup: `peapod/<id>`.
+    /// own cgroup (see [`Cgroup::locate`]): `peapod/<id>`.
     pub fn default_path(id: &str) -> PathBuf {
         Path::new(DEFAULT_PARENT).join(id)
     }
 
     /// Where the cgroup `path` is in every hierarchy, without creating anything. An absolute
-    /// path is below each hierarchy's root; a relative one below this process's own cgroup
-    /// (as runc treats `linux.cgroupsPath`).
+    /// path is below each hierarchy's root; a relative one below this process's own cgroup,
+    /// on v2 below its parent (as runc treats `linux.cgroupsPath`): a v2 cgroup that holds
+    /// processes cannot hand controllers down, and peapod's own holds at least peapod (a
+    /// login session's scope, a service), while its parent (a slice) holds none.
     pub fn locate(layout: &Layout, path: &Path) -> Result<Cgroup> {
         if !path.components().any(|c| matches!(c, Component::Normal(_))) {
             return Err(Error::BadPath(path.to_owned()));
@@ -138,6 +141,8 @@ impl Cgroup {
         for (h, kind) in every_hierarchy(layout) {
             let base = if path.is_absolute() {
                 h.mount.clone()
+            } else if layout.is_v2() {
+                join_inside(&h.mount, h.own.parent().unwrap_or(&h.own))?
             } else {
                 join_inside(&h.mount, &h.own)?
             };
@@ -531,9 +536,24 @@ impl Cgroup {
         Ok((file, if freeze { "FROZEN" } else { "THAWED" }))
     }
 
+    /// Whether a process is in the cgroup or, on v2, in one below it (`populated` in
+    /// `cgroup.events`): a v2 cgroup that hands controllers down, as a pod's does, holds no
+    /// process of its own, only its leaves do. A cgroup that is gone is empty.
+    pub fn populated(&self) -> Result<bool> {
+        if self.v2 {
+            let Some(dir) = self.dirs.first() else {
+                return Ok(false);
+            };
+            let events = read_optional(&dir.path.join("cgroup.events"))?;
+            return Ok(events.is_some_and(|e| key_value(&e, "populated") == Some(1)));
+        }
+        Ok(!self.procs()?.is_empty())
+    }
+
     /// Kills every process in the cgroup with SIGKILL and waits until it is empty. The
     /// processes are frozen first, so none can fork a new one between the listing and the
-    /// kill (v2 with `cgroup.kill` lets the kernel do this itself).
+    /// kill (v2 with `cgroup.kill` lets the kernel do this itself, and kills the processes
+    /// of the cgroups below too, which are then waited for as well).
     pub fn kill_all(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let kill_file = self
@@ -545,9 +565,11 @@ impl Cgroup {
         // Whether every process got its SIGKILL while none could fork or exit: then the loop
         // below only waits, and never signals a pid that may have been reused meanwhile.
         let mut all_killed = false;
+        let mut killed_below = false;
         if let Some(file) = kill_file {
             write(&file, "1")?;
             all_killed = true;
+            killed_below = true;
         } else {
             // Half the time at most, so that waiting for the dead keeps the other half.
             let frozen = self.freeze(timeout / 2).is_ok();
@@ -562,7 +584,7 @@ impl Cgroup {
         let mut pause = Duration::from_micros(100);
         loop {
             let left = self.procs()?;
-            if left.is_empty() {
+            if left.is_empty() && !(killed_below && self.populated()?) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -998,6 +1020,20 @@ mod tests {
             [Path::new("/cg/memory/pods/a"), Path::new("/cg/pids/pods/a")]
         );
         assert_eq!(Cgroup::open(&layout, &absolute.paths()), absolute);
+    }
+
+    #[test]
+    fn on_v2_relative_paths_are_below_the_parent_of_the_own_cgroup() {
+        let in_a_scope = Layout::V2(Hierarchy {
+            mount: "/cg".into(),
+            controllers: vec!["memory".into()],
+            own: "/user.slice/session-1.scope".into(),
+            name: None,
+        });
+        let relative = Cgroup::locate(&in_a_scope, &Cgroup::default_path("web")).unwrap();
+        assert_eq!(relative.paths(), [Path::new("/cg/user.slice/peapod/web")]);
+        let absolute = Cgroup::locate(&in_a_scope, Path::new("/pods/a")).unwrap();
+        assert_eq!(absolute.paths(), [Path::new("/cg/pods/a")]);
     }
 
     #[test]

@@ -315,10 +315,12 @@ fn cpu_quota_shares_and_live_updates_reach_the_cgroup_files() {
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert_eq!(guard.read("pids", "pids.max", "pids.max"), "90");
 
-        // A limit the kernel refuses is one line naming the file and the value.
+        // A limit the kernel refuses is one line naming the file and the value: v2 writes
+        // the quota with the period into the one file cpu.max.
         let out = c.peapod(&["update", "--cpu-period", "1", &id]);
         assert_eq!(out.code, 125);
-        assert!(out.stderr.contains("\"1\""), "{}", out.stderr);
+        let value = if guard.v2() { "\"50000 1\"" } else { "\"1\"" };
+        assert!(out.stderr.contains(value), "{}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
     guard.assert_gone();
@@ -574,12 +576,22 @@ fn without_a_cgroup_namespace_the_cgroup_mount_binds_the_containers_own_cgroup()
     let Some(rootfs) = fixture() else { return };
     let id = unique("no-cgns");
     let guard = CgroupGuard::of(&id);
-    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
-                  ls /sys/fs/cgroup/memory | grep -c '^peapod$' ; \
-                  touch /sys/fs/cgroup/memory/x 2>/dev/null && echo writable; \
-                  grep -c ' /sys/fs/cgroup/' /proc/self/mountinfo";
+    // v1: a tmpfs with one bind per hierarchy below it; v2: the one directory, bound at
+    // /sys/fs/cgroup itself.
+    let (memory, below) = if guard.v2() {
+        ("memory.max", " ")
+    } else {
+        ("memory/memory.limit_in_bytes", "/")
+    };
+    let dir = memory.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let script = format!(
+        "cat /sys/fs/cgroup/{memory}; \
+         ls /sys/fs/cgroup/{dir} | grep -c '^peapod$' ; \
+         touch /sys/fs/cgroup/{dir}/x 2>/dev/null && echo writable; \
+         grep -c ' /sys/fs/cgroup{below}' /proc/self/mountinfo"
+    );
     let out = run_bundle(&rootfs, &id, |json| {
-        json["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+        json["process"]["args"] = serde_json::json!(["/bin/sh", "-c", &script]);
         json["linux"]["resources"]["memory"] = serde_json::json!({"limit": 67108864});
         let namespaces = json["linux"]["namespaces"]
             .as_array_mut()
@@ -653,7 +665,11 @@ fn limits_of_a_controller_that_is_not_mounted_are_refused_naming_it() {
         let out = run_with_resources(&rootfs, &id, resources);
         assert_eq!(out.code, 125, "{out:?}");
         assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
-        let wanted = format!("the {controller} controller is not mounted");
+        let wanted = if layout.is_v2() {
+            "net_cls and net_prio are cgroup v1 controllers; cgroup v2 has neither".to_owned()
+        } else {
+            format!("the {controller} controller is not mounted")
+        };
         assert!(out.stderr.contains(&wanted), "{out:?}");
         assert!(out.stderr.contains("linux.resources.network"), "{out:?}");
         guard.assert_gone();

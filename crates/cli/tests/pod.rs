@@ -595,16 +595,23 @@ fn member_pid(ps: &serde_json::Value, id: &str) -> u32 {
 }
 
 /// The cgroup path of process `pid` in the hierarchy of `controller`, as the host sees it
-/// (`/proc/PID/cgroup`).
+/// (`/proc/PID/cgroup`). A controller no v1 hierarchy names is on the unified one (`0::`),
+/// which names none: every controller of a pure v2 host.
 fn cgroup_of(pid: u32, controller: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
-    text.lines()
+    let lines: Vec<(&str, &str)> = text
+        .lines()
         .filter_map(|line| {
             let mut fields = line.splitn(3, ':').skip(1);
             Some((fields.next()?, fields.next()?))
         })
-        .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
-        .map(|(_, path)| path.to_owned())
+        .collect();
+    let named = lines
+        .iter()
+        .find(|(controllers, _)| controllers.split(',').any(|c| c == controller));
+    named
+        .or_else(|| lines.iter().find(|(controllers, _)| controllers.is_empty()))
+        .map(|(_, path)| (*path).to_owned())
         .unwrap_or_else(|| panic!("process {pid} is in no {controller} cgroup: {text}"))
 }
 
@@ -779,7 +786,9 @@ fn pod_stop_kills_what_is_left_in_the_pod_cgroup_and_its_containers() {
     );
     assert_eq!(out.code, 0, "{out:?}");
     // Processes no container tree holds (as a daemon that escaped one would be): one in the
-    // pod's cgroup, one in the container's. Killed on drop should the test fail.
+    // pod's cgroup, one in the container's. Killed on drop should the test fail. On v2 a
+    // cgroup that hands controllers down holds no process, so the pod's is in its leaf
+    // `infra`, beside the infra process.
     struct Stray(std::process::Child);
     impl Drop for Stray {
         fn drop(&mut self) {
@@ -788,8 +797,12 @@ fn pod_stop_kills_what_is_left_in_the_pod_cgroup_and_its_containers() {
         }
     }
     let container_cgroup: Vec<PathBuf> = guard.0.paths().iter().map(|p| p.join(&id)).collect();
+    let pod_cgroup: Vec<PathBuf> = match layout.is_v2() {
+        true => guard.0.paths().iter().map(|p| p.join("infra")).collect(),
+        false => guard.0.paths(),
+    };
     let mut strays = Vec::new();
-    for paths in [guard.0.paths(), container_cgroup.clone()] {
+    for paths in [pod_cgroup.clone(), container_cgroup.clone()] {
         let stray = Stray(Command::new("sleep").arg("60").spawn().expect("sleep"));
         peapod_cgroups::Cgroup::open(&layout, &paths)
             .add(stray.0.id())
@@ -804,7 +817,8 @@ fn pod_stop_kills_what_is_left_in_the_pod_cgroup_and_its_containers() {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
     let container = peapod_cgroups::Cgroup::open(&layout, &container_cgroup);
-    assert_eq!(guard.0.procs().expect("procs"), Vec::<u32>::new());
+    let pod_cgroup = peapod_cgroups::Cgroup::open(&layout, &pod_cgroup);
+    assert_eq!(pod_cgroup.procs().expect("procs"), Vec::<u32>::new());
     assert_eq!(container.procs().expect("procs"), Vec::<u32>::new());
     pods.remove_all();
     guard.assert_gone();

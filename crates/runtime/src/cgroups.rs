@@ -171,9 +171,10 @@ pub fn remove_unrecorded(id: &ContainerId) -> Result<()> {
 }
 
 /// Kills every process in `cgroup` when `kill` is set, or when there are any left anyway (a
-/// stopped container's leftovers, e.g. the children of an init that died).
+/// stopped container's leftovers, e.g. the children of an init that died; on v2 also in the
+/// cgroups below, such as a pod's `infra` leaf).
 pub fn empty(cgroup: &Cgroup, kill: bool) -> Result<()> {
-    if kill || !cgroup.procs().map_err(Error::runtime)?.is_empty() {
+    if kill || cgroup.populated().map_err(Error::runtime)? {
         cgroup.kill_all(TIMEOUT).map_err(Error::runtime)?;
     }
     Ok(())

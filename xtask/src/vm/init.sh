@@ -1,0 +1,41 @@
+#!/bin/busybox sh
+# The guest's /init (PID 1, from the initramfs `cargo xtask vm` writes): mounts the host's root
+# read-only over 9p, lays a tmpfs over it with overlayfs (so the guest may write anywhere and
+# nothing reaches the host), and switches into that, where tests.sh runs the tests.
+# Only busybox applets, by their full name: the initramfs has nothing else.
+bb=/bin/busybox
+
+fail() {
+    echo "PEAPOD-VM: $*"
+    echo "PEAPOD-VM-RESULT: set-up failed"
+    $bb poweroff -f
+}
+
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb mount -t devtmpfs devtmpfs /dev
+
+# virtio, 9p and overlayfs are modules in Debian's kernel; the names are numbered in
+# dependency order (xtask read it from modules.dep).
+for module in /modules/*.ko; do
+    $bb insmod "$module" || fail "insmod $module failed"
+done
+
+# A large msize makes reading the test binaries over 9p several times faster; the share is
+# read-only, so caching its pages in the guest (cache=loose) cannot go stale.
+$bb mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host ||
+    fail "cannot mount the host's root (9p)"
+$bb mount -t tmpfs -o mode=0755 tmpfs /rw || fail "cannot mount the tmpfs for the overlay"
+$bb mkdir /rw/upper /rw/work
+$bb mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work overlay /newroot ||
+    fail "cannot mount the overlay of the host's root"
+
+# The plan (variables, tests) and tests.sh go to the new root's /run, a tmpfs of its own.
+$bb mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "cannot mount /run"
+$bb mkdir -p /newroot/run/peapod-vm
+$bb cp /tests.sh /plan.sh /newroot/run/peapod-vm/ || fail "cannot copy the plan"
+for fs in proc sys dev; do
+    $bb mount --move "/$fs" "/newroot/$fs" || fail "cannot move /$fs"
+done
+# The host's /bin/busybox (busybox-static) runs tests.sh: the same applets as here.
+exec $bb switch_root /newroot /bin/busybox sh /run/peapod-vm/tests.sh
