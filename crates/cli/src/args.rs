@@ -192,13 +192,13 @@ pub(crate) enum ImageCommand {
     /// Load images from an OCI layout directory, an OCI archive or a docker-archive (from
     /// standard input when no FILE is given, or FILE is `-`).
     #[command(
-        after_long_help = "Examples:\n  podman save busybox > busybox.tar && peapod image load busybox.tar\n  podman save busybox | peapod image load"
+        after_long_help = "Example:\n  podman save busybox > busybox.tar && peapod image load busybox.tar\n  podman save busybox | peapod image load"
     )]
     Load(LoadArgs),
     /// Write an image as an OCI archive (which `podman load` reads), to standard output
     /// unless `-o` names a file.
     #[command(
-        after_long_help = "Examples:\n  peapod image save busybox -o busybox.tar\n  peapod image save busybox | ssh host peapod image load"
+        after_long_help = "Example:\n  peapod image save busybox -o busybox.tar\n  peapod image save busybox | ssh host peapod image load"
     )]
     Save(SaveArgs),
     /// Make a one-layer image from a root file system (a tar or a directory).
