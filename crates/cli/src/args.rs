@@ -189,13 +189,17 @@ pub(crate) enum ImageCommand {
     /// Remove images (as `peapod rmi`).
     #[command(after_long_help = "Example:\n  peapod image rm busybox")]
     Rm(RmiArgs),
-    /// Load images from an OCI layout directory, an OCI archive or a docker-archive.
+    /// Load images from an OCI layout directory, an OCI archive or a docker-archive (from
+    /// standard input when no FILE is given, or FILE is `-`).
     #[command(
-        after_long_help = "Example:\n  podman save busybox > busybox.tar && peapod image load busybox.tar"
+        after_long_help = "Example:\n  podman save busybox > busybox.tar && peapod image load busybox.tar\n  podman save busybox | peapod image load"
     )]
     Load(LoadArgs),
-    /// Write an image as an OCI archive (which `podman load` reads).
-    #[command(after_long_help = "Example:\n  peapod image save busybox -o busybox.tar")]
+    /// Write an image as an OCI archive (which `podman load` reads), to standard output
+    /// unless `-o` names a file.
+    #[command(
+        after_long_help = "Example:\n  peapod image save busybox -o busybox.tar\n  peapod image save busybox | ssh host peapod image load"
+    )]
     Save(SaveArgs),
     /// Make a one-layer image from a root file system (a tar or a directory).
     #[command(after_long_help = "Example:\n  peapod image import ./rootfs localhost/mine:1")]
@@ -238,24 +242,21 @@ pub(crate) struct InspectImageArgs {
 /// `peapod image load`.
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
-    /// The archive file or layout directory.
+    /// The archive file or layout directory; `-` or none: standard input.
     #[arg(short, long = "input", value_name = "FILE|DIR")]
     pub input_flag: Option<PathBuf>,
-    /// The archive file or layout directory.
-    #[arg(
-        value_name = "FILE|DIR",
-        required_unless_present = "input_flag",
-        conflicts_with = "input_flag"
-    )]
+    /// The archive file or layout directory; `-` or none: standard input.
+    #[arg(value_name = "FILE|DIR", conflicts_with = "input_flag")]
     pub input: Option<PathBuf>,
 }
 
 /// `peapod image save`.
 #[derive(Debug, Args)]
 pub(crate) struct SaveArgs {
-    /// Where to write the archive.
+    /// Where to write the archive (followed if a link; written into if not a regular file);
+    /// `-` or none: standard output.
     #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// The image.
     #[arg(value_name = "IMAGE")]
     pub image: String,

@@ -1,6 +1,8 @@
 //! `peapod images`, `rmi` and `image ...`: one call of `peapod-image` each, printed.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 
 use peapod_image::{Image, Reference, Store, UnpackOptions};
 use peapod_runtime::{Error, Runtime};
@@ -42,18 +44,24 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
             Ok(0)
         }
         ImageCommand::Load(args) => {
-            let Some(input) = args.input.or(args.input_flag) else {
-                return Err(Error::usage(anyhow::anyhow!(
-                    "image load: no FILE or DIR given"
-                )));
+            let input = args
+                .input
+                .or(args.input_flag)
+                .filter(|i| i.as_os_str() != "-");
+            let images = match input {
+                Some(input) => store.load(&input),
+                // Standard input, as `docker load` reads it: `podman save x | peapod image load`.
+                None => {
+                    let stdin = std::io::stdin();
+                    if stdin.is_terminal() {
+                        return Err(Error::usage(anyhow::anyhow!(
+                            "image load: standard input is a terminal: pipe an archive in or give FILE"
+                        )));
+                    }
+                    store.load_from(stdin.lock(), Path::new("<stdin>"))
+                }
             };
-            // `-` is standard input, as `docker load` reads it: `podman save x | peapod image load -`.
-            let input = if input.as_os_str() == "-" {
-                PathBuf::from("/dev/stdin")
-            } else {
-                input
-            };
-            for image in store.load(&input).map_err(Error::runtime)? {
+            for image in images.map_err(Error::runtime)? {
                 match image.names.first() {
                     Some(name) => println!("Loaded image: {name}"),
                     None => println!("Loaded image ID: {}", image.id),
@@ -65,9 +73,31 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
             let image = find(store, &args.image)?;
             let name =
                 peapod_image::normalized_name(&args.image).filter(|n| image.names.contains(n));
-            store
-                .save(&image, name.as_deref(), &args.output)
-                .map_err(Error::runtime)?;
+            let saved = match args.output.filter(|o| o.as_os_str() != "-") {
+                Some(output) => store.save(&image, name.as_deref(), &output),
+                None => {
+                    let stdout = std::io::stdout();
+                    // As docker: a tar on a terminal is never what was meant.
+                    if stdout.is_terminal() {
+                        return Err(Error::usage(anyhow::anyhow!(
+                            "image save: refusing to write a tar archive to a terminal: give -o FILE or redirect standard output"
+                        )));
+                    }
+                    // Into descriptor 1 itself: `Stdout` is line-buffered, which would cut a
+                    // binary stream into small writes at every newline byte.
+                    let fd = stdout
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|e| Error::runtime(anyhow::anyhow!("standard output: {e}")))?;
+                    store.save_to(
+                        &image,
+                        name.as_deref(),
+                        std::fs::File::from(fd),
+                        Path::new("<stdout>"),
+                    )
+                }
+            };
+            saved.map_err(Error::runtime)?;
             Ok(0)
         }
         ImageCommand::Import(args) => {

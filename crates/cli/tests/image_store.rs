@@ -416,17 +416,15 @@ fn an_ordinary_user_loads_and_imports_into_a_rootless_store() {
         &["image", "import", "whiteouts.tar", "wh:1"],
     );
     assert_eq!(out.code, 0, "{out:?}");
-    let store_lib = peapod_image::Store::open(&store).expect("open");
-    let image = store_lib.resolve("wh:1").expect("resolve").expect("image");
-    let gone = std::fs::symlink_metadata(image.layers[0].join("gone")).expect("whiteout");
+    // Read as nobody: root refuses to open a store another user owns.
+    let out = as_nobody(dir.path(), &store, &["image", "inspect", "wh:1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let inspect: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let layer = PathBuf::from(inspect[0]["layers"][0].as_str().expect("layer"));
+    let gone = std::fs::symlink_metadata(layer.join("gone")).expect("whiteout");
     assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
-    let path = std::ffi::CString::new(
-        image.layers[0]
-            .join("d")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .expect("path");
+    let path = std::ffi::CString::new(layer.join("d").into_os_string().into_encoded_bytes())
+        .expect("path");
     let mut value = [0u8; 4];
     // SAFETY: both pointers are valid for the call; the length is the buffer's.
     let n = unsafe {
@@ -465,4 +463,290 @@ fn an_ordinary_user_loads_and_imports_into_a_rootless_store() {
     );
     assert!(entries(&store.join("tmp")).is_empty());
     assert_eq!(entries(&store.join("layers/sha256")).len(), 2);
+}
+
+/// The image id `peapod image inspect REFERENCE` prints.
+fn image_id(storage: &Path, reference: &str) -> String {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(storage, &["image", "inspect", reference])).expect("json");
+    inspect[0]["id"].as_str().expect("id").to_owned()
+}
+
+/// Whether `bytes` begin with a POSIX tar header (`ustar` at offset 257).
+fn is_tar(bytes: &[u8]) -> bool {
+    bytes.len() >= 1024 && bytes.get(257..262) == Some(b"ustar".as_slice())
+}
+
+/// A store with the busybox image loaded, in `dir`.
+fn loaded_store(dir: &Path, archive: &Path) -> PathBuf {
+    let storage = dir.join("store");
+    ok(
+        &storage,
+        &["image", "load", archive.to_str().expect("utf-8")],
+    );
+    storage
+}
+
+#[test]
+fn image_save_to_a_pipe_loads_back_from_standard_input_with_the_same_id() {
+    let Some(archive) = busybox_archive() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = loaded_store(dir.path(), &archive);
+    let id = image_id(&storage, BUSYBOX);
+
+    // `image save IMAGE | image load`: no -o, no argument.
+    let mut save = peapod();
+    save.arg("--storage")
+        .arg(&storage)
+        .args(["image", "save", BUSYBOX]);
+    let mut saver = Killed(save.spawn().expect("spawn save"));
+    let pipe = saver.0.stdout.take().expect("stdout");
+    let other = dir.path().join("other");
+    let mut load = peapod();
+    load.arg("--storage")
+        .arg(&other)
+        .args(["image", "load"])
+        .stdin(pipe);
+    let loaded = finish(load.spawn().expect("spawn load"));
+    assert_eq!(loaded.code, 0, "{loaded:?}");
+    assert_eq!(loaded.stdout, format!("Loaded image: {BUSYBOX}\n"));
+    let saved = support::wait_with_timeout(&mut saver.0, std::time::Duration::from_secs(60))
+        .expect("image save finishes");
+    assert!(saved.success(), "{saved:?}");
+    assert_eq!(image_id(&other, BUSYBOX), id);
+
+    // `-o -` into the test's own reader: a tar, which `image load -` takes from stdin.
+    let mut save = peapod();
+    save.arg("--storage")
+        .arg(&storage)
+        .args(["image", "save", "-o", "-", BUSYBOX]);
+    let mut child = save.spawn().expect("spawn save");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut child.stdout.take().expect("stdout"), &mut bytes)
+        .expect("read");
+    assert_eq!(finish(child).code, 0);
+    assert!(is_tar(&bytes), "not a tar: {} bytes", bytes.len());
+    let third = dir.path().join("third");
+    let mut load = peapod();
+    load.arg("--storage")
+        .arg(&third)
+        .args(["image", "load", "-"])
+        .stdin(Stdio::piped());
+    let mut child = load.spawn().expect("spawn load");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+    let out = finish(child);
+    writer.join().expect("writer").expect("write");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(image_id(&third, BUSYBOX), id);
+}
+
+#[test]
+fn image_save_and_load_refuse_a_terminal_in_one_line() {
+    let Some(archive) = busybox_archive() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = loaded_store(dir.path(), &archive);
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let tty = std::fs::File::from(pty.slave);
+    let mut save = peapod();
+    save.arg("--storage")
+        .arg(&storage)
+        .args(["image", "save", BUSYBOX])
+        .stdout(tty.try_clone().expect("dup"));
+    let out = finish(save.spawn().expect("spawn"));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("terminal"), "{out:?}");
+    let mut load = peapod();
+    load.arg("--storage")
+        .arg(&storage)
+        .args(["image", "load"])
+        .stdin(tty);
+    let out = finish(load.spawn().expect("spawn"));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    drop(pty.master);
+}
+
+#[test]
+fn image_save_follows_a_symlink_writes_into_a_fifo_and_replaces_a_regular_file_atomically() {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+    let Some(archive) = busybox_archive() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = loaded_store(dir.path(), &archive);
+    let id = image_id(&storage, BUSYBOX);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let save = |path: &Path| {
+        let out = images(
+            &storage,
+            &[
+                "image",
+                "save",
+                "-o",
+                path.to_str().expect("utf-8"),
+                BUSYBOX,
+            ],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+    };
+    let loads_back = |path: &Path| {
+        let other = tempfile::tempdir().expect("tempdir");
+        let store = other.path().join("store");
+        ok(&store, &["image", "load", path.to_str().expect("utf-8")]);
+        assert_eq!(image_id(&store, BUSYBOX), id);
+    };
+
+    // A new file, and then over it: renamed into place (a new inode), its mode kept.
+    let file = out_dir.join("busybox.tar");
+    save(&file);
+    loads_back(&file);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let before = std::fs::metadata(&file).expect("stat").ino();
+    save(&file);
+    let after = std::fs::metadata(&file).expect("stat");
+    assert_ne!(after.ino(), before, "replaced by a rename");
+    assert_eq!(after.permissions().mode() & 0o777, 0o640);
+    loads_back(&file);
+
+    // Through a symlink to a regular file: the link stays, its target gets the tar.
+    let link = out_dir.join("link.tar");
+    std::os::unix::fs::symlink("busybox.tar", &link).expect("symlink");
+    std::fs::write(&file, b"old").expect("write");
+    save(&link);
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    loads_back(&file);
+    // A dangling symlink: its target is made, as the shell's `>` makes it.
+    let dangling = out_dir.join("dangling.tar");
+    std::os::unix::fs::symlink("made.tar", &dangling).expect("symlink");
+    save(&dangling);
+    assert!(std::fs::symlink_metadata(&dangling)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    loads_back(&out_dir.join("made.tar"));
+
+    // A link to the process's own standard output (what /dev/stdout is): written into.
+    let stdout_link = out_dir.join("stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &stdout_link).expect("symlink");
+    let out = images(
+        &storage,
+        &[
+            "image",
+            "save",
+            "-o",
+            stdout_link.to_str().expect("utf-8"),
+            BUSYBOX,
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(std::fs::symlink_metadata(&stdout_link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+
+    // A FIFO: written into, and still a FIFO; a reader thread gets the bytes.
+    let fifo = out_dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo))
+    };
+    let out = images(
+        &storage,
+        &[
+            "image",
+            "save",
+            "-o",
+            fifo.to_str().expect("utf-8"),
+            BUSYBOX,
+        ],
+    );
+    // Should peapod have failed before opening the FIFO, the reader is still blocked in
+    // open(2): a writer opened and closed here lets it go (ENXIO when it is gone already).
+    let _ = std::fs::File::options()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    let bytes = reader.join().expect("reader").expect("read the fifo");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(is_tar(&bytes));
+    assert!(std::fs::symlink_metadata(&fifo)
+        .expect("lstat")
+        .file_type()
+        .is_fifo());
+    let copy = out_dir.join("from-fifo.tar");
+    std::fs::write(&copy, &bytes).expect("write");
+    loads_back(&copy);
+
+    // Nothing but what was asked for: no temporary files left beside them.
+    assert_eq!(
+        entries(&out_dir),
+        [
+            "busybox.tar",
+            "dangling.tar",
+            "fifo",
+            "from-fifo.tar",
+            "link.tar",
+            "made.tar",
+            "stdout"
+        ]
+    );
+}
+
+#[test]
+fn a_store_with_a_planted_symlink_a_world_writable_root_or_another_owner_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(archive) = busybox_archive() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("store");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    let refused = |reason: &str, named: &Path| {
+        let out = images(
+            &storage,
+            &["image", "load", archive.to_str().expect("utf-8")],
+        );
+        assert_ne!(out.code, 0, "{out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+        assert!(
+            out.stderr.contains(reason) && out.stderr.contains(&named.display().to_string()),
+            "{out:?}"
+        );
+    };
+    ok(&storage, &["images"]);
+    // `layers` a link to a directory outside: refused, nothing unpacked there.
+    std::fs::remove_dir_all(storage.join("layers")).expect("rm");
+    std::os::unix::fs::symlink(&outside, storage.join("layers")).expect("symlink");
+    refused("is a symbolic link", &storage.join("layers"));
+    assert!(entries(&outside).is_empty());
+    std::fs::remove_file(storage.join("layers")).expect("rm");
+    // World-writable.
+    std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    refused("is writable by others (mode 777)", &storage);
+    std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    if !support::is_root() {
+        eprintln!("skipped the part with another owner: needs root to chown");
+        return;
+    }
+    // Another user's (nobody's): root does not use it.
+    nix::unistd::chown(
+        &storage,
+        Some(support::NOBODY.into()),
+        Some(support::NOBODY.into()),
+    )
+    .expect("chown");
+    refused("is owned by uid 65534", &storage);
+    assert!(entries(&storage.join("layers/sha256")).is_empty());
 }

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -41,11 +42,18 @@ impl Source {
             return Ok(Source::Dir(path.to_owned()));
         }
         let file = File::open(path).map_err(Error::io(path))?;
+        Source::tar(store, file, path)
+    }
+
+    /// Reads a tar stream (plain, gzip or zstd) in one pass, so that a pipe serves as well
+    /// as a file: blobs go into the store, small members into memory. `path` names it in
+    /// errors.
+    fn tar(store: &Store, input: impl Read, path: &Path) -> Result<Source> {
         let bad = |e: io::Error| Error::BadArchive {
             path: path.to_owned(),
             problem: format!("not a readable tar archive: {e}"),
         };
-        let reader = crate::unpack::decompress(file).map_err(bad)?;
+        let reader = crate::unpack::decompress(input).map_err(bad)?;
         let mut archive = tar::Archive::new(reader);
         let (mut small, mut blobs, mut links) = (HashMap::new(), HashMap::new(), HashMap::new());
         for entry in archive.entries().map_err(bad)? {
@@ -237,10 +245,24 @@ impl Store {
     pub fn load(&self, path: &Path) -> Result<Vec<Image>> {
         let _lease = self.lease()?;
         let source = Source::open(self, path)?;
+        self.load_source(&source)
+    }
+
+    /// Loads every image of an archive read from `input` (standard input, a pipe): an OCI
+    /// archive or a docker-archive, plain or compressed, as [`Store::load`] takes them. The
+    /// archive is read once from start to end, never sought; `name` names it in errors.
+    pub fn load_from(&self, input: impl Read, name: &Path) -> Result<Vec<Image>> {
+        let _lease = self.lease()?;
+        let source = Source::tar(self, input, name)?;
+        self.load_source(&source)
+    }
+
+    fn load_source(&self, source: &Source) -> Result<Vec<Image>> {
+        let path = source.path();
         if source.has("index.json") {
-            self.load_oci(&source)
+            self.load_oci(source)
         } else if source.has("manifest.json") {
-            self.load_docker(&source)
+            self.load_docker(source)
         } else {
             Err(Error::BadArchive {
                 path: path.to_owned(),
@@ -387,10 +409,76 @@ impl Store {
         Ok(images)
     }
 
-    /// Writes `image` as an OCI archive at `out` (atomically: a temporary file renamed),
-    /// named `name` (or its first name). A Docker v2s2 manifest is written as the OCI
-    /// manifest it is equivalent to.
+    /// Writes `image` as an OCI archive to `out`, named `name` (or its first name):
+    /// through a symbolic link, and straight into anything that is not a regular file (a
+    /// FIFO, a terminal, `/dev/stdout`); a new file or an existing regular file is written
+    /// atomically (a temporary file beside it, synced, renamed over it, keeping its mode),
+    /// so that a failed save never leaves half an archive under the name. A Docker v2s2
+    /// manifest is written as the OCI manifest it is equivalent to.
     pub fn save(&self, image: &Image, name: Option<&str>, out: &Path) -> Result<()> {
+        let target = match std::fs::metadata(out) {
+            Ok(meta) if meta.is_file() => {
+                // Through any link, to the file itself: the link stays, the file is replaced.
+                let real = std::fs::canonicalize(out).map_err(Error::io(out))?;
+                Some((real, Some(meta.permissions().mode() & 0o777)))
+            }
+            Ok(_) => None,
+            // A dangling link: written through, which makes its target (as the shell's `>`).
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(out).is_ok() =>
+            {
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some((out.to_owned(), None)),
+            Err(e) => return Err(Error::io(out)(e)),
+        };
+        let Some((path, mode)) = target else {
+            let file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(out)
+                .map_err(Error::io(out))?;
+            return self.save_to(image, name, file, out);
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp = tempfile_in(dir, &path)?;
+        let result = (|| -> Result<()> {
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(Error::io(&temp))?;
+            if let Some(mode) = mode {
+                file.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(Error::io(&temp))?;
+            }
+            self.save_to(image, name, &file, &path)?;
+            file.sync_all().map_err(Error::io(&temp))
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        std::fs::rename(&temp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            Error::io(&path)(e)
+        })
+    }
+
+    /// Writes `image` as an OCI archive to `out` (standard output, a pipe), in one pass;
+    /// `path` names it in errors. See [`Store::save`].
+    pub fn save_to(
+        &self,
+        image: &Image,
+        name: Option<&str>,
+        out: impl Write,
+        path: &Path,
+    ) -> Result<()> {
         let manifest_bytes = self.read_blob(&image.manifest_digest)?;
         let mut manifest: Value = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| Error::bad_image(format!("manifest {}", image.manifest_digest), e))?;
@@ -420,14 +508,8 @@ impl Store {
             }],
         }))
         .map_err(|e| Error::bad_image("index.json", e))?;
-        let dir = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let temp = tempfile_in(dir, out)?;
-        let result = (|| -> io::Result<()> {
-            let file = File::options().write(true).create_new(true).open(&temp)?;
-            let mut builder = tar::Builder::new(io::BufWriter::new(file));
+        let written = (|| -> io::Result<()> {
+            let mut builder = tar::Builder::new(io::BufWriter::with_capacity(256 * 1024, out));
             append_bytes(
                 &mut builder,
                 "oci-layout",
@@ -473,17 +555,9 @@ impl Store {
                 )?;
             }
             let mut writer = builder.into_inner()?;
-            writer.flush()?;
-            writer.into_inner().map_err(|e| e.into_error())?.sync_all()
+            writer.flush()
         })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&temp);
-            return Err(Error::io(&temp)(e));
-        }
-        std::fs::rename(&temp, out).map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            Error::io(out)(e)
-        })
+        written.map_err(Error::io(path))
     }
 
     /// Makes a one-layer image named `name` from a root file system: a tar (plain, gzip or

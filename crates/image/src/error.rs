@@ -15,6 +15,9 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// A directory of the store that another user owns or can write to, or that is a link.
+    #[error("image store {0}")]
+    UnsafeStore(#[from] peapod_state::DirError),
     /// A digest is not `sha256:` followed by 64 lower-case hex digits.
     #[error("invalid digest {0:?}: only sha256 digests are supported")]
     BadDigest(String),

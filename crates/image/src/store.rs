@@ -22,11 +22,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use oci_spec::image::{ImageConfiguration, ImageManifest};
+use peapod_state::PrivateDir;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
@@ -144,19 +145,30 @@ impl Store {
     }
 
     /// Opens the store at `root`, unpacking layers with `options`.
+    ///
+    /// The root and every directory of the store are checked as the state root is (see
+    /// [`peapod_state::PrivateDir`]): this user's, not writable by others, not a symbolic
+    /// link; the directories below the root also closed to other users (mode 0700), since
+    /// the layers and containers' upper directories below them hold world-writable
+    /// directories. So no other user can make this process unpack, write or remove anything
+    /// outside the store, or take a planted file for a record.
     pub fn open_with(root: &Path, options: UnpackOptions) -> Result<Store> {
-        let store = Store {
+        let dir = PrivateDir::create(root, 0o700)?;
+        for (name, below) in [
+            ("blobs", Some("sha256")),
+            ("layers", Some("sha256")),
+            ("containers", None),
+            ("tmp", None),
+        ] {
+            let sub = dir.subdir(name, 0o700)?;
+            if let Some(below) = below {
+                sub.subdir(below, 0o700)?;
+            }
+        }
+        Ok(Store {
             root: root.to_owned(),
             options,
-        };
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true).mode(0o700);
-        builder.create(root).map_err(Error::io(root))?;
-        for dir in ["blobs/sha256", "layers/sha256", "containers", "tmp"] {
-            let path = root.join(dir);
-            builder.create(&path).map_err(Error::io(&path))?;
-        }
-        Ok(store)
+        })
     }
 
     /// The root directory.
@@ -270,6 +282,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(Error::io(&path))?;
         rustix::fs::flock(&file, operation).map_err(|e| Error::io(&path)(e.into()))?;
@@ -278,7 +291,15 @@ impl Store {
 
     fn read_records(&self) -> Result<ImagesFile> {
         let path = self.root.join("images.json");
-        match std::fs::read(&path) {
+        let read = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut file| {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes).map(|_| bytes)
+            });
+        match read {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::BadImage {
                 what: path.display().to_string(),
                 problem: e.to_string(),

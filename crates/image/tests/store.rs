@@ -186,3 +186,87 @@ fn a_blob_of_the_wrong_content_or_size_is_never_stored() {
         0
     );
 }
+
+/// The one-line error opening the store at `root` gives, which must name `path`.
+fn refusal(root: &std::path::Path, path: &std::path::Path) -> String {
+    let err = Store::open(root).expect_err("an unsafe store is refused");
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    line
+}
+
+#[test]
+fn a_symlink_planted_in_the_store_is_refused_and_nothing_is_written_through_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    Store::open(&root).expect("a new store");
+    for planted in ["layers", "blobs/sha256", "tmp", "containers"] {
+        let path = root.join(planted);
+        std::fs::remove_dir_all(&path).expect("rm");
+        std::os::unix::fs::symlink(&outside, &path).expect("symlink");
+        let line = refusal(&root, &path);
+        assert!(line.contains("is a symbolic link"), "{line}");
+        std::fs::remove_file(&path).expect("rm link");
+        Store::open(&root).expect("remade");
+    }
+    // The root itself as a link to a directory of ours.
+    let link = dir.path().join("store-link");
+    std::os::unix::fs::symlink(&root, &link).expect("symlink");
+    assert!(refusal(&link, &link).contains("is a symbolic link"));
+    // The records and locks as links: refused (ELOOP), never followed.
+    let store = Store::open(&root).expect("open");
+    let target = outside.join("images.json");
+    std::fs::write(&target, r#"{"images":[]}"#).expect("write");
+    std::os::unix::fs::symlink(&target, root.join("images.json")).expect("symlink");
+    store.list().expect_err("images.json through a link");
+    std::fs::remove_file(root.join("images.json")).expect("rm");
+    std::os::unix::fs::symlink(outside.join("lock"), root.join("lock")).expect("symlink");
+    let layer = support::layer(&[Entry::File("f", b"x", 0o644)]);
+    let manifest = support::image(&store, &[(layer.clone(), layer)]);
+    store
+        .add_image(None, OCI_MANIFEST, &manifest)
+        .expect_err("a lock through a link");
+    assert_eq!(
+        std::fs::read_dir(&outside).expect("outside").count(),
+        1,
+        "only the test's own images.json is outside"
+    );
+}
+
+#[test]
+fn a_store_others_can_write_or_another_user_owns_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    // A world-writable directory someone made for us: refused before anything is made in it.
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let line = refusal(&root, &root);
+    assert!(line.contains("writable by others (mode 777)"), "{line}");
+    assert_eq!(std::fs::read_dir(&root).expect("root").count(), 0);
+    // 0755 is fine for the root (nothing below it is open), not for what is below.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Store::open(&root).expect("a 0755 root");
+    let layers = root.join("layers");
+    std::fs::set_permissions(&layers, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert!(refusal(&root, &layers).contains("open to other users"));
+    std::fs::set_permissions(&layers, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    if !is_root() {
+        eprintln!("skipped the part with another owner: needs root to chown");
+        return;
+    }
+    // Another user's store (nobody's): refused to root, whatever its mode.
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534)).expect("chown");
+    assert!(refusal(&root, &root).contains("owned by uid 65534"));
+    std::os::unix::fs::chown(&root, Some(0), Some(0)).expect("chown back");
+    std::os::unix::fs::chown(root.join("tmp"), Some(65534), Some(65534)).expect("chown");
+    assert!(refusal(&root, &root.join("tmp")).contains("owned by uid 65534"));
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

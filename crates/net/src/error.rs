@@ -66,6 +66,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The cache directory (or its `results/`) is a link, another user's, or writable by
+    /// others: its entries decide what DEL runs, so they are not trusted then.
+    #[error("CNI cache {0}")]
+    UnsafeCache(#[from] peapod_state::DirError),
     /// An address or range that does not fit.
     #[error("{0}")]
     Invalid(String),

@@ -2,12 +2,13 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
 
 use crate::error::io;
+use crate::private_dir::{DirError, PrivateDir};
 use crate::{ContainerId, Error, Record, Result};
 
 pub(crate) const STATE_FILE: &str = "state.json";
@@ -40,27 +41,12 @@ pub enum Durability {
 /// Refuses a state root that is a symlink, or that another user owns or can write to: in a
 /// shared directory such as `/tmp` (the fallback of an ordinary user without
 /// `XDG_RUNTIME_DIR`) someone else could have made it first, to read or plant state.
-fn check_owner(root: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(root).map_err(io("cannot inspect state root", root))?;
-    let euid = rustix::process::geteuid().as_raw();
-    let problem = if !meta.is_dir() {
-        Some("is not a directory".to_owned())
-    } else if meta.uid() != euid {
-        Some(format!("is owned by uid {}, not by uid {euid}", meta.uid()))
-    } else if meta.mode() & 0o022 != 0 {
-        Some(format!(
-            "is writable by others (mode {:o})",
-            meta.mode() & 0o7777
-        ))
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(Error::UnsafeRoot {
-            path: root.to_owned(),
-            problem,
-        }),
-        None => Ok(()),
+/// Makes it (mode 0700) when missing.
+fn create_root(root: &Path) -> Result<()> {
+    match PrivateDir::create(root, 0o700) {
+        Ok(_) => Ok(()),
+        Err(DirError::Unsafe { path, problem }) => Err(Error::UnsafeRoot { path, problem }),
+        Err(DirError::Io { path, source }) => Err(io("cannot create state root", &path)(source)),
     }
 }
 
@@ -86,12 +72,7 @@ pub struct Entry {
 impl Store {
     /// Opens the state root, creating it (mode 0700) when missing.
     pub fn open(root: &Path) -> Result<Store> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .map_err(io("cannot create state root", root))?;
-        check_owner(root)?;
+        create_root(root)?;
         Ok(Store {
             root: root.to_owned(),
         })
@@ -325,7 +306,7 @@ mod tests {
         fs::remove_dir(&root).expect("rmdir");
         std::os::unix::fs::symlink(dir.path(), &root).expect("symlink");
         let err = Store::open(&root).expect_err("a symlink");
-        assert!(err.to_string().contains("is not a directory"), "{err}");
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
     }
 
     #[test]

@@ -17,17 +17,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`PrivateDir`] is the check of a directory only its owner can change, which the image
+//! store and the CNI cache use too.
+//!
 //! It does not start or signal processes; [`Record::status`] only looks at them.
 #![deny(missing_docs)]
 
 mod entry;
 mod error;
 mod id;
+mod private_dir;
 mod process;
 mod record;
 
 pub use entry::{Durability, Entry, Salvaged, Store};
 pub use error::{Error, Result};
 pub use id::ContainerId;
+pub use private_dir::{DirError, PrivateDir};
 pub use process::ProcessIdentity;
 pub use record::{rfc3339, Record, Status, OCI_VERSION};
