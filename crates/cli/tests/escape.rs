@@ -111,6 +111,28 @@ fn run_detached(rootfs: &TestRootfs, name: &str) -> support::Outcome {
     finish(command.spawn().expect("spawn peapod run -d"))
 }
 
+/// Deletes container `.1` of the test (`delete --force`) on drop, also when the test failed
+/// midway: its record, cgroup and processes go with it.
+struct Deleted<'a>(&'a TestRootfs, &'static str);
+
+impl Drop for Deleted<'_> {
+    fn drop(&mut self) {
+        let delete = self
+            .0
+            .peapod()
+            .args(["delete", "--force", self.1])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut child) = delete {
+            if wait_with_timeout(&mut child, TIMEOUT).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// Whether the kernel lets a process push input into its own controlling terminal
 /// (`dev.tty.legacy_tiocsti`, since 6.2; older kernels always do).
 fn tiocsti_allowed() -> bool {
@@ -174,6 +196,7 @@ fn a_container_cannot_type_into_the_terminal_of_the_shell_that_started_it() {
     pushed_command_never_runs(&mut shell, &run);
 
     // The same for a process `exec`'d into a running container.
+    let _deleted = Deleted(&rootfs, "tty-target");
     let detached = run_detached(&rootfs, "tty-target");
     assert_eq!(detached.code, 0, "{detached:?}");
     let exec = peapod_line(&rootfs, &format!("exec tty-target {probe}"));
@@ -209,6 +232,7 @@ fn detached_and_execd_processes_lead_sessions_of_their_own() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
+    let _deleted = Deleted(&rootfs, "leader");
     let out = run_detached(&rootfs, "leader");
     assert_eq!(out.code, 0, "{out:?}");
     let state = finish(
@@ -269,12 +293,13 @@ fn kill_zero_inside_reaches_the_container_and_not_its_caller() {
     // its own session, `kill -KILL 0` inside killed peapod (and would have killed this test).
     let mut command = rootfs.peapod();
     command
-        .args(["run", "--rootfs", rootfs.arg(), "--"])
+        .args(["run", "--name", "kill-zero", "--rootfs", rootfs.arg(), "--"])
         // The container's PID 1 ignores SIGKILL from inside its namespace: a child shell
         // sends it, to its whole process group, and PID 1 reports what became of it.
         .args(["/bin/sh", "-c", "/bin/sh -c 'kill -KILL 0'; echo inner=$?"])
         .process_group(0);
     command.stdout(Stdio::piped());
+    let _deleted = Deleted(&rootfs, "kill-zero");
     let mut child = command.spawn().expect("spawn peapod");
     let pid = child.id();
     let status = wait_with_timeout(&mut child, TIMEOUT);
@@ -307,8 +332,8 @@ fn kill_zero_inside_reaches_the_container_and_not_its_caller() {
 const KEY_SCRIPT: &str = r#"set -e
 keyctl link @u @s
 id=$(keyctl add user peapod-escape-test-$$ s3cret-42 @u)
-keyctl timeout "$id" 60
 trap 'keyctl unlink "$id" @u >/dev/null 2>&1 || true' EXIT
+keyctl timeout "$id" 60
 keyctl setperm "$id" 0x3f010000
 echo caller=$(keyctl pipe "$id")
 echo new=$("$PEAPOD" --root "$STATE" run --rootfs "$ROOTFS" --security-opt seccomp=unconfined -- /probe keyread "$id")
