@@ -368,6 +368,12 @@ fn make_readonly(root: &InRoot, path: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(mount_error("read-only bind", path))?;
+    remount_readonly(root, path, "read-only remount")
+}
+
+/// Remounts the bind mount at `path` read-only (`what` names the step in the error). The
+/// path is resolved again: a descriptor taken before the bind names what it covers.
+fn remount_readonly(root: &InRoot, path: &Path, what: &str) -> Result<()> {
     let mounted = FdPath::new(root.resolve(path)?);
     let flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
@@ -380,11 +386,12 @@ fn make_readonly(root: &InRoot, path: &Path) -> Result<()> {
         flags,
         None::<&str>,
     )
-    .map_err(mount_error("read-only remount", path))
+    .map_err(mount_error(what, path))
 }
 
-/// Hides `path`: `/dev/null` over a file (bound read-only, so that the masked name takes no
-/// writes either), an empty read-only tmpfs over a directory.
+/// Hides `path`: `/dev/null` over a file, bound read-only (writes still reach only the null
+/// device: a device node takes them on a read-only mount), an empty read-only tmpfs over a
+/// directory.
 fn mask(root: &InRoot, path: &Path) -> Result<()> {
     let Some(fd) = resolve_existing(root, path)? else {
         return Ok(());
@@ -412,19 +419,7 @@ fn mask(root: &InRoot, path: &Path) -> Result<()> {
             None::<&str>,
         )
         .map_err(mount_error("/dev/null (mask)", path))?;
-        let masked = FdPath::new(root.resolve(path)?);
-        let flags = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | locked_flags(masked.as_str());
-        mount(
-            None::<&str>,
-            masked.as_str(),
-            None::<&str>,
-            flags,
-            None::<&str>,
-        )
-        .map_err(mount_error("read-only remount (mask)", path))
+        remount_readonly(root, path, "read-only remount (mask)")
     }
 }
 
