@@ -14,6 +14,7 @@
 //!   /bin/busybox             the host's busybox-static
 //!   /modules/NN-NAME.ko      virtio, 9p, overlayfs, numbered in dependency order
 //!   /tests.sh, /plan.sh      the second stage and what it runs
+//!   /keep.sh                 the host directories kept visible under the guest's tmpfs
 //! /host                      the host's `/` over 9p (-virtfs, read-only)
 //! /rw                        tmpfs: the overlay's upper and work directories
 //! /newroot = overlay(/host, /rw/upper)   becomes `/` (switch_root), writable, lost at power-off
@@ -99,9 +100,25 @@ pub(crate) fn run(args: &[String]) -> Result {
         plan.push('\n');
     }
 
+    // The host directories the tests read, kept visible in the guest where its own tmpfs on
+    // /tmp, /var/tmp or /run would cover them (CI's clone may well be under /tmp).
+    let mut keep = String::from("KEEP=");
+    let target = std::path::absolute(target_dir()).map_err(|e| format!("target dir: {e}"))?;
+    let root = std::path::absolute(crate::root()).map_err(|e| format!("workspace: {e}"))?;
+    let mut kept = vec![root.clone()];
+    if !target.starts_with(&root) {
+        kept.push(target);
+    }
+    let words: Vec<String> = kept
+        .iter()
+        .map(|p| quote(&p.display().to_string()))
+        .collect();
+    keep += &quote(&words.join(" "));
+    keep.push('\n');
+
     let mut cpio = Cpio::default();
     for dir in [
-        "bin", "dev", "proc", "sys", "modules", "host", "rw", "newroot",
+        "bin", "dev", "proc", "sys", "modules", "host", "rw", "newroot", "keep",
     ] {
         cpio.dir(dir);
     }
@@ -111,6 +128,7 @@ pub(crate) fn run(args: &[String]) -> Result {
     cpio.file("init", 0o755, include_bytes!("vm/init.sh"));
     cpio.file("tests.sh", 0o755, include_bytes!("vm/tests.sh"));
     cpio.file("plan.sh", 0o644, plan.as_bytes());
+    cpio.file("keep.sh", 0o644, keep.as_bytes());
     for (i, module) in modules.iter().enumerate() {
         let name = module.file_name().unwrap_or_default().to_string_lossy();
         cpio.file(&format!("modules/{i:02}-{name}"), 0o644, &read(module)?);

@@ -30,8 +30,27 @@ $bb mkdir /rw/upper /rw/work
 $bb mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work overlay /newroot ||
     fail "cannot mount the overlay of the host's root"
 
-# The plan (variables, tests) and tests.sh go to the new root's /run, a tmpfs of its own.
+# The guest's own /run, /tmp and /var/tmp are fresh tmpfs mounts. The host directories the
+# tests read (the workspace and its target directory, in keep.sh) may be below one of them,
+# as a CI clone under /tmp is: each is held by a bind mount first and moved back on top.
+. /keep.sh
+eval "set -- $KEEP"
+i=0
+for path in "$@"; do
+    $bb mkdir -p "/keep/$i"
+    $bb mount --bind "/newroot$path" "/keep/$i" || fail "cannot hold $path"
+    i=$((i + 1))
+done
 $bb mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "cannot mount /run"
+$bb mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "cannot mount /tmp"
+$bb mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp || fail "cannot mount /var/tmp"
+i=0
+for path in "$@"; do
+    $bb mkdir -p "/newroot$path"
+    $bb mount --move "/keep/$i" "/newroot$path" || fail "cannot put $path back"
+    i=$((i + 1))
+done
+# The plan (variables, tests) and tests.sh go to the new root's /run.
 $bb mkdir -p /newroot/run/peapod-vm
 $bb cp /tests.sh /plan.sh /newroot/run/peapod-vm/ || fail "cannot copy the plan"
 for fs in proc sys dev; do

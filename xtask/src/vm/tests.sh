@@ -12,8 +12,6 @@ fail() {
     $bb poweroff -f
 }
 
-$bb mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "cannot mount /tmp"
-$bb mount -t tmpfs -o mode=1777 tmpfs /var/tmp || fail "cannot mount /var/tmp"
 $bb mkdir -p /dev/pts /dev/shm
 $bb mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts || fail "cannot mount devpts"
 $bb mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "cannot mount /dev/shm"
