@@ -91,7 +91,8 @@ fn a_container_cannot_type_into_the_terminal_of_the_shell_that_started_it() {
     let _deleted = Deleted(&rootfs, "tty-target");
     let detached = run_detached(&rootfs, "tty-target");
     assert_eq!(detached.code, 0, "{detached:?}");
-    let exec = peapod_line(&rootfs, &format!("exec tty-target {probe}"));
+    // `-i`: the caller's terminal is its stdin (without it, /dev/null).
+    let exec = peapod_line(&rootfs, &format!("exec -i tty-target {probe}"));
     pushed_command_never_runs(&mut shell, &exec);
     let out = finish(
         rootfs
