@@ -113,7 +113,7 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Run a new process in a running container.
     #[command(
-        after_long_help = "Example:\n  peapod exec web ps\n  peapod exec --tty --console-socket /run/sock web /bin/sh"
+        after_long_help = "Example:\n  peapod exec web ps\n  peapod exec -it web sh\n  echo hi | peapod exec -i web cat\n  peapod exec --tty --console-socket /run/sock --detach web /bin/sh"
     )]
     Exec(ExecArgs),
     /// List the processes of a container.
@@ -346,9 +346,16 @@ pub(crate) struct ExecArgs {
     /// the arguments given and the changes below.
     #[arg(short, long, value_name = "FILE")]
     pub process: Option<PathBuf>,
-    /// Give the process a terminal; its pty master goes to --console-socket.
+    /// Give the process a terminal: its pty master goes to --console-socket, or, in the
+    /// foreground without one, peapod joins it to its own (raw mode, window size passed on).
     #[arg(short, long)]
     pub tty: bool,
+    /// Pass the caller's standard input to the process (typed into its terminal with
+    /// --tty). Without it, a command given after the id gets /dev/null (docker's exec);
+    /// with --process, --detach or --console-socket the process keeps the descriptors
+    /// peapod was given, as runc's.
+    #[arg(short, long)]
+    pub interactive: bool,
     /// A unix socket to send the pty master to (with --tty or process.terminal).
     #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
@@ -622,6 +629,11 @@ pub(crate) struct RunArgs {
     /// it to its own (raw mode, window size passed on).
     #[arg(short, long)]
     pub tty: bool,
+    /// Keep stdin open: what a foreground run always does (the container reads the caller's
+    /// standard input, typed into its terminal with --tty, as runc's run); for Docker's
+    /// command lines (`run -it`).
+    #[arg(short, long)]
+    pub interactive: bool,
     /// Keep the caller's session keyring instead of a new one named after the container
     /// (the container then possesses the caller's keys).
     #[arg(long)]

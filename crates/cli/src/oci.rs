@@ -194,9 +194,14 @@ pub(crate) fn list(rt: &Runtime, args: ListArgs) -> Result<i32, Error> {
 }
 
 pub(crate) fn exec(rt: &Runtime, args: ExecArgs) -> Result<i32, Error> {
+    // runc's argv, as the containerd shim and conmon give it: they hand the process its
+    // stdio as peapod's own descriptors, which it must keep. Typed by a person, as docker's:
+    // stdin only with -i.
+    let runc_argv = args.process.is_some() || args.detach || args.console_socket.is_some();
     let options = ExecOptions {
         process: args.process,
         tty: args.tty,
+        no_stdin: !args.interactive && !runc_argv,
         console_socket: args.console_socket,
         detach: args.detach,
         pid_file: args.pid_file,

@@ -6,98 +6,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use support::{facts, finish, probe, run_in, wait_with_timeout, TestRootfs, TIMEOUT};
-
-/// A shell the test drives through a pty of its own, whose slave is the shell's controlling
-/// terminal: the caller's terminal of a container started from it. Killed on drop.
-struct TerminalShell {
-    master: std::fs::File,
-    child: std::process::Child,
-    /// Everything read from the terminal so far.
-    seen: String,
-}
-
-impl TerminalShell {
-    fn start() -> TerminalShell {
-        let pty = nix::pty::openpty(None, None).expect("openpty");
-        let slave: OwnedFd = pty.slave;
-        let slave_fd = slave.as_raw_fd();
-        let mut command = Command::new("/bin/sh");
-        command
-            .stdin(Stdio::from(slave.try_clone().expect("dup")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: setsid and ioctl are async-signal-safe; the closure touches only the
-        // descriptor number it copied.
-        unsafe {
-            command.pre_exec(move || {
-                nix::unistd::setsid()?;
-                if libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("spawn sh on the pty");
-        let master = std::fs::File::from(pty.master);
-        nix::fcntl::fcntl(
-            master.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .expect("non-blocking master");
-        TerminalShell {
-            master,
-            child,
-            seen: String::new(),
-        }
-    }
-
-    /// Types `line` into the terminal, as its user would.
-    fn type_line(&mut self, line: &str) {
-        self.master
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("write to the pty");
-    }
-
-    /// Reads the terminal until `needle` has appeared after what was seen before; returns
-    /// what came meanwhile.
-    fn read_until(&mut self, needle: &str) -> String {
-        let start = self.seen.len();
-        let deadline = Instant::now() + TIMEOUT;
-        let mut buf = [0u8; 4096];
-        while !self.seen[start..].contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {needle:?} on the terminal; it showed {:?}",
-                &self.seen[start..]
-            );
-            match self.master.read(&mut buf) {
-                Ok(n) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => {
-                    let mut fds = [nix::poll::PollFd::new(
-                        std::os::fd::AsFd::as_fd(&self.master),
-                        nix::poll::PollFlags::POLLIN,
-                    )];
-                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
-                }
-            }
-        }
-        self.seen[start..].to_owned()
-    }
-}
-
-impl Drop for TerminalShell {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::terminal::Terminal;
+use support::{facts, finish, probe, run_in, wait_with_timeout, Deleted, TestRootfs, TIMEOUT};
 
 /// `peapod run -d --name NAME ... -- sleep 600`; its output to /dev/null (the container keeps
 /// what it inherits, so a pipe would stay open as long as it runs).
@@ -109,28 +23,6 @@ fn run_detached(rootfs: &TestRootfs, name: &str) -> support::Outcome {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     finish(command.spawn().expect("spawn peapod run -d"))
-}
-
-/// Deletes container `.1` of the test (`delete --force`) on drop, also when the test failed
-/// midway: its record, cgroup and processes go with it.
-struct Deleted<'a>(&'a TestRootfs, &'static str);
-
-impl Drop for Deleted<'_> {
-    fn drop(&mut self) {
-        let delete = self
-            .0
-            .peapod()
-            .args(["delete", "--force", self.1])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        if let Ok(mut child) = delete {
-            if wait_with_timeout(&mut child, TIMEOUT).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }
 
 /// Whether the kernel lets a process push input into its own controlling terminal
@@ -151,7 +43,7 @@ fn peapod_line(rootfs: &TestRootfs, args: &str) -> String {
 /// Runs `command_line` (which starts the probe in a container) from a shell on a terminal
 /// the test owns; the probe pushes a command into its terminal. Returns what the shell
 /// showed, checked to hold no output of the pushed command.
-fn pushed_command_never_runs(shell: &mut TerminalShell, command_line: &str) {
+fn pushed_command_never_runs(shell: &mut Terminal, command_line: &str) {
     // `$((6*7))` is echoed by the terminal as typed; only a shell running it prints 42.
     shell.type_line(&format!(
         "{command_line} tiocsti 'echo INJECTED-$((6*7))'; echo DONE-$((1+1))"
@@ -188,7 +80,7 @@ fn a_container_cannot_type_into_the_terminal_of_the_shell_that_started_it() {
     if !tiocsti_allowed() {
         eprintln!("dev.tty.legacy_tiocsti is 0: TIOCSTI is refused by the kernel here; only /dev/tty is checked");
     }
-    let mut shell = TerminalShell::start();
+    let mut shell = Terminal::shell();
     let run = peapod_line(
         &rootfs,
         &format!("run --rootfs {} -- {probe}", rootfs.arg()),
@@ -199,7 +91,8 @@ fn a_container_cannot_type_into_the_terminal_of_the_shell_that_started_it() {
     let _deleted = Deleted(&rootfs, "tty-target");
     let detached = run_detached(&rootfs, "tty-target");
     assert_eq!(detached.code, 0, "{detached:?}");
-    let exec = peapod_line(&rootfs, &format!("exec tty-target {probe}"));
+    // `-i`: the caller's terminal is its stdin (without it, /dev/null).
+    let exec = peapod_line(&rootfs, &format!("exec -i tty-target {probe}"));
     pushed_command_never_runs(&mut shell, &exec);
     let out = finish(
         rootfs

@@ -80,6 +80,24 @@ impl Podman {
     }
 
     fn run(&self, args: &[&str]) -> Outcome {
+        finish(self.command(args).spawn().expect("spawn podman"))
+    }
+
+    /// `podman ARGS...` with `input` on its stdin, kept open until podman ends.
+    fn run_with_input(&self, args: &[&str], input: &str) -> Outcome {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn podman");
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("write stdin");
+        let out = finish(child);
+        drop(stdin);
+        out
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let dir = self.path();
         let mut cmd = Command::new("podman");
         cmd.env("CONTAINERS_CONF", dir.join("containers.conf"))
@@ -93,7 +111,7 @@ impl Podman {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        finish(cmd.spawn().expect("spawn podman"))
+        cmd
     }
 
     /// `podman run --rm --network none FLAGS IMAGE CMD...`.
@@ -155,4 +173,36 @@ fn podman_read_only_and_memory_limits_work_through_peapod() {
         left.is_empty(),
         "peapod state left by podman --rm: {left:?}"
     );
+}
+
+#[test]
+fn podman_exec_keeps_the_stdio_conmon_gives_peapod() {
+    // conmon runs runc's argv (`exec --process FILE --detach ...`, with --console-socket
+    // for -t) and hands the process its stdio as peapod's own descriptors: peapod must not
+    // put /dev/null in their place as its own `exec` without -i does.
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(podman) = Podman::new(&rootfs) else {
+        return;
+    };
+    let out = podman.run(&[
+        "run",
+        "-d",
+        "--name",
+        "exec-target",
+        "--network",
+        "none",
+        "localhost/peapod-test:1",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = podman.run_with_input(&["exec", "-i", "exec-target", "head", "-n", "1"], "hi\n");
+    assert_eq!((out.code, out.stdout.as_str()), (0, "hi\n"), "{out:?}");
+    let out = podman.run(&["exec", "-t", "exec-target", "tty"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("/dev/pts/"), "{out:?}");
+    let out = podman.run(&["rm", "--force", "--time", "0", "exec-target"]);
+    assert_eq!(out.code, 0, "{out:?}");
 }

@@ -32,6 +32,7 @@ pub struct ExecConfig {
     preserve_fds: u32,
     terminal: Option<Option<WindowSize>>,
     console: Option<Console>,
+    stdin: Option<RawFd>,
     seccomp: Option<peapod_seccomp::Filter>,
     keyring: SessionKeyring,
 }
@@ -46,6 +47,7 @@ impl ExecConfig {
             preserve_fds: 0,
             terminal: terminal(process),
             console: None,
+            stdin: None,
             seccomp: None,
             keyring: SessionKeyring::named(None),
         })
@@ -65,6 +67,14 @@ impl ExecConfig {
     /// true. It must stay open until [`enter`] returns.
     pub fn console_socket(mut self, socket: RawFd) -> ExecConfig {
         self.console = self.terminal.map(|size| Console { socket, size });
+        self
+    }
+
+    /// The descriptor the process gets as its standard input instead of the caller's (docker's
+    /// `exec` without `-i` gives it /dev/null); a terminal's slave replaces it. It must stay
+    /// open until [`enter`] returns.
+    pub fn stdin(mut self, fd: RawFd) -> ExecConfig {
+        self.stdin = Some(fd);
         self
     }
 
@@ -173,6 +183,11 @@ fn set_up_and_exec(
     channel: &Channel,
 ) -> std::result::Result<Infallible, ChildFailure> {
     reset_signals().map_err(|e| ChildFailure::new("signals", e))?;
+    if let Some(fd) = config.stdin {
+        // Opened by the runtime on the host, before any namespace is joined: nothing of the
+        // container decides what it is.
+        nix::unistd::dup2(fd, 0).map_err(|e| ChildFailure::new("stdin", e))?;
+    }
     // As the container's first process: out of the caller's session and keyring.
     session::leave_callers_session().map_err(|e| ChildFailure::new("session", e))?;
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.

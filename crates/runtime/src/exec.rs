@@ -1,7 +1,8 @@
 //! Exec: runs a new process in a created or running container, as runc's: in all
 //! its namespaces and its cgroup, with the container's `process` (or a `process` file) and
 //! the changes asked for; in the foreground (waiting, forwarding signals, exiting with
-//! its status) or `--detach`ed.
+//! its status) or `--detach`ed. A foreground process with a terminal and no
+//! `--console-socket` gets it relayed by peapod itself, as `run -t` (docker's `exec -it`).
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,11 @@ pub struct ExecOptions {
     pub process: Option<PathBuf>,
     /// Give the process a terminal.
     pub tty: bool,
+    /// Keep the caller's standard input from the process (docker's `exec` without `-i`): it
+    /// reads /dev/null, or, with a terminal peapod relays, nothing is typed into it. Without
+    /// this it inherits the caller's, as runc's `exec` (which the containerd shim and conmon
+    /// run with the descriptors they want the process to have).
+    pub no_stdin: bool,
     /// Where the pty master is sent.
     pub console_socket: Option<PathBuf>,
     /// Return once it runs, rather than wait for it and forward signals.
@@ -77,8 +83,26 @@ pub(crate) fn exec(rt: &Runtime, id: &str, args: &ExecOptions) -> Result<i32> {
         .preserve_fds(args.preserve_fds)
         .exec_through(rt.exec_through());
     let console = console_socket(args.console_socket.as_deref(), config.wants_terminal())?;
-    if let Some(socket) = &console {
+    // A terminal nobody else takes, in the foreground: peapod holds its master and relays
+    // it, as `run -t` does. Detached, it still needs --console-socket, as runc's.
+    let own_terminal = match console.is_none() && config.wants_terminal() && !args.detach {
+        true => Some(crate::tty::socket_pair().map_err(Error::runtime)?),
+        false => None,
+    };
+    let theirs = own_terminal.as_ref().map(|(_, theirs)| theirs);
+    if let Some(socket) = console.as_ref().or(theirs) {
         config = config.console_socket(socket.as_raw_fd());
+    }
+    let null = match args.no_stdin && !config.wants_terminal() {
+        true => Some(
+            std::fs::File::open("/dev/null")
+                .context("cannot open /dev/null")
+                .map_err(Error::runtime)?,
+        ),
+        false => None,
+    };
+    if let Some(null) = &null {
+        config = config.stdin(null.as_raw_fd());
     }
 
     let target = Target::open(Pid::from_raw(process.pid)).map_err(peapod_container::Error::from)?;
@@ -88,21 +112,35 @@ pub(crate) fn exec(rt: &Runtime, id: &str, args: &ExecOptions) -> Result<i32> {
             "container {id} is stopped: cannot exec in it"
         )));
     }
-    let forwarder = (!args.detach).then(SignalForwarder::install).transpose()?;
+    // Installed before the process exists, so no signal sent meanwhile is lost.
+    let forwarder = match (args.detach, &own_terminal) {
+        (true, _) => None,
+        (false, Some(_)) => Some(SignalForwarder::install_for_terminal()?),
+        (false, None) => Some(SignalForwarder::install()?),
+    };
     let cgroup = crate::cgroups::of_record(&record)?;
     let created = enter(&target, &config, |pid| match &cgroup {
         // Before it is set up, so that everything it does counts against the container.
         Some(cgroup) => Ok(cgroup.add(pid.as_raw().unsigned_abs())?),
         None => Ok(()),
     })?;
+    // The process sent the master while it was set up.
+    let master = own_terminal
+        .as_ref()
+        .map(|(ours, _)| crate::tty::receive_master(ours))
+        .transpose()
+        .map_err(Error::runtime)?;
     let pid = created.start()?;
     tracing::debug!("exec process {pid} started in container {id}");
     if let Some(path) = &args.pid_file {
         write_pid_file(path, pid.as_raw()).map_err(Error::runtime)?;
     }
-    match forwarder {
-        None => Ok(0),
-        Some(forwarder) => Ok(forwarder.wait(pid)?.code()),
+    match (forwarder, master) {
+        (None, _) => Ok(0),
+        (Some(forwarder), Some(master)) => {
+            Ok(crate::tty::relay(master, &forwarder, pid, !args.no_stdin)?.code())
+        }
+        (Some(forwarder), None) => Ok(forwarder.wait(pid)?.code()),
     }
 }
 

@@ -1,7 +1,6 @@
 //! Running a container: created and started in one go, in the foreground (waiting,
 //! forwarding signals, deleting it at the end) or detached.
 
-use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -85,9 +84,7 @@ pub(crate) fn run(
     let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let own_terminal = match wants_terminal && options.console_socket.is_none() {
         true => {
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-                .context("cannot make a socket for the terminal")
-                .map_err(Error::runtime)?;
+            let (ours, theirs) = crate::tty::socket_pair().map_err(Error::runtime)?;
             options.console_stream = Some(theirs);
             Some(ours)
         }
@@ -125,12 +122,9 @@ pub(crate) fn run(
             }
         }
         match master {
-            Some(master) => crate::tty::proxy(master, &forwarder, pid).map_err(|e| {
-                peapod_container::Error::Os {
-                    what: "the terminal failed",
-                    source: std::io::Error::other(format!("{e:#}")),
-                }
-            }),
+            // A foreground run always passes its stdin on (as `runc run`, with or without
+            // `-i`), so the terminal's input is relayed too.
+            Some(master) => crate::tty::relay(master, &forwarder, pid, true),
             None => forwarder.wait(pid),
         }
     });

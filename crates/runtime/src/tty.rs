@@ -1,7 +1,11 @@
-//! `peapod run -t` without `--console-socket`: peapod itself holds the container's pty and
-//! joins it to its own standard input and output, as `runc run -t` does: the caller's
-//! terminal in raw mode (restored at the end), its size passed on at start and on every
-//! `SIGWINCH`.
+//! `peapod run -t` and `peapod exec -t` without `--console-socket`: peapod itself holds the
+//! process's pty and joins it to its own standard input and output, as `runc run -t` and
+//! `docker exec -it` do: the caller's terminal in raw mode (restored at the end), its size
+//! passed on at start and on every `SIGWINCH`.
+//!
+//! The relay only reads and writes bytes: the process can change its own pty as it likes,
+//! but never the caller's terminal, on which peapod makes no call on its behalf (the only
+//! ones are reading its size and setting and restoring raw mode).
 
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -14,6 +18,12 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::termios::{self, SetArg, Termios};
 use nix::unistd::Pid;
 use peapod_container::{Exit, SignalForwarder};
+
+/// A connected pair of unix sockets: the first end is the runtime's, to receive the pty master
+/// through; the second goes to the process that makes the pty.
+pub(crate) fn socket_pair() -> anyhow::Result<(UnixStream, UnixStream)> {
+    UnixStream::pair().context("cannot make a socket for the terminal")
+}
 
 /// Receives the pty master the container process sent through `socket`.
 pub(crate) fn receive_master(socket: &UnixStream) -> anyhow::Result<OwnedFd> {
@@ -62,8 +72,17 @@ impl Drop for RawMode {
     }
 }
 
-/// Copies the size of terminal `from` to terminal `to`, if `from` is one.
-fn copy_size(from: RawFd, to: RawFd) {
+/// Copies the size of the caller's terminal (its stdin, else its stdout) to terminal `to`.
+fn copy_caller_size(to: RawFd) {
+    for from in [0, 1] {
+        if copy_size(from, to) {
+            return;
+        }
+    }
+}
+
+/// Copies the size of terminal `from` to terminal `to`, if `from` is one; whether it is.
+fn copy_size(from: RawFd, to: RawFd) -> bool {
     let mut ws: libc::winsize = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -77,23 +96,30 @@ fn copy_size(from: RawFd, to: RawFd) {
             cols: ws.ws_col,
         };
         let _ = peapod_container::set_window_size(to, size);
+        return true;
     }
+    false
 }
 
-/// Joins stdin and stdout to `master` until `pid` ends (forwarding signals meanwhile), then
-/// returns its exit.
-pub(crate) fn proxy(
+/// Joins stdout, and stdin when `input`, to `master` until `pid` ends (forwarding signals
+/// meanwhile), then returns its exit. Without `input` (docker's `-t` without `-i`) the
+/// caller's terminal stays as it is: its keys are its own (Ctrl-C signals peapod, which
+/// forwards the signal).
+fn proxy(
     master: OwnedFd,
     forwarder: &SignalForwarder,
     pid: Pid,
+    input: bool,
 ) -> anyhow::Result<Exit> {
     let stdin = std::io::stdin();
-    let _raw = match stdin.is_terminal() {
+    // Restored when this returns, by any path: the `?`s below included. (A panic aborts
+    // the release build without unwinding; nothing here panics.)
+    let _raw = match input && stdin.is_terminal() {
         true => Some(RawMode::enter(stdin.as_fd())?),
         false => None,
     };
-    copy_size(0, master.as_raw_fd());
-    let mut stdin_open = true;
+    copy_caller_size(master.as_raw_fd());
+    let mut stdin_open = input;
     let mut master_open = true;
     let mut buf = [0u8; 8192];
     loop {
@@ -131,7 +157,7 @@ pub(crate) fn proxy(
             }
         }
         if signal {
-            let resized = forwarder.step(pid, |_| copy_size(0, master.as_raw_fd()))?;
+            let resized = forwarder.step(pid, |_| copy_caller_size(master.as_raw_fd()))?;
             if let Some(exit) = resized {
                 // What the container wrote last, without waiting for more: a process it
                 // left behind may hold the terminal open.
@@ -142,6 +168,19 @@ pub(crate) fn proxy(
             }
         }
     }
+}
+
+/// [`proxy`] with its error as the container crate's, as the runtime's waits return it.
+pub(crate) fn relay(
+    master: OwnedFd,
+    forwarder: &SignalForwarder,
+    pid: Pid,
+    input: bool,
+) -> Result<Exit, peapod_container::Error> {
+    proxy(master, forwarder, pid, input).map_err(|e| peapod_container::Error::Os {
+        what: "the terminal failed",
+        source: std::io::Error::other(format!("{e:#}")),
+    })
 }
 
 fn readable_now(fd: BorrowedFd<'_>) -> bool {

@@ -4,6 +4,7 @@
 
 pub mod net;
 pub mod pods;
+pub mod terminal;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -148,6 +149,28 @@ pub fn run_in(rootfs: &TestRootfs, extra: &[&str], cmd: &[&str]) -> Outcome {
 /// A shell script in a container with default flags.
 pub fn sh(rootfs: &TestRootfs, script: &str) -> Outcome {
     run_in(rootfs, &[], &["/bin/sh", "-c", script])
+}
+
+/// Deletes container `.1` of the test (`delete --force`) on drop, also when the test failed
+/// midway: its record, cgroup and processes go with it.
+pub struct Deleted<'a>(pub &'a TestRootfs, pub &'static str);
+
+impl Drop for Deleted<'_> {
+    fn drop(&mut self) {
+        let delete = self
+            .0
+            .peapod()
+            .args(["delete", "--force", self.1])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut child) = delete {
+            if wait_with_timeout(&mut child, TIMEOUT).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
 }
 
 /// Waits for `child` at most [`TIMEOUT`], killing it (by its pid) when it takes longer.
