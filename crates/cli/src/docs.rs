@@ -10,7 +10,10 @@ use crate::args::Cli;
 use peapod_runtime::Error;
 
 pub(crate) fn completion(shell: clap_complete::Shell) -> Result<i32, Error> {
-    clap_complete::generate(shell, &mut Cli::command(), "peapod", &mut std::io::stdout());
+    // Made whole first: clap_complete panics on a write error, and a closed pipe is one.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "peapod", &mut script);
+    crate::output::out!("{}", String::from_utf8_lossy(&script));
     Ok(0)
 }
 

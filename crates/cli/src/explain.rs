@@ -4,6 +4,7 @@ use peapod_pod::Explained;
 use peapod_runtime::{Error, Runtime};
 
 use crate::args::{ExplainArgs, Format};
+use crate::output::out;
 use crate::to_json;
 
 pub(crate) fn run(rt: &Runtime, args: ExplainArgs) -> Result<i32, Error> {
@@ -13,6 +14,6 @@ pub(crate) fn run(rt: &Runtime, args: ExplainArgs) -> Result<i32, Error> {
         (Explained::Container(report), Format::Table) => report.render(args.why, args.mounts),
         (Explained::Pod(report), Format::Table) => report.render(args.why),
     };
-    print!("{text}");
+    out!("{text}");
     Ok(0)
 }

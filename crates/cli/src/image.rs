@@ -9,6 +9,7 @@ use peapod_runtime::{Error, Runtime};
 use serde_json::json;
 
 use crate::args::{Format, GlobalArgs, ImageCommand, ImagesArgs, RmiArgs};
+use crate::output::outln;
 
 /// The store `--storage`, `PEAPOD_STORAGE` or the default root names, unpacking as the
 /// runtime runs (rootless or not).
@@ -40,7 +41,7 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
             for reference in &args.images {
                 out.push(inspect_json(&find(store, reference)?));
             }
-            println!("{}", crate::to_json(&out)?);
+            outln!("{}", crate::to_json(&out)?);
             Ok(0)
         }
         ImageCommand::Load(args) => {
@@ -63,8 +64,8 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
             };
             for image in images.map_err(Error::runtime)? {
                 match image.names.first() {
-                    Some(name) => println!("Loaded image: {name}"),
-                    None => println!("Loaded image ID: {}", image.id),
+                    Some(name) => outln!("Loaded image: {name}"),
+                    None => outln!("Loaded image ID: {}", image.id),
                 }
             }
             Ok(0)
@@ -103,12 +104,12 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
         ImageCommand::Import(args) => {
             let name = parse_name(&args.name)?;
             let image = store.import(&args.source, &name).map_err(Error::runtime)?;
-            println!("{}", image.id);
+            outln!("{}", image.id);
             Ok(0)
         }
         ImageCommand::Prune => {
             let pruned = store.prune().map_err(Error::runtime)?;
-            println!(
+            outln!(
                 "Removed {} blobs and {} layers; freed {} ({} bytes)",
                 pruned.blobs,
                 pruned.layers,
@@ -138,13 +139,13 @@ pub(crate) fn list(store: &Store, args: &ImagesArgs) -> Result<i32, Error> {
     let images = store.list().map_err(Error::runtime)?;
     if args.quiet {
         for image in &images {
-            println!("{}", short_id(image));
+            outln!("{}", short_id(image));
         }
         return Ok(0);
     }
     if args.format == Format::Json {
         let out: Vec<_> = images.iter().map(list_json).collect();
-        println!("{}", crate::to_json(&out)?);
+        outln!("{}", crate::to_json(&out)?);
         return Ok(0);
     }
     let mut rows = vec![[
@@ -188,7 +189,7 @@ pub(crate) fn list(store: &Store, args: &ImagesArgs) -> Result<i32, Error> {
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
     Ok(0)
 }
@@ -200,10 +201,10 @@ pub(crate) fn remove(store: &Store, args: &RmiArgs) -> Result<i32, Error> {
             .remove(reference, args.force)
             .map_err(Error::runtime)?;
         for name in removed.untagged {
-            println!("Untagged: {name}");
+            outln!("Untagged: {name}");
         }
         if let Some(id) = removed.deleted {
-            println!("Deleted: {id}");
+            outln!("Deleted: {id}");
         }
     }
     Ok(0)

@@ -12,6 +12,7 @@ mod explain;
 mod image;
 mod images;
 mod oci;
+mod output;
 mod pod;
 mod pull;
 
@@ -19,6 +20,7 @@ use clap::Parser;
 use peapod_runtime::{Error, Runtime};
 
 use crate::args::{Cli, Command, GlobalArgs};
+use crate::output::outln;
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -67,7 +69,7 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
             code
         }
         Command::State(args) => {
-            println!("{}", to_json(&rt.state(&args.id)?)?);
+            outln!("{}", to_json(&rt.state(&args.id)?)?);
             Ok(0)
         }
         Command::Kill(args) => {
@@ -89,7 +91,7 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
             peapod_runtime::write_default_spec(&args.bundle, args.rootless).map(done)
         }
         Command::Features => {
-            println!("{}", to_json(&peapod_runtime::features())?);
+            outln!("{}", to_json(&peapod_runtime::features())?);
             Ok(0)
         }
         Command::Pause(args) => rt.pause(&args.id).map(done),
@@ -97,7 +99,7 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
         Command::Update(args) => oci::update(rt, args),
         Command::Events(args) => {
             let interval = (!args.stats).then_some(args.interval);
-            rt.events(&args.id, interval, |event| println!("{event}"))
+            rt.events(&args.id, interval, |event| outln!("{event}"))
                 .map(done)
         }
         Command::Explain(args) => explain::run(rt, args),

@@ -13,6 +13,7 @@ use peapod_runtime::{
 use crate::args::{
     CreateArgs, ExecArgs, Format, GlobalArgs, ListArgs, PsArgs, RunArgs, UpdateArgs,
 };
+use crate::output::outln;
 use crate::pull::PullPolicy;
 use crate::to_json;
 use peapod_pod::{NetworkOptions, PodNetwork};
@@ -166,19 +167,23 @@ pub(crate) fn list(rt: &Runtime, args: ListArgs) -> Result<i32, Error> {
     let states = rt.list()?;
     if args.quiet {
         for s in &states {
-            println!("{}", s.id);
+            outln!("{}", s.id);
         }
         return Ok(0);
     }
     match args.format {
-        Format::Json => println!("{}", to_json(&states)?),
+        Format::Json => outln!("{}", to_json(&states)?),
         Format::Table => {
-            println!(
+            outln!(
                 "{:<20} {:<8} {:<10} {:<40} {:<22} OWNER",
-                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                "ID",
+                "PID",
+                "STATUS",
+                "BUNDLE",
+                "CREATED"
             );
             for s in &states {
-                println!(
+                outln!(
                     "{:<20} {:<8} {:<10} {:<40} {:<22} {}",
                     s.id,
                     s.pid,
@@ -222,7 +227,7 @@ pub(crate) fn exec(rt: &Runtime, args: ExecArgs) -> Result<i32, Error> {
 pub(crate) fn ps(rt: &Runtime, args: PsArgs) -> Result<i32, Error> {
     let pids = rt.pids(&args.id)?;
     if args.format == Format::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&pids).map_err(|e| Error::runtime(anyhow!(e)))?
         );
@@ -244,14 +249,14 @@ pub(crate) fn ps(rt: &Runtime, args: PsArgs) -> Result<i32, Error> {
         .split_whitespace()
         .position(|h| h == "PID")
         .ok_or_else(|| Error::runtime(anyhow!("ps output has no PID column")))?;
-    println!("{header}");
+    outln!("{header}");
     for line in lines {
         let pid = line
             .split_whitespace()
             .nth(column)
             .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|pid| pids.contains(&pid)) {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     Ok(0)

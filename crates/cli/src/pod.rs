@@ -7,6 +7,7 @@ use peapod_pod::{NetworkOptions, PodNetwork, PodOptions};
 use peapod_runtime::{Error, Runtime};
 
 use crate::args::{Format, GlobalArgs, PodCommand};
+use crate::output::outln;
 use crate::to_json;
 
 pub(crate) fn dispatch(
@@ -49,7 +50,7 @@ pub(crate) fn dispatch(
                 (_, true) => rows.iter().for_each(|r| {
                     let _ = writeln!(out, "{}", r.name);
                 }),
-                (Format::Json, false) => println!("{}", to_json(&rows)?),
+                (Format::Json, false) => outln!("{}", to_json(&rows)?),
                 (Format::Table, false) => {
                     let _ = writeln!(
                         out,
@@ -77,7 +78,7 @@ pub(crate) fn dispatch(
         PodCommand::Ps(args) => {
             let pod = peapod_pod::details(rt, &args.name)?;
             if args.format == Format::Json {
-                println!("{}", to_json(&pod)?);
+                outln!("{}", to_json(&pod)?);
                 return Ok(0);
             }
             let mut out = std::io::stdout().lock();
@@ -157,7 +158,7 @@ pub(crate) fn dispatch(
                 &images,
             )?;
             if let Some(name) = played {
-                println!("{name}");
+                outln!("{name}");
             }
         }
         PodCommand::Monitor(args) => peapod_pod::monitor(rt, &args.name)?,

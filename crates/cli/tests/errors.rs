@@ -245,3 +245,32 @@ fn bad_destinations_commands_and_names_are_one_line_errors() {
         assert_fails(&rootfs, &out, code, needle);
     }
 }
+
+#[test]
+fn a_closed_standard_output_ends_a_listing_quietly() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let storage = rootfs.scratch().join("store");
+    let storage = storage.to_str().expect("utf-8");
+    for args in [
+        &["features"][..],
+        &["completion", "bash"],
+        &["list"],
+        &["images", "--storage", storage],
+        &["pod", "list"],
+    ] {
+        // A pipe whose reader is gone before peapod writes: every write fails with EPIPE,
+        // as `peapod images | head -1` does once head has its line.
+        let (reader, writer) = nix::unistd::pipe().expect("pipe");
+        drop(reader);
+        let mut command = rootfs.peapod();
+        command.args(args).stdout(std::process::Stdio::from(writer));
+        let out = finish(command.spawn().expect("spawn"));
+        // Ended by SIGPIPE (128 + 13) as any Unix tool, or done with nothing left to say.
+        assert!(out.code == 141 || out.code == 0, "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {out:?}");
+        assert!(out.stderr.is_empty(), "{args:?}: {out:?}");
+    }
+    rootfs.assert_nothing_left();
+}

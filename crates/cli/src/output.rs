@@ -1,0 +1,46 @@
+//! The commands' results on standard output. A reader that goes away early (`peapod images |
+//! head -1`) ends peapod as it ends any Unix tool: by SIGPIPE, quietly (status 141 in a
+//! shell). Rust ignores SIGPIPE and `println!` panics on the broken pipe instead; peapod keeps
+//! SIGPIPE ignored everywhere else, so that a CNI plugin or a hook that exits early is an
+//! error it reports, not a signal that kills it half-way.
+
+use std::io::Write as _;
+
+/// Writes `text` to standard output; see the module's doc for a broken pipe. Any other write
+/// error ends peapod with status 1 and one line on stderr.
+pub(crate) fn write(text: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) else {
+        return;
+    };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        use nix::sys::signal::{raise, signal, SigHandler, Signal};
+        // SAFETY: the default action runs no code of ours in signal context; it ends the
+        // process when the signal is raised next.
+        if unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.is_ok() {
+            let _ = raise(Signal::SIGPIPE);
+        }
+        std::process::exit(141);
+    }
+    eprintln!("peapod: error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
+/// `println!` through [`write`].
+macro_rules! outln {
+    () => {
+        $crate::output::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`write`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write(format_args!($($arg)*))
+    };
+}
+
+pub(crate) use {out, outln};
