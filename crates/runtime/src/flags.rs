@@ -348,6 +348,13 @@ pub fn run_target(
             "{reference:?} is not an image reference"
         )));
     }
+    // No image reference starts with `/` or `.`: a path meant as the root.
+    if reference.starts_with(['/', '.']) {
+        return Err(Error::usage(anyhow::anyhow!(
+            "{reference:?} is a path, not an image reference: to run a directory as the root, \
+             give it as --rootfs {reference} -- CMD"
+        )));
+    }
     Ok(RunTarget::Image {
         reference,
         command: args,
@@ -406,5 +413,11 @@ mod tests {
             );
         }
         assert!(target(None, None, &[], false, false).is_err());
+        // A path is pointed to --rootfs.
+        for path in ["./rootfs", "/srv/rootfs", "../r", "."] {
+            let e = target(None, None, &[path, "/bin/true"], false, false).expect_err(path);
+            assert_eq!(e.exit_code(), 2, "{path}");
+            assert!(e.one_line().contains(&format!("--rootfs {path}")), "{path}");
+        }
     }
 }
