@@ -100,12 +100,24 @@ fn command_that_cannot_execute_gives_126() {
 }
 
 #[test]
-fn missing_workdir_is_named() {
+fn a_missing_workdir_is_made_and_on_a_read_only_root_named() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    let out = run_in(&rootfs, &["-w", "/no/such/dir"], &["/bin/true"]);
-    assert_fails(&rootfs, &out, 125, "working directory /no/such/dir");
+    // As runc and Docker: made, 0755.
+    let out = run_in(
+        &rootfs,
+        &["-w", "/no/such/dir"],
+        &["/bin/sh", "-c", "pwd; ls -ld /no/such/dir | cut -c1-10"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "/no/such/dir\ndrwxr-xr-x\n", "{out:?}");
+    let out = run_in(
+        &rootfs,
+        &["--read-only", "-w", "/no/such/other"],
+        &["/bin/true"],
+    );
+    assert_fails(&rootfs, &out, 125, "working directory /no/such/other");
 }
 
 #[test]

@@ -170,6 +170,7 @@ fn set_up_and_exec(
         // /dev/console still needs the runtime's capabilities.
         console::set_up(console, true).map_err(|e| ChildFailure::new("terminal", e))?;
     }
+    make_cwd(&config.command.cwd)?;
     change_dir(&config.command.cwd)?;
     // In the container's final root, still privileged: as runc, after pivot_root.
     let command = config.command.with_home(config.process.uid());
@@ -374,6 +375,25 @@ pub(crate) fn reset_signals() -> nix::Result<()> {
 pub(crate) fn set_name(name: &std::ffi::CStr) {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from a valid pointer.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Makes the working directory when the root lacks it (mode 0755, owned by the container's
+/// root), as runc does and as Docker does for an image's `WorkingDir`. The root is the
+/// container's by now, so every link on the way resolves inside it; a read-only root that
+/// lacks the directory fails here, naming it.
+fn make_cwd(cwd: &Path) -> Result<(), ChildFailure> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(cwd)
+        .map_err(|e| {
+            ChildFailure::new(
+                "cwd",
+                format!(
+                    "cannot make working directory {} in the container: {e}",
+                    cwd.display()
+                ),
+            )
+        })
 }
 
 pub(crate) fn change_dir(cwd: &Path) -> Result<(), ChildFailure> {
