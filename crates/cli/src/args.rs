@@ -644,7 +644,8 @@ pub(crate) struct RunArgs {
     /// The container's host name (default: the name, or "peapod").
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Set an environment variable in the container.
+    /// Set an environment variable in the container (KEY alone: this shell's value of it,
+    /// and unset in the container when this shell has none).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
     /// The working directory inside the container.
@@ -977,11 +978,13 @@ fn parse_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// `KEY=VALUE`, or `KEY` alone: the caller's value of it, as Docker takes it.
 fn parse_env(s: &str) -> Result<String, String> {
-    match s.split_once('=') {
-        Some((key, _)) if !key.is_empty() => Ok(s.to_owned()),
-        _ => Err("expected KEY=VALUE".into()),
+    let key = s.split('=').next().unwrap_or_default();
+    if key.is_empty() {
+        return Err("expected KEY=VALUE or KEY".into());
     }
+    Ok(s.to_owned())
 }
 
 fn parse_inside_path(s: &str) -> Result<PathBuf, String> {

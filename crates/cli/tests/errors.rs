@@ -128,7 +128,7 @@ fn malformed_flags_are_usage_errors() {
     let cases: [(&[&str], &str); 6] = [
         (&["-v", "/only-one-part"], "HOST:CTR"),
         (&["-v", "/a:relative"], "absolute path"),
-        (&["-e", "NOVALUE"], "KEY=VALUE"),
+        (&["-e", "=novalue"], "KEY=VALUE"),
         (&["--share", "nett"], "unknown namespace \"nett\""),
         (&["--bogus-flag"], "--bogus-flag"),
         (&["--name", "../x"], "a name is"),

@@ -448,6 +448,24 @@ fn a_long_foreground_run_is_waited_for_by_peapod_init_and_ends_with_the_containe
 }
 
 #[test]
+fn env_key_alone_takes_the_callers_value_or_unsets_it() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let mut command = rootfs.peapod();
+    command
+        .args(["run", "--rootfs", rootfs.arg()])
+        .args(["-e", "FROM_CALLER", "-e", "UNSET_HERE", "--"])
+        .args(["/bin/sh", "-c", "echo \"$FROM_CALLER|${UNSET_HERE-unset}\""])
+        .env("FROM_CALLER", "given")
+        .env_remove("UNSET_HERE");
+    let out = finish(command.spawn().expect("spawn"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "given|unset\n", "{out:?}");
+    rootfs.assert_nothing_left();
+}
+
+#[test]
 fn env_workdir_and_volumes_apply() {
     let Some(rootfs) = TestRootfs::new() else {
         return;

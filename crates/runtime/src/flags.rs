@@ -256,7 +256,16 @@ pub(crate) fn spec_with_accounts(
         for kv in &args.env {
             let key = kv.split('=').next().unwrap_or_default();
             env.retain(|existing| existing.split('=').next() != Some(key));
-            env.push(kv.clone());
+            // `-e KEY` alone, as Docker takes it: the caller's value, and without one the
+            // variable is unset (also when the image set it).
+            match kv.contains('=') {
+                true => env.push(kv.clone()),
+                false => env.extend(
+                    std::env::var(key)
+                        .ok()
+                        .map(|value| format!("{key}={value}")),
+                ),
+            }
         }
         process.set_env(Some(env));
         if let Some(dir) = &args.workdir {

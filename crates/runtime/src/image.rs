@@ -53,8 +53,11 @@ pub fn run_flags(image: &str, config: Option<&Config>, mut flags: RunFlags) -> R
         )));
     }
     flags.command = args;
+    // An image's entry without `=` has no value to give, and is not the caller's to fill in
+    // from its own environment (as `-e KEY` is): left out.
     let image_env = config.and_then(|c| c.env().as_deref()).unwrap_or_default();
-    flags.env = image_env.iter().chain(&flags.env).cloned().collect();
+    let image_env = image_env.iter().filter(|kv| kv.contains('='));
+    flags.env = image_env.chain(&flags.env).cloned().collect();
     if flags.workdir.is_none() {
         flags.workdir = config
             .and_then(|c| c.working_dir().as_deref())
@@ -314,6 +317,14 @@ mod tests {
         assert_eq!(merged.command, strings(&["/bin/true"]));
         assert_eq!(merged.workdir.as_deref(), Some(Path::new("/tmp")));
         assert_eq!(merged.user, parse_user("0").ok());
+    }
+
+    #[test]
+    fn an_image_env_entry_without_a_value_is_left_out() {
+        let mut c = config(&[], &["/bin/sh"]);
+        c.set_env(Some(strings(&["A=1", "NOVALUE", "B=2"])));
+        let merged = run_flags("img", Some(&c), RunFlags::default()).expect("merged");
+        assert_eq!(merged.env, strings(&["A=1", "B=2"]));
     }
 
     #[test]
