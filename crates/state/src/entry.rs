@@ -216,11 +216,22 @@ impl Entry {
     /// the rename, so a crash of the machine cannot lose or tear it either.
     pub fn save(&self, record: &Record, durability: Durability) -> Result<()> {
         // Before the record: an owned record is never without its mark.
+        let mark = self.dir.join(OWNED_MARK);
         if record.owner.is_some() {
-            let mark = self.dir.join(OWNED_MARK);
             File::create(&mark).map_err(io("cannot write", &mark))?;
         }
-        self.save_json(STATE_FILE, record, durability)
+        self.save_json(STATE_FILE, record, durability)?;
+        // After the record: a record that no longer has an owner (a detached container whose
+        // monitor is done) is no longer read by every command.
+        if record.owner.is_none() {
+            match fs::remove_file(&mark) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("cannot remove", &mark)(e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The record, or `None` when `create` died before writing one.
