@@ -87,6 +87,11 @@ pub(crate) fn run_detached(
             options.monitored = true;
             match start_with_pipes(rt, id, &options, create) {
                 Ok((pid, stdout, stderr)) => {
+                    // Made before the caller returns, so that a `logs` right after it finds
+                    // the log (the exec'd monitor opens it again).
+                    if let Err(e) = LogWriter::open(&rt.root.join(id), log.limits) {
+                        tracing::warn!("container {id}: cannot make its log: {e}");
+                    }
                     report(&report_write, Ok(()));
                     drop(report_write);
                     let monitor = MonitorOptions {
