@@ -221,14 +221,39 @@ fn exec_monitor(command: &[CString], id: &str, options: MonitorOptions) -> Monit
             Err(_) => return options,
         }
     }
-    for fd in [options.stdout.as_raw_fd(), options.stderr.as_raw_fd()] {
-        // Inherited across the exec: these two only.
+    // Inherited across the exec: stdio and the two pipes only. Nothing the caller left open
+    // without close-on-exec (a harness's pipe, say) is kept open for the container's life:
+    // whoever waits for its end would wait as long.
+    let keep = [options.stdout.as_raw_fd(), options.stderr.as_raw_fd()];
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        let _ = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+    for fd in keep {
         if nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).is_err() {
             return options;
         }
     }
-    let e = nix::unistd::execv(program, &argv).unwrap_err();
-    tracing::debug!("cannot exec the monitor ({e}); monitoring in this process");
+    // This very program when the command names it (through /proc/self/exe, which also
+    // works when it runs from a sealed in-memory copy of itself, whose path is none).
+    let this_program = std::env::current_exe()
+        .is_ok_and(|exe| exe.as_os_str().as_encoded_bytes() == program.to_bytes());
+    let path = if this_program {
+        c"/proc/self/exe"
+    } else {
+        program.as_c_str()
+    };
+    let e = nix::unistd::execv(path, &argv).unwrap_err();
+    tracing::debug!(
+        "cannot exec the monitor {} ({e}); monitoring in this process",
+        program.to_string_lossy()
+    );
     for fd in [options.stdout.as_raw_fd(), options.stderr.as_raw_fd()] {
         let _ = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
