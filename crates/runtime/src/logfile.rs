@@ -530,7 +530,7 @@ mod tests {
         let text = std::fs::read(dir.path().join(LOG_FILE)).expect("read");
         let first = text.split(|&b| b == b'\n').next().expect("a line");
         assert!(first.ends_with(b" stdout F one"), "{first:?}");
-        assert_eq!(first[30], b'Z', "{first:?}");
+        assert_eq!(first[29], b'Z', "{first:?}");
     }
 
     #[test]
