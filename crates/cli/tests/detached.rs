@@ -440,3 +440,21 @@ fn run_d_of_a_bundle_and_bad_log_opts_keep_their_old_meaning() {
     assert!(out.stderr.contains("--rm with --detach"), "{}", out.stderr);
     rootfs.assert_nothing_left();
 }
+
+#[test]
+fn an_entry_whose_run_d_died_while_creating_it_is_removed_by_the_next_command() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    // What a `run -d` killed between making the container's directory and saving its
+    // record leaves: an owned directory, unlocked, without a record.
+    let out = finish(rootfs.peapod().arg("list").spawn().expect("spawn list"));
+    assert_eq!(out.code, 0, "{out:?}");
+    let dir = rootfs.state_root().join("half-made");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("owned"), "").expect("mark");
+    let out = finish(rootfs.peapod().arg("list").spawn().expect("spawn list"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!dir.exists(), "the half-made entry is left");
+    rootfs.assert_nothing_left();
+}

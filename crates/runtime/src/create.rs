@@ -102,6 +102,12 @@ pub(crate) fn create_recorded(
     let mut config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = rt.store()?;
     let entry = store.create(&id)?;
+    // A container this process owns is marked from the start: should it be killed before
+    // the record exists, the next command finds an owned entry without a record, unlocked,
+    // and removes it (see `leftovers.rs`).
+    if !options.fifo || options.monitored {
+        entry.mark_owned()?;
+    }
     let mut cgroup = None;
     let result = (|| {
         // After the entry is made, so that the id is known to be free: the store's layers
