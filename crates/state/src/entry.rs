@@ -375,7 +375,10 @@ mod tests {
             );
         }
         let gone: ContainerId = "gone".parse().expect("id");
-        assert_eq!(store.abandoned().expect("abandoned"), [gone.clone()]);
+        assert_eq!(
+            store.abandoned().expect("abandoned"),
+            std::slice::from_ref(&gone)
+        );
         // Owned, and no record: listed, for the caller to check its lock.
         let half: ContainerId = "half".parse().expect("id");
         store
@@ -383,10 +386,7 @@ mod tests {
             .expect("create")
             .mark_owned()
             .expect("mark");
-        assert_eq!(
-            store.abandoned().expect("abandoned"),
-            [gone.clone(), half.clone()]
-        );
+        assert_eq!(store.abandoned().expect("abandoned"), [gone, half.clone()]);
         store.load(&half).expect("load").remove().expect("remove");
         // Only marked records are read.
         fs::remove_file(root.path().join("gone").join(OWNED_MARK)).expect("unmark");
