@@ -458,3 +458,46 @@ fn an_entry_whose_run_d_died_while_creating_it_is_removed_by_the_next_command() 
     assert!(!dir.exists(), "the half-made entry is left");
     rootfs.assert_nothing_left();
 }
+
+#[test]
+fn run_d_keeps_none_of_the_callers_descriptors() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    // A pipe whose write end the caller leaves open across exec (no close-on-exec), as a
+    // harness's may be: its reader must see its end once `run -d` has returned, although
+    // the container and its monitor run on.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    let mut command = rootfs.peapod();
+    command.args([
+        "run",
+        "-d",
+        "--rootfs",
+        rootfs.arg(),
+        "--",
+        "/bin/sleep",
+        "60",
+    ]);
+    let child = command.spawn().expect("spawn peapod");
+    drop(write);
+    let out = finish(child);
+    assert_eq!(out.code, 0, "{out:?}");
+    let container = Detached {
+        rootfs: &rootfs,
+        id: out.stdout.trim().to_owned(),
+        processes: Vec::new(),
+        cgroups: Vec::new(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let read = std::io::Read::read_to_end(&mut std::fs::File::from(read), &mut rest);
+        let _ = tx.send(read.map(|_| ()));
+    });
+    let ended = rx.recv_timeout(support::TIMEOUT);
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "the caller's pipe is still held: {ended:?}"
+    );
+    assert_eq!(container.status(), "running");
+}

@@ -569,6 +569,38 @@ mod tests {
     }
 
     #[test]
+    fn follow_reads_on_across_a_rotation_until_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = LogLimits {
+            max_size: MIN_MAX_SIZE,
+            max_files: 1,
+        };
+        let mut log = LogWriter::open(dir.path(), limits).expect("open");
+        log.write(Stream::Stdout, false, b"first").expect("write");
+        let line = vec![b'y'; 1000];
+        let mut calls = 0;
+        // The writer goes on while the reader follows: enough to unlink the file it reads
+        // and begin a new one, then a last line, then it is done.
+        let mut done = || {
+            calls += 1;
+            if calls == 1 {
+                for _ in 0..100 {
+                    log.write(Stream::Stdout, false, &line).expect("write");
+                }
+                log.write(Stream::Stderr, false, b"last").expect("write");
+            }
+            calls > 1
+        };
+        let mut out = Vec::new();
+        let follow: &mut dyn FnMut() -> bool = &mut done;
+        copy(dir.path(), &LogQuery::default(), &mut out, Some(follow)).expect("copy");
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+        assert_eq!(lines.first().copied(), Some(&b"first"[..]));
+        assert_eq!(lines.iter().filter(|l| **l == &line[..]).count(), 100);
+        assert_eq!(lines[lines.len() - 2], b"last");
+    }
+
+    #[test]
     fn a_symlink_in_place_of_the_log_is_not_followed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join("elsewhere");
