@@ -166,6 +166,25 @@ pub(crate) enum Command {
     /// with `image prune`.
     #[command(after_long_help = "Example:\n  peapod rmi busybox")]
     Rmi(RmiArgs),
+    /// Print a detached container's output (`run -d`), as it wrote it.
+    #[command(
+        after_long_help = "Example:\n  peapod logs --tail 20 -f web\n  peapod logs --since 10m -t web"
+    )]
+    Logs(LogsArgs),
+    /// Wait for containers to exit and print their exit statuses, one a line.
+    #[command(after_long_help = "Example:\n  peapod wait web")]
+    Wait(IdsArgs),
+    /// Stop running containers: the image's StopSignal (else SIGTERM), then SIGKILL after
+    /// the timeout. Prints each id.
+    #[command(after_long_help = "Example:\n  peapod stop -t 2 web")]
+    Stop(StopArgs),
+    /// Remove containers, their state and log (with -f, running ones too). Prints each id.
+    #[command(after_long_help = "Example:\n  peapod rm -f web")]
+    Rm(RmArgs),
+    /// Internal: the monitor of a `run -d` container, which `run` execs: copies its output
+    /// into its log and records its exit.
+    #[command(hide = true)]
+    Monitor(MonitorArgs),
     /// Images: inspect, load, save, import, prune.
     #[command(
         subcommand,
@@ -311,6 +330,93 @@ pub(crate) struct PullArgs {
 pub(crate) struct IdArg {
     /// The container id.
     pub id: String,
+}
+
+/// Commands on one or more containers (`wait`).
+#[derive(Debug, Args)]
+pub(crate) struct IdsArgs {
+    /// The container ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `peapod logs`.
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Keep printing what it writes, until it has exited.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines ("all": every one).
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_tail)]
+    pub tail: Option<usize>,
+    /// Only lines since this time: RFC 3339 (2026-12-06T14:00:00Z), seconds since the epoch,
+    /// or a duration ago (10m, 90s, 2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Print each line's timestamp before it.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The container id.
+    pub id: String,
+}
+
+fn parse_tail(text: &str) -> Result<usize, String> {
+    match text {
+        "all" => Ok(usize::MAX),
+        _ => text
+            .parse()
+            .map_err(|_| format!("expected a number of lines or \"all\", not {text:?}")),
+    }
+}
+
+/// `peapod stop`.
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(
+        short = 't',
+        long = "time",
+        alias = "timeout",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub time: u64,
+    /// The container ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `peapod rm`.
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    /// Kill a running container first.
+    #[arg(short, long)]
+    pub force: bool,
+    /// The container ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `peapod monitor` (internal; see `peapod_runtime::DetachedLog`).
+#[derive(Debug, Args)]
+pub(crate) struct MonitorArgs {
+    /// Rotate the log at this size (bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub max_size: u64,
+    /// Keep this many log files.
+    #[arg(long, value_name = "N")]
+    pub max_file: u32,
+    /// Remove the container when it has exited.
+    #[arg(long)]
+    pub rm: bool,
+    /// The container id.
+    pub id: String,
+    /// The container process (a child of this one).
+    pub pid: i32,
+    /// The read end of its stdout pipe.
+    pub stdout_fd: i32,
+    /// The read end of its stderr pipe.
+    pub stderr_fd: i32,
 }
 
 /// `peapod create`.
@@ -704,10 +810,14 @@ pub(crate) struct RunArgs {
     /// When to pull the image: missing (when not in the store), always, or never.
     #[arg(long, value_name = "WHEN", default_value = "missing", conflicts_with_all = ["rootfs", "bundle"])]
     pub pull: crate::pull::PullPolicy,
-    /// Remove the container when it exits (what a foreground run always does; for Docker's
-    /// command lines).
-    #[arg(long, conflicts_with = "detach")]
+    /// Remove the container when it exits (what a foreground run always does; with
+    /// --detach, its monitor removes it).
+    #[arg(long)]
     pub rm: bool,
+    /// With --detach: max-size=SIZE (rotate the log at SIZE; default 10m) or max-file=N
+    /// (keep N files; default 1).
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
     /// IMAGE [CMD [ARG...]]; with --rootfs DIR, CMD [ARG...] (after --); with a bundle
     /// (--bundle B, or a config.json in the current directory and one argument), the
     /// container ID.

@@ -41,6 +41,38 @@ pub(crate) fn runtime(global: &GlobalArgs) -> Result<Runtime, Error> {
 /// has waited for it: this program again, with the same global flags, `finish ID`. `None`
 /// when this program cannot name itself (the run then waits itself).
 pub(crate) fn finish_command(rt: &Runtime, global: &GlobalArgs, id: &str) -> Option<Vec<CString>> {
+    let mut args = this_program(rt, global)?;
+    args.extend(["finish".into(), id.into()]);
+    to_cstrings(args)
+}
+
+/// The command line a `run -d` container's monitor execs (see
+/// `peapod_runtime::DetachedLog::exec`): `peapod monitor` with the same global flags and
+/// the log's limits; the runtime appends the container's id, PID and pipes.
+pub(crate) fn monitor_command(
+    rt: &Runtime,
+    global: &GlobalArgs,
+    limits: peapod_runtime::logfile::LogLimits,
+    remove: bool,
+) -> Option<Vec<CString>> {
+    let mut args = this_program(rt, global)?;
+    args.push("monitor".into());
+    args.push(format!("--max-size={}", limits.max_size).into());
+    args.push(format!("--max-file={}", limits.max_files).into());
+    if remove {
+        args.push("--rm".into());
+    }
+    to_cstrings(args)
+}
+
+fn to_cstrings(args: Vec<OsString>) -> Option<Vec<CString>> {
+    args.into_iter()
+        .map(|arg| CString::new(arg.into_encoded_bytes()).ok())
+        .collect()
+}
+
+/// This program and the global flags that give another run of it the same runtime.
+fn this_program(rt: &Runtime, global: &GlobalArgs) -> Option<Vec<OsString>> {
     let exe = std::env::current_exe().ok()?;
     let mut args: Vec<OsString> = vec![exe.into(), "--root".into(), rt.root.clone().into()];
     args.push(format!("--rootless={}", rt.rootless).into());
@@ -53,10 +85,7 @@ pub(crate) fn finish_command(rt: &Runtime, global: &GlobalArgs, id: &str) -> Opt
     if global.debug {
         args.push("--debug".into());
     }
-    args.extend(["finish".into(), id.into()]);
-    args.into_iter()
-        .map(|arg| CString::new(arg.into_encoded_bytes()).ok())
-        .collect()
+    Some(args)
 }
 
 /// Sends tracing output to stderr, or to `--log FILE`: as plain lines, or with

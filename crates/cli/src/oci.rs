@@ -11,7 +11,8 @@ use peapod_runtime::{
 };
 
 use crate::args::{
-    CreateArgs, ExecArgs, Format, GlobalArgs, ListArgs, PsArgs, RunArgs, UpdateArgs,
+    CreateArgs, ExecArgs, Format, GlobalArgs, IdsArgs, ListArgs, LogsArgs, MonitorArgs, PsArgs,
+    RmArgs, RunArgs, StopArgs, UpdateArgs,
 };
 use crate::output::outln;
 use crate::pull::PullPolicy;
@@ -26,6 +27,10 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         )));
     }
     let image_flags = args.entrypoint.is_some() || args.pull != PullPolicy::Missing;
+    let mut limits = peapod_runtime::logfile::LogLimits::default();
+    for opt in &args.log_opt {
+        limits.apply(opt).map_err(Error::usage)?;
+    }
     let target = run_target(
         args.rootfs,
         args.bundle,
@@ -65,6 +70,21 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             .unwrap_or_else(peapod_runtime::flags::generated_id)
     };
     let mut image_root = None;
+    // A friendly detached run (an image or --rootfs, not in a pod) gets docker's: a log of
+    // its own and a monitor; runc's `run -d ID` of a bundle keeps the caller's stdio, as
+    // containerd and podman expect.
+    let friendly = !matches!(target, RunTarget::Bundle { .. });
+    let logged = args.detach && friendly && args.pod.is_none();
+    if args.detach && args.rm && !logged {
+        return Err(Error::usage(anyhow!(
+            "--rm with --detach needs an image or --rootfs, outside a pod"
+        )));
+    }
+    if !args.log_opt.is_empty() && !logged {
+        return Err(Error::usage(anyhow!(
+            "--log-opt is for --detach with an image or --rootfs, outside a pod"
+        )));
+    }
     let (id, mut spec, bundle) = match target {
         RunTarget::Rootfs { dir, command } => {
             flags.command = command;
@@ -115,13 +135,15 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     };
     // In a pod: its namespaces joined, and (detached) the output to the pod's logs.
     let attached = match args.pod.as_ref().or(net_pod.as_ref()) {
-        Some(pod) => match peapod_pod::attach(rt, pod, &id, &mut spec, args.detach, None) {
-            Ok(attached) => Some(attached),
-            Err(e) => {
-                let _ = peapod_pod::remove_container_network(rt, &id);
-                return Err(e);
+        Some(pod) => {
+            match peapod_pod::attach(rt, pod, &id, &mut spec, args.detach && !logged, None) {
+                Ok(attached) => Some(attached),
+                Err(e) => {
+                    let _ = peapod_pod::remove_container_network(rt, &id);
+                    return Err(e);
+                }
             }
-        },
+        }
         None => None,
     };
     let options = RunOptions {
@@ -134,6 +156,11 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             .flatten(),
         image: image_root,
         no_new_keyring: args.no_new_keyring,
+        log: logged.then(|| peapod_runtime::DetachedLog {
+            limits,
+            remove: args.rm,
+            exec: crate::context::monitor_command(rt, global, limits, args.rm),
+        }),
     };
     // Released once the container is made: the pod's lock is not held while it runs.
     let ran = rt.run(&id, &spec, &bundle, options, |created| match attached {
@@ -144,7 +171,84 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     if net_pod.is_some() && (!args.detach || ran.is_err()) {
         peapod_pod::remove_container_network(rt, &id)?;
     }
+    // As docker: the id on stdout, for `ID=$(peapod run -d ...)`.
+    if logged && ran.is_ok() {
+        println!("{id}");
+    }
     ran
+}
+
+/// `peapod logs`.
+pub(crate) fn logs(rt: &Runtime, args: LogsArgs) -> Result<i32, Error> {
+    let since = match &args.since {
+        Some(text) => Some(
+            peapod_runtime::logfile::parse_since(text, std::time::SystemTime::now()).ok_or_else(
+                || {
+                    Error::usage(anyhow!(
+                        "--since {text}: expected RFC 3339 (2026-12-06T14:00:00Z), seconds \
+                         since the epoch, or a duration (10m)"
+                    ))
+                },
+            )?,
+        ),
+        None => None,
+    };
+    let query = peapod_runtime::logfile::LogQuery {
+        tail: args.tail,
+        since,
+        timestamps: args.timestamps,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    rt.logs(&args.id, &query, args.follow, &mut out)?;
+    Ok(0)
+}
+
+/// `peapod wait`: each exit status, one a line, as docker prints them.
+pub(crate) fn wait(rt: &Runtime, args: IdsArgs) -> Result<i32, Error> {
+    for id in &args.ids {
+        println!("{}", rt.wait_exit(id)?);
+    }
+    Ok(0)
+}
+
+/// `peapod stop`: each id once stopped, as docker prints them.
+pub(crate) fn stop(rt: &Runtime, args: StopArgs) -> Result<i32, Error> {
+    for id in &args.ids {
+        rt.stop(id, std::time::Duration::from_secs(args.time))?;
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+/// `peapod rm`: each id once removed (its network too), as docker prints them.
+pub(crate) fn rm(rt: &Runtime, args: RmArgs) -> Result<i32, Error> {
+    for id in &args.ids {
+        rt.remove(id, args.force)?;
+        peapod_pod::remove_container_network(rt, id)?;
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+/// `peapod monitor` (internal): the monitor `run -d` execs.
+pub(crate) fn monitor(rt: &Runtime, args: MonitorArgs) -> Result<i32, Error> {
+    let options = peapod_runtime::MonitorOptions {
+        pid: args.pid,
+        stdout: peapod_runtime::inherited_pipe(args.stdout_fd)?,
+        stderr: peapod_runtime::inherited_pipe(args.stderr_fd)?,
+        limits: peapod_runtime::logfile::LogLimits {
+            max_size: args.max_size,
+            max_files: args.max_file,
+        },
+        remove: args.rm,
+    };
+    let code = rt.monitor(&args.id, options)?;
+    // The network of a `run -d --rm --net NAME` container goes with it.
+    if args.rm {
+        peapod_pod::remove_container_network(rt, &args.id)?;
+    }
+    Ok(code)
 }
 
 pub(crate) fn create(rt: &Runtime, args: CreateArgs) -> Result<i32, Error> {

@@ -37,6 +37,10 @@ pub struct CreateOptions {
     /// A root made of an image's layers: the spec's `root.path` is then ignored, and an
     /// overlay of the layers is mounted in the container's mount namespace instead.
     pub image: Option<crate::image::ImageRoot>,
+    /// The calling process stays as the container's monitor (`run -d` with a log): it is
+    /// recorded as the owner, so that once it is gone without having finished (killed), the
+    /// next command removes the container as a leftover.
+    pub monitored: bool,
 }
 
 /// Creates the container `id` and records it in the store. On any failure nothing is left:
@@ -98,6 +102,12 @@ pub(crate) fn create_recorded(
     let mut config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = rt.store()?;
     let entry = store.create(&id)?;
+    // A container this process owns is marked from the start: should it be killed before
+    // the record exists, the next command finds an owned entry without a record, unlocked,
+    // and removes it (see `leftovers.rs`).
+    if !options.fifo || options.monitored {
+        entry.mark_owned()?;
+    }
     let mut cgroup = None;
     let result = (|| {
         // After the entry is made, so that the id is known to be free: the store's layers
@@ -131,7 +141,7 @@ pub(crate) fn create_recorded(
         // A container that dies with this process (no fifo: it waits on the channel, and
         // keeps PR_SET_PDEATHSIG) is this process's to remove; should it be killed first,
         // a later command finds the record abandoned (see `leftovers.rs`).
-        if !options.fifo {
+        if !options.fifo || options.monitored {
             record.owner = ProcessIdentity::of(std::process::id() as i32);
         }
         // Only a record that outlives this command needs to survive a crash of the machine.

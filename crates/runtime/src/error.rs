@@ -28,6 +28,16 @@ pub enum Error {
     /// Any other failure of the runtime itself: exit status 125.
     #[error(transparent)]
     Runtime(Cause),
+    /// A failure another process had and reported with its exit status (the process that
+    /// starts a `run -d` container and stays as its monitor): its one-line message and
+    /// status, passed on as they were.
+    #[error("{message}")]
+    Reported {
+        /// The exit status it would have ended with.
+        code: i32,
+        /// Its [`Error::one_line`].
+        message: String,
+    },
 }
 
 /// A result with this crate's [`Error`].
@@ -53,6 +63,7 @@ impl Error {
             Error::State(peapod_state::Error::NotFound(_)) => 1,
             Error::State(_) | Error::Runtime(_) => 125,
             Error::Container(e) => e.exit_code(),
+            Error::Reported { code, .. } => *code,
         }
     }
 

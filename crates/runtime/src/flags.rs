@@ -102,8 +102,16 @@ pub fn with_limits(resources: Option<LinuxResources>, limits: &Limits) -> Option
     Some(resources)
 }
 
-/// An id for a `--rootfs` container without `--name`: unique among live ones on this host.
+/// An id for a container without `--name`: 64 hex digits of the kernel's randomness, as
+/// docker's (tables show the first 12). Falls back on the PID and the time, unique among
+/// live containers on this host, should `getrandom` fail.
 pub fn generated_id() -> String {
+    let mut bytes = [0u8; 32];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer it is given.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got == bytes.len() as isize {
+        return bytes.iter().map(|b| format!("{b:02x}")).collect();
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

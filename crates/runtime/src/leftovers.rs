@@ -1,6 +1,7 @@
 //! What a killed `peapod` leaves behind, reaped by the next command: the record and cgroup
 //! of a foreground container whose `peapod run` died of SIGKILL (its container died with it,
-//! through `PR_SET_PDEATHSIG`, but nobody removed the rest).
+//! through `PR_SET_PDEATHSIG`, but nobody removed the rest), the container of a `run -d`
+//! whose monitor was killed, and the half-made entry of either killed during `create`.
 
 use crate::Runtime;
 
@@ -19,6 +20,8 @@ pub(crate) fn reap(rt: &Runtime) {
         };
         let owner = match entry.record() {
             Ok(Some(record)) if record.is_abandoned() => record.owner,
+            // Owned, unlocked and without a record: its owner died while creating it.
+            Ok(None) => None,
             _ => continue,
         };
         match crate::delete::delete_entry(entry, true) {

@@ -48,6 +48,8 @@ pub mod image;
 pub mod init;
 mod kill;
 mod leftovers;
+pub mod logfile;
+mod monitor;
 mod pause;
 mod run;
 mod sealed;
@@ -56,6 +58,7 @@ pub mod security;
 mod spec;
 mod start;
 mod state;
+mod stop;
 mod tty;
 mod update;
 
@@ -73,7 +76,8 @@ pub use create::CreateOptions;
 pub use error::{Cause, Error, Result};
 pub use exec::ExecOptions;
 pub use kill::{is_live, parse_signal, wait_gone};
-pub use run::RunOptions;
+pub use monitor::{inherited_pipe, MonitorOptions};
+pub use run::{DetachedLog, RunOptions};
 pub use spec::{features, write_default_spec};
 pub use state::StateJson;
 pub use update::UpdateRequest;
@@ -242,7 +246,62 @@ impl Runtime {
         events::events(self, id, interval, emit)
     }
 
-    /// Removes the containers whose foreground `peapod run` was killed; never fails.
+    /// Writes the log of a detached container (`run -d`) to `out` as it wrote its output;
+    /// with `follow`, goes on with what it writes until it has exited and its monitor is
+    /// done. A closed `out` (`logs | head`) ends it quietly.
+    pub fn logs(
+        &self,
+        id: &str,
+        query: &logfile::LogQuery,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()> {
+        let cid: ContainerId = id.parse()?;
+        let dir = self.store()?.load(&cid)?.dir().to_owned();
+        if !dir.join(logfile::LOG_FILE).exists() {
+            return Err(Error::runtime(anyhow::anyhow!(
+                "container {id} has no log: only `run -d` from an image or --rootfs keeps one \
+                 (a pod's containers: `pod logs`)"
+            )));
+        }
+        let mut done = || match self.snapshot(&cid) {
+            Ok((record, _)) => !record.owner.is_some_and(|o| o.is_alive()),
+            Err(_) => true,
+        };
+        let follow = follow.then_some(&mut done as &mut dyn FnMut() -> bool);
+        match logfile::copy(&dir, query, out, follow) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other
+                .map_err(|e| Error::runtime(anyhow::anyhow!("cannot read the log of {id}: {e}"))),
+        }
+    }
+
+    /// Blocks until container `id` has exited; its exit status (recorded by the monitor of a
+    /// `run -d` container; an error for one without).
+    pub fn wait_exit(&self, id: &str) -> Result<i32> {
+        stop::wait(self, id)
+    }
+
+    /// Stops container `id` as `docker stop` does: its StopSignal (else SIGTERM), then
+    /// SIGKILL after `timeout`. A container that is not running is left as it is.
+    pub fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        stop::stop(self, id, timeout)
+    }
+
+    /// Removes container `id` as `docker rm` does: `delete` (with `force`, of a running one
+    /// too), then waits for its monitor to be gone.
+    pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        stop::remove(self, id, force)
+    }
+
+    /// The monitor of a `run -d` container (`peapod monitor`, see [`DetachedLog::exec`]):
+    /// returns when the container has exited, its output is in its log and its exit in its
+    /// record.
+    pub fn monitor(&self, id: &str, options: MonitorOptions) -> Result<i32> {
+        monitor::monitor(self, id, options)
+    }
+
+    /// Removes the containers whose foreground `peapod run` or monitor was killed; never fails.
     pub fn reap_leftovers(&self) {
         leftovers::reap(self)
     }

@@ -36,6 +36,28 @@ pub struct RunOptions {
     pub image: Option<crate::image::ImageRoot>,
     /// Keep the caller's session keyring (see [`CreateOptions::no_new_keyring`]).
     pub no_new_keyring: bool,
+    /// Detached, with the output in a log of its own and a monitor process that waits for
+    /// it (see [`DetachedLog`]); without it, a detached container keeps the caller's stdio.
+    pub log: Option<DetachedLog>,
+}
+
+/// A detached container's log and monitor (`run -d` from an image or `--rootfs`): `run`
+/// forks a process that creates the container with pipes for its stdout and stderr, and
+/// returns once it runs; that process stays, in a session of its own, as the container's
+/// parent: it copies the pipes into the log (see [`crate::logfile`]), collects the exit
+/// status into the record, and removes the container after it when `remove` is set.
+#[derive(Debug, Default)]
+pub struct DetachedLog {
+    /// How much log is kept.
+    pub limits: crate::logfile::LogLimits,
+    /// Remove the container when it exits (`run -d --rm`).
+    pub remove: bool,
+    /// The monitor becomes this command line with `ID PID STDOUT_FD STDERR_FD` appended,
+    /// which must end in [`Runtime::monitor`](crate::Runtime::monitor): a fresh process
+    /// holds nothing of the runtime's (no lock, no heap of the create) and costs less memory
+    /// than the one that made the container. Without it, or if the exec fails, the monitor
+    /// goes on in the process as it is.
+    pub exec: Option<Vec<std::ffi::CString>>,
 }
 
 /// Runs container `id`; `created` is told whether its creation succeeded, as soon as that is
@@ -64,20 +86,10 @@ pub(crate) fn run(
     };
     if run.detach {
         options.fifo = true;
-        let created = create(&options)?;
-        let pid = created.detach();
-        // Not kill(pid, 0): the process is our child, and a zombie would pass for alive.
-        let process = peapod_state::ProcessIdentity::of(pid.as_raw());
-        let alive = || process.is_some_and(|p| p.is_alive());
-        let entry = rt.store()?.load(&id.parse()?)?;
-        peapod_container::start_fifo(
-            &entry.exec_fifo(),
-            alive,
-            std::time::Duration::from_secs(10),
-        )?;
-        if let Some(record) = entry.record()? {
-            crate::create::run_logged_hooks(&record, "poststart", "running", pid.as_raw());
+        if let Some(log) = run.log {
+            return crate::monitor::run_detached(rt, id, options, log, create);
         }
+        start_detached(rt, id, &options, create)?;
         return Ok(0);
     }
     // A terminal nobody else takes: peapod holds its master and joins it to its own stdio.
@@ -138,6 +150,31 @@ pub(crate) fn run(
     let code = exit?.code();
     cleaned?;
     Ok(code)
+}
+
+/// Creates container `id` at its exec fifo and starts it, leaving it to run on its own;
+/// its PID.
+pub(crate) fn start_detached(
+    rt: &Runtime,
+    id: &str,
+    options: &CreateOptions,
+    create: impl FnOnce(&CreateOptions) -> Result<peapod_container::Created>,
+) -> Result<nix::unistd::Pid> {
+    let created = create(options)?;
+    let pid = created.detach();
+    // Not kill(pid, 0): the process is our child, and a zombie would pass for alive.
+    let process = peapod_state::ProcessIdentity::of(pid.as_raw());
+    let alive = || process.is_some_and(|p| p.is_alive());
+    let entry = rt.store()?.load(&id.parse()?)?;
+    peapod_container::start_fifo(
+        &entry.exec_fifo(),
+        alive,
+        std::time::Duration::from_secs(10),
+    )?;
+    if let Some(record) = entry.record()? {
+        crate::create::run_logged_hooks(&record, "poststart", "running", pid.as_raw());
+    }
+    Ok(pid)
 }
 
 /// How long a foreground run waits itself before handing the waiting to the small init: a

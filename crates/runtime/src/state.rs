@@ -33,6 +33,13 @@ pub struct StateJson {
     pub owner: String,
     /// The spec's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Its exit status, once its monitor (`run -d`) has collected it. Not in the runtime
+    /// spec's state; an extra field, which containerd and podman (Go structs) skip.
+    #[serde(rename = "exitCode", skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// When it exited (RFC 3339, nanoseconds), with `exitCode`.
+    #[serde(rename = "finishedAt", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 impl StateJson {
@@ -64,6 +71,10 @@ impl StateJson {
             created: rfc3339(record.created),
             owner,
             annotations: record.annotations.clone(),
+            exit_code: record.exit.map(|e| e.code),
+            finished_at: record
+                .exit
+                .map(|e| peapod_state::rfc3339_nanos(e.finished, e.finished_nanos)),
         }
     }
 }

@@ -121,7 +121,7 @@ impl Store {
     }
 
     /// The containers whose record names an owner that is gone (see
-    /// [`Record::is_abandoned`]): found by reading only the owner of the records marked as
+    /// [`Record::is_abandoned`]), and those marked owned that have no record yet: found by reading only the owner of the records marked as
     /// owned ([`OWNED_MARK`]), without taking any lock, so that every command can afford to
     /// look however many containers there are. The caller locks each one and checks again
     /// before it removes anything.
@@ -139,9 +139,14 @@ impl Store {
                 if fs::symlink_metadata(dir.join(OWNED_MARK)).is_err() {
                     return false;
                 }
-                let owner = fs::read(dir.join(STATE_FILE))
+                let bytes = match fs::read(dir.join(STATE_FILE)) {
+                    Ok(bytes) => bytes,
+                    // Owned and no record yet: its owner is creating it, or died doing so;
+                    // the caller tells which by the lock (held while it is created).
+                    Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
+                };
+                let owner = serde_json::from_slice::<Owner>(&bytes)
                     .ok()
-                    .and_then(|bytes| serde_json::from_slice::<Owner>(&bytes).ok())
                     .and_then(|o| o.owner);
                 owner.is_some_and(|owner| !owner.is_alive())
             })
@@ -216,11 +221,30 @@ impl Entry {
     /// the rename, so a crash of the machine cannot lose or tear it either.
     pub fn save(&self, record: &Record, durability: Durability) -> Result<()> {
         // Before the record: an owned record is never without its mark.
+        let mark = self.dir.join(OWNED_MARK);
         if record.owner.is_some() {
-            let mark = self.dir.join(OWNED_MARK);
             File::create(&mark).map_err(io("cannot write", &mark))?;
         }
-        self.save_json(STATE_FILE, record, durability)
+        self.save_json(STATE_FILE, record, durability)?;
+        // After the record: a record that no longer has an owner (a detached container whose
+        // monitor is done) is no longer read by every command.
+        if record.owner.is_none() {
+            match fs::remove_file(&mark) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("cannot remove", &mark)(e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the entry as owned before its record exists (see [`OWNED_MARK`]), so that
+    /// [`Store::abandoned`] also finds it when its owner dies before saving a record.
+    pub fn mark_owned(&self) -> Result<()> {
+        let mark = self.dir.join(OWNED_MARK);
+        File::create(&mark).map_err(io("cannot write", &mark))?;
+        Ok(())
     }
 
     /// The record, or `None` when `create` died before writing one.
@@ -351,7 +375,19 @@ mod tests {
             );
         }
         let gone: ContainerId = "gone".parse().expect("id");
-        assert_eq!(store.abandoned().expect("abandoned"), [gone]);
+        assert_eq!(
+            store.abandoned().expect("abandoned"),
+            std::slice::from_ref(&gone)
+        );
+        // Owned, and no record: listed, for the caller to check its lock.
+        let half: ContainerId = "half".parse().expect("id");
+        store
+            .create(&half)
+            .expect("create")
+            .mark_owned()
+            .expect("mark");
+        assert_eq!(store.abandoned().expect("abandoned"), [gone, half.clone()]);
+        store.load(&half).expect("load").remove().expect("remove");
         // Only marked records are read.
         fs::remove_file(root.path().join("gone").join(OWNED_MARK)).expect("unmark");
         assert!(store.abandoned().expect("abandoned").is_empty());

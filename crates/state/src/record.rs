@@ -53,6 +53,23 @@ pub struct Record {
     /// See [`Record::spec_process`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_seccomp: Option<serde_json::Value>,
+    /// How the container ended, written by the process that waited for it (the monitor of
+    /// a `run -d` container); `None` while it runs, or when nobody could wait for it (the
+    /// parent of a `create`d container is its caller, not peapod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitRecord>,
+}
+
+/// A container's end, as its waiting parent saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The exit status, or 128 + the signal that killed it (as a shell reports it).
+    pub code: i32,
+    /// When it was collected: seconds and nanoseconds since the epoch.
+    pub finished: u64,
+    /// See [`ExitRecord::finished`].
+    #[serde(default)]
+    pub finished_nanos: u32,
 }
 
 /// A container's status, as the OCI runtime spec names them.
@@ -104,6 +121,7 @@ impl Record {
             hooks: None,
             spec_process: None,
             spec_seccomp: None,
+            exit: None,
         }
     }
 
@@ -136,6 +154,15 @@ impl Record {
             }
         })
     }
+}
+
+/// `secs` and `nanos` since the epoch as RFC 3339 in UTC with nine fractional digits
+/// (`2026-11-28T04:10:50.000000123Z`): fixed width, so that two of them compare as text
+/// as they do in time (the kubelet's CRI log lines are stamped so).
+pub fn rfc3339_nanos(secs: u64, nanos: u32) -> String {
+    let mut text = rfc3339(secs);
+    text.pop();
+    format!("{text}.{nanos:09}Z")
 }
 
 /// `secs` since the epoch as RFC 3339 in UTC (`2026-11-28T04:10:50Z`).
@@ -191,5 +218,6 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_838_450), "2026-11-28T04:00:50Z");
+        assert_eq!(rfc3339_nanos(0, 5), "1970-01-01T00:00:00.000000005Z");
     }
 }

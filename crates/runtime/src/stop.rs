@@ -1,0 +1,136 @@
+//! The docker-style commands on a detached container: `wait` for its exit status, `stop`
+//! it (its StopSignal, then SIGKILL), `remove` it (and wait for its monitor to be gone).
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use nix::sys::signal::Signal;
+use peapod_state::{ContainerId, ProcessIdentity, Status};
+
+use crate::kill::{kill_container, wait_gone};
+use crate::{Error, Result, Runtime};
+
+/// How long a stopped or removed container's monitor is given to record the exit and go.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the processes of a container have to die after SIGKILL.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the container's monitor (its recorded owner) still runs.
+fn monitor_alive(owner: Option<ProcessIdentity>) -> bool {
+    owner.is_some_and(|owner| owner.is_alive() && owner.pid != std::process::id() as i32)
+}
+
+/// Blocks until container `id` has exited; its exit status as its monitor recorded it.
+pub(crate) fn wait(rt: &Runtime, id: &str) -> Result<i32> {
+    let id: ContainerId = id.parse()?;
+    loop {
+        let (record, status) = rt.snapshot(&id)?;
+        if let Some(exit) = record.exit {
+            return Ok(exit.code);
+        }
+        let live = matches!(status, Status::Created | Status::Running | Status::Paused);
+        if !live && !monitor_alive(record.owner) {
+            return Err(Error::runtime(anyhow!(
+                "container {id} has stopped without a recorded exit status (only a `run -d` \
+                 container has a monitor that records it)"
+            )));
+        }
+        match record.process.filter(|_| live) {
+            Some(process) => wait_for_exit(process),
+            // Exited: its monitor is about to record it.
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// Blocks until `process` has exited: a pidfd polled without a timeout, else /proc looked
+/// at every 2 ms.
+fn wait_for_exit(process: ProcessIdentity) {
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid, 0) };
+    let Ok(fd) = std::os::fd::RawFd::try_from(fd) else {
+        return;
+    };
+    if fd < 0 {
+        wait_gone(&[process], Duration::MAX);
+        return;
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // Checked after the pidfd is open: it then names this very process, not a reuse of
+    // its PID.
+    if !process.is_alive() {
+        return;
+    }
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&fd),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    while let Err(nix::Error::EINTR) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {}
+}
+
+/// Stops container `id`: its StopSignal (else SIGTERM), then SIGKILL to all its processes
+/// after `timeout`; returns once it has exited and its monitor has recorded that.
+pub(crate) fn stop(rt: &Runtime, id: &str, timeout: Duration) -> Result<()> {
+    let cid: ContainerId = id.parse()?;
+    let (record, status) = rt.snapshot(&cid)?;
+    let Some(process) = record
+        .process
+        .filter(|_| matches!(status, Status::Created | Status::Running | Status::Paused))
+    else {
+        return Ok(());
+    };
+    let signal = crate::image::stop_signal_of(&record).unwrap_or(Signal::SIGTERM);
+    // A paused container cannot act on a signal: only SIGKILL ends it.
+    let signal = if status == Status::Paused {
+        Signal::SIGKILL
+    } else {
+        signal
+    };
+    match kill_container(rt, id, signal, false) {
+        Ok(()) | Err(Error::NotRunning) => {}
+        Err(e) => return Err(e),
+    }
+    if !wait_gone(&[process], timeout) {
+        tracing::debug!("container {id} still runs after {timeout:?}: SIGKILL");
+        match kill_container(rt, id, Signal::SIGKILL, true) {
+            Ok(()) | Err(Error::NotRunning) => {}
+            Err(e) => return Err(e),
+        }
+        if !wait_gone(&[process], KILL_TIMEOUT) {
+            return Err(Error::runtime(anyhow!(
+                "container {id}: process {} did not die within {KILL_TIMEOUT:?}",
+                process.pid
+            )));
+        }
+    }
+    // Its monitor records the exit (and removes it after `--rm`): done when it has.
+    let deadline = std::time::Instant::now() + MONITOR_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        match rt.snapshot(&cid) {
+            Ok((record, _)) if record.exit.is_none() && monitor_alive(record.owner) => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Removes container `id` (`rm`): as `delete` (refused while it runs, unless `force`), then
+/// waits for its monitor to be gone, so that nothing of it is left when this returns.
+pub(crate) fn remove(rt: &Runtime, id: &str, force: bool) -> Result<()> {
+    let cid: ContainerId = id.parse()?;
+    let owner = match rt.snapshot(&cid) {
+        Ok((record, _)) => record.owner.filter(|o| monitor_alive(Some(*o))),
+        Err(_) => None,
+    };
+    crate::delete::delete(rt, &cid, force)?;
+    if let Some(owner) = owner {
+        // After the delete, which released the lock the monitor may be waiting for.
+        if !wait_gone(&[owner], MONITOR_TIMEOUT) {
+            tracing::warn!("container {id}: its monitor {} is still running", owner.pid);
+        }
+    }
+    Ok(())
+}
