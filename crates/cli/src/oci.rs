@@ -173,7 +173,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     }
     // As docker: the id on stdout, for `ID=$(peapod run -d ...)`.
     if logged && ran.is_ok() {
-        println!("{id}");
+        outln!("{id}");
     }
     ran
 }
@@ -207,7 +207,7 @@ pub(crate) fn logs(rt: &Runtime, args: LogsArgs) -> Result<i32, Error> {
 /// `peapod wait`: each exit status, one a line, as docker prints them.
 pub(crate) fn wait(rt: &Runtime, args: IdsArgs) -> Result<i32, Error> {
     for id in &args.ids {
-        println!("{}", rt.wait_exit(id)?);
+        outln!("{}", rt.wait_exit(id)?);
     }
     Ok(0)
 }
@@ -216,7 +216,7 @@ pub(crate) fn wait(rt: &Runtime, args: IdsArgs) -> Result<i32, Error> {
 pub(crate) fn stop(rt: &Runtime, args: StopArgs) -> Result<i32, Error> {
     for id in &args.ids {
         rt.stop(id, std::time::Duration::from_secs(args.time))?;
-        println!("{id}");
+        outln!("{id}");
     }
     Ok(0)
 }
@@ -226,7 +226,7 @@ pub(crate) fn rm(rt: &Runtime, args: RmArgs) -> Result<i32, Error> {
     for id in &args.ids {
         rt.remove(id, args.force)?;
         peapod_pod::remove_container_network(rt, id)?;
-        println!("{id}");
+        outln!("{id}");
     }
     Ok(0)
 }

@@ -44,3 +44,33 @@ macro_rules! out {
 }
 
 pub(crate) use {out, outln};
+
+#[cfg(test)]
+mod tests {
+    /// Every result goes through [`super::write`]: a `println!` or `print!` anywhere else in
+    /// the command line would panic again on a closed pipe.
+    #[test]
+    fn nothing_prints_to_stdout_but_through_write() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for entry in std::fs::read_dir(&src).expect("src").flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "output.rs") || path.is_dir() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source");
+            for (i, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                let prints = ["println!(", "print!("].iter().any(|m| {
+                    code.match_indices(m)
+                        .any(|(at, _)| at == 0 || !code.as_bytes()[at - 1].is_ascii_alphanumeric())
+                });
+                assert!(
+                    !prints || code.starts_with("//"),
+                    "{}:{}: print through output::write (outln!/out!)",
+                    path.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}

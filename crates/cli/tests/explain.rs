@@ -108,7 +108,19 @@ fn a_plain_container_is_explained_as_the_kernel_has_it() {
         &["--memory", "64m"],
         &["sh", "-c", "sleep 60 & exec sleep 61"],
     );
-    let report = explain(&rootfs, "ex-plain");
+    // The shell forks and execs after `run -d` has returned: wait until both are there.
+    let mut report = Value::Null;
+    wait_until("the container's two processes", || {
+        report = explain(&rootfs, "ex-plain");
+        report["processes"].as_array().is_some_and(|p| {
+            p.len() == 2
+                && p.iter().all(|p| {
+                    p["command"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("sleep"))
+                })
+        })
+    });
     assert_inodes_match_the_kernel(&report);
     for kind in ["mnt", "pid", "net", "ipc", "uts", "cgroup"] {
         assert_eq!(whose(&report, kind), "own", "{kind}");
