@@ -166,6 +166,9 @@ pub(crate) enum Command {
     /// with `image prune`.
     #[command(after_long_help = "Example:\n  peapod rmi busybox")]
     Rmi(RmiArgs),
+    /// Give an image in the store more names (as `docker tag`).
+    #[command(after_long_help = "Example:\n  peapod tag busybox localhost/tools:1")]
+    Tag(TagArgs),
     /// Print a detached container's output (`run -d`), as it wrote it.
     #[command(
         after_long_help = "Example:\n  peapod logs --tail 20 -f web\n  peapod logs --since 10m -t web"
@@ -208,6 +211,9 @@ pub(crate) enum ImageCommand {
     /// Remove images (as `peapod rmi`).
     #[command(after_long_help = "Example:\n  peapod image rm busybox")]
     Rm(RmiArgs),
+    /// Give an image more names (as `peapod tag`).
+    #[command(after_long_help = "Example:\n  peapod image tag busybox localhost/tools:1")]
+    Tag(TagArgs),
     /// Load images from an OCI layout directory, an OCI archive or a docker-archive (from
     /// standard input when no FILE is given, or FILE is `-`).
     #[command(
@@ -237,6 +243,17 @@ pub(crate) struct ImagesArgs {
     /// Only image ids.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `peapod tag` and `peapod image tag`.
+#[derive(Debug, Args)]
+pub(crate) struct TagArgs {
+    /// The image: name[:tag], name@sha256:..., or id.
+    pub source: String,
+    /// Its new names, NAME[:TAG] (`tools` is docker.io/library/tools:latest, as Docker
+    /// reads it); a name another image had moves to this one.
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
 }
 
 /// `peapod rmi`.

@@ -8,7 +8,7 @@ use peapod_image::{Image, Reference, Store, UnpackOptions};
 use peapod_runtime::{Error, Runtime};
 use serde_json::json;
 
-use crate::args::{Format, GlobalArgs, ImageCommand, ImagesArgs, RmiArgs};
+use crate::args::{Format, GlobalArgs, ImageCommand, ImagesArgs, RmiArgs, TagArgs};
 use crate::output::outln;
 
 /// The store `--storage`, `PEAPOD_STORAGE` or the default root names, unpacking as the
@@ -36,6 +36,7 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
     match command {
         ImageCommand::Ls(args) => list(store, &args),
         ImageCommand::Rm(args) => remove(store, &args),
+        ImageCommand::Tag(args) => tag(store, &args),
         ImageCommand::Inspect(args) => {
             let mut out = Vec::new();
             for reference in &args.images {
@@ -206,6 +207,23 @@ pub(crate) fn remove(store: &Store, args: &RmiArgs) -> Result<i32, Error> {
         if let Some(id) = removed.deleted {
             outln!("Deleted: {id}");
         }
+    }
+    Ok(0)
+}
+
+/// `peapod tag SOURCE TARGET...`: each target becomes a name of the source's image.
+pub(crate) fn tag(store: &Store, args: &TagArgs) -> Result<i32, Error> {
+    let image = find(store, &args.source)?;
+    for target in &args.targets {
+        let name: peapod_image::Reference = target
+            .parse()
+            .map_err(|e| Error::usage(anyhow::anyhow!("{target:?} is not an image name: {e}")))?;
+        if name.digest().is_some() {
+            return Err(Error::usage(anyhow::anyhow!(
+                "{target:?}: a new name has a tag, not a digest (the digest is the image's own)"
+            )));
+        }
+        store.tag(&image, &name).map_err(Error::runtime)?;
     }
     Ok(0)
 }

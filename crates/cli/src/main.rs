@@ -113,6 +113,7 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
         Command::Monitor(args) => oci::monitor(rt, args),
         Command::Images(args) => image::list(&image::store(rt, global)?, &args),
         Command::Rmi(args) => image::remove(&image::store(rt, global)?, &args),
+        Command::Tag(args) => image::tag(&image::store(rt, global)?, &args),
         Command::Image(command) => image::dispatch(&image::store(rt, global)?, command),
         Command::Pull(args) => Err(pull::exec(
             &pull::storage_root(global, rt.rootless),

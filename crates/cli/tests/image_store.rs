@@ -750,3 +750,39 @@ fn a_store_with_a_planted_symlink_a_world_writable_root_or_another_owner_is_refu
     refused("is owned by uid 65534", &storage);
     assert!(entries(&storage.join("layers/sha256")).is_empty());
 }
+
+#[test]
+fn tag_gives_an_image_more_names_and_takes_a_name_from_another() {
+    let Some(archive) = busybox_archive() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = loaded_store(dir.path(), &archive);
+    let id = image_id(&storage, BUSYBOX);
+    ok(&storage, &["tag", BUSYBOX, "localhost/tools:1", "tools"]);
+    assert_eq!(image_id(&storage, "localhost/tools:1"), id);
+    // Normalized as Docker reads a short name.
+    assert_eq!(image_id(&storage, "docker.io/library/tools:latest"), id);
+    let names = ok(&storage, &["images", "--format", "json"]);
+    for name in [
+        BUSYBOX,
+        "localhost/tools:1",
+        "docker.io/library/tools:latest",
+    ] {
+        assert!(names.contains(name), "{name} in {names}");
+    }
+    // `image tag` is the same; by id; a digest as the new name is refused in one line.
+    ok(&storage, &["image", "tag", &id[..12], "localhost/tools:2"]);
+    assert_eq!(image_id(&storage, "localhost/tools:2"), id);
+    let bad = images(
+        &storage,
+        &["tag", BUSYBOX, &format!("x@sha256:{}", "a".repeat(64))],
+    );
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert_eq!(bad.stderr.lines().count(), 1, "{bad:?}");
+    let missing = images(&storage, &["tag", "localhost/nothing", "localhost/x"]);
+    assert_ne!(missing.code, 0, "{missing:?}");
+    // Removing one name leaves the image and its other names.
+    ok(&storage, &["rmi", "localhost/tools:1"]);
+    assert_eq!(image_id(&storage, BUSYBOX), id);
+}
