@@ -798,3 +798,23 @@ fn load_as_the_caller() {
     let (storage, layout) = what.split_once('\n').expect("store and layout");
     load_layout(Path::new(storage), Path::new(layout), "configured", IMAGE);
 }
+
+#[test]
+fn an_images_missing_workdir_is_made_and_its_volumes_are_said() {
+    let Some(images) = Images::new(&[
+        // The test image's Entrypoint is /bin/sh.
+        "--config.cmd=-c",
+        "--config.cmd=pwd",
+        "--config.workingdir=/srv/app",
+        "--config.volume=/data",
+    ]) else {
+        return;
+    };
+    let out = images.run(&["--pull", "never", IMAGE]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // The layers have no /srv/app: made, as Docker makes it.
+    assert_eq!(out.stdout, "/srv/app\n", "{out:?}");
+    // No anonymous volume: said, not silently dropped.
+    assert!(out.stderr.contains("declares VOLUME /data"), "{out:?}");
+    images.assert_nothing_left();
+}

@@ -147,6 +147,20 @@ pub fn spec_from_image(
 ) -> Result<(oci_spec::runtime::Spec, ImageRoot)> {
     let config = image.config.config().as_ref();
     let flags = run_flags(name, config, flags)?;
+    // Docker makes an anonymous volume for each; peapod has none yet. Said, never ignored:
+    // the path is whatever the layers have there, and what the container writes there lives
+    // in its writable layer and goes with it.
+    if let Some(volumes) = config.and_then(|c| c.volumes().as_ref()) {
+        if !volumes.is_empty() {
+            let paths: Vec<&str> = volumes.iter().map(String::as_str).collect();
+            tracing::warn!(
+                "image {name} declares VOLUME {}: no volume is made (peapod makes no \
+                 anonymous volumes yet); what is written there stays in the container's \
+                 writable layer and goes with it",
+                paths.join(" ")
+            );
+        }
+    }
     let top = image.layers.last().ok_or_else(|| {
         Error::runtime(anyhow!(
             "image {name} has no layers: there is no root to run"
