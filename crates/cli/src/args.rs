@@ -771,6 +771,10 @@ pub(crate) struct RunArgs {
     /// and unset in the container when this shell has none).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines (KEY alone as -e KEY), blank
+    /// lines and # comments skipped; -e comes after it.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// The working directory inside the container.
     #[arg(short = 'w', long = "workdir", value_name = "DIR", value_parser = parse_inside_path)]
     pub workdir: Option<PathBuf>,

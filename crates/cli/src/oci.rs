@@ -38,10 +38,15 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         Path::new("config.json").exists(),
         image_flags,
     )?;
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        env.extend(env_file(file)?);
+    }
+    env.extend(args.env);
     let mut flags = RunFlags {
         name: args.name,
         hostname: args.hostname,
-        env: args.env,
+        env,
         workdir: args.workdir,
         volumes: args.volumes,
         read_only: args.read_only,
@@ -176,6 +181,16 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         outln!("{id}");
     }
     ran
+}
+
+/// The entries of `--env-file FILE`; an error names the file and the line.
+fn env_file(file: &Path) -> Result<Vec<String>, Error> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--env-file {}", file.display()))
+        .map_err(Error::usage)?;
+    peapod_runtime::flags::parse_env_file(&text).map_err(|(line, problem)| {
+        Error::usage(anyhow!("--env-file {}:{line}: {problem}", file.display()))
+    })
 }
 
 /// `peapod logs`.

@@ -40,3 +40,40 @@ fn network_is_dockers_spelling_of_net() {
     assert_ne!(none.stdout.trim(), own_net_ns());
     refused(&rootfs, "--net", &[&["--network", "no/such"]]);
 }
+
+#[test]
+fn env_file_sets_variables_under_e_and_skips_comments() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let file = rootfs.scratch().join("app.env");
+    std::fs::write(
+        &file,
+        "# the app's settings\n\nGREETING=hello world\n  LEVEL=debug\nFROM_CALLER\nOVERRIDDEN=file\n",
+    )
+    .expect("env file");
+    let file = file.display().to_string();
+    let out = rootfs
+        .peapod()
+        .env("FROM_CALLER", "the caller's")
+        .args(["run", "--rootfs", rootfs.arg(), "--env-file", &file])
+        .args(["-e", "OVERRIDDEN=flag", "--", "/bin/sh", "-c"])
+        .arg("echo \"$GREETING|$LEVEL|$FROM_CALLER|$OVERRIDDEN\"")
+        .output()
+        .expect("peapod");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout.trim(), "hello world|debug|the caller's|flag");
+    rootfs.assert_nothing_left();
+
+    let bad = rootfs.scratch().join("bad.env");
+    std::fs::write(&bad, "A=1\n# fine\nNOT VALID=2\n").expect("env file");
+    let bad = bad.display().to_string();
+    refused(
+        &rootfs,
+        &format!("--env-file {bad}:3:"),
+        &[&["--env-file", &bad]],
+    );
+    let missing = rootfs.scratch().join("missing.env").display().to_string();
+    refused(&rootfs, "--env-file", &[&["--env-file", &missing]]);
+}

@@ -298,6 +298,38 @@ pub(crate) fn spec_with_accounts(
     Ok(spec)
 }
 
+/// The entries of an `--env-file` (Docker's format): `KEY=VALUE` lines, the value as
+/// written; a `KEY` alone, which `peapod run` treats as `-e KEY` (the caller's value);
+/// blank lines and lines starting with `#` skipped. An error gives the line's number.
+pub fn parse_env_file(text: &str) -> std::result::Result<Vec<String>, (usize, String)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut env = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() {
+            return Err((n + 1, format!("no variable name in {line:?}")));
+        }
+        if key.contains(char::is_whitespace) {
+            return Err((
+                n + 1,
+                format!("the variable name {key:?} contains whitespace"),
+            ));
+        }
+        env.push(match value {
+            Some(value) => format!("{key}={value}"),
+            None => key.to_owned(),
+        });
+    }
+    Ok(env)
+}
+
 /// What the arguments of `peapod run` name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunTarget {
@@ -384,6 +416,14 @@ mod tests {
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn env_files_in_dockers_form() {
+        let env = parse_env_file("\u{feff}# c\n\n A=1 \nB\n").expect("valid");
+        assert_eq!(env, ["A=1 ", "B"]);
+        assert_eq!(parse_env_file("A=1\n=2\n").map_err(|e| e.0), Err(2));
+        assert_eq!(parse_env_file("A B=1\n").map_err(|e| e.0), Err(1));
     }
 
     #[test]
