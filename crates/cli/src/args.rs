@@ -9,7 +9,7 @@ use peapod_pod::peapod_net::PortMapping;
 use peapod_pod::PodNetwork;
 use std::net::IpAddr;
 
-use peapod_runtime::flags::Volume;
+use peapod_runtime::flags::{parse_mount, parse_tmpfs, MountArg, Tmpfs, Volume};
 use peapod_runtime::security::{
     parse_capability, parse_security_opt, parse_user, CapName, SecurityOpt, UserArg,
 };
@@ -781,6 +781,14 @@ pub(crate) struct RunArgs {
     /// Bind-mount a host path into the container, read-only with ":ro".
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
     pub volumes: Vec<Volume>,
+    /// Mount a host path (type=bind,source=HOST,target=CTR[,readonly]) or a tmpfs
+    /// (type=tmpfs,target=CTR[,tmpfs-size=SIZE][,tmpfs-mode=MODE]), as docker's --mount.
+    #[arg(long = "mount", value_name = "type=bind|tmpfs,...", value_parser = parse_mount)]
+    pub mounts: Vec<MountArg>,
+    /// Mount a tmpfs at PATH (options comma-separated; default noexec,nosuid,nodev, as
+    /// docker's).
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]", value_parser = parse_tmpfs)]
+    pub tmpfs: Vec<Tmpfs>,
     /// Make the container's root file system read-only.
     #[arg(long)]
     pub read_only: bool,

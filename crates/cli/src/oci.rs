@@ -18,6 +18,7 @@ use crate::output::outln;
 use crate::pull::PullPolicy;
 use crate::to_json;
 use peapod_pod::{NetworkOptions, PodNetwork};
+use peapod_runtime::flags::MountArg;
 
 pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i32, Error> {
     rt.reap_leftovers();
@@ -43,12 +44,21 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         env.extend(env_file(file)?);
     }
     env.extend(args.env);
+    let mut volumes = args.volumes;
+    let mut tmpfs = args.tmpfs;
+    for mount in args.mounts {
+        match mount {
+            MountArg::Bind(volume) => volumes.push(volume),
+            MountArg::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
     let mut flags = RunFlags {
         name: args.name,
         hostname: args.hostname,
         env,
         workdir: args.workdir,
-        volumes: args.volumes,
+        volumes,
+        tmpfs,
         read_only: args.read_only,
         net_host: args.net == PodNetwork::Host,
         share: args.share,

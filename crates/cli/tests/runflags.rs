@@ -77,3 +77,72 @@ fn env_file_sets_variables_under_e_and_skips_comments() {
     let missing = rootfs.scratch().join("missing.env").display().to_string();
     refused(&rootfs, "--env-file", &[&["--env-file", &missing]]);
 }
+
+#[test]
+fn tmpfs_and_mount_make_dockers_mounts() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let data = rootfs.scratch().join("data");
+    std::fs::create_dir(&data).expect("data");
+    std::fs::write(data.join("file"), "from the host\n").expect("file");
+    let bind = format!("type=bind,source={},target=/data,readonly", data.display());
+    let out = run_in(
+        &rootfs,
+        &[
+            "--tmpfs",
+            "/scratch:size=1m",
+            "--mount",
+            "type=tmpfs,dst=/cache,tmpfs-size=2m,tmpfs-mode=700",
+            "--mount",
+            &bind,
+        ],
+        &[
+            "/bin/sh",
+            "-c",
+            "mount | grep -E ' /(scratch|cache) '; stat -c 'cache=%a' /cache; cat /data/file; \
+             touch /data/new 2>/dev/null || echo read-only",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let line = |at: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(&format!(" on {at} type tmpfs ")))
+            .unwrap_or_else(|| panic!("no tmpfs at {at}: {out:?}"))
+            .to_owned()
+    };
+    // Docker's defaults: noexec, nosuid, nodev.
+    for at in ["/scratch", "/cache"] {
+        for option in ["noexec", "nosuid", "nodev"] {
+            assert!(line(at).contains(option), "{at}: {out:?}");
+        }
+    }
+    assert!(line("/scratch").contains("size=1024k"), "{out:?}");
+    assert!(line("/cache").contains("size=2048k"), "{out:?}");
+    assert!(out.stdout.contains("cache=700\n"), "{out:?}");
+    assert!(out.stdout.contains("from the host\nread-only\n"), "{out:?}");
+    assert!(!data.join("new").exists());
+    rootfs.assert_nothing_left();
+
+    refused(
+        &rootfs,
+        "--tmpfs",
+        &[&["--tmpfs", "scratch"], &["--tmpfs", "/scratch:sized=1m"]],
+    );
+    let missing = format!(
+        "type=bind,source={},target=/x",
+        rootfs.scratch().join("missing").display()
+    );
+    refused(
+        &rootfs,
+        "--mount",
+        &[
+            &["--mount", "type=volume,target=/x"],
+            &["--mount", "type=tmpfs"],
+            &["--mount", "type=tmpfs,target=/x,colour=red"],
+            &["--mount", "type=bind,target=/x"],
+            &["--mount", &missing],
+        ],
+    );
+}

@@ -22,6 +22,16 @@ pub struct Volume {
     pub readonly: bool,
 }
 
+/// A tmpfs asked for with `--tmpfs PATH[:OPTIONS]` or `--mount type=tmpfs,...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// Where it is mounted in the container (absolute).
+    pub target: PathBuf,
+    /// Its mount options: Docker's defaults (`noexec`, `nosuid`, `nodev`) merged with the
+    /// user's.
+    pub options: Vec<String>,
+}
+
 /// `--memory`, `--cpus` and `--pids-limit`: a container's limits, or a whole pod's.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
@@ -44,8 +54,10 @@ pub struct RunFlags {
     pub env: Vec<String>,
     /// `--workdir`.
     pub workdir: Option<PathBuf>,
-    /// `--volume`.
+    /// `--volume` and `--mount type=bind`.
     pub volumes: Vec<Volume>,
+    /// `--tmpfs` and `--mount type=tmpfs`.
+    pub tmpfs: Vec<Tmpfs>,
     /// `--read-only`: the root mounted read-only.
     pub read_only: bool,
     /// `--net host`: the host's network namespace.
@@ -129,6 +141,7 @@ pub fn refuse_with_bundle(args: &RunFlags) -> Result<()> {
         ("--env", !args.env.is_empty()),
         ("--workdir", args.workdir.is_some()),
         ("--volume", !args.volumes.is_empty()),
+        ("--tmpfs", !args.tmpfs.is_empty()),
         ("--read-only", args.read_only),
         ("--share", !args.share.is_empty()),
         ("--init", args.init),
@@ -285,6 +298,9 @@ pub(crate) fn spec_with_accounts(
     for volume in &args.volumes {
         mounts.push(bind_mount(volume).map_err(Error::usage)?);
     }
+    for tmpfs in &args.tmpfs {
+        mounts.push(tmpfs_mount(tmpfs).map_err(Error::runtime)?);
+    }
     if let Some(init) = &init {
         mounts.push(
             crate::init::mount(init, crate::init::INIT_IN_CONTAINER).map_err(Error::runtime)?,
@@ -328,6 +344,189 @@ pub fn parse_env_file(text: &str) -> std::result::Result<Vec<String>, (usize, St
         });
     }
     Ok(env)
+}
+
+fn tmpfs_mount(tmpfs: &Tmpfs) -> anyhow::Result<Mount> {
+    MountBuilder::default()
+        .destination(tmpfs.target.clone())
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(tmpfs.options.clone())
+        .build()
+        .context("cannot describe a tmpfs mount")
+}
+
+/// The options every tmpfs of `--tmpfs` and `--mount type=tmpfs` starts from, as Docker's
+/// (its daemon adds them before the user's, which may undo them: `exec` after `noexec`).
+const TMPFS_DEFAULTS: [&str; 3] = ["noexec", "nosuid", "nodev"];
+
+/// `--tmpfs PATH[:OPTIONS]`: Docker's form, options comma-separated.
+pub fn parse_tmpfs(s: &str) -> std::result::Result<Tmpfs, String> {
+    let (target, options) = s.split_once(':').unwrap_or((s, ""));
+    let target = absolute_target(target)?;
+    let options: Vec<&str> = options.split(',').filter(|o| !o.is_empty()).collect();
+    Ok(Tmpfs {
+        target,
+        options: tmpfs_options(&options)?,
+    })
+}
+
+fn absolute_target(s: &str) -> std::result::Result<PathBuf, String> {
+    match s.starts_with('/') {
+        true => Ok(PathBuf::from(s)),
+        false => Err(format!(
+            "{s:?} must be an absolute path inside the container"
+        )),
+    }
+}
+
+/// Docker's defaults with `user`'s options over them, each checked: a flag tmpfs takes, or
+/// one of its `KEY=VALUE` options, so that a typo fails here rather than in the kernel.
+fn tmpfs_options(user: &[&str]) -> std::result::Result<Vec<String>, String> {
+    const FLAGS: [&str; 18] = [
+        "rw",
+        "ro",
+        "exec",
+        "noexec",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "atime",
+        "noatime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "diratime",
+        "nodiratime",
+        "sync",
+        "async",
+        "tmpcopyup",
+    ];
+    let mut options: Vec<String> = TMPFS_DEFAULTS.iter().map(|o| o.to_string()).collect();
+    for option in user {
+        match option.split_once('=') {
+            Some(("size" | "nr_blocks" | "nr_inodes", value)) if valid_tmpfs_size(value) => {}
+            Some(("mode", value)) if u32::from_str_radix(value, 8).is_ok() => {}
+            Some(("uid" | "gid", value)) if value.parse::<u32>().is_ok() => {}
+            Some(("huge" | "mpol", value)) if !value.is_empty() => {}
+            Some((key, value)) => return Err(format!("invalid tmpfs option {key}={value:?}")),
+            None if FLAGS.contains(option) => {}
+            None => return Err(format!("unknown tmpfs option {option:?}")),
+        }
+        // A flag undoes its opposite (`exec` the default `noexec`), and a later value of a
+        // key replaces an earlier one.
+        let key = option.split('=').next().unwrap_or_default();
+        let opposite = key
+            .strip_prefix("no")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("no{key}"));
+        options.retain(|o| {
+            let k = o.split('=').next().unwrap_or_default();
+            k != key && k != opposite && !(matches!(key, "ro" | "rw") && matches!(k, "ro" | "rw"))
+        });
+        // Mounted by peapod as every tmpfs is; "tmpcopyup" is podman's and means nothing here.
+        if *option != "tmpcopyup" {
+            options.push(option.to_string());
+        }
+    }
+    Ok(options)
+}
+
+/// A tmpfs size: a number with an optional k, m or g suffix, or a percentage of memory.
+fn valid_tmpfs_size(value: &str) -> bool {
+    let digits = value.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    !digits.is_empty() && value.len() - digits.len() <= 1 && digits.parse::<u64>().is_ok()
+}
+
+/// What one `--mount` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountArg {
+    /// `type=bind`: as `--volume`.
+    Bind(Volume),
+    /// `type=tmpfs`: as `--tmpfs`.
+    Tmpfs(Tmpfs),
+}
+
+/// `--mount type=bind,source=HOST,target=CTR[,readonly]` or
+/// `--mount type=tmpfs,target=CTR[,tmpfs-size=SIZE][,tmpfs-mode=MODE]`: Docker's syntax,
+/// with its aliases (`src`, `dst`, `destination`, `ro`). A bind's source must exist, as
+/// Docker's `--mount` requires (unlike `-v`).
+pub fn parse_mount(s: &str) -> std::result::Result<MountArg, String> {
+    let (mut typ, mut source, mut target, mut readonly) = (None, None, None, false);
+    let mut tmpfs = Vec::new();
+    for field in s.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (field, None),
+        };
+        let value_of = |key: &str| value.ok_or_else(|| format!("{key} needs a value ({key}=...)"));
+        match key {
+            "type" => typ = Some(value_of(key)?),
+            "source" | "src" => source = Some(value_of(key)?),
+            "target" | "destination" | "dst" => target = Some(absolute_target(value_of(key)?)?),
+            "readonly" | "ro" => {
+                readonly = match value {
+                    None | Some("true" | "1") => true,
+                    Some("false" | "0") => false,
+                    Some(v) => return Err(format!("{key}={v:?}: expected true or false")),
+                }
+            }
+            "tmpfs-size" => {
+                let size = value_of(key)?;
+                if !valid_tmpfs_size(size) {
+                    return Err(format!("tmpfs-size={size:?}: expected a size such as 64m"));
+                }
+                tmpfs.push(format!("size={size}"));
+            }
+            "tmpfs-mode" => {
+                let mode = value_of(key)?;
+                if u32::from_str_radix(mode, 8).is_err() {
+                    return Err(format!(
+                        "tmpfs-mode={mode:?}: expected an octal mode such as 1777"
+                    ));
+                }
+                tmpfs.push(format!("mode={mode}"));
+            }
+            key => {
+                return Err(format!(
+                    "unknown key {key:?} (type, source, target, readonly, tmpfs-size, tmpfs-mode)"
+                ))
+            }
+        }
+    }
+    let target = target.ok_or("target= is required")?;
+    match typ {
+        Some("bind") => {
+            if !tmpfs.is_empty() {
+                return Err("tmpfs-size and tmpfs-mode go with type=tmpfs".into());
+            }
+            let source = source.ok_or("source= is required with type=bind")?;
+            if std::fs::symlink_metadata(source).is_err() {
+                return Err(format!("source={source:?} does not exist"));
+            }
+            Ok(MountArg::Bind(Volume {
+                host: PathBuf::from(source),
+                container: target,
+                readonly,
+            }))
+        }
+        Some("tmpfs") => {
+            if source.is_some() {
+                return Err("source= does not go with type=tmpfs".into());
+            }
+            if readonly {
+                tmpfs.push("ro".to_owned());
+            }
+            let tmpfs: Vec<&str> = tmpfs.iter().map(String::as_str).collect();
+            Ok(MountArg::Tmpfs(Tmpfs {
+                target,
+                options: tmpfs_options(&tmpfs)?,
+            }))
+        }
+        Some(other) => Err(format!("type={other:?} is not supported (bind or tmpfs)")),
+        None => Err("type= is required (bind or tmpfs)".into()),
+    }
 }
 
 /// What the arguments of `peapod run` name.
@@ -424,6 +623,37 @@ mod tests {
         assert_eq!(env, ["A=1 ", "B"]);
         assert_eq!(parse_env_file("A=1\n=2\n").map_err(|e| e.0), Err(2));
         assert_eq!(parse_env_file("A B=1\n").map_err(|e| e.0), Err(1));
+    }
+
+    #[test]
+    fn tmpfs_options_start_from_dockers_and_the_users_win() {
+        let t = parse_tmpfs("/run:exec,size=64m,mode=1777").expect("valid");
+        assert_eq!(t.target, PathBuf::from("/run"));
+        assert_eq!(
+            t.options,
+            ["nosuid", "nodev", "exec", "size=64m", "mode=1777"]
+        );
+        assert_eq!(parse_tmpfs("/t").expect("valid").options, TMPFS_DEFAULTS);
+        assert!(parse_tmpfs("/t:mode=99x").is_err());
+        assert!(parse_tmpfs("/t:size=").is_err());
+    }
+
+    #[test]
+    fn mount_takes_dockers_keys_and_aliases() {
+        let bind = parse_mount("type=bind,src=/,dst=/host,ro").expect("bind");
+        assert_eq!(
+            bind,
+            MountArg::Bind(Volume {
+                host: "/".into(),
+                container: "/host".into(),
+                readonly: true
+            })
+        );
+        let tmpfs = parse_mount("type=tmpfs,destination=/c,tmpfs-size=1m").expect("tmpfs");
+        assert!(matches!(tmpfs, MountArg::Tmpfs(t) if t.options.contains(&"size=1m".to_owned())));
+        let e = parse_mount("type=bind,source=/,target=/x,bind-propagation=shared");
+        assert!(e.expect_err("unknown key").contains("bind-propagation"));
+        assert!(parse_mount("type=bind,source=/,target=x").is_err());
     }
 
     #[test]
