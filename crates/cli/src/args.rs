@@ -835,6 +835,10 @@ pub(crate) struct RunArgs {
     pub security_opt: Vec<SecurityOpt>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Its own /etc/hosts (--add-host) and /etc/resolv.conf (--dns, --dns-search); on a CNI
+    /// network, its network's files, as a pod's.
+    #[command(flatten)]
+    pub dns: DnsArgs,
     /// Run the container in this pod: it joins the pod's shared namespaces.
     #[arg(long, value_name = "POD", conflicts_with_all = ["share", "net"])]
     pub pod: Option<String>,

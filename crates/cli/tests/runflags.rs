@@ -146,3 +146,50 @@ fn tmpfs_and_mount_make_dockers_mounts() {
         ],
     );
 }
+
+#[test]
+fn add_host_and_dns_give_the_container_its_own_etc_files() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    // The root's own files, which must stay as they are.
+    std::fs::write(rootfs.path.join("etc/hosts"), "# the rootfs's hosts\n").expect("hosts");
+    std::fs::write(rootfs.path.join("etc/resolv.conf"), "# the rootfs's\n").expect("resolv");
+    let out = run_in(
+        &rootfs,
+        &[
+            "--hostname",
+            "app",
+            "--add-host",
+            "db:10.1.2.3",
+            "--add-host",
+            "cache:fd00::5",
+            "--dns",
+            "10.0.0.53",
+            "--dns-search",
+            "corp.example",
+        ],
+        &[
+            "/bin/sh",
+            "-c",
+            "cat /etc/hosts; echo ---; cat /etc/resolv.conf",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let (hosts, resolv) = out.stdout.split_once("---\n").expect("two files");
+    assert!(hosts.contains("127.0.0.1\tlocalhost\n"), "{out:?}");
+    assert!(hosts.contains("\tapp\n"), "{out:?}");
+    assert!(hosts.contains("10.1.2.3\tdb\nfd00::5\tcache\n"), "{out:?}");
+    assert_eq!(resolv, "search corp.example\nnameserver 10.0.0.53\n");
+    let file = |name: &str| std::fs::read_to_string(rootfs.path.join(name)).expect("file");
+    assert_eq!(file("etc/hosts"), "# the rootfs's hosts\n");
+    assert_eq!(file("etc/resolv.conf"), "# the rootfs's\n");
+    rootfs.assert_nothing_left();
+
+    refused(
+        &rootfs,
+        "--add-host",
+        &[&["--add-host", "db"], &["--add-host", "db:10.1.2"]],
+    );
+    refused(&rootfs, "--dns", &[&["--dns", "resolver.lan"]]);
+}
