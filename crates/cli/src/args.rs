@@ -9,7 +9,10 @@ use peapod_pod::peapod_net::PortMapping;
 use peapod_pod::PodNetwork;
 use std::net::IpAddr;
 
-use peapod_runtime::flags::{parse_mount, parse_tmpfs, MountArg, Tmpfs, Volume};
+use peapod_runtime::flags::{
+    parse_device, parse_key_value, parse_label, parse_mount, parse_tmpfs, parse_ulimit, Device,
+    MountArg, Tmpfs, Ulimit, Volume,
+};
 use peapod_runtime::security::{
     parse_capability, parse_security_opt, parse_user, CapName, SecurityOpt, UserArg,
 };
@@ -835,6 +838,21 @@ pub(crate) struct RunArgs {
     pub security_opt: Vec<SecurityOpt>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Set a namespaced kernel parameter in the container (net.*, kernel.shm*, ...);
+    /// repeatable.
+    #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub sysctls: Vec<(String, String)>,
+    /// Set a resource limit: nofile, nproc, core, stack, memlock, ... (-1 or unlimited for
+    /// none; HARD defaults to SOFT); repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    pub ulimits: Vec<Ulimit>,
+    /// Give the container a host device (PERMS: some of r, w, m; default rwm); repeatable.
+    #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]", value_parser = parse_device)]
+    pub devices: Vec<Device>,
+    /// Set a label, one of the container's annotations (`peapod state` shows them);
+    /// repeatable.
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Its own /etc/hosts (--add-host) and /etc/resolv.conf (--dns, --dns-search); on a CNI
     /// network, its network's files, as a pod's.
     #[command(flatten)]

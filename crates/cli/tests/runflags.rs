@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{run_in, TestRootfs};
+use support::{run_in, Deleted, TestRootfs};
 
 /// Runs `peapod run --rootfs R FLAGS -- /bin/true` for each `flags`, and checks that each is
 /// refused in one line naming `flag`, with exit status 2, leaving nothing.
@@ -192,4 +192,132 @@ fn add_host_and_dns_give_the_container_its_own_etc_files() {
         &[&["--add-host", "db"], &["--add-host", "db:10.1.2"]],
     );
     refused(&rootfs, "--dns", &[&["--dns", "resolver.lan"]]);
+}
+
+#[test]
+fn sysctl_sets_a_namespaced_parameter_inside_only() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let path = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+    let host = std::fs::read_to_string(path).expect("host value");
+    let out = run_in(
+        &rootfs,
+        &["--sysctl", "net.ipv4.ip_unprivileged_port_start=99"],
+        &["/bin/cat", path],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "99\n");
+    assert_eq!(std::fs::read_to_string(path).expect("host value"), host);
+    rootfs.assert_nothing_left();
+
+    refused(
+        &rootfs,
+        "--sysctl",
+        &[&["--sysctl", "net.ipv4.ip_forward"], &["--sysctl", "=1"]],
+    );
+    // A host-wide parameter is refused before anything is made.
+    let out = run_in(&rootfs, &["--sysctl", "vm.swappiness=10"], &["/bin/true"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("vm.swappiness"), "{out:?}");
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn ulimit_sets_the_soft_and_hard_limits() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let out = run_in(
+        &rootfs,
+        &["--ulimit", "nofile=100:200", "--ulimit", "core=0"],
+        &["/bin/sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "100\n200\n0\n");
+    rootfs.assert_nothing_left();
+
+    refused(
+        &rootfs,
+        "--ulimit",
+        &[
+            &["--ulimit", "files=10"],
+            &["--ulimit", "nofile=ten"],
+            &["--ulimit", "nofile=200:100"],
+            &["--ulimit", "nofile"],
+        ],
+    );
+}
+
+#[test]
+fn label_is_an_annotation_that_state_shows() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let _deleted = Deleted(&rootfs, "labelled");
+    let out = run_in(
+        &rootfs,
+        &[
+            "--detach",
+            "--name",
+            "labelled",
+            "--label",
+            "team=storage",
+            "-l",
+            "tier",
+        ],
+        &["/bin/sleep", "30"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let state = rootfs
+        .peapod()
+        .args(["state", "labelled"])
+        .output()
+        .expect("state");
+    let json: serde_json::Value = serde_json::from_slice(&state.stdout).expect("json");
+    assert_eq!(json["annotations"]["team"], "storage", "{json}");
+    assert_eq!(json["annotations"]["tier"], "", "{json}");
+    drop(_deleted);
+    rootfs.assert_nothing_left();
+
+    refused(&rootfs, "--label", &[&["--label", "=storage"]]);
+}
+
+#[test]
+fn device_gives_the_container_a_node_it_may_read() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    // /dev/zero under another name, read-only: only ever read.
+    let out = run_in(
+        &rootfs,
+        &["--device", "/dev/zero:/dev/myzero:r"],
+        &[
+            "/bin/sh",
+            "-c",
+            "stat -c '%t:%T %F' /dev/myzero; head -c 8 /dev/myzero | od -An -tx1",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("1:5 character special file"), "{out:?}");
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some("00 00 00 00 00 00 00 00"),
+        "{out:?}"
+    );
+    rootfs.assert_nothing_left();
+
+    let not_a_device = rootfs.scratch().join("plain");
+    std::fs::write(&not_a_device, "").expect("file");
+    let not_a_device = not_a_device.display().to_string();
+    refused(
+        &rootfs,
+        "--device",
+        &[
+            &["--device", "/dev/zero:/dev/myzero:rx"],
+            &["--device", "dev/zero"],
+            &["--device", &not_a_device],
+        ],
+    );
 }

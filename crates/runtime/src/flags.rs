@@ -4,7 +4,10 @@
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxResources, Mount, MountBuilder, Spec};
+use oci_spec::runtime::{
+    LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, Spec,
+};
 use peapod_container::default_spec;
 use peapod_ns::Namespace;
 
@@ -30,6 +33,28 @@ pub struct Tmpfs {
     /// Its mount options: Docker's defaults (`noexec`, `nosuid`, `nodev`) merged with the
     /// user's.
     pub options: Vec<String>,
+}
+
+/// A `--ulimit NAME=SOFT[:HARD]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ulimit {
+    /// The resource.
+    pub typ: PosixRlimitType,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// A `--device HOST[:CONTAINER[:PERMS]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device node on the host, whose type and numbers the container's node gets.
+    pub host: PathBuf,
+    /// Where its node is made in the container.
+    pub container: PathBuf,
+    /// What the container may do with it: some of `r`, `w`, `m`.
+    pub access: String,
 }
 
 /// `--memory`, `--cpus` and `--pids-limit`: a container's limits, or a whole pod's.
@@ -58,6 +83,14 @@ pub struct RunFlags {
     pub volumes: Vec<Volume>,
     /// `--tmpfs` and `--mount type=tmpfs`.
     pub tmpfs: Vec<Tmpfs>,
+    /// `--sysctl KEY=VALUE`, into `linux.sysctl`.
+    pub sysctls: Vec<(String, String)>,
+    /// `--ulimit`, into `process.rlimits`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--label KEY=VALUE`, into the annotations.
+    pub labels: Vec<(String, String)>,
+    /// `--device`, into `linux.devices` and the device rules.
+    pub devices: Vec<Device>,
     /// `--read-only`: the root mounted read-only.
     pub read_only: bool,
     /// `--net host`: the host's network namespace.
@@ -142,6 +175,10 @@ pub fn refuse_with_bundle(args: &RunFlags) -> Result<()> {
         ("--workdir", args.workdir.is_some()),
         ("--volume", !args.volumes.is_empty()),
         ("--tmpfs", !args.tmpfs.is_empty()),
+        ("--sysctl", !args.sysctls.is_empty()),
+        ("--ulimit", !args.ulimits.is_empty()),
+        ("--label", !args.labels.is_empty()),
+        ("--device", !args.devices.is_empty()),
         ("--read-only", args.read_only),
         ("--share", !args.share.is_empty()),
         ("--init", args.init),
@@ -310,40 +347,36 @@ pub(crate) fn spec_with_accounts(
     if let Some(linux) = spec.linux_mut() {
         let resources = with_limits(linux.resources().clone(), &args.limits);
         linux.set_resources(resources);
+        if !args.sysctls.is_empty() {
+            let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+            sysctl.extend(args.sysctls.iter().cloned());
+            linux.set_sysctl(Some(sysctl));
+        }
+    }
+    with_devices(&mut spec, &args.devices)?;
+    if let Some(process) = spec.process_mut() {
+        if !args.ulimits.is_empty() {
+            let mut rlimits = process.rlimits().clone().unwrap_or_default();
+            for ulimit in &args.ulimits {
+                rlimits.retain(|r| r.typ() != ulimit.typ);
+                let rlimit = PosixRlimitBuilder::default()
+                    .typ(ulimit.typ)
+                    .soft(ulimit.soft)
+                    .hard(ulimit.hard)
+                    .build()
+                    .context("cannot describe an rlimit")
+                    .map_err(Error::runtime)?;
+                rlimits.push(rlimit);
+            }
+            process.set_rlimits(Some(rlimits));
+        }
+    }
+    if !args.labels.is_empty() {
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.extend(args.labels.iter().cloned());
+        spec.set_annotations(Some(annotations));
     }
     Ok(spec)
-}
-
-/// The entries of an `--env-file` (Docker's format): `KEY=VALUE` lines, the value as
-/// written; a `KEY` alone, which `peapod run` treats as `-e KEY` (the caller's value);
-/// blank lines and lines starting with `#` skipped. An error gives the line's number.
-pub fn parse_env_file(text: &str) -> std::result::Result<Vec<String>, (usize, String)> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut env = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = match line.split_once('=') {
-            Some((key, value)) => (key, Some(value)),
-            None => (line.trim_end(), None),
-        };
-        if key.is_empty() {
-            return Err((n + 1, format!("no variable name in {line:?}")));
-        }
-        if key.contains(char::is_whitespace) {
-            return Err((
-                n + 1,
-                format!("the variable name {key:?} contains whitespace"),
-            ));
-        }
-        env.push(match value {
-            Some(value) => format!("{key}={value}"),
-            None => key.to_owned(),
-        });
-    }
-    Ok(env)
 }
 
 fn tmpfs_mount(tmpfs: &Tmpfs) -> anyhow::Result<Mount> {
@@ -354,6 +387,64 @@ fn tmpfs_mount(tmpfs: &Tmpfs) -> anyhow::Result<Mount> {
         .options(tmpfs.options.clone())
         .build()
         .context("cannot describe a tmpfs mount")
+}
+
+/// Adds a node for each `--device` to `linux.devices`, with the host node's type and
+/// numbers, and a rule allowing its access after the spec's deny-all: without the rule the
+/// device filter (the v1 controller or the v2 program) would refuse it.
+fn with_devices(spec: &mut Spec, devices: &[Device]) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let Some(linux) = spec.linux_mut() else {
+        return Ok(());
+    };
+    let mut nodes = linux.devices().clone().unwrap_or_default();
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    for device in devices {
+        let flag = || format!("--device {}", device.host.display());
+        let meta = std::fs::metadata(&device.host)
+            .with_context(flag)
+            .map_err(Error::usage)?;
+        let typ = match meta.file_type() {
+            t if t.is_char_device() => LinuxDeviceType::C,
+            t if t.is_block_device() => LinuxDeviceType::B,
+            _ => {
+                return Err(Error::usage(anyhow::anyhow!(
+                    "{}: not a device node",
+                    flag()
+                )))
+            }
+        };
+        let rdev = meta.rdev();
+        let (major, minor) = (
+            i64::from(nix::sys::stat::major(rdev) as u32),
+            i64::from(nix::sys::stat::minor(rdev) as u32),
+        );
+        let mut node = LinuxDevice::default();
+        node.set_path(device.container.clone());
+        node.set_typ(typ);
+        node.set_major(major);
+        node.set_minor(minor);
+        node.set_file_mode(Some(meta.mode() & 0o777));
+        node.set_uid(Some(0));
+        node.set_gid(Some(0));
+        nodes.retain(|n| n.path() != node.path());
+        nodes.push(node);
+        let mut rule = LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(typ));
+        rule.set_major(Some(major));
+        rule.set_minor(Some(minor));
+        rule.set_access(Some(device.access.clone()));
+        rules.push(rule);
+    }
+    linux.set_devices(Some(nodes));
+    resources.set_devices(Some(rules));
+    linux.set_resources(Some(resources));
+    Ok(())
 }
 
 /// The options every tmpfs of `--tmpfs` and `--mount type=tmpfs` starts from, as Docker's
@@ -529,6 +620,125 @@ pub fn parse_mount(s: &str) -> std::result::Result<MountArg, String> {
     }
 }
 
+/// `KEY=VALUE` with a key, for `--sysctl`.
+pub fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// `KEY[=VALUE]`, for `--label` (a key alone has the empty value, as Docker's).
+pub fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = s.split_once('=').unwrap_or((s, ""));
+    match key.is_empty() {
+        true => Err(format!("expected KEY=VALUE, got {s:?}")),
+        false => Ok((key.to_owned(), value.to_owned())),
+    }
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` with Docker's names (`nofile`, `nproc`, `core`, ...); a
+/// limit is a number, or -1 or `unlimited`. Without HARD, both are SOFT.
+pub fn parse_ulimit(s: &str) -> std::result::Result<Ulimit, String> {
+    use PosixRlimitType::*;
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=SOFT[:HARD], got {s:?}"))?;
+    let typ = match name {
+        "as" => RlimitAs,
+        "core" => RlimitCore,
+        "cpu" => RlimitCpu,
+        "data" => RlimitData,
+        "fsize" => RlimitFsize,
+        "locks" => RlimitLocks,
+        "memlock" => RlimitMemlock,
+        "msgqueue" => RlimitMsgqueue,
+        "nice" => RlimitNice,
+        "nofile" => RlimitNofile,
+        "nproc" => RlimitNproc,
+        "rss" => RlimitRss,
+        "rtprio" => RlimitRtprio,
+        "rttime" => RlimitRttime,
+        "sigpending" => RlimitSigpending,
+        "stack" => RlimitStack,
+        _ => {
+            return Err(format!(
+                "unknown limit {name:?} (as, core, cpu, data, fsize, locks, memlock, msgqueue, \
+                 nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack)"
+            ))
+        }
+    };
+    let limit = |v: &str| match v {
+        "-1" | "unlimited" => Ok(u64::MAX),
+        v => v
+            .parse::<u64>()
+            .map_err(|_| format!("{name}: {v:?} is not a number (or unlimited)")),
+    };
+    let (soft, hard) = match limits.split_once(':') {
+        Some((soft, hard)) => (limit(soft)?, limit(hard)?),
+        None => (limit(limits)?, limit(limits)?),
+    };
+    if soft > hard {
+        return Err(format!("{name}: the soft limit is above the hard limit"));
+    }
+    Ok(Ulimit { typ, soft, hard })
+}
+
+/// `--device HOST[:CONTAINER][:PERMS]`: Docker's form (PERMS some of `rwm`, default all;
+/// the container's path defaults to the host's).
+pub fn parse_device(s: &str) -> std::result::Result<Device, String> {
+    let is_perms = |p: &str| !p.is_empty() && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, container, access) = match parts.as_slice() {
+        [host] => (*host, *host, "rwm"),
+        [host, perms] if is_perms(perms) => (*host, *host, *perms),
+        [host, container] => (*host, *container, "rwm"),
+        [host, container, perms] if is_perms(perms) => (*host, *container, *perms),
+        [_, _, perms] => return Err(format!("{perms:?}: permissions are some of r, w and m")),
+        _ => return Err(format!("expected HOST[:CONTAINER[:PERMS]], got {s:?}")),
+    };
+    if !host.starts_with('/') {
+        return Err(format!("{host:?} must be an absolute path on the host"));
+    }
+    Ok(Device {
+        host: PathBuf::from(host),
+        container: absolute_target(container)?,
+        access: access.to_owned(),
+    })
+}
+
+/// The entries of an `--env-file` (Docker's format): `KEY=VALUE` lines, the value as
+/// written; a `KEY` alone, which `peapod run` treats as `-e KEY` (the caller's value);
+/// blank lines and lines starting with `#` skipped. An error gives the line's number.
+pub fn parse_env_file(text: &str) -> std::result::Result<Vec<String>, (usize, String)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut env = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() {
+            return Err((n + 1, format!("no variable name in {line:?}")));
+        }
+        if key.contains(char::is_whitespace) {
+            return Err((
+                n + 1,
+                format!("the variable name {key:?} contains whitespace"),
+            ));
+        }
+        env.push(match value {
+            Some(value) => format!("{key}={value}"),
+            None => key.to_owned(),
+        });
+    }
+    Ok(env)
+}
+
 /// What the arguments of `peapod run` name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunTarget {
@@ -618,14 +828,6 @@ mod tests {
     }
 
     #[test]
-    fn env_files_in_dockers_form() {
-        let env = parse_env_file("\u{feff}# c\n\n A=1 \nB\n").expect("valid");
-        assert_eq!(env, ["A=1 ", "B"]);
-        assert_eq!(parse_env_file("A=1\n=2\n").map_err(|e| e.0), Err(2));
-        assert_eq!(parse_env_file("A B=1\n").map_err(|e| e.0), Err(1));
-    }
-
-    #[test]
     fn tmpfs_options_start_from_dockers_and_the_users_win() {
         let t = parse_tmpfs("/run:exec,size=64m,mode=1777").expect("valid");
         assert_eq!(t.target, PathBuf::from("/run"));
@@ -654,6 +856,61 @@ mod tests {
         let e = parse_mount("type=bind,source=/,target=/x,bind-propagation=shared");
         assert!(e.expect_err("unknown key").contains("bind-propagation"));
         assert!(parse_mount("type=bind,source=/,target=x").is_err());
+    }
+
+    #[test]
+    fn ulimits_and_devices_in_dockers_forms() {
+        let u = parse_ulimit("nofile=1024:4096").expect("valid");
+        assert_eq!(
+            (u.typ, u.soft, u.hard),
+            (PosixRlimitType::RlimitNofile, 1024, 4096)
+        );
+        assert_eq!(parse_ulimit("core=-1").expect("valid").hard, u64::MAX);
+        let d = parse_device("/dev/fuse").expect("valid");
+        assert_eq!(
+            (d.container.as_path(), d.access.as_str()),
+            (Path::new("/dev/fuse"), "rwm")
+        );
+        let d = parse_device("/dev/zero:r").expect("valid");
+        assert_eq!(
+            (d.container.as_path(), d.access.as_str()),
+            (Path::new("/dev/zero"), "r")
+        );
+    }
+
+    #[test]
+    fn env_files_in_dockers_form() {
+        let env = parse_env_file("\u{feff}# c\n\n A=1 \nB\n").expect("valid");
+        assert_eq!(env, ["A=1 ", "B"]);
+        assert_eq!(parse_env_file("A=1\n=2\n").map_err(|e| e.0), Err(2));
+        assert_eq!(parse_env_file("A B=1\n").map_err(|e| e.0), Err(1));
+    }
+
+    #[test]
+    fn a_device_is_a_node_and_a_rule_after_the_deny_all() {
+        let flags = RunFlags {
+            devices: vec![parse_device("/dev/null:/dev/nothing:rw").expect("valid")],
+            command: vec!["/bin/true".into()],
+            ..RunFlags::default()
+        };
+        let spec = spec_from_flags(&flags, Path::new("/"), false).expect("spec");
+        let linux = spec.linux().as_ref().expect("linux");
+        let node = &linux.devices().as_ref().expect("devices")[0];
+        assert_eq!(
+            (node.path().as_path(), node.major(), node.minor()),
+            (Path::new("/dev/nothing"), 1, 3)
+        );
+        let rules = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().clone())
+            .expect("rules");
+        let last = rules.last().expect("rule");
+        assert!(last.allow() && !rules[0].allow());
+        assert_eq!(
+            (last.major(), last.minor(), last.access().as_deref()),
+            (Some(1), Some(3), Some("rw"))
+        );
     }
 
     #[test]
