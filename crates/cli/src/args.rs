@@ -795,16 +795,13 @@ pub(crate) struct RunArgs {
     /// Make the container's root file system read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// The network: a new namespace with only lo (none), the host's (host), or a new
-    /// namespace on this CNI network (as a pod's: an IP, /etc files, --publish).
-    #[arg(
-        long,
-        visible_alias = "network",
-        value_name = "none|host|NAME",
-        default_value = "none"
-    )]
-    pub net: PodNetwork,
-    /// Publish a port of the container on the host (with --net NAME).
+    /// The network: a new namespace with only lo (none, the default), the host's (host), or
+    /// a new namespace on this CNI network (as a pod's: an IP, /etc files, --publish); with
+    /// -p and no network, the default network peapod (as root).
+    #[arg(long, visible_alias = "network", value_name = "none|host|NAME")]
+    pub net: Option<PodNetwork>,
+    /// Publish a port of the container on the host (on --net NAME, else on the default
+    /// network peapod; as root).
     #[arg(
         short = 'p',
         long = "publish",

@@ -41,6 +41,15 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         Path::new("config.json").exists(),
         image_flags,
     )?;
+    // `-p` alone, as podman's: on the default network, which only root can give (in a pod,
+    // the pod's network is the container's).
+    let net = match args.net {
+        Some(net) => net,
+        None if !args.publish.is_empty() && !rt.rootless && args.pod.is_none() => {
+            PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned())
+        }
+        None => PodNetwork::None,
+    };
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(env_file(file)?);
@@ -75,7 +84,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         labels: args.labels,
         devices: args.devices,
         read_only: args.read_only,
-        net_host: args.net == PodNetwork::Host,
+        net_host: net == PodNetwork::Host,
         share: args.share,
         init: args.init,
         init_path: args.init_path,
@@ -153,11 +162,11 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         search: args.dns.search,
         ..DnsSettings::default()
     };
-    let net_pod = match &args.net {
+    let net_pod = match &net {
         PodNetwork::Cni(_) => {
             let hostname = spec.hostname().clone().unwrap_or_else(|| id.clone());
             let network = NetworkOptions {
-                network: args.net.clone(),
+                network: net.clone(),
                 ports: args.publish.clone(),
                 cni: args.cni.cni(),
                 dns: dns.clone(),
@@ -169,9 +178,20 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
                 rt, &id, &hostname, &network, init,
             )?)
         }
+        _ if !args.publish.is_empty() && args.pod.is_some() => {
+            return Err(Error::usage(anyhow!(
+                "--publish: a container in a pod is on the pod's network (pod create -p)"
+            )))
+        }
+        _ if !args.publish.is_empty() && rt.rootless => {
+            return Err(Error::usage(anyhow!(
+                "--publish needs a CNI network, which a rootless container cannot have"
+            )))
+        }
         _ if !args.publish.is_empty() => {
             return Err(Error::usage(anyhow!(
-                "--publish needs --net NAME (a CNI network)"
+                "--publish needs a CNI network (--net NAME, or no --net for the default one), \
+                 not --net {net}"
             )))
         }
         _ => None,

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::net::{available, TestNet};
+use support::pods::Pods;
 use support::{run_in, Deleted, TestRootfs};
 
 /// Runs `peapod run --rootfs R FLAGS -- /bin/true` for each `flags`, and checks that each is
@@ -320,4 +322,77 @@ fn device_gives_the_container_a_node_it_may_read() {
             &["--device", &not_a_device],
         ],
     );
+}
+
+#[test]
+fn publish_without_a_network_uses_the_default_network() {
+    if !available() {
+        return;
+    }
+    // The default network `peapod`, of this test's own (bridge, subnet, configuration and
+    // cache): never the host's real one.
+    let net = TestNet::named(Some("peapod"), 24);
+    let Some(mut pods) = Pods::new() else {
+        return;
+    };
+    pods.env = net.env();
+    // Should the test fail, its hidden network pod goes with `pods`.
+    pods.names.push("net-published".to_owned());
+    let rootfs = pods.rootfs.arg().to_owned();
+    let publish = format!("{}:80", free_port());
+    // --add-host and --dns go to the network's /etc files, as a pod's.
+    let out = pods.peapod(&[
+        "run",
+        "--rootfs",
+        &rootfs,
+        "--name",
+        "published",
+        "-p",
+        &publish,
+        "--add-host",
+        "db:10.1.2.3",
+        "--dns",
+        "10.0.0.53",
+        "--",
+        "/bin/sh",
+        "-c",
+        "ip -4 -o addr show eth0; cat /etc/hosts /etc/resolv.conf",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let prefix = net
+        .gateway()
+        .rsplit_once('.')
+        .map(|p| p.0.to_owned() + ".")
+        .expect("prefix");
+    assert!(out.stdout.contains(&format!("inet {prefix}")), "{out:?}");
+    assert!(out.stdout.contains("10.1.2.3\tdb\n"), "{out:?}");
+    assert!(out.stdout.contains("nameserver 10.0.0.53\n"), "{out:?}");
+    pods.names.clear();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    pods.rootfs.assert_nothing_left();
+}
+
+/// A TCP port nobody listens on now (the kernel's choice of an ephemeral one).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[test]
+fn publish_rootless_is_refused_in_one_line() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let root = rootfs.arg().to_owned();
+    let args = ["run", "--rootfs", &root, "-p", "8080:80", "--", "/bin/true"];
+    let Some(out) = support::run_as_nobody(&rootfs, &args) else {
+        return;
+    };
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("--publish needs a CNI network"),
+        "{out:?}"
+    );
+    rootfs.assert_nothing_left();
 }
