@@ -9,7 +9,10 @@ use peapod_pod::peapod_net::PortMapping;
 use peapod_pod::PodNetwork;
 use std::net::IpAddr;
 
-use peapod_runtime::flags::Volume;
+use peapod_runtime::flags::{
+    parse_device, parse_key_value, parse_label, parse_mount, parse_tmpfs, parse_ulimit, Device,
+    MountArg, Tmpfs, Ulimit, Volume,
+};
 use peapod_runtime::security::{
     parse_capability, parse_security_opt, parse_user, CapName, SecurityOpt, UserArg,
 };
@@ -771,20 +774,34 @@ pub(crate) struct RunArgs {
     /// and unset in the container when this shell has none).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines (KEY alone as -e KEY), blank
+    /// lines and # comments skipped; -e comes after it.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// The working directory inside the container.
     #[arg(short = 'w', long = "workdir", value_name = "DIR", value_parser = parse_inside_path)]
     pub workdir: Option<PathBuf>,
     /// Bind-mount a host path into the container, read-only with ":ro".
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
     pub volumes: Vec<Volume>,
+    /// Mount a host path (type=bind,source=HOST,target=CTR[,readonly]) or a tmpfs
+    /// (type=tmpfs,target=CTR[,tmpfs-size=SIZE][,tmpfs-mode=MODE]), as docker's --mount.
+    #[arg(long = "mount", value_name = "type=bind|tmpfs,...", value_parser = parse_mount)]
+    pub mounts: Vec<MountArg>,
+    /// Mount a tmpfs at PATH (options comma-separated; default noexec,nosuid,nodev, as
+    /// docker's).
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]", value_parser = parse_tmpfs)]
+    pub tmpfs: Vec<Tmpfs>,
     /// Make the container's root file system read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// The network: a new namespace with only lo (none), the host's (host), or a new
-    /// namespace on this CNI network (as a pod's: an IP, /etc files, --publish).
-    #[arg(long, value_name = "none|host|NAME", default_value = "none")]
-    pub net: PodNetwork,
-    /// Publish a port of the container on the host (with --net NAME).
+    /// The network: a new namespace with only lo (none, the default), the host's (host), or
+    /// a new namespace on this CNI network (as a pod's: an IP, /etc files, --publish); with
+    /// -p and no network, the default network peapod (as root).
+    #[arg(long, visible_alias = "network", value_name = "none|host|NAME")]
+    pub net: Option<PodNetwork>,
+    /// Publish a port of the container on the host (on --net NAME, else on the default
+    /// network peapod; as root).
     #[arg(
         short = 'p',
         long = "publish",
@@ -818,6 +835,25 @@ pub(crate) struct RunArgs {
     pub security_opt: Vec<SecurityOpt>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Set a namespaced kernel parameter in the container (net.*, kernel.shm*, ...);
+    /// repeatable.
+    #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub sysctls: Vec<(String, String)>,
+    /// Set a resource limit: nofile, nproc, core, stack, memlock, ... (-1 or unlimited for
+    /// none; HARD defaults to SOFT); repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    pub ulimits: Vec<Ulimit>,
+    /// Give the container a host device (PERMS: some of r, w, m; default rwm); repeatable.
+    #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]", value_parser = parse_device)]
+    pub devices: Vec<Device>,
+    /// Set a label, one of the container's annotations (`peapod state` shows them);
+    /// repeatable.
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Its own /etc/hosts (--add-host) and /etc/resolv.conf (--dns, --dns-search); on a CNI
+    /// network, its network's files, as a pod's.
+    #[command(flatten)]
+    pub dns: DnsArgs,
     /// Run the container in this pod: it joins the pod's shared namespaces.
     #[arg(long, value_name = "POD", conflicts_with_all = ["share", "net"])]
     pub pod: Option<String>,

@@ -17,7 +17,10 @@ use crate::args::{
 use crate::output::outln;
 use crate::pull::PullPolicy;
 use crate::to_json;
+use peapod_pod::peapod_net::etc::DnsSettings;
 use peapod_pod::{NetworkOptions, PodNetwork};
+use peapod_runtime::flags::MountArg;
+use peapod_runtime::EtcFiles;
 
 pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i32, Error> {
     rt.reap_leftovers();
@@ -38,14 +41,50 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         Path::new("config.json").exists(),
         image_flags,
     )?;
+    // `-p` alone, as podman's: on the default network, which only root can give (in a pod,
+    // the pod's network is the container's).
+    let net = match args.net {
+        Some(net) => net,
+        None if !args.publish.is_empty() && !rt.rootless && args.pod.is_none() => {
+            PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned())
+        }
+        None => PodNetwork::None,
+    };
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        env.extend(env_file(file)?);
+    }
+    env.extend(args.env);
+    let mut volumes = args.volumes;
+    let mut tmpfs = args.tmpfs;
+    for mount in args.mounts {
+        match mount {
+            MountArg::Bind(volume) => volumes.push(volume),
+            MountArg::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
+    let own_etc = !args.dns.add_hosts.is_empty()
+        || !args.dns.servers.is_empty()
+        || !args.dns.search.is_empty();
+    if own_etc && args.pod.is_some() {
+        return Err(Error::usage(anyhow!(
+            "--add-host, --dns and --dns-search: a container in a pod has the pod's /etc files \
+             (pod create --add-host, --dns)"
+        )));
+    }
     let mut flags = RunFlags {
         name: args.name,
         hostname: args.hostname,
-        env: args.env,
+        env,
         workdir: args.workdir,
-        volumes: args.volumes,
+        volumes,
+        tmpfs,
+        sysctls: args.sysctls,
+        ulimits: args.ulimits,
+        labels: args.labels,
+        devices: args.devices,
         read_only: args.read_only,
-        net_host: args.net == PodNetwork::Host,
+        net_host: net == PodNetwork::Host,
         share: args.share,
         init: args.init,
         init_path: args.init_path,
@@ -106,19 +145,32 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         }
         RunTarget::Bundle { dir, id } => {
             refuse_with_bundle(&flags)?;
+            if own_etc {
+                return Err(Error::usage(anyhow!(
+                    "--add-host, --dns and --dns-search go with --rootfs; a bundle's \
+                     config.json says this itself"
+                )));
+            }
             let (bundle, spec) = bundle::load(&dir).map_err(Error::runtime)?;
             (id, spec, bundle)
         }
     };
     // On a CNI network: a network namespace of its own, held as a hidden pod's (see
     // `peapod_pod::create_container_network`), which it then joins.
-    let net_pod = match &args.net {
+    let dns = DnsSettings {
+        servers: args.dns.servers,
+        search: args.dns.search,
+        ..DnsSettings::default()
+    };
+    let net_pod = match &net {
         PodNetwork::Cni(_) => {
             let hostname = spec.hostname().clone().unwrap_or_else(|| id.clone());
             let network = NetworkOptions {
-                network: args.net.clone(),
+                network: net.clone(),
                 ports: args.publish.clone(),
                 cni: args.cni.cni(),
+                dns: dns.clone(),
+                add_hosts: args.dns.add_hosts.clone(),
                 ..NetworkOptions::default()
             };
             let init = flags.init_path.as_deref();
@@ -126,9 +178,20 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
                 rt, &id, &hostname, &network, init,
             )?)
         }
+        _ if !args.publish.is_empty() && args.pod.is_some() => {
+            return Err(Error::usage(anyhow!(
+                "--publish: a container in a pod is on the pod's network (pod create -p)"
+            )))
+        }
+        _ if !args.publish.is_empty() && rt.rootless => {
+            return Err(Error::usage(anyhow!(
+                "--publish needs a CNI network, which a rootless container cannot have"
+            )))
+        }
         _ if !args.publish.is_empty() => {
             return Err(Error::usage(anyhow!(
-                "--publish needs --net NAME (a CNI network)"
+                "--publish needs a CNI network (--net NAME, or no --net for the default one), \
+                 not --net {net}"
             )))
         }
         _ => None,
@@ -156,6 +219,11 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             .flatten(),
         image: image_root,
         no_new_keyring: args.no_new_keyring,
+        etc: match net_pod {
+            // On a network, the hidden pod's files have them.
+            Some(_) => EtcFiles::default(),
+            None => etc_files(spec.hostname().clone(), &dns, &args.dns.add_hosts),
+        },
         log: logged.then(|| peapod_runtime::DetachedLog {
             limits,
             remove: args.rm,
@@ -176,6 +244,37 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         outln!("{id}");
     }
     ran
+}
+
+/// The entries of `--env-file FILE`; an error names the file and the line.
+fn env_file(file: &Path) -> Result<Vec<String>, Error> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--env-file {}", file.display()))
+        .map_err(Error::usage)?;
+    peapod_runtime::flags::parse_env_file(&text).map_err(|(line, problem)| {
+        Error::usage(anyhow!("--env-file {}:{line}: {problem}", file.display()))
+    })
+}
+
+/// A container's own `/etc/hosts` with the `--add-host` entries and `/etc/resolv.conf` with
+/// the `--dns` settings, as a pod's are written, for a container without a CNI network.
+fn etc_files(
+    hostname: Option<String>,
+    dns: &DnsSettings,
+    add_hosts: &[(String, std::net::IpAddr)],
+) -> EtcFiles {
+    let hostname = hostname.unwrap_or_else(|| {
+        // In the host's uts namespace, the host's name.
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".to_owned())
+    });
+    EtcFiles {
+        hosts: (!add_hosts.is_empty())
+            .then(|| peapod_pod::peapod_net::etc::hosts(&hostname, &[], add_hosts)),
+        resolv_conf: (*dns != DnsSettings::default())
+            .then(|| peapod_pod::peapod_net::etc::host_resolv_conf(dns)),
+    }
 }
 
 /// `peapod logs`.

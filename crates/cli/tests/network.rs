@@ -537,8 +537,22 @@ fn a_lone_container_on_a_network_gets_an_ip_and_a_published_port_and_delete_undo
     pods.names.clear();
     assert_eq!(net.leftovers(), Vec::<String>::new());
     pods.rootfs.assert_nothing_left();
-    // -p without a network is refused.
-    let out = pods.peapod(&["run", "--rootfs", &rootfs, "-p", "1:2", "--", "/bin/true"]);
+    // -p on no network is refused (without --net, it is on the default network: see
+    // runflags.rs).
+    let out = pods.peapod(&[
+        "run",
+        "--rootfs",
+        &rootfs,
+        "--net",
+        "none",
+        "-p",
+        "1:2",
+        "--",
+        "/bin/true",
+    ]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("--publish needs --net NAME"), "{out:?}");
+    assert!(
+        out.stderr.contains("--publish needs a CNI network"),
+        "{out:?}"
+    );
 }

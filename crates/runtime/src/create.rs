@@ -41,6 +41,67 @@ pub struct CreateOptions {
     /// recorded as the owner, so that once it is gone without having finished (killed), the
     /// next command removes the container as a leftover.
     pub monitored: bool,
+    /// The container's own `/etc/hosts` and `/etc/resolv.conf` (`run --add-host`, `--dns`).
+    pub etc: EtcFiles,
+}
+
+/// Files of `/etc` a container gets of its own, written into its state directory and
+/// bind-mounted over the root's: the image's or the directory's own file is never changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcFiles {
+    /// The text of `/etc/hosts`, if the container gets its own.
+    pub hosts: Option<String>,
+    /// The text of `/etc/resolv.conf`, if the container gets its own.
+    pub resolv_conf: Option<String>,
+}
+
+impl EtcFiles {
+    /// Each file given: its name in `/etc`, its name in the state directory, its text.
+    fn files(&self) -> impl Iterator<Item = (&'static str, &'static str, &str)> {
+        [
+            ("hosts", "etc-hosts", self.hosts.as_deref()),
+            (
+                "resolv.conf",
+                "etc-resolv.conf",
+                self.resolv_conf.as_deref(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, file, text)| Some((name, file, text?)))
+    }
+
+    /// `spec` with a bind mount of each file from `state_dir` (where [`EtcFiles::write`]
+    /// puts them), over any mount of the spec at the same place.
+    fn mounted(&self, spec: &Spec, state_dir: &Path) -> Result<Spec> {
+        let mut spec = spec.clone();
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for (name, file, _) in self.files() {
+            let destination = Path::new("/etc").join(name);
+            mounts.retain(|m| m.destination() != &destination);
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination(destination)
+                    .typ("bind")
+                    .source(state_dir.join(file))
+                    .options(vec!["bind".to_owned()])
+                    .build()
+                    .map_err(|e| Error::runtime(anyhow!("cannot describe a mount: {e}")))?,
+            );
+        }
+        spec.set_mounts(Some(mounts));
+        Ok(spec)
+    }
+
+    /// Writes the files into `state_dir`.
+    fn write(&self, state_dir: &Path) -> Result<()> {
+        for (_, file, text) in self.files() {
+            let path = state_dir.join(file);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))
+                .map_err(Error::runtime)?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates the container `id` and records it in the store. On any failure nothing is left:
@@ -54,6 +115,16 @@ pub(crate) fn create_recorded(
     options: &CreateOptions,
 ) -> Result<Created> {
     let id: ContainerId = id.parse()?;
+    // The state directory is the store's `<root>/<id>`, made below; its files are written
+    // before the container's process mounts them.
+    let with_etc;
+    let spec = match options.etc == EtcFiles::default() {
+        true => spec,
+        false => {
+            with_etc = options.etc.mounted(spec, &rt.root.join(id.as_str()))?;
+            &with_etc
+        }
+    };
     let mut config = ContainerConfig::from_spec(spec, bundle)
         .map_err(peapod_container::Error::from)?
         .preserve_fds(options.preserve_fds)
@@ -69,8 +140,10 @@ pub(crate) fn create_recorded(
     }
     // Checked before the store is touched, so that bad input leaves no trace at all.
     refuse_rootless_without_userns(spec)?;
-    // An image's root is checked once its mount point exists, below.
-    if options.image.is_none() {
+    // An image's root is checked once its mount point exists, below, and so is a root with
+    // `/etc` files of its own, once they are written.
+    let own_etc = options.etc != EtcFiles::default();
+    if options.image.is_none() && !own_etc {
         config
             .rootfs()
             .validate()
@@ -110,6 +183,13 @@ pub(crate) fn create_recorded(
     }
     let mut cgroup = None;
     let result = (|| {
+        options.etc.write(entry.dir())?;
+        if options.image.is_none() && own_etc {
+            config
+                .rootfs()
+                .validate()
+                .map_err(peapod_container::Error::from)?;
+        }
         // After the entry is made, so that the id is known to be free: the store's layers
         // of a container are named by its id.
         if let Some(image) = &options.image {

@@ -4,7 +4,10 @@
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxResources, Mount, MountBuilder, Spec};
+use oci_spec::runtime::{
+    LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, Spec,
+};
 use peapod_container::default_spec;
 use peapod_ns::Namespace;
 
@@ -20,6 +23,38 @@ pub struct Volume {
     pub container: PathBuf,
     /// Mounted read-only.
     pub readonly: bool,
+}
+
+/// A tmpfs asked for with `--tmpfs PATH[:OPTIONS]` or `--mount type=tmpfs,...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// Where it is mounted in the container (absolute).
+    pub target: PathBuf,
+    /// Its mount options: Docker's defaults (`noexec`, `nosuid`, `nodev`) merged with the
+    /// user's.
+    pub options: Vec<String>,
+}
+
+/// A `--ulimit NAME=SOFT[:HARD]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ulimit {
+    /// The resource.
+    pub typ: PosixRlimitType,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// A `--device HOST[:CONTAINER[:PERMS]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device node on the host, whose type and numbers the container's node gets.
+    pub host: PathBuf,
+    /// Where its node is made in the container.
+    pub container: PathBuf,
+    /// What the container may do with it: some of `r`, `w`, `m`.
+    pub access: String,
 }
 
 /// `--memory`, `--cpus` and `--pids-limit`: a container's limits, or a whole pod's.
@@ -44,8 +79,18 @@ pub struct RunFlags {
     pub env: Vec<String>,
     /// `--workdir`.
     pub workdir: Option<PathBuf>,
-    /// `--volume`.
+    /// `--volume` and `--mount type=bind`.
     pub volumes: Vec<Volume>,
+    /// `--tmpfs` and `--mount type=tmpfs`.
+    pub tmpfs: Vec<Tmpfs>,
+    /// `--sysctl KEY=VALUE`, into `linux.sysctl`.
+    pub sysctls: Vec<(String, String)>,
+    /// `--ulimit`, into `process.rlimits`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--label KEY=VALUE`, into the annotations.
+    pub labels: Vec<(String, String)>,
+    /// `--device`, into `linux.devices` and the device rules.
+    pub devices: Vec<Device>,
     /// `--read-only`: the root mounted read-only.
     pub read_only: bool,
     /// `--net host`: the host's network namespace.
@@ -129,6 +174,11 @@ pub fn refuse_with_bundle(args: &RunFlags) -> Result<()> {
         ("--env", !args.env.is_empty()),
         ("--workdir", args.workdir.is_some()),
         ("--volume", !args.volumes.is_empty()),
+        ("--tmpfs", !args.tmpfs.is_empty()),
+        ("--sysctl", !args.sysctls.is_empty()),
+        ("--ulimit", !args.ulimits.is_empty()),
+        ("--label", !args.labels.is_empty()),
+        ("--device", !args.devices.is_empty()),
         ("--read-only", args.read_only),
         ("--share", !args.share.is_empty()),
         ("--init", args.init),
@@ -285,6 +335,9 @@ pub(crate) fn spec_with_accounts(
     for volume in &args.volumes {
         mounts.push(bind_mount(volume).map_err(Error::usage)?);
     }
+    for tmpfs in &args.tmpfs {
+        mounts.push(tmpfs_mount(tmpfs).map_err(Error::runtime)?);
+    }
     if let Some(init) = &init {
         mounts.push(
             crate::init::mount(init, crate::init::INIT_IN_CONTAINER).map_err(Error::runtime)?,
@@ -294,8 +347,396 @@ pub(crate) fn spec_with_accounts(
     if let Some(linux) = spec.linux_mut() {
         let resources = with_limits(linux.resources().clone(), &args.limits);
         linux.set_resources(resources);
+        if !args.sysctls.is_empty() {
+            let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+            sysctl.extend(args.sysctls.iter().cloned());
+            linux.set_sysctl(Some(sysctl));
+        }
+    }
+    with_devices(&mut spec, &args.devices)?;
+    if let Some(process) = spec.process_mut() {
+        if !args.ulimits.is_empty() {
+            let mut rlimits = process.rlimits().clone().unwrap_or_default();
+            for ulimit in &args.ulimits {
+                rlimits.retain(|r| r.typ() != ulimit.typ);
+                let rlimit = PosixRlimitBuilder::default()
+                    .typ(ulimit.typ)
+                    .soft(ulimit.soft)
+                    .hard(ulimit.hard)
+                    .build()
+                    .context("cannot describe an rlimit")
+                    .map_err(Error::runtime)?;
+                rlimits.push(rlimit);
+            }
+            process.set_rlimits(Some(rlimits));
+        }
+    }
+    if !args.labels.is_empty() {
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.extend(args.labels.iter().cloned());
+        spec.set_annotations(Some(annotations));
     }
     Ok(spec)
+}
+
+fn tmpfs_mount(tmpfs: &Tmpfs) -> anyhow::Result<Mount> {
+    MountBuilder::default()
+        .destination(tmpfs.target.clone())
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(tmpfs.options.clone())
+        .build()
+        .context("cannot describe a tmpfs mount")
+}
+
+/// Adds a node for each `--device` to `linux.devices`, with the host node's type and
+/// numbers, and a rule allowing its access after the spec's deny-all: without the rule the
+/// device filter (the v1 controller or the v2 program) would refuse it.
+fn with_devices(spec: &mut Spec, devices: &[Device]) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let Some(linux) = spec.linux_mut() else {
+        return Ok(());
+    };
+    let mut nodes = linux.devices().clone().unwrap_or_default();
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    for device in devices {
+        let flag = || format!("--device {}", device.host.display());
+        let meta = std::fs::metadata(&device.host)
+            .with_context(flag)
+            .map_err(Error::usage)?;
+        let typ = match meta.file_type() {
+            t if t.is_char_device() => LinuxDeviceType::C,
+            t if t.is_block_device() => LinuxDeviceType::B,
+            _ => {
+                return Err(Error::usage(anyhow::anyhow!(
+                    "{}: not a device node",
+                    flag()
+                )))
+            }
+        };
+        let rdev = meta.rdev();
+        let (major, minor) = (
+            i64::from(nix::sys::stat::major(rdev) as u32),
+            i64::from(nix::sys::stat::minor(rdev) as u32),
+        );
+        let mut node = LinuxDevice::default();
+        node.set_path(device.container.clone());
+        node.set_typ(typ);
+        node.set_major(major);
+        node.set_minor(minor);
+        node.set_file_mode(Some(meta.mode() & 0o777));
+        node.set_uid(Some(0));
+        node.set_gid(Some(0));
+        nodes.retain(|n| n.path() != node.path());
+        nodes.push(node);
+        let mut rule = LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(typ));
+        rule.set_major(Some(major));
+        rule.set_minor(Some(minor));
+        rule.set_access(Some(device.access.clone()));
+        rules.push(rule);
+    }
+    linux.set_devices(Some(nodes));
+    resources.set_devices(Some(rules));
+    linux.set_resources(Some(resources));
+    Ok(())
+}
+
+/// The options every tmpfs of `--tmpfs` and `--mount type=tmpfs` starts from, as Docker's
+/// (its daemon adds them before the user's, which may undo them: `exec` after `noexec`).
+const TMPFS_DEFAULTS: [&str; 3] = ["noexec", "nosuid", "nodev"];
+
+/// `--tmpfs PATH[:OPTIONS]`: Docker's form, options comma-separated.
+pub fn parse_tmpfs(s: &str) -> std::result::Result<Tmpfs, String> {
+    let (target, options) = s.split_once(':').unwrap_or((s, ""));
+    let target = absolute_target(target)?;
+    let options: Vec<&str> = options.split(',').filter(|o| !o.is_empty()).collect();
+    Ok(Tmpfs {
+        target,
+        options: tmpfs_options(&options)?,
+    })
+}
+
+fn absolute_target(s: &str) -> std::result::Result<PathBuf, String> {
+    match s.starts_with('/') {
+        true => Ok(PathBuf::from(s)),
+        false => Err(format!(
+            "{s:?} must be an absolute path inside the container"
+        )),
+    }
+}
+
+/// Docker's defaults with `user`'s options over them, each checked: a flag tmpfs takes, or
+/// one of its `KEY=VALUE` options, so that a typo fails here rather than in the kernel.
+fn tmpfs_options(user: &[&str]) -> std::result::Result<Vec<String>, String> {
+    const FLAGS: [&str; 18] = [
+        "rw",
+        "ro",
+        "exec",
+        "noexec",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "atime",
+        "noatime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "diratime",
+        "nodiratime",
+        "sync",
+        "async",
+        "tmpcopyup",
+    ];
+    let mut options: Vec<String> = TMPFS_DEFAULTS.iter().map(|o| o.to_string()).collect();
+    for option in user {
+        match option.split_once('=') {
+            Some(("size" | "nr_blocks" | "nr_inodes", value)) if valid_tmpfs_size(value) => {}
+            Some(("mode", value)) if u32::from_str_radix(value, 8).is_ok() => {}
+            Some(("uid" | "gid", value)) if value.parse::<u32>().is_ok() => {}
+            Some(("huge" | "mpol", value)) if !value.is_empty() => {}
+            Some((key, value)) => return Err(format!("invalid tmpfs option {key}={value:?}")),
+            None if FLAGS.contains(option) => {}
+            None => return Err(format!("unknown tmpfs option {option:?}")),
+        }
+        // A flag undoes its opposite (`exec` the default `noexec`), and a later value of a
+        // key replaces an earlier one.
+        let key = option.split('=').next().unwrap_or_default();
+        let opposite = key
+            .strip_prefix("no")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("no{key}"));
+        options.retain(|o| {
+            let k = o.split('=').next().unwrap_or_default();
+            k != key && k != opposite && !(matches!(key, "ro" | "rw") && matches!(k, "ro" | "rw"))
+        });
+        // Mounted by peapod as every tmpfs is; "tmpcopyup" is podman's and means nothing here.
+        if *option != "tmpcopyup" {
+            options.push(option.to_string());
+        }
+    }
+    Ok(options)
+}
+
+/// A tmpfs size: a number with an optional k, m or g suffix, or a percentage of memory.
+fn valid_tmpfs_size(value: &str) -> bool {
+    let digits = value.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    !digits.is_empty() && value.len() - digits.len() <= 1 && digits.parse::<u64>().is_ok()
+}
+
+/// What one `--mount` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountArg {
+    /// `type=bind`: as `--volume`.
+    Bind(Volume),
+    /// `type=tmpfs`: as `--tmpfs`.
+    Tmpfs(Tmpfs),
+}
+
+/// `--mount type=bind,source=HOST,target=CTR[,readonly]` or
+/// `--mount type=tmpfs,target=CTR[,tmpfs-size=SIZE][,tmpfs-mode=MODE]`: Docker's syntax,
+/// with its aliases (`src`, `dst`, `destination`, `ro`). A bind's source must exist, as
+/// Docker's `--mount` requires (unlike `-v`).
+pub fn parse_mount(s: &str) -> std::result::Result<MountArg, String> {
+    let (mut typ, mut source, mut target, mut readonly) = (None, None, None, false);
+    let mut tmpfs = Vec::new();
+    for field in s.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (field, None),
+        };
+        let value_of = |key: &str| value.ok_or_else(|| format!("{key} needs a value ({key}=...)"));
+        match key {
+            "type" => typ = Some(value_of(key)?),
+            "source" | "src" => source = Some(value_of(key)?),
+            "target" | "destination" | "dst" => target = Some(absolute_target(value_of(key)?)?),
+            "readonly" | "ro" => {
+                readonly = match value {
+                    None | Some("true" | "1") => true,
+                    Some("false" | "0") => false,
+                    Some(v) => return Err(format!("{key}={v:?}: expected true or false")),
+                }
+            }
+            "tmpfs-size" => {
+                let size = value_of(key)?;
+                if !valid_tmpfs_size(size) {
+                    return Err(format!("tmpfs-size={size:?}: expected a size such as 64m"));
+                }
+                tmpfs.push(format!("size={size}"));
+            }
+            "tmpfs-mode" => {
+                let mode = value_of(key)?;
+                if u32::from_str_radix(mode, 8).is_err() {
+                    return Err(format!(
+                        "tmpfs-mode={mode:?}: expected an octal mode such as 1777"
+                    ));
+                }
+                tmpfs.push(format!("mode={mode}"));
+            }
+            key => {
+                return Err(format!(
+                    "unknown key {key:?} (type, source, target, readonly, tmpfs-size, tmpfs-mode)"
+                ))
+            }
+        }
+    }
+    let target = target.ok_or("target= is required")?;
+    match typ {
+        Some("bind") => {
+            if !tmpfs.is_empty() {
+                return Err("tmpfs-size and tmpfs-mode go with type=tmpfs".into());
+            }
+            let source = source.ok_or("source= is required with type=bind")?;
+            if std::fs::symlink_metadata(source).is_err() {
+                return Err(format!("source={source:?} does not exist"));
+            }
+            Ok(MountArg::Bind(Volume {
+                host: PathBuf::from(source),
+                container: target,
+                readonly,
+            }))
+        }
+        Some("tmpfs") => {
+            if source.is_some() {
+                return Err("source= does not go with type=tmpfs".into());
+            }
+            if readonly {
+                tmpfs.push("ro".to_owned());
+            }
+            let tmpfs: Vec<&str> = tmpfs.iter().map(String::as_str).collect();
+            Ok(MountArg::Tmpfs(Tmpfs {
+                target,
+                options: tmpfs_options(&tmpfs)?,
+            }))
+        }
+        Some(other) => Err(format!("type={other:?} is not supported (bind or tmpfs)")),
+        None => Err("type= is required (bind or tmpfs)".into()),
+    }
+}
+
+/// `KEY=VALUE` with a key, for `--sysctl`.
+pub fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// `KEY[=VALUE]`, for `--label` (a key alone has the empty value, as Docker's).
+pub fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = s.split_once('=').unwrap_or((s, ""));
+    match key.is_empty() {
+        true => Err(format!("expected KEY=VALUE, got {s:?}")),
+        false => Ok((key.to_owned(), value.to_owned())),
+    }
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` with Docker's names (`nofile`, `nproc`, `core`, ...); a
+/// limit is a number, or -1 or `unlimited`. Without HARD, both are SOFT.
+pub fn parse_ulimit(s: &str) -> std::result::Result<Ulimit, String> {
+    use PosixRlimitType::*;
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=SOFT[:HARD], got {s:?}"))?;
+    let typ = match name {
+        "as" => RlimitAs,
+        "core" => RlimitCore,
+        "cpu" => RlimitCpu,
+        "data" => RlimitData,
+        "fsize" => RlimitFsize,
+        "locks" => RlimitLocks,
+        "memlock" => RlimitMemlock,
+        "msgqueue" => RlimitMsgqueue,
+        "nice" => RlimitNice,
+        "nofile" => RlimitNofile,
+        "nproc" => RlimitNproc,
+        "rss" => RlimitRss,
+        "rtprio" => RlimitRtprio,
+        "rttime" => RlimitRttime,
+        "sigpending" => RlimitSigpending,
+        "stack" => RlimitStack,
+        _ => {
+            return Err(format!(
+                "unknown limit {name:?} (as, core, cpu, data, fsize, locks, memlock, msgqueue, \
+                 nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack)"
+            ))
+        }
+    };
+    let limit = |v: &str| match v {
+        "-1" | "unlimited" => Ok(u64::MAX),
+        v => v
+            .parse::<u64>()
+            .map_err(|_| format!("{name}: {v:?} is not a number (or unlimited)")),
+    };
+    let (soft, hard) = match limits.split_once(':') {
+        Some((soft, hard)) => (limit(soft)?, limit(hard)?),
+        None => (limit(limits)?, limit(limits)?),
+    };
+    if soft > hard {
+        return Err(format!("{name}: the soft limit is above the hard limit"));
+    }
+    Ok(Ulimit { typ, soft, hard })
+}
+
+/// `--device HOST[:CONTAINER][:PERMS]`: Docker's form (PERMS some of `rwm`, default all;
+/// the container's path defaults to the host's).
+pub fn parse_device(s: &str) -> std::result::Result<Device, String> {
+    let is_perms = |p: &str| !p.is_empty() && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, container, access) = match parts.as_slice() {
+        [host] => (*host, *host, "rwm"),
+        [host, perms] if is_perms(perms) => (*host, *host, *perms),
+        [host, container] => (*host, *container, "rwm"),
+        [host, container, perms] if is_perms(perms) => (*host, *container, *perms),
+        [_, _, perms] => return Err(format!("{perms:?}: permissions are some of r, w and m")),
+        _ => return Err(format!("expected HOST[:CONTAINER[:PERMS]], got {s:?}")),
+    };
+    if !host.starts_with('/') {
+        return Err(format!("{host:?} must be an absolute path on the host"));
+    }
+    Ok(Device {
+        host: PathBuf::from(host),
+        container: absolute_target(container)?,
+        access: access.to_owned(),
+    })
+}
+
+/// The entries of an `--env-file` (Docker's format): `KEY=VALUE` lines, the value as
+/// written; a `KEY` alone, which `peapod run` treats as `-e KEY` (the caller's value);
+/// blank lines and lines starting with `#` skipped. An error gives the line's number.
+pub fn parse_env_file(text: &str) -> std::result::Result<Vec<String>, (usize, String)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut env = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() {
+            return Err((n + 1, format!("no variable name in {line:?}")));
+        }
+        if key.contains(char::is_whitespace) {
+            return Err((
+                n + 1,
+                format!("the variable name {key:?} contains whitespace"),
+            ));
+        }
+        env.push(match value {
+            Some(value) => format!("{key}={value}"),
+            None => key.to_owned(),
+        });
+    }
+    Ok(env)
 }
 
 /// What the arguments of `peapod run` name.
@@ -384,6 +825,92 @@ mod tests {
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tmpfs_options_start_from_dockers_and_the_users_win() {
+        let t = parse_tmpfs("/run:exec,size=64m,mode=1777").expect("valid");
+        assert_eq!(t.target, PathBuf::from("/run"));
+        assert_eq!(
+            t.options,
+            ["nosuid", "nodev", "exec", "size=64m", "mode=1777"]
+        );
+        assert_eq!(parse_tmpfs("/t").expect("valid").options, TMPFS_DEFAULTS);
+        assert!(parse_tmpfs("/t:mode=99x").is_err());
+        assert!(parse_tmpfs("/t:size=").is_err());
+    }
+
+    #[test]
+    fn mount_takes_dockers_keys_and_aliases() {
+        let bind = parse_mount("type=bind,src=/,dst=/host,ro").expect("bind");
+        assert_eq!(
+            bind,
+            MountArg::Bind(Volume {
+                host: "/".into(),
+                container: "/host".into(),
+                readonly: true
+            })
+        );
+        let tmpfs = parse_mount("type=tmpfs,destination=/c,tmpfs-size=1m").expect("tmpfs");
+        assert!(matches!(tmpfs, MountArg::Tmpfs(t) if t.options.contains(&"size=1m".to_owned())));
+        let e = parse_mount("type=bind,source=/,target=/x,bind-propagation=shared");
+        assert!(e.expect_err("unknown key").contains("bind-propagation"));
+        assert!(parse_mount("type=bind,source=/,target=x").is_err());
+    }
+
+    #[test]
+    fn ulimits_and_devices_in_dockers_forms() {
+        let u = parse_ulimit("nofile=1024:4096").expect("valid");
+        assert_eq!(
+            (u.typ, u.soft, u.hard),
+            (PosixRlimitType::RlimitNofile, 1024, 4096)
+        );
+        assert_eq!(parse_ulimit("core=-1").expect("valid").hard, u64::MAX);
+        let d = parse_device("/dev/fuse").expect("valid");
+        assert_eq!(
+            (d.container.as_path(), d.access.as_str()),
+            (Path::new("/dev/fuse"), "rwm")
+        );
+        let d = parse_device("/dev/zero:r").expect("valid");
+        assert_eq!(
+            (d.container.as_path(), d.access.as_str()),
+            (Path::new("/dev/zero"), "r")
+        );
+    }
+
+    #[test]
+    fn env_files_in_dockers_form() {
+        let env = parse_env_file("\u{feff}# c\n\n A=1 \nB\n").expect("valid");
+        assert_eq!(env, ["A=1 ", "B"]);
+        assert_eq!(parse_env_file("A=1\n=2\n").map_err(|e| e.0), Err(2));
+        assert_eq!(parse_env_file("A B=1\n").map_err(|e| e.0), Err(1));
+    }
+
+    #[test]
+    fn a_device_is_a_node_and_a_rule_after_the_deny_all() {
+        let flags = RunFlags {
+            devices: vec![parse_device("/dev/null:/dev/nothing:rw").expect("valid")],
+            command: vec!["/bin/true".into()],
+            ..RunFlags::default()
+        };
+        let spec = spec_from_flags(&flags, Path::new("/"), false).expect("spec");
+        let linux = spec.linux().as_ref().expect("linux");
+        let node = &linux.devices().as_ref().expect("devices")[0];
+        assert_eq!(
+            (node.path().as_path(), node.major(), node.minor()),
+            (Path::new("/dev/nothing"), 1, 3)
+        );
+        let rules = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().clone())
+            .expect("rules");
+        let last = rules.last().expect("rule");
+        assert!(last.allow() && !rules[0].allow());
+        assert_eq!(
+            (last.major(), last.minor(), last.access().as_deref()),
+            (Some(1), Some(3), Some("rw"))
+        );
     }
 
     #[test]

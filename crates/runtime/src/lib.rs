@@ -72,7 +72,7 @@ use oci_spec::runtime::Spec;
 use peapod_container::Created;
 use peapod_state::{ContainerId, Record, Status, Store};
 
-pub use create::CreateOptions;
+pub use create::{CreateOptions, EtcFiles};
 pub use error::{Cause, Error, Result};
 pub use exec::ExecOptions;
 pub use kill::{is_live, parse_signal, wait_gone};

@@ -39,6 +39,8 @@ pub struct RunOptions {
     /// Detached, with the output in a log of its own and a monitor process that waits for
     /// it (see [`DetachedLog`]); without it, a detached container keeps the caller's stdio.
     pub log: Option<DetachedLog>,
+    /// Its own `/etc/hosts` and `/etc/resolv.conf` (see [`crate::EtcFiles`]).
+    pub etc: crate::EtcFiles,
 }
 
 /// A detached container's log and monitor (`run -d` from an image or `--rootfs`): `run`
@@ -77,6 +79,7 @@ pub(crate) fn run(
         cgroup_parent: run.cgroup_parent,
         image: run.image,
         no_new_keyring: run.no_new_keyring,
+        etc: run.etc,
         ..CreateOptions::default()
     };
     let create = |options: &CreateOptions| {
