@@ -119,8 +119,11 @@ pub(crate) enum Command {
         after_long_help = "Example:\n  peapod exec web ps\n  peapod exec -it web sh\n  echo hi | peapod exec -i web cat\n  peapod exec --tty --console-socket /run/sock --detach web /bin/sh"
     )]
     Exec(ExecArgs),
-    /// List the processes of a container.
-    #[command(after_long_help = "Example:\n  peapod ps --format json web")]
+    /// List containers as docker does (no ID), or the processes of one container as runc
+    /// does (one ID).
+    #[command(
+        after_long_help = "Example:\n  peapod ps -a\n  peapod ps -q\n  peapod ps --format json web\n\nWith no ID: docker's table of containers (running ones; -a: all), 12-digit ids, or with\n--format json an array with docker's field names. With one ID (what containerd's shim\ncalls): runc's list of that container's processes, ps(1)'s table or a JSON array of PIDs,\nunchanged; -a and -q are refused with an ID."
+    )]
     Ps(PsArgs),
     /// Write a default config.json to a bundle.
     #[command(after_long_help = "Example:\n  peapod spec --bundle ./bundle")]
@@ -172,6 +175,11 @@ pub(crate) enum Command {
     /// Give an image in the store more names (as `docker tag`).
     #[command(after_long_help = "Example:\n  peapod tag busybox localhost/tools:1")]
     Tag(TagArgs),
+    /// Print containers or images as JSON, with docker's field names.
+    #[command(
+        after_long_help = "Example:\n  peapod inspect web\n  peapod inspect --type image busybox\n\nA container is looked for first (its id, a unique prefix of a generated id, or its\nname), then an image; --type asks for one kind only. An image prints what `image\ninspect` prints."
+    )]
+    Inspect(InspectArgs),
     /// Print a detached container's output (`run -d`), as it wrote it.
     #[command(
         after_long_help = "Example:\n  peapod logs --tail 20 -f web\n  peapod logs --since 10m -t web"
@@ -321,6 +329,30 @@ impl Command {
             Command::Create(args) => args.preserve_fds,
             Command::Exec(args) => args.preserve_fds,
             _ => 0,
+        }
+    }
+
+    /// The container ids a person gave, which may be unique prefixes of generated ids
+    /// (`Runtime::resolve` turns them into whole ids before the command runs). Not those of
+    /// `run`, `create` and the internal commands, which name a container to make or are given
+    /// whole ids by peapod itself; not `inspect`'s, which may be images.
+    pub(crate) fn container_ids_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Command::Start(a) | Command::State(a) | Command::Pause(a) | Command::Resume(a) => {
+                vec![&mut a.id]
+            }
+            Command::Kill(a) => vec![&mut a.id],
+            Command::Delete(a) => vec![&mut a.id],
+            Command::Exec(a) => vec![&mut a.id],
+            Command::Ps(a) => a.id.iter_mut().collect(),
+            Command::Update(a) => vec![&mut a.id],
+            Command::Events(a) => vec![&mut a.id],
+            Command::Explain(a) => vec![&mut a.target],
+            Command::Logs(a) => vec![&mut a.id],
+            Command::Wait(a) => a.ids.iter_mut().collect(),
+            Command::Stop(a) => a.ids.iter_mut().collect(),
+            Command::Rm(a) => a.ids.iter_mut().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -566,17 +598,46 @@ pub(crate) struct ListArgs {
     pub quiet: bool,
 }
 
-/// `peapod ps`.
+/// `peapod ps`: docker's with no id, runc's with one.
 #[derive(Debug, Args)]
 pub(crate) struct PsArgs {
     /// The output format.
     #[arg(short, long, default_value = "table")]
     pub format: Format,
-    /// The container id.
-    pub id: String,
-    /// Arguments for ps(1) in table format (default -ef).
-    #[arg(last = true)]
+    /// Without an ID: every container, not only running ones.
+    #[arg(short, long, conflicts_with = "id")]
+    pub all: bool,
+    /// Without an ID: only the (short) ids.
+    #[arg(short, long, conflicts_with = "id")]
+    pub quiet: bool,
+    /// Without an ID: whole ids and commands.
+    #[arg(long, conflicts_with = "id")]
+    pub no_trunc: bool,
+    /// One container: its processes, as runc lists them.
+    pub id: Option<String>,
+    /// Arguments for ps(1) in table format, with an ID (default -ef).
+    #[arg(last = true, requires = "id")]
     pub ps_args: Vec<String>,
+}
+
+/// `peapod inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// Only this kind of object.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<InspectType>,
+    /// Containers (id, unique prefix or name) or images (name[:tag], name@sha256:..., id).
+    #[arg(required = true, value_name = "ID|IMAGE")]
+    pub targets: Vec<String>,
+}
+
+/// `peapod inspect --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InspectType {
+    /// A container.
+    Container,
+    /// An image.
+    Image,
 }
 
 /// `peapod update`, as runc's: each flag given changes that limit and no other.

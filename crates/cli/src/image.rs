@@ -271,7 +271,7 @@ fn list_json(image: &Image) -> serde_json::Value {
     })
 }
 
-fn inspect_json(image: &Image) -> serde_json::Value {
+pub(crate) fn inspect_json(image: &Image) -> serde_json::Value {
     json!({
         "id": image.id,
         "names": image.names,

@@ -11,9 +11,11 @@ mod docs;
 mod explain;
 mod image;
 mod images;
+mod inspect;
 mod oci;
 mod output;
 mod pod;
+mod ps;
 mod pull;
 
 use clap::Parser;
@@ -33,12 +35,18 @@ fn main() {
         std::process::exit(125);
     }
     context::init_logging(&cli.global);
+    let mut command = cli.command;
     let result = context::runtime(&cli.global).and_then(|rt| {
-        let rt = match cli.command.enters_a_container() {
+        let rt = match command.enters_a_container() {
             true => rt.with_entrypoint_guard()?.with_seccomp_cache(),
             false => rt,
         };
-        dispatch(&rt, &cli.global, cli.command)
+        // Here once for every command, as docker takes ids: a unique prefix of a generated
+        // id stands for it (a whole id or a name is found first, without a scan).
+        for id in command.container_ids_mut() {
+            *id = rt.resolve(id)?;
+        }
+        dispatch(&rt, &cli.global, command)
     });
     match result {
         Ok(code) => std::process::exit(code),
@@ -86,7 +94,11 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
         }
         Command::List(args) => oci::list(rt, args),
         Command::Exec(args) => oci::exec(rt, args),
-        Command::Ps(args) => oci::ps(rt, args),
+        Command::Ps(args) => match args.id {
+            Some(id) => oci::ps(rt, &id, args.format, args.ps_args),
+            None => ps::table(rt, &args),
+        },
+        Command::Inspect(args) => inspect::run(rt, global, &args),
         Command::Spec(args) => {
             peapod_runtime::write_default_spec(&args.bundle, args.rootless).map(done)
         }

@@ -11,8 +11,8 @@ use peapod_runtime::{
 };
 
 use crate::args::{
-    CreateArgs, ExecArgs, Format, GlobalArgs, IdsArgs, ListArgs, LogsArgs, MonitorArgs, PsArgs,
-    RmArgs, RunArgs, StopArgs, UpdateArgs,
+    CreateArgs, ExecArgs, Format, GlobalArgs, IdsArgs, ListArgs, LogsArgs, MonitorArgs, RmArgs,
+    RunArgs, StopArgs, UpdateArgs,
 };
 use crate::output::outln;
 use crate::pull::PullPolicy;
@@ -386,9 +386,11 @@ pub(crate) fn list(rt: &Runtime, args: ListArgs) -> Result<i32, Error> {
                 "CREATED"
             );
             for s in &states {
+                // A generated id shortened, as docker's tables show it; `-q` and JSON
+                // keep whole ids for programs.
                 outln!(
                     "{:<20} {:<8} {:<10} {:<40} {:<22} {}",
-                    s.id,
+                    crate::ps::short(&s.id),
                     s.pid,
                     s.status,
                     s.bundle.display(),
@@ -426,20 +428,26 @@ pub(crate) fn exec(rt: &Runtime, args: ExecArgs) -> Result<i32, Error> {
     rt.exec(&args.id, &options)
 }
 
-/// `peapod ps`: the container's processes, as ps(1) shows them or as a JSON list of PIDs.
-pub(crate) fn ps(rt: &Runtime, args: PsArgs) -> Result<i32, Error> {
-    let pids = rt.pids(&args.id)?;
-    if args.format == Format::Json {
+/// `peapod ps ID`: the container's processes, as ps(1) shows them or as a JSON list of PIDs,
+/// exactly as runc prints them (containerd's shim reads the JSON).
+pub(crate) fn ps(
+    rt: &Runtime,
+    id: &str,
+    format: Format,
+    ps_args: Vec<String>,
+) -> Result<i32, Error> {
+    let pids = rt.pids(id)?;
+    if format == Format::Json {
         outln!(
             "{}",
             serde_json::to_string(&pids).map_err(|e| Error::runtime(anyhow!(e)))?
         );
         return Ok(0);
     }
-    let ps_args = if args.ps_args.is_empty() {
+    let ps_args = if ps_args.is_empty() {
         vec!["-ef".to_owned()]
     } else {
-        args.ps_args
+        ps_args
     };
     let out = Command::new("ps")
         .args(&ps_args)

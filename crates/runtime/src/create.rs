@@ -172,6 +172,15 @@ pub(crate) fn create_recorded(
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
         .and_then(|s| serde_json::to_value(s).ok());
+    record.spec_resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| serde_json::to_value(r).ok());
+    record.spec_mounts = spec
+        .mounts()
+        .as_ref()
+        .and_then(|m| serde_json::to_value(m).ok());
     let mut config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = rt.store()?;
     let entry = store.create(&id)?;

@@ -61,6 +61,8 @@ impl Error {
             Error::NotRunning => 1,
             Error::State(peapod_state::Error::InvalidId { .. }) => 2,
             Error::State(peapod_state::Error::NotFound(_)) => 1,
+            // As docker's "multiple IDs found with provided prefix".
+            Error::State(peapod_state::Error::Ambiguous { .. }) => 1,
             Error::State(_) | Error::Runtime(_) => 125,
             Error::Container(e) => e.exit_code(),
             Error::Reported { code, .. } => *code,

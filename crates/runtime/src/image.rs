@@ -79,6 +79,12 @@ pub fn run_flags(image: &str, config: Option<&Config>, mut flags: RunFlags) -> R
     Ok(flags)
 }
 
+/// The annotation naming the image a container was made from, as `run` was given it.
+pub const IMAGE_ANNOTATION: &str = "io.peapod.image";
+
+/// The annotation holding that image's id (its config digest, `sha256:...`).
+pub const IMAGE_ID_ANNOTATION: &str = "io.peapod.image.id";
+
 /// The stop signal an image's config names, for [`STOP_SIGNAL_ANNOTATION`].
 pub fn stop_signal(config: Option<&Config>) -> Option<String> {
     config
@@ -170,11 +176,14 @@ pub fn spec_from_image(
     // are looked up in the layers meanwhile.
     let accounts = accounts_layer(&image.layers).unwrap_or(top);
     let mut spec = crate::flags::spec_with_accounts(&flags, top, accounts, rootless)?;
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
     if let Some(signal) = stop_signal(config) {
-        let mut annotations = spec.annotations().clone().unwrap_or_default();
         annotations.insert(STOP_SIGNAL_ANNOTATION.to_owned(), signal);
-        spec.set_annotations(Some(annotations));
     }
+    // For `ps` and `inspect`: the record keeps annotations, and nothing else of the image.
+    annotations.insert(IMAGE_ANNOTATION.to_owned(), name.to_owned());
+    annotations.insert(IMAGE_ID_ANNOTATION.to_owned(), image.id.to_string());
+    spec.set_annotations(Some(annotations));
     let root = ImageRoot {
         store: store.to_owned(),
         image,

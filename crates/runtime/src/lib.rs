@@ -132,6 +132,19 @@ impl Runtime {
         Ok(Store::open(&self.root)?)
     }
 
+    /// The id of the container a person means by `text`: `text` itself when a container has
+    /// that id (or none begins with it), else the generated id it is a unique prefix of
+    /// (see [`Store::resolve`]); an error when it begins several.
+    pub fn resolve(&self, text: &str) -> Result<String> {
+        let id: ContainerId = text.parse()?;
+        // A whole id (what containerd and podman pass) costs one `stat`, not even the checks
+        // of opening the store, which the command itself makes next.
+        if std::fs::symlink_metadata(self.root.join(id.as_str())).is_ok() {
+            return Ok(text.to_owned());
+        }
+        Ok(self.store()?.resolve(text)?.to_string())
+    }
+
     /// Whether container `id` has a state directory (live or not).
     pub fn exists(&self, id: &str) -> bool {
         self.root.join(id).exists()

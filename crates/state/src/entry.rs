@@ -153,6 +153,34 @@ impl Store {
             .collect())
     }
 
+    /// The container a person means by `text`, as docker reads it: the container whose id
+    /// is `text` (a `--name` is an id), else the one generated id ([`ContainerId::is_generated`])
+    /// that begins with `text`, given at least [`ContainerId::MIN_PREFIX`] hex digits.
+    /// [`Error::Ambiguous`] when it begins several; `text` itself when it begins none, so
+    /// that the command says the container does not exist in its own words (runc's).
+    ///
+    /// The exact id is tried first, with one `stat` and no scan of the root: containerd,
+    /// podman and scripts pass whole ids, and pay nothing for prefixes.
+    pub fn resolve(&self, text: &str) -> Result<ContainerId> {
+        let id: ContainerId = text.parse()?;
+        if !id.could_be_prefix() || fs::symlink_metadata(self.root.join(text)).is_ok() {
+            return Ok(id);
+        }
+        let mut candidates: Vec<ContainerId> = self
+            .ids()?
+            .into_iter()
+            .filter(|c| c.is_generated() && c.as_str().starts_with(text))
+            .collect();
+        match candidates.len() {
+            0 => Ok(id),
+            1 => Ok(candidates.remove(0)),
+            _ => Err(Error::Ambiguous {
+                prefix: text.to_owned(),
+                candidates: candidates.into_iter().map(|c| c.to_string()).collect(),
+            }),
+        }
+    }
+
     /// The ids of every container in the store, sorted.
     pub fn ids(&self) -> Result<Vec<ContainerId>> {
         let mut ids: Vec<ContainerId> = fs::read_dir(&self.root)
@@ -331,6 +359,33 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), &root).expect("symlink");
         let err = Store::open(&root).expect_err("a symlink");
         assert!(err.to_string().contains("is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn prefixes_name_one_generated_id_and_names_match_exactly() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&root.path().join("state")).expect("open");
+        let abc1 = format!("abc1{}", "0".repeat(60));
+        let abc2 = format!("abc2{}", "0".repeat(60));
+        for id in [&abc1, &abc2, &"abc".to_owned(), &"abcd".to_owned()] {
+            drop(store.create(&id.parse().expect("id")).expect("create"));
+        }
+        let resolve = |text: &str| store.resolve(text).map(|id| id.to_string());
+        assert_eq!(resolve("abc1").expect("unique"), abc1);
+        assert_eq!(resolve("abc20").expect("unique"), abc2);
+        // A name (an exact id) before any prefix.
+        assert_eq!(resolve("abc").expect("exact"), "abc");
+        assert_eq!(resolve("abcd").expect("exact"), "abcd");
+        // Too short, not hex, or beginning nothing: unchanged.
+        assert_eq!(resolve("ab").expect("short"), "ab");
+        assert_eq!(resolve("abx").expect("not hex"), "abx");
+        assert_eq!(resolve("fff").expect("none"), "fff");
+        std::fs::remove_dir(root.path().join("state/abc")).expect("rmdir");
+        let err = resolve("abc").expect_err("ambiguous");
+        assert!(
+            matches!(&err, Error::Ambiguous { candidates, .. } if candidates == &[abc1.clone(), abc2.clone()]),
+            "{err}"
+        );
     }
 
     #[test]

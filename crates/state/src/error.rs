@@ -27,6 +27,14 @@ pub enum Error {
     /// No container has this id.
     #[error("container {0} does not exist")]
     NotFound(String),
+    /// A prefix of more than one generated id (see [`crate::Store::resolve`]).
+    #[error("container id prefix {prefix} is ambiguous: it begins {}", .candidates.join(", "))]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// The ids it begins.
+        candidates: Vec<String>,
+    },
     /// Reading or writing the state failed.
     #[error("{what} {path}: {source}")]
     Io {

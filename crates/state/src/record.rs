@@ -53,6 +53,13 @@ pub struct Record {
     /// See [`Record::spec_process`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_seccomp: Option<serde_json::Value>,
+    /// The spec's `linux.resources` and `mounts`, as created: what `inspect` reports of a
+    /// container whose bundle may be gone (`run` from an image or `--rootfs` has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_resources: Option<serde_json::Value>,
+    /// See [`Record::spec_resources`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_mounts: Option<serde_json::Value>,
     /// How the container ended, written by the process that waited for it (the monitor of
     /// a `run -d` container); `None` while it runs, or when nobody could wait for it (the
     /// parent of a `create`d container is its caller, not peapod).
@@ -121,6 +128,8 @@ impl Record {
             hooks: None,
             spec_process: None,
             spec_seccomp: None,
+            spec_resources: None,
+            spec_mounts: None,
             exit: None,
         }
     }

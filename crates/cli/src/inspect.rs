@@ -1,0 +1,169 @@
+//! `peapod inspect`: containers and images as a JSON array, with docker's field names where
+//! peapod knows the field.
+
+use peapod_runtime::image::IMAGE_ID_ANNOTATION;
+use peapod_runtime::{Error, Runtime};
+use serde_json::{json, Value};
+
+use crate::args::{GlobalArgs, InspectArgs, InspectType};
+use crate::output::outln;
+use crate::ps::Container;
+
+/// Docker's zero time, which it prints for a time that has not come (a container not
+/// started or not finished).
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: &InspectArgs) -> Result<i32, Error> {
+    let mut out = Vec::new();
+    for target in &args.targets {
+        out.push(inspect_one(rt, global, target, args.kind)?);
+    }
+    outln!("{}", crate::to_json(&out)?);
+    Ok(0)
+}
+
+/// A container first (as docker looks), then an image, unless `kind` names one.
+fn inspect_one(
+    rt: &Runtime,
+    global: &GlobalArgs,
+    target: &str,
+    kind: Option<InspectType>,
+) -> Result<Value, Error> {
+    if kind != Some(InspectType::Image) {
+        // An ambiguous prefix is an error here too, not a reason to look for an image; a
+        // name no container could have (`busybox:1`) may still be an image's.
+        let found = rt.resolve(target).and_then(|id| Container::load(rt, &id));
+        match found {
+            Ok(container) => return Ok(container_json(&container)),
+            Err(Error::State(
+                peapod_state::Error::NotFound(_) | peapod_state::Error::InvalidId { .. },
+            )) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if kind != Some(InspectType::Container) {
+        let store = crate::image::store(rt, global)?;
+        if let Some(image) = store.resolve(target).ok().flatten() {
+            return Ok(crate::image::inspect_json(&image));
+        }
+    }
+    let what = match kind {
+        Some(InspectType::Container) => "container",
+        Some(InspectType::Image) => "image",
+        None => "object",
+    };
+    // Docker's words and status: "No such object", exit 1.
+    Err(Error::Reported {
+        code: 1,
+        message: format!("no such {what}: {target}"),
+    })
+}
+
+fn container_json(c: &Container) -> Value {
+    let args = c.args();
+    let (path, rest) = match args.split_first() {
+        Some((path, rest)) => (path.clone(), rest.to_vec()),
+        None => (String::new(), Vec::new()),
+    };
+    let exit = c.record.as_ref().and_then(|r| r.exit);
+    let created = peapod_state::rfc3339(c.created());
+    // peapod records no start time: a container runs from its `create` (`run -d`) or soon
+    // after (a caller's `start`).
+    let started = match c.state.status {
+        "created" | "creating" => ZERO_TIME.to_owned(),
+        _ => created.clone(),
+    };
+    let user = c.process_field("user").map(|u| {
+        let id = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+        match (id("uid"), id("gid")) {
+            (0, 0) => String::new(),
+            (uid, gid) => format!("{uid}:{gid}"),
+        }
+    });
+    json!({
+        "Id": c.state.id,
+        // Docker's names begin with "/"; a generated id has none.
+        "Name": c.name().map(|n| format!("/{n}")).unwrap_or_default(),
+        "Created": created,
+        "Path": path,
+        "Args": rest,
+        "State": {
+            "Status": c.docker_state(),
+            "Running": c.state.status == "running",
+            "Paused": c.state.status == "paused",
+            "Pid": c.state.pid,
+            "ExitCode": exit.map_or(0, |e| e.code),
+            "StartedAt": started,
+            "FinishedAt": exit.map_or_else(
+                || ZERO_TIME.to_owned(),
+                |e| peapod_state::rfc3339_nanos(e.finished, e.finished_nanos),
+            ),
+        },
+        "Image": c.state.annotations.get(IMAGE_ID_ANNOTATION).cloned().unwrap_or_default(),
+        "Config": {
+            "Image": c.image(),
+            "Env": c.process_field("env").cloned().unwrap_or_else(|| json!([])),
+            "Cmd": args,
+            "WorkingDir": c.process_field("cwd").cloned().unwrap_or_else(|| json!("")),
+            "User": user.unwrap_or_default(),
+            "Labels": c.state.annotations,
+        },
+        "HostConfig": host_config(c),
+        "Mounts": mounts(c),
+        "Rootfs": c.state.rootfs,
+        "Bundle": c.state.bundle,
+    })
+}
+
+/// The limits docker's `HostConfig` has (0: none), from the spec's `linux.resources`.
+fn host_config(c: &Container) -> Value {
+    let resources = c.record.as_ref().and_then(|r| r.spec_resources.as_ref());
+    let at = |path: &str| {
+        resources
+            .and_then(|r| r.pointer(path))
+            .and_then(Value::as_i64)
+    };
+    let nano_cpus = match (at("/cpu/quota"), at("/cpu/period")) {
+        (Some(quota), Some(period)) if quota > 0 && period > 0 => quota * 1_000_000_000 / period,
+        _ => 0,
+    };
+    json!({
+        "Memory": at("/memory/limit").filter(|m| *m > 0).unwrap_or(0),
+        "NanoCpus": nano_cpus,
+        "PidsLimit": at("/pids/limit").filter(|p| *p > 0),
+    })
+}
+
+/// The bind mounts (docker's volumes), as docker lists them; the file systems every
+/// container gets (`/proc`, `/dev`, ...) are left out, as docker leaves them out.
+fn mounts(c: &Container) -> Vec<Value> {
+    let Some(Value::Array(mounts)) = c.record.as_ref().and_then(|r| r.spec_mounts.as_ref()) else {
+        return Vec::new();
+    };
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let options: Vec<&str> = m
+                .get("options")
+                .and_then(Value::as_array)
+                .map(|o| o.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let bind = m.get("type").and_then(Value::as_str) == Some("bind")
+                || options.iter().any(|o| matches!(*o, "bind" | "rbind"));
+            bind.then(|| {
+                json!({
+                    "Type": "bind",
+                    "Source": m.get("source").cloned().unwrap_or(Value::Null),
+                    "Destination": m.get("destination").cloned().unwrap_or(Value::Null),
+                    "Mode": "",
+                    "RW": !options.contains(&"ro"),
+                    "Propagation": options
+                        .iter()
+                        .find(|o| o.ends_with("private") || o.ends_with("shared") || o.ends_with("slave"))
+                        .copied()
+                        .unwrap_or(""),
+                })
+            })
+        })
+        .collect()
+}
