@@ -493,11 +493,7 @@ fn a_lone_container_on_a_network_gets_an_ip_and_a_published_port_and_delete_undo
         "ip -4 -o addr show eth0; cat /etc/hostname /etc/hosts; sleep 0.3",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    let prefix = net
-        .gateway()
-        .rsplit_once('.')
-        .map(|p| p.0.to_owned() + ".")
-        .expect("prefix");
+    let prefix = net.prefix();
     assert!(out.stdout.contains(&format!("inet {prefix}")), "{out:?}");
     assert!(
         out.stdout.contains("solo\n127.0.0.1\tlocalhost\n"),

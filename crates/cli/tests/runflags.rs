@@ -359,11 +359,7 @@ fn publish_without_a_network_uses_the_default_network() {
         "ip -4 -o addr show eth0; cat /etc/hosts /etc/resolv.conf",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    let prefix = net
-        .gateway()
-        .rsplit_once('.')
-        .map(|p| p.0.to_owned() + ".")
-        .expect("prefix");
+    let prefix = net.prefix();
     assert!(out.stdout.contains(&format!("inet {prefix}")), "{out:?}");
     assert!(out.stdout.contains("10.1.2.3\tdb\n"), "{out:?}");
     assert!(out.stdout.contains("nameserver 10.0.0.53\n"), "{out:?}");

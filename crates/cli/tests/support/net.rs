@@ -92,6 +92,14 @@ impl TestNet {
         std::net::Ipv4Addr::from(base + 1).to_string()
     }
 
+    /// The gateway's first three octets with the dot (`10.192.7.`): what an address the
+    /// network hands out starts with, for the /24 and longer prefixes the tests use.
+    pub fn prefix(&self) -> String {
+        let gateway = self.gateway();
+        let cut = gateway.rfind('.').map_or(0, |i| i + 1);
+        gateway[..cut].to_owned()
+    }
+
     /// What of the host names this network: veths on its bridge, leases, cache entries,
     /// iptables and nftables lines naming its subnet or bridge.
     pub fn leftovers(&self) -> Vec<String> {
