@@ -49,18 +49,13 @@ impl Layout {
         let mut v1 = Vec::new();
         let mut named: Vec<Hierarchy> = Vec::new();
         let mut unified = None;
-        for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount = left.split(' ').nth(4).map(unescape);
-            let mut right = right.split(' ');
-            let (Some(fstype), Some(_source), Some(options)) =
-                (right.next(), right.next(), right.next())
-            else {
-                continue;
-            };
-            let Some(mount) = mount else { continue };
+        for Mount {
+            mount,
+            fstype,
+            options,
+            ..
+        } in visible_mounts(mountinfo)
+        {
             match fstype {
                 "cgroup2" => {
                     let controllers = std::fs::read_to_string(mount.join("cgroup.controllers"))
@@ -164,6 +159,77 @@ impl Layout {
             .into_iter()
             .find(|h| h.controllers.iter().any(|c| c == controller))
     }
+}
+
+/// One line of mountinfo: the fields the layout needs.
+struct Mount<'a> {
+    id: &'a str,
+    parent: &'a str,
+    mount: PathBuf,
+    fstype: &'a str,
+    options: &'a str,
+}
+
+impl<'a> Mount<'a> {
+    fn parse(line: &'a str) -> Option<Mount<'a>> {
+        let (left, right) = line.split_once(" - ")?;
+        let mut left = left.split(' ');
+        let (id, parent) = (left.next()?, left.next()?);
+        let mount = unescape(left.nth(2)?);
+        let mut right = right.split(' ');
+        let (fstype, _source, options) = (right.next()?, right.next()?, right.next()?);
+        Some(Mount {
+            id,
+            parent,
+            mount,
+            fstype,
+            options,
+        })
+    }
+
+    /// Whether `other` hides this mount: mounted on top of it, or later on the same parent at
+    /// this mount's path or above it.
+    fn hidden_by(&self, other: &Mount, other_is_later: bool) -> bool {
+        self.mount.starts_with(&other.mount)
+            && (other.parent == self.id && other.mount == self.mount
+                || other_is_later && other.parent == self.parent)
+    }
+}
+
+/// The cgroup mounts of `mountinfo` a path lookup can reach: a cgroup file system covered by a
+/// later mount (a tmpfs over `/sys/fs/cgroup/unified`, as benchmarks make) is no longer where its
+/// files are written, and is left out, as is everything mounted below a hidden mount.
+fn visible_mounts(mountinfo: &str) -> Vec<Mount<'_>> {
+    let all: Vec<Mount> = mountinfo.lines().filter_map(Mount::parse).collect();
+    // Whether mount `i` is hidden by one other than `through` (the child the walk came from:
+    // a mount stacked on its parent is what makes the parent hidden, and is itself visible).
+    let hidden = |i: usize, through: Option<usize>| {
+        all.iter()
+            .enumerate()
+            .any(|(j, other)| j != i && Some(j) != through && all[i].hidden_by(other, j > i))
+    };
+    let is_visible = |start: usize| {
+        let (mut i, mut through) = (start, None);
+        // Up the parent chain (bounded by the number of mounts, against a cycle).
+        for _ in 0..all.len() {
+            if hidden(i, through) {
+                return false;
+            }
+            match all.iter().position(|p| p.id == all[i].parent) {
+                Some(parent) if parent != i => (through, i) = (Some(i), parent),
+                _ => return true,
+            }
+        }
+        true
+    };
+    // Only the cgroup mounts are asked about: a handful, whatever the number of mounts.
+    let keep: Vec<bool> = (0..all.len())
+        .map(|i| all[i].fstype.starts_with("cgroup") && is_visible(i))
+        .collect();
+    all.into_iter()
+        .zip(keep)
+        .filter_map(|(m, keep)| keep.then_some(m))
+        .collect()
 }
 
 /// Super options of a v1 cgroup mount that are not controller names.
@@ -319,6 +385,26 @@ mod tests {
         assert!(layout.is_v2());
         assert_eq!(layout.hierarchies()[0].own, Path::new("/x"));
         assert!(layout.tracking().is_empty());
+    }
+
+    #[test]
+    fn a_covered_cgroup2_mount_is_not_the_unified_one() {
+        // A tmpfs mounted over the hybrid host's cgroup2 (as benchmarks do for crun).
+        let covered =
+            format!("{HYBRID}60 41 0:90 / /sys/fs/cgroup/unified rw,relatime - tmpfs tmpfs rw\n");
+        let Layout::V1 { unified, .. } = Layout::parse(&covered, OWN).unwrap() else {
+            panic!("still v1")
+        };
+        assert_eq!(unified, None);
+        // The same tmpfs over the whole tree hides every hierarchy below it.
+        let all = format!("{HYBRID}61 23 0:91 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n");
+        assert!(Layout::parse(&all, OWN).is_err());
+        // A cgroup2 mounted over that tmpfs is what is visible there.
+        let remounted =
+            format!("{all}62 61 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n");
+        let layout = Layout::parse(&remounted, OWN).unwrap();
+        assert!(layout.is_v2(), "{layout:?}");
+        assert_eq!(layout.hierarchies()[0].mount, Path::new("/sys/fs/cgroup"));
     }
 
     #[test]

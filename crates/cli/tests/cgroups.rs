@@ -780,3 +780,49 @@ fn a_container_is_in_its_own_cgroup_in_name_systemd_and_cgroup2_and_leaves_nothi
     drop(c);
     rootfs.assert_nothing_left();
 }
+
+#[test]
+fn a_cgroup2_mount_covered_by_a_tmpfs_is_left_alone() {
+    let Some(rootfs) = fixture() else { return };
+    let Layout::V1 {
+        unified: Some(unified),
+        ..
+    } = Layout::detect().expect("layout")
+    else {
+        eprintln!("skipped: no hybrid cgroup2 mount here to cover");
+        return;
+    };
+    let id = unique("covered");
+    let guard = CgroupGuard::of(&id);
+    // In a mount namespace of its own, a tmpfs over the cgroup2 mount (as benchmarks make for
+    // crun): peapod must write to the hierarchies it can see, not into that tmpfs.
+    // Afterwards the tmpfs must still be empty.
+    let script =
+        r#"dir=$1; shift; mount -t tmpfs peapod-test "$dir" && "$@" /bin/true && ls -A "$dir""#;
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(&unified.mount)
+    .arg(env!("CARGO_BIN_EXE_peapod"))
+    .arg("--root")
+    .arg(rootfs.state_root())
+    .args(["run", "--rootfs", rootfs.arg(), "--name", &id, "--"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let out = finish(cmd.spawn().expect("spawn unshare"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout, "",
+        "peapod wrote into the tmpfs over the cgroup2 mount"
+    );
+    guard.assert_gone();
+    rootfs.assert_nothing_left();
+}
