@@ -966,7 +966,7 @@ pub(crate) struct RunArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
     /// Limit the memory (bytes; suffixes k, m, g: 64m).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse_size)]
     pub memory: Option<i64>,
     /// Limit the CPU time to this many CPUs (0.5: half of one).
     #[arg(long, value_name = "N", value_parser = parse_cpus)]
