@@ -166,16 +166,27 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             (id, spec, bundle)
         }
     };
+    // -P: the exposed ports each on a free host port, on the container's own network.
+    let publish = match (&net, args.publish_all) {
+        (PodNetwork::Cni(_), true) => crate::ports::publish_all(rt, &args.publish, &exposed)?,
+        (_, true) if !exposed.is_empty() => {
+            let why = match (&args.pod, rt.rootless) {
+                (Some(_), _) => "a container in a pod is on the pod's network".to_owned(),
+                (None, true) => "a rootless container cannot have one".to_owned(),
+                (None, false) => format!("not --net {net}"),
+            };
+            return Err(Error::usage(anyhow!(
+                "-P publishes {} on a CNI network only: {why}",
+                crate::ports::list(&exposed)
+            )));
+        }
+        _ => args.publish,
+    };
     // A docker-style container gets a name: checked, or generated (the lock held until it
     // is recorded).
     let name_lock = match friendly {
         true => crate::names::name_container(rt, &mut spec, &id)?,
         false => None,
-    };
-    // -P: the exposed ports each on a free host port, on the container's own network.
-    let publish = match (&net, args.publish_all) {
-        (PodNetwork::Cni(_), true) => crate::ports::publish_all(rt, &args.publish, &exposed)?,
-        _ => args.publish,
     };
     // On a CNI network: a network namespace of its own, held as a hidden pod's (see
     // `peapod_pod::create_container_network`), which it then joins.

@@ -30,6 +30,12 @@ impl std::fmt::Display for Exposed {
     }
 }
 
+/// Ports as a message lists them: `80/tcp, 53/udp`.
+pub(crate) fn list(ports: &[Exposed]) -> String {
+    let words: Vec<String> = ports.iter().map(ToString::to_string).collect();
+    words.join(", ")
+}
+
 /// `PORT[/PROTO]`: one container port (tcp when no protocol is said).
 pub(crate) fn parse_exposed(s: &str) -> Result<Exposed, String> {
     match parse_expose(s)?.as_slice() {

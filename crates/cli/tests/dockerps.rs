@@ -179,6 +179,45 @@ fn a_generated_name_is_unique_and_names_the_container_everywhere() {
 }
 
 #[test]
+fn runs_at_once_get_different_names() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let mut guard = Removed {
+        rootfs: &rootfs,
+        ids: Vec::new(),
+    };
+    // Four `run -d` at once: each chooses its name under the state root's lock.
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            rootfs
+                .peapod()
+                .args(["run", "-d", "--rootfs", rootfs.arg(), "--", "sleep", "600"])
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in children {
+        let out = finish(child);
+        assert_eq!(out.code, 0, "{out:?}");
+        guard.ids.push(out.stdout.trim().to_owned());
+    }
+    let json: Value =
+        serde_json::from_str(&ok(&rootfs, &["ps", "--format", "json"])).expect("JSON");
+    let mut names: Vec<String> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["Names"][0].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 4, "{json}");
+    drop(guard);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
 fn a_callers_id_gets_no_generated_name() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
@@ -325,6 +364,66 @@ fn unknown_commands_say_peapods_spelling_or_why_not_in_one_line() {
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {out:?}");
         assert!(out.stderr.contains(says), "{args:?}: {out:?}");
     }
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn publish_all_without_a_cni_network_is_refused_in_one_line() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let args = [
+        "run",
+        "-P",
+        "--expose",
+        "80",
+        "--expose",
+        "53/udp",
+        "--net",
+        "none",
+        "--rootfs",
+        rootfs.arg(),
+        "--",
+        "true",
+    ];
+    let out = peapod(&rootfs, &args);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("-P publishes 80/tcp, 53/udp on a CNI network only: not --net none"),
+        "{out:?}"
+    );
+    // Nothing exposed: nothing to publish, and the container runs (as docker's).
+    let out = peapod(
+        &rootfs,
+        &[
+            "run",
+            "-P",
+            "--net",
+            "none",
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // A malformed --expose names the flag.
+    let out = peapod(
+        &rootfs,
+        &[
+            "run",
+            "--expose",
+            "80/icmp",
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--expose"), "{out:?}");
     rootfs.assert_nothing_left();
 }
 
