@@ -191,9 +191,10 @@ fn host_address(m: &PortMapping) -> String {
 /// `peapod port ID [PRIVATE]`: each mapping as docker's `port` prints it
 /// (`80/tcp -> 0.0.0.0:32768`), or the host address of one container port.
 pub(crate) fn print(rt: &Runtime, args: &PortArgs) -> Result<i32, Error> {
-    // A container that does not exist is an error, not an empty list.
-    rt.state(&args.id)?;
-    let mappings = peapod_pod::container_ports(rt, &args.id);
+    // A container that does not exist is an error, not an empty list; one that has exited
+    // publishes nothing, as docker's.
+    let container = crate::ps::Container::load(rt, &args.id)?;
+    let mappings = container.ports(rt);
     match &args.private {
         None => {
             for m in sorted(&mappings) {

@@ -111,9 +111,13 @@ impl Container {
         }
     }
 
-    /// The ports published for it (`-p`, `-P`).
+    /// The ports published for it (`-p`, `-P`) while it runs (docker shows none for a
+    /// container that has exited).
     pub(crate) fn ports(&self, rt: &Runtime) -> Vec<PortMapping> {
-        peapod_pod::container_ports(rt, &self.state.id)
+        match self.is_up() {
+            true => peapod_pod::container_ports(rt, &self.state.id),
+            false => Vec::new(),
+        }
     }
 
     /// Whether it runs (paused ones too, as docker's `ps` lists them without `-a`).

@@ -565,6 +565,12 @@ fn publish_all_maps_the_exposed_ports_to_free_host_ports() {
         it[0]["NetworkSettings"]["Ports"]["80/tcp"],
         json!([{"HostIp": "0.0.0.0", "HostPort": tcp.to_string()}])
     );
+    // Once it has exited it publishes nothing, as docker shows it.
+    let out = pods.peapod(&["stop", "-t", "1", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(pods.peapod(&["port", &id]).stdout, "");
+    let all = pods.peapod(&["ps", "-a"]).stdout;
+    assert!(!all.contains("->80/tcp"), "{all}");
     let out = pods.peapod(&["rm", "-f", &id]);
     assert_eq!(out.code, 0, "{out:?}");
     pods.names.clear();
