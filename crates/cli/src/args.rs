@@ -195,6 +195,9 @@ pub(crate) enum Command {
     /// Remove containers, their state and log (with -f, running ones too). Prints each id.
     #[command(after_long_help = "Example:\n  peapod rm -f web")]
     Rm(RmArgs),
+    /// Print a container's published ports (`-p`, `-P`), or the host address of one.
+    #[command(after_long_help = "Example:\n  peapod port web\n  peapod port web 80/tcp")]
+    Port(PortArgs),
     /// Internal: the monitor of a `run -d` container, which `run` execs: copies its output
     /// into its log and records its exit.
     #[command(hide = true)]
@@ -349,6 +352,7 @@ impl Command {
             Command::Events(a) => vec![&mut a.id],
             Command::Explain(a) => vec![&mut a.target],
             Command::Logs(a) => vec![&mut a.id],
+            Command::Port(a) => vec![&mut a.id],
             Command::Wait(a) => a.ids.iter_mut().collect(),
             Command::Stop(a) => a.ids.iter_mut().collect(),
             Command::Rm(a) => a.ids.iter_mut().collect(),
@@ -447,6 +451,16 @@ pub(crate) struct RmArgs {
     /// The container ids.
     #[arg(required = true)]
     pub ids: Vec<String>,
+}
+
+/// `peapod port`.
+#[derive(Debug, Args)]
+pub(crate) struct PortArgs {
+    /// The container id or name.
+    pub id: String,
+    /// Only the mapping of this container port (PORT[/tcp|/udp]; tcp when not said).
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]", value_parser = crate::ports::parse_exposed)]
+    pub private: Option<crate::ports::Exposed>,
 }
 
 /// `peapod monitor` (internal; see `peapod_runtime::DetachedLog`).
@@ -869,6 +883,14 @@ pub(crate) struct RunArgs {
         value_name = "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]"
     )]
     pub publish: Vec<PortMapping>,
+    /// Publish every port the image exposes (its ExposedPorts) and --expose gives, each on a
+    /// free host port of the ephemeral range (`peapod port ID` shows which), as -p does.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// A port the container serves (PORT[/tcp|/udp], or a range FROM-TO), which -P
+    /// publishes; repeatable.
+    #[arg(long = "expose", value_name = "PORT[/PROTO]", value_parser = crate::ports::parse_expose)]
+    pub expose: Vec<Vec<crate::ports::Exposed>>,
     #[command(flatten)]
     pub cni: CniArgs,
     /// Keep the host's namespaces of these kinds (comma-separated: net, ipc, uts, pid, cgroup).
@@ -944,7 +966,7 @@ pub(crate) struct RunArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
     /// Limit the memory (bytes; suffixes k, m, g: 64m).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(short = 'm', long, value_name = "SIZE", value_parser = parse_size)]
     pub memory: Option<i64>,
     /// Limit the CPU time to this many CPUs (0.5: half of one).
     #[arg(long, value_name = "N", value_parser = parse_cpus)]

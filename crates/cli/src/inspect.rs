@@ -1,6 +1,7 @@
 //! `peapod inspect`: containers and images as a JSON array, with docker's field names where
 //! peapod knows the field.
 
+use peapod_pod::peapod_net::PortMapping;
 use peapod_runtime::image::IMAGE_ID_ANNOTATION;
 use peapod_runtime::{Error, Runtime};
 use serde_json::{json, Value};
@@ -34,7 +35,7 @@ fn inspect_one(
         // name no container could have (`busybox:1`) may still be an image's.
         let found = rt.resolve(target).and_then(|id| Container::load(rt, &id));
         match found {
-            Ok(container) => return Ok(container_json(&container)),
+            Ok(container) => return Ok(container_json(rt, &container)),
             Err(Error::State(
                 peapod_state::Error::NotFound(_) | peapod_state::Error::InvalidId { .. },
             )) => {}
@@ -59,7 +60,7 @@ fn inspect_one(
     })
 }
 
-fn container_json(c: &Container) -> Value {
+fn container_json(rt: &Runtime, c: &Container) -> Value {
     let args = c.args();
     let (path, rest) = match args.split_first() {
         Some((path, rest)) => (path.clone(), rest.to_vec()),
@@ -67,12 +68,11 @@ fn container_json(c: &Container) -> Value {
     };
     let exit = c.record.as_ref().and_then(|r| r.exit);
     let created = peapod_state::rfc3339(c.created());
-    // peapod records no start time: a container runs from its `create` (`run -d`) or soon
-    // after (a caller's `start`).
-    let started = match c.state.status {
-        "created" | "creating" => ZERO_TIME.to_owned(),
-        _ => created.clone(),
-    };
+    // Its process's start (a container made by `create` and started later: its create).
+    let started = c.started().map_or_else(
+        || ZERO_TIME.to_owned(),
+        |(secs, nanos)| peapod_state::rfc3339_nanos(secs, nanos),
+    );
     let user = c.process_field("user").map(|u| {
         let id = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
         match (id("uid"), id("gid")) {
@@ -82,7 +82,7 @@ fn container_json(c: &Container) -> Value {
     });
     json!({
         "Id": c.state.id,
-        // Docker's names begin with "/"; a generated id has none.
+        // Docker's names begin with "/".
         "Name": c.name().map(|n| format!("/{n}")).unwrap_or_default(),
         "Created": created,
         "Path": path,
@@ -109,10 +109,27 @@ fn container_json(c: &Container) -> Value {
             "Labels": c.state.annotations,
         },
         "HostConfig": host_config(c),
+        "NetworkSettings": { "Ports": ports(&c.ports(rt)) },
         "Mounts": mounts(c),
         "Rootfs": c.state.rootfs,
         "Bundle": c.state.bundle,
     })
+}
+
+/// Docker's `NetworkSettings.Ports`: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+fn ports(mappings: &[PortMapping]) -> Value {
+    let mut ports = serde_json::Map::new();
+    for m in mappings {
+        let key = format!("{}/{}", m.container_port, m.protocol);
+        let binding = json!({
+            "HostIp": m.host_ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string()),
+            "HostPort": m.host_port.to_string(),
+        });
+        if let Value::Array(list) = ports.entry(key).or_insert_with(|| json!([])) {
+            list.push(binding);
+        }
+    }
+    Value::Object(ports)
 }
 
 /// The limits docker's `HostConfig` has (0: none), from the spec's `linux.resources`.

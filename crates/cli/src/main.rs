@@ -12,11 +12,14 @@ mod explain;
 mod image;
 mod images;
 mod inspect;
+mod names;
 mod oci;
 mod output;
 mod pod;
+mod ports;
 mod ps;
 mod pull;
+mod unknown;
 
 use clap::Parser;
 use peapod_runtime::{Error, Runtime};
@@ -123,6 +126,7 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
         Command::Stop(args) => oci::stop(rt, args),
         Command::Rm(args) => oci::rm(rt, args),
         Command::Monitor(args) => oci::monitor(rt, args),
+        Command::Port(args) => ports::print(rt, &args),
         Command::Images(args) => image::list(&image::store(rt, global)?, &args),
         Command::Rmi(args) => image::remove(&image::store(rt, global)?, &args),
         Command::Tag(args) => image::tag(&image::store(rt, global)?, &args),
@@ -142,7 +146,7 @@ pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
 
 /// Prints help and version as clap does; any other parse error as one line, exit status 2.
 fn exit_on_usage_error(err: clap::Error) -> ! {
-    use clap::error::ErrorKind;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     if matches!(
         err.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
@@ -151,6 +155,10 @@ fn exit_on_usage_error(err: clap::Error) -> ! {
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         err.exit()
+    }
+    if let Some(hint) = docker_hint(&err) {
+        eprintln!("peapod: error: {hint}");
+        std::process::exit(2)
     }
     let rendered = err.kind().as_str().map(str::to_owned);
     let text = err.to_string();
@@ -161,10 +169,28 @@ fn exit_on_usage_error(err: clap::Error) -> ! {
         .skip_while(|l| l.is_empty())
         .take_while(|l| !l.is_empty())
         .collect();
-    let line = Some(paragraph.join(" ").trim_start_matches("error: ").to_owned())
+    let mut line = Some(paragraph.join(" ").trim_start_matches("error: ").to_owned())
         .filter(|l| !l.is_empty())
         .or(rendered)
         .unwrap_or_else(|| "invalid usage".to_owned());
+    // clap's near spelling of a subcommand, which its later paragraph gives.
+    if let Some(ContextValue::Strings(similar)) = err.get(ContextKind::SuggestedSubcommand) {
+        line.push_str(&format!("; did you mean '{}'?", similar.join("' or '")));
+    }
     eprintln!("peapod: error: {line} (see 'peapod --help')");
     std::process::exit(2)
+}
+
+/// For a subcommand clap does not know: docker's command peapod spells differently or
+/// lacks, as one line (see `unknown.rs`).
+fn docker_hint(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() != ErrorKind::InvalidSubcommand {
+        return None;
+    }
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidSubcommand) else {
+        return None;
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    unknown::hint_for(&argv, invalid)
 }

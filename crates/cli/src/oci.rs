@@ -45,7 +45,10 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     // the pod's network is the container's).
     let net = match args.net {
         Some(net) => net,
-        None if !args.publish.is_empty() && !rt.rootless && args.pod.is_none() => {
+        None if (!args.publish.is_empty() || args.publish_all)
+            && !rt.rootless
+            && args.pod.is_none() =>
+        {
             PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned())
         }
         None => PodNetwork::None,
@@ -109,6 +112,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             .unwrap_or_else(peapod_runtime::flags::generated_id)
     };
     let mut image_root = None;
+    let mut exposed: Vec<crate::ports::Exposed> = args.expose.into_iter().flatten().collect();
     // A friendly detached run (an image or --rootfs, not in a pod) gets docker's: a log of
     // its own and a monitor; runc's `run -d ID` of a bundle keeps the caller's stdio, as
     // containerd and podman expect.
@@ -133,6 +137,12 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         RunTarget::Image { reference, command } => {
             flags.command = command;
             let (store, image) = crate::images::for_run(rt, global, &reference, args.pull)?;
+            let image_exposed_keys = image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.exposed_ports().clone())
+                .unwrap_or_default();
             let (spec, root) = peapod_runtime::image::spec_from_image(
                 &store,
                 image,
@@ -141,6 +151,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
                 rt.rootless,
             )?;
             image_root = Some(root);
+            exposed.extend(crate::ports::image_exposed(&reference, image_exposed_keys)?);
             (new_id(&flags), spec, current_dir()?)
         }
         RunTarget::Bundle { dir, id } => {
@@ -155,6 +166,28 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             (id, spec, bundle)
         }
     };
+    // -P: the exposed ports each on a free host port, on the container's own network.
+    let publish = match (&net, args.publish_all) {
+        (PodNetwork::Cni(_), true) => crate::ports::publish_all(rt, &args.publish, &exposed)?,
+        (_, true) if !exposed.is_empty() => {
+            let why = match (&args.pod, rt.rootless) {
+                (Some(_), _) => "a container in a pod is on the pod's network".to_owned(),
+                (None, true) => "a rootless container cannot have one".to_owned(),
+                (None, false) => format!("not --net {net}"),
+            };
+            return Err(Error::usage(anyhow!(
+                "-P publishes {} on a CNI network only: {why}",
+                crate::ports::list(&exposed)
+            )));
+        }
+        _ => args.publish,
+    };
+    // A docker-style container gets a name: checked, or generated (the lock held until it
+    // is recorded).
+    let name_lock = match friendly {
+        true => crate::names::name_container(rt, &mut spec, &id)?,
+        false => None,
+    };
     // On a CNI network: a network namespace of its own, held as a hidden pod's (see
     // `peapod_pod::create_container_network`), which it then joins.
     let dns = DnsSettings {
@@ -167,7 +200,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             let hostname = spec.hostname().clone().unwrap_or_else(|| id.clone());
             let network = NetworkOptions {
                 network: net.clone(),
-                ports: args.publish.clone(),
+                ports: publish.clone(),
                 cni: args.cni.cni(),
                 dns: dns.clone(),
                 add_hosts: args.dns.add_hosts.clone(),
@@ -178,17 +211,17 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
                 rt, &id, &hostname, &network, init,
             )?)
         }
-        _ if !args.publish.is_empty() && args.pod.is_some() => {
+        _ if !publish.is_empty() && args.pod.is_some() => {
             return Err(Error::usage(anyhow!(
                 "--publish: a container in a pod is on the pod's network (pod create -p)"
             )))
         }
-        _ if !args.publish.is_empty() && rt.rootless => {
+        _ if !publish.is_empty() && rt.rootless => {
             return Err(Error::usage(anyhow!(
                 "--publish needs a CNI network, which a rootless container cannot have"
             )))
         }
-        _ if !args.publish.is_empty() => {
+        _ if !publish.is_empty() => {
             return Err(Error::usage(anyhow!(
                 "--publish needs a CNI network (--net NAME, or no --net for the default one), \
                  not --net {net}"
@@ -231,9 +264,12 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         }),
     };
     // Released once the container is made: the pod's lock is not held while it runs.
-    let ran = rt.run(&id, &spec, &bundle, options, |created| match attached {
-        Some(attached) if !created => attached.abandon(),
-        attached => drop(attached),
+    let ran = rt.run(&id, &spec, &bundle, options, |created| {
+        drop(name_lock);
+        match attached {
+            Some(attached) if !created => attached.abandon(),
+            attached => drop(attached),
+        }
     });
     // A detached container's network goes with `delete`; a foreground one's now.
     if net_pod.is_some() && (!args.detach || ran.is_err()) {

@@ -4,7 +4,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use peapod_pod::peapod_net::PortMapping;
 use peapod_runtime::image::IMAGE_ANNOTATION;
+use peapod_runtime::names::NAME_ANNOTATION;
 use peapod_runtime::{Error, Runtime, StateJson};
 use peapod_state::{ContainerId, Record};
 use serde_json::json;
@@ -55,15 +57,28 @@ impl Container {
             .collect())
     }
 
-    /// Its name: the id when it was given one (`--name`, or a caller's id), none for a
-    /// generated id.
+    /// Its name: the generated one of a container `run` without `--name`, else the id when
+    /// it was given one (`--name`, or a caller's id); none for a generated id without one.
     pub(crate) fn name(&self) -> Option<&str> {
+        if let Some(name) = self.state.annotations.get(NAME_ANNOTATION) {
+            return Some(name);
+        }
         let generated = self
             .state
             .id
             .parse::<ContainerId>()
             .is_ok_and(|id| id.is_generated());
         (!generated).then_some(self.state.id.as_str())
+    }
+
+    /// When its process started (seconds and nanoseconds since the epoch), once it has
+    /// one: read from the process's start time, which its record keeps after it exits.
+    pub(crate) fn started(&self) -> Option<(u64, u32)> {
+        if matches!(self.state.status, "created" | "creating") {
+            return None;
+        }
+        let process = self.record.as_ref()?.process?;
+        peapod_runtime::clock::started_at(process.start_time)
     }
 
     /// The image it was made from as `run` was given it, else its root directory.
@@ -96,6 +111,15 @@ impl Container {
         }
     }
 
+    /// The ports published for it (`-p`, `-P`) while it runs (docker shows none for a
+    /// container that has exited).
+    pub(crate) fn ports(&self, rt: &Runtime) -> Vec<PortMapping> {
+        match self.is_up() {
+            true => peapod_pod::container_ports(rt, &self.state.id),
+            false => Vec::new(),
+        }
+    }
+
     /// Whether it runs (paused ones too, as docker's `ps` lists them without `-a`).
     fn is_up(&self) -> bool {
         matches!(self.state.status, "running" | "paused")
@@ -108,7 +132,8 @@ impl Container {
 
     /// Docker's status column: "Up 2 minutes", "Exited (3) 5 seconds ago", "Created".
     fn status(&self, now: u64) -> String {
-        let up = || human_duration(now.saturating_sub(self.created()));
+        let since = self.started().map_or(self.created(), |(secs, _)| secs);
+        let up = || human_duration(now.saturating_sub(since));
         match self.state.status {
             "running" => format!("Up {}", up()),
             "paused" => format!("Up {} (Paused)", up()),
@@ -208,6 +233,7 @@ pub(crate) fn table(rt: &Runtime, args: &PsArgs) -> Result<i32, Error> {
                     "Status": c.status(now),
                     "ExitCode": c.record.as_ref().and_then(|r| r.exit).map_or(0, |e| e.code),
                     "Pid": c.state.pid,
+                    "Ports": crate::ports::column(&c.ports(rt)),
                 })
             })
             .collect();
@@ -220,6 +246,7 @@ pub(crate) fn table(rt: &Runtime, args: &PsArgs) -> Result<i32, Error> {
         "COMMAND".to_owned(),
         "CREATED".to_owned(),
         "STATUS".to_owned(),
+        "PORTS".to_owned(),
         "NAMES".to_owned(),
     ]];
     let width = (!args.no_trunc).then_some(COMMAND_WIDTH);
@@ -234,6 +261,7 @@ pub(crate) fn table(rt: &Runtime, args: &PsArgs) -> Result<i32, Error> {
             quoted_command(&c.args(), width),
             format!("{} ago", human_duration(now.saturating_sub(c.created()))),
             c.status(now),
+            crate::ports::column(&c.ports(rt)),
             c.name().unwrap_or_default().to_owned(),
         ]);
     }

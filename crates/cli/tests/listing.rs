@@ -153,6 +153,7 @@ fn ps_shows_running_containers_as_docker_and_a_all_the_exited_ones() {
             "COMMAND",
             "CREATED",
             "STATUS",
+            "PORTS",
             "NAMES"
         ],
         "{table}"
@@ -198,7 +199,12 @@ fn ps_shows_running_containers_as_docker_and_a_all_the_exited_ones() {
     );
     assert_eq!(up["Command"], "sleep 600", "{up}");
     assert!(up["Created"].as_u64().is_some_and(|c| c > 0), "{up}");
-    assert_eq!(up["Names"], json!([]), "{up}");
+    // Without --name: a generated docker-style name beside the 64-hex id.
+    let names = up["Names"].as_array().expect("Names");
+    assert!(
+        names.len() == 1 && names[0].as_str().is_some_and(|n| n.contains('_')),
+        "{up}"
+    );
     let down = find(&exited.id);
     assert_eq!(down["State"], "exited", "{down}");
     assert_eq!(down["ExitCode"], 3, "{down}");
@@ -320,7 +326,12 @@ fn inspect_shows_a_container_and_an_image_as_docker() {
     let out: Value = serde_json::from_str(&f.ok(&["inspect", c.short()])).expect("JSON");
     let it = &out[0];
     assert_eq!(it["Id"], c.id.as_str(), "{it}");
-    assert_eq!(it["Name"], "", "a generated id has no name: {it}");
+    assert!(
+        it["Name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with('/') && n.contains('_')),
+        "a generated name: {it}"
+    );
     assert_eq!(it["Path"], "sleep", "{it}");
     assert_eq!(it["Args"], json!(["600"]), "{it}");
     assert_eq!(it["State"]["Status"], "running", "{it}");

@@ -95,8 +95,8 @@ pub use manifest::{
     Parsed, PodPlan, PullPolicy, RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use network::{
-    create_container_network, remove_container_network, NetworkOptions, NetworkRecord, PodNetwork,
-    CONTAINER_NETWORK_LABEL, IFNAME,
+    container_ports, create_container_network, published_ports, remove_container_network,
+    NetworkOptions, NetworkRecord, PodNetwork, CONTAINER_NETWORK_LABEL, IFNAME,
 };
 pub use peapod_net;
 pub use pin::{pin, unpin};

@@ -415,3 +415,36 @@ fn reap_container_networks(rt: &Runtime) {
         }
     }
 }
+
+/// The ports published for lone container `id` (`run -p`, `-P`), as its network recorded
+/// them; none when it has no network of its own.
+pub fn container_ports(rt: &Runtime, id: &str) -> Vec<PortMapping> {
+    let Ok(name) = crate::PodStore::parse_name(&container_network_pod(id)) else {
+        return Vec::new();
+    };
+    let Ok(store) = crate::lifecycle::pods(rt) else {
+        return Vec::new();
+    };
+    store
+        .load(&name)
+        .ok()
+        .and_then(|e| e.record().ok().flatten())
+        .and_then(|r| r.network)
+        .map(|n| n.ports)
+        .unwrap_or_default()
+}
+
+/// The host ports every pod and lone container of this state root publishes, as their
+/// records say (a port the portmap plugin forwards has no listening socket to find).
+pub fn published_ports(rt: &Runtime) -> Vec<PortMapping> {
+    let Ok(store) = crate::lifecycle::pods(rt) else {
+        return Vec::new();
+    };
+    store
+        .names()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| store.load(name).ok()?.record().ok().flatten()?.network)
+        .flat_map(|n| n.ports)
+        .collect()
+}

@@ -38,6 +38,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod clock;
 mod create;
 mod delete;
 mod error;
@@ -50,6 +51,7 @@ mod kill;
 mod leftovers;
 pub mod logfile;
 mod monitor;
+pub mod names;
 mod pause;
 mod run;
 mod sealed;
@@ -133,14 +135,18 @@ impl Runtime {
     }
 
     /// The id of the container a person means by `text`: `text` itself when a container has
-    /// that id (or none begins with it), else the generated id it is a unique prefix of
-    /// (see [`Store::resolve`]); an error when it begins several.
+    /// that id, else the container whose generated name it is ([`names`]), else the
+    /// generated id it is a unique prefix of (see [`Store::resolve`]); an error when it
+    /// begins several.
     pub fn resolve(&self, text: &str) -> Result<String> {
         let id: ContainerId = text.parse()?;
         // A whole id (what containerd and podman pass) costs one `stat`, not even the checks
         // of opening the store, which the command itself makes next.
         if std::fs::symlink_metadata(self.root.join(id.as_str())).is_ok() {
             return Ok(text.to_owned());
+        }
+        if let Some(named) = names::find(self, text)? {
+            return Ok(named);
         }
         Ok(self.store()?.resolve(text)?.to_string())
     }
