@@ -73,6 +73,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod config;
+mod documents;
 mod error;
 mod explain;
 mod infra;
@@ -83,7 +85,10 @@ mod pin;
 mod play;
 mod record;
 mod store;
+mod subpath;
 
+pub use config::{EnvValue, EnvVar, FileContent, PodFacts, ProjectedFile};
+pub use documents::{parse_file, Documents, Owner, PlannedPod};
 pub use error::{Error, Result};
 pub use explain::{explain, Explained};
 pub use lifecycle::{
@@ -100,6 +105,6 @@ pub use network::{
 };
 pub use peapod_net;
 pub use pin::{pin, unpin};
-pub use play::{monitor, play, Images};
+pub use play::{monitor, play, Images, PlayArgs};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};
