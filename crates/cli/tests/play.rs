@@ -35,7 +35,8 @@ fn container_status(pods: &Pods, pod: &str, name: &str) -> String {
         .to_owned()
 }
 
-const CONFIGURED: &str = r#"
+/// Given with `--configmap`, as podman's `kube play --configmap`.
+const CONFIG_MAP: &str = "
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: app-config}
@@ -43,7 +44,9 @@ data:
   greeting: hello
   app.conf: |
     port=8080
----
+";
+
+const CONFIGURED: &str = r#"
 apiVersion: v1
 kind: Secret
 metadata: {name: app-secret}
@@ -98,10 +101,22 @@ spec:
 "#;
 
 #[test]
-fn config_maps_and_secrets_in_the_file_feed_env_and_volumes() {
+fn config_maps_and_secrets_feed_env_and_volumes() {
     let Some(mut pods) = Pods::new() else { return };
     let file = manifest(&pods, "configured.yaml", CONFIGURED);
-    let play = pods.play("configured", &file, &["--network", "none"]);
+    let config_map = manifest(&pods, "cm.yaml", CONFIG_MAP);
+    let config_map = config_map.display().to_string();
+    let without = pods.play("configured", &file, &["--network", "none"]);
+    assert_eq!(without.code, 2, "{without:?}");
+    assert!(
+        without.stderr.contains("no ConfigMap \"app-config\""),
+        "{without:?}"
+    );
+    let play = pods.play(
+        "configured",
+        &file,
+        &["--network", "none", "--configmap", &config_map],
+    );
     assert_eq!(play.code, 0, "{play:?}");
     assert_eq!(play.stdout.trim(), "configured", "{play:?}");
     wait_until("the container's output", || {
@@ -121,6 +136,7 @@ fn config_maps_and_secrets_in_the_file_feed_env_and_volumes() {
     ] {
         assert!(log.contains(expected), "{expected:?} in {log}");
     }
+    pods.names.dedup();
     pods.remove_all();
 }
 
@@ -381,5 +397,26 @@ spec:
     wait_until("the container's output", || {
         pods.logs("hostile", "main").contains("ok")
     });
+    // A staging mount a killed monitor left is unmounted by `pod rm`, never removed
+    // through (which would delete the volume's files).
+    let victim = pods.rootfs.scratch().join("victim");
+    std::fs::create_dir_all(&victim).expect("mkdir");
+    std::fs::write(victim.join("keep"), "keep").expect("write");
+    let staged = pods
+        .rootfs
+        .state_root()
+        .join(".pods/hostile/subpaths/hostile-main-0");
+    std::fs::create_dir_all(&staged).expect("mkdir");
+    let status = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&victim)
+        .arg(&staged)
+        .status()
+        .expect("mount");
+    assert!(status.success());
     pods.remove_all();
+    assert!(
+        victim.join("keep").exists(),
+        "the mounted directory's files are kept"
+    );
 }

@@ -39,6 +39,30 @@ fn unstage(path: &Path) {
     let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
 }
 
+/// Unmounts and removes every staging mount of the pod in `pod_dir` (a monitor killed
+/// while starting a container leaves one). Must succeed before the pod's directory is
+/// removed: removing it recursively would otherwise descend into the mounted volume.
+pub(crate) fn unstage_all(pod_dir: &Path) -> Result<(), RuntimeError> {
+    let dir = pod_dir.join(STAGING);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        unstage(&entry.path());
+    }
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::runtime(anyhow!(
+            "cannot remove the subPath staging mounts in {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// The directory of the staging mounts in a pod's directory.
+const STAGING: &str = "subpaths";
+
 /// Points each mount of `spec` that container `c` (id `id`) has with a `subPath` at a
 /// staging mount of that path, resolved inside its volume; errors name the mount.
 pub(crate) fn stage(
@@ -52,7 +76,7 @@ pub(crate) fn stage(
     if c.mounts.iter().all(|m| m.sub_path.is_none()) {
         return Ok(staged);
     }
-    let dir = pod_dir.join("subpaths");
+    let dir = pod_dir.join(STAGING);
     std::fs::create_dir_all(&dir)
         .map_err(|e| RuntimeError::runtime(anyhow!("{}: {e}", dir.display())))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
