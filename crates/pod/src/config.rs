@@ -245,17 +245,15 @@ impl Config {
                     }
                     for (key, value) in map {
                         let key = key.as_str().unwrap_or_default();
-                        let inner = de(value)?;
+                        let at = format!("{at}.{key}");
                         match key {
-                            "configMap" | "secret" | "downwardAPI" => self.source(
-                                key,
-                                &inner,
-                                &format!("{at}.{key}"),
-                                default_mode,
-                                &mut files,
-                            )?,
+                            "configMap" | "secret" | "downwardAPI" => {
+                                let inner: RawProjection = serde_norway::from_value(value.clone())
+                                    .map_err(|e| bad(&at, e.to_string()))?;
+                                self.source(key, &inner, &at, default_mode, &mut files)?
+                            }
                             _ => return Err(bad(
-                                format!("{at}.{key}"),
+                                at,
                                 "not supported: peapod has no service account tokens or cluster trust bundles (configMap, secret and downwardAPI are)",
                             )),
                         }
@@ -639,7 +637,7 @@ fn check_key(at: &str, key: &str) -> Result<(), ManifestError> {
     let ok = !key.is_empty()
         && key.len() <= 253
         && key != "."
-        && key != ".."
+        && !key.starts_with("..")
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -647,7 +645,7 @@ fn check_key(at: &str, key: &str) -> Result<(), ManifestError> {
         true => Ok(()),
         false => Err(bad(
             at,
-            "not a valid key: letters, digits, '-', '_' and '.' (not . or ..)",
+            "not a valid key: letters, digits, '-', '_' and '.' (not ., nor starting with ..)",
         )),
     }
 }

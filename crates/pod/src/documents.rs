@@ -599,6 +599,140 @@ spec:
         assert!(!env.iter().any(|e| e.starts_with("MISSING=")), "{env:?}");
     }
 
+    const STATEFUL: &str = "
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: StatefulSet
+  metadata: {name: db}
+  spec:
+    replicas: 3
+    serviceName: db
+    template:
+      metadata: {labels: {app: db}}
+      spec:
+        containers: [{name: main, image: busybox:1}]
+- apiVersion: batch/v1
+  kind: Job
+  metadata: {name: once}
+  spec:
+    backoffLimit: 2
+    template:
+      spec:
+        restartPolicy: OnFailure
+        containers: [{name: main, image: busybox:1}]
+";
+
+    #[test]
+    fn lists_stateful_sets_and_jobs_are_played_as_their_controllers_name_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let played = parse_file(STATEFUL, dir.path(), &[]).expect("parses");
+        let names: Vec<_> = played
+            .pods
+            .iter()
+            .map(|p| p.parsed.plan.name.clone())
+            .collect();
+        assert_eq!(names[..3], ["db-0", "db-1", "db-2"]);
+        assert_eq!(
+            played.pods[2].parsed.plan.labels["apps.kubernetes.io/pod-index"],
+            "2"
+        );
+        assert!(
+            names[3].starts_with("once-") && names[3].len() == 10,
+            "{names:?}"
+        );
+        let job = &played.pods[3].parsed.plan;
+        assert_eq!(job.restart, crate::RestartPolicy::OnFailure);
+        assert_eq!(job.labels["job-name"], "once");
+        let warnings = played.warnings.join("\n");
+        assert!(
+            warnings.contains("StatefulSet db: spec.serviceName: ignored"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("Job once: spec.backoffLimit: ignored"),
+            "{warnings}"
+        );
+        for (from, to, error) in [
+            (
+                "restartPolicy: OnFailure",
+                "restartPolicy: Always",
+                "spec.template.spec.restartPolicy: a Job's pods need Never or OnFailure",
+            ),
+            (
+                "serviceName: db",
+                "volumeClaimTemplates: []",
+                "spec.volumeClaimTemplates: not supported",
+            ),
+            (
+                "replicas: 3",
+                "replicas: 3\n    selector: {matchLabels: {app: web}}",
+                "spec.selector.matchLabels: app=web does not select",
+            ),
+            (
+                "containers: [{name: main, image: busybox:1}]\n- api",
+                "containers: [{name: main}]\n- api",
+                "spec.template.spec.containers[0].image: missing",
+            ),
+        ] {
+            let e = parse_file(&STATEFUL.replacen(from, to, 1), dir.path(), &[])
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains(error), "{error:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn volume_items_and_keys_stay_in_their_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = |volume: &str| {
+            format!("{}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  volumes: [{{name: v, {volume}}}]\n  containers: [{{name: c, image: busybox:1}}]\n", &FILE[..FILE.find("---\napiVersion: v1\nkind: Service").expect("service")])
+        };
+        let files = parse_file(&pod("secret: {secretName: creds}"), dir.path(), &[])
+            .expect("parses")
+            .pods[0]
+            .parsed
+            .volume_files["v"]
+            .clone();
+        assert_eq!(files.len(), 2);
+        assert!(files.iter().all(|f| f.mode == 0o644), "{files:?}");
+        for (volume, error) in [
+            (
+                "configMap: {name: settings, items: [{key: greeting, path: ../../etc/x}]}",
+                "items[0].path: \"../../etc/x\" must not contain '..'",
+            ),
+            (
+                "configMap: {name: settings, items: [{key: greeting, path: /etc/x}]}",
+                "must be a relative path",
+            ),
+            (
+                "configMap: {name: nope}",
+                "configMap.name: no ConfigMap \"nope\"",
+            ),
+            (
+                "projected: {sources: [{serviceAccountToken: {path: token}}]}",
+                "sources[0].serviceAccountToken: not supported",
+            ),
+            (
+                "secret: {secretName: creds, defaultMode: 0999}",
+                "defaultMode: expected a mode",
+            ),
+        ] {
+            let e = parse_file(&pod(volume), dir.path(), &[])
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains(error), "{error:?} in {e}");
+        }
+        let optional = parse_file(
+            &pod("configMap: {name: nope, optional: true}"),
+            dir.path(),
+            &[],
+        )
+        .expect("an optional missing ConfigMap is an empty volume");
+        assert!(optional.pods[0].parsed.volume_files["v"].is_empty());
+    }
+
     #[test]
     fn bad_documents_are_named() {
         let dir = tempfile::tempdir().expect("tempdir");
