@@ -43,11 +43,17 @@ pub struct Owner {
     pub kind: String,
     /// Its `metadata.name`.
     pub name: String,
+    /// The labels its pods have (its selector's, else its template's).
+    pub selector: BTreeMap<String, String>,
 }
 
 impl Owner {
-    /// Whether a pod called `pod` has the name this controller gives its pods.
-    pub fn owns(&self, pod: &str) -> bool {
+    /// Whether a pod called `pod` with `labels` is this controller's: it has the name the
+    /// controller gives its pods and the labels its selector selects.
+    pub fn owns(&self, pod: &str, labels: &BTreeMap<String, String>) -> bool {
+        if !self.selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return false;
+        }
         let Some(rest) = pod.strip_prefix(&format!("{}-", self.name)) else {
             return false;
         };
@@ -203,7 +209,7 @@ pub fn parse_file(
             _ => match CONTROLLERS.iter().find(|(k, _)| *k == kind) {
                 Some((kind, version)) => {
                     api_version(doc, kind, version).map_err(&wrap)?;
-                    let pods = controller(kind, doc, base, &config).map_err(&wrap)?;
+                    let (pods, selector) = controller(kind, doc, base, &config).map_err(&wrap)?;
                     for key in controller_extra(doc).map_err(&wrap)? {
                         played.warnings.push(format!(
                             "{kind} {name}: spec.{key}: ignored (no controller keeps watching the pods)"
@@ -213,6 +219,7 @@ pub fn parse_file(
                     played.owners.push(Owner {
                         kind: (*kind).to_owned(),
                         name,
+                        selector,
                     });
                 }
                 None => played.skipped.push(format!(
@@ -230,7 +237,7 @@ pub fn parse_file(
             ));
         }
     }
-    if played.pods.is_empty() {
+    if played.pods.is_empty() && played.owners.is_empty() {
         return Err(bad(
             "kind",
             match played.skipped.is_empty() {
@@ -277,13 +284,14 @@ fn pod(doc: Value, base: &Path, config: &Config) -> Result<PlannedPod, ManifestE
     Ok(PlannedPod { parsed, facts })
 }
 
-/// The pods a controller (`kind`) document makes from its template.
+/// The pods a controller (`kind`) document makes from its template, and the labels that
+/// select them.
 fn controller(
     kind: &str,
     doc: &Value,
     base: &Path,
     config: &Config,
-) -> Result<Vec<PlannedPod>, ManifestError> {
+) -> Result<(Vec<PlannedPod>, BTreeMap<String, String>), ManifestError> {
     let (_, name) = describe(doc);
     let spec = doc.get("spec").ok_or_else(|| bad("spec", "missing"))?;
     let template = spec
@@ -296,7 +304,7 @@ fn controller(
         .transpose()
         .map_err(|e| bad("spec.template.metadata.labels", e.to_string()))?
         .unwrap_or_default();
-    check_selector(spec, &template_labels)?;
+    let selector = check_selector(spec, &template_labels)?;
     let count = |field: &str| -> Result<u64, ManifestError> {
         match spec.get(field) {
             None | Some(Value::Null) => Ok(1),
@@ -382,7 +390,7 @@ fn controller(
         }
         pods.push(planned);
     }
-    Ok(pods)
+    Ok((pods, selector))
 }
 
 /// The fields of a controller's spec that peapod does not play; `volumeClaimTemplates`
@@ -442,10 +450,14 @@ fn pod_of_template(
     Ok(Value::Mapping(pod))
 }
 
-/// `spec.selector.matchLabels` must select the template's labels, as the API server checks.
-fn check_selector(spec: &Value, labels: &BTreeMap<String, String>) -> Result<(), ManifestError> {
+/// `spec.selector.matchLabels`, which must select the template's `labels`, as the API
+/// server checks; the template's labels when there is none.
+fn check_selector(
+    spec: &Value,
+    labels: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ManifestError> {
     let Some(selector) = spec.get("selector").and_then(|s| s.get("matchLabels")) else {
-        return Ok(());
+        return Ok(labels.clone());
     };
     let wanted: BTreeMap<String, String> = serde_norway::from_value(selector.clone())
         .map_err(|e| bad("spec.selector.matchLabels", e.to_string()))?;
@@ -457,7 +469,7 @@ fn check_selector(spec: &Value, labels: &BTreeMap<String, String>) -> Result<(),
             ));
         }
     }
-    Ok(())
+    Ok(wanted)
 }
 
 /// FNV-1a, 32 bits: the hash Kubernetes takes of a pod template (`pod-template-hash`).
@@ -572,12 +584,14 @@ spec:
             .map(|p| p.parsed.plan.name.clone())
             .collect();
         assert_ne!(names[0], names[1]);
+        let labels = &played.pods[0].parsed.plan.labels;
         for name in &names {
-            assert!(owner.owns(name), "{name}");
+            assert!(owner.owns(name, labels), "{name}");
             let (hash, suffix) = name["web-".len()..].split_once('-').expect("two parts");
             assert!(hash.len() >= 8 && suffix.len() == 5, "{name}");
         }
-        assert!(!owner.owns("web-1") && !owner.owns("webb-abc-bcdfg"));
+        assert!(!owner.owns("web-1", labels) && !owner.owns("webb-abc-bcdfg", labels));
+        assert!(!owner.owns(&names[0], &BTreeMap::new()), "not selected");
         let pod = &played.pods[0];
         assert_eq!(pod.parsed.plan.labels["app"], "web");
         assert!(pod.parsed.plan.labels.contains_key("pod-template-hash"));

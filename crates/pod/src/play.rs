@@ -115,29 +115,49 @@ pub fn play(
             tracing::warn!("{}: {line}", file.display());
         }
     }
-    let existing: Vec<String> = pods(rt)?.names()?.iter().map(ToString::to_string).collect();
     // The file's pods and its controllers' pods that exist now.
-    let present: Vec<String> = existing
-        .iter()
-        .filter(|name| {
-            documents.pods.iter().any(|p| &&p.parsed.plan.name == name)
-                || documents.owners.iter().any(|o| o.owns(name))
-        })
-        .cloned()
-        .collect();
-    if args.down {
-        let first = &documents.pods[0].parsed.plan;
-        if present.is_empty() {
-            return Err(crate::Error::NotFound(first.name.clone()).into());
-        }
-        for name in &present {
-            let grace = documents
+    let planned = |name: &str, labels: &BTreeMap<String, String>| {
+        documents
+            .pods
+            .iter()
+            .find(|p| p.parsed.plan.name == name)
+            .or_else(|| {
+                let owner = documents.owners.iter().find(|o| o.owns(name, labels))?;
+                // A pod of the same template (its replicas differ only by name).
+                documents
+                    .pods
+                    .iter()
+                    .find(|p| owner.owns(&p.parsed.plan.name, &p.parsed.plan.labels))
+            })
+    };
+    let present: Vec<(String, Option<u64>)> = crate::list(rt)?
+        .into_iter()
+        .filter_map(|pod| {
+            let is_ours = documents
                 .pods
                 .iter()
-                .find(|p| &p.parsed.plan.name == name)
-                .and_then(|p| p.parsed.plan.grace_seconds)
-                .or(first.grace_seconds);
-            take_down(rt, name, grace)?;
+                .any(|p| p.parsed.plan.name == pod.name)
+                || documents
+                    .owners
+                    .iter()
+                    .any(|o| o.owns(&pod.name, &pod.labels));
+            let grace = planned(&pod.name, &pod.labels).and_then(|p| p.parsed.plan.grace_seconds);
+            is_ours.then_some((pod.name, grace))
+        })
+        .collect();
+    if args.down {
+        if present.is_empty() {
+            let name = documents.pods.first().map(|p| p.parsed.plan.name.clone());
+            let name = name.or_else(|| {
+                documents
+                    .owners
+                    .first()
+                    .map(|o| format!("of {} {}", o.kind, o.name))
+            });
+            return Err(crate::Error::NotFound(name.unwrap_or_default()).into());
+        }
+        for (name, grace) in &present {
+            take_down(rt, name, *grace)?;
         }
         return Ok(Vec::new());
     }
@@ -146,10 +166,10 @@ pub fn play(
         if !args.replace {
             return Err(RuntimeError::runtime(anyhow!(
                 "pod {} exists (played already: give --replace to make it again, or remove it with --down)",
-                present.join(", pod ")
+                present.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(", pod ")
             )));
         }
-        for name in &present {
+        for (name, _) in &present {
             remove(rt, name, true)?;
         }
     }
