@@ -80,7 +80,8 @@ spec:
     command: [/bin/sh, -c]
     args:
     - |
-      echo "greeting=$GREETING pw=$PASSWORD cfg=$CFG_greeting msg=$(MSG)"
+      echo "greeting=$GREETING pw=$PASSWORD cfg=$CFG_greeting msg=$(MSG) mem=$MEM"
+      echo "by expr: $(cat /expr/app.conf)"
       stat -L -c 'mode %a %n' /config/conf/app.conf /secret/password /all/user /etc/app.conf
       echo "conf: $(cat /etc/app.conf) user: $(cat /all/user) greeting: $(cat /all/greeting)"
       cat /all/labels
@@ -92,12 +93,16 @@ spec:
     - {name: PASSWORD, valueFrom: {secretKeyRef: {name: app-secret, key: password}}}
     - {name: ABSENT, valueFrom: {secretKeyRef: {name: app-secret, key: nope, optional: true}}}
     - {name: MSG, value: "$(GREETING) world"}
+    - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+    - {name: CONF_DIR, value: conf}
+    resources: {limits: {memory: 64Mi}}
     envFrom: [{configMapRef: {name: app-config}, prefix: CFG_}]
     volumeMounts:
     - {name: config, mountPath: /config}
     - {name: secret, mountPath: /secret}
     - {name: all, mountPath: /all}
     - {name: config, mountPath: /etc/app.conf, subPath: conf/app.conf}
+    - {name: config, mountPath: /expr, subPathExpr: $(CONF_DIR)}
 "#;
 
 #[test]
@@ -124,7 +129,8 @@ fn config_maps_and_secrets_feed_env_and_volumes() {
     });
     let log = pods.logs("configured", "main");
     for expected in [
-        "greeting=hello pw=s3cr3t cfg=hello msg=hello world",
+        "greeting=hello pw=s3cr3t cfg=hello msg=hello world mem=64",
+        "by expr: port=8080",
         "mode 600 /config/conf/app.conf",
         "mode 400 /secret/password",
         "mode 440 /all/user",

@@ -26,6 +26,8 @@ type Data = BTreeMap<String, Vec<u8>>;
 pub struct Config {
     config_maps: BTreeMap<String, Data>,
     secrets: BTreeMap<String, Data>,
+    /// The `resources` of the pod being checked, by container name (`resourceFieldRef`).
+    resources: BTreeMap<String, Value>,
 }
 
 /// What the kind of a referenced object is called in messages.
@@ -104,10 +106,76 @@ impl Config {
         }
     }
 
+    /// This, with the containers' `resources` of the Pod spec `spec` (for
+    /// `resourceFieldRef`).
+    pub(crate) fn for_pod(&self, spec: Option<&Value>) -> Config {
+        let mut config = self.clone();
+        for list in ["initContainers", "containers"] {
+            let containers = spec.and_then(|s| s.get(list)).and_then(Value::as_sequence);
+            for c in containers.into_iter().flatten() {
+                if let (Some(name), Some(resources)) =
+                    (c.get("name").and_then(Value::as_str), c.get("resources"))
+                {
+                    config.resources.insert(name.to_owned(), resources.clone());
+                }
+            }
+        }
+        config
+    }
+
+    /// The value of a `resourceFieldRef` (at `at`) of container `container` (unless it
+    /// names another), as the kubelet gives it: the limit, else the host's capacity;
+    /// the request, else the limit, else 0; divided by `divisor`, rounded up.
+    fn resource(
+        &self,
+        at: &str,
+        r: &RawResourceRef,
+        container: Option<&str>,
+    ) -> Result<String, ManifestError> {
+        let container = r
+            .container_name
+            .as_deref()
+            .or(container)
+            .ok_or_else(|| bad(format!("{at}.containerName"), "missing"))?;
+        let resource = r
+            .resource
+            .as_deref()
+            .ok_or_else(|| bad(format!("{at}.resource"), "missing"))?;
+        let (kind, name) = resource.split_once('.').unwrap_or_default();
+        if !matches!(kind, "limits" | "requests") || !matches!(name, "cpu" | "memory") {
+            return Err(bad(
+                format!("{at}.resource"),
+                format!("{resource:?} not supported: limits.cpu, limits.memory, requests.cpu or requests.memory"),
+            ));
+        }
+        let resources = self.resources.get(container);
+        let get = |kind: &str| -> Result<Option<f64>, ManifestError> {
+            resources
+                .and_then(|r| r.get(kind))
+                .and_then(|k| k.get(name))
+                .map(|q| quantity(&format!("{at} ({container} {kind}.{name})"), q))
+                .transpose()
+        };
+        let limit = get("limits")?;
+        let value = match kind {
+            "limits" => limit.unwrap_or_else(|| capacity(name)),
+            _ => get("requests")?.or(limit).unwrap_or(0.0),
+        };
+        let divisor = match &r.divisor {
+            Some(d) => quantity(&format!("{at}.divisor"), d)?,
+            None => 1.0,
+        };
+        if divisor <= 0.0 {
+            return Err(bad(format!("{at}.divisor"), "must be more than 0"));
+        }
+        Ok(format!("{}", (value / divisor).ceil()))
+    }
+
     /// A container's `envFrom` then `env` (at `at`), in order, as the variables to set.
     pub fn env(
         &self,
         at: &str,
+        container: &str,
         env_from: &[RawEnvFrom],
         env: &[RawEnv],
     ) -> Result<Vec<EnvVar>, ManifestError> {
@@ -143,10 +211,12 @@ impl Config {
                     return Err(bad(&at, "give value or valueFrom, not both"));
                 }
                 (value, None) => EnvValue::Value(value.clone().unwrap_or_default()),
-                (None, Some(from)) => match self.value_from(&format!("{at}.valueFrom"), from)? {
-                    Some(value) => value,
-                    None => continue,
-                },
+                (None, Some(from)) => {
+                    match self.value_from(&format!("{at}.valueFrom"), from, container)? {
+                        Some(value) => value,
+                        None => continue,
+                    }
+                }
             };
             vars.push(EnvVar { name, value });
         }
@@ -154,7 +224,12 @@ impl Config {
     }
 
     /// One `valueFrom`; `None` for a missing optional key or object.
-    fn value_from(&self, at: &str, from: &RawValueFrom) -> Result<Option<EnvValue>, ManifestError> {
+    fn value_from(
+        &self,
+        at: &str,
+        from: &RawValueFrom,
+        container: &str,
+    ) -> Result<Option<EnvValue>, ManifestError> {
         let key_ref = |kind, field: &str, r: &KeyRef| -> Result<Option<EnvValue>, ManifestError> {
             let at = format!("{at}.{field}");
             let Some(data) = self.lookup(kind, &r.object, &at, "name")? else {
@@ -202,12 +277,15 @@ impl Config {
                 ENV_FIELDS,
             )?))),
             RawValueFrom {
-                resource_field_ref: Some(_),
-                ..
-            } => Err(bad(
-                format!("{at}.resourceFieldRef"),
-                "not supported: give the value (peapod does not expose the container's resources this way)",
-            )),
+                config_map_key_ref: None,
+                secret_key_ref: None,
+                field_ref: None,
+                resource_field_ref: Some(r),
+            } => Ok(Some(EnvValue::Value(self.resource(
+                &format!("{at}.resourceFieldRef"),
+                r,
+                Some(container),
+            )?))),
             _ => Err(bad(
                 at,
                 "give one of configMapKeyRef, secretKeyRef or fieldRef",
@@ -285,27 +363,25 @@ impl Config {
             for (i, item) in raw.items.iter().enumerate() {
                 let at = format!("{at}.items[{i}]");
                 let path = item_path(&format!("{at}.path"), item.path.as_deref())?;
-                if item.resource_field_ref.is_some() {
-                    return Err(bad(
-                        format!("{at}.resourceFieldRef"),
-                        "not supported: peapod does not expose the container's resources this way",
-                    ));
-                }
-                let field = item
-                    .field_ref
-                    .as_ref()
-                    .ok_or_else(|| bad(format!("{at}.fieldRef"), "missing"))?;
+                let content = match (&item.field_ref, &item.resource_field_ref) {
+                    (Some(field), None) => FileContent::Field(field_path(
+                        &format!("{at}.fieldRef"),
+                        field,
+                        VOLUME_FIELDS,
+                    )?),
+                    (None, Some(r)) => FileContent::Bytes(
+                        self.resource(&format!("{at}.resourceFieldRef"), r, None)?
+                            .into_bytes(),
+                    ),
+                    _ => return Err(bad(&at, "give one of fieldRef or resourceFieldRef")),
+                };
                 files.push(ProjectedFile {
                     path,
                     mode: match &item.mode {
                         Some(_) => mode(&format!("{at}.mode"), item.mode.as_ref())?,
                         None => default_mode,
                     },
-                    content: FileContent::Field(field_path(
-                        &format!("{at}.fieldRef"),
-                        field,
-                        VOLUME_FIELDS,
-                    )?),
+                    content,
                 });
             }
             return Ok(());
@@ -385,7 +461,16 @@ struct RawValueFrom {
     config_map_key_ref: Option<KeyRef>,
     secret_key_ref: Option<KeyRef>,
     field_ref: Option<RawFieldRef>,
-    resource_field_ref: Option<Value>,
+    resource_field_ref: Option<RawResourceRef>,
+}
+
+/// A `resourceFieldRef` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawResourceRef {
+    container_name: Option<String>,
+    resource: Option<String>,
+    divisor: Option<Value>,
 }
 
 /// `envFrom[]` as written.
@@ -440,7 +525,7 @@ struct RawItem {
     path: Option<String>,
     mode: Option<Value>,
     field_ref: Option<RawFieldRef>,
-    resource_field_ref: Option<Value>,
+    resource_field_ref: Option<RawResourceRef>,
 }
 
 /// One variable of a container's environment, in the order Kubernetes sets them.
@@ -688,6 +773,61 @@ fn mode(at: &str, value: Option<&Value>) -> Result<u32, ManifestError> {
         .ok_or_else(|| bad(at, "expected a mode from 0 to 0777 (511)"))
 }
 
+/// A Kubernetes quantity (`500m`, `2`, `0.5`, `64Mi`, `1G`, `1e3`) at `at`, as a number.
+fn quantity(at: &str, value: &Value) -> Result<f64, ManifestError> {
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_owned(),
+        _ => String::new(),
+    };
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("m", 0.001),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, factor) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|n| (n, *factor)))
+        .unwrap_or((text.as_str(), 1.0));
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0 && !number.starts_with('+'))
+        .map(|n| n * factor)
+        .ok_or_else(|| {
+            bad(
+                at,
+                format!("{text:?} is not a quantity (500m, 2, 64Mi, 1G)"),
+            )
+        })
+}
+
+/// The host's capacity of `resource` (`cpu`: its online CPUs; `memory`: its MemTotal), the
+/// kubelet's node allocatable for a container without a limit.
+fn capacity(resource: &str) -> f64 {
+    match resource {
+        // SAFETY: sysconf reads a system value and touches no memory of ours.
+        "cpu" => unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as f64,
+        _ => std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<f64>().ok()
+            })
+            .map_or(0.0, |kib| kib * 1024.0),
+    }
+}
+
 /// A name `envFrom` may set (C identifier-ish, as Kubernetes' relaxed check).
 fn is_env_name(name: &str) -> bool {
     !name.is_empty()
@@ -869,6 +1009,46 @@ mod tests {
         assert_eq!(mode("m", Some(&v("0o600"))), Ok(0o600));
         assert!(mode("m", Some(&v("0999"))).is_err());
         assert!(mode("m", Some(&v("1000"))).is_err());
+    }
+
+    #[test]
+    fn resource_field_refs_are_as_the_kubelet_gives_them() {
+        let spec: Value = serde_norway::from_str(
+            "containers: [{name: app, resources: {limits: {cpu: 500m, memory: 64Mi}, requests: {cpu: 250m}}}, {name: free}]",
+        )
+        .expect("yaml");
+        let config = Config::default().for_pod(Some(&spec));
+        let value = |yaml: &str, container: &str| {
+            let r: RawResourceRef = serde_norway::from_str(yaml).expect("yaml");
+            config.resource("r", &r, Some(container))
+        };
+        assert_eq!(value("{resource: limits.cpu}", "app"), Ok("1".to_owned()));
+        assert_eq!(
+            value("{resource: limits.cpu, divisor: 1m}", "app"),
+            Ok("500".to_owned())
+        );
+        assert_eq!(
+            value("{resource: requests.cpu, divisor: 1m}", "app"),
+            Ok("250".to_owned())
+        );
+        assert_eq!(
+            value("{resource: limits.memory, divisor: 1Mi}", "app"),
+            Ok("64".to_owned())
+        );
+        assert_eq!(
+            value("{resource: requests.memory}", "app"),
+            Ok("67108864".to_owned())
+        );
+        assert_eq!(
+            value("{resource: requests.memory}", "free"),
+            Ok("0".to_owned())
+        );
+        assert_eq!(
+            value("{resource: limits.cpu}", "free"),
+            Ok(capacity("cpu").to_string())
+        );
+        assert!(value("{resource: limits.hugepages-2Mi}", "app").is_err());
+        assert!(value("{resource: limits.cpu, divisor: lots}", "app").is_err());
     }
 
     #[test]

@@ -396,6 +396,7 @@ pub(crate) fn parse_value(
     base: &Path,
     config: &crate::config::Config,
 ) -> Result<Parsed, ManifestError> {
+    let config = config.for_pod(value.get("spec"));
     let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
@@ -410,7 +411,7 @@ pub(crate) fn parse_value(
         }
     })?;
     let checker = Checker {
-        config: config.clone(),
+        config,
         ..Checker::default()
     };
     checker.check(raw, base)
@@ -695,7 +696,7 @@ impl Checker {
             let policy = policy.unwrap_or_else(|| PullPolicy::default_for(&image));
             (ImageSource::Reference(image), policy)
         };
-        let env_spec = self.config.env(at, &raw.env_from, &raw.env)?;
+        let env_spec = self.config.env(at, &name, &raw.env_from, &raw.env)?;
         let working_dir = match raw.working_dir {
             Some(dir) if dir.starts_with('/') => Some(PathBuf::from(dir)),
             Some(_) => return Err(bad(field("workingDir"), "must be an absolute path")),
