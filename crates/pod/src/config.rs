@@ -816,8 +816,11 @@ fn quantity(at: &str, value: &Value) -> Result<f64, ManifestError> {
 /// kubelet's node allocatable for a container without a limit.
 fn capacity(resource: &str) -> f64 {
     match resource {
-        // SAFETY: sysconf reads a system value and touches no memory of ours.
-        "cpu" => unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as f64,
+        "cpu" => nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+            .ok()
+            .flatten()
+            .unwrap_or(1)
+            .max(1) as f64,
         _ => std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
