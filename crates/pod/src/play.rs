@@ -115,36 +115,7 @@ pub fn play(
             tracing::warn!("{}: {line}", file.display());
         }
     }
-    // The file's pods and its controllers' pods that exist now.
-    let planned = |name: &str, labels: &BTreeMap<String, String>| {
-        documents
-            .pods
-            .iter()
-            .find(|p| p.parsed.plan.name == name)
-            .or_else(|| {
-                let owner = documents.owners.iter().find(|o| o.owns(name, labels))?;
-                // A pod of the same template (its replicas differ only by name).
-                documents
-                    .pods
-                    .iter()
-                    .find(|p| owner.owns(&p.parsed.plan.name, &p.parsed.plan.labels))
-            })
-    };
-    let present: Vec<(String, Option<u64>)> = crate::list(rt)?
-        .into_iter()
-        .filter_map(|pod| {
-            let is_ours = documents
-                .pods
-                .iter()
-                .any(|p| p.parsed.plan.name == pod.name)
-                || documents
-                    .owners
-                    .iter()
-                    .any(|o| o.owns(&pod.name, &pod.labels));
-            let grace = planned(&pod.name, &pod.labels).and_then(|p| p.parsed.plan.grace_seconds);
-            is_ours.then_some((pod.name, grace))
-        })
-        .collect();
+    let present = present(rt, &documents)?;
     if args.down {
         if present.is_empty() {
             let name = documents.pods.first().map(|p| p.parsed.plan.name.clone());
@@ -199,6 +170,34 @@ pub fn play(
         }
     }
     Ok(played)
+}
+
+/// The pods of `documents` that exist now: its pods, and its controllers' pods (by their
+/// names' shape and their selectors' labels), each with its grace period in the file (a
+/// controller's pod: its template's).
+fn present(
+    rt: &Runtime,
+    documents: &crate::Documents,
+) -> Result<Vec<(String, Option<u64>)>, RuntimeError> {
+    let planned = |name: &str, labels: &BTreeMap<String, String>| {
+        let by_name = documents.pods.iter().find(|p| p.parsed.plan.name == name);
+        let owner = documents.owners.iter().find(|o| o.owns(name, labels));
+        let grace = by_name
+            .or_else(|| {
+                // A pod of the same template (its replicas differ only by name).
+                let owner = owner?;
+                documents
+                    .pods
+                    .iter()
+                    .find(|p| owner.owns(&p.parsed.plan.name, &p.parsed.plan.labels))
+            })
+            .and_then(|p| p.parsed.plan.grace_seconds);
+        (by_name.is_some() || owner.is_some()).then_some(grace)
+    };
+    Ok(crate::list(rt)?
+        .into_iter()
+        .filter_map(|pod| planned(&pod.name, &pod.labels).map(|grace| (pod.name, grace)))
+        .collect())
 }
 
 /// Makes one pod of the file and starts its monitor; returns its name.
