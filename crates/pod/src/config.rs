@@ -1055,6 +1055,15 @@ mod tests {
     }
 
     #[test]
+    fn sub_paths_stay_in_the_volume() {
+        assert_eq!(sub_path("s", "a/b"), Ok(Some("a/b".to_owned())));
+        assert_eq!(sub_path("s", ""), Ok(None));
+        for hostile in ["/etc", "../x", "a/../../x", "a/.."] {
+            assert!(sub_path("s", hostile).is_err(), "{hostile}");
+        }
+    }
+
+    #[test]
     fn item_paths_stay_in_the_volume() {
         assert!(item_path("p", Some("a/b")).is_ok());
         for hostile in ["/etc/passwd", "../x", "a/../../x", "..x", ""] {

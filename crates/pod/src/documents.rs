@@ -203,8 +203,8 @@ pub fn parse_file(
                 api_version(doc, "Pod", "v1").map_err(&wrap)?;
                 played.pods.push(pod(doc.clone(), base, &config).map_err(&wrap)?);
             }
-            _ if !several && doc.get("kind").is_none() => {
-                return Err(bad("kind", "missing: expected Pod"));
+            _ if doc.get("kind").and_then(Value::as_str).is_none() => {
+                return Err(wrap(bad("kind", "missing: expected Pod")));
             }
             _ => match CONTROLLERS.iter().find(|(k, _)| *k == kind) {
                 Some((kind, version)) => {
