@@ -10,7 +10,9 @@
 //!   bind mount of itself first, so the pins neither propagate nor fail on a shared mount.
 //! - [`parse_manifest`] reads a Kubernetes Pod manifest (YAML, with `serde_norway`) into a
 //!   checked [`PodPlan`]: ignored fields become warnings, fields peapod would get wrong are
-//!   errors naming them.
+//!   errors naming them. [`parse_file`] reads a file of several documents as `kubectl apply
+//!   -f` does: ConfigMaps and Secrets feed the pods (env, volumes), and controllers' pod
+//!   templates become pods named as their controllers name them.
 //!
 //! ```no_run
 //! use peapod_pod::{PodStore, PodRecord};
