@@ -599,7 +599,7 @@ pub struct PodFacts {
 }
 
 impl PodFacts {
-    /// The value of `path` (one of [`ENV_FIELDS`] or [`VOLUME_FIELDS`], checked).
+    /// The value of `path` (a field `fieldRef` may name, checked when parsed).
     pub fn field(&self, path: &str) -> String {
         let keyed = |prefix: &str, map: &BTreeMap<String, String>| {
             let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
