@@ -208,6 +208,7 @@ spec:
   template:
     metadata: {labels: {app: web}}
     spec:
+      terminationGracePeriodSeconds: 1
       containers:
       - name: server
         image: ROOTFS
@@ -425,4 +426,52 @@ spec:
         victim.join("keep").exists(),
         "the mounted directory's files are kept"
     );
+}
+
+#[test]
+fn a_list_with_a_stateful_set_plays_ordered_names_and_down_removes_them() {
+    let Some(mut pods) = Pods::new() else { return };
+    let file = manifest(
+        &pods,
+        "db.yaml",
+        "
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: StatefulSet
+  metadata: {name: db}
+  spec:
+    replicas: 2
+    serviceName: db
+    selector: {matchLabels: {app: db}}
+    template:
+      metadata: {labels: {app: db}}
+      spec:
+        terminationGracePeriodSeconds: 1
+        containers:
+        - name: main
+          image: ROOTFS
+          command: [/bin/sh, -c, 'echo \"I am $(hostname)\"; exec sleep 1000']
+",
+    );
+    let play = pods.play("db-0", &file, &["--network", "none"]);
+    pods.names.push("db-1".to_owned());
+    assert_eq!(play.code, 0, "{play:?}");
+    assert_eq!(play.stdout, "db-0\ndb-1\n", "{play:?}");
+    assert!(
+        play.stderr
+            .contains("StatefulSet db: spec.serviceName: ignored"),
+        "{play:?}"
+    );
+    for name in ["db-0", "db-1"] {
+        wait_until("the replica's output", || {
+            pods.logs(name, "main").contains(&format!("I am {name}"))
+        });
+    }
+    let down = pods.peapod(&["pod", "play", "--down", &file.display().to_string()]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert_eq!(pod_names(&pods), Vec::<String>::new());
+    pods.names.clear();
+    pods.rootfs.assert_nothing_left();
 }
