@@ -194,10 +194,22 @@ fn present(
             .and_then(|p| p.parsed.plan.grace_seconds);
         (by_name.is_some() || owner.is_some()).then_some(grace)
     };
-    Ok(crate::list(rt)?
-        .into_iter()
-        .filter_map(|pod| planned(&pod.name, &pod.labels).map(|grace| (pod.name, grace)))
-        .collect())
+    let store = pods(rt)?;
+    let mut present = Vec::new();
+    for name in store.names()? {
+        // A pod whose record cannot be read still counts by its name.
+        let labels = store
+            .load(&name)
+            .ok()
+            .and_then(|entry| entry.record().ok().flatten())
+            .map(|record| record.labels)
+            .unwrap_or_default();
+        let name = name.to_string();
+        if let Some(grace) = planned(&name, &labels) {
+            present.push((name, grace));
+        }
+    }
+    Ok(present)
 }
 
 /// Makes one pod of the file and starts its monitor; returns its name.
