@@ -1014,9 +1014,9 @@ pub(crate) enum PodCommand {
     /// Print the logs of a pod's detached containers.
     #[command(after_long_help = "Example:\n  peapod pod logs web server")]
     Logs(PodLogsArgs),
-    /// Run a Kubernetes Pod manifest (or remove its pod with --down).
+    /// Run the pods of Kubernetes manifests (or remove them with --down).
     #[command(
-        after_long_help = "Example:\n  peapod pod play pod.yaml\n  peapod pod play --down pod.yaml"
+        after_long_help = "Example:\n  peapod pod play pod.yaml\n  peapod pod play --replace app.yaml\n  peapod pod play --down pod.yaml"
     )]
     Play(PodPlayArgs),
     /// Supervise a played pod's containers (started by `pod play`).
@@ -1190,6 +1190,12 @@ pub(crate) struct PodPlayArgs {
     /// manifest's pod instead.
     #[arg(long)]
     pub down: bool,
+    /// Remove the pods of the same names (and the file's controllers' pods) first.
+    #[arg(long, conflicts_with = "down")]
+    pub replace: bool,
+    /// A file of ConfigMaps and Secrets for the pods' env and volumes (repeatable).
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    pub configmap: Vec<PathBuf>,
     /// The static peapod-init to run as the infra process (default: beside peapod).
     #[arg(long, value_name = "FILE")]
     pub init_path: Option<PathBuf>,
@@ -1198,7 +1204,8 @@ pub(crate) struct PodPlayArgs {
     pub network: Option<PodNetwork>,
     #[command(flatten)]
     pub cni: CniArgs,
-    /// The Pod manifest (YAML).
+    /// The manifest (YAML): Pods, ConfigMaps, Secrets, Deployments, ReplicaSets,
+    /// StatefulSets, DaemonSets and Jobs, as `kubectl apply -f` takes them.
     pub file: PathBuf,
 }
 

@@ -149,15 +149,14 @@ pub(crate) fn dispatch(
                 store: crate::images::store_root(rt, global),
                 ensure: &ensure,
             };
-            let played = peapod_pod::play(
-                rt,
-                &args.file,
-                args.down,
-                args.init_path.as_deref(),
-                &network,
-                &images,
-            )?;
-            if let Some(name) = played {
+            let play = peapod_pod::PlayArgs {
+                file: &args.file,
+                down: args.down,
+                replace: args.replace,
+                configmaps: &args.configmap,
+                init_path: args.init_path.as_deref(),
+            };
+            for name in peapod_pod::play(rt, &play, &network, &images)? {
                 outln!("{name}");
             }
         }

@@ -387,7 +387,7 @@ fn bad_manifests_are_refused_naming_the_field_and_create_nothing() {
         ),
         (
             good.replace("kind: Pod", "kind: Deployment"),
-            "kind: unknown kind \"Deployment\"",
+            "apiVersion: \"v1\" for a Deployment: expected apps/v1",
         ),
         (
             good.replace(

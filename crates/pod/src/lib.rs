@@ -10,7 +10,9 @@
 //!   bind mount of itself first, so the pins neither propagate nor fail on a shared mount.
 //! - [`parse_manifest`] reads a Kubernetes Pod manifest (YAML, with `serde_norway`) into a
 //!   checked [`PodPlan`]: ignored fields become warnings, fields peapod would get wrong are
-//!   errors naming them.
+//!   errors naming them. [`parse_file`] reads a file of several documents as `kubectl apply
+//!   -f` does: ConfigMaps and Secrets feed the pods (env, volumes), and controllers' pod
+//!   templates become pods named as their controllers name them.
 //!
 //! ```no_run
 //! use peapod_pod::{PodStore, PodRecord};
@@ -73,6 +75,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod config;
+mod documents;
 mod error;
 mod explain;
 mod infra;
@@ -83,7 +87,10 @@ mod pin;
 mod play;
 mod record;
 mod store;
+mod subpath;
 
+pub use config::{EnvValue, EnvVar, FileContent, PodFacts, ProjectedFile};
+pub use documents::{parse_file, Documents, Owner, PlannedPod};
 pub use error::{Error, Result};
 pub use explain::{explain, Explained};
 pub use lifecycle::{
@@ -100,6 +107,6 @@ pub use network::{
 };
 pub use peapod_net;
 pub use pin::{pin, unpin};
-pub use play::{monitor, play, Images};
+pub use play::{monitor, play, Images, PlayArgs};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};

@@ -424,6 +424,7 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
     let entry = store.load(&PodStore::parse_name(name)?)?;
     let Some(mut record) = entry.record()? else {
         infra::unpin_all(&entry)?;
+        crate::subpath::unstage_all(entry.dir())?;
         store.remove(entry)?;
         return Ok(());
     };
@@ -451,6 +452,7 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
         return Err(failure);
     }
     remove_cgroup(&record)?;
+    crate::subpath::unstage_all(entry.dir())?;
     store.remove(entry)?;
     Ok(())
 }

@@ -21,7 +21,7 @@ pub struct ManifestError {
     pub problem: String,
 }
 
-fn bad(field: impl Into<String>, problem: impl Into<String>) -> ManifestError {
+pub(crate) fn bad(field: impl Into<String>, problem: impl Into<String>) -> ManifestError {
     ManifestError {
         field: field.into(),
         problem: problem.into(),
@@ -36,6 +36,9 @@ pub struct Parsed {
     pub plan: PodPlan,
     /// One line per ignored field, naming it.
     pub warnings: Vec<String>,
+    /// The files of its `configMap`, `secret`, `downwardAPI` and `projected` volumes, by
+    /// volume name (not in the plan, which is saved: a Secret's files are written once).
+    pub volume_files: BTreeMap<String, Vec<crate::config::ProjectedFile>>,
 }
 
 /// A pod as peapod runs it.
@@ -124,6 +127,9 @@ pub enum VolumeSource {
         /// `type: DirectoryOrCreate`.
         create: bool,
     },
+    /// A `configMap`, `secret`, `downwardAPI` or `projected` volume: files written into the
+    /// pod's state when it is played (see [`Parsed::volume_files`]), mounted read-only.
+    Projected,
 }
 
 /// One container of the pod.
@@ -144,8 +150,12 @@ pub struct ContainerPlan {
     pub command: Option<Vec<String>>,
     /// `args`: replaces the image's Cmd; for a rootfs directory, the rest of the command.
     pub args: Option<Vec<String>>,
-    /// `env`, as `KEY=VALUE`.
+    /// `env`, as `KEY=VALUE`: `env_spec` resolved when the pod is played.
     pub env: Vec<String>,
+    /// `envFrom` and `env` as the manifest gives them (ConfigMaps and Secrets resolved,
+    /// fields of the pod not yet).
+    #[serde(default)]
+    pub env_spec: Vec<crate::config::EnvVar>,
     /// `workingDir`.
     pub working_dir: Option<PathBuf>,
     /// `volumeMounts`.
@@ -215,6 +225,12 @@ pub struct MountPlan {
     pub destination: PathBuf,
     /// `readOnly`.
     pub read_only: bool,
+    /// `subPath` (or `subPathExpr` once expanded): a path inside the volume.
+    #[serde(default)]
+    pub sub_path: Option<String>,
+    /// `subPathExpr`, until the pod is played.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path_expr: Option<String>,
 }
 
 /// The fields peapod does not know, kept to name them in warnings.
@@ -281,7 +297,9 @@ struct RawContainer {
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
-    env: Vec<RawEnv>,
+    env: Vec<crate::config::RawEnv>,
+    #[serde(default)]
+    env_from: Vec<crate::config::RawEnvFrom>,
     working_dir: Option<String>,
     #[serde(default)]
     volume_mounts: Vec<RawVolumeMount>,
@@ -294,19 +312,12 @@ struct RawContainer {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawEnv {
-    name: Option<String>,
-    value: Option<String>,
-    value_from: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct RawVolumeMount {
     name: Option<String>,
     mount_path: Option<String>,
     read_only: Option<bool>,
     sub_path: Option<String>,
+    sub_path_expr: Option<String>,
     #[serde(flatten)]
     extra: Extra,
 }
@@ -364,52 +375,46 @@ struct RawHostPath {
     kind: Option<String>,
 }
 
-/// Parses and checks a Pod manifest. A relative `image` is taken from `base` (the
-/// manifest's directory). Nothing on the host is changed.
+/// Parses and checks a file of one Pod manifest (see [`crate::parse_file`] for files of
+/// several documents). A relative `image` is taken from `base` (the manifest's directory).
+/// Nothing on the host is changed.
 pub fn parse(text: &str, base: &Path) -> Result<Parsed, ManifestError> {
-    if text.trim().is_empty() {
-        return Err(bad(
+    let mut documents = crate::documents::parse_file(text, base, &[])?;
+    match documents.pods.len() {
+        1 => Ok(documents.pods.remove(0).parsed),
+        n => Err(bad(
             "manifest",
-            "empty: expected a Pod (apiVersion: v1, kind: Pod)",
-        ));
+            format!("{n} pods: expected one Pod (play the file with `pod play`)"),
+        )),
     }
-    // Syntax first, so that bad YAML is reported by its line, not by a half-parsed field.
-    if let Err(e) = serde_norway::from_str::<Value>(text) {
-        let at = e
-            .location()
-            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-            .unwrap_or_default();
-        let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or_default();
-        return Err(bad(format!("malformed YAML{at}"), message));
-    }
-    let de = serde_norway::Deserializer::from_str(text);
-    let raw: Raw = serde_path_to_error::deserialize(de).map_err(|e| {
+}
+
+/// Checks one Pod document (`apiVersion` checked already), ConfigMaps and Secrets from
+/// `config`.
+pub(crate) fn parse_value(
+    value: Value,
+    base: &Path,
+    config: &crate::config::Config,
+) -> Result<Parsed, ManifestError> {
+    let config = config.for_pod(value.get("spec"));
+    let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner
-            .location()
-            .map(|l| format!("line {} column {}", l.line(), l.column()));
-        // The message of serde_norway ends with its own " at line L column C".
-        let message = inner.to_string();
-        let message = match message.find(" at line ") {
-            Some(at) => message[..at].to_owned(),
-            None => message,
-        };
-        // ... and may start with the path, which the field says already.
+        let message = e.into_inner().to_string();
+        // The message may start with the path, which the field says already.
         let message = message
             .strip_prefix(&format!("{path}: "))
             .map(str::to_owned)
             .unwrap_or(message);
-        let field = match (path.as_str(), line) {
-            (".", Some(line)) => format!("malformed YAML at {line}"),
-            (".", None) => "malformed YAML".to_owned(),
-            (path, Some(line)) => format!("{path} ({line})"),
-            (path, None) => path.to_owned(),
-        };
-        bad(field, message)
+        match path.as_str() {
+            "." => bad("manifest", message),
+            path => bad(path, message),
+        }
     })?;
-    Checker::default().check(raw, base)
+    let checker = Checker {
+        config,
+        ..Checker::default()
+    };
+    checker.check(raw, base)
 }
 
 /// Collects warnings (and the containers' published ports) while checking.
@@ -417,6 +422,10 @@ pub fn parse(text: &str, base: &Path) -> Result<Parsed, ManifestError> {
 struct Checker {
     warnings: Vec<String>,
     ports: Vec<peapod_net::PortMapping>,
+    /// The ConfigMaps and Secrets the pod may use.
+    config: crate::config::Config,
+    /// The files of its configMap, secret, downwardAPI and projected volumes.
+    volume_files: BTreeMap<String, Vec<crate::config::ProjectedFile>>,
 }
 
 impl Checker {
@@ -451,7 +460,12 @@ impl Checker {
             .name
             .ok_or_else(|| bad("metadata.name", "missing"))?;
         check_name("metadata.name", &name)?;
-        self.ignore("metadata.", &raw.metadata.extra);
+        let mut metadata_extra = raw.metadata.extra;
+        // Given to the containers through the downward API (fieldRef).
+        for used in ["namespace", "annotations", "uid"] {
+            metadata_extra.remove(used);
+        }
+        self.ignore("metadata.", &metadata_extra);
         let spec = raw.spec.ok_or_else(|| bad("spec", "missing"))?;
         let network = self.network(&spec)?;
         for (field, value) in [
@@ -525,6 +539,7 @@ impl Checker {
                 },
             },
             warnings: self.warnings,
+            volume_files: self.volume_files,
         })
     }
 
@@ -542,11 +557,25 @@ impl Checker {
         if seen.iter().any(|v| v.name == name) {
             return Err(bad(format!("{at}.name"), format!("{name:?} named twice")));
         }
-        if let Some(kind) = raw.extra.keys().next() {
-            return Err(bad(
-                format!("{at}.{kind}"),
-                "not supported: peapod has emptyDir and hostPath volumes",
-            ));
+        if let Some((kind, fields)) = raw.extra.iter().next() {
+            let files = match raw.extra.len()
+                + usize::from(raw.empty_dir.is_some())
+                + usize::from(raw.host_path.is_some())
+            {
+                1 => self.config.volume(kind, fields, &at)?,
+                _ => return Err(bad(&at, "two sources: give one volume type")),
+            };
+            let Some(files) = files else {
+                return Err(bad(
+                    format!("{at}.{kind}"),
+                    "not supported: peapod has emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes",
+                ));
+            };
+            self.volume_files.insert(name.clone(), files);
+            return Ok(VolumePlan {
+                name,
+                source: VolumeSource::Projected,
+            });
         }
         let source = match (raw.empty_dir, raw.host_path) {
             (Some(empty), None) => {
@@ -667,21 +696,7 @@ impl Checker {
             let policy = policy.unwrap_or_else(|| PullPolicy::default_for(&image));
             (ImageSource::Reference(image), policy)
         };
-        let mut env = Vec::new();
-        for (j, var) in raw.env.into_iter().enumerate() {
-            let at = field(&format!("env[{j}]"));
-            let key = var
-                .name
-                .filter(|n| !n.is_empty() && !n.contains('='))
-                .ok_or_else(|| bad(format!("{at}.name"), "missing or not a variable name"))?;
-            if var.value_from.is_some() {
-                return Err(bad(
-                    format!("{at}.valueFrom"),
-                    "not supported: no ConfigMaps, Secrets or downward API; give value",
-                ));
-            }
-            env.push(format!("{key}={}", var.value.unwrap_or_default()));
-        }
+        let env_spec = self.config.env(at, &name, &raw.env_from, &raw.env)?;
         let working_dir = match raw.working_dir {
             Some(dir) if dir.starts_with('/') => Some(PathBuf::from(dir)),
             Some(_) => return Err(bad(field("workingDir"), "must be an absolute path")),
@@ -701,14 +716,20 @@ impl Checker {
                 .mount_path
                 .filter(|p| p.starts_with('/'))
                 .ok_or_else(|| bad(format!("{at}.mountPath"), "missing or not absolute"))?;
-            if m.sub_path.is_some() {
-                return Err(bad(format!("{at}.subPath"), "not supported"));
-            }
+            let sub_path = match (&m.sub_path, &m.sub_path_expr) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(&at, "give subPath or subPathExpr, not both"));
+                }
+                (Some(path), None) => crate::config::sub_path(&format!("{at}.subPath"), path)?,
+                (None, _) => None,
+            };
             self.ignore(&format!("{at}."), &m.extra);
             mounts.push(MountPlan {
                 volume,
                 destination: destination.into(),
                 read_only: m.read_only.unwrap_or(false),
+                sub_path,
+                sub_path_expr: m.sub_path_expr.filter(|e| !e.is_empty()),
             });
         }
         for (j, port) in raw.ports.iter().enumerate() {
@@ -747,7 +768,8 @@ impl Checker {
             image_id: None,
             command,
             args,
-            env,
+            env: Vec::new(),
+            env_spec,
             working_dir,
             mounts,
             read_only_root,
@@ -995,12 +1017,18 @@ spec:
             init.image,
             ImageSource::Directory(dir.path().join("rootfs"))
         );
-        assert_eq!(plan.containers[0].env, ["A=b"]);
+        assert_eq!(
+            plan.containers[0].env_spec,
+            [crate::EnvVar {
+                name: "A".into(),
+                value: crate::EnvValue::Value("b".into())
+            }]
+        );
         assert!(plan.containers[0].mounts[0].read_only);
         assert_eq!(plan.volumes[0].source, VolumeSource::EmptyDir);
         let w = parsed.warnings.join("\n");
         assert!(w.contains("spec.containers[0].resources: ignored"), "{w}");
-        assert!(w.contains("metadata.annotations: ignored"), "{w}");
+        assert!(!w.contains("metadata.annotations"), "{w}");
         assert!(!w.contains("containerPort"), "{w}");
         assert!(
             plan.network.ports.is_empty(),
@@ -1053,7 +1081,15 @@ spec:
     #[test]
     fn bad_manifests_name_the_field_or_line() {
         let e = error_of(&GOOD.replace("kind: Pod", "kind: Deployment"));
-        assert!(e.starts_with("kind: unknown kind \"Deployment\""), "{e}");
+        assert!(
+            e.starts_with("apiVersion: \"v1\" for a Deployment: expected apps/v1"),
+            "{e}"
+        );
+        let e = error_of(&GOOD.replace("kind: Pod", "kind: Pdo"));
+        assert!(
+            e.starts_with("kind: nothing to play (skipped Pdo web"),
+            "{e}"
+        );
         let e = error_of(&GOOD.replace(
             "{name: shared, mountPath: /data, readOnly",
             "{name: nope, mountPath: /data, readOnly",

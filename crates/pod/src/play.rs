@@ -57,49 +57,172 @@ impl std::fmt::Debug for Images<'_> {
     }
 }
 
-/// Plays the manifest `file`: makes its pod and starts its monitor, which runs the
-/// containers; returns the pod's name. With `down`, stops and removes the pod it names
-/// instead, and returns `None`. `init_path` is the static peapod-init of the infra process;
-/// `network` the pod's network unless the manifest says `hostNetwork` (its published ports,
-/// resolver settings and host aliases are added to it). Every image the manifest names is
-/// brought into the store through `images` first, and pinned by its id for the pod's life,
-/// before anything is made.
+/// What `pod play` is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayArgs<'a> {
+    /// The manifest: one or more YAML documents.
+    pub file: &'a Path,
+    /// `--down`: stop and remove the pods the file makes instead.
+    pub down: bool,
+    /// `--replace`: remove the pods of the same names (and a controller's pods) first.
+    pub replace: bool,
+    /// `--configmap FILE`: more ConfigMaps and Secrets for the pods.
+    pub configmaps: &'a [PathBuf],
+    /// The static peapod-init of the infra processes (default: beside peapod).
+    pub init_path: Option<&'a Path>,
+}
+
+/// Plays the manifest `args.file`: makes each of its pods and starts each pod's monitor,
+/// which runs the containers; returns the pods' names. With `down`, stops and removes the
+/// pods it names (and its controllers' pods) instead, and returns none. `network` is each
+/// pod's network unless the manifest says `hostNetwork` (its published ports, resolver
+/// settings and host aliases are added to it). Every image the manifest names is brought
+/// into the store through `images` first, and pinned by its id for the pod's life, before
+/// anything is made. Should one pod fail, the pods made before it are removed.
 pub fn play(
     rt: &Runtime,
-    file: &Path,
-    down: bool,
-    init_path: Option<&Path>,
+    args: &PlayArgs<'_>,
     network: &NetworkOptions,
     images: &Images<'_>,
-) -> Result<Option<String>, RuntimeError> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))
-        .map_err(RuntimeError::usage)?;
+) -> Result<Vec<String>, RuntimeError> {
+    let file = args.file;
+    let read = |file: &Path| {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))
+            .map_err(RuntimeError::usage)
+    };
+    let text = read(file)?;
+    let mut configs = Vec::new();
+    for config in args.configmaps {
+        configs.push((config.display().to_string(), read(config)?));
+    }
     let base = std::path::absolute(file)
         .ok()
         .and_then(|p| p.parent().map(Path::to_owned))
         .unwrap_or_else(|| PathBuf::from("."));
-    let parsed = crate::parse_manifest(&text, &base)
+    let documents = crate::parse_file(&text, &base, &configs)
         .map_err(|e| RuntimeError::usage(anyhow!("{}: {e}", file.display())))?;
-    for warning in &parsed.warnings {
-        tracing::warn!("{}: {warning}", file.display());
-    }
-    let mut plan = parsed.plan;
-    if down {
-        return take_down(rt, &plan).map(|()| None);
-    }
-    refuse_rootless(rt)?;
-    let name = PodStore::parse_name(&plan.name)?;
-    // Every container id is checked before anything is made.
-    for c in plan.init_containers.iter().chain(&plan.containers) {
-        let id: ContainerId = container_id(&plan, c).parse()?;
-        if rt.exists(id.as_str()) {
-            return Err(RuntimeError::runtime(anyhow!(
-                "container {id} already exists"
-            )));
+    // A controller's replicas share their template's warnings: each said once.
+    let mut said = std::collections::BTreeSet::new();
+    for line in documents
+        .pods
+        .iter()
+        .flat_map(|p| &p.parsed.warnings)
+        .chain(&documents.warnings)
+        .chain(&documents.skipped)
+    {
+        if said.insert(line) {
+            tracing::warn!("{}: {line}", file.display());
         }
     }
-    let init = peapod_runtime::init::locate(init_path).map_err(RuntimeError::usage)?;
+    let present = present(rt, &documents)?;
+    if args.down {
+        if present.is_empty() {
+            let name = documents.pods.first().map(|p| p.parsed.plan.name.clone());
+            let name = name.or_else(|| {
+                documents
+                    .owners
+                    .first()
+                    .map(|o| format!("of {} {}", o.kind, o.name))
+            });
+            return Err(crate::Error::NotFound(name.unwrap_or_default()).into());
+        }
+        for (name, grace) in &present {
+            take_down(rt, name, *grace)?;
+        }
+        return Ok(Vec::new());
+    }
+    refuse_rootless(rt)?;
+    if !present.is_empty() {
+        if !args.replace {
+            return Err(RuntimeError::runtime(anyhow!(
+                "pod {} exists (played already: give --replace to make it again, or remove it with --down)",
+                present.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(", pod ")
+            )));
+        }
+        for (name, _) in &present {
+            remove(rt, name, true)?;
+        }
+    }
+    // Every container id is checked before anything is made.
+    for plan in documents.pods.iter().map(|p| &p.parsed.plan) {
+        PodStore::parse_name(&plan.name)?;
+        for c in plan.init_containers.iter().chain(&plan.containers) {
+            let id: ContainerId = container_id(plan, c).parse()?;
+            if rt.exists(id.as_str()) {
+                return Err(RuntimeError::runtime(anyhow!(
+                    "container {id} already exists (not of a pod this file plays)"
+                )));
+            }
+        }
+    }
+    let init = peapod_runtime::init::locate(args.init_path).map_err(RuntimeError::usage)?;
+    let mut played = Vec::new();
+    for pod in documents.pods {
+        match play_one(rt, pod, &init, network, images) {
+            Ok(name) => played.push(name),
+            Err(e) => {
+                for name in &played {
+                    let _ = remove(rt, name, true);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(played)
+}
+
+/// The pods of `documents` that exist now: its pods, and its controllers' pods (by their
+/// names' shape and their selectors' labels), each with its grace period in the file (a
+/// controller's pod: its template's).
+fn present(
+    rt: &Runtime,
+    documents: &crate::Documents,
+) -> Result<Vec<(String, Option<u64>)>, RuntimeError> {
+    let planned = |name: &str, labels: &BTreeMap<String, String>| {
+        let by_name = documents.pods.iter().find(|p| p.parsed.plan.name == name);
+        let owner = documents.owners.iter().find(|o| o.owns(name, labels));
+        let grace = by_name
+            .or_else(|| {
+                // A pod of the same template (its replicas differ only by name).
+                let owner = owner?;
+                documents
+                    .pods
+                    .iter()
+                    .find(|p| owner.owns(&p.parsed.plan.name, &p.parsed.plan.labels))
+            })
+            .and_then(|p| p.parsed.plan.grace_seconds);
+        (by_name.is_some() || owner.is_some()).then_some(grace)
+    };
+    let store = pods(rt)?;
+    let mut present = Vec::new();
+    for name in store.names()? {
+        // A pod whose record cannot be read still counts by its name.
+        let labels = store
+            .load(&name)
+            .ok()
+            .and_then(|entry| entry.record().ok().flatten())
+            .map(|record| record.labels)
+            .unwrap_or_default();
+        let name = name.to_string();
+        if let Some(grace) = planned(&name, &labels) {
+            present.push((name, grace));
+        }
+    }
+    Ok(present)
+}
+
+/// Makes one pod of the file and starts its monitor; returns its name.
+fn play_one(
+    rt: &Runtime,
+    pod: crate::PlannedPod,
+    init: &Path,
+    network: &NetworkOptions,
+    images: &Images<'_>,
+) -> Result<String, RuntimeError> {
+    let crate::PlannedPod { parsed, mut facts } = pod;
+    let mut plan = parsed.plan;
+    let name = PodStore::parse_name(&plan.name)?;
     let mut record = PodRecord::new(&name);
     record.hostname = Some(plan.hostname.clone());
     let mut net = network.clone();
@@ -125,12 +248,28 @@ pub fn play(
     }
     record.labels = plan.labels.clone();
     record.grace_seconds = plan.grace_seconds;
-    let entry = make(rt, &name, record, &init, None, &net)?;
+    let entry = make(rt, &name, record, init, None, &net)?;
     let prepared = (|| {
+        network_facts(
+            &mut facts,
+            &record_of(&entry)?,
+            net.network == PodNetwork::Host,
+        );
+        crate::config::resolve(&mut plan, &facts)
+            .map_err(|e| RuntimeError::usage(anyhow!("{e}")))?;
         for volume in &plan.volumes {
             match &volume.source {
                 VolumeSource::EmptyDir => {
                     entry.subdir(&format!("volumes/{}", volume.name))?;
+                }
+                VolumeSource::Projected => {
+                    let dir = entry.subdir(&format!("volumes/{}", volume.name))?;
+                    let files = parsed.volume_files.get(&volume.name).map(Vec::as_slice);
+                    crate::config::write_volume(&dir, files.unwrap_or_default(), &facts)
+                        .with_context(|| {
+                            format!("cannot write the files of volume {}", volume.name)
+                        })
+                        .map_err(RuntimeError::runtime)?;
                 }
                 VolumeSource::HostPath { path, create: true } => {
                     std::fs::create_dir_all(path)
@@ -149,7 +288,30 @@ pub fn play(
         let _ = remove(rt, &plan.name, true);
         return Err(e);
     }
-    Ok(Some(plan.name))
+    Ok(plan.name)
+}
+
+/// The downward API's fields that the pod's network gives: its addresses (the host's on
+/// the host's network), the host's address and name.
+fn network_facts(facts: &mut crate::PodFacts, record: &PodRecord, host_network: bool) {
+    facts.node_name = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The address the host reaches the world from; connecting a UDP socket sends nothing.
+    let host_ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").and_then(|()| s.local_addr()))
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".to_owned());
+    facts.host_ips = vec![host_ip];
+    facts.pod_ips = match host_network {
+        true => facts.host_ips.clone(),
+        false => record
+            .network
+            .iter()
+            .flat_map(|n| &n.addresses)
+            .map(|cidr| cidr.split('/').next().unwrap_or_default().to_owned())
+            .collect(),
+    };
 }
 
 /// Brings every image of `plan` into the store (each once, as its policy says) and records
@@ -191,21 +353,21 @@ fn pin_images(plan: &mut PodPlan, images: &Images<'_>) -> Result<(), RuntimeErro
 }
 
 /// `pod play --down`: stops the pod as `pod stop` does, SIGTERM and, after the manifest's
-/// `terminationGracePeriodSeconds` (else the one it was played with, else 10 s), SIGKILL, so
-/// its containers may end cleanly as under Kubernetes; then removes it.
-fn take_down(rt: &Runtime, plan: &PodPlan) -> Result<(), RuntimeError> {
-    let name = PodStore::parse_name(&plan.name)?;
+/// `terminationGracePeriodSeconds` (`grace`, else the one it was played with, else 10 s),
+/// SIGKILL, so its containers may end cleanly as under Kubernetes; then removes it.
+fn take_down(rt: &Runtime, pod: &str, grace: Option<u64>) -> Result<(), RuntimeError> {
+    let name = PodStore::parse_name(pod)?;
     {
         // Released before `remove` takes the pod's lock again.
         let entry = pods(rt)?.load(&name)?;
         if let Some(mut record) = entry.record()? {
             if record.status() == crate::PodStatus::Running {
-                let grace = plan.grace_seconds.or(record.grace_seconds).unwrap_or(10);
+                let grace = grace.or(record.grace_seconds).unwrap_or(10);
                 stop(rt, &entry, &mut record, Duration::from_secs(grace))?;
             }
         }
     }
-    remove(rt, &plan.name, true)
+    remove(rt, pod, true)
 }
 
 /// A played container's id: `POD-NAME`.
@@ -438,6 +600,8 @@ fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<
     let pod_dir = pods(rt)?.dir().join(&plan.name);
     let image = image_root(plan, c)?;
     let mut spec = spec(plan, c, &pod_dir, image.as_ref()).map_err(RuntimeError::runtime)?;
+    // Held until the container has made its mounts.
+    let _staged = crate::subpath::stage(&mut spec, plan, c, &pod_dir, &id)?;
     let attached = attach(rt, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;
     let options = CreateOptions {
         fifo: true,
@@ -489,6 +653,26 @@ fn image_root(plan: &PodPlan, c: &ContainerPlan) -> Result<Option<ImageRoot>, Ru
         image,
         read_only: c.read_only_root,
     }))
+}
+
+/// Where the files of volume `name` of `plan` are, and whether they are a projection
+/// (configMap, secret, downwardAPI, projected: always mounted read-only).
+pub(crate) fn volume_dir(
+    plan: &PodPlan,
+    name: &str,
+    pod_dir: &Path,
+) -> anyhow::Result<(PathBuf, bool)> {
+    let volume = plan
+        .volumes
+        .iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| anyhow!("no volume {name}"))?;
+    let in_state = || pod_dir.join("volumes").join(&volume.name);
+    Ok(match &volume.source {
+        VolumeSource::EmptyDir => (in_state(), false),
+        VolumeSource::Projected => (in_state(), true),
+        VolumeSource::HostPath { path, .. } => (path.clone(), false),
+    })
 }
 
 /// The spec of one container of the plan (before it joins the pod): for an image, its
@@ -573,17 +757,9 @@ fn spec(
     }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for m in &c.mounts {
-        let volume = plan
-            .volumes
-            .iter()
-            .find(|v| v.name == m.volume)
-            .ok_or_else(|| anyhow!("no volume {}", m.volume))?;
-        let source = match &volume.source {
-            VolumeSource::EmptyDir => pod_dir.join("volumes").join(&volume.name),
-            VolumeSource::HostPath { path, .. } => path.clone(),
-        };
+        let (source, projected) = volume_dir(plan, &m.volume, pod_dir)?;
         let mut options = vec!["rbind".to_owned()];
-        if m.read_only {
+        if m.read_only || projected {
             options.push("ro".to_owned());
         }
         mounts.push(
