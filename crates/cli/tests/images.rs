@@ -1170,3 +1170,83 @@ fn an_image_user_by_name_gets_its_supplementary_groups_from_etc_group() {
     assert_eq!(out, "1234\n1234\n44 63 1234 ", "{out:?}");
     images.assert_nothing_left();
 }
+
+/// `TOOL ARGS...`, which must succeed; `None` after saying why where TOOL is missing.
+fn tool(name: &str, args: &[&str]) -> Option<()> {
+    let out = match Command::new(name).args(args).output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: {name} cannot run ({e})");
+            return None;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} {args:?}: {stderr}");
+    Some(())
+}
+
+/// The names of a `Loaded image: NAME` output, in order.
+fn loaded(out: &Outcome) -> Vec<String> {
+    assert_eq!(out.code, 0, "{out:?}");
+    let names = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Loaded image: "));
+    names.map(str::to_owned).collect()
+}
+
+#[test]
+fn image_load_names_skopeo_and_umoci_layouts_as_podman_does() {
+    let Some(images) = Images::new(&[]) else {
+        return;
+    };
+    let source = format!("oci:{}:configured", images.layout(IMAGE).display());
+    let podman = Podman::new(&images);
+    // skopeo writes the reference given after the layout's path as the ref.name, a tag
+    // alone or a whole reference; umoci a tag.
+    let cases = [
+        ("latest", "localhost/latest:latest"),
+        ("app:2", "localhost/app:2"),
+        ("docker.io/acme/app:2", "docker.io/acme/app:2"),
+        ("v3 (umoci)", "localhost/v3:latest"),
+    ];
+    for (n, (ref_name, expected)) in cases.iter().enumerate() {
+        let layout = images.scratch().join(format!("made-{n}"));
+        let layout_arg = layout.to_str().expect("utf-8");
+        if let Some(tag) = ref_name.strip_suffix(" (umoci)") {
+            let Some(()) = tool(
+                "skopeo",
+                &["copy", "-q", &source, &format!("oci:{layout_arg}:base")],
+            ) else {
+                return;
+            };
+            let Some(()) = tool(
+                "umoci",
+                &["tag", "--image", &format!("{layout_arg}:base"), tag],
+            ) else {
+                return;
+            };
+            tool("umoci", &["rm", "--image", &format!("{layout_arg}:base")]);
+        } else {
+            let target = format!("oci:{layout_arg}:{ref_name}");
+            let Some(()) = tool("skopeo", &["copy", "-q", &source, &target]) else {
+                return;
+            };
+        }
+        let archive = images.scratch().join(format!("made-{n}.tar"));
+        let archive_arg = archive.to_str().expect("utf-8");
+        tool("tar", &["-C", layout_arg, "-cf", archive_arg, "."]);
+        let ours = loaded(&images.out(&["image", "load", archive_arg]));
+        assert_eq!(ours, [*expected], "{ref_name}");
+        let listed = images.out(&["images"]);
+        let repository = expected.rsplit_once(':').map_or(*expected, |(r, _)| r);
+        assert!(listed.stdout.contains(repository), "{ref_name}: {listed:?}");
+        if let Some(podman) = &podman {
+            let mut load = podman.command();
+            load.args(["load", "-i", archive_arg]);
+            let theirs = loaded(&finish(load.spawn().expect("podman load")));
+            assert_eq!(ours, theirs, "{ref_name}: peapod, then podman");
+        }
+    }
+    images.assert_nothing_left();
+}
