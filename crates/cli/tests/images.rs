@@ -705,6 +705,46 @@ spec:
 }
 
 #[test]
+fn pod_play_with_a_read_only_root_mounts_a_volume_at_a_path_the_image_lacks() {
+    let Some(images) = Images::new(&[]) else {
+        return;
+    };
+    if support::pods::static_init().is_none() {
+        return;
+    }
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: ropod}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: ro
+    image: {IMAGE}
+    imagePullPolicy: Never
+    args: [-c, 'echo kept > /newdir/f && cat /newdir/f; touch /x 2>&1; true']
+    securityContext: {{readOnlyRootFilesystem: true}}
+    volumeMounts: [{{name: scratch, mountPath: /newdir}}]
+  volumes: [{{name: scratch, emptyDir: {{}}}}]
+"
+    );
+    let _guard = PodGuard(&images, "ropod");
+    let out = play(&images, &manifest, false);
+    assert_eq!(out.code, 0, "{out:?}");
+    let logs = || images.out(&["pod", "logs", "ropod"]).stdout;
+    wait_until("the container has written", || logs().contains("touch"));
+    let logs = logs();
+    assert!(logs.contains("ro | kept\n"), "{logs}");
+    assert!(
+        logs.contains("ro | touch: /x: Read-only file system\n"),
+        "{logs}"
+    );
+    let out = play(&images, &manifest, true);
+    assert_eq!(out.code, 0, "{out:?}");
+    images.assert_nothing_left();
+}
+
+#[test]
 fn pod_play_with_pull_policy_never_and_a_missing_image_names_it_and_leaves_nothing() {
     let Some(images) = Images::new(&[]) else {
         return;
@@ -810,13 +850,17 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         "rootless load: {}",
         loaded.stdout + &loaded.stderr
     );
+    // With an anonymous volume too, filled from the image in the user namespace.
     let out = as_nobody(&[
         "run",
         "--user",
         "0",
+        "-v",
+        "/etc",
         IMAGE,
         "-c",
-        "echo mine > /bin/x && cat /bin/x && awk '$5 == \"/\"' /proc/self/mountinfo",
+        "echo mine > /bin/x && cat /bin/x && awk '$5 == \"/\"' /proc/self/mountinfo \
+         && grep -c '^root:' /etc/passwd && echo mine > /etc/x",
     ]);
     if out
         .stderr
@@ -828,6 +872,8 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("mine\n"), "{out:?}");
     assert!(out.stdout.contains("userxattr"), "{out:?}");
+    // The volume had the image's /etc/passwd, with one root line.
+    assert!(out.stdout.ends_with("\n1\n"), "{out:?}");
     let left = std::fs::read_dir(home.join("storage/containers"))
         .map(|d| d.count())
         .unwrap_or(0);
