@@ -190,20 +190,27 @@ fn anonymous_volumes(
     flags: &RunFlags,
 ) -> Result<Vec<PathBuf>> {
     let declared = config.and_then(|c| c.volumes().as_ref());
+    let mounted = |path: &Path| {
+        let at = |m: &PathBuf| m.components().eq(path.components());
+        flags.volumes.iter().map(|v| &v.container).any(at)
+            || flags.tmpfs.iter().map(|t| &t.target).any(at)
+    };
     let mut paths = Vec::new();
     for declared in declared.into_iter().flatten() {
         let path = crate::flags::volume_path(declared)
             .map_err(|e| Error::runtime(anyhow!("image {name}: its VOLUME {e}")))?;
-        let mounted = flags.volumes.iter().map(|v| &v.container);
-        let mounted = mounted.chain(flags.tmpfs.iter().map(|t| &t.target));
-        if !mounted
-            .map(|m| m.components())
-            .any(|m| m.eq(path.components()))
-        {
+        if !mounted(&path) {
             paths.push(path);
         }
     }
     for path in &flags.anonymous_volumes {
+        // Docker's "duplicate mount point": one of the two would hide the other.
+        if mounted(path) {
+            return Err(Error::usage(anyhow!(
+                "-v {}: another -v, --mount or --tmpfs is at that path",
+                path.display()
+            )));
+        }
         if !paths.contains(path) {
             paths.push(path.clone());
         }
@@ -438,6 +445,37 @@ mod tests {
         c.set_env(Some(strings(&["A=1", "NOVALUE", "B=2"])));
         let merged = run_flags("img", Some(&c), RunFlags::default()).expect("merged");
         assert_eq!(merged.env, strings(&["A=1", "B=2"]));
+    }
+
+    #[test]
+    fn anonymous_volumes_are_the_images_unless_mounted_and_the_users() {
+        let mut c = config(&[], &["/bin/sh"]);
+        c.set_volumes(Some(strings(&["/data", "/cache/", "/logs"])));
+        let flags = RunFlags {
+            volumes: vec![crate::flags::Volume {
+                host: "/srv".into(),
+                container: "/data".into(),
+                readonly: false,
+            }],
+            tmpfs: vec![crate::flags::parse_tmpfs("/logs").expect("tmpfs")],
+            anonymous_volumes: vec!["/extra".into(), "/cache".into()],
+            ..RunFlags::default()
+        };
+        let paths = anonymous_volumes("img", Some(&c), &flags).expect("volumes");
+        assert_eq!(paths, [PathBuf::from("/cache"), PathBuf::from("/extra")]);
+        let duplicate = RunFlags {
+            anonymous_volumes: vec!["/logs".into()],
+            ..flags.clone()
+        };
+        let e = anonymous_volumes("img", Some(&c), &duplicate).expect_err("duplicate");
+        assert_eq!(e.exit_code(), 2, "{}", e.one_line());
+        c.set_volumes(Some(strings(&["/proc/sys"])));
+        let e = anonymous_volumes("img", Some(&c), &flags).expect_err("/proc");
+        assert!(
+            e.one_line().contains("image img: its VOLUME"),
+            "{}",
+            e.one_line()
+        );
     }
 
     #[test]
