@@ -1131,6 +1131,20 @@ fn anonymous_volumes_are_private_to_their_container_and_go_with_rm() {
         std::fs::read_link(volumes.join("0/link")).expect("link"),
         Path::new("/etc/passwd")
     );
+    // `inspect` lists them as docker does: of type volume.
+    let out = images.out(&["inspect", "vols"]);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect json");
+    let mounts = json[0]["Mounts"].as_array().expect("Mounts").clone();
+    let volume_of = |at: &str| {
+        let m = mounts.iter().find(|m| m["Destination"] == at);
+        m.map(|m| (m["Type"].clone(), m["Source"].clone()))
+    };
+    let source = volumes.join("0").display().to_string();
+    assert_eq!(
+        volume_of("/data"),
+        Some((serde_json::json!("volume"), serde_json::json!(source))),
+        "{mounts:?}"
+    );
     // Another container of the image gets volumes of its own, filled from the image.
     let out = images.run(&["--pull", "never", IMAGE, "-c", "ls /data"]);
     assert_eq!(
