@@ -1105,14 +1105,15 @@ fn anonymous_volumes_are_private_to_their_container_and_go_with_rm() {
     let out = images.run_detached(&["--name", "vols", "-v", "/extra", IMAGE, "-c", script]);
     assert_eq!(out.code, 0, "{out:?}");
     let volumes = images.storage().join("containers/vols/volumes");
+    // The image's in the order of their paths (/cache, /data), then the flags'.
     wait_until("the container's write", || {
-        volumes.join("0/written").exists()
+        volumes.join("1/written").exists()
     });
     let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o7777;
     assert_eq!(mode(&volumes), 0o700, "the volumes' directory is private");
-    let data = std::fs::metadata(volumes.join("0")).expect("data volume");
+    let data = std::fs::metadata(volumes.join("1")).expect("data volume");
     assert_eq!(
-        (data.uid(), data.gid(), mode(&volumes.join("0"))),
+        (data.uid(), data.gid(), mode(&volumes.join("1"))),
         (1000, 1000, 0o750)
     );
     let entries = |dir: &Path| {
@@ -1125,10 +1126,10 @@ fn anonymous_volumes_are_private_to_their_container_and_go_with_rm() {
         names
     };
     assert_eq!(entries(&volumes), ["0", "1", "2"]);
-    assert_eq!(entries(&volumes.join("0")), ["link", "seed", "written"]);
+    assert_eq!(entries(&volumes.join("1")), ["link", "seed", "written"]);
     // The link is copied as a link, never followed out of the volume.
     assert_eq!(
-        std::fs::read_link(volumes.join("0/link")).expect("link"),
+        std::fs::read_link(volumes.join("1/link")).expect("link"),
         Path::new("/etc/passwd")
     );
     // `inspect` lists them as docker does: of type volume.
@@ -1139,7 +1140,7 @@ fn anonymous_volumes_are_private_to_their_container_and_go_with_rm() {
         let m = mounts.iter().find(|m| m["Destination"] == at);
         m.map(|m| (m["Type"].clone(), m["Source"].clone()))
     };
-    let source = volumes.join("0").display().to_string();
+    let source = volumes.join("1").display().to_string();
     assert_eq!(
         volume_of("/data"),
         Some((serde_json::json!("volume"), serde_json::json!(source))),

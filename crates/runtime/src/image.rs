@@ -203,6 +203,9 @@ fn anonymous_volumes(
             paths.push(path);
         }
     }
+    // The config's Volumes are a JSON object, whose order the parser does not keep: in the
+    // order of their paths, so that a volume's directory is the same from run to run.
+    paths.sort();
     for path in &flags.anonymous_volumes {
         // Docker's "duplicate mount point": one of the two would hide the other.
         if mounted(path) {
