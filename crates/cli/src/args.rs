@@ -10,8 +10,8 @@ use peapod_pod::PodNetwork;
 use std::net::IpAddr;
 
 use peapod_runtime::flags::{
-    parse_device, parse_key_value, parse_label, parse_mount, parse_tmpfs, parse_ulimit, Device,
-    MountArg, Tmpfs, Ulimit, Volume,
+    parse_device, parse_key_value, parse_label, parse_mount, parse_tmpfs, parse_ulimit,
+    parse_volume, Device, MountArg, Tmpfs, Ulimit, VolumeArg,
 };
 use peapod_runtime::security::{
     parse_capability, parse_security_opt, parse_user, CapName, SecurityOpt, UserArg,
@@ -856,9 +856,10 @@ pub(crate) struct RunArgs {
     /// The working directory inside the container.
     #[arg(short = 'w', long = "workdir", value_name = "DIR", value_parser = parse_inside_path)]
     pub workdir: Option<PathBuf>,
-    /// Bind-mount a host path into the container, read-only with ":ro".
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
-    pub volumes: Vec<Volume>,
+    /// Bind-mount a host path (/abs or ./rel) into the container, read-only with ":ro";
+    /// or CTR alone: an anonymous volume, removed with the container (with an image).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]|CTR", value_parser = parse_volume)]
+    pub volumes: Vec<VolumeArg>,
     /// Mount a host path (type=bind,source=HOST,target=CTR[,readonly]) or a tmpfs
     /// (type=tmpfs,target=CTR[,tmpfs-size=SIZE][,tmpfs-mode=MODE]), as docker's --mount.
     #[arg(long = "mount", value_name = "type=bind|tmpfs,...", value_parser = parse_mount)]
@@ -1248,25 +1249,6 @@ fn parse_inside_path(s: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn parse_volume(s: &str) -> Result<Volume, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let (host, container, readonly) = match parts.as_slice() {
-        [host, ctr] => (*host, *ctr, false),
-        [host, ctr, "ro"] => (*host, *ctr, true),
-        [host, ctr, "rw"] => (*host, *ctr, false),
-        [_, _, mode] => return Err(format!("unknown mode {mode:?} (expected ro or rw)")),
-        _ => return Err("expected HOST:CTR or HOST:CTR:ro".into()),
-    };
-    if host.is_empty() {
-        return Err("the host path is empty".into());
-    }
-    Ok(Volume {
-        host: PathBuf::from(host),
-        container: parse_inside_path(container)?,
-        readonly,
-    })
-}
-
 fn parse_shareable(s: &str) -> Result<Namespace, String> {
     // Only the kinds named here can be shared: the parser's own message would list mnt and
     // user too.
@@ -1286,22 +1268,6 @@ fn parse_shareable(s: &str) -> Result<Namespace, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn volume_forms() {
-        let v = parse_volume("/data:/mnt:ro").expect("valid");
-        assert_eq!(
-            v,
-            Volume {
-                host: "/data".into(),
-                container: "/mnt".into(),
-                readonly: true
-            }
-        );
-        assert!(parse_volume("/data").is_err());
-        assert!(parse_volume("/data:mnt").is_err());
-        assert!(parse_volume("/data:/mnt:rx").is_err());
-    }
 
     #[test]
     fn sizes_and_durations() {

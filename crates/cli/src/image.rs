@@ -64,7 +64,8 @@ pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Erro
                 }
             };
             for image in images.map_err(Error::runtime)? {
-                match image.names.first() {
+                // The store appends the name a load gives: the last is this archive's.
+                match image.names.last() {
                     Some(name) => outln!("Loaded image: {name}"),
                     None => outln!("Loaded image ID: {}", image.id),
                 }

@@ -151,7 +151,7 @@ fn host_config(c: &Container) -> Value {
     })
 }
 
-/// The bind mounts (docker's volumes), as docker lists them; the file systems every
+/// The bind mounts and anonymous volumes, as docker lists them; the file systems every
 /// container gets (`/proc`, `/dev`, ...) are left out, as docker leaves them out.
 fn mounts(c: &Container) -> Vec<Value> {
     let Some(Value::Array(mounts)) = c.record.as_ref().and_then(|r| r.spec_mounts.as_ref()) else {
@@ -167,9 +167,14 @@ fn mounts(c: &Container) -> Vec<Value> {
                 .unwrap_or_default();
             let bind = m.get("type").and_then(Value::as_str) == Some("bind")
                 || options.iter().any(|o| matches!(*o, "bind" | "rbind"));
+            // An anonymous volume is peapod's only bind with `copyup`.
+            let typ = match options.contains(&"copyup") {
+                true => "volume",
+                false => "bind",
+            };
             bind.then(|| {
                 json!({
-                    "Type": "bind",
+                    "Type": typ,
                     "Source": m.get("source").cloned().unwrap_or(Value::Null),
                     "Destination": m.get("destination").cloned().unwrap_or(Value::Null),
                     "Mode": "",

@@ -19,7 +19,7 @@ use crate::pull::PullPolicy;
 use crate::to_json;
 use peapod_pod::peapod_net::etc::DnsSettings;
 use peapod_pod::{NetworkOptions, PodNetwork};
-use peapod_runtime::flags::MountArg;
+use peapod_runtime::flags::{MountArg, VolumeArg};
 use peapod_runtime::EtcFiles;
 
 pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i32, Error> {
@@ -58,7 +58,13 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         env.extend(env_file(file)?);
     }
     env.extend(args.env);
-    let mut volumes = args.volumes;
+    let (mut volumes, mut anonymous_volumes) = (Vec::new(), Vec::new());
+    for volume in args.volumes {
+        match volume {
+            VolumeArg::Bind(volume) => volumes.push(volume),
+            VolumeArg::Anonymous(path) => anonymous_volumes.push(path),
+        }
+    }
     let mut tmpfs = args.tmpfs;
     for mount in args.mounts {
         match mount {
@@ -81,6 +87,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         env,
         workdir: args.workdir,
         volumes,
+        anonymous_volumes,
         tmpfs,
         sysctls: args.sysctls,
         ulimits: args.ulimits,

@@ -25,6 +25,16 @@ impl Images {
     /// The fixture, with the busybox test image loaded as [`IMAGE`], configured by the umoci
     /// `config` flags given (`--config.cmd=...`); `None` after saying why the test is skipped.
     fn new(config: &[&str]) -> Option<Images> {
+        Images::with(config, None::<fn(&Path)>)
+    }
+
+    /// [`Images::new`], with `change` run on the image's root (unpacked by umoci) and what it
+    /// changed added to the image as a layer of its own, before the configuration.
+    fn changed(config: &[&str], change: impl FnOnce(&Path)) -> Option<Images> {
+        Images::with(config, Some(change))
+    }
+
+    fn with(config: &[&str], change: Option<impl FnOnce(&Path)>) -> Option<Images> {
         let rootfs = TestRootfs::new()?;
         let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
             eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
@@ -35,7 +45,7 @@ impl Images {
             return None;
         }
         let images = Images { rootfs };
-        images.load(Path::new(&archive), IMAGE, config);
+        images.load(Path::new(&archive), IMAGE, config, change);
         Some(images)
     }
 
@@ -58,11 +68,16 @@ impl Images {
         finish(self.peapod().args(args).spawn().expect("spawn peapod"))
     }
 
-    /// Loads the OCI archive `archive` as `name`, its config changed by the umoci flags.
-    fn load(&self, archive: &Path, name: &str, config: &[&str]) {
-        let layout = self
-            .scratch()
-            .join(format!("layout-{}", name.replace(['/', ':'], "_")));
+    /// Loads the OCI archive `archive` as `name`, its root changed by `change` (see
+    /// [`Images::changed`]) and its config by the umoci flags.
+    fn load(
+        &self,
+        archive: &Path,
+        name: &str,
+        config: &[&str],
+        change: Option<impl FnOnce(&Path)>,
+    ) {
+        let layout = self.layout(name);
         std::fs::create_dir(&layout).expect("layout dir");
         let untar = Command::new("tar")
             .arg("-xf")
@@ -72,6 +87,14 @@ impl Images {
             .status()
             .expect("tar");
         assert!(untar.success());
+        if let Some(change) = change {
+            let image = format!("{}:latest", layout.display());
+            let bundle = self.scratch().join("bundle");
+            umoci(&["unpack", "--image", &image], &bundle);
+            change(&bundle.join("rootfs"));
+            umoci(&["repack", "--image", &image], &bundle);
+            std::fs::remove_dir_all(&bundle).expect("remove the bundle");
+        }
         let tag = "configured";
         let configured = Command::new("umoci")
             .arg("config")
@@ -87,6 +110,12 @@ impl Images {
             String::from_utf8_lossy(&configured.stderr)
         );
         load_layout(&self.storage(), &layout, tag, name);
+    }
+
+    /// The OCI layout the image `name` was loaded from: its tag `configured` is the image.
+    fn layout(&self, name: &str) -> PathBuf {
+        self.scratch()
+            .join(format!("layout-{}", name.replace(['/', ':'], "_")))
     }
 
     /// `peapod run ARGS...`, finished.
@@ -144,6 +173,20 @@ impl Images {
             "writable layers left"
         );
     }
+}
+
+/// `umoci ARGS... BUNDLE`, which must succeed.
+fn umoci(args: &[&str], bundle: &Path) {
+    let out = Command::new("umoci")
+        .args(args)
+        .arg(bundle)
+        .output()
+        .expect("umoci");
+    assert!(
+        out.status.success(),
+        "umoci {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Loads the image tagged `tag` in the OCI layout `layout` into the store at `storage` as
@@ -322,10 +365,8 @@ fn read_only_image_container_cannot_write() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("Read-only file system"), "{out:?}");
     assert!(!out.stdout.contains("rc=0"), "{out:?}");
-    assert!(
-        !out.stdout.contains("upperdir="),
-        "a read-only root has no writable layer: {out:?}"
-    );
+    // A writable layer below, as podman's (for the mount points), but `/` itself read-only.
+    assert!(out.stdout.contains(" / / ro,"), "{out:?}");
     images.assert_nothing_left();
 }
 
@@ -353,6 +394,8 @@ fn the_writable_layer_goes_with_delete_and_with_a_killed_foreground_run() {
             "run",
             "--name",
             "killed",
+            "-v",
+            "/vol",
             IMAGE,
             "-c",
             "echo x > /x; echo up; sleep 60",
@@ -368,6 +411,11 @@ fn the_writable_layer_goes_with_delete_and_with_a_killed_foreground_run() {
             .is_ok_and(|c| c.starts_with("/bin/sh") || c.starts_with("sleep"))
     });
     assert_eq!(images.container_layers(), ["killed"]);
+    // Its anonymous volume is with its writable layer, and goes with it.
+    assert!(images
+        .storage()
+        .join("containers/killed/volumes/0")
+        .is_dir());
     child.kill().expect("kill");
     child.wait().expect("wait");
     cleanup.pids.clear();
@@ -657,6 +705,46 @@ spec:
 }
 
 #[test]
+fn pod_play_with_a_read_only_root_mounts_a_volume_at_a_path_the_image_lacks() {
+    let Some(images) = Images::new(&[]) else {
+        return;
+    };
+    if support::pods::static_init().is_none() {
+        return;
+    }
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: ropod}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: ro
+    image: {IMAGE}
+    imagePullPolicy: Never
+    args: [-c, 'echo kept > /newdir/f && cat /newdir/f; touch /x 2>&1; true']
+    securityContext: {{readOnlyRootFilesystem: true}}
+    volumeMounts: [{{name: scratch, mountPath: /newdir}}]
+  volumes: [{{name: scratch, emptyDir: {{}}}}]
+"
+    );
+    let _guard = PodGuard(&images, "ropod");
+    let out = play(&images, &manifest, false);
+    assert_eq!(out.code, 0, "{out:?}");
+    let logs = || images.out(&["pod", "logs", "ropod"]).stdout;
+    wait_until("the container has written", || logs().contains("touch"));
+    let logs = logs();
+    assert!(logs.contains("ro | kept\n"), "{logs}");
+    assert!(
+        logs.contains("ro | touch: /x: Read-only file system\n"),
+        "{logs}"
+    );
+    let out = play(&images, &manifest, true);
+    assert_eq!(out.code, 0, "{out:?}");
+    images.assert_nothing_left();
+}
+
+#[test]
 fn pod_play_with_pull_policy_never_and_a_missing_image_names_it_and_leaves_nothing() {
     let Some(images) = Images::new(&[]) else {
         return;
@@ -762,13 +850,17 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         "rootless load: {}",
         loaded.stdout + &loaded.stderr
     );
+    // With an anonymous volume too, filled from the image in the user namespace.
     let out = as_nobody(&[
         "run",
         "--user",
         "0",
+        "-v",
+        "/etc",
         IMAGE,
         "-c",
-        "echo mine > /bin/x && cat /bin/x && awk '$5 == \"/\"' /proc/self/mountinfo",
+        "echo mine > /bin/x && cat /bin/x && awk '$5 == \"/\"' /proc/self/mountinfo \
+         && grep -c '^root:' /etc/passwd && echo mine > /etc/x",
     ]);
     if out
         .stderr
@@ -780,6 +872,8 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("mine\n"), "{out:?}");
     assert!(out.stdout.contains("userxattr"), "{out:?}");
+    // The volume had the image's /etc/passwd, with one root line.
+    assert!(out.stdout.ends_with("\n1\n"), "{out:?}");
     let left = std::fs::read_dir(home.join("storage/containers"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -800,13 +894,12 @@ fn load_as_the_caller() {
 }
 
 #[test]
-fn an_images_missing_workdir_is_made_and_its_volumes_are_said() {
+fn an_images_missing_workdir_is_made() {
     let Some(images) = Images::new(&[
         // The test image's Entrypoint is /bin/sh.
         "--config.cmd=-c",
         "--config.cmd=pwd",
         "--config.workingdir=/srv/app",
-        "--config.volume=/data",
     ]) else {
         return;
     };
@@ -814,7 +907,407 @@ fn an_images_missing_workdir_is_made_and_its_volumes_are_said() {
     assert_eq!(out.code, 0, "{out:?}");
     // The layers have no /srv/app: made, as Docker makes it.
     assert_eq!(out.stdout, "/srv/app\n", "{out:?}");
-    // No anonymous volume: said, not silently dropped.
-    assert!(out.stderr.contains("declares VOLUME /data"), "{out:?}");
+    images.assert_nothing_left();
+}
+
+/// podman beside peapod on a test's image (its OCI layout): a store (vfs, so it makes no
+/// mounts), run root and configuration of its own in the test's directory, and runc as its
+/// runtime (crun refuses a hybrid cgroup host).
+struct Podman {
+    dir: PathBuf,
+    image: String,
+}
+
+impl Podman {
+    /// podman for `images`' [`IMAGE`], or `None` after saying why it cannot run here.
+    fn new(images: &Images) -> Option<Podman> {
+        for tool in ["podman", "runc"] {
+            let found = Command::new(tool).arg("--version").output();
+            if !found.is_ok_and(|o| o.status.success()) {
+                eprintln!("podman's side skipped: {tool} is not installed");
+                return None;
+            }
+        }
+        // podman names an `oci:` image after its path, which must then be lowercase: a
+        // directory of this test's own, removed on drop, rather than the random tempdir.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("peapod-podman-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).expect("podman dir");
+        let podman = Podman {
+            image: format!("oci:{}:configured", dir.join("image").display()),
+            dir,
+        };
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(images.layout(IMAGE))
+            .arg(podman.dir.join("image"))
+            .status()
+            .expect("cp");
+        assert!(copied.success(), "copying the layout for podman");
+        // Root here has no CAP_SYS_RESOURCE: podman's default RLIMIT_NOFILE would fail.
+        std::fs::write(
+            podman.dir.join("containers.conf"),
+            "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\n",
+        )
+        .expect("containers.conf");
+        let probe = podman.run(&[], &["-c", "true"]);
+        if probe.code != 0 {
+            eprintln!("podman's side skipped: podman cannot run a container here: {probe:?}");
+            return None;
+        }
+        Some(podman)
+    }
+
+    /// `podman ARGS...` with this test's store.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .args(["--storage-driver", "vfs", "--runtime", "runc"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// `podman run --rm --network none FLAGS... IMAGE ARGS...`, finished.
+    fn run(&self, flags: &[&str], args: &[&str]) -> Outcome {
+        let mut cmd = self.command();
+        cmd.args(["run", "--rm", "--network", "none"])
+            .args(flags)
+            .arg(&self.image)
+            .args(args);
+        finish(cmd.spawn().expect("spawn podman"))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `peapod run --pull never FLAGS... IMAGE ARGS...` of `images`, and the same with podman
+/// where it can run: each must succeed with the same output, which is returned.
+fn beside_podman(images: &Images, flags: &[&str], args: &[&str]) -> String {
+    let mut all = vec!["--pull", "never"];
+    all.extend(flags);
+    all.push(IMAGE);
+    all.extend(args);
+    let out = images.run(&all);
+    assert_eq!(out.code, 0, "{out:?}");
+    if let Some(podman) = Podman::new(images) {
+        let theirs = podman.run(flags, args);
+        assert_eq!(theirs.code, 0, "podman: {theirs:?}");
+        assert_eq!(out.stdout, theirs.stdout, "peapod, then podman");
+    }
+    out.stdout
+}
+
+#[test]
+fn read_only_with_a_volume_at_a_path_the_image_lacks_makes_the_mount_point() {
+    let Some(images) = Images::new(&[]) else {
+        return;
+    };
+    let data = images.scratch().join("data");
+    std::fs::create_dir(&data).expect("data");
+    let volume = format!("{}:/newdir", data.display());
+    // /newdir is in no layer: its mount point is made in the writable layer, before the root
+    // is made read-only.
+    let script = "echo written > /newdir/file && cat /newdir/file; touch /x 2>&1; \
+                  awk '$5 == \"/\" {print substr($6, 1, 3)}' /proc/self/mountinfo";
+    let out = beside_podman(&images, &["--read-only", "-v", &volume], &["-c", script]);
+    assert_eq!(
+        out, "written\ntouch: /x: Read-only file system\nro,\n",
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("file")).expect("file"),
+        "written\n"
+    );
+    images.assert_nothing_left();
+}
+
+/// What the container sees of its volumes /data, /cache and /extra.
+const SHOW_VOLUMES: &str = "for v in /data /cache /extra; do \
+    grep -q \" $v \" /proc/self/mountinfo && echo \"$v mounted\"; done; \
+    stat -c '%n %u:%g %a' /data /data/seed /cache; cat /data/seed; readlink /data/link; \
+    ls -A /cache | wc -l";
+
+/// The image with `VOLUME /data /cache`: /data the image's, 1000:1000 0750, with a file and
+/// a link in it; /cache in no layer.
+fn image_with_volumes() -> Option<Images> {
+    use std::os::unix::fs::PermissionsExt as _;
+    Images::changed(
+        &["--config.volume=/data", "--config.volume=/cache"],
+        |root| {
+            let data = root.join("data");
+            std::fs::create_dir(&data).expect("data");
+            std::fs::write(data.join("seed"), "from the image\n").expect("seed");
+            std::os::unix::fs::symlink("/etc/passwd", data.join("link")).expect("link");
+            for (path, mode) in [(data.join("seed"), 0o640), (data.clone(), 0o750)] {
+                std::os::unix::fs::chown(&path, Some(1000), Some(1000)).expect("chown");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .expect("chmod");
+            }
+        },
+    )
+}
+
+#[test]
+fn an_images_volumes_are_anonymous_volumes_filled_from_the_image_as_podman_fills_them() {
+    let Some(images) = image_with_volumes() else {
+        return;
+    };
+    let out = beside_podman(&images, &["-v", "/extra"], &["-c", SHOW_VOLUMES]);
+    assert_eq!(
+        out,
+        "/data mounted\n/cache mounted\n/extra mounted\n\
+         /data 1000:1000 750\n/data/seed 1000:1000 640\n/cache 0:0 755\n\
+         from the image\n/etc/passwd\n0\n",
+        "{out:?}"
+    );
+    // A host path given at one of the paths is mounted there instead.
+    let host = images.scratch().join("host");
+    std::fs::create_dir(&host).expect("host dir");
+    let volume = format!("{}:/data", host.display());
+    let out = images.run(&[
+        "--pull",
+        "never",
+        "-v",
+        &volume,
+        IMAGE,
+        "-c",
+        "ls -A /data; touch /data/mine",
+    ]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:?}");
+    assert!(host.join("mine").exists());
+    images.assert_nothing_left();
+}
+
+#[test]
+fn anonymous_volumes_are_private_to_their_container_and_go_with_rm() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Some(images) = image_with_volumes() else {
+        return;
+    };
+    let _cleanup = Cleanup {
+        images: &images,
+        ids: vec!["vols"],
+        pids: vec![],
+    };
+    let script = "echo mine > /data/written; sleep 60";
+    let out = images.run_detached(&["--name", "vols", "-v", "/extra", IMAGE, "-c", script]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let volumes = images.storage().join("containers/vols/volumes");
+    // The image's in the order of their paths (/cache, /data), then the flags'.
+    wait_until("the container's write", || {
+        volumes.join("1/written").exists()
+    });
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o7777;
+    assert_eq!(mode(&volumes), 0o700, "the volumes' directory is private");
+    let data = std::fs::metadata(volumes.join("1")).expect("data volume");
+    assert_eq!(
+        (data.uid(), data.gid(), mode(&volumes.join("1"))),
+        (1000, 1000, 0o750)
+    );
+    let entries = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(entries(&volumes), ["0", "1", "2"]);
+    assert_eq!(entries(&volumes.join("1")), ["link", "seed", "written"]);
+    // The link is copied as a link, never followed out of the volume.
+    assert_eq!(
+        std::fs::read_link(volumes.join("1/link")).expect("link"),
+        Path::new("/etc/passwd")
+    );
+    // `inspect` lists them as docker does: of type volume.
+    let out = images.out(&["inspect", "vols"]);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect json");
+    let mounts = json[0]["Mounts"].as_array().expect("Mounts").clone();
+    let volume_of = |at: &str| {
+        let m = mounts.iter().find(|m| m["Destination"] == at);
+        m.map(|m| (m["Type"].clone(), m["Source"].clone()))
+    };
+    let source = volumes.join("1").display().to_string();
+    assert_eq!(
+        volume_of("/data"),
+        Some((serde_json::json!("volume"), serde_json::json!(source))),
+        "{mounts:?}"
+    );
+    // Another container of the image gets volumes of its own, filled from the image.
+    let out = images.run(&["--pull", "never", IMAGE, "-c", "ls /data"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "link\nseed\n"),
+        "{out:?}"
+    );
+    let out = images.out(&["rm", "-f", "vols"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!volumes.exists(), "the volumes outlived rm");
+    images.assert_nothing_left();
+}
+
+#[test]
+fn a_volume_path_through_a_link_stays_in_the_root_and_kernel_paths_are_refused() {
+    // A directory of the host that the image's links name.
+    let host_dir = tempfile::Builder::new()
+        .prefix("peapod-host-")
+        .tempdir()
+        .expect("tempdir");
+    let host = host_dir.path().to_owned();
+    std::fs::write(host.join("secret"), "the host's\n").expect("secret");
+    let relative = Path::new("../../../../../../../..").join(host.strip_prefix("/").expect("abs"));
+    let Some(images) =
+        Images::changed(&["--config.volume=/abs", "--config.volume=/rel/"], |root| {
+            std::os::unix::fs::symlink(&host, root.join("abs")).expect("link");
+            std::os::unix::fs::symlink(&relative, root.join("rel")).expect("link");
+        })
+    else {
+        return;
+    };
+    let script = "ls -A /abs/ /rel/; echo x > /abs/new; echo y > /rel/new";
+    let out = images.run(&["--pull", "never", IMAGE, "-c", script]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Both resolve inside the root (to its own `host-secrets`): nothing of the host's is
+    // copied in, and nothing written reaches it.
+    assert!(!out.stdout.contains("secret"), "{out:?}");
+    let mut names: Vec<_> = std::fs::read_dir(&host)
+        .expect("host dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["secret"]);
+    images.assert_nothing_left();
+}
+
+#[test]
+fn an_image_volume_in_the_kernels_directories_is_refused_in_one_line() {
+    for volume in ["/proc/sys", "/dev", "relative"] {
+        let Some(images) = Images::new(&[&format!("--config.volume={volume}")]) else {
+            return;
+        };
+        let out = images.run(&["--pull", "never", IMAGE, "-c", "true"]);
+        assert_eq!(out.code, 125, "{volume}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{volume}: {out:?}");
+        assert!(out.stderr.contains("VOLUME"), "{volume}: {out:?}");
+        images.assert_nothing_left();
+    }
+}
+
+#[test]
+fn an_image_user_by_name_gets_its_supplementary_groups_from_etc_group() {
+    let Some(images) = Images::changed(&["--config.user=app"], |root| {
+        use std::io::Write as _;
+        let append = |file: &str, text: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(root.join(file))
+                .expect(file);
+            f.write_all(text.as_bytes()).expect(file);
+        };
+        append("etc/passwd", "app:x:1234:1234::/home/app:/bin/sh\n");
+        append(
+            "etc/group",
+            "app:x:1234:\naudio:x:63:app\nvideo:x:44:other,app\nstaff:x:50:other\n",
+        );
+    }) else {
+        return;
+    };
+    let script = "id -u; id -g; id -G | tr ' ' '\\n' | sort -n | tr '\\n' ' '";
+    let out = beside_podman(&images, &[], &["-c", script]);
+    assert_eq!(out, "1234\n1234\n44 63 1234 ", "{out:?}");
+    images.assert_nothing_left();
+}
+
+/// `TOOL ARGS...`, which must succeed; `None` after saying why where TOOL is missing.
+fn tool(name: &str, args: &[&str]) -> Option<()> {
+    let out = match Command::new(name).args(args).output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: {name} cannot run ({e})");
+            return None;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} {args:?}: {stderr}");
+    Some(())
+}
+
+/// The names of a `Loaded image: NAME` output, in order.
+fn loaded(out: &Outcome) -> Vec<String> {
+    assert_eq!(out.code, 0, "{out:?}");
+    let names = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Loaded image: "));
+    names.map(str::to_owned).collect()
+}
+
+#[test]
+fn image_load_names_skopeo_and_umoci_layouts_as_podman_does() {
+    let Some(images) = Images::new(&[]) else {
+        return;
+    };
+    let source = format!("oci:{}:configured", images.layout(IMAGE).display());
+    let podman = Podman::new(&images);
+    // skopeo writes the reference given after the layout's path as the ref.name, a tag
+    // alone or a whole reference; umoci a tag.
+    let cases = [
+        ("latest", "localhost/latest:latest"),
+        ("app:2", "localhost/app:2"),
+        ("docker.io/acme/app:2", "docker.io/acme/app:2"),
+        ("v3 (umoci)", "localhost/v3:latest"),
+    ];
+    for (n, (ref_name, expected)) in cases.iter().enumerate() {
+        let layout = images.scratch().join(format!("made-{n}"));
+        let layout_arg = layout.to_str().expect("utf-8");
+        if let Some(tag) = ref_name.strip_suffix(" (umoci)") {
+            let Some(()) = tool(
+                "skopeo",
+                &["copy", "-q", &source, &format!("oci:{layout_arg}:base")],
+            ) else {
+                return;
+            };
+            let Some(()) = tool(
+                "umoci",
+                &["tag", "--image", &format!("{layout_arg}:base"), tag],
+            ) else {
+                return;
+            };
+            tool("umoci", &["rm", "--image", &format!("{layout_arg}:base")]);
+        } else {
+            let target = format!("oci:{layout_arg}:{ref_name}");
+            let Some(()) = tool("skopeo", &["copy", "-q", &source, &target]) else {
+                return;
+            };
+        }
+        let archive = images.scratch().join(format!("made-{n}.tar"));
+        let archive_arg = archive.to_str().expect("utf-8");
+        tool("tar", &["-C", layout_arg, "-cf", archive_arg, "."]);
+        let ours = loaded(&images.out(&["image", "load", archive_arg]));
+        assert_eq!(ours, [*expected], "{ref_name}");
+        let listed = images.out(&["images"]);
+        let repository = expected.rsplit_once(':').map_or(*expected, |(r, _)| r);
+        assert!(listed.stdout.contains(repository), "{ref_name}: {listed:?}");
+        if let Some(podman) = &podman {
+            let mut load = podman.command();
+            load.args(["load", "-i", archive_arg]);
+            let theirs = loaded(&finish(load.spawn().expect("podman load")));
+            assert_eq!(ours, theirs, "{ref_name}: peapod, then podman");
+        }
+    }
     images.assert_nothing_left();
 }

@@ -392,3 +392,51 @@ fn publish_rootless_is_refused_in_one_line() {
     );
     rootfs.assert_nothing_left();
 }
+
+#[test]
+fn read_only_with_a_volume_at_a_new_path_makes_the_mount_point_as_runc_does() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let data = rootfs.scratch().join("data");
+    std::fs::create_dir(&data).expect("data");
+    let volume = format!("{}:/newdir", data.display());
+    let out = run_in(
+        &rootfs,
+        &["--read-only", "-v", &volume],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo written > /newdir/file && cat /newdir/file; touch /x 2>&1; true",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout, "written\ntouch: /x: Read-only file system\n",
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("file")).expect("file"),
+        "written\n"
+    );
+    // As runc: the mount point is made in the directory given, before its root is made
+    // read-only, and stays there, empty.
+    let left = std::fs::read_dir(rootfs.path.join("newdir")).expect("mount point");
+    assert_eq!(left.count(), 0);
+    assert!(!rootfs.path.join("x").exists());
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_named_volume_is_refused_and_an_anonymous_one_needs_an_image() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    // `NAME:/path` is a volume's name to docker and podman, never a relative path.
+    refused(
+        &rootfs,
+        "no named volumes",
+        &[&["-v", "data:/x"], &["--volume", "data:/x:ro"]],
+    );
+    refused(&rootfs, "anonymous volume", &[&["-v", "/cache"]]);
+}

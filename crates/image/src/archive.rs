@@ -634,14 +634,28 @@ fn json_of(source: &Source, bytes: &[u8], name: &str) -> Result<Value> {
 }
 
 /// The name a descriptor of an index carries: `io.containerd.image.name`, else
-/// `org.opencontainers.image.ref.name` when it is a full reference (not just a tag).
+/// `org.opencontainers.image.ref.name` read as podman reads it (see [`ref_name`]).
 fn descriptor_name(descriptor: &Value) -> Option<Reference> {
     let annotations = descriptor.get("annotations")?;
     let get = |key: &str| annotations.get(key).and_then(Value::as_str);
-    let full = get("io.containerd.image.name").or_else(|| {
-        get("org.opencontainers.image.ref.name").filter(|n| n.contains('/') || n.contains(':'))
-    })?;
-    full.parse().ok()
+    match get("io.containerd.image.name") {
+        Some(full) => full.parse().ok(),
+        None => ref_name(get("org.opencontainers.image.ref.name")?),
+    }
+}
+
+/// An `org.opencontainers.image.ref.name` as `podman load` names the image: a reference
+/// with a registry (`docker.io/acme/app:2`) as it is; one without (`app:2`, `acme/app`, or
+/// only a tag such as `latest`, as `skopeo copy ... oci:DIR:latest` and umoci write it) under
+/// `localhost/`, so `latest` is `localhost/latest:latest`. A name that is no reference
+/// leaves the image unnamed.
+fn ref_name(name: &str) -> Option<Reference> {
+    let first = name.split('/').next()?;
+    let has_registry = name.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    match has_registry {
+        true => name.parse().ok(),
+        false => format!("localhost/{name}").parse().ok(),
+    }
 }
 
 fn is_this_platform(descriptor: &Value) -> bool {
@@ -736,4 +750,29 @@ fn tempfile_in(dir: &Path, out: &Path) -> Result<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
     Ok(dir.join(format!(".{name}.{}.tmp", std::process::id())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ref_name_without_a_registry_is_named_under_localhost_as_podman_does() {
+        let name = |n: &str| ref_name(n).map(|r| r.whole());
+        assert_eq!(name("latest").as_deref(), Some("localhost/latest:latest"));
+        assert_eq!(name("app:2").as_deref(), Some("localhost/app:2"));
+        assert_eq!(
+            name("acme/app").as_deref(),
+            Some("localhost/acme/app:latest")
+        );
+        assert_eq!(
+            name("docker.io/acme/app:2").as_deref(),
+            Some("docker.io/acme/app:2")
+        );
+        assert_eq!(
+            name("registry:5000/app").as_deref(),
+            Some("registry:5000/app:latest")
+        );
+        assert_eq!(name("Not A Name"), None);
+    }
 }

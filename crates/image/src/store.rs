@@ -632,6 +632,12 @@ impl Store {
         Ok(self.root.join("containers").join(container_id))
     }
 
+    /// The directory holding the anonymous volumes of `container_id` (`containers/ID/volumes`),
+    /// which [`Store::release_container`] removes with the rest of its directory.
+    pub fn container_volumes_dir(&self, container_id: &str) -> Result<PathBuf> {
+        Ok(self.container_dir(container_id)?.join("volumes"))
+    }
+
     /// Records that `container_id` uses `image` (so `remove` refuses it) and makes its upper
     /// and work directories unless `read_only`.
     pub fn prepare_container(

@@ -651,7 +651,7 @@ fn image_root(plan: &PodPlan, c: &ContainerPlan) -> Result<Option<ImageRoot>, Ru
     Ok(Some(ImageRoot {
         store: store.clone(),
         image,
-        read_only: c.read_only_root,
+        volumes: Vec::new(),
     }))
 }
 

@@ -1,5 +1,6 @@
 //! `tmpcopyup`: a new tmpfs gets a copy of the directory it covers, as podman asks for the
-//! tmpfs mounts of `podman run --read-only` (`/tmp`, `/run`, ...).
+//! tmpfs mounts of `podman run --read-only` (`/tmp`, `/run`, ...); `copyup`: a new anonymous
+//! volume gets a copy of what the image has at its path, as Docker fills one.
 
 use std::fs;
 use std::io;

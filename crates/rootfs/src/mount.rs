@@ -114,6 +114,9 @@ impl Mount {
         } else {
             root.create_file(&self.destination)?
         });
+        if self.options.copyup && meta.is_dir() {
+            self.copy_up_into(source, &target)?;
+        }
         let mut flags = MsFlags::MS_BIND;
         if self.options.recursive {
             flags |= MsFlags::MS_REC;
@@ -144,6 +147,23 @@ impl Mount {
         }
         self.apply_recursive_attrs(root)?;
         self.apply_propagation(root)
+    }
+
+    /// `copyup`: what the root has at the destination (`target`, resolved inside the root),
+    /// copied into the source when that is an empty directory (a new anonymous volume);
+    /// links are copied as links, never followed. A source with anything in it is used as it
+    /// is, as Docker uses a volume that is not new.
+    fn copy_up_into(&self, source: &Path, target: &FdPath) -> Result<()> {
+        let error = |e: std::io::Error| Error::Mount {
+            what: format!("{} (copyup)", source.display()),
+            target: self.destination.clone(),
+            source: e,
+        };
+        let mut entries = std::fs::read_dir(source).map_err(error)?;
+        if entries.next().is_some() {
+            return Ok(());
+        }
+        crate::copy_up::copy_tree(Path::new(target.as_str()), source).map_err(error)
     }
 
     /// `rro`, `rnosuid`, ...: one `mount_setattr` on the new mount with `AT_RECURSIVE`, which

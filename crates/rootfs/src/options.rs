@@ -71,6 +71,10 @@ pub struct MountOptions {
     pub recursive_attrs: RecursiveAttrs,
     /// `tmpcopyup`: a tmpfs starts with a copy of what the rootfs has at its destination.
     pub tmpcopyup: bool,
+    /// `copyup` (peapod's, for anonymous volumes): a bind mount whose source is an empty
+    /// directory first gets a copy of what the rootfs has at its destination, as Docker
+    /// fills a new volume from the image.
+    pub copyup: bool,
 }
 
 /// `MOUNT_ATTR_*` bits to set and to clear, as `struct mount_attr` takes them.
@@ -135,6 +139,7 @@ impl Default for MountOptions {
             data: Vec::new(),
             recursive_attrs: RecursiveAttrs::default(),
             tmpcopyup: false,
+            copyup: false,
         }
     }
 }
@@ -187,6 +192,10 @@ impl MountOptions {
                 }
                 "notmpcopyup" => {
                     opts.tmpcopyup = false;
+                    continue;
+                }
+                "copyup" => {
+                    opts.copyup = true;
                     continue;
                 }
                 other => {

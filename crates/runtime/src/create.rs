@@ -117,6 +117,16 @@ pub(crate) fn create_recorded(
     let id: ContainerId = id.parse()?;
     // The state directory is the store's `<root>/<id>`, made below; its files are written
     // before the container's process mounts them.
+    let with_volumes;
+    let spec = match &options.image {
+        Some(image) if !image.volumes.is_empty() => {
+            with_volumes = image
+                .with_volumes(spec, id.as_str())
+                .map_err(Error::runtime)?;
+            &with_volumes
+        }
+        _ => spec,
+    };
     let with_etc;
     let spec = match options.etc == EtcFiles::default() {
         true => spec,

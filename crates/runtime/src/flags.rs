@@ -81,6 +81,8 @@ pub struct RunFlags {
     pub workdir: Option<PathBuf>,
     /// `--volume` and `--mount type=bind`.
     pub volumes: Vec<Volume>,
+    /// `--volume CTR` alone: an anonymous volume at CTR (with an image only), as Docker's.
+    pub anonymous_volumes: Vec<PathBuf>,
     /// `--tmpfs` and `--mount type=tmpfs`.
     pub tmpfs: Vec<Tmpfs>,
     /// `--sysctl KEY=VALUE`, into `linux.sysctl`.
@@ -173,7 +175,10 @@ pub fn refuse_with_bundle(args: &RunFlags) -> Result<()> {
         ("--hostname", args.hostname.is_some()),
         ("--env", !args.env.is_empty()),
         ("--workdir", args.workdir.is_some()),
-        ("--volume", !args.volumes.is_empty()),
+        (
+            "--volume",
+            !args.volumes.is_empty() || !args.anonymous_volumes.is_empty(),
+        ),
         ("--tmpfs", !args.tmpfs.is_empty()),
         ("--sysctl", !args.sysctls.is_empty()),
         ("--ulimit", !args.ulimits.is_empty()),
@@ -227,7 +232,78 @@ fn bind_mount(volume: &Volume) -> anyhow::Result<Mount> {
 /// The spec for `args` and the root `rootfs`: runc's defaults, rootless (a user namespace
 /// mapping the caller's ids) when `rootless`, then the flags.
 pub fn spec_from_flags(args: &RunFlags, rootfs: &Path, rootless: bool) -> Result<Spec> {
+    // An anonymous volume lives with a container's layers in the image store: a directory
+    // given as the root has none.
+    if let Some(path) = args.anonymous_volumes.first() {
+        return Err(Error::usage(anyhow::anyhow!(
+            "-v {} is an anonymous volume, which goes with an image: with --rootfs bind a \
+             host directory, -v HOST:CTR",
+            path.display()
+        )));
+    }
     spec_with_accounts(args, rootfs, rootfs, rootless)
+}
+
+/// What one `--volume` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeArg {
+    /// `HOST:CTR[:ro|rw]`: a bind mount of a host path.
+    Bind(Volume),
+    /// `CTR`: an anonymous volume.
+    Anonymous(PathBuf),
+}
+
+/// `--volume HOST:CTR[:ro|rw]` or `--volume CTR`, as Docker and podman read them: a host
+/// path starts with `/` or `.`; anything else there would name a volume, and named volumes
+/// are refused rather than read as a relative path.
+pub fn parse_volume(s: &str) -> std::result::Result<VolumeArg, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, container, readonly) = match parts.as_slice() {
+        [container] => return volume_path(container).map(VolumeArg::Anonymous),
+        [host, ctr] => (*host, *ctr, false),
+        [host, ctr, "ro"] => (*host, *ctr, true),
+        [host, ctr, "rw"] => (*host, *ctr, false),
+        [_, _, mode] => return Err(format!("unknown mode {mode:?} (expected ro or rw)")),
+        _ => return Err("expected HOST:CTR[:ro], or CTR for an anonymous volume".into()),
+    };
+    if host.is_empty() {
+        return Err("the host path is empty".into());
+    }
+    if !host.starts_with(['/', '.']) {
+        return Err(format!(
+            "{host:?} would name a volume, and peapod has no named volumes: give a host path \
+             (/abs or ./rel), or -v {container} for an anonymous volume"
+        ));
+    }
+    Ok(VolumeArg::Bind(Volume {
+        host: PathBuf::from(host),
+        container: absolute_target(container)?,
+        readonly,
+    }))
+}
+
+/// The path of an anonymous volume inside the container (`-v CTR`, an image's `Volumes`):
+/// absolute, without `..`, and neither `/` nor in the kernel's `/proc`, `/sys` or `/dev`.
+pub fn volume_path(s: &str) -> std::result::Result<PathBuf, String> {
+    use std::path::Component;
+    let path = absolute_target(s)?;
+    let mut clean = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => clean.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!("{s:?}: a volume path cannot contain .."))
+            }
+        }
+    }
+    let kernels = ["/proc", "/sys", "/dev"];
+    if clean == Path::new("/") || kernels.iter().any(|k| clean.starts_with(k)) {
+        return Err(format!(
+            "{s:?}: a volume cannot be /, or in /proc, /sys or /dev"
+        ));
+    }
+    Ok(clean)
 }
 
 /// [`spec_from_flags`], with user names looked up in `accounts` (a directory with the
@@ -876,6 +952,36 @@ mod tests {
             (d.container.as_path(), d.access.as_str()),
             (Path::new("/dev/zero"), "r")
         );
+    }
+
+    #[test]
+    fn volumes_are_binds_of_host_paths_or_anonymous_and_never_named() {
+        let bind = parse_volume("./data:/mnt:ro").expect("bind");
+        assert_eq!(
+            bind,
+            VolumeArg::Bind(Volume {
+                host: "./data".into(),
+                container: "/mnt".into(),
+                readonly: true
+            })
+        );
+        assert_eq!(
+            parse_volume("/var/lib/db/"),
+            Ok(VolumeArg::Anonymous("/var/lib/db".into()))
+        );
+        let named = parse_volume("data:/mnt").expect_err("named");
+        assert!(named.contains("no named volumes"), "{named}");
+        for bad in [
+            "/",
+            "/proc/x",
+            "/dev",
+            "/sys/fs",
+            "/a/../proc",
+            "rel",
+            "/a:rel",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

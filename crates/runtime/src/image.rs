@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use oci_spec::image::Config;
+use oci_spec::runtime::{Mount, MountBuilder, Spec};
 
 use crate::flags::RunFlags;
 use crate::security::parse_user;
@@ -153,20 +154,7 @@ pub fn spec_from_image(
 ) -> Result<(oci_spec::runtime::Spec, ImageRoot)> {
     let config = image.config.config().as_ref();
     let flags = run_flags(name, config, flags)?;
-    // Docker makes an anonymous volume for each; peapod has none yet. Said, never ignored:
-    // the path is whatever the layers have there, and what the container writes there lives
-    // in its writable layer and goes with it.
-    if let Some(volumes) = config.and_then(|c| c.volumes().as_ref()) {
-        if !volumes.is_empty() {
-            let paths: Vec<&str> = volumes.iter().map(String::as_str).collect();
-            tracing::warn!(
-                "image {name} declares VOLUME {}: no volume is made (peapod makes no \
-                 anonymous volumes yet); what is written there stays in the container's \
-                 writable layer and goes with it",
-                paths.join(" ")
-            );
-        }
-    }
+    let volumes = anonymous_volumes(name, config, &flags)?;
     let top = image.layers.last().ok_or_else(|| {
         Error::runtime(anyhow!(
             "image {name} has no layers: there is no root to run"
@@ -187,9 +175,50 @@ pub fn spec_from_image(
     let root = ImageRoot {
         store: store.to_owned(),
         image,
-        read_only: flags.read_only,
+        volumes,
     };
     Ok((spec, root))
+}
+
+/// The anonymous volumes of a container of the image `name` (configured by `config`), as
+/// Docker makes them: one for each of the image's `Volumes` that no mount of `flags` (`-v`,
+/// `--mount`, `--tmpfs`) is at, and one for each `-v CTR`. Each path is checked as
+/// [`crate::flags::volume_path`] checks a `-v CTR`.
+fn anonymous_volumes(
+    name: &str,
+    config: Option<&Config>,
+    flags: &RunFlags,
+) -> Result<Vec<PathBuf>> {
+    let declared = config.and_then(|c| c.volumes().as_ref());
+    let mounted = |path: &Path| {
+        let at = |m: &PathBuf| m.components().eq(path.components());
+        flags.volumes.iter().map(|v| &v.container).any(at)
+            || flags.tmpfs.iter().map(|t| &t.target).any(at)
+    };
+    let mut paths = Vec::new();
+    for declared in declared.into_iter().flatten() {
+        let path = crate::flags::volume_path(declared)
+            .map_err(|e| Error::runtime(anyhow!("image {name}: its VOLUME {e}")))?;
+        if !mounted(&path) {
+            paths.push(path);
+        }
+    }
+    // The config's Volumes are a JSON object, whose order the parser does not keep: in the
+    // order of their paths, so that a volume's directory is the same from run to run.
+    paths.sort();
+    for path in &flags.anonymous_volumes {
+        // Docker's "duplicate mount point": one of the two would hide the other.
+        if mounted(path) {
+            return Err(Error::usage(anyhow!(
+                "-v {}: another -v, --mount or --tmpfs is at that path",
+                path.display()
+            )));
+        }
+        if !paths.contains(path) {
+            paths.push(path.clone());
+        }
+    }
+    Ok(paths)
 }
 
 /// The file in a container's state directory naming the image store its layers are in,
@@ -202,15 +231,84 @@ const STORE_FILE: &str = "image-store";
 const MOUNT_POINT: &str = "rootfs";
 
 /// A container's root made of an image's layers: an overlay of them under a writable layer of
-/// the container's own in the image store (none with `read_only`).
+/// the container's own in the image store. A read-only root (the spec's `root.readonly`)
+/// has one too, as podman's: the mount points are made in it, and the root is then
+/// remounted read-only, so the container cannot write to it at all.
 #[derive(Debug, Clone)]
 pub struct ImageRoot {
     /// The image store's root directory.
     pub store: PathBuf,
     /// The image, as the store resolved it.
     pub image: peapod_image::Image,
-    /// No writable layer: the container cannot change its root at all.
-    pub read_only: bool,
+    /// Where the container's anonymous volumes are mounted (absolute, checked): a directory
+    /// of each, in the store beside its writable layer, filled with what the image has
+    /// there when the container is set up, and removed with the container.
+    pub volumes: Vec<PathBuf>,
+}
+
+/// The options of an anonymous volume's bind mount: `nosuid` and `nodev` as podman mounts
+/// one, and `copyup`, which fills an empty volume with the image's content at its path
+/// (see `peapod_rootfs::MountOptions::copyup`).
+const VOLUME_OPTIONS: [&str; 4] = ["rbind", "nosuid", "nodev", "copyup"];
+
+impl ImageRoot {
+    /// `spec` with a bind mount of each anonymous volume of container `id` (its directory
+    /// `STORE/containers/ID/volumes/N`, made by [`prepare`]); then the mounts after the
+    /// runtime's defaults in order of depth, as Docker orders them, so a volume at `/a` never
+    /// hides a mount at `/a/b`.
+    pub(crate) fn with_volumes(&self, spec: &Spec, id: &str) -> anyhow::Result<Spec> {
+        let mut spec = spec.clone();
+        if self.volumes.is_empty() {
+            return Ok(spec);
+        }
+        let dir = peapod_image::Store::open(&self.store)?.container_volumes_dir(id)?;
+        let defaults = peapod_container::default_spec(None)
+            .mounts()
+            .clone()
+            .unwrap_or_default();
+        let (mut mounts, mut others): (Vec<Mount>, Vec<Mount>) = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .cloned()
+            .partition(|m| defaults.contains(m));
+        for (n, path) in self.volumes.iter().enumerate() {
+            others.push(
+                MountBuilder::default()
+                    .destination(path.clone())
+                    .typ("bind")
+                    .source(dir.join(n.to_string()))
+                    .options(VOLUME_OPTIONS.map(str::to_owned).to_vec())
+                    .build()?,
+            );
+        }
+        others.sort_by_key(|m| m.destination().components().count());
+        mounts.extend(others);
+        spec.set_mounts(Some(mounts));
+        Ok(spec)
+    }
+}
+
+/// Makes the directories of `count` anonymous volumes in `dir` (0700, the store's), each
+/// 0755 until the image's content at its path gives it its own owner and mode.
+fn make_volume_dirs(dir: &Path, count: usize) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::DirBuilderExt as _;
+    if count == 0 {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot make {}", dir.display()))?;
+    for n in 0..count {
+        let volume = dir.join(n.to_string());
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&volume)
+            .with_context(|| format!("cannot make {}", volume.display()))?;
+    }
+    Ok(())
 }
 
 /// Prepares the layers of container `id` (whose state directory is `dir`): records the
@@ -226,7 +324,9 @@ pub(crate) fn prepare(
     let store_file = dir.join(STORE_FILE);
     write_lines(&store_file, &[&root.store])?;
     let store = peapod_image::Store::open(&root.store)?;
-    let layers = store.prepare_container(&root.image, id, root.read_only)?;
+    // A writable layer also for a read-only root: see `ImageRoot`.
+    let layers = store.prepare_container(&root.image, id, false)?;
+    make_volume_dirs(&store.container_volumes_dir(id)?, root.volumes.len())?;
     if let Some(work) = &layers.work {
         // The work directory is remembered too: see `release`.
         write_lines(&store_file, &[&root.store, work])?;
@@ -348,6 +448,37 @@ mod tests {
         c.set_env(Some(strings(&["A=1", "NOVALUE", "B=2"])));
         let merged = run_flags("img", Some(&c), RunFlags::default()).expect("merged");
         assert_eq!(merged.env, strings(&["A=1", "B=2"]));
+    }
+
+    #[test]
+    fn anonymous_volumes_are_the_images_unless_mounted_and_the_users() {
+        let mut c = config(&[], &["/bin/sh"]);
+        c.set_volumes(Some(strings(&["/data", "/cache/", "/logs"])));
+        let flags = RunFlags {
+            volumes: vec![crate::flags::Volume {
+                host: "/srv".into(),
+                container: "/data".into(),
+                readonly: false,
+            }],
+            tmpfs: vec![crate::flags::parse_tmpfs("/logs").expect("tmpfs")],
+            anonymous_volumes: vec!["/extra".into(), "/cache".into()],
+            ..RunFlags::default()
+        };
+        let paths = anonymous_volumes("img", Some(&c), &flags).expect("volumes");
+        assert_eq!(paths, [PathBuf::from("/cache"), PathBuf::from("/extra")]);
+        let duplicate = RunFlags {
+            anonymous_volumes: vec!["/logs".into()],
+            ..flags.clone()
+        };
+        let e = anonymous_volumes("img", Some(&c), &duplicate).expect_err("duplicate");
+        assert_eq!(e.exit_code(), 2, "{}", e.one_line());
+        c.set_volumes(Some(strings(&["/proc/sys"])));
+        let e = anonymous_volumes("img", Some(&c), &flags).expect_err("/proc");
+        assert!(
+            e.one_line().contains("image img: its VOLUME"),
+            "{}",
+            e.one_line()
+        );
     }
 
     #[test]
