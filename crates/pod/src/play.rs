@@ -63,7 +63,7 @@ impl std::fmt::Debug for Images<'_> {
 /// `network` the pod's network unless the manifest says `hostNetwork` (its published ports,
 /// resolver settings and host aliases are added to it). Every image the manifest names is
 /// brought into the store through `images` first, and pinned by its id for the pod's life,
-/// before anything is made.
+/// before anything is made. `log_opts` are the `--log-opt`s of its containers' logs.
 pub fn play(
     rt: &Runtime,
     file: &Path,
@@ -71,6 +71,7 @@ pub fn play(
     init_path: Option<&Path>,
     network: &NetworkOptions,
     images: &Images<'_>,
+    log_opts: &[String],
 ) -> Result<Option<String>, RuntimeError> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {}", file.display()))
@@ -118,6 +119,8 @@ pub fn play(
         record.shared.retain(|kind| kind != "net");
     }
     crate::network::check(&net, net.network != PodNetwork::Host)?;
+    crate::lifecycle::check_log_opts(log_opts)?;
+    record.log_opts = log_opts.to_vec();
     crate::network::reap(rt, &net.cni);
     pin_images(&mut plan, images)?;
     if plan.share_pid {

@@ -49,6 +49,15 @@ pub struct LogLimits {
     pub max_files: u32,
 }
 
+impl LogLimits {
+    /// The kubelet's defaults (`containerLogMaxSize` 10Mi, `containerLogMaxFiles` 5), for
+    /// the containers of a pod.
+    pub const KUBELET: LogLimits = LogLimits {
+        max_size: DEFAULT_MAX_SIZE,
+        max_files: 5,
+    };
+}
+
 impl Default for LogLimits {
     fn default() -> LogLimits {
         LogLimits {
@@ -152,6 +161,12 @@ impl LogWriter {
             size,
             limits,
         })
+    }
+
+    /// The descriptors it writes with (its directory and its file), for a process that is
+    /// to keep them.
+    pub(crate) fn fds(&self) -> [std::os::fd::RawFd; 2] {
+        [self.dir.as_raw_fd(), self.file.as_raw_fd()]
     }
 
     /// Appends one record (`content` without its newline; `partial` when the line goes on
