@@ -314,6 +314,7 @@ impl Pipe {
             if !self.line.is_empty() {
                 write(log, self.stream, true, &self.line);
             }
+            flush(log);
             self.line.clear();
             self.fd = None;
             return;
@@ -333,6 +334,17 @@ impl Pipe {
         while self.line.len() >= MAX_RECORD {
             write(log, self.stream, true, &self.line[..MAX_RECORD]);
             self.line.drain(..MAX_RECORD);
+        }
+        flush(log);
+    }
+}
+
+/// Writes the records gathered from one read; as [`write`], a failure gives the log up.
+fn flush(log: &mut Option<LogWriter>) {
+    if let Some(writer) = log {
+        if let Err(e) = writer.flush() {
+            tracing::warn!("cannot write the container's log: {e}");
+            *log = None;
         }
     }
 }
