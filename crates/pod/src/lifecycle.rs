@@ -140,8 +140,10 @@ pub(crate) fn make(
     net: &NetworkOptions,
 ) -> Result<PodEntry, RuntimeError> {
     let store = pods(rt)?;
-    // Before anything is made: a port someone has refuses the pod.
-    let held = crate::ports::claim(net)?;
+    // Before anything is made: a port someone has refuses the pod; a host port 0 (`-P`)
+    // becomes the free one the kernel picked.
+    let (held, net) = crate::ports::claim(net)?;
+    let net = &net;
     let entry = store.create(name)?;
     // The cgroup is recorded before it is made, so that `pod rm` finds it after a crash.
     let started = peapod_runtime::cgroups::locate_new_pod(name)

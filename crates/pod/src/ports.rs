@@ -28,13 +28,22 @@ use peapod_state::ProcessIdentity;
 use crate::network::NetworkOptions;
 use crate::PodRecord;
 
-/// Claims every host port the pod publishes (none on a network other than a CNI one).
-pub(crate) fn claim(options: &NetworkOptions) -> Result<Vec<HeldPort>, RuntimeError> {
+/// Claims every host port the pod publishes; the options with each host port 0 (docker's
+/// `-P`: any free one) replaced by the port the kernel picked.
+pub(crate) fn claim(
+    options: &NetworkOptions,
+) -> Result<(Vec<HeldPort>, NetworkOptions), RuntimeError> {
     let ports = options
         .ports
         .iter()
         .map(|p| (p.host_ip, p.host_port, p.protocol.as_str()));
-    peapod_net::ports::claim_all(ports).map_err(|e| RuntimeError::runtime(anyhow::Error::new(e)))
+    let held = peapod_net::ports::claim_all(ports)
+        .map_err(|e| RuntimeError::runtime(anyhow::Error::new(e)))?;
+    let mut options = options.clone();
+    for (mapping, held) in options.ports.iter_mut().zip(&held) {
+        mapping.host_port = held.port();
+    }
+    Ok((held, options))
 }
 
 /// Hands the claimed ports to the pod's port holder (see the module doc), which keeps them
@@ -82,6 +91,32 @@ fn wait_for_exit(process: ProcessIdentity, pidfd: Option<OwnedFd>) {
             while process.is_alive() {
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_port_0_becomes_the_free_port_claimed() {
+        let mapping = |host_port, protocol: &str| peapod_net::PortMapping {
+            host_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+            host_port,
+            container_port: 80,
+            protocol: protocol.to_owned(),
+        };
+        let options = NetworkOptions {
+            ports: vec![mapping(0, "tcp"), mapping(0, "udp")],
+            ..NetworkOptions::default()
+        };
+        let (held, resolved) = claim(&options).expect("claim");
+        assert_eq!(held.len(), 2);
+        for (held, mapping) in held.iter().zip(&resolved.ports) {
+            assert_ne!(mapping.host_port, 0);
+            assert_eq!(mapping.host_port, held.port());
+            assert_eq!(mapping.protocol, held.protocol());
         }
     }
 }
