@@ -190,6 +190,38 @@ fn pod_logs_follows_tails_and_gives_the_bytes_as_written_until_rm() {
     assert_ne!(out.code, 0, "{out:?}");
 }
 
+#[test]
+fn run_d_in_a_pod_keeps_its_log_within_the_pods_log_opts() {
+    let Some(mut pods) = Pods::new() else { return };
+    pods.create(
+        "small",
+        &["--log-opt", "max-size=64k", "--log-opt", "max-file=2"],
+    );
+    let script = "yes $(seq -s - 100) | head -c 2000000; echo; echo done";
+    let out = pods.run(
+        "small",
+        &pods.rootfs.path,
+        &["-d", "--name", "small-w"],
+        script,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // `run -d`'s monitor writes it: `wait` returns once it has recorded the exit.
+    let out = pods.peapod(&["wait", "small-w"]);
+    assert_eq!(out.stdout, "0\n", "{out:?}");
+    let last = stdout_bytes(&pods, &["pod", "logs", "--tail", "1", "small", "small-w"]);
+    assert_eq!(last, b"done\n");
+    let (files, total) = log_files(&pods.rootfs.state_root(), "small-w");
+    assert!(total <= 2 * (64 << 10), "{total} bytes in {files:?}");
+    assert_eq!(files.len(), 2, "{files:?}");
+    // A bad option is refused, naming it, and makes no pod.
+    let init = pods.init.display().to_string();
+    let args = ["pod", "create", "--init-path", &init, "--network", "none"];
+    let out = pods.peapod(&[&args[..], &["--log-opt", "max-size=1k", "tiny"]].concat());
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--log-opt max-size=1k"), "{out:?}");
+    pods.remove_all();
+}
+
 /// Kills a process the test spawned (by its PID) when dropped.
 struct ChildGuard(i32);
 
