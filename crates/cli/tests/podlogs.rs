@@ -118,7 +118,7 @@ spec:
     command: [/bin/sh, -c, 'printf \"bin \\377\\376\\n\"; echo one; echo err >&2; read line < /control/fifo; echo $line']
   - name: quiet
     image: ROOTFS
-    command: [/bin/sh, -c, 'echo hush']
+    command: [/bin/sh, -c, 'echo hush; exec sleep 1000']
 ";
 
 #[test]
@@ -170,10 +170,12 @@ fn pod_logs_follows_tails_and_gives_the_bytes_as_written_until_rm() {
         stdout_bytes(&pods, &["logs", "talk-talker"]),
         b"bin \xff\xfe\none\nerr\ntwo\n"
     );
+    wait_until("quiet's line", || {
+        stdout_bytes(&pods, &["pod", "logs", "-c", "quiet", "talk"]) == b"hush\n"
+    });
     let stamped = stdout_bytes(&pods, &["pod", "logs", "-t", "-c", "quiet", "talk"]);
     assert!(stamped.ends_with(b"Z hush\n"), "{stamped:?}");
     // Both, each line labelled.
-    wait_until("quiet's exit", || exited(&pods, "talk", "quiet"));
     let all = stdout_bytes(&pods, &["pod", "logs", "--tail", "1", "talk"]);
     assert_eq!(all, b"talker | two\nquiet | hush\n");
     // -f of a pod of several containers needs -c, as kubectl's.
@@ -181,10 +183,15 @@ fn pod_logs_follows_tails_and_gives_the_bytes_as_written_until_rm() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("-c (talker, quiet)"), "{out:?}");
 
-    // Removed with the container.
+    // Removed with the container; the copier of the one still running gone when `pod rm`
+    // returns.
     let state = pods.rootfs.state_root();
     assert!(!log_files(&state, "talk-talker").0.is_empty());
+    let writer = std::fs::read(state.join("talk-quiet/container.log.writer")).expect("writer");
+    let writer: peapod_state::ProcessIdentity = serde_json::from_slice(&writer).expect("json");
+    assert!(writer.is_alive(), "the copier of a running container");
     pods.remove_all();
+    assert!(!writer.is_alive(), "copier {writer:?} outlived pod rm");
     assert!(!state.join("talk-talker").exists());
     let out = pods.peapod(&["logs", "talk-talker"]);
     assert_ne!(out.code, 0, "{out:?}");

@@ -457,6 +457,14 @@ pub(crate) fn stop(
     if let Some(cgroup) = peapod_runtime::cgroups::open(&record.cgroup_paths)? {
         peapod_runtime::cgroups::empty(&cgroup, false)?;
     }
+    // The log copiers end once the pipes they drain are closed (all writers gone): waited
+    // for, not killed, so that the logs are whole and no copier outlives `pod stop`.
+    let copiers: Vec<ProcessIdentity> = record
+        .containers
+        .iter()
+        .filter_map(|m| peapod_runtime::logcopy::writer(&rt.root.join(&m.id)))
+        .collect();
+    peapod_runtime::wait_gone(&copiers, peapod_runtime::cgroups::TIMEOUT);
     // DEL while the network namespace is still pinned, so the plugins find its interface.
     let disconnected = network::disconnect(record);
     entry.save(record)?;

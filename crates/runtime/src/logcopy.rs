@@ -95,12 +95,16 @@ impl LogCopier {
     }
 }
 
-/// Whether the copier of the log in state directory `dir` still runs (its log may grow).
-pub(crate) fn writer_alive(dir: &Path) -> bool {
+/// The copier of the log in container state directory `dir`, if it has one.
+pub fn writer(dir: &Path) -> Option<ProcessIdentity> {
     std::fs::read(dir.join(WRITER_FILE))
         .ok()
         .and_then(|text| serde_json::from_slice::<ProcessIdentity>(&text).ok())
-        .is_some_and(|p| p.is_alive())
+}
+
+/// Whether the copier of the log in state directory `dir` still runs (its log may grow).
+pub(crate) fn writer_alive(dir: &Path) -> bool {
+    writer(dir).is_some_and(|p| p.is_alive())
 }
 
 /// The copier: both pipes into the log until both are closed.
