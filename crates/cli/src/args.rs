@@ -1183,6 +1183,10 @@ pub(crate) struct PodLogsArgs {
     /// Print each line's timestamp before it.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// The log of the container's run before the current one (a played pod's restarted
+    /// container), as kubectl logs --previous.
+    #[arg(short, long, conflicts_with = "follow")]
+    pub previous: bool,
     /// The pod's name.
     pub name: String,
     /// Only this container, as -c says.

@@ -135,6 +135,7 @@ pub(crate) fn dispatch(
                 container.as_deref(),
                 &query,
                 args.follow,
+                args.previous,
                 &mut out,
             );
             // A reader gone (`| head`) is no failure of ours.

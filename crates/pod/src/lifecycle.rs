@@ -696,20 +696,49 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
     })
 }
 
+/// Where the log of the run before the current one of played container `id` is kept.
+fn previous_log_dir(pod_dir: &Path, id: &str) -> PathBuf {
+    pod_dir.join("logs/previous").join(id)
+}
+
+/// Before played container `id` is made again (a restart), keeps the last file of its log
+/// (at most `max-size`) in the pod's directory, as the kubelet keeps the previous
+/// container's for `kubectl logs --previous`; replaced at each restart, removed with the pod.
+pub(crate) fn keep_previous_log(rt: &Runtime, pod_dir: &Path, id: &str) {
+    let from = rt.root.join(id).join(LOG_FILE);
+    if !from.exists() {
+        return;
+    }
+    let dir = previous_log_dir(pod_dir, id);
+    // Copied, not renamed: the pods' directory is a mount of its own.
+    let kept = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(&from, dir.join("log.tmp")))
+        .and_then(|_| std::fs::rename(dir.join("log.tmp"), dir.join(LOG_FILE)));
+    if let Err(e) = kept {
+        tracing::warn!("container {id}: cannot keep its previous log: {e}");
+    }
+}
+
 /// Writes the logs of pod `name`'s containers to `out` (see [`Runtime::logs`]): of the one
 /// whose id or name is `container`, as it wrote it; else of each in turn, each line after
-/// its container's label (`NAME | `). `follow` needs one container (as `kubectl logs`).
+/// its container's label (`NAME | `). `follow` needs one container (as `kubectl logs`);
+/// `previous` reads a played container's run before the current one instead.
 pub fn logs(
     rt: &Runtime,
     name: &str,
     container: Option<&str>,
     query: &LogQuery,
     follow: bool,
+    previous: bool,
     out: &mut dyn Write,
 ) -> Result<(), RuntimeError> {
     let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
     let record = record_of(&entry)?;
+    let pod_dir = entry.dir().to_owned();
     drop(entry);
+    if previous {
+        return previous_logs(&record, &pod_dir, container, query, out);
+    }
     let label = |m: &Member| m.name.clone().unwrap_or_else(|| m.id.clone());
     let members: Vec<&Member> = record
         .containers
@@ -744,6 +773,40 @@ pub fn logs(
         rt.logs(&member.id, query, false, &mut labelled)?;
     }
     Ok(())
+}
+
+/// `pod logs --previous`: the kept log of the run before the current one of the container
+/// whose id or name is `container` (which must be given, as `kubectl logs --previous`).
+fn previous_logs(
+    record: &PodRecord,
+    pod_dir: &Path,
+    container: Option<&str>,
+    query: &LogQuery,
+    out: &mut dyn Write,
+) -> Result<(), RuntimeError> {
+    let name = &record.name;
+    let Some(wanted) = container else {
+        return Err(RuntimeError::usage(anyhow!(
+            "--previous: name the container with -c"
+        )));
+    };
+    let member = record
+        .containers
+        .iter()
+        .find(|m| m.id == wanted || m.name.as_deref() == Some(wanted))
+        .ok_or_else(|| RuntimeError::runtime(anyhow!("pod {name} has no container {wanted}")))?;
+    let dir = previous_log_dir(pod_dir, &member.id);
+    if !dir.join(LOG_FILE).exists() {
+        return Err(RuntimeError::runtime(anyhow!(
+            "container {wanted} of pod {name} has no previous run"
+        )));
+    }
+    match peapod_runtime::logfile::print(&dir, query, out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(RuntimeError::runtime(
+            anyhow!("cannot read the previous log of {wanted}: {e}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A writer putting `label` before every line of what goes through it.

@@ -436,9 +436,10 @@ fn wait_exit(pid: Pid, signals: &mut SignalFd) -> Result<i32, RuntimeError> {
 fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<Pid, RuntimeError> {
     let id = container_id(plan, c);
     let cid: ContainerId = id.parse()?;
-    // The record of an earlier run of it (a restart).
-    rt.delete(cid.as_str(), true)?;
     let pod_dir = pods(rt)?.dir().join(&plan.name);
+    // The record of an earlier run of it (a restart), its log kept as the previous one.
+    crate::lifecycle::keep_previous_log(rt, &pod_dir, cid.as_str());
+    rt.delete(cid.as_str(), true)?;
     let image = image_root(plan, c)?;
     let mut spec = spec(plan, c, &pod_dir, image.as_ref()).map_err(RuntimeError::runtime)?;
     let attached = attach(rt, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;

@@ -303,6 +303,12 @@ fn open_for_reading(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Writes the records of the log in `dir` (a container's state directory, or where its
+/// `container.log` was kept) to `out` as the container wrote them.
+pub fn print(dir: &Path, query: &LogQuery, out: &mut dyn Write) -> io::Result<()> {
+    copy(dir, query, out, None)
+}
+
 /// Writes the records of the log in `dir` to `out` as the container wrote them; with
 /// `follow`, keeps reading what comes until `done()` says the writer is gone, and the file
 /// is drained.
