@@ -55,7 +55,9 @@ pub fn spawn(name: &CStr, keep: &[RawFd], job: impl FnOnce() -> i32) -> Result<P
             }
             drop(report_write);
             detach_from_caller(name, keep);
-            exit_now(job())
+            // A panic must not unwind into the caller's code, which would then run twice.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            exit_now(code.unwrap_or(101))
         }
     }
 }
