@@ -952,7 +952,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub rm: bool,
     /// With --detach: max-size=SIZE (rotate the log at SIZE; default 10m) or max-file=N
-    /// (keep N files; default 1).
+    /// (keep N files; default 1, in a pod the pod's: 5 unless its --log-opt says).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opt: Vec<String>,
     /// IMAGE [CMD [ARG...]]; with --rootfs DIR, CMD [ARG...] (after --); with a bundle
@@ -1069,8 +1069,20 @@ pub(crate) struct PodCreateArgs {
     pub dns: DnsArgs,
     #[command(flatten)]
     pub cni: CniArgs,
+    #[command(flatten)]
+    pub log: PodLogOptArgs,
     /// The pod's name.
     pub name: String,
+}
+
+/// `--log-opt` of a pod: the limits of its detached containers' logs.
+#[derive(Debug, Args)]
+pub(crate) struct PodLogOptArgs {
+    /// max-size=SIZE (rotate each container's log at SIZE; default 10m, the kubelet's
+    /// containerLogMaxSize) or max-file=N (keep N files; default 5, its
+    /// containerLogMaxFiles); repeatable.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
 }
 
 /// `--dns`, `--dns-search` and `--add-host`: what the pod's `/etc/resolv.conf` and
@@ -1178,9 +1190,30 @@ pub(crate) struct PodRmArgs {
 /// `peapod pod logs`.
 #[derive(Debug, Args)]
 pub(crate) struct PodLogsArgs {
+    /// Only this container (its name in the manifest, or its id).
+    #[arg(short = 'c', long = "container", value_name = "NAME")]
+    pub container_flag: Option<String>,
+    /// Keep printing what it writes, until it has exited (needs one container).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines of each container ("all": every one).
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_tail)]
+    pub tail: Option<usize>,
+    /// Only lines since this time: RFC 3339 (2026-12-06T14:00:00Z), seconds since the epoch,
+    /// or a duration ago (10m, 90s, 2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Print each line's timestamp before it.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The log of the container's run before the current one (a played pod's restarted
+    /// container), as kubectl logs --previous.
+    #[arg(short, long, conflicts_with = "follow")]
+    pub previous: bool,
     /// The pod's name.
     pub name: String,
-    /// Only this container (its name in the manifest, or its id).
+    /// Only this container, as -c says.
+    #[arg(conflicts_with = "container_flag")]
     pub container: Option<String>,
 }
 
@@ -1205,6 +1238,8 @@ pub(crate) struct PodPlayArgs {
     pub network: Option<PodNetwork>,
     #[command(flatten)]
     pub cni: CniArgs,
+    #[command(flatten)]
+    pub log: PodLogOptArgs,
     /// The manifest (YAML): Pods, ConfigMaps, Secrets, Deployments, ReplicaSets,
     /// StatefulSets, DaemonSets and Jobs, as `kubectl apply -f` takes them.
     pub file: PathBuf,

@@ -30,7 +30,11 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         )));
     }
     let image_flags = args.entrypoint.is_some() || args.pull != PullPolicy::Missing;
-    let mut limits = peapod_runtime::logfile::LogLimits::default();
+    // In a pod, the pod's limits (the kubelet's defaults unless its --log-opt said).
+    let mut limits = match (&args.pod, args.detach) {
+        (Some(pod), true) => peapod_pod::log_limits(rt, pod)?,
+        _ => peapod_runtime::logfile::LogLimits::default(),
+    };
     for opt in &args.log_opt {
         limits.apply(opt).map_err(Error::usage)?;
     }
@@ -120,19 +124,19 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     };
     let mut image_root = None;
     let mut exposed: Vec<crate::ports::Exposed> = args.expose.into_iter().flatten().collect();
-    // A friendly detached run (an image or --rootfs, not in a pod) gets docker's: a log of
-    // its own and a monitor; runc's `run -d ID` of a bundle keeps the caller's stdio, as
-    // containerd and podman expect.
+    // A friendly detached run (an image or --rootfs, in a pod or not) gets docker's: a log
+    // of its own and a monitor; runc's `run -d ID` of a bundle keeps the caller's stdio, as
+    // containerd and podman expect (in a pod, its output goes to a log through a copier).
     let friendly = !matches!(target, RunTarget::Bundle { .. });
-    let logged = args.detach && friendly && args.pod.is_none();
+    let logged = args.detach && friendly;
     if args.detach && args.rm && !logged {
         return Err(Error::usage(anyhow!(
-            "--rm with --detach needs an image or --rootfs, outside a pod"
+            "--rm with --detach needs an image or --rootfs"
         )));
     }
     if !args.log_opt.is_empty() && !logged {
         return Err(Error::usage(anyhow!(
-            "--log-opt is for --detach with an image or --rootfs, outside a pod"
+            "--log-opt is for --detach with an image or --rootfs"
         )));
     }
     let (id, mut spec, bundle) = match target {
@@ -322,7 +326,20 @@ fn etc_files(
 
 /// `peapod logs`.
 pub(crate) fn logs(rt: &Runtime, args: LogsArgs) -> Result<i32, Error> {
-    let since = match &args.since {
+    let query = log_query(args.tail, args.since.as_deref(), args.timestamps)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    rt.logs(&args.id, &query, args.follow, &mut out)?;
+    Ok(0)
+}
+
+/// What `logs` and `pod logs` print: `--tail`, `--since` (checked), `--timestamps`.
+pub(crate) fn log_query(
+    tail: Option<usize>,
+    since: Option<&str>,
+    timestamps: bool,
+) -> Result<peapod_runtime::logfile::LogQuery, Error> {
+    let since = match since {
         Some(text) => Some(
             peapod_runtime::logfile::parse_since(text, std::time::SystemTime::now()).ok_or_else(
                 || {
@@ -335,15 +352,11 @@ pub(crate) fn logs(rt: &Runtime, args: LogsArgs) -> Result<i32, Error> {
         ),
         None => None,
     };
-    let query = peapod_runtime::logfile::LogQuery {
-        tail: args.tail,
+    Ok(peapod_runtime::logfile::LogQuery {
+        tail,
         since,
-        timestamps: args.timestamps,
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    rt.logs(&args.id, &query, args.follow, &mut out)?;
-    Ok(0)
+        timestamps,
+    })
 }
 
 /// `peapod wait`: each exit status, one a line, as docker prints them.

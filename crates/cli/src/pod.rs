@@ -40,6 +40,7 @@ pub(crate) fn dispatch(
                     cni: args.cni.cni(),
                     hostname: None,
                 },
+                log_opts: args.log.log_opts,
             };
             peapod_pod::create(rt, &options)?;
         }
@@ -124,17 +125,27 @@ pub(crate) fn dispatch(
         PodCommand::Stop(args) => peapod_pod::stop_pod(rt, &args.name, args.timeout)?,
         PodCommand::Rm(args) => peapod_pod::remove(rt, &args.name, args.force)?,
         PodCommand::Logs(args) => {
-            let logs = peapod_pod::logs(rt, &args.name, args.container.as_deref())?;
-            let mut out = std::io::stdout().lock();
-            for log in logs {
-                // One container's log as it is; several, each line labelled.
-                if args.container.is_some() {
-                    let _ = out.write_all(log.text.as_bytes());
-                    continue;
+            let query = crate::oci::log_query(args.tail, args.since.as_deref(), args.timestamps)?;
+            let container = args.container_flag.or(args.container);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let written = peapod_pod::logs(
+                rt,
+                &args.name,
+                container.as_deref(),
+                &query,
+                args.follow,
+                args.previous,
+                &mut out,
+            );
+            // A reader gone (`| head`) is no failure of ours.
+            match out.flush() {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(Error::runtime(anyhow::anyhow!(
+                        "cannot write the logs: {e}"
+                    )))
                 }
-                for line in log.text.lines() {
-                    let _ = writeln!(out, "{} | {line}", log.label);
-                }
+                _ => written?,
             }
         }
         PodCommand::Play(args) => {
@@ -155,6 +166,7 @@ pub(crate) fn dispatch(
                 replace: args.replace,
                 configmaps: &args.configmap,
                 init_path: args.init_path.as_deref(),
+                log_opts: &args.log.log_opts,
             };
             for name in peapod_pod::play(rt, &play, &network, &images)? {
                 outln!("{name}");

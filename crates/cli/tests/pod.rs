@@ -369,7 +369,17 @@ fn pod_play_runs_init_containers_first_and_restarts_on_failure() {
     assert_eq!(by_name("prepare")["status"], "stopped", "{ps}");
     assert_eq!(by_name("prepare")["init"], true, "{ps}");
     assert_eq!(by_name("main")["status"], "running", "{ps}");
-    assert!(pods.logs("played", "flaky").matches("attempt").count() >= 2);
+    // Each run of it has a log of its own, as `kubectl logs` shows the current one.
+    // (Between two runs it does not exist.)
+    wait_until("flaky's log", || {
+        let out = pods.peapod(&["pod", "logs", "played", "flaky"]);
+        out.code == 0 && out.stdout == "attempt\n"
+    });
+    // The run before, kept as the kubelet keeps it for `kubectl logs --previous`.
+    let previous = pods.peapod(&["pod", "logs", "--previous", "-c", "flaky", "played"]);
+    assert_eq!(previous.stdout, "attempt\n", "{previous:?}");
+    let never = pods.peapod(&["pod", "logs", "--previous", "-c", "main", "played"]);
+    assert!(never.stderr.contains("has no previous run"), "{never:?}");
     let down = pods.peapod(&["pod", "play", "--down", &file_arg]);
     assert_eq!(down.code, 0, "{down:?}");
     pods.names.clear();

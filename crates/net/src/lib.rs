@@ -10,6 +10,7 @@
 //!   timeout. A failed ADD is followed by a DEL.
 //! - Each attachment is cached on disk ([`CacheEntry`], as libcni's `results/` cache) before
 //!   its first plugin runs, so that DEL runs with exactly what ADD had, also after a crash.
+//! - [`ports`]: the host ports a pod publishes, checked free and held ([`ports::claim`]).
 //! - [`etc`]: `/etc/hosts` and `/etc/resolv.conf` (loopback resolvers replaced by the
 //!   upstream ones, as podman does).
 //!
@@ -40,6 +41,7 @@ mod config;
 mod error;
 pub mod etc;
 mod exec;
+pub mod ports;
 
 pub use cache::{
     entries as cache_entries, load as load_cache_entry, path as cache_path, CacheEntry,

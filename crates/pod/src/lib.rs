@@ -46,6 +46,7 @@
 //!     init_path: Some("/usr/lib/peapod/peapod-init".into()),
 //!     limits: Default::default(),
 //!     network: Default::default(),
+//!     log_opts: Vec::new(),
 //! };
 //! peapod_pod::create(&rt, &pod)?;
 //! let mut pids = Vec::new();
@@ -85,6 +86,7 @@ mod manifest;
 mod network;
 mod pin;
 mod play;
+mod ports;
 mod record;
 mod store;
 mod subpath;
@@ -94,8 +96,8 @@ pub use documents::{parse_file, Documents, Owner, PlannedPod};
 pub use error::{Error, Result};
 pub use explain::{explain, Explained};
 pub use lifecycle::{
-    attach, create, details, join, list, logs, remove, stop_pod, Attached, MemberDetails,
-    MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
+    attach, create, details, join, list, log_limits, logs, remove, stop_pod, Attached,
+    MemberDetails, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
 };
 pub use manifest::{
     parse as parse_manifest, ContainerPlan, ImageSource, ManifestError, MountPlan, NetworkPlan,

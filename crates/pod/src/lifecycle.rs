@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,8 @@ use peapod_state::{ContainerId, ProcessIdentity, Status};
 use serde::Serialize;
 
 use peapod_runtime::flags::{with_limits, Limits};
+use peapod_runtime::logcopy::LogCopier;
+use peapod_runtime::logfile::{LogLimits, LogQuery, LOG_FILE};
 use peapod_runtime::{Error as RuntimeError, Runtime};
 
 use crate::infra;
@@ -68,6 +71,24 @@ pub struct PodOptions {
     pub limits: Limits,
     /// Its network, published ports and `/etc` files.
     pub network: NetworkOptions,
+    /// `--log-opt max-size=SIZE`, `max-file=N`: its detached containers' logs, over the
+    /// kubelet's defaults.
+    pub log_opts: Vec<String>,
+}
+
+/// Checks a pod's `--log-opt`s (see [`PodRecord::log_limits`]).
+pub(crate) fn check_log_opts(opts: &[String]) -> Result<(), RuntimeError> {
+    let mut limits = peapod_runtime::logfile::LogLimits::KUBELET;
+    for opt in opts {
+        limits.apply(opt).map_err(RuntimeError::usage)?;
+    }
+    Ok(())
+}
+
+/// The limits of the logs of pod `name`'s containers (`run -d --pod`).
+pub fn log_limits(rt: &Runtime, name: &str) -> Result<LogLimits, RuntimeError> {
+    let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
+    Ok(record_of(&entry)?.log_limits())
 }
 
 /// Makes a pod (`peapod pod create`): its cgroup and its infra process in new namespaces of
@@ -95,8 +116,10 @@ pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
         share.retain(|ns| *ns != Namespace::Net);
     }
     network::check(&args.network, share.contains(&Namespace::Net))?;
+    check_log_opts(&args.log_opts)?;
     network::reap(rt, &args.network.cni);
     let mut record = PodRecord::new(&name);
+    record.log_opts = args.log_opts.clone();
     record.hostname = uts.then(|| args.hostname.clone().unwrap_or_else(|| name.to_string()));
     record.shared = share.iter().map(ToString::to_string).collect();
     record.shared.dedup();
@@ -117,6 +140,10 @@ pub(crate) fn make(
     net: &NetworkOptions,
 ) -> Result<PodEntry, RuntimeError> {
     let store = pods(rt)?;
+    // Before anything is made: a port someone has refuses the pod; a host port 0 (`-P`)
+    // becomes the free one the kernel picked.
+    let (held, net) = crate::ports::claim(net)?;
+    let net = &net;
     let entry = store.create(name)?;
     // The cgroup is recorded before it is made, so that `pod rm` finds it after a crash.
     let started = peapod_runtime::cgroups::locate_new_pod(name)
@@ -126,6 +153,8 @@ pub(crate) fn make(
         })
         .and_then(|()| peapod_runtime::cgroups::create_pod(name, resources))
         .and_then(|_| infra::start(&entry, &mut record, init))
+        .and_then(|()| crate::ports::hold(held, &mut record))
+        .and_then(|()| Ok(entry.save(&record)?))
         .and_then(|()| network::connect(rt, &entry, &mut record, net));
     match started {
         Ok(()) => Ok(entry),
@@ -186,15 +215,18 @@ pub fn join(spec: &mut Spec, record: &PodRecord, pod_dir: &Path) -> Result<(), R
 }
 
 /// A container being added to a pod: holds the pod's lock (so that `pod rm` waits until the
-/// container is recorded) and, for a detached container, points stdout and stderr at its log
-/// file while the container process is made. Dropping it releases both.
+/// container is recorded) and, for a detached container, points stdout and stderr at the
+/// pipes of its log while the container process is made. Dropping it (the container made)
+/// releases both and starts the copier of the pipes into the container's log
+/// ([`peapod_runtime::logcopy`]); [`Attached::abandon`] when it was not made.
 #[derive(Debug)]
 pub struct Attached {
     entry: PodEntry,
     record: PodRecord,
     cgroup: Option<Cgroup>,
     id: String,
-    _stdio: Option<Stdio>,
+    root: PathBuf,
+    log: Option<(Stdio, LogCopier)>,
 }
 
 /// Adds container `id` to pod `pod`: checks that the pod runs, records the member (before
@@ -240,16 +272,12 @@ pub fn attach(
         }),
     }
     entry.save(&record)?;
-    let stdio = match detach {
+    let log = match detach {
         true => {
-            let logs = entry.subdir("logs")?;
-            let log = File::options()
-                .create(true)
-                .append(true)
-                .open(logs.join(format!("{id}.log")))
-                .context("cannot open the container's log file")
+            let (output, copier) = peapod_runtime::logcopy::pipes(record.log_limits())?;
+            let stdio = Stdio::redirect_output(&output.stdout, &output.stderr)
                 .map_err(RuntimeError::runtime)?;
-            Some(Stdio::redirect(Some(&log)).map_err(RuntimeError::runtime)?)
+            Some((stdio, copier))
         }
         false => None,
     };
@@ -258,7 +286,8 @@ pub fn attach(
         record,
         cgroup,
         id: id.to_owned(),
-        _stdio: stdio,
+        root: rt.root.clone(),
+        log,
     })
 }
 
@@ -270,8 +299,24 @@ impl Attached {
 
     /// The container could not be made: it is no member after all.
     pub fn abandon(mut self) {
+        self.log = None;
         self.record.containers.retain(|m| m.id != self.id);
         let _ = self.entry.save(&self.record);
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let Some((stdio, copier)) = self.log.take() else {
+            return;
+        };
+        // Ours back first: only the container holds the pipes' write ends now, so that they
+        // close when its processes are gone.
+        drop(stdio);
+        let rt = Runtime::new(self.root.clone(), false);
+        if let Err(e) = copier.spawn(&rt, &self.id) {
+            tracing::warn!("container {}: {}", self.id, e.one_line());
+        }
     }
 }
 
@@ -285,21 +330,35 @@ pub(crate) struct Stdio {
 
 impl Stdio {
     pub(crate) fn redirect(out: Option<&File>) -> anyhow::Result<Stdio> {
-        use nix::fcntl::{fcntl, FcntlArg};
-        use std::os::fd::FromRawFd;
         let null = File::options()
             .read(true)
             .write(true)
             .open("/dev/null")
             .context("cannot open /dev/null")?;
+        let out: RawFd = out.map_or(null.as_raw_fd(), AsRawFd::as_raw_fd);
+        Self::redirect_to(null.as_raw_fd(), out, out)
+    }
+
+    /// Stdin from `/dev/null`, stdout and stderr to the two descriptors (a container's log
+    /// pipes).
+    pub(crate) fn redirect_output(out: &OwnedFd, err: &OwnedFd) -> anyhow::Result<Stdio> {
+        let null = File::options()
+            .read(true)
+            .open("/dev/null")
+            .context("cannot open /dev/null")?;
+        Self::redirect_to(null.as_raw_fd(), out.as_raw_fd(), err.as_raw_fd())
+    }
+
+    fn redirect_to(stdin: RawFd, stdout: RawFd, stderr: RawFd) -> anyhow::Result<Stdio> {
+        use nix::fcntl::{fcntl, FcntlArg};
+        use std::os::fd::FromRawFd;
         let mut saved = Vec::new();
         for fd in 0..3 {
             let copy = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3)).context("cannot save stdio")?;
             // SAFETY: fcntl returned a fresh descriptor that nothing else owns.
             saved.push(unsafe { OwnedFd::from_raw_fd(copy) });
         }
-        let out: RawFd = out.map_or(null.as_raw_fd(), AsRawFd::as_raw_fd);
-        for (fd, from) in [(0, null.as_raw_fd()), (1, out), (2, out)] {
+        for (fd, from) in [(0, stdin), (1, stdout), (2, stderr)] {
             nix::unistd::dup2(from, fd).context("cannot redirect stdio")?;
         }
         Ok(Stdio { saved })
@@ -376,6 +435,9 @@ pub(crate) fn stop(
     }
     let mut all = processes;
     all.extend(record.infra);
+    // The port holder ends with the infra process; waited for, so that the ports are free
+    // when this returns.
+    all.extend(record.port_holder);
     // peapod-init -P ends on SIGTERM; SIGKILL leaves it no choice.
     signal_all(&all, Signal::SIGKILL);
     if !peapod_runtime::wait_gone(&all, peapod_runtime::cgroups::TIMEOUT) {
@@ -395,6 +457,14 @@ pub(crate) fn stop(
     if let Some(cgroup) = peapod_runtime::cgroups::open(&record.cgroup_paths)? {
         peapod_runtime::cgroups::empty(&cgroup, false)?;
     }
+    // The log copiers end once the pipes they drain are closed (all writers gone): waited
+    // for, not killed, so that the logs are whole and no copier outlives `pod stop`.
+    let copiers: Vec<ProcessIdentity> = record
+        .containers
+        .iter()
+        .filter_map(|m| peapod_runtime::logcopy::writer(&rt.root.join(&m.id)))
+        .collect();
+    peapod_runtime::wait_gone(&copiers, peapod_runtime::cgroups::TIMEOUT);
     // DEL while the network namespace is still pinned, so the plugins find its interface.
     let disconnected = network::disconnect(record);
     entry.save(record)?;
@@ -628,47 +698,149 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
     })
 }
 
-/// The log of one container of a pod: its label (its name in the manifest, else its id) and
-/// what it wrote while detached.
-#[derive(Debug)]
-pub struct MemberLog {
-    /// Its name in the manifest, else its id.
-    pub label: String,
-    /// Its output.
-    pub text: String,
+/// Where the log of the run before the current one of played container `id` is kept.
+fn previous_log_dir(pod_dir: &Path, id: &str) -> PathBuf {
+    pod_dir.join("logs/previous").join(id)
 }
 
-/// The logs of pod `name`'s containers, or of the one whose id or name is `container`.
+/// Before played container `id` is made again (a restart), keeps the last file of its log
+/// (at most `max-size`) in the pod's directory, as the kubelet keeps the previous
+/// container's for `kubectl logs --previous`; replaced at each restart, removed with the pod.
+pub(crate) fn keep_previous_log(rt: &Runtime, pod_dir: &Path, id: &str) {
+    let from = rt.root.join(id).join(LOG_FILE);
+    if !from.exists() {
+        return;
+    }
+    let dir = previous_log_dir(pod_dir, id);
+    // Copied, not renamed: the pods' directory is a mount of its own.
+    let kept = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(&from, dir.join("log.tmp")))
+        .and_then(|_| std::fs::rename(dir.join("log.tmp"), dir.join(LOG_FILE)));
+    if let Err(e) = kept {
+        tracing::warn!("container {id}: cannot keep its previous log: {e}");
+    }
+}
+
+/// Writes the logs of pod `name`'s containers to `out` (see [`Runtime::logs`]): of the one
+/// whose id or name is `container`, as it wrote it; else of each in turn, each line after
+/// its container's label (`NAME | `). `follow` needs one container (as `kubectl logs`);
+/// `previous` reads a played container's run before the current one instead.
 pub fn logs(
     rt: &Runtime,
     name: &str,
     container: Option<&str>,
-) -> Result<Vec<MemberLog>, RuntimeError> {
+    query: &LogQuery,
+    follow: bool,
+    previous: bool,
+    out: &mut dyn Write,
+) -> Result<(), RuntimeError> {
     let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
     let record = record_of(&entry)?;
-    let dir = entry.dir().join("logs");
+    let pod_dir = entry.dir().to_owned();
     drop(entry);
-    let members: Vec<&Member> = match container {
-        Some(wanted) => {
-            let found: Vec<&Member> = record
-                .containers
-                .iter()
-                .filter(|m| m.id == wanted || m.name.as_deref() == Some(wanted))
-                .collect();
-            if found.is_empty() {
-                return Err(RuntimeError::runtime(anyhow!(
-                    "pod {name} has no container {wanted}"
-                )));
-            }
-            found
+    if previous {
+        return previous_logs(&record, &pod_dir, container, query, out);
+    }
+    let label = |m: &Member| m.name.clone().unwrap_or_else(|| m.id.clone());
+    let members: Vec<&Member> = record
+        .containers
+        .iter()
+        .filter(|m| container.map_or(true, |c| m.id == c || m.name.as_deref() == Some(c)))
+        .filter(|m| rt.exists(&m.id))
+        .collect();
+    let wanted_one = match (container, members.as_slice()) {
+        (Some(c), []) => {
+            return Err(RuntimeError::runtime(anyhow!(
+                "pod {name} has no container {c}"
+            )))
         }
-        None => record.containers.iter().collect(),
+        (Some(_), [one]) => Some(*one),
+        (None, [_, _, ..]) if follow => {
+            let names: Vec<String> = members.iter().map(|m| label(m)).collect();
+            return Err(RuntimeError::usage(anyhow!(
+                "pod {name} has several containers: name the one to follow with -c ({})",
+                names.join(", ")
+            )));
+        }
+        (None, [one]) if follow => Some(*one),
+        _ => None,
     };
-    Ok(members
-        .into_iter()
-        .map(|m| MemberLog {
-            label: m.name.clone().unwrap_or_else(|| m.id.clone()),
-            text: std::fs::read_to_string(dir.join(format!("{}.log", m.id))).unwrap_or_default(),
-        })
-        .collect())
+    if let Some(member) = wanted_one {
+        return rt.logs(&member.id, query, follow, out);
+    }
+    // A container run in the foreground keeps no log.
+    let logged = |m: &&&Member| rt.root.join(&m.id).join(LOG_FILE).exists();
+    for member in members.iter().filter(logged) {
+        let mut labelled = Labelled::new(out, format!("{} | ", label(member)));
+        rt.logs(&member.id, query, false, &mut labelled)?;
+    }
+    Ok(())
+}
+
+/// `pod logs --previous`: the kept log of the run before the current one of the container
+/// whose id or name is `container` (which must be given, as `kubectl logs --previous`).
+fn previous_logs(
+    record: &PodRecord,
+    pod_dir: &Path,
+    container: Option<&str>,
+    query: &LogQuery,
+    out: &mut dyn Write,
+) -> Result<(), RuntimeError> {
+    let name = &record.name;
+    let Some(wanted) = container else {
+        return Err(RuntimeError::usage(anyhow!(
+            "--previous: name the container with -c"
+        )));
+    };
+    let member = record
+        .containers
+        .iter()
+        .find(|m| m.id == wanted || m.name.as_deref() == Some(wanted))
+        .ok_or_else(|| RuntimeError::runtime(anyhow!("pod {name} has no container {wanted}")))?;
+    let dir = previous_log_dir(pod_dir, &member.id);
+    if !dir.join(LOG_FILE).exists() {
+        return Err(RuntimeError::runtime(anyhow!(
+            "container {wanted} of pod {name} has no previous run"
+        )));
+    }
+    match peapod_runtime::logfile::print(&dir, query, out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(RuntimeError::runtime(
+            anyhow!("cannot read the previous log of {wanted}: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A writer putting `label` before every line of what goes through it.
+struct Labelled<'a> {
+    out: &'a mut dyn Write,
+    label: String,
+    at_line_start: bool,
+}
+
+impl<'a> Labelled<'a> {
+    fn new(out: &'a mut dyn Write, label: String) -> Labelled<'a> {
+        Labelled {
+            out,
+            label,
+            at_line_start: true,
+        }
+    }
+}
+
+impl Write for Labelled<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for line in buf.split_inclusive(|&b| b == b'\n') {
+            if self.at_line_start {
+                self.out.write_all(self.label.as_bytes())?;
+            }
+            self.out.write_all(line)?;
+            self.at_line_start = line.ends_with(b"\n");
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }

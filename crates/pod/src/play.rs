@@ -70,6 +70,8 @@ pub struct PlayArgs<'a> {
     pub configmaps: &'a [PathBuf],
     /// The static peapod-init of the infra processes (default: beside peapod).
     pub init_path: Option<&'a Path>,
+    /// The `--log-opt`s of its containers' logs.
+    pub log_opts: &'a [String],
 }
 
 /// Plays the manifest `args.file`: makes each of its pods and starts each pod's monitor,
@@ -86,6 +88,7 @@ pub fn play(
     images: &Images<'_>,
 ) -> Result<Vec<String>, RuntimeError> {
     let file = args.file;
+    crate::lifecycle::check_log_opts(args.log_opts)?;
     let read = |file: &Path| {
         std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))
@@ -159,7 +162,7 @@ pub fn play(
     let init = peapod_runtime::init::locate(args.init_path).map_err(RuntimeError::usage)?;
     let mut played = Vec::new();
     for pod in documents.pods {
-        match play_one(rt, pod, &init, network, images) {
+        match play_one(rt, pod, &init, network, images, args.log_opts) {
             Ok(name) => played.push(name),
             Err(e) => {
                 for name in &played {
@@ -219,6 +222,7 @@ fn play_one(
     init: &Path,
     network: &NetworkOptions,
     images: &Images<'_>,
+    log_opts: &[String],
 ) -> Result<String, RuntimeError> {
     let crate::PlannedPod { parsed, mut facts } = pod;
     let mut plan = parsed.plan;
@@ -241,6 +245,7 @@ fn play_one(
         record.shared.retain(|kind| kind != "net");
     }
     crate::network::check(&net, net.network != PodNetwork::Host)?;
+    record.log_opts = log_opts.to_vec();
     crate::network::reap(rt, &net.cni);
     pin_images(&mut plan, images)?;
     if plan.share_pid {
@@ -595,9 +600,10 @@ fn wait_exit(pid: Pid, signals: &mut SignalFd) -> Result<i32, RuntimeError> {
 fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<Pid, RuntimeError> {
     let id = container_id(plan, c);
     let cid: ContainerId = id.parse()?;
-    // The record of an earlier run of it (a restart).
-    rt.delete(cid.as_str(), true)?;
     let pod_dir = pods(rt)?.dir().join(&plan.name);
+    // The record of an earlier run of it (a restart), its log kept as the previous one.
+    crate::lifecycle::keep_previous_log(rt, &pod_dir, cid.as_str());
+    rt.delete(cid.as_str(), true)?;
     let image = image_root(plan, c)?;
     let mut spec = spec(plan, c, &pod_dir, image.as_ref()).map_err(RuntimeError::runtime)?;
     // Held until the container has made its mounts.

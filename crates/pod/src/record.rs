@@ -50,6 +50,13 @@ pub struct PodRecord {
     /// networks (only `lo`, no `/etc` files).
     #[serde(default)]
     pub network: Option<crate::NetworkRecord>,
+    /// `--log-opt` of `pod create` / `pod play`: the limits of its containers' logs, over
+    /// the kubelet's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_opts: Vec<String>,
+    /// The process that holds the pod's published host ports (see `ports.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_holder: Option<ProcessIdentity>,
 }
 
 /// One container of a pod.
@@ -115,7 +122,19 @@ impl PodRecord {
             grace_seconds: None,
             cgroup_paths: Vec::new(),
             network: None,
+            log_opts: Vec::new(),
+            port_holder: None,
         }
+    }
+
+    /// The limits of its containers' logs: the kubelet's defaults, changed by its
+    /// `--log-opt`s (checked when it was made).
+    pub fn log_limits(&self) -> peapod_runtime::logfile::LogLimits {
+        let mut limits = peapod_runtime::logfile::LogLimits::KUBELET;
+        for opt in &self.log_opts {
+            let _ = limits.apply(opt);
+        }
+        limits
     }
 
     /// The status now.

@@ -40,6 +40,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod clock;
 mod create;
+pub mod daemon;
 mod delete;
 mod error;
 mod events;
@@ -49,6 +50,7 @@ pub mod image;
 pub mod init;
 mod kill;
 mod leftovers;
+pub mod logcopy;
 pub mod logfile;
 mod monitor;
 pub mod names;
@@ -279,12 +281,15 @@ impl Runtime {
         let dir = self.store()?.load(&cid)?.dir().to_owned();
         if !dir.join(logfile::LOG_FILE).exists() {
             return Err(Error::runtime(anyhow::anyhow!(
-                "container {id} has no log: only `run -d` from an image or --rootfs keeps one \
-                 (a pod's containers: `pod logs`)"
+                "container {id} has no log: only a detached container keeps one (`run -d`, \
+                 a played pod's)"
             )));
         }
+        // Complete once neither a `run -d` monitor nor a pod container's copier writes it.
         let mut done = || match self.snapshot(&cid) {
-            Ok((record, _)) => !record.owner.is_some_and(|o| o.is_alive()),
+            Ok((record, _)) => {
+                !record.owner.is_some_and(|o| o.is_alive()) && !logcopy::writer_alive(&dir)
+            }
             Err(_) => true,
         };
         let follow = follow.then_some(&mut done as &mut dyn FnMut() -> bool);

@@ -49,6 +49,15 @@ pub struct LogLimits {
     pub max_files: u32,
 }
 
+impl LogLimits {
+    /// The kubelet's defaults (`containerLogMaxSize` 10Mi, `containerLogMaxFiles` 5), for
+    /// the containers of a pod.
+    pub const KUBELET: LogLimits = LogLimits {
+        max_size: DEFAULT_MAX_SIZE,
+        max_files: 5,
+    };
+}
+
 impl Default for LogLimits {
     fn default() -> LogLimits {
         LogLimits {
@@ -128,12 +137,21 @@ impl Stream {
     }
 }
 
-/// The writing side, held by the container's monitor.
+/// How many bytes of records are gathered before they are written: one write per read of
+/// the container's pipe (up to this), not one per line, so that a container writing short
+/// lines fast costs a write(2) per 64 KiB.
+const BATCH: usize = 64 << 10;
+
+/// The writing side, held by the container's monitor (or its copier). Records are gathered
+/// and written whole ([`LogWriter::flush`]): a reader may see the last record of a file
+/// unfinished, never two interleaved.
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     dir: OwnedFd,
     file: File,
+    /// Bytes in the file, those in `batch` not counted.
     size: u64,
+    batch: Vec<u8>,
     limits: LogLimits,
 }
 
@@ -150,12 +168,20 @@ impl LogWriter {
             dir,
             file,
             size,
+            batch: Vec::with_capacity(BATCH),
             limits,
         })
     }
 
+    /// The descriptors it writes with (its directory and its file), for a process that is
+    /// to keep them.
+    pub(crate) fn fds(&self) -> [std::os::fd::RawFd; 2] {
+        [self.dir.as_raw_fd(), self.file.as_raw_fd()]
+    }
+
     /// Appends one record (`content` without its newline; `partial` when the line goes on
-    /// in the next record), rotating first when it would not fit.
+    /// in the next record), rotating first when it would not fit. It is in the file once
+    /// [`LogWriter::flush`]ed (or a batch is full).
     pub(crate) fn write(
         &mut self,
         stream: Stream,
@@ -166,20 +192,35 @@ impl LogWriter {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let stamp = peapod_state::rfc3339_nanos(now.as_secs(), now.subsec_nanos());
-        let mut line = Vec::with_capacity(content.len() + 48);
-        line.extend_from_slice(stamp.as_bytes());
-        line.push(b' ');
-        line.extend_from_slice(stream.as_str().as_bytes());
-        line.extend_from_slice(if partial { b" P " } else { b" F " });
-        line.extend_from_slice(content);
-        line.push(b'\n');
-        if self.size > 0 && self.size + line.len() as u64 > self.limits.max_size {
+        let len = stamp.len() + stream.as_str().len() + 4 + content.len();
+        let pending = self.size + self.batch.len() as u64;
+        if pending > 0 && pending + len as u64 > self.limits.max_size {
+            self.flush()?;
             self.rotate()?;
         }
-        // One write of the whole record: a reader sees records, never two interleaved.
-        self.file.write_all(&line)?;
-        self.size += line.len() as u64;
+        self.batch.extend_from_slice(stamp.as_bytes());
+        self.batch.push(b' ');
+        self.batch.extend_from_slice(stream.as_str().as_bytes());
+        self.batch
+            .extend_from_slice(if partial { b" P " } else { b" F " });
+        self.batch.extend_from_slice(content);
+        self.batch.push(b'\n');
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// Writes the records gathered, in one write: whole records only.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.batch);
+        // Dropped whether written or not: a log that fails is given up by its writer.
+        self.size += self.batch.len() as u64;
+        self.batch.clear();
+        written
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -260,6 +301,12 @@ fn open_for_reading(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+}
+
+/// Writes the records of the log in `dir` (a container's state directory, or where its
+/// `container.log` was kept) to `out` as the container wrote them.
+pub fn print(dir: &Path, query: &LogQuery, out: &mut dyn Write) -> io::Result<()> {
+    copy(dir, query, out, None)
 }
 
 /// Writes the records of the log in `dir` to `out` as the container wrote them; with
@@ -523,6 +570,7 @@ mod tests {
         log.write(Stream::Stderr, false, b"o").expect("write");
         log.write(Stream::Stdout, true, b"no newline")
             .expect("write");
+        log.flush().expect("flush");
         assert_eq!(
             read_all(dir.path(), &LogQuery::default()),
             b"one\ntw\xffo\nno newline"
@@ -548,6 +596,7 @@ mod tests {
         log.write(Stream::Stdout, false, b"last-but-one")
             .expect("write");
         log.write(Stream::Stdout, false, b"last").expect("write");
+        log.flush().expect("flush");
         let tail = |n| {
             let query = LogQuery {
                 tail: Some(n),
@@ -577,6 +626,7 @@ mod tests {
         };
         let mut log = LogWriter::open(dir.path(), limits).expect("open");
         log.write(Stream::Stdout, false, b"first").expect("write");
+        log.flush().expect("flush");
         let line = vec![b'y'; 1000];
         let mut calls = 0;
         // The writer goes on while the reader follows: enough to unlink the file it reads
@@ -588,6 +638,7 @@ mod tests {
                     log.write(Stream::Stdout, false, &line).expect("write");
                 }
                 log.write(Stream::Stderr, false, b"last").expect("write");
+                log.flush().expect("flush");
             }
             calls > 1
         };

@@ -274,15 +274,34 @@ pub fn inherited_pipe(fd: RawFd) -> Result<OwnedFd> {
 }
 
 /// One of the container's output pipes, and its line not yet written.
-struct Pipe {
+pub(crate) struct Pipe {
     fd: Option<OwnedFd>,
     stream: Stream,
     line: Vec<u8>,
 }
 
 impl Pipe {
+    /// The read end of the pipe of `stream`.
+    pub(crate) fn new(fd: OwnedFd, stream: Stream) -> Pipe {
+        Pipe {
+            fd: Some(fd),
+            stream,
+            line: Vec::new(),
+        }
+    }
+
+    /// Whether it has not been closed yet.
+    pub(crate) fn is_open(&self) -> bool {
+        self.fd.is_some()
+    }
+
+    /// Its descriptor, while open.
+    pub(crate) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.fd.as_ref().map(AsFd::as_fd)
+    }
+
     /// Reads what is there; writes every whole line (and full records of a long one).
-    fn read(&mut self, log: &mut Option<LogWriter>) {
+    pub(crate) fn read(&mut self, log: &mut Option<LogWriter>) {
         let Some(fd) = &self.fd else { return };
         let mut buf = [0u8; 64 << 10];
         let n = match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
@@ -295,6 +314,7 @@ impl Pipe {
             if !self.line.is_empty() {
                 write(log, self.stream, true, &self.line);
             }
+            flush(log);
             self.line.clear();
             self.fd = None;
             return;
@@ -315,6 +335,17 @@ impl Pipe {
             write(log, self.stream, true, &self.line[..MAX_RECORD]);
             self.line.drain(..MAX_RECORD);
         }
+        flush(log);
+    }
+}
+
+/// Writes the records gathered from one read; as [`write`], a failure gives the log up.
+fn flush(log: &mut Option<LogWriter>) {
+    if let Some(writer) = log {
+        if let Err(e) = writer.flush() {
+            tracing::warn!("cannot write the container's log: {e}");
+            *log = None;
+        }
     }
 }
 
@@ -327,16 +358,6 @@ fn write(log: &mut Option<LogWriter>, stream: Stream, partial: bool, content: &[
             *log = None;
         }
     }
-}
-
-/// `pidfd_open(2)`: a descriptor that polls readable once `pid` has exited. `None` on a
-/// kernel without it (before 5.3): the monitor then looks every 100 ms.
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The monitor itself: copies the pipes into the log until both close, collects the
@@ -353,7 +374,8 @@ pub(crate) fn monitor(rt: &Runtime, id: &str, options: MonitorOptions) -> Result
         }
     };
     let pid = Pid::from_raw(options.pid);
-    let pidfd = pidfd_open(options.pid);
+    // Without pidfd_open (before Linux 5.3) the monitor looks every 100 ms.
+    let pidfd = crate::daemon::pidfd_open(options.pid);
     let mut pipes = [
         Pipe {
             fd: Some(options.stdout),
