@@ -91,9 +91,24 @@ impl Container {
     /// Docker's state word: created, running, paused, exited (peapod's `stopped`).
     pub(crate) fn docker_state(&self) -> &'static str {
         match self.state.status {
+            "stopped" if self.is_restarting() => "restarting",
             "stopped" => "exited",
             other => other,
         }
+    }
+
+    /// Whether it has exited and its monitor waits to start it again (`--restart`).
+    pub(crate) fn is_restarting(&self) -> bool {
+        self.state.status == "stopped"
+            && self
+                .record
+                .as_ref()
+                .is_some_and(|r| r.restarting && r.owner.is_some_and(|o| o.is_alive()))
+    }
+
+    /// How often its restart policy started it again (docker's RestartCount).
+    pub(crate) fn restart_count(&self) -> u32 {
+        self.record.as_ref().map_or(0, |r| r.restart_count)
     }
 
     /// Whether it runs (paused ones too, as docker's `ps` lists them without `-a`).
@@ -106,14 +121,28 @@ impl Container {
         self.record.as_ref().map_or(0, |r| r.created)
     }
 
+    /// When its process was last made (started again by `start` or its restart policy),
+    /// in seconds since the epoch; its creation when not recorded.
+    fn started(&self) -> u64 {
+        match self.record.as_ref().map_or(0, |r| r.started) {
+            0 => self.created(),
+            started => started,
+        }
+    }
+
     /// Docker's status column: "Up 2 minutes", "Exited (3) 5 seconds ago", "Created".
     fn status(&self, now: u64) -> String {
-        let up = || human_duration(now.saturating_sub(self.created()));
+        let up = || human_duration(now.saturating_sub(self.started()));
         match self.state.status {
             "running" => format!("Up {}", up()),
             "paused" => format!("Up {} (Paused)", up()),
             "created" => "Created".to_owned(),
             "stopped" => match self.record.as_ref().and_then(|r| r.exit) {
+                Some(exit) if self.is_restarting() => format!(
+                    "Restarting ({}) {} ago",
+                    exit.code,
+                    human_duration(now.saturating_sub(exit.finished))
+                ),
                 Some(exit) => format!(
                     "Exited ({}) {} ago",
                     exit.code,

@@ -246,6 +246,27 @@ pub(crate) fn prepare(
     Ok((mount_point, overlay))
 }
 
+/// [`prepare`] for a container started again: the layers it was given, its writable layer as
+/// it left it, and the mount point it had.
+pub(crate) fn prepare_again(
+    root: &ImageRoot,
+    id: &str,
+    dir: &Path,
+    userxattr: bool,
+) -> anyhow::Result<(PathBuf, peapod_rootfs::Overlay)> {
+    let layers = peapod_image::Store::open(&root.store)?.container_layers(&root.image, id)?;
+    let upper = match (layers.upper, layers.work) {
+        (Some(upper), Some(work)) => Some((upper, work)),
+        _ => None,
+    };
+    let overlay = peapod_rootfs::Overlay {
+        lower: layers.lower,
+        upper,
+        userxattr,
+    };
+    Ok((dir.join(MOUNT_POINT), overlay))
+}
+
 /// Releases the layers of container `id` (state directory `dir`) if it has any: its writable
 /// layer goes, and the image is no longer in use by it. Idempotent.
 pub(crate) fn release(id: &str, dir: &Path) -> anyhow::Result<()> {
