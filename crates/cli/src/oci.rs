@@ -256,8 +256,8 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     if net_pod.is_some() && (!args.detach || ran.is_err()) {
         peapod_pod::remove_container_network(rt, &id)?;
     }
-    // As docker: the id on stdout, for `ID=$(peapod run -d ...)`.
-    if logged && ran.is_ok() {
+    // As docker and podman (in a pod too): the id on stdout, for `ID=$(peapod run -d ...)`.
+    if args.detach && friendly && ran.is_ok() {
         outln!("{id}");
     }
     ran

@@ -71,6 +71,14 @@ impl<'a> Detached<'a> {
             .args(extra)
             .arg("--")
             .args(cmd);
+        Detached::spawn(rootfs, command)
+    }
+
+    /// The container `command` (a `run -d`, which must succeed) makes.
+    fn spawn(
+        rootfs: &'a TestRootfs,
+        mut command: std::process::Command,
+    ) -> (Detached<'a>, Duration) {
         let started = Instant::now();
         // `finish` reads stdout to its end: it returns only once no process holds it, as
         // `ID=$(peapod run -d ...)` does.
@@ -650,11 +658,14 @@ fn start_runs_an_exited_container_again_and_appends_to_its_log() {
     let control = rootfs.scratch().join("control");
     std::fs::create_dir(&control).expect("mkdir");
     let volume = format!("{}:/control", control.display());
-    // Each run counts itself in a file of the volume.
-    let script = "echo run >> /control/runs; echo run; exit 4";
+    // Each run counts itself in a file of the volume (the first once the test has read its
+    // record).
+    let script = "while [ ! -e /control/go ]; do sleep 0.05; done; echo run >> /control/runs; \
+                  echo run; exit 4";
     let (container, _) = Detached::run(&rootfs, &["-v", &volume], &["/bin/sh", "-c", script]);
+    std::fs::write(control.join("go"), "").expect("go");
     assert_eq!(container.peapod(&["wait"]).stdout, "4\n");
-    wait_until("the monitor to finish", || !container.monitor().is_alive());
+    // Right after the exit: `start` waits for the first monitor to be done.
     let out = container.peapod(&["start"]);
     assert_eq!(
         (out.code, out.stdout.trim()),
@@ -683,7 +694,7 @@ fn run_dt_keeps_the_tty_output_in_its_log() {
         &["/bin/sh", "-c", "tty; stty size; echo hello"],
     );
     assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
-    wait_until("the monitor to finish", || !container.monitor().is_alive());
+    wait_until("its output", || container.logs(&[]).contains("hello"));
     let logs = container.logs(&[]);
     // A pty ends its lines with CR LF, kept as docker keeps them.
     let lines: Vec<&str> = logs.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -746,4 +757,87 @@ fn restart_flags_are_refused_where_they_cannot_apply() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("on-failure[:N]"), "{}", out.stderr);
     rootfs.assert_nothing_left();
+}
+
+#[test]
+fn run_d_in_a_pod_prints_its_id_and_stop_and_rm_reach_it() {
+    let Some(mut pods) = support::pods::Pods::new() else {
+        return;
+    };
+    pods.create("web", &[]);
+    let rootfs = pods.rootfs.arg().to_owned();
+    let script = "trap 'exit 0' TERM; echo hi; sleep 60 & wait";
+    let out = pods.peapod(&[
+        "run", "-d", "--pod", "web", "--rootfs", &rootfs, "--name", "srv", "--", "/bin/sh", "-c",
+        script,
+    ]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "srv\n"), "{out:?}");
+    // Its output goes to the pod's log.
+    wait_until("its output", || pods.logs("web", "srv") == "hi\n");
+    let table = pods.peapod(&["ps"]);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("srv ") && l.contains(" Up ")),
+        "{table:?}"
+    );
+    let out = pods.peapod(&["stop", "-t", "5", "srv"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "srv\n"), "{out:?}");
+    let state = pods.peapod(&["state", "srv"]);
+    assert!(state.stdout.contains("\"stopped\""), "{state:?}");
+    let out = pods.peapod(&["rm", "srv"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    pods.remove_all();
+    pods.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn start_and_restart_keep_the_writable_layer_of_an_image_container() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
+        eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
+        return;
+    };
+    let storage = rootfs.scratch().join("storage");
+    let storage = storage.to_str().expect("utf-8 path");
+    let mut load = rootfs.peapod();
+    load.args(["--storage", storage, "image", "load", "-i"])
+        .arg(&archive);
+    let out = finish(load.spawn().expect("spawn image load"));
+    assert_eq!(out.code, 0, "{out:?}");
+    let image = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .expect("the loaded image's name")
+        .trim()
+        .to_owned();
+    // Each run adds a line to a file of its root, and prints how many there are.
+    let script = "echo x >> /runs; echo runs=$(wc -l < /runs)";
+    let mut run = rootfs.peapod();
+    run.args(["--storage", storage, "run", "-d", "--pull", "never"])
+        .args(["--entrypoint", "/bin/sh", &image, "-c", script]);
+    let (container, _) = Detached::spawn(&rootfs, run);
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    let out = container.peapod(&["start"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    wait_until("the second run", || {
+        container.logs(&[]).lines().count() == 2
+    });
+    let out = container.peapod(&["restart"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    wait_until("the third run", || container.logs(&[]).lines().count() == 3);
+    assert_eq!(container.logs(&[]), "runs=1\nruns=2\nruns=3\n");
+    let out = container.peapod(&["rm"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    container.assert_gone();
+    let layers = std::fs::read_dir(rootfs.scratch().join("storage/containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(layers, 0, "its writable layer is left");
 }

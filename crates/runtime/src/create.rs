@@ -323,6 +323,16 @@ fn stopped_record(entry: &Entry, record: &mut Record, check: Again<'_>) -> Resul
         crate::cgroups::empty(&cgroup, true)?;
         cgroup.remove().map_err(Error::runtime)?;
     }
+    // What an earlier attempt that failed may have left.
+    match std::fs::remove_file(entry.exec_fifo()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::runtime(anyhow!(
+                "cannot remove the old exec fifo: {e}"
+            )))
+        }
+    }
     record.created = previous.created;
     record.restart_policy = previous.restart_policy.clone();
     record.restart_count = previous.restart_count;

@@ -27,7 +27,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{dup2, fork, ForkResult, Pid};
 use peapod_container::Created;
-use peapod_state::{ContainerId, Durability, ExitRecord};
+use peapod_state::{ContainerId, Durability, ExitRecord, ProcessIdentity};
 
 use crate::create::CreateOptions;
 use crate::logfile::{LogLimits, LogWriter, Stream, MAX_RECORD};
@@ -417,9 +417,13 @@ pub(crate) fn monitor(rt: &Runtime, id: &str, options: MonitorOptions) -> Result
         }
         return Ok(0);
     }
+    // Unless a `start` has given it a monitor of its own meanwhile.
+    let this = ProcessIdentity::of(std::process::id() as i32);
     update_record(rt, &id, |record| {
-        record.owner = None;
-        record.restarting = false;
+        if record.owner == this {
+            record.owner = None;
+            record.restarting = false;
+        }
     });
     Ok(0)
 }

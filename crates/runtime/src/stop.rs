@@ -79,7 +79,7 @@ pub(crate) fn stop(rt: &Runtime, id: &str, timeout: Duration) -> Result<()> {
         .filter(|_| matches!(status, Status::Created | Status::Running | Status::Paused))
     else {
         // Between two runs of a restart policy: its monitor sees the mark and ends.
-        wait_for_monitor(rt, &cid);
+        wait_for_monitor(rt, &cid, false);
         return Ok(());
     };
     let signal = crate::image::stop_signal_of(&record).unwrap_or(Signal::SIGTERM);
@@ -106,7 +106,7 @@ pub(crate) fn stop(rt: &Runtime, id: &str, timeout: Duration) -> Result<()> {
             )));
         }
     }
-    wait_for_monitor(rt, &cid);
+    wait_for_monitor(rt, &cid, false);
     Ok(())
 }
 
@@ -125,14 +125,15 @@ fn mark_stopped(rt: &Runtime, id: &ContainerId) -> Result<(peapod_state::Record,
 }
 
 /// Waits (a while) for the monitor of stopped container `id` to have recorded its exit (and
-/// removed it after `--rm`) and, with a restart policy, to have ended its supervision.
-fn wait_for_monitor(rt: &Runtime, id: &ContainerId) {
+/// removed it after `--rm`) and, with a restart policy or `done`, to have ended (its log
+/// written to the end).
+fn wait_for_monitor(rt: &Runtime, id: &ContainerId, done: bool) {
     let deadline = std::time::Instant::now() + MONITOR_TIMEOUT;
     while std::time::Instant::now() < deadline {
         match rt.snapshot(id) {
             Ok((record, _))
                 if monitor_alive(record.owner)
-                    && (record.exit.is_none() || record.restart_policy.is_some()) =>
+                    && (done || record.exit.is_none() || record.restart_policy.is_some()) =>
             {
                 std::thread::sleep(Duration::from_millis(2))
             }
@@ -169,7 +170,7 @@ pub(crate) fn start(
         return Ok(());
     }
     // A monitor that has just seen it exit is done first.
-    wait_for_monitor(rt, &cid);
+    wait_for_monitor(rt, &cid, true);
     crate::monitor::start_again(rt, id, exec)
 }
 
