@@ -111,9 +111,10 @@ impl Container {
         self.record.as_ref().map_or(0, |r| r.restart_count)
     }
 
-    /// Whether it runs (paused ones too, as docker's `ps` lists them without `-a`).
+    /// Whether it runs (paused and restarting ones too, as docker's `ps` lists them without
+    /// `-a`).
     fn is_up(&self) -> bool {
-        matches!(self.state.status, "running" | "paused")
+        matches!(self.state.status, "running" | "paused") || self.is_restarting()
     }
 
     /// When it was created, in seconds since the epoch.

@@ -603,7 +603,7 @@ fn stop_of_a_container_waiting_to_restart_keeps_it_stopped() {
     );
     // Caught between two runs, as `ps` shows it.
     wait_until("a restart back-off", || {
-        let out = container.rootfs.peapod().args(["ps", "-a"]).output();
+        let out = container.rootfs.peapod().arg("ps").output();
         let table = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
         table.is_ok_and(|t| t.contains("Restarting (2)"))
     });
