@@ -841,3 +841,25 @@ fn start_and_restart_keep_the_writable_layer_of_an_image_container() {
         .unwrap_or(0);
     assert_eq!(layers, 0, "its writable layer is left");
 }
+
+#[test]
+fn rm_f_of_a_container_waiting_to_restart_ends_its_monitor_and_leaves_nothing() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (mut container, _) = Detached::run(
+        &rootfs,
+        &["--restart", "always"],
+        &["/bin/sh", "-c", "echo run; exit 0"],
+    );
+    wait_until("a restart back-off", || {
+        container.inspect()["State"]["Restarting"] == true
+    });
+    let now = container.current_processes();
+    container.processes.extend(now);
+    let out = container.peapod(&["rm", "-f"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // `rm` returns once the monitor is gone.
+    assert!(!container.monitor().is_alive());
+    container.assert_gone();
+}
