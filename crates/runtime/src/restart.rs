@@ -313,13 +313,26 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 /// Waits `delay` in the monitor before container `id` is started again; false when it
 /// must not be any more: `stop` marked it, or `rm` removed it.
 pub(crate) fn wait_to_restart(rt: &Runtime, id: &ContainerId, delay: Duration) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
     let deadline = Instant::now() + delay;
+    // The record is read again only when it was saved again (each save renames a new file
+    // into place: another inode, time or size): a container that fails every minute costs a
+    // `stat` a look, not a parse.
+    let file = rt.root.join(id.as_str()).join("state.json");
+    let mut seen = None;
     loop {
-        let wanted = rt
-            .snapshot(id)
-            .is_ok_and(|(record, _)| !record.stopped_by_user);
-        if !wanted {
+        let Ok(meta) = std::fs::symlink_metadata(&file) else {
             return false;
+        };
+        let stamp = (meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len());
+        if seen != Some(stamp) {
+            seen = Some(stamp);
+            let wanted = rt
+                .snapshot(id)
+                .is_ok_and(|(record, _)| !record.stopped_by_user);
+            if !wanted {
+                return false;
+            }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
