@@ -154,7 +154,7 @@ pub(crate) fn restart(
     // Refused before it is stopped, if it could not be started again.
     crate::restart::Launch::load(rt, &cid)?;
     stop(rt, id, timeout)?;
-    crate::monitor::start_again(rt, id, exec)
+    start(rt, id, exec)
 }
 
 /// `start` of a `run -d` container, as docker's: nothing to do while it runs (or its monitor
