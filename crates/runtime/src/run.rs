@@ -170,7 +170,8 @@ fn run_logged(
 ) -> Result<i32> {
     let launch = crate::restart::Launch::new(spec, bundle, &options, log.limits);
     let policy = log.restart;
-    let terminal = launch.terminal();
+    // A pty whose master goes to the caller's `--console-socket` is not the monitor's.
+    let terminal = launch.terminal() && options.console_socket.is_none();
     crate::monitor::run_detached(rt, id, options, log, terminal, |options| {
         let created = create(options)?;
         if let Err(e) = crate::restart::save_launch(rt, id, &launch, policy) {
