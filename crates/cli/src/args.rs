@@ -92,9 +92,10 @@ pub(crate) enum Command {
     /// Create a container from an OCI bundle; it waits, set up, for `start`.
     #[command(after_long_help = "Example:\n  peapod create --bundle ./bundle --pid-file pid web")]
     Create(CreateArgs),
-    /// Start a created container's process.
+    /// Start a created container's process (runc's); docker's: start a `run -d` container
+    /// that has exited again, from what it was made from (its log appended to).
     #[command(after_long_help = "Example:\n  peapod start web")]
-    Start(IdArg),
+    Start(StartArgs),
     /// Internal: the end of a foreground `run` whose waiting `peapod-init --watch` took
     /// over: collects the container's status, deletes it, exits with that status.
     #[command(hide = true)]
@@ -192,6 +193,10 @@ pub(crate) enum Command {
     /// the timeout. Prints each id.
     #[command(after_long_help = "Example:\n  peapod stop -t 2 web")]
     Stop(StopArgs),
+    /// Stop `run -d` containers as `stop` does, then start them again (same id, log and
+    /// writable layer). Prints each id.
+    #[command(after_long_help = "Example:\n  peapod restart -t 2 web")]
+    Restart(StopArgs),
     /// Remove containers, their state and log (with -f, running ones too). Prints each id.
     #[command(after_long_help = "Example:\n  peapod rm -f web")]
     Rm(RmArgs),
@@ -341,9 +346,8 @@ impl Command {
     /// whole ids by peapod itself; not `inspect`'s, which may be images.
     pub(crate) fn container_ids_mut(&mut self) -> Vec<&mut String> {
         match self {
-            Command::Start(a) | Command::State(a) | Command::Pause(a) | Command::Resume(a) => {
-                vec![&mut a.id]
-            }
+            Command::Start(a) => a.ids.iter_mut().collect(),
+            Command::State(a) | Command::Pause(a) | Command::Resume(a) => vec![&mut a.id],
             Command::Kill(a) => vec![&mut a.id],
             Command::Delete(a) => vec![&mut a.id],
             Command::Exec(a) => vec![&mut a.id],
@@ -354,7 +358,7 @@ impl Command {
             Command::Logs(a) => vec![&mut a.id],
             Command::Port(a) => vec![&mut a.id],
             Command::Wait(a) => a.ids.iter_mut().collect(),
-            Command::Stop(a) => a.ids.iter_mut().collect(),
+            Command::Stop(a) | Command::Restart(a) => a.ids.iter_mut().collect(),
             Command::Rm(a) => a.ids.iter_mut().collect(),
             _ => Vec::new(),
         }
@@ -366,6 +370,8 @@ impl Command {
             Command::Run(_)
                 | Command::Create(_)
                 | Command::Exec(_)
+                | Command::Restart(_)
+                | Command::Monitor(_)
                 | Command::Pod(PodCommand::Monitor(_))
         )
     }
@@ -391,6 +397,14 @@ pub(crate) struct IdArg {
 /// Commands on one or more containers (`wait`).
 #[derive(Debug, Args)]
 pub(crate) struct IdsArgs {
+    /// The container ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `peapod start`: runc's of one created container; docker's of `run -d` containers.
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
     /// The container ids.
     #[arg(required = true)]
     pub ids: Vec<String>,
@@ -481,7 +495,8 @@ pub(crate) struct MonitorArgs {
     pub pid: i32,
     /// The read end of its stdout pipe.
     pub stdout_fd: i32,
-    /// The read end of its stderr pipe.
+    /// The read end of its stderr pipe (-1: none, its stdout is a pty's master).
+    #[arg(allow_negative_numbers = true)]
     pub stderr_fd: i32,
 }
 
@@ -951,6 +966,11 @@ pub(crate) struct RunArgs {
     /// --detach, its monitor removes it).
     #[arg(long)]
     pub rm: bool,
+    /// With --detach: start the container again when it exits: no (the default),
+    /// on-failure[:N] (when its status is not 0, at most N times), always or unless-stopped
+    /// (until `stop` or `rm`).
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: peapod_runtime::RestartPolicy,
     /// With --detach: max-size=SIZE (rotate the log at SIZE; default 10m) or max-file=N
     /// (keep N files; default 1, in a pod the pod's: 5 unless its --log-opt says).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]

@@ -73,6 +73,11 @@ fn container_json(rt: &Runtime, c: &Container) -> Value {
         || ZERO_TIME.to_owned(),
         |(secs, nanos)| peapod_state::rfc3339_nanos(secs, nanos),
     );
+    let policy = c
+        .record
+        .as_ref()
+        .map(peapod_runtime::RestartPolicy::of)
+        .unwrap_or_default();
     let user = c.process_field("user").map(|u| {
         let id = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
         match (id("uid"), id("gid")) {
@@ -90,6 +95,7 @@ fn container_json(rt: &Runtime, c: &Container) -> Value {
         "State": {
             "Status": c.docker_state(),
             "Running": c.state.status == "running",
+            "Restarting": c.is_restarting(),
             "Paused": c.state.status == "paused",
             "Pid": c.state.pid,
             "ExitCode": exit.map_or(0, |e| e.code),
@@ -99,6 +105,7 @@ fn container_json(rt: &Runtime, c: &Container) -> Value {
                 |e| peapod_state::rfc3339_nanos(e.finished, e.finished_nanos),
             ),
         },
+        "RestartCount": c.restart_count(),
         "Image": c.state.annotations.get(IMAGE_ID_ANNOTATION).cloned().unwrap_or_default(),
         "Config": {
             "Image": c.image(),
@@ -108,7 +115,7 @@ fn container_json(rt: &Runtime, c: &Container) -> Value {
             "User": user.unwrap_or_default(),
             "Labels": c.state.annotations,
         },
-        "HostConfig": host_config(c),
+        "HostConfig": host_config(c, policy),
         "NetworkSettings": { "Ports": ports(&c.ports(rt)) },
         "Mounts": mounts(c),
         "Rootfs": c.state.rootfs,
@@ -133,7 +140,7 @@ fn ports(mappings: &[PortMapping]) -> Value {
 }
 
 /// The limits docker's `HostConfig` has (0: none), from the spec's `linux.resources`.
-fn host_config(c: &Container) -> Value {
+fn host_config(c: &Container, policy: peapod_runtime::RestartPolicy) -> Value {
     let resources = c.record.as_ref().and_then(|r| r.spec_resources.as_ref());
     let at = |path: &str| {
         resources
@@ -148,7 +155,19 @@ fn host_config(c: &Container) -> Value {
         "Memory": at("/memory/limit").filter(|m| *m > 0).unwrap_or(0),
         "NanoCpus": nano_cpus,
         "PidsLimit": at("/pids/limit").filter(|p| *p > 0),
+        "RestartPolicy": restart_policy(policy),
     })
+}
+
+/// docker's `HostConfig.RestartPolicy`: `{"Name": "on-failure", "MaximumRetryCount": 3}`.
+fn restart_policy(policy: peapod_runtime::RestartPolicy) -> Value {
+    use peapod_runtime::RestartPolicy;
+    let text = policy.to_string();
+    let (name, count) = match policy {
+        RestartPolicy::OnFailure(max) => ("on-failure", max.unwrap_or(0)),
+        _ => (text.as_str(), 0),
+    };
+    json!({ "Name": name, "MaximumRetryCount": count })
 }
 
 /// The bind mounts and anonymous volumes, as docker lists them; the file systems every

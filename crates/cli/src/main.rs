@@ -72,7 +72,7 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
     match command {
         Command::Run(args) => oci::run(rt, global, args),
         Command::Create(args) => oci::create(rt, args),
-        Command::Start(args) => rt.start(&args.id).map(done),
+        Command::Start(args) => oci::start(rt, global, args),
         Command::Finish(args) => {
             let code = rt.finish(&args.id);
             // The network of a foreground `run --net NAME`, which `run` hands on to here.
@@ -124,6 +124,7 @@ fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, 
         Command::Logs(args) => oci::logs(rt, args),
         Command::Wait(args) => oci::wait(rt, args),
         Command::Stop(args) => oci::stop(rt, args),
+        Command::Restart(args) => oci::restart(rt, global, args),
         Command::Rm(args) => oci::rm(rt, args),
         Command::Monitor(args) => oci::monitor(rt, args),
         Command::Port(args) => ports::print(rt, &args),

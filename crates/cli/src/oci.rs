@@ -7,12 +7,12 @@ use std::process::Command;
 use anyhow::{anyhow, Context as _};
 use peapod_runtime::flags::{refuse_with_bundle, run_target, spec_from_flags, RunFlags, RunTarget};
 use peapod_runtime::{
-    bundle, CreateOptions, Error, ExecOptions, RunOptions, Runtime, UpdateRequest,
+    bundle, CreateOptions, Error, ExecOptions, RestartPolicy, RunOptions, Runtime, UpdateRequest,
 };
 
 use crate::args::{
     CreateArgs, ExecArgs, Format, GlobalArgs, IdsArgs, ListArgs, LogsArgs, MonitorArgs, RmArgs,
-    RunArgs, StopArgs, UpdateArgs,
+    RunArgs, StartArgs, StopArgs, UpdateArgs,
 };
 use crate::output::outln;
 use crate::pull::PullPolicy;
@@ -133,6 +133,22 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         return Err(Error::usage(anyhow!(
             "--rm with --detach needs an image or --rootfs"
         )));
+    }
+    if args.restart != RestartPolicy::No {
+        if !logged {
+            return Err(Error::usage(anyhow!(
+                "--restart is for --detach with an image or --rootfs, outside a pod (a pod's \
+                 containers restart by its restartPolicy)"
+            )));
+        }
+        if args.rm {
+            // As docker: "Conflicting options: --restart and --rm".
+            return Err(Error::usage(anyhow!(
+                "--restart {} and --rm conflict: a container removed when it exits cannot be \
+                 started again",
+                args.restart
+            )));
+        }
     }
     if !args.log_opt.is_empty() && !logged {
         return Err(Error::usage(anyhow!(
@@ -272,6 +288,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             limits,
             remove: args.rm,
             exec: crate::context::monitor_command(rt, global, limits, args.rm),
+            restart: args.restart,
         }),
     };
     // Released once the container is made: the pod's lock is not held while it runs.
@@ -286,8 +303,8 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     if net_pod.is_some() && (!args.detach || ran.is_err()) {
         peapod_pod::remove_container_network(rt, &id)?;
     }
-    // As docker: the id on stdout, for `ID=$(peapod run -d ...)`.
-    if logged && ran.is_ok() {
+    // As docker and podman (in a pod too): the id on stdout, for `ID=$(peapod run -d ...)`.
+    if args.detach && friendly && ran.is_ok() {
         outln!("{id}");
     }
     ran
@@ -376,6 +393,44 @@ pub(crate) fn stop(rt: &Runtime, args: StopArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// `peapod start`: runc's of a created container (what containerd and podman call, one id);
+/// docker's of a `run -d` container, which starts it again once it has exited. Prints each
+/// id as docker does, for docker's only.
+pub(crate) fn start(rt: &Runtime, global: &GlobalArgs, args: StartArgs) -> Result<i32, Error> {
+    let docker = args.ids.len() > 1 || args.ids.iter().any(|id| rt.is_detached_run(id));
+    if !docker {
+        for id in &args.ids {
+            rt.start(id)?;
+        }
+        return Ok(0);
+    }
+    // Its entrypoint is exec'd through the guard as `run`'s is.
+    let guarded = Runtime::new(rt.root.clone(), rt.rootless)
+        .with_entrypoint_guard()?
+        .with_seccomp_cache();
+    for id in &args.ids {
+        match rt.is_detached_run(id) {
+            true => guarded.start_again(id, |limits| {
+                crate::context::monitor_command(rt, global, limits, false)
+            })?,
+            false => rt.start(id)?,
+        }
+        outln!("{id}");
+    }
+    Ok(0)
+}
+
+/// `peapod restart`: each id once started again, as docker prints them.
+pub(crate) fn restart(rt: &Runtime, global: &GlobalArgs, args: StopArgs) -> Result<i32, Error> {
+    for id in &args.ids {
+        rt.restart(id, std::time::Duration::from_secs(args.time), |limits| {
+            crate::context::monitor_command(rt, global, limits, false)
+        })?;
+        outln!("{id}");
+    }
+    Ok(0)
+}
+
 /// `peapod rm`: each id once removed (its network too), as docker prints them.
 pub(crate) fn rm(rt: &Runtime, args: RmArgs) -> Result<i32, Error> {
     for id in &args.ids {
@@ -391,7 +446,10 @@ pub(crate) fn monitor(rt: &Runtime, args: MonitorArgs) -> Result<i32, Error> {
     let options = peapod_runtime::MonitorOptions {
         pid: args.pid,
         stdout: peapod_runtime::inherited_pipe(args.stdout_fd)?,
-        stderr: peapod_runtime::inherited_pipe(args.stderr_fd)?,
+        stderr: match args.stderr_fd {
+            -1 => None,
+            fd => Some(peapod_runtime::inherited_pipe(fd)?),
+        },
         limits: peapod_runtime::logfile::LogLimits {
             max_size: args.max_size,
             max_files: args.max_file,

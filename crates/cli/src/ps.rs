@@ -106,6 +106,7 @@ impl Container {
     /// Docker's state word: created, running, paused, exited (peapod's `stopped`).
     pub(crate) fn docker_state(&self) -> &'static str {
         match self.state.status {
+            "stopped" if self.is_restarting() => "restarting",
             "stopped" => "exited",
             other => other,
         }
@@ -120,9 +121,24 @@ impl Container {
         }
     }
 
-    /// Whether it runs (paused ones too, as docker's `ps` lists them without `-a`).
+    /// Whether it has exited and its monitor waits to start it again (`--restart`).
+    pub(crate) fn is_restarting(&self) -> bool {
+        self.state.status == "stopped"
+            && self
+                .record
+                .as_ref()
+                .is_some_and(|r| r.restarting && r.owner.is_some_and(|o| o.is_alive()))
+    }
+
+    /// How often its restart policy started it again (docker's RestartCount).
+    pub(crate) fn restart_count(&self) -> u32 {
+        self.record.as_ref().map_or(0, |r| r.restart_count)
+    }
+
+    /// Whether it runs (paused and restarting ones too, as docker's `ps` lists them without
+    /// `-a`).
     fn is_up(&self) -> bool {
-        matches!(self.state.status, "running" | "paused")
+        matches!(self.state.status, "running" | "paused") || self.is_restarting()
     }
 
     /// When it was created, in seconds since the epoch.
@@ -139,6 +155,11 @@ impl Container {
             "paused" => format!("Up {} (Paused)", up()),
             "created" => "Created".to_owned(),
             "stopped" => match self.record.as_ref().and_then(|r| r.exit) {
+                Some(exit) if self.is_restarting() => format!(
+                    "Restarting ({}) {} ago",
+                    exit.code,
+                    human_duration(now.saturating_sub(exit.finished))
+                ),
                 Some(exit) => format!(
                     "Exited ({}) {} ago",
                     exit.code,

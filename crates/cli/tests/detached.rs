@@ -71,6 +71,14 @@ impl<'a> Detached<'a> {
             .args(extra)
             .arg("--")
             .args(cmd);
+        Detached::spawn(rootfs, command)
+    }
+
+    /// The container `command` (a `run -d`, which must succeed) makes.
+    fn spawn(
+        rootfs: &'a TestRootfs,
+        mut command: std::process::Command,
+    ) -> (Detached<'a>, Duration) {
         let started = Instant::now();
         // `finish` reads stdout to its end: it returns only once no process holds it, as
         // `ID=$(peapod run -d ...)` does.
@@ -109,6 +117,25 @@ impl<'a> Detached<'a> {
         let path = self.rootfs.state_root().join(&self.id).join("state.json");
         let bytes = std::fs::read(path).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Its process and monitor as its record has them now.
+    fn current_processes(&self) -> Vec<Identity> {
+        let Some(record) = self.record() else {
+            return Vec::new();
+        };
+        ["process", "owner"]
+            .iter()
+            .filter_map(|key| record.get(*key).and_then(Identity::from_json))
+            .collect()
+    }
+
+    /// `inspect`'s object of it.
+    fn inspect(&self) -> serde_json::Value {
+        let out = self.peapod(&["inspect"]);
+        assert_eq!(out.code, 0, "inspect: {out:?}");
+        let all: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect JSON");
+        all[0].clone()
     }
 
     /// Its monitor, as recorded after `run -d` (the record's owner).
@@ -152,6 +179,9 @@ impl<'a> Detached<'a> {
 
 impl Drop for Detached<'_> {
     fn drop(&mut self) {
+        // Started again since `run -d` (a restart policy, `start`): its process and monitor
+        // now too.
+        self.processes.extend(self.current_processes());
         let _ = self.peapod(&["rm", "-f"]);
         for p in &self.processes {
             p.kill();
@@ -500,4 +530,336 @@ fn run_d_keeps_none_of_the_callers_descriptors() {
         "the caller's pipe is still held: {ended:?}"
     );
     assert_eq!(container.status(), "running");
+}
+
+/// How many lines of its log are `line`.
+fn count_lines(logs: &str, line: &str) -> usize {
+    logs.lines().filter(|l| *l == line).count()
+}
+
+#[test]
+fn restart_on_failure_3_restarts_a_failing_container_exactly_three_times() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (container, _) = Detached::run(
+        &rootfs,
+        &["--restart", "on-failure:3"],
+        &["/bin/sh", "-c", "echo run; exit 1"],
+    );
+    // Its monitor ends once the policy gives up.
+    wait_until("the monitor to give up", || !container.monitor().is_alive());
+    let state = container.inspect();
+    assert_eq!(state["RestartCount"], 3, "{state}");
+    assert_eq!(state["State"]["Status"], "exited", "{state}");
+    assert_eq!(state["State"]["ExitCode"], 1, "{state}");
+    assert_eq!(state["State"]["Restarting"], false, "{state}");
+    assert_eq!(
+        state["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 3})
+    );
+    assert_eq!(count_lines(&container.logs(&[]), "run"), 4);
+    assert_eq!(container.peapod(&["wait"]).stdout, "1\n");
+    let out = container.peapod(&["rm"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    container.assert_gone();
+}
+
+#[test]
+fn restart_always_restarts_a_container_that_exits_0_until_stop() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (container, _) = Detached::run(
+        &rootfs,
+        &["--restart", "always"],
+        &["/bin/sh", "-c", "echo run; exit 0"],
+    );
+    wait_until("three runs", || {
+        count_lines(&container.logs(&[]), "run") >= 3
+    });
+    assert!(container.inspect()["RestartCount"].as_u64() >= Some(2));
+    let out = container.peapod(&["stop", "-t", "1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // `stop` returns once the monitor has ended its supervision: nothing starts it again.
+    wait_until("the monitor to end", || !container.monitor().is_alive());
+    let runs = count_lines(&container.logs(&[]), "run");
+    let state = container.inspect();
+    assert_eq!(state["State"]["Status"], "exited", "{state}");
+    assert_eq!(state["State"]["Restarting"], false, "{state}");
+    assert_eq!(container.status(), "stopped");
+    assert_eq!(count_lines(&container.logs(&[]), "run"), runs);
+}
+
+#[test]
+fn stop_of_a_container_waiting_to_restart_keeps_it_stopped() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (container, _) = Detached::run(
+        &rootfs,
+        &["--restart", "on-failure"],
+        &["/bin/sh", "-c", "echo run; exit 2"],
+    );
+    // Caught between two runs, as `ps` shows it.
+    wait_until("a restart back-off", || {
+        let out = container.rootfs.peapod().arg("ps").output();
+        let table = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        table.is_ok_and(|t| t.contains("Restarting (2)"))
+    });
+    let out = container.peapod(&["stop"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    wait_until("the monitor to end", || !container.monitor().is_alive());
+    let runs = count_lines(&container.logs(&[]), "run");
+    let state = container.inspect();
+    assert_eq!(state["State"]["Status"], "exited", "{state}");
+    assert_eq!(state["State"]["ExitCode"], 2, "{state}");
+    assert_eq!(state["State"]["Restarting"], false, "{state}");
+    assert_eq!(count_lines(&container.logs(&[]), "run"), runs);
+    let out = container.peapod(&["rm"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    container.assert_gone();
+}
+
+#[test]
+fn restart_keeps_the_id_and_gives_a_new_process_and_start_time() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (container, _) = Detached::run(&rootfs, &[], &["/bin/sleep", "60"]);
+    let before = container.inspect();
+    let out = container.peapod(&["restart", "-t", "1"]);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, container.id.as_str()),
+        "{out:?}"
+    );
+    let after = container.inspect();
+    assert_eq!(after["Id"], before["Id"]);
+    assert_eq!(after["State"]["Status"], "running", "{after}");
+    assert_ne!(after["State"]["Pid"], before["State"]["Pid"]);
+    assert!(
+        after["State"]["StartedAt"].as_str() > before["State"]["StartedAt"].as_str(),
+        "{before} {after}"
+    );
+    assert_eq!(after["Created"], before["Created"]);
+    // The first monitor is gone; a new one watches it.
+    assert!(!container.monitor().is_alive());
+    let now = container.current_processes();
+    assert_eq!(now.len(), 2, "process and monitor recorded");
+    assert!(now.iter().all(|p| p.is_alive()));
+}
+
+#[test]
+fn start_runs_an_exited_container_again_and_appends_to_its_log() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let control = rootfs.scratch().join("control");
+    std::fs::create_dir(&control).expect("mkdir");
+    let volume = format!("{}:/control", control.display());
+    // Each run counts itself in a file of the volume (the first once the test has read its
+    // record).
+    let script = "while [ ! -e /control/go ]; do sleep 0.05; done; echo run >> /control/runs; \
+                  echo run; exit 4";
+    let (container, _) = Detached::run(&rootfs, &["-v", &volume], &["/bin/sh", "-c", script]);
+    std::fs::write(control.join("go"), "").expect("go");
+    assert_eq!(container.peapod(&["wait"]).stdout, "4\n");
+    // Right after the exit: `start` waits for the first monitor to be done.
+    let out = container.peapod(&["start"]);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, container.id.as_str()),
+        "{out:?}"
+    );
+    wait_until("the second run in the log", || {
+        container.logs(&[]) == "run\nrun\n"
+    });
+    assert_eq!(container.peapod(&["wait"]).stdout, "4\n");
+    let runs = std::fs::read_to_string(control.join("runs")).expect("runs");
+    assert_eq!(runs, "run\nrun\n");
+    let state = container.inspect();
+    assert_eq!(state["RestartCount"], 0, "{state}");
+    assert_eq!(state["State"]["ExitCode"], 4, "{state}");
+}
+
+#[test]
+fn run_dt_keeps_the_tty_output_in_its_log() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (container, _) = Detached::run(
+        &rootfs,
+        &["-t"],
+        &["/bin/sh", "-c", "tty; stty size; echo hello"],
+    );
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    wait_until("its output", || container.logs(&[]).contains("hello"));
+    let logs = container.logs(&[]);
+    // A pty ends its lines with CR LF, kept as docker keeps them.
+    let lines: Vec<&str> = logs.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with("/dev/pts/")),
+        "{logs:?}"
+    );
+    assert_eq!(lines.last(), Some(&"hello"), "{logs:?}");
+}
+
+#[test]
+fn a_killed_monitor_of_a_restarting_container_leaves_nothing_after_the_next_command() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (mut container, _) = Detached::run(
+        &rootfs,
+        &["--restart", "always"],
+        &["/bin/sh", "-c", "echo run; sleep 0.2"],
+    );
+    wait_until("a restart", || container.inspect()["RestartCount"] != 0);
+    let now = container.current_processes();
+    container.processes.extend(now);
+    container.monitor().kill();
+    wait_until("the monitor to die", || !container.monitor().is_alive());
+    let out = finish(rootfs.peapod().arg("list").spawn().expect("spawn list"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains(&container.id), "{}", out.stdout);
+    container.assert_gone();
+}
+
+#[test]
+fn restart_flags_are_refused_where_they_cannot_apply() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let run = |extra: &[&str]| {
+        let mut command = rootfs.peapod();
+        command
+            .args(["run", "--rootfs", rootfs.arg()])
+            .args(extra)
+            .args(["--", "/bin/true"]);
+        finish(command.spawn().expect("spawn"))
+    };
+    let out = run(&["-d", "--rm", "--restart", "always"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--restart always and --rm conflict"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["--restart", "on-failure:2"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--restart is for --detach"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["-d", "--restart", "sometimes"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("on-failure[:N]"), "{}", out.stderr);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn run_d_in_a_pod_prints_its_id_and_stop_and_rm_reach_it() {
+    let Some(mut pods) = support::pods::Pods::new() else {
+        return;
+    };
+    pods.create("web", &[]);
+    let rootfs = pods.rootfs.arg().to_owned();
+    let script = "trap 'exit 0' TERM; echo hi; sleep 60 & wait";
+    let out = pods.peapod(&[
+        "run", "-d", "--pod", "web", "--rootfs", &rootfs, "--name", "srv", "--", "/bin/sh", "-c",
+        script,
+    ]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "srv\n"), "{out:?}");
+    // Its output goes to the pod's log.
+    wait_until("its output", || pods.logs("web", "srv") == "hi\n");
+    let table = pods.peapod(&["ps"]);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("srv ") && l.contains(" Up ")),
+        "{table:?}"
+    );
+    let out = pods.peapod(&["stop", "-t", "5", "srv"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "srv\n"), "{out:?}");
+    let state = pods.peapod(&["state", "srv"]);
+    assert!(state.stdout.contains("\"stopped\""), "{state:?}");
+    let out = pods.peapod(&["rm", "srv"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    pods.remove_all();
+    pods.rootfs.assert_nothing_left();
+}
+
+#[test]
+fn start_and_restart_keep_the_writable_layer_of_an_image_container() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
+        eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
+        return;
+    };
+    let storage = rootfs.scratch().join("storage");
+    let storage = storage.to_str().expect("utf-8 path");
+    let mut load = rootfs.peapod();
+    load.args(["--storage", storage, "image", "load", "-i"])
+        .arg(&archive);
+    let out = finish(load.spawn().expect("spawn image load"));
+    assert_eq!(out.code, 0, "{out:?}");
+    let image = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .expect("the loaded image's name")
+        .trim()
+        .to_owned();
+    // Each run adds a line to a file of its root, and prints how many there are.
+    let script = "echo x >> /runs; echo runs=$(wc -l < /runs)";
+    let mut run = rootfs.peapod();
+    run.args(["--storage", storage, "run", "-d", "--pull", "never"])
+        .args(["--entrypoint", "/bin/sh", &image, "-c", script]);
+    let (container, _) = Detached::spawn(&rootfs, run);
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    let out = container.peapod(&["start"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    wait_until("the second run", || {
+        container.logs(&[]).lines().count() == 2
+    });
+    let out = container.peapod(&["restart"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    wait_until("the third run", || container.logs(&[]).lines().count() == 3);
+    assert_eq!(container.logs(&[]), "runs=1\nruns=2\nruns=3\n");
+    let out = container.peapod(&["rm"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    container.assert_gone();
+    let layers = std::fs::read_dir(rootfs.scratch().join("storage/containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(layers, 0, "its writable layer is left");
+}
+
+#[test]
+fn rm_f_of_a_container_waiting_to_restart_ends_its_monitor_and_leaves_nothing() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let (mut container, _) = Detached::run(
+        &rootfs,
+        &["--restart", "always"],
+        &["/bin/sh", "-c", "echo run; exit 0"],
+    );
+    wait_until("a restart back-off", || {
+        container.inspect()["State"]["Restarting"] == true
+    });
+    let now = container.current_processes();
+    container.processes.extend(now);
+    let out = container.peapod(&["rm", "-f"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // `rm` returns once the monitor is gone.
+    assert!(!container.monitor().is_alive());
+    container.assert_gone();
 }

@@ -699,6 +699,25 @@ impl Store {
         })
     }
 
+    /// The layers [`Store::prepare_container`] gave `container_id` before, its writable
+    /// layer as it left it: for a container started again (`peapod start`, a restart
+    /// policy). An error when it has none in the store.
+    pub fn container_layers(&self, image: &Image, container_id: &str) -> Result<ContainerLayers> {
+        let dir = self.container_dir(container_id)?;
+        if !dir.join("image.json").exists() {
+            return Err(Error::NotFound(format!(
+                "the layers of container {container_id}"
+            )));
+        }
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        let writable = upper.is_dir() && work.is_dir();
+        Ok(ContainerLayers {
+            lower: image.layers.clone(),
+            upper: writable.then_some(upper),
+            work: writable.then_some(work),
+        })
+    }
+
     /// Removes a container's upper and work directories and its use record; a container
     /// without them is fine.
     pub fn release_container(&self, container_id: &str) -> Result<()> {

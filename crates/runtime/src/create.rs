@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context as _};
 use oci_spec::runtime::Spec;
 use peapod_cgroups::Cgroup;
 use peapod_container::{create_in, Barrier, ContainerConfig, Created, Hooks};
-use peapod_state::{ContainerId, Durability, ProcessIdentity, Record, OCI_VERSION};
+use peapod_state::{ContainerId, Durability, Entry, ProcessIdentity, Record, OCI_VERSION};
 
 use crate::{Error, Result, Runtime};
 
@@ -114,6 +114,36 @@ pub(crate) fn create_recorded(
     bundle: &Path,
     options: &CreateOptions,
 ) -> Result<Created> {
+    create_in_entry(rt, id, spec, bundle, options, None)
+}
+
+/// Makes the process of stopped container `id` again, in its existing entry, from the spec
+/// it was made from (`peapod start` of a `run -d` container, or its restart policy): the
+/// same state directory, log and writable layer. `check` is given the record under the
+/// entry's lock and may refuse (a `stop` came meanwhile) or change it (the restart count).
+/// On failure the container is left stopped as it was.
+pub(crate) fn recreate_recorded(
+    rt: &Runtime,
+    id: &str,
+    spec: &Spec,
+    bundle: &Path,
+    options: &CreateOptions,
+    mut check: impl FnMut(&mut Record) -> Result<()>,
+) -> Result<Created> {
+    create_in_entry(rt, id, spec, bundle, options, Some(&mut check))
+}
+
+/// What [`recreate_recorded`] checks and changes in the previous record.
+type Again<'a> = &'a mut dyn FnMut(&mut Record) -> Result<()>;
+
+fn create_in_entry(
+    rt: &Runtime,
+    id: &str,
+    spec: &Spec,
+    bundle: &Path,
+    options: &CreateOptions,
+    again: Option<Again<'_>>,
+) -> Result<Created> {
     let id: ContainerId = id.parse()?;
     // The state directory is the store's `<root>/<id>`, made below; its files are written
     // before the container's process mounts them.
@@ -193,7 +223,14 @@ pub(crate) fn create_recorded(
         .and_then(|m| serde_json::to_value(m).ok());
     let mut config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = rt.store()?;
-    let entry = store.create(&id)?;
+    let (entry, previous) = match again {
+        None => (store.create(&id)?, None),
+        Some(check) => {
+            let entry = store.load(&id)?;
+            let previous = stopped_record(&entry, &mut record, check)?;
+            (entry, Some(previous))
+        }
+    };
     // A container this process owns is marked from the start: should it be killed before
     // the record exists, the next command finds an owned entry without a record, unlocked,
     // and removes it (see `leftovers.rs`).
@@ -212,9 +249,12 @@ pub(crate) fn create_recorded(
         // After the entry is made, so that the id is known to be free: the store's layers
         // of a container are named by its id.
         if let Some(image) = &options.image {
-            let (mount_point, overlay) =
-                crate::image::prepare(image, id.as_str(), entry.dir(), config.has_user_namespace())
-                    .map_err(Error::runtime)?;
+            let userxattr = config.has_user_namespace();
+            let (mount_point, overlay) = match previous {
+                None => crate::image::prepare(image, id.as_str(), entry.dir(), userxattr),
+                Some(_) => crate::image::prepare_again(image, id.as_str(), entry.dir(), userxattr),
+            }
+            .map_err(Error::runtime)?;
             config = config
                 .with_image_root(mount_point, overlay)
                 .map_err(peapod_container::Error::from)?;
@@ -260,12 +300,50 @@ pub(crate) fn create_recorded(
         if let Some(cgroup) = &cgroup {
             cgroup.undo();
         }
+        if previous.is_some() {
+            // Started again: what it had stays, for `rm` (or another `start`).
+            return result;
+        }
         if let Err(e) = crate::image::release(id.as_str(), entry.dir()) {
             tracing::warn!("{e:#}");
         }
         let _ = entry.remove();
     }
     result
+}
+
+/// The record of the stopped container of `entry`, checked by `check`, whose kept fields
+/// `record` (the one being made) takes over; its cgroup removed, for the new one.
+fn stopped_record(entry: &Entry, record: &mut Record, check: Again<'_>) -> Result<Record> {
+    let id = entry.id();
+    let mut previous = crate::state::recorded(entry)?;
+    let status = previous.status(entry.dir());
+    if status != peapod_state::Status::Stopped {
+        return Err(Error::runtime(anyhow!(
+            "container {id} is {}: only a stopped one is started again",
+            status.as_str()
+        )));
+    }
+    check(&mut previous)?;
+    if let Some(cgroup) = crate::cgroups::of_record(&previous)? {
+        crate::cgroups::empty(&cgroup, true)?;
+        cgroup.remove().map_err(Error::runtime)?;
+    }
+    // What an earlier attempt that failed may have left.
+    match std::fs::remove_file(entry.exec_fifo()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::runtime(anyhow!(
+                "cannot remove the old exec fifo: {e}"
+            )))
+        }
+    }
+    record.created = previous.created;
+    record.restart_policy = previous.restart_policy.clone();
+    record.restart_count = previous.restart_count;
+    record.stopped_by_user = previous.stopped_by_user;
+    Ok(previous)
 }
 
 /// Refuses a spec without a user namespace when peapod is not root: the kernel would refuse

@@ -346,6 +346,49 @@ pub(crate) fn prepare(
     Ok((mount_point, overlay))
 }
 
+/// [`prepare`] for a container started again: the layers it was given, its writable layer as
+/// it left it, and the mount point it had.
+pub(crate) fn prepare_again(
+    root: &ImageRoot,
+    id: &str,
+    dir: &Path,
+    userxattr: bool,
+) -> anyhow::Result<(PathBuf, peapod_rootfs::Overlay)> {
+    let layers = peapod_image::Store::open(&root.store)?.container_layers(&root.image, id)?;
+    let upper = match (layers.upper, layers.work) {
+        (Some(upper), Some(work)) => {
+            empty_work_dir(&work)?;
+            Some((upper, work))
+        }
+        _ => None,
+    };
+    let overlay = peapod_rootfs::Overlay {
+        lower: layers.lower,
+        upper,
+        userxattr,
+    };
+    Ok((dir.join(MOUNT_POINT), overlay))
+}
+
+/// Empties the work directory of an overlay no longer mounted (its container has exited):
+/// the kernel refuses to mount a `volatile` overlay again on the `work/incompat/volatile`
+/// it left (overlayfs.rst, "Volatile mount"), and makes what it needs anew.
+fn empty_work_dir(work: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    open_up_work_dir(work);
+    let entries =
+        std::fs::read_dir(work).with_context(|| format!("cannot read {}", work.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = match entry.file_type().is_ok_and(|t| t.is_dir()) {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        };
+        removed.with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Releases the layers of container `id` (state directory `dir`) if it has any: its writable
 /// layer goes, and the image is no longer in use by it. Idempotent.
 pub(crate) fn release(id: &str, dir: &Path) -> anyhow::Result<()> {

@@ -55,6 +55,7 @@ pub mod logfile;
 mod monitor;
 pub mod names;
 mod pause;
+mod restart;
 mod run;
 mod sealed;
 mod seccomp_profile;
@@ -81,6 +82,7 @@ pub use error::{Cause, Error, Result};
 pub use exec::ExecOptions;
 pub use kill::{is_live, parse_signal, wait_gone};
 pub use monitor::{inherited_pipe, MonitorOptions};
+pub use restart::RestartPolicy;
 pub use run::{DetachedLog, RunOptions};
 pub use spec::{features, write_default_spec};
 pub use state::StateJson;
@@ -310,6 +312,36 @@ impl Runtime {
     /// SIGKILL after `timeout`. A container that is not running is left as it is.
     pub fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
         stop::stop(self, id, timeout)
+    }
+
+    /// Whether container `id` was made by `run -d` with a monitor (from an image or
+    /// `--rootfs`), and so can be started again ([`Runtime::start_again`]).
+    pub fn is_detached_run(&self, id: &str) -> bool {
+        self.root.join(id).join(restart::LAUNCH_FILE).exists()
+    }
+
+    /// docker's `start` of a `run -d` container ([`Runtime::is_detached_run`]): once it has
+    /// exited, it is made again from what it was made from (its id, state, writable layer and
+    /// log kept; the log appended to) and started under a new monitor, whose command line
+    /// `monitor` gives for the log's limits (see [`DetachedLog::exec`]). Nothing is done
+    /// while it runs. runc's `start` of a created container is [`Runtime::start`].
+    pub fn start_again(
+        &self,
+        id: &str,
+        monitor: impl FnOnce(logfile::LogLimits) -> Option<Vec<std::ffi::CString>>,
+    ) -> Result<()> {
+        stop::start(self, id, monitor)
+    }
+
+    /// docker's `restart` of a `run -d` container: [`Runtime::stop`], then
+    /// [`Runtime::start_again`].
+    pub fn restart(
+        &self,
+        id: &str,
+        timeout: Duration,
+        monitor: impl FnOnce(logfile::LogLimits) -> Option<Vec<std::ffi::CString>>,
+    ) -> Result<()> {
+        stop::restart(self, id, timeout, monitor)
     }
 
     /// Removes container `id` as `docker rm` does: `delete` (with `force`, of a running one

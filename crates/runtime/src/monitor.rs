@@ -27,10 +27,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{dup2, fork, ForkResult, Pid};
 use peapod_container::Created;
-use peapod_state::{ContainerId, Durability, ExitRecord};
+use peapod_state::{ContainerId, Durability, ExitRecord, ProcessIdentity};
 
 use crate::create::CreateOptions;
 use crate::logfile::{LogLimits, LogWriter, Stream, MAX_RECORD};
+use crate::restart::{self, Backoff, Launch};
 use crate::run::DetachedLog;
 use crate::{Error, Result, Runtime};
 
@@ -39,10 +40,10 @@ use crate::{Error, Result, Runtime};
 pub struct MonitorOptions {
     /// The container process, a child of this process.
     pub pid: i32,
-    /// The read end of the container's stdout pipe.
+    /// The read end of the container's stdout pipe, or the master of its pty (`run -dt`).
     pub stdout: OwnedFd,
-    /// The read end of its stderr pipe.
-    pub stderr: OwnedFd,
+    /// The read end of its stderr pipe (none with a pty, which has both streams).
+    pub stderr: Option<OwnedFd>,
     /// How much log is kept.
     pub limits: LogLimits,
     /// Remove the container once it has exited.
@@ -51,11 +52,13 @@ pub struct MonitorOptions {
 
 /// Runs container `id` detached under a monitor (see the module doc); returns in the
 /// caller once the container runs (0), or with the error that kept it from running.
+/// `terminal`: its process has a pty, whose master the monitor holds and logs.
 pub(crate) fn run_detached(
     rt: &Runtime,
     id: &str,
     mut options: CreateOptions,
     log: DetachedLog,
+    terminal: bool,
     create: impl FnOnce(&CreateOptions) -> Result<Created>,
 ) -> Result<i32> {
     let (report_read, report_write) =
@@ -85,7 +88,7 @@ pub(crate) fn run_detached(
                 }
             }
             options.monitored = true;
-            match start_with_pipes(rt, id, &options, create) {
+            match start_with_output(rt, id, &mut options, terminal, create) {
                 Ok((pid, stdout, stderr)) => {
                     // Made before the caller returns, so that a `logs` right after it finds
                     // the log (the exec'd monitor opens it again).
@@ -163,20 +166,25 @@ fn read_report(from: OwnedFd) -> Result<i32> {
 }
 
 /// In the monitor: creates and starts the container with stdin on `/dev/null` and stdout
-/// and stderr on pipes; its PID and the pipes' read ends. This process's own stdio ends on
-/// `/dev/null`, letting the caller's go.
-fn start_with_pipes(
+/// and stderr on pipes, or with a `terminal` (a pty of its own); its PID and what the
+/// monitor reads (the pipes' read ends, or the pty's master). This process's own stdio ends
+/// on `/dev/null`, letting the caller's go.
+fn start_with_output(
     rt: &Runtime,
     id: &str,
-    options: &CreateOptions,
+    options: &mut CreateOptions,
+    terminal: bool,
     create: impl FnOnce(&CreateOptions) -> Result<Created>,
-) -> Result<(Pid, OwnedFd, OwnedFd)> {
+) -> Result<(Pid, OwnedFd, Option<OwnedFd>)> {
     let null = std::fs::File::options()
         .read(true)
         .write(true)
         .open("/dev/null")
         .context("cannot open /dev/null")
         .map_err(Error::runtime)?;
+    if terminal {
+        return start_with_pty(rt, id, options, &null, create);
+    }
     let (out_read, out_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(os("cannot make a pipe"))?;
     let (err_read, err_write) =
@@ -200,7 +208,30 @@ fn start_with_pipes(
     let pid = started?;
     // Not to keep a directory of the caller's busy (a mount point it may unmount).
     let _ = std::env::set_current_dir("/");
-    Ok((pid, out_read, err_read))
+    Ok((pid, out_read, Some(err_read)))
+}
+
+/// [`start_with_output`] with a pty: the container makes it and sends its master through a
+/// socket while it is created.
+fn start_with_pty(
+    rt: &Runtime,
+    id: &str,
+    options: &mut CreateOptions,
+    null: &std::fs::File,
+    create: impl FnOnce(&CreateOptions) -> Result<Created>,
+) -> Result<(Pid, OwnedFd, Option<OwnedFd>)> {
+    for fd in [0, 1, 2] {
+        dup2(null.as_raw_fd(), fd).map_err(os("cannot redirect stdio"))?;
+    }
+    let (ours, theirs) = crate::tty::socket_pair().map_err(Error::runtime)?;
+    options.console_stream = Some(theirs);
+    let started = crate::run::start_detached(rt, id, options, create);
+    options.console_stream = None;
+    let pid = started?;
+    // Sent while it was created; waiting in the socket.
+    let master = crate::tty::receive_master(&ours).map_err(Error::runtime)?;
+    let _ = std::env::set_current_dir("/");
+    Ok((pid, master, None))
 }
 
 /// Becomes the monitor command with `ID PID OUT ERR` appended; returns the options back only
@@ -210,11 +241,12 @@ fn exec_monitor(command: &[CString], id: &str, options: MonitorOptions) -> Monit
         return options;
     };
     let mut argv = command.to_vec();
+    let stderr = options.stderr.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     for arg in [
         id.to_owned(),
         options.pid.to_string(),
         options.stdout.as_raw_fd().to_string(),
-        options.stderr.as_raw_fd().to_string(),
+        stderr.to_string(),
     ] {
         match CString::new(arg) {
             Ok(arg) => argv.push(arg),
@@ -224,7 +256,7 @@ fn exec_monitor(command: &[CString], id: &str, options: MonitorOptions) -> Monit
     // Inherited across the exec: stdio and the two pipes only. Nothing the caller left open
     // without close-on-exec (a harness's pipe, say) is kept open for the container's life:
     // whoever waits for its end would wait as long.
-    let keep = [options.stdout.as_raw_fd(), options.stderr.as_raw_fd()];
+    let keep = [options.stdout.as_raw_fd(), stderr];
     let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
             dir.flatten()
@@ -235,7 +267,7 @@ fn exec_monitor(command: &[CString], id: &str, options: MonitorOptions) -> Monit
     for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
         let _ = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
-    for fd in keep {
+    for fd in keep.into_iter().filter(|fd| *fd >= 0) {
         if nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).is_err() {
             return options;
         }
@@ -254,17 +286,17 @@ fn exec_monitor(command: &[CString], id: &str, options: MonitorOptions) -> Monit
         "cannot exec the monitor {} ({e}); monitoring in this process",
         program.to_string_lossy()
     );
-    for fd in [options.stdout.as_raw_fd(), options.stderr.as_raw_fd()] {
+    for fd in keep.into_iter().filter(|fd| *fd >= 0) {
         let _ = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
     options
 }
 
-/// The read end of a pipe handed over as descriptor `fd` (`peapod monitor`'s arguments):
-/// refused unless it is a pipe.
+/// The read end of a pipe (or a pty's master) handed over as descriptor `fd` (`peapod
+/// monitor`'s arguments): refused unless it is one.
 pub fn inherited_pipe(fd: RawFd) -> Result<OwnedFd> {
     let stat = nix::sys::stat::fstat(fd).map_err(os("not an open descriptor"))?;
-    if stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+    if !matches!(stat.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR) {
         return Err(Error::usage(anyhow!("descriptor {fd} is not a pipe")));
     }
     let _ = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
@@ -361,8 +393,9 @@ fn write(log: &mut Option<LogWriter>, stream: Stream, partial: bool, content: &[
 }
 
 /// The monitor itself: copies the pipes into the log until both close, collects the
-/// container when it exits and records it, then removes the container (`remove`) or
-/// clears its owner. Holds no lock but for the moments it saves the record.
+/// container when it exits and records it; starts it again when its restart policy says so
+/// (see `restart.rs`); at the end removes the container (`remove`) or clears its owner.
+/// Holds no lock but for the moments it saves the record.
 pub(crate) fn monitor(rt: &Runtime, id: &str, options: MonitorOptions) -> Result<i32> {
     let id: ContainerId = id.parse()?;
     let dir = rt.root.join(id.as_str());
@@ -373,34 +406,126 @@ pub(crate) fn monitor(rt: &Runtime, id: &str, options: MonitorOptions) -> Result
             None
         }
     };
-    let pid = Pid::from_raw(options.pid);
+    let mut current = (Pid::from_raw(options.pid), options.stdout, options.stderr);
+    let mut backoff = Backoff::new();
+    loop {
+        let started = std::time::Instant::now();
+        let (pid, stdout, stderr) = current;
+        let code = watch(pid, stdout, stderr, &mut log, |code| {
+            record_exit(rt, &id, code)
+        })?;
+        let Some(delay) = restart::next_start(rt, &id, code, started.elapsed(), &mut backoff)
+        else {
+            break;
+        };
+        if !restart::wait_to_restart(rt, &id, delay) {
+            break;
+        }
+        match start_again_by_policy(rt, &id) {
+            Ok(next) => current = next,
+            Err(e) => {
+                let message = format!("peapod: cannot start it again: {}", e.one_line());
+                write(&mut log, Stream::Stderr, false, message.as_bytes());
+                break;
+            }
+        }
+    }
+    drop(log);
+    if options.remove {
+        match crate::delete::delete(rt, &id, true) {
+            Ok(()) | Err(Error::State(peapod_state::Error::NotFound(_))) => {}
+            Err(e) => return Err(e),
+        }
+        return Ok(0);
+    }
+    // Unless a `start` has given it a monitor of its own meanwhile.
+    let this = ProcessIdentity::of(std::process::id() as i32);
+    update_record(rt, &id, |record| {
+        if record.owner == this {
+            record.owner = None;
+            record.restarting = false;
+        }
+    });
+    Ok(0)
+}
+
+/// In the monitor: container `id` made and started again by its restart policy.
+fn start_again_by_policy(
+    rt: &Runtime,
+    id: &ContainerId,
+) -> Result<(Pid, OwnedFd, Option<OwnedFd>)> {
+    let launch = Launch::load(rt, id)?;
+    let mut options = launch.create_options()?;
+    start_with_output(
+        rt,
+        id.as_str(),
+        &mut options,
+        launch.terminal(),
+        |options| launch.recreate(rt, id.as_str(), options, restart::by_policy),
+    )
+}
+
+/// Container `id`, a `run -d` container that has exited, made and started again under a
+/// new monitor (`peapod start`, `restart`); `exec` is the monitor's command line for the
+/// log's limits (see [`DetachedLog::exec`]).
+pub(crate) fn start_again(
+    rt: &Runtime,
+    id: &str,
+    exec: impl FnOnce(crate::logfile::LogLimits) -> Option<Vec<CString>>,
+) -> Result<()> {
+    let cid: ContainerId = id.parse()?;
+    let launch = Launch::load(rt, &cid)?;
+    let options = launch.create_options()?;
+    let log = DetachedLog {
+        limits: launch.limits(),
+        remove: false,
+        exec: exec(launch.limits()),
+        // Its record keeps the policy.
+        ..DetachedLog::default()
+    };
+    run_detached(rt, id, options, log, launch.terminal(), |options| {
+        launch.recreate(rt, id, options, restart::by_hand)
+    })?;
+    Ok(())
+}
+
+/// Copies the container's output into the log until it has exited (told to `on_exit` at
+/// once) and its pipes (or pty) are drained; its exit status.
+fn watch(
+    pid: Pid,
+    stdout: OwnedFd,
+    stderr: Option<OwnedFd>,
+    log: &mut Option<LogWriter>,
+    on_exit: impl FnOnce(i32),
+) -> Result<i32> {
+    let mut on_exit = Some(on_exit);
     // Without pidfd_open (before Linux 5.3) the monitor looks every 100 ms.
-    let pidfd = crate::daemon::pidfd_open(options.pid);
+    let pidfd = crate::daemon::pidfd_open(pid.as_raw());
     let mut pipes = [
         Pipe {
-            fd: Some(options.stdout),
+            fd: Some(stdout),
             stream: Stream::Stdout,
             line: Vec::new(),
         },
         Pipe {
-            fd: Some(options.stderr),
+            fd: stderr,
             stream: Stream::Stderr,
             line: Vec::new(),
         },
     ];
-    let mut exited = false;
-    while !exited || pipes.iter().any(|p| p.fd.is_some()) {
+    let mut exited = None;
+    while exited.is_none() || pipes.iter().any(|p| p.fd.is_some()) {
         let mut fds: Vec<PollFd> = Vec::with_capacity(3);
         for pipe in &pipes {
             if let Some(fd) = &pipe.fd {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             }
         }
-        let watch_exit = !exited && pidfd.is_some();
+        let watch_exit = exited.is_none() && pidfd.is_some();
         if let (true, Some(pidfd)) = (watch_exit, &pidfd) {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
         }
-        let timeout = match exited || pidfd.is_some() {
+        let timeout = match exited.is_some() || pidfd.is_some() {
             true => PollTimeout::NONE,
             false => PollTimeout::from(100u8),
         };
@@ -415,26 +540,19 @@ pub(crate) fn monitor(rt: &Runtime, id: &str, options: MonitorOptions) -> Result
         let mut ready = ready.into_iter();
         for pipe in pipes.iter_mut().filter(|p| p.fd.is_some()) {
             if ready.next() == Some(true) {
-                pipe.read(&mut log);
+                pipe.read(log);
             }
         }
-        if !exited {
-            if let Some(code) = collect(pid)? {
-                exited = true;
-                record_exit(rt, &id, code);
+        if exited.is_none() {
+            exited = collect(pid)?;
+            if let Some(code) = exited {
+                if let Some(on_exit) = on_exit.take() {
+                    on_exit(code);
+                }
             }
         }
     }
-    drop(log);
-    if options.remove {
-        match crate::delete::delete(rt, &id, true) {
-            Ok(()) | Err(Error::State(peapod_state::Error::NotFound(_))) => {}
-            Err(e) => return Err(e),
-        }
-        return Ok(0);
-    }
-    update_record(rt, &id, |record| record.owner = None);
-    Ok(0)
+    Ok(exited.unwrap_or_default())
 }
 
 /// The container's exit status once it has exited (as a shell reports a signal: 128 + it).

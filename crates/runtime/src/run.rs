@@ -60,6 +60,8 @@ pub struct DetachedLog {
     /// than the one that made the container. Without it, or if the exec fails, the monitor
     /// goes on in the process as it is.
     pub exec: Option<Vec<std::ffi::CString>>,
+    /// When its monitor starts it again after it has exited (`--restart`).
+    pub restart: crate::RestartPolicy,
 }
 
 /// Runs container `id`; `created` is told whether its creation succeeded, as soon as that is
@@ -90,7 +92,7 @@ pub(crate) fn run(
     if run.detach {
         options.fifo = true;
         if let Some(log) = run.log {
-            return crate::monitor::run_detached(rt, id, options, log, create);
+            return run_logged(rt, id, spec, bundle, options, log, create);
         }
         start_detached(rt, id, &options, create)?;
         return Ok(0);
@@ -153,6 +155,33 @@ pub(crate) fn run(
     let code = exit?.code();
     cleaned?;
     Ok(code)
+}
+
+/// `run -d` with a log and monitor: what the container is made from is kept with it, so that
+/// it can be started again (see `restart.rs`).
+fn run_logged(
+    rt: &Runtime,
+    id: &str,
+    spec: &Spec,
+    bundle: &Path,
+    options: CreateOptions,
+    log: DetachedLog,
+    create: impl FnOnce(&CreateOptions) -> Result<peapod_container::Created>,
+) -> Result<i32> {
+    let launch = crate::restart::Launch::new(spec, bundle, &options, log.limits);
+    let policy = log.restart;
+    // A pty whose master goes to the caller's `--console-socket` is not the monitor's.
+    let terminal = launch.terminal() && options.console_socket.is_none();
+    crate::monitor::run_detached(rt, id, options, log, terminal, |options| {
+        let created = create(options)?;
+        if let Err(e) = crate::restart::save_launch(rt, id, &launch, policy) {
+            // Its process dies with `created`; the rest goes with the entry.
+            drop(created);
+            let _ = crate::delete::delete(rt, &id.parse()?, true);
+            return Err(e);
+        }
+        Ok(created)
+    })
 }
 
 /// Creates container `id` at its exec fifo and starts it, leaving it to run on its own;

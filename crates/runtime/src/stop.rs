@@ -73,11 +73,13 @@ fn wait_for_exit(process: ProcessIdentity) {
 /// after `timeout`; returns once it has exited and its monitor has recorded that.
 pub(crate) fn stop(rt: &Runtime, id: &str, timeout: Duration) -> Result<()> {
     let cid: ContainerId = id.parse()?;
-    let (record, status) = rt.snapshot(&cid)?;
+    let (record, status) = mark_stopped(rt, &cid)?;
     let Some(process) = record
         .process
         .filter(|_| matches!(status, Status::Created | Status::Running | Status::Paused))
     else {
+        // Between two runs of a restart policy: its monitor sees the mark and ends.
+        wait_for_monitor(rt, &cid, false);
         return Ok(());
     };
     let signal = crate::image::stop_signal_of(&record).unwrap_or(Signal::SIGTERM);
@@ -104,17 +106,72 @@ pub(crate) fn stop(rt: &Runtime, id: &str, timeout: Duration) -> Result<()> {
             )));
         }
     }
-    // Its monitor records the exit (and removes it after `--rm`): done when it has.
+    wait_for_monitor(rt, &cid, false);
+    Ok(())
+}
+
+/// Marks container `id` as stopped by hand when it has a restart policy (under its lock,
+/// where its monitor reads it before it starts it again), so that its monitor leaves it
+/// stopped; its record and status.
+fn mark_stopped(rt: &Runtime, id: &ContainerId) -> Result<(peapod_state::Record, Status)> {
+    let entry = rt.store()?.load(id)?;
+    let mut record = crate::state::recorded(&entry)?;
+    let status = record.status(entry.dir());
+    if record.restart_policy.is_some() && !record.stopped_by_user {
+        record.stopped_by_user = true;
+        entry.save(&record, peapod_state::Durability::Synced)?;
+    }
+    Ok((record, status))
+}
+
+/// Waits (a while) for the monitor of stopped container `id` to have recorded its exit (and
+/// removed it after `--rm`) and, with a restart policy or `done`, to have ended (its log
+/// written to the end).
+fn wait_for_monitor(rt: &Runtime, id: &ContainerId, done: bool) {
     let deadline = std::time::Instant::now() + MONITOR_TIMEOUT;
     while std::time::Instant::now() < deadline {
-        match rt.snapshot(&cid) {
-            Ok((record, _)) if record.exit.is_none() && monitor_alive(record.owner) => {
+        match rt.snapshot(id) {
+            Ok((record, _))
+                if monitor_alive(record.owner)
+                    && (done || record.exit.is_none() || record.restart_policy.is_some()) =>
+            {
                 std::thread::sleep(Duration::from_millis(2))
             }
             _ => break,
         }
     }
-    Ok(())
+}
+
+/// Stops container `id` as [`stop`] does, then starts it again under a new monitor
+/// (`restart`): a `run -d` container only.
+pub(crate) fn restart(
+    rt: &Runtime,
+    id: &str,
+    timeout: Duration,
+    exec: impl FnOnce(crate::logfile::LogLimits) -> Option<Vec<std::ffi::CString>>,
+) -> Result<()> {
+    let cid: ContainerId = id.parse()?;
+    // Refused before it is stopped, if it could not be started again.
+    crate::restart::Launch::load(rt, &cid)?;
+    stop(rt, id, timeout)?;
+    start(rt, id, exec)
+}
+
+/// `start` of a `run -d` container, as docker's: nothing to do while it runs (or its monitor
+/// is about to start it again); once it has exited, started again under a new monitor.
+pub(crate) fn start(
+    rt: &Runtime,
+    id: &str,
+    exec: impl FnOnce(crate::logfile::LogLimits) -> Option<Vec<std::ffi::CString>>,
+) -> Result<()> {
+    let cid: ContainerId = id.parse()?;
+    let (record, status) = rt.snapshot(&cid)?;
+    if status != Status::Stopped || (record.restarting && monitor_alive(record.owner)) {
+        return Ok(());
+    }
+    // A monitor that has just seen it exit is done first.
+    wait_for_monitor(rt, &cid, true);
+    crate::monitor::start_again(rt, id, exec)
 }
 
 /// Removes container `id` (`rm`): as `delete` (refused while it runs, unless `force`), then

@@ -65,6 +65,23 @@ pub struct Record {
     /// parent of a `create`d container is its caller, not peapod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitRecord>,
+    /// A `run -d --restart` container's policy, as docker writes it (`on-failure:3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    /// How often its monitor has started it again by that policy (docker's RestartCount).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// Its process has exited and its monitor waits to start it again (docker's
+    /// `Restarting`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
+    /// `stop` ended it: its monitor starts it no more (docker's HasBeenManuallyStopped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_by_user: bool,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A container's end, as its waiting parent saw it.
@@ -131,6 +148,10 @@ impl Record {
             spec_resources: None,
             spec_mounts: None,
             exit: None,
+            restart_policy: None,
+            restart_count: 0,
+            restarting: false,
+            stopped_by_user: false,
         }
     }
 
