@@ -75,12 +75,14 @@
 
 mod error;
 mod explain;
+mod hooks;
 mod infra;
 mod lifecycle;
 mod manifest;
 mod network;
 mod pin;
 mod play;
+mod probes;
 mod record;
 mod store;
 
@@ -101,5 +103,6 @@ pub use network::{
 pub use peapod_net;
 pub use pin::{pin, unpin};
 pub use play::{monitor, play, Images};
+pub use probes::{Handler, Health, MemberHealth, Probe, BACKOFF_ANNOTATION};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};

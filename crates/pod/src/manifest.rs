@@ -21,7 +21,7 @@ pub struct ManifestError {
     pub problem: String,
 }
 
-fn bad(field: impl Into<String>, problem: impl Into<String>) -> ManifestError {
+pub(crate) fn bad(field: impl Into<String>, problem: impl Into<String>) -> ManifestError {
     ManifestError {
         field: field.into(),
         problem: problem.into(),
@@ -66,6 +66,10 @@ pub struct PodPlan {
     /// `hostAliases`.
     #[serde(default)]
     pub network: NetworkPlan,
+    /// The first step of the restart back-off, when the manifest shortens the kubelet's
+    /// 10 s (annotation `peapod.io/restart-backoff-base`).
+    #[serde(default)]
+    pub restart_backoff: Option<std::time::Duration>,
 }
 
 /// What a manifest says of its pod's network.
@@ -156,6 +160,9 @@ pub struct ContainerPlan {
     /// default (`RuntimeDefault`, also when absent) is the runtime's default profile.
     #[serde(default)]
     pub seccomp_unconfined: bool,
+    /// Its probes and lifecycle hooks (`probes.rs`).
+    #[serde(default)]
+    pub health: crate::probes::Health,
 }
 
 /// Where a container's root comes from (`image`).
@@ -314,6 +321,7 @@ struct RawVolumeMount {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawPort {
+    name: Option<String>,
     container_port: Option<i64>,
     host_port: Option<i64>,
     protocol: Option<String>,
@@ -426,7 +434,7 @@ impl Checker {
         }
     }
 
-    fn check(mut self, raw: Raw, base: &Path) -> Result<Parsed, ManifestError> {
+    fn check(mut self, mut raw: Raw, base: &Path) -> Result<Parsed, ManifestError> {
         match raw.api_version.as_deref() {
             Some("v1") => {}
             Some(other) => return Err(bad("apiVersion", format!("{other:?}: expected v1"))),
@@ -451,6 +459,7 @@ impl Checker {
             .name
             .ok_or_else(|| bad("metadata.name", "missing"))?;
         check_name("metadata.name", &name)?;
+        let restart_backoff = crate::probes::restart_backoff(&mut raw.metadata.extra)?;
         self.ignore("metadata.", &raw.metadata.extra);
         let spec = raw.spec.ok_or_else(|| bad("spec", "missing"))?;
         let network = self.network(&spec)?;
@@ -523,6 +532,7 @@ impl Checker {
                     ports: std::mem::take(&mut self.ports),
                     ..network
                 },
+                restart_backoff,
             },
             warnings: self.warnings,
         })
@@ -608,7 +618,7 @@ impl Checker {
     fn container(
         &mut self,
         at: &str,
-        raw: RawContainer,
+        mut raw: RawContainer,
         volumes: &[VolumePlan],
         names: &mut BTreeSet<String>,
         base: &Path,
@@ -718,6 +728,12 @@ impl Checker {
             }
             self.ignore(&format!("{at}."), &port.extra);
         }
+        let port_names: Vec<_> = raw
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.container_port))
+            .collect();
+        let health = crate::probes::parse(at, &mut raw.extra, &port_names)?;
         let mut read_only_root = false;
         let mut seccomp_unconfined = false;
         for (key, value) in raw.security_context.iter().flatten() {
@@ -752,6 +768,7 @@ impl Checker {
             mounts,
             read_only_root,
             seccomp_unconfined,
+            health,
         })
     }
 }
