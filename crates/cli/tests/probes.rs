@@ -44,10 +44,16 @@ metadata:
 spec:
   restartPolicy: OnFailure
   terminationGracePeriodSeconds: 5
+  volumes:
+  - name: data
+    hostPath: {path: DATA, type: DirectoryOrCreate}
   containers:
   - name: main
     image: ROOTFS
     command: [/bin/sh, -c, 'touch /tmp/healthy; echo started; trap \"exit 0\" TERM; sleep 1000 & wait']
+    volumeMounts: [{name: data, mountPath: /data}]
+    lifecycle:
+      preStop: {exec: {command: [/bin/sh, -c, 'echo killed >> /data/prestop']}}
     livenessProbe:
       exec: {command: [cat, /tmp/healthy]}
       periodSeconds: 1
@@ -57,7 +63,9 @@ spec:
 #[test]
 fn a_failing_liveness_probe_restarts_the_container() {
     let Some(mut pods) = Pods::new() else { return };
-    play(&mut pods, "alive", LIVENESS);
+    let data = pods.rootfs.scratch().join("data");
+    let manifest = LIVENESS.replace("DATA", &data.display().to_string());
+    play(&mut pods, "alive", &manifest);
     wait_until("main ready", || {
         member(&pods, "alive", "main")["ready"] == true
     });
@@ -77,6 +85,11 @@ fn a_failing_liveness_probe_restarts_the_container() {
     // The restarted container made the file again, and the probe is content.
     exec(&pods, "alive-main", "test -e /tmp/healthy");
     assert_eq!(pods.logs("alive", "main").matches("started").count(), 2);
+    // Its preStop hook ran before the kill, once.
+    assert_eq!(
+        std::fs::read_to_string(data.join("prestop")).expect("prestop"),
+        "killed\n"
+    );
     pods.remove_all();
 }
 
@@ -288,5 +301,58 @@ fn post_start_runs_in_the_container_and_pre_stop_before_the_stop_signal() {
     assert_eq!(read("prestop"), "bye\n");
     // The stop signal came after the hook: the trap saw its file.
     assert_eq!(read("term"), "after-prestop\n");
+    pods.remove_all();
+}
+
+const HANGING: &str = "
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hang
+spec:
+  containers:
+  - name: main
+    image: ROOTFS
+    command: [/bin/sleep, '1000']
+    readinessProbe:
+      exec: {command: [/bin/sh, -c, 'echo probe >> /tmp/probes; exec sleep 100']}
+      periodSeconds: 1
+      timeoutSeconds: 1
+";
+
+#[test]
+fn an_exec_probe_past_its_timeout_fails_and_its_process_is_killed() {
+    let Some(mut pods) = Pods::new() else { return };
+    play(&mut pods, "hang", HANGING);
+    let probes = pods.rootfs.path.join("tmp/probes");
+    wait_until("three probes", || {
+        std::fs::read_to_string(&probes)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 3
+    });
+    let m = member(&pods, "hang", "main");
+    assert_eq!(m["ready"], false, "{m}");
+    assert_eq!(
+        m["last_probe_failure"], "Readiness probe failed: command \"/bin/sh\" timed out",
+        "{m}"
+    );
+    // At most the attempt under way is left of them: the others were killed and reaped.
+    let monitor = pods.ps_json("hang");
+    let container_pid = m["pid"].as_u64().expect("pid");
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(pods.rootfs.state_root().join(".pods/hang/pod.json"))
+            .expect("pod.json"),
+    )
+    .expect("json");
+    let pid = record["monitor"]["pid"].as_u64().expect("monitor pid");
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
+    let others: Vec<&str> = children
+        .split_whitespace()
+        .filter(|c| c.parse::<u64>().ok() != Some(container_pid))
+        .collect();
+    assert!(others.len() <= 1, "{others:?} {monitor}");
     pods.remove_all();
 }

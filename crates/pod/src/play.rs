@@ -449,6 +449,7 @@ pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
         for w in &mut watched {
             probe(rt, &reach, &plan, w);
         }
+        crate::probes::reap_killed();
         record_health(&store, &pod, &mut watched);
         if watched.iter().all(|w| w.pid.is_none() && w.due.is_none()) {
             return Ok(());

@@ -628,15 +628,36 @@ impl Attempt {
         None
     }
 
-    /// Kills what it started, if it still runs, and reaps it.
+    /// Kills what it started, if it still runs, and reaps it; one that does not die at once
+    /// (in a frozen cgroup v1) is reaped later by [`reap_killed`].
     fn finish(&mut self) {
         if let Step::Exec { pid, .. } = &mut self.step {
             if let Some(p) = pid.take() {
                 // Our unreaped child: the pid cannot have been reused.
                 let _ = kill(p, Signal::SIGKILL);
-                let _ = waitpid(p, None);
+                if let Ok(WaitStatus::StillAlive) = waitpid(p, Some(WaitPidFlag::WNOHANG)) {
+                    if let Ok(mut killed) = KILLED.lock() {
+                        killed.push(p);
+                    }
+                }
             }
         }
+    }
+}
+
+/// Killed exec processes not reaped yet.
+static KILLED: std::sync::Mutex<Vec<Pid>> = std::sync::Mutex::new(Vec::new());
+
+/// Reaps the killed exec processes that have died since: the monitor calls it on each turn,
+/// so none stays a zombie and the monitor never blocks on one.
+pub(crate) fn reap_killed() {
+    if let Ok(mut killed) = KILLED.lock() {
+        killed.retain(|p| {
+            matches!(
+                waitpid(*p, Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        });
     }
 }
 
