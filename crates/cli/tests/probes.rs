@@ -356,3 +356,47 @@ fn an_exec_probe_past_its_timeout_fails_and_its_process_is_killed() {
     assert!(others.len() <= 1, "{others:?} {monitor}");
     pods.remove_all();
 }
+
+const ON_A_NETWORK: &str = "
+apiVersion: v1
+kind: Pod
+metadata:
+  name: onnet
+spec:
+  containers:
+  - name: web
+    image: ROOTFS
+    command: [/bin/sh, -c, 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $(hostname -i):8080 -h /www']
+    readinessProbe:
+      httpGet: {path: /index.html, port: 8080}
+      periodSeconds: 1
+";
+
+#[test]
+fn an_http_get_probe_reaches_the_pods_ip_on_its_network() {
+    if !support::net::available() {
+        return;
+    }
+    let net = support::net::TestNet::new(24);
+    let Some(mut pods) = Pods::new() else { return };
+    pods.env = net.env();
+    let file = pods.rootfs.scratch().join("onnet.yaml");
+    std::fs::write(&file, ON_A_NETWORK.replace("ROOTFS", pods.rootfs.arg())).expect("manifest");
+    let out = pods.play("onnet", &file, &["--network", &net.name]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // httpd listens on the pod's IP only: the probe's default host.
+    wait_until("web ready", || {
+        member(&pods, "onnet", "web")["ready"] == true
+    });
+    // Any failure (before httpd listened) names that address too.
+    let ps = pods.ps_json("onnet");
+    let ip = ps["addresses"][0]
+        .as_str()
+        .and_then(|a| a.split('/').next());
+    let m = member(&pods, "onnet", "web");
+    if let (Some(failure), Some(ip)) = (m["last_probe_failure"].as_str(), ip) {
+        assert!(failure.contains(&format!("http://{ip}:8080/")), "{m}");
+    }
+    pods.remove_all();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
