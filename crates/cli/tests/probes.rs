@@ -39,7 +39,7 @@ const LIVENESS: &str = "
 apiVersion: v1
 kind: Pod
 metadata:
-  name: alive
+  name: probe-alive
   annotations: {peapod.io/restart-backoff-base: 100ms}
 spec:
   restartPolicy: OnFailure
@@ -65,26 +65,29 @@ fn a_failing_liveness_probe_restarts_the_container() {
     let Some(mut pods) = Pods::new() else { return };
     let data = pods.rootfs.scratch().join("data");
     let manifest = LIVENESS.replace("DATA", &data.display().to_string());
-    play(&mut pods, "alive", &manifest);
+    play(&mut pods, "probe-alive", &manifest);
     wait_until("main ready", || {
-        member(&pods, "alive", "main")["ready"] == true
+        member(&pods, "probe-alive", "main")["ready"] == true
     });
-    exec(&pods, "alive-main", "rm /tmp/healthy");
+    exec(&pods, "probe-alive-main", "rm /tmp/healthy");
     // Two failures in a row, the kill (the shell's trap exits 0 on SIGTERM), and, although
     // the policy is OnFailure, a restart: a liveness kill is a failure.
     wait_until("one restart, ready again", || {
-        let m = member(&pods, "alive", "main");
+        let m = member(&pods, "probe-alive", "main");
         m["restarts"] == 1 && m["ready"] == true && m["status"] == "running"
     });
-    let m = member(&pods, "alive", "main");
+    let m = member(&pods, "probe-alive", "main");
     let failure = m["last_probe_failure"].as_str().unwrap_or_default();
     assert!(
         failure.starts_with("Liveness probe failed: command \"cat\" exited with status 1"),
         "{m}"
     );
     // The restarted container made the file again, and the probe is content.
-    exec(&pods, "alive-main", "test -e /tmp/healthy");
-    assert_eq!(pods.logs("alive", "main").matches("started").count(), 2);
+    exec(&pods, "probe-alive-main", "test -e /tmp/healthy");
+    assert_eq!(
+        pods.logs("probe-alive", "main").matches("started").count(),
+        2
+    );
     // Its preStop hook ran before the kill, once.
     assert_eq!(
         std::fs::read_to_string(data.join("prestop")).expect("prestop"),
@@ -97,7 +100,7 @@ const READINESS: &str = "
 apiVersion: v1
 kind: Pod
 metadata:
-  name: web
+  name: probe-web
 spec:
   containers:
   - name: httpd
@@ -135,28 +138,28 @@ fn table_ready(pods: &Pods, pod: &str, name: &str) -> (String, String) {
 #[test]
 fn a_readiness_http_get_probe_shows_ready_false_then_true_in_pod_ps() {
     let Some(mut pods) = Pods::new() else { return };
-    play(&mut pods, "web", READINESS);
+    play(&mut pods, "probe-web", READINESS);
     // httpd answers 404 for the missing page, from inside the pod's network namespace (the
     // pod has no network but `lo`).
     wait_until("a 404 from httpd", || {
-        member(&pods, "web", "httpd")["last_probe_failure"]
+        member(&pods, "probe-web", "httpd")["last_probe_failure"]
             .as_str()
             .is_some_and(|f| f.contains("statuscode: 404"))
     });
     assert_eq!(
-        table_ready(&pods, "web", "httpd"),
+        table_ready(&pods, "probe-web", "httpd"),
         ("false".into(), "false".into())
     );
-    let ps = pods.ps_json("web");
+    let ps = pods.ps_json("probe-web");
     assert_eq!(ps["ready"], false, "{ps}");
-    assert_eq!(member(&pods, "web", "plain")["ready"], true, "{ps}");
-    exec(&pods, "web-httpd", "echo ok > /www/ready.html");
+    assert_eq!(member(&pods, "probe-web", "plain")["ready"], true, "{ps}");
+    exec(&pods, "probe-web-httpd", "echo ok > /www/ready.html");
     wait_until("httpd ready", || {
-        table_ready(&pods, "web", "httpd") == ("true".into(), "true".into())
+        table_ready(&pods, "probe-web", "httpd") == ("true".into(), "true".into())
     });
-    assert_eq!(pods.ps_json("web")["ready"], true);
+    assert_eq!(pods.ps_json("probe-web")["ready"], true);
     // Readiness never restarts anything.
-    assert_eq!(member(&pods, "web", "httpd")["restarts"], 0);
+    assert_eq!(member(&pods, "probe-web", "httpd")["restarts"], 0);
     pods.remove_all();
 }
 
@@ -164,7 +167,7 @@ const TCP: &str = "
 apiVersion: v1
 kind: Pod
 metadata:
-  name: tcp
+  name: probe-tcp
 spec:
   containers:
   - name: server
@@ -178,18 +181,18 @@ spec:
 #[test]
 fn a_tcp_socket_probe_is_ready_once_the_port_listens() {
     let Some(mut pods) = Pods::new() else { return };
-    play(&mut pods, "tcp", TCP);
+    play(&mut pods, "probe-tcp", TCP);
     wait_until("a refused connection", || {
-        member(&pods, "tcp", "server")["last_probe_failure"]
+        member(&pods, "probe-tcp", "server")["last_probe_failure"]
             .as_str()
             .is_some_and(|f| f.contains("dial tcp 127.0.0.1:9000: connect"))
     });
-    assert_eq!(member(&pods, "tcp", "server")["ready"], false);
-    exec(&pods, "tcp-server", "touch /tmp/listen");
+    assert_eq!(member(&pods, "probe-tcp", "server")["ready"], false);
+    exec(&pods, "probe-tcp-server", "touch /tmp/listen");
     wait_until("server ready", || {
-        member(&pods, "tcp", "server")["ready"] == true
+        member(&pods, "probe-tcp", "server")["ready"] == true
     });
-    assert_eq!(pods.ps_json("tcp")["ready"], true);
+    assert_eq!(pods.ps_json("probe-tcp")["ready"], true);
     pods.remove_all();
 }
 
@@ -197,7 +200,7 @@ const STARTUP: &str = "
 apiVersion: v1
 kind: Pod
 metadata:
-  name: slow
+  name: probe-slow
   annotations: {peapod.io/restart-backoff-base: 100ms}
 spec:
   terminationGracePeriodSeconds: 5
@@ -218,7 +221,7 @@ spec:
 #[test]
 fn a_startup_probe_holds_the_liveness_probe_back() {
     let Some(mut pods) = Pods::new() else { return };
-    play(&mut pods, "slow", STARTUP);
+    play(&mut pods, "probe-slow", STARTUP);
     let tries = pods.rootfs.path.join("tmp/startup-tries");
     let count = |p: &Path| {
         std::fs::read_to_string(p)
@@ -229,7 +232,7 @@ fn a_startup_probe_holds_the_liveness_probe_back() {
     // Three startup tries are three periods, in which a liveness probe (which fails at once)
     // would have killed the container.
     wait_until("three startup tries", || count(&tries) >= 3);
-    let m = member(&pods, "slow", "main");
+    let m = member(&pods, "probe-slow", "main");
     assert_eq!(m["restarts"], 0, "{m}");
     assert_eq!(m["ready"], false, "{m}");
     assert!(
@@ -238,10 +241,10 @@ fn a_startup_probe_holds_the_liveness_probe_back() {
             .is_some_and(|f| f.starts_with("Startup probe failed")),
         "{m}"
     );
-    exec(&pods, "slow-main", "touch /tmp/started");
+    exec(&pods, "probe-slow-main", "touch /tmp/started");
     // Started: the liveness probe runs now, fails, and the container is restarted.
     wait_until("a restart by the liveness probe", || {
-        let m = member(&pods, "slow", "main");
+        let m = member(&pods, "probe-slow", "main");
         m["restarts"].as_u64() >= Some(1)
             && m["last_probe_failure"]
                 .as_str()
@@ -254,7 +257,7 @@ const HOOKS: &str = "
 apiVersion: v1
 kind: Pod
 metadata:
-  name: hooks
+  name: probe-hooks
 spec:
   terminationGracePeriodSeconds: 10
   volumes:
@@ -285,17 +288,17 @@ fn post_start_runs_in_the_container_and_pre_stop_before_the_stop_signal() {
     let data = pods.rootfs.scratch().join("data");
     play(
         &mut pods,
-        "hooks",
+        "probe-hooks",
         &HOOKS.replace("DATA", &data.display().to_string()),
     );
     wait_until("the container saw the postStart hook's file", || {
-        pods.logs("hooks", "main").contains("saw-hello")
+        pods.logs("probe-hooks", "main").contains("saw-hello")
     });
     wait_until("main ready", || {
-        member(&pods, "hooks", "main")["ready"] == true
+        member(&pods, "probe-hooks", "main")["ready"] == true
     });
     assert!(!data.join("prestop").exists());
-    let stop = pods.peapod(&["pod", "stop", "hooks"]);
+    let stop = pods.peapod(&["pod", "stop", "probe-hooks"]);
     assert_eq!(stop.code, 0, "{stop:?}");
     let read = |name: &str| std::fs::read_to_string(data.join(name)).unwrap_or_default();
     assert_eq!(read("prestop"), "bye\n");
@@ -308,7 +311,7 @@ const HANGING: &str = "
 apiVersion: v1
 kind: Pod
 metadata:
-  name: hang
+  name: probe-hang
 spec:
   containers:
   - name: main
@@ -323,7 +326,7 @@ spec:
 #[test]
 fn an_exec_probe_past_its_timeout_fails_and_its_process_is_killed() {
     let Some(mut pods) = Pods::new() else { return };
-    play(&mut pods, "hang", HANGING);
+    play(&mut pods, "probe-hang", HANGING);
     let probes = pods.rootfs.path.join("tmp/probes");
     wait_until("three probes", || {
         std::fs::read_to_string(&probes)
@@ -332,17 +335,17 @@ fn an_exec_probe_past_its_timeout_fails_and_its_process_is_killed() {
             .count()
             >= 3
     });
-    let m = member(&pods, "hang", "main");
+    let m = member(&pods, "probe-hang", "main");
     assert_eq!(m["ready"], false, "{m}");
     assert_eq!(
         m["last_probe_failure"], "Readiness probe failed: command \"/bin/sh\" timed out",
         "{m}"
     );
     // At most the attempt under way is left of them: the others were killed and reaped.
-    let monitor = pods.ps_json("hang");
+    let monitor = pods.ps_json("probe-hang");
     let container_pid = m["pid"].as_u64().expect("pid");
     let record: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(pods.rootfs.state_root().join(".pods/hang/pod.json"))
+        &std::fs::read_to_string(pods.rootfs.state_root().join(".pods/probe-hang/pod.json"))
             .expect("pod.json"),
     )
     .expect("json");
@@ -361,7 +364,7 @@ const ON_A_NETWORK: &str = "
 apiVersion: v1
 kind: Pod
 metadata:
-  name: onnet
+  name: probe-onnet
 spec:
   containers:
   - name: web
@@ -382,18 +385,18 @@ fn an_http_get_probe_reaches_the_pods_ip_on_its_network() {
     pods.env = net.env();
     let file = pods.rootfs.scratch().join("onnet.yaml");
     std::fs::write(&file, ON_A_NETWORK.replace("ROOTFS", pods.rootfs.arg())).expect("manifest");
-    let out = pods.play("onnet", &file, &["--network", &net.name]);
+    let out = pods.play("probe-onnet", &file, &["--network", &net.name]);
     assert_eq!(out.code, 0, "{out:?}");
     // httpd listens on the pod's IP only: the probe's default host.
     wait_until("web ready", || {
-        member(&pods, "onnet", "web")["ready"] == true
+        member(&pods, "probe-onnet", "web")["ready"] == true
     });
     // Any failure (before httpd listened) names that address too.
-    let ps = pods.ps_json("onnet");
+    let ps = pods.ps_json("probe-onnet");
     let ip = ps["addresses"][0]
         .as_str()
         .and_then(|a| a.split('/').next());
-    let m = member(&pods, "onnet", "web");
+    let m = member(&pods, "probe-onnet", "web");
     if let (Some(failure), Some(ip)) = (m["last_probe_failure"].as_str(), ip) {
         assert!(failure.contains(&format!("http://{ip}:8080/")), "{m}");
     }
