@@ -553,7 +553,7 @@ enum Step {
         what: String,
         dial: String,
     },
-    Sleep,
+    Sleep(Instant),
     Done(Outcome),
 }
 
@@ -585,7 +585,7 @@ impl Attempt {
                 let addr = SocketAddr::new(host.unwrap_or(target.host), *port);
                 start_connect(target, addr, Vec::new(), None)
             }
-            Handler::Sleep(_) => Step::Sleep,
+            Handler::Sleep(seconds) => Step::Sleep(Instant::now() + Duration::from_secs(*seconds)),
         };
         Attempt { deadline, step }
     }
@@ -594,7 +594,7 @@ impl Attempt {
     pub(crate) fn poll(&mut self) -> Option<Outcome> {
         let outcome = match &mut self.step {
             Step::Done(outcome) => Some(outcome.clone()),
-            Step::Sleep => (Instant::now() >= self.deadline).then_some(Outcome::Success),
+            Step::Sleep(until) => (Instant::now() >= *until).then_some(Outcome::Success),
             Step::Exec {
                 pid,
                 output,
@@ -1251,6 +1251,21 @@ spec:
             let e = error(probes);
             assert!(e.starts_with(expected), "{probes}: {e}");
         }
+    }
+
+    #[test]
+    fn a_sleep_hook_lasts_its_seconds_and_no_longer_than_its_timeout() {
+        let rt = Runtime::new("/nonexistent".into(), false);
+        let target = Target {
+            rt: &rt,
+            id: "x",
+            netns: None,
+            host: IpAddr::from([127, 0, 0, 1]),
+        };
+        let mut quick = Attempt::start(&target, &Handler::Sleep(0), Duration::from_secs(60));
+        assert_eq!(quick.poll(), Some(Outcome::Success));
+        let mut long = Attempt::start(&target, &Handler::Sleep(60), Duration::ZERO);
+        assert!(matches!(long.poll(), Some(Outcome::Failure(why)) if why == "timed out"));
     }
 
     #[test]
