@@ -434,7 +434,7 @@ impl Checker {
         }
     }
 
-    fn check(mut self, mut raw: Raw, base: &Path) -> Result<Parsed, ManifestError> {
+    fn check(mut self, raw: Raw, base: &Path) -> Result<Parsed, ManifestError> {
         match raw.api_version.as_deref() {
             Some("v1") => {}
             Some(other) => return Err(bad("apiVersion", format!("{other:?}: expected v1"))),
@@ -450,6 +450,7 @@ impl Checker {
             }
             None => return Err(bad("kind", "missing: expected Pod")),
         }
+        let restart_backoff = crate::probes::restart_backoff(&raw.metadata.extra)?;
         let mut extra = raw.extra;
         // The status a cluster writes back is not part of what to run.
         extra.remove("status");
@@ -459,7 +460,6 @@ impl Checker {
             .name
             .ok_or_else(|| bad("metadata.name", "missing"))?;
         check_name("metadata.name", &name)?;
-        let restart_backoff = crate::probes::restart_backoff(&mut raw.metadata.extra)?;
         self.ignore("metadata.", &raw.metadata.extra);
         let spec = raw.spec.ok_or_else(|| bad("spec", "missing"))?;
         let network = self.network(&spec)?;
