@@ -103,6 +103,8 @@ pub use network::{
 pub use peapod_net;
 pub use pin::{pin, unpin};
 pub use play::{monitor, play, Images};
-pub use probes::{Handler, Health, MemberHealth, Probe, BACKOFF_ANNOTATION};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};
+
+// Probes and lifecycle hooks of played containers (`probes.rs`, `hooks.rs`).
+pub use probes::{Handler, Health, MemberHealth, Probe, BACKOFF_ANNOTATION};
