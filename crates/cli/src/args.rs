@@ -373,6 +373,8 @@ impl Command {
                 | Command::Restart(_)
                 | Command::Monitor(_)
                 | Command::Pod(PodCommand::Monitor(_))
+                // A played pod's preStop hooks exec in its containers.
+                | Command::Pod(PodCommand::Stop(_) | PodCommand::Rm(_) | PodCommand::Play(_))
         )
     }
 }
@@ -1025,6 +1027,10 @@ pub(crate) enum PodCommand {
     /// List a pod's containers, their status and host PIDs, and the shared namespaces.
     #[command(after_long_help = "Example:\n  peapod pod ps --format json web")]
     Ps(PodPsArgs),
+    /// Print a pod in detail as JSON: `pod ps --format json` (readiness, restarts, last
+    /// probe failure of each container).
+    #[command(after_long_help = "Example:\n  peapod pod inspect web")]
+    Inspect(PodNameArg),
     /// Stop a pod's containers (SIGTERM, then SIGKILL after --timeout) and its infra process.
     #[command(after_long_help = "Example:\n  peapod pod stop --timeout 5 web")]
     Stop(PodStopArgs),

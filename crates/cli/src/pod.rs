@@ -105,23 +105,27 @@ pub(crate) fn dispatch(
                 false => format!("; ports {}", pod.ports.join(" ")),
             };
             let _ = writeln!(out, "network {}: {addresses}{ports}", pod.network);
+            let _ = writeln!(out, "ready {}", pod.ready);
             let _ = writeln!(
                 out,
-                "{:<30} {:<16} {:<8} {:<8} RESTARTS",
-                "CONTAINER", "NAME", "STATUS", "PID"
+                "{:<30} {:<16} {:<8} {:<8} {:<6} {:<8} LAST PROBE FAILURE",
+                "CONTAINER", "NAME", "STATUS", "PID", "READY", "RESTARTS"
             );
             for c in &pod.containers {
                 let _ = writeln!(
                     out,
-                    "{:<30} {:<16} {:<8} {:<8} {}",
+                    "{:<30} {:<16} {:<8} {:<8} {:<6} {:<8} {}",
                     c.id,
                     c.name.as_deref().unwrap_or("-"),
                     c.status,
                     c.pid,
-                    c.restarts
+                    c.ready,
+                    c.restarts,
+                    c.last_probe_failure.as_deref().unwrap_or("-")
                 );
             }
         }
+        PodCommand::Inspect(args) => outln!("{}", to_json(&peapod_pod::details(rt, &args.name)?)?),
         PodCommand::Stop(args) => peapod_pod::stop_pod(rt, &args.name, args.timeout)?,
         PodCommand::Rm(args) => peapod_pod::remove(rt, &args.name, args.force)?,
         PodCommand::Logs(args) => {

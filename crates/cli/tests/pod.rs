@@ -307,6 +307,7 @@ kind: Pod
 metadata:
   name: played
   labels: {app: demo}
+  annotations: {peapod.io/restart-backoff-base: 100ms}
 spec:
   restartPolicy: OnFailure
   volumes:
@@ -345,7 +346,7 @@ fn pod_play_runs_init_containers_first_and_restarts_on_failure() {
     wait_until("main's output", || {
         pods.logs("played", "main").contains("made-by-init")
     });
-    // OnFailure: the failing container comes back, with back-off (0.1 s, 0.2 s, ...).
+    // OnFailure: the failing container comes back, with back-off (at once, then 0.1 s, ...).
     wait_until("two restarts", || {
         let ps = pods.ps_json("played");
         let flaky = ps["containers"]

@@ -80,6 +80,7 @@ mod config;
 mod documents;
 mod error;
 mod explain;
+mod hooks;
 mod infra;
 mod lifecycle;
 mod manifest;
@@ -87,6 +88,7 @@ mod network;
 mod pin;
 mod play;
 mod ports;
+mod probes;
 mod record;
 mod store;
 mod subpath;
@@ -112,3 +114,6 @@ pub use pin::{pin, unpin};
 pub use play::{monitor, play, Images, PlayArgs};
 pub use record::{Member, PodRecord, PodStatus};
 pub use store::{PodEntry, PodStore};
+
+// Probes and lifecycle hooks of played containers (`probes.rs`, `hooks.rs`).
+pub use probes::{Handler, Health, MemberHealth, Probe, BACKOFF_ANNOTATION};

@@ -269,6 +269,7 @@ pub fn attach(
             name: member.map(|(name, _)| name.to_owned()),
             init: member.is_some_and(|(_, init)| init),
             restarts: 0,
+            health: None,
         }),
     }
     entry.save(&record)?;
@@ -384,7 +385,7 @@ fn container_process(rt: &Runtime, id: &str) -> Option<(ProcessIdentity, Status)
 
 /// The process of container `id` and the signal that stops it (its image's StopSignal, else
 /// SIGTERM), if it has a process.
-fn stoppable(rt: &Runtime, id: &str) -> Option<(ProcessIdentity, Signal)> {
+pub(crate) fn stoppable(rt: &Runtime, id: &str) -> Option<(ProcessIdentity, Signal)> {
     let id: ContainerId = id.parse().ok()?;
     let record = rt.store().ok()?.load(&id).ok()?.record().ok()??;
     let signal = peapod_runtime::image::stop_signal_of(&record).unwrap_or(Signal::SIGTERM);
@@ -419,6 +420,17 @@ pub(crate) fn stop(
         signal_all(&[monitor], Signal::SIGKILL);
         peapod_runtime::wait_gone(&[monitor], peapod_runtime::cgroups::TIMEOUT);
     }
+    // Played containers' preStop hooks first, within the grace period (`pod rm -f`, which
+    // kills at once, still gives them the pod's).
+    let grace = match grace.is_zero() {
+        true => {
+            let hooks =
+                Duration::from_secs(record.grace_seconds.unwrap_or(crate::hooks::DEFAULT_GRACE));
+            crate::hooks::pre_stop_all(rt, entry, record, hooks);
+            grace
+        }
+        false => crate::hooks::pre_stop_all(rt, entry, record, grace),
+    };
     let stoppable: Vec<(ProcessIdentity, Signal)> = record
         .containers
         .iter()
@@ -634,6 +646,8 @@ pub struct PodDetails {
     pub addresses: Vec<String>,
     /// Its published ports.
     pub ports: Vec<String>,
+    /// Whether it runs and all its (non-init) containers are ready.
+    pub ready: bool,
     /// Its containers that exist.
     pub containers: Vec<MemberDetails>,
 }
@@ -653,6 +667,11 @@ pub struct MemberDetails {
     pub pid: i32,
     /// How often the monitor restarted it.
     pub restarts: u32,
+    /// Whether it is ready: running, and for a played container started (its postStart
+    /// hook ran, its startup probe succeeded) with its readiness probe succeeding.
+    pub ready: bool,
+    /// The last failure of its probes or hooks.
+    pub last_probe_failure: Option<String>,
 }
 
 /// Pod `name` in detail (`peapod pod ps`).
@@ -670,6 +689,7 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
                 Some((p, status)) => (live_pid(Some(p), peapod_runtime::is_live(status)), status),
                 None => (0, Status::Stopped),
             };
+            let health = m.health.as_ref();
             MemberDetails {
                 id: m.id.clone(),
                 name: m.name.clone(),
@@ -677,9 +697,13 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
                 status: status.as_str(),
                 pid,
                 restarts: m.restarts,
+                ready: status == Status::Running && health.map_or(true, |h| h.ready),
+                last_probe_failure: health.and_then(|h| h.last_failure.clone()),
             }
         })
         .collect();
+    let ready =
+        status == PodStatus::Running && containers.iter().filter(|c| !c.init).all(|c| c.ready);
     Ok(PodDetails {
         name: record.name.clone(),
         status: status.as_str(),
@@ -694,6 +718,7 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
             .map(|n| n.addresses.clone())
             .unwrap_or_default(),
         ports: ports(&record),
+        ready,
         containers,
     })
 }

@@ -69,6 +69,10 @@ pub struct PodPlan {
     /// `hostAliases`.
     #[serde(default)]
     pub network: NetworkPlan,
+    /// The first step of the restart back-off, when the manifest shortens the kubelet's
+    /// 10 s (annotation `peapod.io/restart-backoff-base`).
+    #[serde(default)]
+    pub restart_backoff: Option<std::time::Duration>,
 }
 
 /// What a manifest says of its pod's network.
@@ -166,6 +170,9 @@ pub struct ContainerPlan {
     /// default (`RuntimeDefault`, also when absent) is the runtime's default profile.
     #[serde(default)]
     pub seccomp_unconfined: bool,
+    /// Its probes and lifecycle hooks (`probes.rs`).
+    #[serde(default)]
+    pub health: crate::probes::Health,
 }
 
 /// Where a container's root comes from (`image`).
@@ -325,6 +332,7 @@ struct RawVolumeMount {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawPort {
+    name: Option<String>,
     container_port: Option<i64>,
     host_port: Option<i64>,
     protocol: Option<String>,
@@ -451,6 +459,7 @@ impl Checker {
             }
             None => return Err(bad("kind", "missing: expected Pod")),
         }
+        let restart_backoff = crate::probes::restart_backoff(&raw.metadata.extra)?;
         let mut extra = raw.extra;
         // The status a cluster writes back is not part of what to run.
         extra.remove("status");
@@ -537,6 +546,7 @@ impl Checker {
                     ports: std::mem::take(&mut self.ports),
                     ..network
                 },
+                restart_backoff,
             },
             warnings: self.warnings,
             volume_files: self.volume_files,
@@ -637,7 +647,7 @@ impl Checker {
     fn container(
         &mut self,
         at: &str,
-        raw: RawContainer,
+        mut raw: RawContainer,
         volumes: &[VolumePlan],
         names: &mut BTreeSet<String>,
         base: &Path,
@@ -739,6 +749,12 @@ impl Checker {
             }
             self.ignore(&format!("{at}."), &port.extra);
         }
+        let port_names: Vec<_> = raw
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.container_port))
+            .collect();
+        let health = crate::probes::parse(at, &mut raw.extra, &port_names)?;
         let mut read_only_root = false;
         let mut seccomp_unconfined = false;
         for (key, value) in raw.security_context.iter().flatten() {
@@ -774,6 +790,7 @@ impl Checker {
             mounts,
             read_only_root,
             seccomp_unconfined,
+            health,
         })
     }
 }

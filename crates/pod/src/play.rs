@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
+use std::net::IpAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,19 +24,22 @@ use peapod_runtime::image::ImageRoot;
 use peapod_runtime::{CreateOptions, Error as RuntimeError, Runtime};
 use peapod_state::{ContainerId, ProcessIdentity};
 
+use crate::hooks::Kill;
 use crate::lifecycle::{attach, make, pods, record_of, refuse_rootless, remove, stop};
+use crate::probes::{Prober, Target};
 use crate::{
-    ContainerPlan, ImageSource, NetworkOptions, PodNetwork, PodPlan, PodRecord, PodStore,
-    PullPolicy, VolumeSource,
+    ContainerPlan, ImageSource, MemberHealth, NetworkOptions, PodNetwork, PodPlan, PodRecord,
+    PodStore, PullPolicy, RestartPolicy, VolumeSource,
 };
 
 /// The played manifest, kept in the pod's directory for the monitor.
-const PLAN_FILE: &str = "plan.json";
-/// The first pause before a restart; it doubles up to [`MAX_BACKOFF`], and starts again from
-/// here once a container has run for [`RESET_AFTER`] (Kubernetes: 10 s up to 5 min).
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-const RESET_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const PLAN_FILE: &str = "plan.json";
+/// The kubelet's restart back-off: the first restart at once, then after 10 s (or the
+/// manifest's `peapod.io/restart-backoff-base`), doubling up to [`MAX_BACKOFF`]; from the
+/// start again once a container has run for [`RESET_AFTER`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const RESET_AFTER: Duration = Duration::from_secs(600);
 /// How often a failing init container is tried before the pod is given up.
 const INIT_ATTEMPTS: u32 = 5;
 
@@ -376,7 +380,7 @@ fn take_down(rt: &Runtime, pod: &str, grace: Option<u64>) -> Result<(), RuntimeE
 }
 
 /// A played container's id: `POD-NAME`.
-fn container_id(plan: &PodPlan, c: &ContainerPlan) -> String {
+pub(crate) fn container_id(plan: &PodPlan, c: &ContainerPlan) -> String {
     format!("{}-{}", plan.name, c.name)
 }
 
@@ -430,10 +434,55 @@ fn spawn_monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
 /// One container the monitor looks after.
 struct Watched {
     plan: ContainerPlan,
+    id: String,
     pid: Option<Pid>,
     started: Instant,
-    restarts: u32,
+    /// Back-off steps taken since it last ran long enough.
+    backoffs: u32,
     due: Option<Instant>,
+    prober: Prober,
+    kill: Option<Kill>,
+    /// Its health as last written into `pod.json`.
+    recorded: Option<MemberHealth>,
+}
+
+/// Where the pod's probes and hooks go: its pinned network namespace (none on the host's
+/// network) and its default address.
+struct Reach {
+    netns: Option<PathBuf>,
+    host: IpAddr,
+}
+
+impl Reach {
+    fn target<'a>(&'a self, rt: &'a Runtime, id: &'a str) -> Target<'a> {
+        Target {
+            rt,
+            id,
+            netns: self.netns.as_deref(),
+            host: self.host,
+        }
+    }
+}
+
+/// The pinned network namespace of the pod `record` whose directory is `dir`; `None` when it
+/// has none of its own (the host's network).
+pub(crate) fn netns_of(record: &PodRecord, dir: &Path) -> Option<PathBuf> {
+    record
+        .pins(dir)
+        .into_iter()
+        .find(|(kind, _)| *kind == peapod_ns::Namespace::Net)
+        .map(|(_, pin)| pin)
+}
+
+/// The address probes and hooks reach by default: the pod's IP, else 127.0.0.1 (in the
+/// pod's network namespace either way).
+pub(crate) fn default_host(record: &PodRecord) -> IpAddr {
+    record
+        .network
+        .as_ref()
+        .and_then(|n| n.ip())
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 /// The monitor of pod `name` (`peapod pod monitor NAME`, which [`play`] starts): see the
@@ -441,15 +490,22 @@ struct Watched {
 pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
     let pod = PodStore::parse_name(name)?;
     let store = pods(rt)?;
-    let plan: PodPlan = {
+    let (plan, reach): (PodPlan, Reach) = {
         let entry = store.load(&pod)?;
         let mut record = record_of(&entry)?;
         record.monitor = ProcessIdentity::of(std::process::id() as i32);
         entry.save(&record)?;
-        entry
+        let reach = Reach {
+            netns: netns_of(&record, entry.dir()),
+            host: default_host(&record),
+        };
+        let plan = entry
             .read_json(PLAN_FILE)?
-            .ok_or_else(|| RuntimeError::runtime(anyhow!("pod {name} has no manifest to play")))?
+            .ok_or_else(|| RuntimeError::runtime(anyhow!("pod {name} has no manifest to play")))?;
+        (plan, reach)
     };
+    let base = plan.restart_backoff.unwrap_or(FIRST_BACKOFF);
+    let hook_timeout = crate::probes::post_start_timeout(plan.grace_seconds);
     let mut mask = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(signal);
@@ -483,18 +539,25 @@ pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
                         c.name
                     )));
                 }
-                std::thread::sleep(backoff(attempts - 1));
+                std::thread::sleep(backoff(base, attempts - 1));
             }
         }
         let mut watched = Vec::new();
         for c in &plan.containers {
             let pid = start(rt, &plan, c, false)?;
+            let id = container_id(&plan, c);
+            let mut prober = Prober::new(&c.health);
+            prober.started(&reach.target(rt, &id), hook_timeout);
             watched.push(Watched {
                 plan: c.clone(),
+                id,
                 pid: Some(pid),
                 started: Instant::now(),
-                restarts: 0,
+                backoffs: 0,
                 due: None,
+                prober,
+                kill: None,
+                recorded: None,
             });
         }
         Ok(watched)
@@ -524,27 +587,11 @@ pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
         if !infra_alive {
             return Ok(());
         }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(status) => {
-                    let (pid, code) = match status {
-                        WaitStatus::Exited(pid, code) => (pid, code),
-                        WaitStatus::Signaled(pid, sig, _) => (pid, 128 + sig as i32),
-                        _ => continue,
-                    };
-                    if let Some(w) = watched.iter_mut().find(|w| w.pid == Some(pid)) {
-                        w.pid = None;
-                        tracing::info!("container {} exited with status {code}", w.plan.name);
-                        if plan.restart.restarts(code) {
-                            if w.started.elapsed() > RESET_AFTER {
-                                w.restarts = 0;
-                            }
-                            w.due = Some(Instant::now() + backoff(w.restarts));
-                            w.restarts += 1;
-                        }
-                    }
-                }
+        // Only the containers are reaped here: the processes of exec probes and hooks are
+        // their attempts' to reap.
+        for w in &mut watched {
+            if let Some(code) = w.pid.and_then(exit_status) {
+                exited(w, code, plan.restart, base);
             }
         }
         let now = Instant::now();
@@ -557,14 +604,20 @@ pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
                 Ok(pid) => {
                     w.pid = Some(pid);
                     w.started = Instant::now();
+                    w.prober.started(&reach.target(rt, &w.id), hook_timeout);
                 }
                 Err(e) => {
                     tracing::error!("cannot restart {}: {}", w.plan.name, e.one_line());
-                    w.due = Some(now + backoff(w.restarts));
-                    w.restarts += 1;
+                    w.due = Some(now + backoff(base, w.backoffs.max(1)));
+                    w.backoffs += 1;
                 }
             }
         }
+        for w in &mut watched {
+            probe(rt, &reach, &plan, w);
+        }
+        crate::probes::reap_killed();
+        record_health(&store, &pod, &mut watched);
         if watched.iter().all(|w| w.pid.is_none() && w.due.is_none()) {
             return Ok(());
         }
@@ -572,10 +625,102 @@ pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
     }
 }
 
-fn backoff(restarts: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << restarts.min(16))
-        .min(MAX_BACKOFF)
+/// The exit status of our child `pid` (as a shell gives it) once it has exited.
+fn exit_status(pid: Pid) -> Option<i32> {
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+        Ok(_) | Err(nix::Error::EINTR) => None,
+        // Not our child any more: nothing will say how it ended.
+        Err(e) => {
+            tracing::error!("waitpid {pid}: {e}");
+            Some(255)
+        }
+    }
+}
+
+/// Container `w` exited with `code`: it is restarted, after its back-off, as `policy` says;
+/// one its liveness probe killed is restarted unless the policy is `Never`, as the kubelet does.
+fn exited(w: &mut Watched, code: i32, policy: RestartPolicy, base: Duration) {
+    w.pid = None;
+    w.prober.hold();
+    let killed = w.kill.take().is_some();
+    tracing::info!("container {} exited with status {code}", w.plan.name);
+    let restarts = match killed {
+        true => policy != RestartPolicy::Never,
+        false => policy.restarts(code),
+    };
+    if restarts {
+        if w.started.elapsed() > RESET_AFTER {
+            w.backoffs = 0;
+        }
+        w.due = Some(Instant::now() + backoff(base, w.backoffs));
+        w.backoffs += 1;
+    }
+}
+
+/// Runs container `w`'s probes and postStart hook, and its kill once they ask for it.
+fn probe(rt: &Runtime, reach: &Reach, plan: &PodPlan, w: &mut Watched) {
+    let Some(pid) = w.pid else { return };
+    if let Some(kill) = &mut w.kill {
+        kill.tick();
+        return;
+    }
+    let target = reach.target(rt, &w.id);
+    let Some((why, grace)) = w.prober.tick(&target).kill else {
+        return;
+    };
+    let grace = grace
+        .or(plan.grace_seconds)
+        .unwrap_or(crate::hooks::DEFAULT_GRACE);
+    tracing::warn!("container {}: {why}: killed (grace {grace} s)", w.plan.name);
+    let signal = crate::lifecycle::stoppable(rt, &w.id).map_or(Signal::SIGTERM, |(_, s)| s);
+    w.kill = Some(Kill::start(
+        &target,
+        w.plan.health.pre_stop.as_ref(),
+        pid,
+        signal,
+        Duration::from_secs(grace),
+    ));
+}
+
+/// Writes into `pod.json` the health of the containers whose health changed.
+fn record_health(store: &PodStore, pod: &ContainerId, watched: &mut [Watched]) {
+    if watched
+        .iter()
+        .all(|w| w.recorded.as_ref() == Some(&w.prober.health))
+    {
+        return;
+    }
+    let saved = store
+        .load(pod)
+        .map_err(RuntimeError::from)
+        .and_then(|entry| {
+            let mut record = record_of(&entry)?;
+            for w in watched.iter() {
+                if let Some(member) = record.containers.iter_mut().find(|m| m.id == w.id) {
+                    member.health = Some(w.prober.health.clone());
+                }
+            }
+            Ok(entry.save(&record)?)
+        });
+    match saved {
+        Ok(()) => {
+            for w in watched {
+                w.recorded = Some(w.prober.health.clone());
+            }
+        }
+        Err(e) => tracing::error!("cannot record the containers' health: {}", e.one_line()),
+    }
+}
+
+/// The pause before restart number `restarts + 1`: none before the first, then `base`,
+/// doubling up to [`MAX_BACKOFF`] (the kubelet's).
+pub(crate) fn backoff(base: Duration, restarts: u32) -> Duration {
+    match restarts {
+        0 => Duration::ZERO,
+        n => base.saturating_mul(1 << (n - 1).min(16)).min(MAX_BACKOFF),
+    }
 }
 
 /// Waits for our child `pid` to exit; its status as a shell gives it.

@@ -73,6 +73,9 @@ pub struct Member {
     /// How often the monitor restarted it.
     #[serde(default)]
     pub restarts: u32,
+    /// What a played pod's monitor last saw of it: started, ready, its last probe failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::MemberHealth>,
 }
 
 /// A pod's status.

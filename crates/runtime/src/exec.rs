@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process};
 use peapod_container::{enter, ExecConfig, SignalForwarder};
 use peapod_ns::Target;
-use peapod_state::{ContainerId, Record, Status};
+use peapod_state::{ContainerId, ProcessIdentity, Record, Status};
 
 use crate::create::{console_socket, write_pid_file};
 use crate::{Error, Result, Runtime};
@@ -57,31 +57,9 @@ pub struct ExecOptions {
 }
 
 pub(crate) fn exec(rt: &Runtime, id: &str, args: &ExecOptions) -> Result<i32> {
-    let id: ContainerId = id.parse()?;
-    let (record, status) = crate::state::snapshot(rt, &id)?;
-    let process = match (status, record.process) {
-        (Status::Created | Status::Running, Some(process)) => process,
-        // As runc: the new process joins the frozen cgroup, and runs once it is thawed.
-        (Status::Paused, Some(process)) if args.ignore_paused => process,
-        (Status::Paused, _) => {
-            return Err(Error::runtime(anyhow!(
-                "container {id} is paused: cannot exec in it (use --ignore-paused to override)"
-            )))
-        }
-        _ => {
-            return Err(Error::runtime(anyhow!(
-                "container {id} is {}: cannot exec in it",
-                status.as_str()
-            )))
-        }
-    };
+    let (id, record, process) = running(rt, id, args.ignore_paused)?;
     let (process_spec, seccomp) = process_spec(args, &record)?;
-    let mut config = ExecConfig::from_process(&process_spec)
-        .and_then(|c| c.seccomp(seccomp.as_ref()))
-        .map_err(peapod_container::Error::from)?
-        .session_keyring(&format!("_ses.{id}"))
-        .preserve_fds(args.preserve_fds)
-        .exec_through(rt.exec_through());
+    let mut config = exec_config(rt, &id, &process_spec, seccomp.as_ref(), args.preserve_fds)?;
     let console = console_socket(args.console_socket.as_deref(), config.wants_terminal())?;
     // A terminal nobody else takes, in the foreground: peapod holds its master and relays
     // it, as `run -t` does. Detached, it still needs --console-socket, as runc's.
@@ -94,36 +72,20 @@ pub(crate) fn exec(rt: &Runtime, id: &str, args: &ExecOptions) -> Result<i32> {
         config = config.console_socket(socket.as_raw_fd());
     }
     let null = match args.no_stdin && !config.wants_terminal() {
-        true => Some(
-            std::fs::File::open("/dev/null")
-                .context("cannot open /dev/null")
-                .map_err(Error::runtime)?,
-        ),
+        true => Some(dev_null()?),
         false => None,
     };
     if let Some(null) = &null {
         config = config.stdin(null.as_raw_fd());
     }
 
-    let target = Target::open(Pid::from_raw(process.pid)).map_err(peapod_container::Error::from)?;
-    // The pidfd pins the process; the start time proves it is still the container's.
-    if !process.is_alive() {
-        return Err(Error::runtime(anyhow!(
-            "container {id} is stopped: cannot exec in it"
-        )));
-    }
     // Installed before the process exists, so no signal sent meanwhile is lost.
     let forwarder = match (args.detach, &own_terminal) {
         (true, _) => None,
         (false, Some(_)) => Some(SignalForwarder::install_for_terminal()?),
         (false, None) => Some(SignalForwarder::install()?),
     };
-    let cgroup = crate::cgroups::of_record(&record)?;
-    let created = enter(&target, &config, |pid| match &cgroup {
-        // Before it is set up, so that everything it does counts against the container.
-        Some(cgroup) => Ok(cgroup.add(pid.as_raw().unsigned_abs())?),
-        None => Ok(()),
-    })?;
+    let created = enter_container(&id, &record, process, &config)?;
     // The process sent the master while it was set up.
     let master = own_terminal
         .as_ref()
@@ -142,6 +104,99 @@ pub(crate) fn exec(rt: &Runtime, id: &str, args: &ExecOptions) -> Result<i32> {
         }
         (Some(forwarder), None) => Ok(forwarder.wait(pid)?.code()),
     }
+}
+
+/// Container `id`, its record and its process, when it can take a new process (created or
+/// running; paused with `ignore_paused`).
+fn running(
+    rt: &Runtime,
+    id: &str,
+    ignore_paused: bool,
+) -> Result<(ContainerId, Record, ProcessIdentity)> {
+    let id: ContainerId = id.parse()?;
+    let (record, status) = crate::state::snapshot(rt, &id)?;
+    match (status, record.process) {
+        (Status::Created | Status::Running, Some(process)) => Ok((id, record, process)),
+        // As runc: the new process joins the frozen cgroup, and runs once it is thawed.
+        (Status::Paused, Some(process)) if ignore_paused => Ok((id, record, process)),
+        (Status::Paused, _) => Err(Error::runtime(anyhow!(
+            "container {id} is paused: cannot exec in it (use --ignore-paused to override)"
+        ))),
+        _ => Err(Error::runtime(anyhow!(
+            "container {id} is {}: cannot exec in it",
+            status.as_str()
+        ))),
+    }
+}
+
+/// The checked configuration of a process of container `id`.
+fn exec_config(
+    rt: &Runtime,
+    id: &ContainerId,
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    preserve_fds: u32,
+) -> Result<ExecConfig> {
+    Ok(ExecConfig::from_process(process)
+        .and_then(|c| c.seccomp(seccomp))
+        .map_err(peapod_container::Error::from)?
+        .session_keyring(&format!("_ses.{id}"))
+        .preserve_fds(preserve_fds)
+        .exec_through(rt.exec_through()))
+}
+
+fn dev_null() -> Result<std::fs::File> {
+    std::fs::File::open("/dev/null")
+        .context("cannot open /dev/null")
+        .map_err(Error::runtime)
+}
+
+/// Makes the process of `config` in the namespaces and cgroup of the container whose process
+/// is `process`; it waits for [`peapod_container::Created::start`].
+fn enter_container(
+    id: &ContainerId,
+    record: &Record,
+    process: ProcessIdentity,
+    config: &ExecConfig,
+) -> Result<peapod_container::Created> {
+    let target = Target::open(Pid::from_raw(process.pid)).map_err(peapod_container::Error::from)?;
+    // The pidfd pins the process; the start time proves it is still the container's.
+    if !process.is_alive() {
+        return Err(Error::runtime(anyhow!(
+            "container {id} is stopped: cannot exec in it"
+        )));
+    }
+    let cgroup = crate::cgroups::of_record(record)?;
+    Ok(enter(&target, config, |pid| match &cgroup {
+        // Before it is set up, so that everything it does counts against the container.
+        Some(cgroup) => Ok(cgroup.add(pid.as_raw().unsigned_abs())?),
+        None => Ok(()),
+    })?)
+}
+
+/// Starts `command` in running container `id` as its own process is (user, capabilities,
+/// seccomp, environment), without a terminal, reading `/dev/null`, writing to the caller's
+/// stdout and stderr, and returns its pid: a child of the caller, which must reap it. The
+/// caller's PID namespace for children is its own again afterwards, so it may start other
+/// children (a pod's monitor runs its probes and hooks this way).
+pub(crate) fn spawn(rt: &Runtime, id: &str, command: &[String]) -> Result<Pid> {
+    let (id, record, process) = running(rt, id, false)?;
+    let args = ExecOptions {
+        command: command.to_vec(),
+        ..ExecOptions::default()
+    };
+    let (process_spec, seccomp) = process_spec(&args, &record)?;
+    let null = dev_null()?;
+    let config = exec_config(rt, &id, &process_spec, seccomp.as_ref(), 0)?.stdin(null.as_raw_fd());
+    // `enter` joins the container's PID namespace for our children: ours is joined back.
+    let own = std::fs::File::open("/proc/self/ns/pid")
+        .context("cannot open /proc/self/ns/pid")
+        .map_err(Error::runtime)?;
+    let created = enter_container(&id, &record, process, &config);
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID)
+        .context("cannot join our own PID namespace again")
+        .map_err(Error::runtime)?;
+    Ok(created?.start()?)
 }
 
 /// The process to run: `--process FILE`, or the container's own (as recorded at create) with

@@ -243,6 +243,15 @@ impl Runtime {
         exec::exec(self, id, options)
     }
 
+    /// Starts `command` in running container `id` as its own process runs (user,
+    /// capabilities, seccomp, environment), reading `/dev/null` and writing to the caller's
+    /// stdout and stderr, and returns its pid without waiting: a child of the caller, which
+    /// reaps it. Unlike [`Runtime::exec`] it leaves the caller's PID namespace for children
+    /// as it was, so a supervisor may call it often (a pod's probes and hooks).
+    pub fn exec_spawn(&self, id: &str, command: &[String]) -> Result<nix::unistd::Pid> {
+        exec::spawn(self, id, command)
+    }
+
     /// Freezes every process of running container `id`.
     pub fn pause(&self, id: &str) -> Result<()> {
         pause::pause(self, id)
