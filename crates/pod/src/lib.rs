@@ -82,6 +82,8 @@ mod network;
 mod pin;
 mod play;
 mod record;
+mod resources;
+mod security;
 mod store;
 
 pub use error::{Error, Result};
@@ -102,4 +104,6 @@ pub use peapod_net;
 pub use pin::{pin, unpin};
 pub use play::{monitor, play, Images};
 pub use record::{Member, PodRecord, PodStatus};
+pub use resources::{quantity, ResourcesPlan};
+pub use security::{Seccomp, SecurityPlan, SAFE_SYSCTLS};
 pub use store::{PodEntry, PodStore};

@@ -424,6 +424,7 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
     let entry = store.load(&PodStore::parse_name(name)?)?;
     let Some(mut record) = entry.record()? else {
         infra::unpin_all(&entry)?;
+        crate::resources::unmount_volumes(entry.dir()).map_err(RuntimeError::runtime)?;
         store.remove(entry)?;
         return Ok(());
     };
@@ -451,6 +452,7 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
         return Err(failure);
     }
     remove_cgroup(&record)?;
+    crate::resources::unmount_volumes(entry.dir()).map_err(RuntimeError::runtime)?;
     store.remove(entry)?;
     Ok(())
 }
