@@ -339,3 +339,57 @@ spec:
     // No mount left under the test's directory either (remove_all checks).
     pods.remove_all();
 }
+
+#[test]
+fn a_localhost_seccomp_profile_is_found_in_the_manifests_directory_and_applied() {
+    let Some(mut pods) = Pods::new() else { return };
+    let profiles = pods.rootfs.scratch().join("profiles");
+    std::fs::create_dir(&profiles).expect("profiles");
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("profile");
+    let manifest = "
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  restartPolicy: Never
+  securityContext:
+    seccompProfile: {type: Localhost, localhostProfile: profiles/no-mkdir.json}
+  containers:
+  - name: app
+    image: ROOTFS
+    command: [/bin/sh, -c, 'mkdir /tmp/d 2>&1; echo done; exec sleep 100']
+  - name: free
+    image: ROOTFS
+    securityContext: {seccompProfile: {type: Unconfined}}
+    command: [/bin/sh, -c, 'mkdir /tmp/d && echo made; echo done; exec sleep 100']
+";
+    let out = play(&mut pods, "profiled", manifest);
+    assert_eq!(out.code, 0, "{out:?}");
+    let app = output(&pods, "profiled", "app");
+    assert!(app.contains("Operation not permitted"), "{app}");
+    // The container's own profile over the pod's.
+    assert!(output(&pods, "profiled", "free").contains("made"));
+    pods.remove_all();
+    // A profile outside the manifest's directory is not found there, nor through a link.
+    std::os::unix::fs::symlink("/etc/passwd", profiles.join("link.json")).expect("symlink");
+    for escape in ["../../etc/passwd", "profiles/link.json", "/etc/passwd"] {
+        let out = play(
+            &mut pods,
+            "escape",
+            &manifest.replace("profiles/no-mkdir.json", escape),
+        );
+        assert_eq!(out.code, 2, "{escape}: {out:?}");
+        assert!(
+            out.stderr
+                .contains("spec.securityContext.seccompProfile.localhostProfile"),
+            "{escape}: {out:?}"
+        );
+        pods.names.clear();
+    }
+    pods.rootfs.assert_nothing_left();
+}
