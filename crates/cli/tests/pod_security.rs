@@ -393,3 +393,60 @@ spec:
     }
     pods.rootfs.assert_nothing_left();
 }
+
+#[test]
+fn run_as_non_root_checks_the_user_of_an_image() {
+    let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
+        eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
+        return;
+    };
+    let Some(mut pods) = Pods::new() else { return };
+    let store = pods.rootfs.scratch().join("store");
+    let store_arg = store.display().to_string();
+    let archive = archive.to_string_lossy().into_owned();
+    let load = pods.peapod(&["--storage", &store_arg, "image", "load", "-i", &archive]);
+    assert_eq!(load.code, 0, "{load:?}");
+    // The test image has no User: it runs as root.
+    let manifest = "
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true}
+  containers:
+  - name: app
+    image: localhost/peapod/busybox:latest
+    imagePullPolicy: Never
+    command: [/bin/sh, -c, 'id -u; echo done; exec sleep 100']
+";
+    let file = pods.rootfs.scratch().join("image.yaml");
+    std::fs::write(&file, manifest.replace("NAME", "imaged")).expect("manifest");
+    let out = pods.play(
+        "imaged",
+        &file,
+        &["--network", "none", "--storage", &store_arg],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "container has runAsNonRoot and image will run as root (pod: \"imaged\", container: app)"
+        ),
+        "{out:?}"
+    );
+    pods.names.clear();
+    pods.rootfs.assert_nothing_left();
+    let manifest = manifest.replace(
+        "{runAsNonRoot: true}",
+        "{runAsNonRoot: true, runAsUser: 1000}",
+    );
+    std::fs::write(&file, manifest.replace("NAME", "imaged")).expect("manifest");
+    let out = pods.play(
+        "imaged",
+        &file,
+        &["--network", "none", "--storage", &store_arg],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(output(&pods, "imaged", "app").lines().next(), Some("1000"));
+    pods.remove_all();
+}

@@ -653,4 +653,63 @@ mod tests {
         );
         assert_eq!(user_of(&with(None, None), Some("")), None);
     }
+
+    fn error_of(spec_fields: &str, container_fields: &str) -> String {
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{spec_fields}  containers: [{{name: c, image: busybox{container_fields}}}]\n"
+        );
+        crate::parse_manifest(&text, Path::new("/"))
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn fields_peapod_cannot_honour_are_refused_naming_them() {
+        for (spec, container, want) in [
+            ("  securityContext: {privileged: true}\n", "", "spec.securityContext.privileged: not a field here"),
+            ("", ", securityContext: {fsGroup: 1}", "spec.containers[0].securityContext.fsGroup: not a field here"),
+            ("", ", securityContext: {privileged: true}", "spec.containers[0].securityContext.privileged: not supported"),
+            ("", ", securityContext: {procMount: Unmasked}", "securityContext.procMount: not supported"),
+            ("", ", securityContext: {capabilities: {add: [FLY]}}", "securityContext.capabilities.add[0]: unknown capability"),
+            ("", ", securityContext: {runAsUser: -1}", "securityContext.runAsUser: -1 is not an id"),
+            ("", ", securityContext: {seLinuxOptions: {level: s0}}", "securityContext.seLinuxOptions: not supported"),
+            ("", ", securityContext: {appArmorProfile: {type: RuntimeDefault}}", "appArmorProfile.type: not supported"),
+            ("", ", securityContext: {allowPrivilegeEscalation: false, capabilities: {add: [SYS_ADMIN]}}", "allowPrivilegeEscalation: cannot be false"),
+            ("", ", securityContext: {seccompProfile: {type: Localhost}}", "seccompProfile.localhostProfile: missing"),
+            ("  securityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}\n", "", "sysctls[0].name: \"kernel.msgmax\" is not one of Kubernetes' safe sysctls"),
+            ("  hostNetwork: true\n  securityContext: {sysctls: [{name: net.ipv4.tcp_syncookies, value: '1'}]}\n", "", "is not allowed with hostNetwork"),
+        ] {
+            let e = error_of(spec, container);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_containers_context_goes_over_the_pods() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {runAsUser: 1, runAsGroup: 2, fsGroup: 3, supplementalGroups: [4, 3], seccompProfile: {type: Unconfined}, sysctls: [{name: net/ipv4/tcp_syncookies, value: '0'}]}\n  containers:\n  - {name: a, image: busybox, securityContext: {runAsUser: 5, allowPrivilegeEscalation: true, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}}\n  - {name: b, image: busybox, securityContext: {seccompProfile: {type: RuntimeDefault}, readOnlyRootFilesystem: true}}\n";
+        let plan = crate::parse_manifest(text, Path::new("/"))
+            .expect("parses")
+            .plan;
+        let (a, b) = (&plan.containers[0], &plan.containers[1]);
+        assert_eq!(
+            (a.security.run_as_user, a.security.run_as_group),
+            (Some(5), Some(2))
+        );
+        assert_eq!(b.security.run_as_user, Some(1));
+        assert_eq!(a.security.groups, [3, 4]);
+        assert_eq!(plan.fs_group, Some(3));
+        assert_eq!(a.security.seccomp, Seccomp::Unconfined);
+        assert_eq!(b.security.seccomp, Seccomp::RuntimeDefault);
+        assert_eq!(a.security.no_new_privileges, Some(false));
+        assert_eq!(b.security.no_new_privileges, None);
+        assert!(b.read_only_root && !a.read_only_root);
+        assert_eq!(a.security.cap_drop, ["ALL"]);
+        assert_eq!(
+            a.security
+                .sysctls
+                .get("net.ipv4.tcp_syncookies")
+                .map(String::as_str),
+            Some("0")
+        );
+    }
 }
