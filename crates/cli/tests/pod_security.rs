@@ -306,11 +306,13 @@ spec:
   volumes:
   - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 16Mi}}
   - {name: disk, emptyDir: {sizeLimit: 1Gi}}
+  - {name: sized-by-pod, emptyDir: {medium: Memory}}
   containers:
   - name: app
     image: ROOTFS
-    command: [/bin/sh, -c, 'grep \" /scratch \" /proc/mounts; echo hi > /scratch/f && cat /scratch/f; echo done; exec sleep 100']
-    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: disk, mountPath: /disk}]
+    command: [/bin/sh, -c, 'grep \" /scratch \" /proc/mounts; grep \" /pod \" /proc/mounts; echo hi > /scratch/f && cat /scratch/f; echo done; exec sleep 100']
+    resources: {limits: {memory: 64Mi}}
+    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: disk, mountPath: /disk}, {name: sized-by-pod, mountPath: /pod}]
 ";
     let out = play(&mut pods, "memdir", manifest);
     assert_eq!(out.code, 0, "{out:?}");
@@ -326,6 +328,15 @@ spec:
     assert!(fields[3].split(',').any(|o| o == "size=16384k"), "{app}");
     assert!(fields[3].split(',').any(|o| o == "nosuid"), "{app}");
     assert!(app.contains("hi"), "{app}");
+    // Without sizeLimit: the pod's memory limit, as the kubelet sizes it.
+    let pod_sized = app.lines().nth(1).expect("the second mount's line");
+    assert!(
+        pod_sized
+            .split_whitespace()
+            .nth(3)
+            .is_some_and(|o| o.split(',').any(|o| o == "size=65536k")),
+        "{app}"
+    );
     // The tmpfs is mounted in the pod's state on the host, and `pod rm` takes it away.
     let state = pods.rootfs.state_root();
     let on_host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
