@@ -1311,3 +1311,58 @@ fn image_load_names_skopeo_and_umoci_layouts_as_podman_does() {
     }
     images.assert_nothing_left();
 }
+
+#[test]
+fn pod_play_checks_run_as_non_root_against_the_images_user_as_the_kubelet() {
+    let Some(images) = Images::new(&["--config.user=app"]) else {
+        return;
+    };
+    if support::pods::static_init().is_none() {
+        return;
+    }
+    images.load(
+        Path::new(&std::env::var_os("PEAPOD_BUSYBOX_IMAGE").expect("checked by Images::new")),
+        "localhost/test/numeric:1",
+        &["--config.user=1000:1000"],
+        None::<fn(&Path)>,
+    );
+    let manifest = |image: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: nonroot}}
+spec:
+  restartPolicy: Never
+  securityContext: {{runAsNonRoot: true}}
+  containers:
+  - name: app
+    image: {image}
+    imagePullPolicy: Never
+    command: [/bin/sh, -c, 'echo uid=$(id -u)']
+"
+        )
+    };
+    let _guard = PodGuard(&images, "nonroot");
+    // A user named, not numbered: the kubelet cannot tell it is not root, and refuses.
+    let out = play(&images, &manifest(IMAGE), false);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "container has runAsNonRoot and image has non-numeric user (app), cannot verify user is non-root (pod: \"nonroot\", container: app)"
+        ),
+        "{out:?}"
+    );
+    images.assert_nothing_left();
+    // A numeric uid other than 0 runs.
+    let out = play(&images, &manifest("localhost/test/numeric:1"), false);
+    assert_eq!(out.code, 0, "{out:?}");
+    wait_until("the container's output", || {
+        images
+            .out(&["pod", "logs", "nonroot"])
+            .stdout
+            .contains("uid=1000")
+    });
+    let out = play(&images, &manifest("localhost/test/numeric:1"), true);
+    assert_eq!(out.code, 0, "{out:?}");
+    images.assert_nothing_left();
+}

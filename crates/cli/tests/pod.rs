@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::pods::Pods;
+use support::pods::{cgroup_of, member_pid, unique, PodCgroupGuard, Pods};
 use support::wait_until;
 
 /// A second root filesystem: a copy of the test rootfs with a marker file of its own.
@@ -323,7 +323,7 @@ spec:
     image: ROOTFS
     command: [/bin/sh, -c]
     args: ['cat /data/msg; exec sleep 100']
-    resources: {limits: {memory: 64Mi}}
+    terminationMessagePath: /dev/termination-log
     volumeMounts: [{name: shared, mountPath: /data, readOnly: true}]
   - name: flaky
     image: ROOTFS
@@ -340,7 +340,7 @@ fn pod_play_runs_init_containers_first_and_restarts_on_failure() {
     assert_eq!(play.code, 0, "{play:?}");
     assert!(
         play.stderr
-            .contains("spec.containers[0].resources: ignored"),
+            .contains("spec.containers[0].terminationMessagePath: ignored"),
         "{play:?}"
     );
     wait_until("main's output", || {
@@ -526,104 +526,6 @@ fn pod_stop_sends_sigterm_then_sigkill_after_the_timeout() {
 /// pod cgroup tests need are not available.
 fn cgroup_layout() -> Option<peapod_cgroups::Layout> {
     support::cgroup_layout_with(&["memory", "pids"])
-}
-
-/// A pod name of this test process: pod cgroups are host-wide (`peapod/pod:NAME` below the
-/// test's own cgroup), unlike the per-test state roots.
-fn unique(name: &str) -> String {
-    format!("{name}-{}", std::process::id())
-}
-
-/// The cgroup `peapod/pod:NAME` (and anything below it) killed and removed on drop, should
-/// `pod rm -f` have failed to: declared before the [`Pods`], so it runs after their drop.
-struct PodCgroupGuard(peapod_cgroups::Cgroup);
-
-impl PodCgroupGuard {
-    fn new(layout: &peapod_cgroups::Layout, pod: &str) -> PodCgroupGuard {
-        let path = Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{pod}"));
-        PodCgroupGuard(peapod_cgroups::Cgroup::locate(layout, &path).expect("locate"))
-    }
-
-    /// Its directory in the hierarchy of `controller`.
-    fn dir(&self, controller: &str) -> PathBuf {
-        self.0
-            .file(controller, "")
-            .expect("a hierarchy with the controller")
-    }
-
-    fn read(&self, controller: &str, file: &str) -> String {
-        let path = self.dir(controller).join(file);
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .trim()
-            .to_owned()
-    }
-
-    fn number(&self, controller: &str, file: &str) -> u64 {
-        let text = self.read(controller, file);
-        text.parse()
-            .unwrap_or_else(|_| panic!("{controller}/{file}: {text:?}"))
-    }
-
-    /// Fails when the pod's cgroup directory is left in any hierarchy.
-    fn assert_gone(&self) {
-        let left: Vec<_> = self.0.paths().into_iter().filter(|p| p.exists()).collect();
-        assert!(
-            left.is_empty(),
-            "pod cgroup directories left behind: {left:?}"
-        );
-    }
-}
-
-impl Drop for PodCgroupGuard {
-    fn drop(&mut self) {
-        for dir in self.0.paths().into_iter().filter(|p| p.exists()) {
-            let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-            for child in children.filter(|c| c.path().is_dir()) {
-                let layout = peapod_cgroups::Layout::detect().expect("layout");
-                let cgroup = peapod_cgroups::Cgroup::open(&layout, &[child.path()]);
-                let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
-                let _ = cgroup.remove();
-            }
-        }
-        let _ = self.0.kill_all(std::time::Duration::from_secs(5));
-        let _ = self.0.remove();
-    }
-}
-
-/// The host PID of the pod's container `id`, from `pod ps`.
-fn member_pid(ps: &serde_json::Value, id: &str) -> u32 {
-    let containers = ps["containers"].as_array().expect("containers");
-    let member = containers
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no container {id}: {ps}"));
-    member["pid"]
-        .as_u64()
-        .and_then(|p| u32::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .unwrap_or_else(|| panic!("container {id} has no live pid: {ps}"))
-}
-
-/// The cgroup path of process `pid` in the hierarchy of `controller`, as the host sees it
-/// (`/proc/PID/cgroup`). A controller no v1 hierarchy names is on the unified one (`0::`),
-/// which names none: every controller of a pure v2 host.
-fn cgroup_of(pid: u32, controller: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
-    let lines: Vec<(&str, &str)> = text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(3, ':').skip(1);
-            Some((fields.next()?, fields.next()?))
-        })
-        .collect();
-    let named = lines
-        .iter()
-        .find(|(controllers, _)| controllers.split(',').any(|c| c == controller));
-    named
-        .or_else(|| lines.iter().find(|(controllers, _)| controllers.is_empty()))
-        .map(|(_, path)| (*path).to_owned())
-        .unwrap_or_else(|| panic!("process {pid} is in no {controller} cgroup: {text}"))
 }
 
 #[test]
@@ -857,7 +759,7 @@ spec:
     image: ROOTFS
     command: [/bin/sh, -c]
     args: ['trap \"\" TERM; : > /data/stubborn-ready; while true; do sleep 0.05; done']
-    resources: {limits: {memory: 64Mi}}
+    terminationMessagePath: /dev/termination-log
     volumeMounts: [{name: data, mountPath: /data}]
 ";
 
@@ -874,7 +776,7 @@ fn pod_play_down_sends_sigterm_and_kills_only_after_the_grace_period() {
     let file_arg = file.display().to_string();
     let play = pods.play("graceful", &file, &["--network", "none"]);
     assert_eq!(play.code, 0, "{play:?}");
-    let warning = "spec.containers[1].resources: ignored";
+    let warning = "spec.containers[1].terminationMessagePath: ignored";
     assert_eq!(play.stderr.matches(warning).count(), 1, "{play:?}");
     // Both have set up their traps once they wrote their marker.
     wait_until("both containers ready", || {

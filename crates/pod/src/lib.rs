@@ -90,6 +90,8 @@ mod play;
 mod ports;
 mod probes;
 mod record;
+mod resources;
+mod security;
 mod store;
 mod subpath;
 
@@ -113,6 +115,8 @@ pub use peapod_net;
 pub use pin::{pin, unpin};
 pub use play::{monitor, play, Images, PlayArgs};
 pub use record::{Member, PodRecord, PodStatus};
+pub use resources::{quantity, ResourcesPlan};
+pub use security::{Seccomp, SecurityPlan, SAFE_SYSCTLS};
 pub use store::{PodEntry, PodStore};
 
 // Probes and lifecycle hooks of played containers (`probes.rs`, `hooks.rs`).

@@ -507,6 +507,7 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
     let Some(mut record) = entry.record()? else {
         infra::unpin_all(&entry)?;
         crate::subpath::unstage_all(entry.dir())?;
+        crate::resources::unmount_volumes(entry.dir()).map_err(RuntimeError::runtime)?;
         store.remove(entry)?;
         return Ok(());
     };
@@ -535,6 +536,7 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
     }
     remove_cgroup(&record)?;
     crate::subpath::unstage_all(entry.dir())?;
+    crate::resources::unmount_volumes(entry.dir()).map_err(RuntimeError::runtime)?;
     store.remove(entry)?;
     Ok(())
 }

@@ -73,6 +73,9 @@ pub struct PodPlan {
     /// 10 s (annotation `peapod.io/restart-backoff-base`).
     #[serde(default)]
     pub restart_backoff: Option<std::time::Duration>,
+    /// `spec.securityContext.fsGroup`: the group of its emptyDir volumes.
+    #[serde(default)]
+    pub fs_group: Option<u32>,
 }
 
 /// What a manifest says of its pod's network.
@@ -124,6 +127,11 @@ pub struct VolumePlan {
 pub enum VolumeSource {
     /// A directory in the pod's state, shared by its containers, removed with the pod.
     EmptyDir,
+    /// `emptyDir.medium: Memory`: a tmpfs, of `size` bytes (`sizeLimit`) if given.
+    Memory {
+        /// `sizeLimit`, in bytes.
+        size: Option<u64>,
+    },
     /// A host path; made (a directory) first when `create`.
     HostPath {
         /// The absolute host path.
@@ -166,10 +174,12 @@ pub struct ContainerPlan {
     pub mounts: Vec<MountPlan>,
     /// `securityContext.readOnlyRootFilesystem`.
     pub read_only_root: bool,
-    /// `securityContext.seccompProfile.type: Unconfined`: no seccomp filter, where the
-    /// default (`RuntimeDefault`, also when absent) is the runtime's default profile.
+    /// `securityContext`, its own over the pod's.
     #[serde(default)]
-    pub seccomp_unconfined: bool,
+    pub security: crate::security::SecurityPlan,
+    /// `resources`.
+    #[serde(default)]
+    pub resources: crate::resources::ResourcesPlan,
     /// Its probes and lifecycle hooks (`probes.rs`).
     #[serde(default)]
     pub health: crate::probes::Health,
@@ -288,7 +298,7 @@ struct RawSpec {
     host_pid: Option<bool>,
     #[serde(rename = "hostIPC")]
     host_ipc: Option<bool>,
-    security_context: Option<Extra>,
+    security_context: Option<crate::security::RawSecurityContext>,
     #[serde(flatten)]
     extra: Extra,
 }
@@ -312,7 +322,8 @@ struct RawContainer {
     volume_mounts: Vec<RawVolumeMount>,
     #[serde(default)]
     ports: Vec<RawPort>,
-    security_context: Option<Extra>,
+    resources: Option<crate::resources::RawResources>,
+    security_context: Option<crate::security::RawSecurityContext>,
     #[serde(flatten)]
     extra: Extra,
 }
@@ -434,6 +445,8 @@ struct Checker {
     config: crate::config::Config,
     /// The files of its configMap, secret, downwardAPI and projected volumes.
     volume_files: BTreeMap<String, Vec<crate::config::ProjectedFile>>,
+    /// `spec.securityContext`, which the containers' own go over.
+    pod_security: crate::security::PodContext,
 }
 
 impl Checker {
@@ -488,14 +501,13 @@ impl Checker {
                 ));
             }
         }
-        if let Some(context) = &spec.security_context {
-            if let Some(key) = context.keys().next() {
-                return Err(bad(
-                    format!("spec.securityContext.{key}"),
-                    "not supported: peapod would run the pod with other privileges than asked",
-                ));
-            }
-        }
+        self.pod_security = crate::security::pod(
+            "spec.securityContext",
+            spec.security_context,
+            network.host_network,
+            base,
+            &mut self.warnings,
+        )?;
         self.ignore("spec.", &spec.extra);
         let restart = match spec.restart_policy.as_deref() {
             None | Some("Always") => RestartPolicy::Always,
@@ -542,6 +554,7 @@ impl Checker {
                 init_containers,
                 containers: plans,
                 image_store: None,
+                fs_group: self.pod_security.fs_group,
                 network: NetworkPlan {
                     ports: std::mem::take(&mut self.ports),
                     ..network
@@ -588,16 +601,7 @@ impl Checker {
             });
         }
         let source = match (raw.empty_dir, raw.host_path) {
-            (Some(empty), None) => {
-                if let Value::Mapping(fields) = empty {
-                    for key in fields.keys().filter_map(Value::as_str) {
-                        self.warnings.push(format!(
-                            "{at}.emptyDir.{key}: ignored (a directory in the pod's state)"
-                        ));
-                    }
-                }
-                VolumeSource::EmptyDir
-            }
+            (Some(empty), None) => crate::resources::empty_dir(&at, &empty, &mut self.warnings)?,
             (None, Some(host)) => {
                 let path = host
                     .path
@@ -755,27 +759,15 @@ impl Checker {
             .map(|p| (p.name.clone(), p.container_port))
             .collect();
         let health = crate::probes::parse(at, &mut raw.extra, &port_names)?;
-        let mut read_only_root = false;
-        let mut seccomp_unconfined = false;
-        for (key, value) in raw.security_context.iter().flatten() {
-            match (key.as_str(), value) {
-                ("readOnlyRootFilesystem", Value::Bool(b)) => read_only_root = *b,
-                ("seccompProfile", profile) => {
-                    seccomp_unconfined = seccomp_profile(
-                        profile,
-                        &field(&format!("securityContext.{key}")),
-                    )?
-                }
-                // What peapod does anyway (no_new_privs).
-                ("allowPrivilegeEscalation", Value::Bool(false)) => {}
-                _ => {
-                    return Err(bad(
-                        field(&format!("securityContext.{key}")),
-                        "not supported: peapod would run the container with other privileges than asked",
-                    ))
-                }
-            }
-        }
+        let (security, read_only_root) = crate::security::container(
+            &field("securityContext"),
+            raw.security_context,
+            &self.pod_security,
+            base,
+            &mut self.warnings,
+        )?;
+        let resources =
+            crate::resources::container(&field("resources"), raw.resources, &mut self.warnings)?;
         self.ignore(&format!("{at}."), &raw.extra);
         Ok(ContainerPlan {
             name,
@@ -789,27 +781,10 @@ impl Checker {
             working_dir,
             mounts,
             read_only_root,
-            seccomp_unconfined,
+            security,
+            resources,
             health,
         })
-    }
-}
-
-/// A container's `securityContext.seccompProfile` (at `at`): whether it asks for no filter
-/// (`Unconfined`); `RuntimeDefault` is the default profile. `Localhost` profiles live in the
-/// kubelet's directory, which peapod does not have: refused rather than run without one.
-fn seccomp_profile(profile: &Value, at: &str) -> Result<bool, ManifestError> {
-    match profile.get("type").and_then(Value::as_str) {
-        Some("RuntimeDefault") => Ok(false),
-        Some("Unconfined") => Ok(true),
-        Some("Localhost") => Err(bad(
-            format!("{at}.type"),
-            "Localhost is not supported: give RuntimeDefault or Unconfined",
-        )),
-        _ => Err(bad(
-            format!("{at}.type"),
-            "expected RuntimeDefault, Unconfined or Localhost",
-        )),
     }
 }
 
@@ -1044,7 +1019,11 @@ spec:
         assert!(plan.containers[0].mounts[0].read_only);
         assert_eq!(plan.volumes[0].source, VolumeSource::EmptyDir);
         let w = parsed.warnings.join("\n");
-        assert!(w.contains("spec.containers[0].resources: ignored"), "{w}");
+        assert_eq!(
+            plan.containers[0].resources.memory_limit,
+            Some(1 << 30),
+            "{w}"
+        );
         assert!(!w.contains("metadata.annotations"), "{w}");
         assert!(!w.contains("containerPort"), "{w}");
         assert!(

@@ -252,12 +252,18 @@ fn play_one(
     record.log_opts = log_opts.to_vec();
     crate::network::reap(rt, &net.cni);
     pin_images(&mut plan, images)?;
+    crate::security::verify(&plan, |c| image_user(&plan, c))?;
+    let pod_resources = crate::resources::pod(&plan);
+    let pod_memory = pod_resources
+        .as_ref()
+        .and_then(|r| r.memory().as_ref()?.limit())
+        .and_then(|l| u64::try_from(l).ok());
     if plan.share_pid {
         record.shared.push("pid".to_owned());
     }
     record.labels = plan.labels.clone();
     record.grace_seconds = plan.grace_seconds;
-    let entry = make(rt, &name, record, init, None, &net)?;
+    let entry = make(rt, &name, record, init, pod_resources.as_ref(), &net)?;
     let prepared = (|| {
         network_facts(
             &mut facts,
@@ -268,8 +274,14 @@ fn play_one(
             .map_err(|e| RuntimeError::usage(anyhow!("{e}")))?;
         for volume in &plan.volumes {
             match &volume.source {
-                VolumeSource::EmptyDir => {
-                    entry.subdir(&format!("volumes/{}", volume.name))?;
+                VolumeSource::EmptyDir | VolumeSource::Memory { .. } => {
+                    let dir = entry.subdir(&format!("volumes/{}", volume.name))?;
+                    let memory = match volume.source {
+                        VolumeSource::Memory { size } => Some(size),
+                        _ => None,
+                    };
+                    crate::resources::make_empty_dir(&dir, memory, pod_memory, plan.fs_group)
+                        .map_err(RuntimeError::runtime)?;
                 }
                 VolumeSource::Projected => {
                     let dir = entry.subdir(&format!("volumes/{}", volume.name))?;
@@ -778,6 +790,16 @@ fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<
     Ok(pid)
 }
 
+/// The User of container `c`'s image, from the image `play` pinned; `None` for a rootfs
+/// directory or an image without one.
+fn image_user(plan: &PodPlan, c: &ContainerPlan) -> Result<Option<String>, RuntimeError> {
+    let image = image_root(plan, c)?;
+    let config = image
+        .as_ref()
+        .and_then(|i| i.image.config.config().as_ref());
+    Ok(config.and_then(|c| c.user().clone()))
+}
+
 /// The image root of container `c`, from the image `play` pinned; `None` for a rootfs
 /// directory.
 fn image_root(plan: &PodPlan, c: &ContainerPlan) -> Result<Option<ImageRoot>, RuntimeError> {
@@ -820,7 +842,7 @@ pub(crate) fn volume_dir(
         .ok_or_else(|| anyhow!("no volume {name}"))?;
     let in_state = || pod_dir.join("volumes").join(&volume.name);
     Ok(match &volume.source {
-        VolumeSource::EmptyDir => (in_state(), false),
+        VolumeSource::EmptyDir | VolumeSource::Memory { .. } => (in_state(), false),
         VolumeSource::Projected => (in_state(), true),
         VolumeSource::HostPath { path, .. } => (path.clone(), false),
     })
@@ -864,24 +886,22 @@ fn spec(
         );
         spec.set_annotations(Some(annotations));
     }
-    if let (Some(image), Some(user)) = (image, config.and_then(|c| c.user().as_deref())) {
-        if !user.is_empty() {
+    // Names are looked up in the image's `/etc/passwd` (the highest layer that has one) or
+    // the rootfs directory's.
+    let accounts = match (&c.image, image) {
+        (ImageSource::Directory(dir), _) => dir.clone(),
+        (ImageSource::Reference(_), Some(image)) => {
             let layers = &image.image.layers;
-            let accounts = peapod_runtime::image::accounts_layer(layers)
+            peapod_runtime::image::accounts_layer(layers)
                 .or(layers.last().map(PathBuf::as_path))
-                .unwrap_or(Path::new("/nonexistent"));
-            let arg = peapod_runtime::security::parse_user(user)
-                .map_err(|e| anyhow!("image User {user:?}: {e}"))?;
-            let (uid, gid, groups) = peapod_runtime::security::resolve_user(accounts, &arg)?;
-            if let Some(process) = spec.process_mut() {
-                let mut u = oci_spec::runtime::User::default();
-                u.set_uid(uid);
-                u.set_gid(gid);
-                u.set_additional_gids(Some(groups).filter(|g| !g.is_empty()));
-                process.set_user(u);
-            }
+                .unwrap_or(Path::new("/nonexistent"))
+                .to_owned()
         }
-    }
+        (ImageSource::Reference(r), None) => return Err(anyhow!("image {r} is not resolved")),
+    };
+    let image_user = config.and_then(|c| c.user().as_deref());
+    crate::security::apply(&mut spec, c, &accounts, image_user)?;
+    crate::resources::apply(&mut spec, c);
     if let Some(process) = spec.process_mut() {
         process.set_args(Some(args));
         let image_env = config.and_then(|c| c.env().as_deref()).unwrap_or_default();
@@ -923,19 +943,5 @@ fn spec(
         );
     }
     spec.set_mounts(Some(mounts));
-    // The runtime's default seccomp profile, as `peapod run` applies it, unless the manifest
-    // says `seccompProfile: {type: Unconfined}`.
-    if !c.seccomp_unconfined {
-        let bounding = spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.capabilities().as_ref())
-            .and_then(|c| c.bounding().clone())
-            .unwrap_or_default();
-        let profile = peapod_runtime::security::default_seccomp(&bounding)?;
-        if let Some(linux) = spec.linux_mut() {
-            linux.set_seccomp(Some(profile));
-        }
-    }
     Ok(spec)
 }

@@ -177,12 +177,17 @@ pub fn resolve_user(rootfs: &Path, user: &UserArg) -> anyhow::Result<(u32, u32, 
     Ok((uid, gid, additional))
 }
 
-/// The flags of this module, as they change `spec`. `rootfs` is the container's root on the
-/// host, where user and group names are looked up.
-pub(crate) struct SecurityArgs<'a> {
+/// The flags of this module, as they change `spec` (also what `peapod-pod` maps a
+/// manifest's `securityContext` onto, so that both mean the same).
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityArgs<'a> {
+    /// `--cap-add`.
     pub cap_add: &'a [CapName],
+    /// `--cap-drop`.
     pub cap_drop: &'a [CapName],
+    /// `--user`.
     pub user: Option<&'a UserArg>,
+    /// `--security-opt`.
     pub security_opt: &'a [SecurityOpt],
 }
 
@@ -204,8 +209,9 @@ impl SecurityArgs<'_> {
 
     /// Sets the process's user, capabilities and `no_new_privs`, and `linux.seccomp`. A user
     /// other than root keeps the capabilities only in its bounding set, as with Docker: its
-    /// effective and permitted sets are empty.
-    pub(crate) fn apply(&self, spec: &mut Spec, rootfs: &Path) -> anyhow::Result<()> {
+    /// effective and permitted sets are empty. `rootfs` is the container's root on the host,
+    /// where user and group names are looked up.
+    pub fn apply(&self, spec: &mut Spec, rootfs: &Path) -> anyhow::Result<()> {
         let user = self
             .user
             .map(|u| resolve_user(rootfs, u))

@@ -110,3 +110,101 @@ impl Drop for Pods {
         }
     }
 }
+
+/// A pod name of this test process: pod cgroups are host-wide (`peapod/pod:NAME` below the
+/// test's own cgroup), unlike the per-test state roots.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// The cgroup `peapod/pod:NAME` (and anything below it) killed and removed on drop, should
+/// `pod rm -f` have failed to: declared before the [`Pods`], so it runs after their drop.
+pub struct PodCgroupGuard(pub peapod_cgroups::Cgroup);
+
+impl PodCgroupGuard {
+    pub fn new(layout: &peapod_cgroups::Layout, pod: &str) -> PodCgroupGuard {
+        let path = Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{pod}"));
+        PodCgroupGuard(peapod_cgroups::Cgroup::locate(layout, &path).expect("locate"))
+    }
+
+    /// Its directory in the hierarchy of `controller`.
+    pub fn dir(&self, controller: &str) -> PathBuf {
+        self.0
+            .file(controller, "")
+            .expect("a hierarchy with the controller")
+    }
+
+    pub fn read(&self, controller: &str, file: &str) -> String {
+        let path = self.dir(controller).join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    pub fn number(&self, controller: &str, file: &str) -> u64 {
+        let text = self.read(controller, file);
+        text.parse()
+            .unwrap_or_else(|_| panic!("{controller}/{file}: {text:?}"))
+    }
+
+    /// Fails when the pod's cgroup directory is left in any hierarchy.
+    pub fn assert_gone(&self) {
+        let left: Vec<_> = self.0.paths().into_iter().filter(|p| p.exists()).collect();
+        assert!(
+            left.is_empty(),
+            "pod cgroup directories left behind: {left:?}"
+        );
+    }
+}
+
+impl Drop for PodCgroupGuard {
+    fn drop(&mut self) {
+        for dir in self.0.paths().into_iter().filter(|p| p.exists()) {
+            let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+            for child in children.filter(|c| c.path().is_dir()) {
+                let layout = peapod_cgroups::Layout::detect().expect("layout");
+                let cgroup = peapod_cgroups::Cgroup::open(&layout, &[child.path()]);
+                let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
+                let _ = cgroup.remove();
+            }
+        }
+        let _ = self.0.kill_all(std::time::Duration::from_secs(5));
+        let _ = self.0.remove();
+    }
+}
+
+/// The host PID of the pod's container `id`, from `pod ps`.
+pub fn member_pid(ps: &serde_json::Value, id: &str) -> u32 {
+    let containers = ps["containers"].as_array().expect("containers");
+    let member = containers
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no container {id}: {ps}"));
+    member["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or_else(|| panic!("container {id} has no live pid: {ps}"))
+}
+
+/// The cgroup path of process `pid` in the hierarchy of `controller`, as the host sees it
+/// (`/proc/PID/cgroup`). A controller no v1 hierarchy names is on the unified one (`0::`),
+/// which names none: every controller of a pure v2 host.
+pub fn cgroup_of(pid: u32, controller: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
+    let lines: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':').skip(1);
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect();
+    let named = lines
+        .iter()
+        .find(|(controllers, _)| controllers.split(',').any(|c| c == controller));
+    named
+        .or_else(|| lines.iter().find(|(controllers, _)| controllers.is_empty()))
+        .map(|(_, path)| (*path).to_owned())
+        .unwrap_or_else(|| panic!("process {pid} is in no {controller} cgroup: {text}"))
+}
