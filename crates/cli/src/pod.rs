@@ -122,7 +122,11 @@ pub(crate) fn dispatch(
             }
         }
         PodCommand::Stop(args) => peapod_pod::stop_pod(rt, &args.name, args.timeout)?,
-        PodCommand::Rm(args) => peapod_pod::remove(rt, &args.name, args.force)?,
+        PodCommand::Rm(args) => {
+            peapod_pod::remove(rt, &args.name, args.force)?;
+            // The attachment of a pod whose corrupt record no longer said where it is.
+            peapod_pod::reap_networks(rt, &args.cni.cni());
+        }
         PodCommand::Logs(args) => {
             let logs = peapod_pod::logs(rt, &args.name, args.container.as_deref())?;
             let mut out = std::io::stdout().lock();
@@ -161,7 +165,14 @@ pub(crate) fn dispatch(
                 outln!("{name}");
             }
         }
-        PodCommand::Monitor(args) => peapod_pod::monitor(rt, &args.name)?,
+        PodCommand::Monitor(args) => {
+            let ended = peapod_pod::monitor(rt, &args.name);
+            // Ended on its own (not killed): the pod is not shown as unsupervised.
+            if let Err(e) = peapod_pod::monitor_ended(rt, &args.name) {
+                tracing::debug!("pod {}: {}", args.name, e.one_line());
+            }
+            ended?
+        }
     }
     Ok(0)
 }

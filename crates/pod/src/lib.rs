@@ -87,16 +87,16 @@ mod store;
 pub use error::{Error, Result};
 pub use explain::{explain, Explained};
 pub use lifecycle::{
-    attach, create, details, join, list, logs, remove, stop_pod, Attached, MemberDetails,
-    MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
+    attach, create, details, join, list, logs, monitor_ended, reap, remove, stop_pod, Attached,
+    MemberDetails, MemberLog, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
 };
 pub use manifest::{
     parse as parse_manifest, ContainerPlan, ImageSource, ManifestError, MountPlan, NetworkPlan,
     Parsed, PodPlan, PullPolicy, RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use network::{
-    create_container_network, remove_container_network, NetworkOptions, NetworkRecord, PodNetwork,
-    CONTAINER_NETWORK_LABEL, IFNAME,
+    create_container_network, reap as reap_networks, remove_container_network, NetworkOptions,
+    NetworkRecord, PodNetwork, CONTAINER_NETWORK_LABEL, IFNAME,
 };
 pub use peapod_net;
 pub use pin::{pin, unpin};
