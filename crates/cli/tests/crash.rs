@@ -653,3 +653,44 @@ fn the_default_network_of_another_config_dir_has_its_own_bridge_and_leases() {
         "rules left naming {bridge} or {subnet}"
     );
 }
+
+#[test]
+fn a_pod_whose_monitor_was_killed_shows_it() {
+    let Some(mut pods) = Pods::new() else {
+        return;
+    };
+    let name = format!("unsup{}", std::process::id());
+    let file = pods.rootfs.scratch().join("pod.yaml");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: main\n    image: {}\n    command: [/bin/sleep, '100']\n",
+        pods.rootfs.arg()
+    );
+    std::fs::write(&file, manifest).expect("manifest");
+    let play = pods.play(&name, &file, &["--network", "none"]);
+    assert_eq!(play.code, 0, "{play:?}");
+    let ps = pods.ps_json(&name);
+    assert_eq!(ps["status"], "running", "{ps:#}");
+    assert_eq!(ps["supervised"], true, "{ps:#}");
+    let record = pods
+        .rootfs
+        .state_root()
+        .join(".pods")
+        .join(&name)
+        .join("pod.json");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).expect("pod.json")).expect("json");
+    let monitor = record["monitor"]["pid"].as_i64().expect("a monitor") as i32;
+    kill(Pid::from_raw(monitor), Signal::SIGKILL).expect("SIGKILL the monitor");
+    wait_until("the monitor to be gone", || {
+        std::fs::read_to_string(format!("/proc/{monitor}/stat")).map_or(true, |s| s.contains(") Z"))
+    });
+    let ps = pods.ps_json(&name);
+    assert_eq!(ps["status"], "running (unsupervised)", "{ps:#}");
+    assert_eq!(ps["supervised"], false, "{ps:#}");
+    let listed = pod_list(&pods);
+    let row = listed.iter().find(|p| p["name"] == *name).expect("listed");
+    assert_eq!(row["status"], "running (unsupervised)", "{listed:#?}");
+    let table = pods.peapod(&["pod", "list"]);
+    assert!(table.stdout.contains("running (unsupervised)"), "{table:?}");
+    pods.remove_all();
+}
