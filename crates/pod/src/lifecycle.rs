@@ -498,15 +498,20 @@ pub fn reap(rt: &Runtime) {
         let Ok(Some(entry)) = store.try_load(&name) else {
             continue;
         };
+        // A pod without a record yet may be one whose `pod create` is between making its
+        // directory and locking it: not removed here (`pod rm` does).
         let why = match entry.record() {
             Ok(Some(record)) => left_behind(rt, &record),
-            Ok(None) => Some("its pod create was killed before it wrote a record".to_owned()),
-            Err(_) => None,
+            _ => None,
         };
         drop(entry);
         let Some(why) = why else { continue };
         match remove(rt, name.as_str(), true) {
             Ok(()) => tracing::info!("removed pod {name}: {why}"),
+            // Another command removed it meanwhile.
+            Err(e) if !pods(rt).is_ok_and(|s| s.dir().join(name.as_str()).exists()) => {
+                tracing::debug!("pod {name}: {}", e.one_line());
+            }
             Err(e) => tracing::warn!("cannot remove pod {name} ({why}): {}", e.one_line()),
         }
     }
