@@ -684,6 +684,11 @@ fn a_pod_whose_monitor_was_killed_shows_it() {
     wait_until("the monitor to be gone", || {
         std::fs::read_to_string(format!("/proc/{monitor}/stat")).map_or(true, |s| s.contains(") Z"))
     });
+    let out = pods.peapod(&["pod", "ps", &name]);
+    assert!(
+        out.stderr.contains(&format!("peapod pod rm -f {name}")),
+        "says how: {out:?}"
+    );
     let ps = pods.ps_json(&name);
     assert_eq!(ps["status"], "running (unsupervised)", "{ps:#}");
     assert_eq!(ps["supervised"], false, "{ps:#}");

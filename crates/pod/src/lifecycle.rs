@@ -720,6 +720,16 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
         .map_err(|e| corrupt_hint(e, name))?
         .ok_or_else(|| RuntimeError::from(crate::Error::NotFound(name.to_owned())))?;
     let status = record.status();
+    if let Some(monitor) = record
+        .monitor
+        .filter(|_| record.supervised() == Some(false))
+    {
+        tracing::warn!(
+            "pod {name}: its monitor (pid {}) is gone, so nothing restarts its containers; \
+             `peapod pod rm -f {name}` and play its manifest again",
+            monitor.pid
+        );
+    }
     let containers: Vec<MemberDetails> = record
         .containers
         .iter()
