@@ -412,7 +412,8 @@ fn a_pod_create_killed_in_cni_add_is_creating_then_removed_with_its_rules() {
     pods.env = slow.env();
     let init = pods.init.display().to_string();
     for (round, next) in ["pod rm", "pod list"].iter().enumerate() {
-        let name = format!("crashpod{round}");
+        // Names of its own: a pod's cgroup (`peapod/pod:NAME`) is the host's.
+        let name = format!("crashpod{round}x{}", std::process::id());
         pods.names.push(name.clone());
         let mut create = pods.rootfs.peapod();
         create
@@ -467,6 +468,7 @@ fn a_pod_create_killed_in_cni_add_is_creating_then_removed_with_its_rules() {
                 .map_or(true, |s| s.contains(") Z"))
         });
         assert_eq!(slow.net.leftovers(), Vec::<String>::new(), "{next}");
+        assert_eq!(pod_cgroup_dirs(&name), Vec::<PathBuf>::new(), "{next}");
         pods.names.retain(|n| *n != name);
     }
     pods.remove_all();
@@ -543,10 +545,19 @@ fn a_corrupt_pod_json_is_listed_unknown_and_pod_rm_f_salvages_it() {
         return;
     };
     pods.env = net.env();
-    pods.create("whole", &[]);
-    pods.create("broken", &["--network", &net.name]);
-    let infra = infra_of(&pods, "broken").expect("infra");
-    let record = pods.rootfs.state_root().join(".pods/broken/pod.json");
+    let (whole, broken) = (
+        format!("whole{}", std::process::id()),
+        format!("broken{}", std::process::id()),
+    );
+    pods.create(&whole, &[]);
+    pods.create(&broken, &["--network", &net.name]);
+    let infra = infra_of(&pods, &broken).expect("infra");
+    let record = pods
+        .rootfs
+        .state_root()
+        .join(".pods")
+        .join(&broken)
+        .join("pod.json");
     let text = std::fs::read_to_string(&record).expect("pod.json");
     std::fs::write(&record, &text[..text.len() / 2]).expect("truncate");
 
@@ -559,20 +570,23 @@ fn a_corrupt_pod_json_is_listed_unknown_and_pod_rm_f_salvages_it() {
             .find(|p| p["name"] == name)
             .map(|p| p["status"].clone())
     };
-    assert_eq!(status("whole"), Some("running".into()), "{listed:#?}");
-    assert_eq!(status("broken"), Some("unknown".into()), "{listed:#?}");
-    assert!(out.stderr.contains("pod rm -f broken"), "{out:?}");
+    assert_eq!(status(&whole), Some("running".into()), "{listed:#?}");
+    assert_eq!(status(&broken), Some("unknown".into()), "{listed:#?}");
+    assert!(
+        out.stderr.contains(&format!("pod rm -f {broken}")),
+        "{out:?}"
+    );
 
-    let rm = pods.peapod(&["pod", "rm", "broken"]);
+    let rm = pods.peapod(&["pod", "rm", &broken]);
     assert_ne!(rm.code, 0, "{rm:?}");
-    let rm = pods.peapod(&["pod", "rm", "-f", "broken"]);
+    let rm = pods.peapod(&["pod", "rm", "-f", &broken]);
     assert_eq!(rm.code, 0, "{rm:?}");
-    pods.names.retain(|n| n != "broken");
+    pods.names.retain(|n| *n != broken);
     wait_until("the infra process to be gone", || {
         std::fs::read_to_string(format!("/proc/{infra}/stat")).map_or(true, |s| s.contains(") Z"))
     });
     assert_eq!(
-        pod_cgroup_dirs("broken"),
+        pod_cgroup_dirs(&broken),
         Vec::<PathBuf>::new(),
         "its cgroup"
     );
@@ -605,7 +619,8 @@ fn the_default_network_of_another_config_dir_has_its_own_bridge_and_leases() {
         }
     }
     let _bridge = Bridge(bridge.clone());
-    pods.create("defaultnet", &["--network", "peapod"]);
+    let name = format!("defaultnet{}", std::process::id());
+    pods.create(&name, &["--network", "peapod"]);
     let list: serde_json::Value = serde_json::from_slice(
         &std::fs::read(config.join("peapod.conflist")).expect("the default network written"),
     )
