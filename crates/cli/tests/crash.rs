@@ -670,6 +670,40 @@ fn the_default_network_of_another_config_dir_has_its_own_bridge_and_leases() {
 }
 
 #[test]
+fn a_pod_play_killed_before_its_monitor_runs_is_removed_by_the_next_pod_list() {
+    let Some(mut pods) = Pods::new() else {
+        return;
+    };
+    let name = format!("halfplayed{}", std::process::id());
+    // Removed on drop should the test fail before the pod is reaped.
+    pods.names.push(name.clone());
+    let file = pods.rootfs.scratch().join("pod.yaml");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: main\n    image: {}\n    command: [/bin/sleep, '100']\n",
+        pods.rootfs.arg()
+    );
+    std::fs::write(&file, manifest).expect("manifest");
+    let mut play = pods.rootfs.peapod();
+    play.args(["pod", "play", "--network", "none", "--init-path"])
+        .arg(&pods.init)
+        .arg(&file);
+    let at = stopped_at(play, "play", pods.rootfs.scratch());
+    let infra = infra_of(&pods, &name).expect("the infra process runs");
+    assert_eq!(pods.ps_json(&name)["status"], "creating");
+    at.kill();
+    assert_eq!(pods.ps_json(&name)["status"], "failed");
+    let out = pods.peapod(&["pod", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains(&name), "{out:?}");
+    wait_until("the infra process to be gone", || {
+        std::fs::read_to_string(format!("/proc/{infra}/stat")).map_or(true, |s| s.contains(") Z"))
+    });
+    assert_eq!(pod_cgroup_dirs(&name), Vec::<PathBuf>::new());
+    pods.names.clear();
+    pods.rootfs.assert_nothing_left();
+}
+
+#[test]
 fn a_pod_whose_monitor_was_killed_shows_it() {
     let Some(mut pods) = Pods::new() else {
         return;

@@ -102,12 +102,22 @@ pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
     record.shared.dedup();
     record.labels = labels;
     let resources = with_limits(None, &args.limits);
-    make(rt, &name, record, &init, resources.as_ref(), &args.network)?;
-    Ok(())
+    let entry = make(rt, &name, record, &init, resources.as_ref(), &args.network)?;
+    made(&entry)
+}
+
+/// Marks the pod of `entry` as made (see [`PodRecord::setup`]): from now on, its status is
+/// its infra process's. A played pod is made once its monitor runs (the monitor says so).
+pub(crate) fn made(entry: &PodEntry) -> Result<(), RuntimeError> {
+    let mut record = record_of(entry)?;
+    record.setup = None;
+    Ok(entry.save(&record)?)
 }
 
 /// Makes the pod `name` as `record` describes it: its cgroup, with the limits `resources`,
-/// and its infra process in it. On failure nothing is left. Returns the locked entry.
+/// and its infra process in it. On failure nothing is left. Returns the locked entry, still
+/// recorded as being set up by this process ([`made`] ends that), so that a `peapod` killed
+/// before the pod is whole leaves a `failed` pod the next command removes.
 pub(crate) fn make(
     rt: &Runtime,
     name: &ContainerId,
@@ -129,11 +139,7 @@ pub(crate) fn make(
         })
         .and_then(|()| peapod_runtime::cgroups::create_pod(name, resources))
         .and_then(|_| infra::start(&entry, &mut record, init))
-        .and_then(|()| network::connect(rt, &entry, &mut record, net))
-        .and_then(|()| {
-            record.setup = None;
-            Ok(entry.save(&record)?)
-        });
+        .and_then(|()| network::connect(rt, &entry, &mut record, net));
     match started {
         Ok(()) => Ok(entry),
         Err(e) => {

@@ -380,7 +380,8 @@ pub fn create_container_network(
     record.owner = peapod_state::ProcessIdentity::of(std::process::id() as i32);
     let mut options = options.clone();
     options.hostname = Some(hostname.to_owned());
-    crate::lifecycle::make(rt, &name, record, &init, None, &options)?;
+    let entry = crate::lifecycle::make(rt, &name, record, &init, None, &options)?;
+    crate::lifecycle::made(&entry)?;
     Ok(pod)
 }
 
