@@ -232,6 +232,17 @@ pub fn attach(
     let mut record = record_of(&entry)?;
     match record.status() {
         PodStatus::Running => {}
+        status if record.setup.is_some() => {
+            return Err(RuntimeError::runtime(anyhow!(
+                "pod {pod} is {}: the peapod making it (pid {}) {}",
+                status.as_str(),
+                record.setup.map_or(0, |p| p.pid),
+                match status {
+                    PodStatus::Creating => "has not finished",
+                    _ => "was killed half-way; `peapod pod rm` removes it",
+                }
+            )))
+        }
         status => {
             return Err(RuntimeError::runtime(anyhow!(
                 "pod {pod} is {}: its infra process is gone",
