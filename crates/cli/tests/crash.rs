@@ -748,3 +748,39 @@ fn a_pod_whose_monitor_was_killed_shows_it() {
     assert!(table.stdout.contains("running (unsupervised)"), "{table:?}");
     pods.remove_all();
 }
+
+#[test]
+fn an_entry_killed_before_its_mark_is_reaped_once_a_minute_old() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let state = rootfs.state_root();
+    // What a `create` or `pod create` killed between its mkdir and its first write leaves:
+    // an empty directory. A young one may be a live command's, an old one is not.
+    let (young, old) = (state.join("young"), state.join("old"));
+    let old_pod = state.join(".pods/oldpod");
+    for dir in [&young, &old, &old_pod] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    for dir in [&old, &old_pod] {
+        let touched = Command::new("touch")
+            .args(["-m", "-d", "2 minutes ago"])
+            .arg(dir)
+            .status()
+            .expect("touch");
+        assert!(touched.success());
+    }
+    let list = out(rootfs.peapod().args(["list", "--format", "json"]));
+    assert_eq!(list.code, 0, "{list:?}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).expect("json");
+    let ids: Vec<&str> = listed.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids, ["young"], "{list:?}");
+    assert_eq!(listed[0]["status"], "creating");
+    assert!(!old.exists() && young.exists());
+    let pods = out(rootfs.peapod().args(["pod", "list", "-q"]));
+    assert_eq!(pods.code, 0, "{pods:?}");
+    assert!(!old_pod.exists(), "{pods:?}");
+    let delete = out(rootfs.peapod().args(["delete", "young"]));
+    assert_eq!(delete.code, 0, "{delete:?}");
+    rootfs.assert_nothing_left();
+}

@@ -516,9 +516,12 @@ pub fn reap(rt: &Runtime) {
             continue;
         };
         // A pod without a record yet may be one whose `pod create` is between making its
-        // directory and locking it: not removed here (`pod rm` does).
+        // directory and locking it: removed only once it is a minute old.
         let why = match entry.record() {
             Ok(Some(record)) => left_behind(rt, &record),
+            Ok(None) if peapod_state::is_older_than(entry.dir(), UNRECORDED_AGE) => {
+                Some("its pod create was killed before it wrote a record".to_owned())
+            }
             _ => None,
         };
         drop(entry);
@@ -533,6 +536,9 @@ pub fn reap(rt: &Runtime) {
         }
     }
 }
+
+/// How old a pod directory without a record must be before [`reap`] removes it.
+const UNRECORDED_AGE: Duration = Duration::from_secs(60);
 
 /// Why the pod of `record` is a leftover nobody else will remove, if it is one.
 fn left_behind(rt: &Runtime, record: &PodRecord) -> Option<String> {
