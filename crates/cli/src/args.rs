@@ -1211,6 +1211,9 @@ pub(crate) struct PodRmArgs {
     pub force: bool,
     /// The pod's name.
     pub name: String,
+    /// Where its network's attachment is cached (for a pod whose record is corrupt).
+    #[command(flatten)]
+    pub cni: CniArgs,
 }
 
 /// `peapod pod logs`.

@@ -66,9 +66,31 @@ fn main() {
     }
 }
 
+/// Whether `command` first removes what killed `peapod` processes left behind (containers
+/// whose owner is gone, then pods half-made and the networks of containers that are gone):
+/// the commands that make or list containers and pods, not the hot OCI ones (`state`,
+/// `start`, `kill`, `exec`) that containerd calls in loops, nor the monitors.
+fn reaps(command: &Command) -> bool {
+    match command {
+        // `pod rm` removes a half-made pod itself, and `pod ps` shows it (`failed`) rather
+        // than saying it does not exist.
+        Command::Pod(pod) => !matches!(
+            pod,
+            args::PodCommand::Monitor(_) | args::PodCommand::Rm(_) | args::PodCommand::Ps(_)
+        ),
+        Command::Run(_) | Command::Create(_) | Command::List(_) | Command::Ps(_) => true,
+        Command::Rm(_) => true,
+        _ => false,
+    }
+}
+
 /// Runs one command: one call of the runtime (or the pod library), its result printed.
 fn dispatch(rt: &Runtime, global: &GlobalArgs, command: Command) -> Result<i32, Error> {
     let done = |()| 0;
+    if reaps(&command) {
+        rt.reap_leftovers();
+        peapod_pod::reap(rt);
+    }
     match command {
         Command::Run(args) => oci::run(rt, global, args),
         Command::Create(args) => oci::create(rt, args),

@@ -23,7 +23,6 @@ use peapod_runtime::flags::{MountArg, VolumeArg};
 use peapod_runtime::EtcFiles;
 
 pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i32, Error> {
-    rt.reap_leftovers();
     if args.pod.is_some() && args.hostname.is_some() {
         return Err(Error::usage(anyhow!(
             "--hostname: a container in a pod has the pod's host name (pod create --hostname)"
@@ -465,7 +464,6 @@ pub(crate) fn monitor(rt: &Runtime, args: MonitorArgs) -> Result<i32, Error> {
 }
 
 pub(crate) fn create(rt: &Runtime, args: CreateArgs) -> Result<i32, Error> {
-    rt.reap_leftovers();
     let (bundle, spec) = bundle::load(&args.bundle).map_err(Error::runtime)?;
     let options = CreateOptions {
         fifo: true,

@@ -127,7 +127,11 @@ pub(crate) fn dispatch(
         }
         PodCommand::Inspect(args) => outln!("{}", to_json(&peapod_pod::details(rt, &args.name)?)?),
         PodCommand::Stop(args) => peapod_pod::stop_pod(rt, &args.name, args.timeout)?,
-        PodCommand::Rm(args) => peapod_pod::remove(rt, &args.name, args.force)?,
+        PodCommand::Rm(args) => {
+            peapod_pod::remove(rt, &args.name, args.force)?;
+            // The attachment of a pod whose corrupt record no longer said where it is.
+            peapod_pod::reap_networks(rt, &args.cni.cni());
+        }
         PodCommand::Logs(args) => {
             let query = crate::oci::log_query(args.tail, args.since.as_deref(), args.timestamps)?;
             let container = args.container_flag.or(args.container);
@@ -176,7 +180,14 @@ pub(crate) fn dispatch(
                 outln!("{name}");
             }
         }
-        PodCommand::Monitor(args) => peapod_pod::monitor(rt, &args.name)?,
+        PodCommand::Monitor(args) => {
+            let ended = peapod_pod::monitor(rt, &args.name);
+            // Ended on its own (not killed): the pod is not shown as unsupervised.
+            if let Err(e) = peapod_pod::monitor_ended(rt, &args.name) {
+                tracing::debug!("pod {}: {}", args.name, e.one_line());
+            }
+            ended?
+        }
     }
     Ok(0)
 }

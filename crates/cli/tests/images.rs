@@ -606,7 +606,8 @@ fn run_of_a_missing_image_with_pull_never_names_it_and_leaves_nothing() {
     images.assert_nothing_left();
 }
 
-/// `pod play` of `manifest` (written to the scratch directory), with the static init.
+/// `pod play` of `manifest` (written to the scratch directory), with the static init, on
+/// no network: the default one would make a bridge and leases on the host.
 fn play(images: &Images, manifest: &str, down: bool) -> Outcome {
     let file = images.scratch().join("pod.yaml");
     std::fs::write(&file, manifest).expect("manifest");
@@ -616,6 +617,8 @@ fn play(images: &Images, manifest: &str, down: bool) -> Outcome {
         "play",
         "--init-path",
         init.as_str(),
+        "--network",
+        "none",
         file.to_str().expect("utf-8"),
     ];
     if down {

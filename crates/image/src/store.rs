@@ -97,15 +97,15 @@ pub struct Pruned {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ImagesFile {
-    images: Vec<ImageRecord>,
+pub(crate) struct ImagesFile {
+    pub(crate) images: Vec<ImageRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ImageRecord {
-    manifest: String,
-    media_type: String,
-    names: Vec<String>,
+pub(crate) struct ImageRecord {
+    pub(crate) manifest: String,
+    pub(crate) media_type: String,
+    pub(crate) names: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -289,7 +289,47 @@ impl Store {
         Ok(file)
     }
 
+    /// The image records. A corrupt `images.json` is rebuilt first (see
+    /// [`Store::read_records_locked`]), under the lock.
     fn read_records(&self) -> Result<ImagesFile> {
+        match self.read_records_file()? {
+            Ok(records) => Ok(records),
+            Err(_) => {
+                let locked = self.lock()?;
+                self.read_records_locked(&locked)
+            }
+        }
+    }
+
+    /// The image records, read by a caller that holds the lock. A corrupt `images.json`
+    /// does not break every image command: it is rebuilt from the store's manifests, config
+    /// blobs and layers (see `rebuild.rs`), with one warning, and written back.
+    fn read_records_locked(&self, locked: &Locked) -> Result<ImagesFile> {
+        let (old, problem) = match self.read_records_file()? {
+            Ok(records) => return Ok(records),
+            Err(corrupt) => corrupt,
+        };
+        let records = crate::rebuild::records(
+            crate::rebuild::candidate_manifests(&self.blob_dir()),
+            &old,
+            |digest, bytes| self.complete_image(digest, bytes),
+        );
+        let named = records
+            .images
+            .iter()
+            .filter(|r| !r.names.is_empty())
+            .count();
+        tracing::warn!(
+            "{}/images.json was corrupt ({problem}): rebuilt from the store, {} images ({named} with their names)",
+            self.root.display(),
+            records.images.len()
+        );
+        self.write_records(locked, &records)?;
+        Ok(records)
+    }
+
+    /// `images.json` parsed; `Err` with its bytes and the parse error when it is corrupt.
+    fn read_records_file(&self) -> Result<std::result::Result<ImagesFile, (Vec<u8>, String)>> {
         let path = self.root.join("images.json");
         let read = File::options()
             .read(true)
@@ -300,13 +340,25 @@ impl Store {
                 file.read_to_end(&mut bytes).map(|_| bytes)
             });
         match read {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::BadImage {
-                what: path.display().to_string(),
-                problem: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImagesFile::default()),
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_err(|e| (bytes, e.to_string()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ok(ImagesFile::default())),
             Err(e) => Err(Error::io(&path)(e)),
         }
+    }
+
+    /// The media type of the image manifest `bytes` (digest `digest`) when the image is
+    /// whole in the store: its config blob readable, every layer unpacked.
+    fn complete_image(&self, digest: &Digest, bytes: &[u8]) -> Option<String> {
+        let media_type = manifest_type("", bytes).ok()?;
+        let manifest = parse_manifest(digest, bytes).ok()?;
+        let id = manifest.config().digest().clone();
+        let config = parse_config(&id, &self.read_blob(&id).ok()?).ok()?;
+        let diff_ids = config.rootfs().diff_ids();
+        let whole = diff_ids.len() == manifest.layers().len()
+            && diff_ids
+                .iter()
+                .all(|d| self.layer_dir(d).is_ok_and(|dir| dir.join("diff").is_dir()));
+        whole.then_some(media_type)
     }
 
     fn write_records(&self, _locked: &Locked, records: &ImagesFile) -> Result<()> {
@@ -415,7 +467,7 @@ impl Store {
         }
         self.put_blob(manifest)?;
         let locked = self.lock()?;
-        let mut records = self.read_records()?;
+        let mut records = self.read_records_locked(&locked)?;
         let name = name.map(|n| n.whole());
         if let Some(name) = &name {
             for record in &mut records.images {
@@ -452,7 +504,7 @@ impl Store {
     /// Adds `name` to an image already in the store (taking it from any other image).
     pub fn tag(&self, image: &Image, name: &Reference) -> Result<()> {
         let locked = self.lock()?;
-        let mut records = self.read_records()?;
+        let mut records = self.read_records_locked(&locked)?;
         let name = name.whole();
         let manifest = image.manifest_digest.to_string();
         if !records.images.iter().any(|r| r.manifest == manifest) {
@@ -516,7 +568,7 @@ impl Store {
     /// not given. Its blobs and layers are freed by [`Store::prune`].
     pub fn remove(&self, reference: &str, force: bool) -> Result<Removed> {
         let locked = self.lock()?;
-        let mut records = self.read_records()?;
+        let mut records = self.read_records_locked(&locked)?;
         let record = find(&self.root, &records.images, reference)?
             .cloned()
             .ok_or_else(|| Error::NotFound(reference.to_owned()))?;
@@ -556,7 +608,7 @@ impl Store {
         pruned.bytes += self.sweep_temp(&locked);
         let mut blobs: HashSet<String> = HashSet::new();
         let mut layers: HashSet<String> = HashSet::new();
-        for record in self.read_records()?.images {
+        for record in self.read_records_locked(&locked)?.images {
             blobs.insert(hex_text(&record.manifest));
             let manifest_digest = blob::parse_digest(&record.manifest)?;
             let manifest = parse_manifest(&manifest_digest, &self.read_blob(&manifest_digest)?)?;
@@ -648,7 +700,7 @@ impl Store {
     ) -> Result<ContainerLayers> {
         let dir = self.container_dir(container_id)?;
         let locked = self.lock()?;
-        let records = self.read_records()?;
+        let records = self.read_records_locked(&locked)?;
         if !records
             .images
             .iter()

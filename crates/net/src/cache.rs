@@ -4,7 +4,8 @@
 //! killed, or the machine rebooted.
 //!
 //! Unlike libcni, the entry is written *before* the first plugin runs (with no result yet),
-//! so that an ADD cut short by a crash is still found and undone by a later DEL.
+//! and again after each plugin with its result, so that an ADD cut short by a crash is still
+//! found and undone by a later DEL that gives every plugin a `prevResult`.
 //!
 //! An entry decides what DEL runs (the configuration, the plugins' arguments, the network
 //! namespace), so the cache directory and `results/` are checked as the state root is
@@ -44,7 +45,8 @@ pub struct CacheEntry {
     pub capability_args: serde_json::Map<String, Value>,
     /// The whole configuration list ADD ran with.
     pub config: Value,
-    /// The result of the last plugin; `None` while ADD has not finished.
+    /// The result of the last plugin that gave one, cached after each plugin while ADD goes
+    /// on; `None` before the first.
     pub result: Option<Value>,
     /// Who made it (peapod's state root and pod), for finding leftovers.
     #[serde(default)]

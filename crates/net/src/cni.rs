@@ -36,7 +36,7 @@ impl Default for Cni {
     /// plugins where Debian and the upstream releases put them.
     fn default() -> Cni {
         Cni {
-            config_dirs: vec![PathBuf::from("/etc/peapod/net.d")],
+            config_dirs: vec![PathBuf::from(config::DEFAULT_CONFIG_DIR)],
             plugin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             cache_dir: PathBuf::from("/var/lib/peapod/cni"),
             timeout: Duration::from_secs(30),
@@ -183,7 +183,7 @@ pub fn parse_result(value: &Value) -> Result<CNIResult> {
 impl Cni {
     /// The network `name` (the default `peapod` is written first when missing).
     pub fn network(&self, name: &str) -> Result<NetworkList> {
-        config::find_or_default(&self.config_dirs, name)
+        config::find_or_default(&self.config_dirs, name, &self.cache_dir)
     }
 
     /// The binary of plugin `kind`.
@@ -230,7 +230,20 @@ impl Cni {
         cache::save(&file, &entry)?;
         let mut prev: Option<Value> = None;
         for plugin in list.plugins() {
-            match self.call(&entry, plugin, "ADD", prev.as_ref()) {
+            // Each result is cached as the chain goes, so that an ADD cut short (peapod
+            // killed in a later plugin) is undone by a DEL that has a `prevResult`: the
+            // firewall and portmap plugins remove their rules only when given one.
+            let added = self
+                .call(&entry, plugin, "ADD", prev.as_ref())
+                .and_then(|result| {
+                    if let Some(result) = &result {
+                        let mut cached = entry.clone();
+                        cached.result = Some(result.clone());
+                        cache::save(&file, &cached)?;
+                    }
+                    Ok(result)
+                });
+            match added {
                 Ok(Some(result)) => prev = Some(result),
                 Ok(None) => {}
                 Err(e) => {

@@ -14,8 +14,10 @@ use crate::{Error, Result};
 
 /// The default network's name.
 pub const DEFAULT_NETWORK: &str = "peapod";
-/// The default network's bridge.
+/// The default network's bridge in peapod's own configuration directory.
 pub const DEFAULT_BRIDGE: &str = "peapod0";
+/// peapod's own configuration directory, whose default network has [`DEFAULT_BRIDGE`].
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/peapod/net.d";
 /// podman's default network, which the default network must not overlap.
 const PODMAN_SUBNET: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 88, 0, 0), 16);
 
@@ -162,9 +164,36 @@ pub(crate) fn join(dirs: &[PathBuf]) -> String {
         .join(":")
 }
 
+/// The bridge of the default network written into the configuration directory `dir`:
+/// [`DEFAULT_BRIDGE`] in peapod's own ([`DEFAULT_CONFIG_DIR`]), else `peapod` and eight hex
+/// digits of the directory's path, so that the default network of another directory (a
+/// test's, a second installation's) never shares a bridge with it.
+pub fn default_bridge(dir: &Path) -> String {
+    if dir == Path::new(DEFAULT_CONFIG_DIR) {
+        return DEFAULT_BRIDGE.to_owned();
+    }
+    // FNV-1a: stable across builds, since the name is written into the configuration.
+    let hash = dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    format!("peapod{hash:08x}")
+}
+
+/// Where host-local keeps the leases of a default network with bridge `bridge`: below the
+/// CNI cache directory `cache_dir`, one directory per bridge, so that two default networks
+/// (both named `peapod`) never share leases, and removing a cache removes its leases.
+pub fn default_lease_dir(cache_dir: &Path, bridge: &str) -> PathBuf {
+    cache_dir.join("networks").join(bridge)
+}
+
 /// The network `name`; for [`DEFAULT_NETWORK`] missing from every directory, writes it into
-/// the first one first (see [`default_list`]).
-pub fn find_or_default(dirs: &[PathBuf], name: &str) -> Result<NetworkList> {
+/// the first one first (see [`default_list`]), with a bridge ([`default_bridge`]) and a
+/// lease directory below `cache_dir` ([`default_lease_dir`]) of its own.
+pub fn find_or_default(dirs: &[PathBuf], name: &str, cache_dir: &Path) -> Result<NetworkList> {
     match find(dirs, name) {
         Err(Error::NotFound { .. }) if name == DEFAULT_NETWORK => {
             let Some(dir) = dirs.first() else {
@@ -187,18 +216,21 @@ pub fn find_or_default(dirs: &[PathBuf], name: &str) -> Result<NetworkList> {
             .ok_or_else(|| {
                 Error::Invalid("no free /24 in 10.90.0.0/16 for the default network".to_owned())
             })?;
+            let bridge = default_bridge(dir);
+            let leases = default_lease_dir(cache_dir, &bridge);
             let text = serde_json::to_vec_pretty(&default_list(
                 DEFAULT_NETWORK,
-                DEFAULT_BRIDGE,
+                &bridge,
                 subnet,
-                None,
+                Some(&leases),
             ))
             .map_err(|e| Error::Invalid(e.to_string()))?;
             let path = dir.join(format!("{DEFAULT_NETWORK}.conflist"));
             write_new(&path, &text)?;
             tracing::info!(
-                "wrote the default network {} ({subnet}) to {}",
+                "wrote the default network {} ({subnet}, bridge {bridge}, leases in {}) to {}",
                 DEFAULT_NETWORK,
+                leases.display(),
                 path.display()
             );
             find(dirs, name)
@@ -305,6 +337,21 @@ mod tests {
         assert_eq!(
             pick_subnet(within, 24, &taken),
             Some("10.90.2.0/24".parse().expect("net"))
+        );
+    }
+
+    #[test]
+    fn each_configuration_directory_gets_a_bridge_and_leases_of_its_own() {
+        assert_eq!(default_bridge(Path::new(DEFAULT_CONFIG_DIR)), "peapod0");
+        let a = default_bridge(Path::new("/tmp/a/net.d"));
+        let b = default_bridge(Path::new("/tmp/b/net.d"));
+        assert_ne!(a, b);
+        assert_ne!(a, DEFAULT_BRIDGE);
+        assert!(a.len() <= 15, "{a} is too long for an interface name");
+        assert_eq!(a, default_bridge(Path::new("/tmp/a/net.d")));
+        assert_ne!(
+            default_lease_dir(Path::new("/c"), &a),
+            default_lease_dir(Path::new("/c"), &b)
         );
     }
 

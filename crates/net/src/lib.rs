@@ -48,8 +48,8 @@ pub use cache::{
 };
 pub use cni::{addresses, parse_result, Added, Attachment, Cni, PortMapping};
 pub use config::{
-    default_list, find, find_or_default, host_routes, overlaps, pick_subnet, NetworkList,
-    DEFAULT_BRIDGE, DEFAULT_NETWORK,
+    default_bridge, default_lease_dir, default_list, find, find_or_default, host_routes, overlaps,
+    pick_subnet, NetworkList, DEFAULT_BRIDGE, DEFAULT_CONFIG_DIR, DEFAULT_NETWORK,
 };
 pub use error::{Error, Result};
 pub use rscni_types::ipnet;

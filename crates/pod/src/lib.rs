@@ -100,16 +100,17 @@ pub use documents::{parse_file, Documents, Owner, PlannedPod};
 pub use error::{Error, Result};
 pub use explain::{explain, Explained};
 pub use lifecycle::{
-    attach, create, details, join, list, log_limits, logs, remove, stop_pod, Attached,
-    MemberDetails, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
+    attach, create, details, join, list, log_limits, logs, monitor_ended, reap, remove, stop_pod,
+    Attached, MemberDetails, PodDetails, PodOptions, PodSummary, POD_ANNOTATION,
 };
 pub use manifest::{
     parse as parse_manifest, ContainerPlan, ImageSource, ManifestError, MountPlan, NetworkPlan,
     Parsed, PodPlan, PullPolicy, RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use network::{
-    container_ports, create_container_network, published_ports, remove_container_network,
-    NetworkOptions, NetworkRecord, PodNetwork, CONTAINER_NETWORK_LABEL, IFNAME,
+    container_ports, create_container_network, published_ports, reap as reap_networks,
+    remove_container_network, NetworkOptions, NetworkRecord, PodNetwork, CONTAINER_NETWORK_LABEL,
+    IFNAME,
 };
 pub use peapod_net;
 pub use pin::{pin, unpin};

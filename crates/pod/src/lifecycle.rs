@@ -125,12 +125,22 @@ pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
     record.shared.dedup();
     record.labels = labels;
     let resources = with_limits(None, &args.limits);
-    make(rt, &name, record, &init, resources.as_ref(), &args.network)?;
-    Ok(())
+    let entry = make(rt, &name, record, &init, resources.as_ref(), &args.network)?;
+    made(&entry)
+}
+
+/// Marks the pod of `entry` as made (see [`PodRecord::setup`]): from now on, its status is
+/// its infra process's. A played pod is made once its monitor runs (the monitor says so).
+pub(crate) fn made(entry: &PodEntry) -> Result<(), RuntimeError> {
+    let mut record = record_of(entry)?;
+    record.setup = None;
+    Ok(entry.save(&record)?)
 }
 
 /// Makes the pod `name` as `record` describes it: its cgroup, with the limits `resources`,
-/// and its infra process in it. On failure nothing is left. Returns the locked entry.
+/// and its infra process in it. On failure nothing is left. Returns the locked entry, still
+/// recorded as being set up by this process ([`made`] ends that), so that a `peapod` killed
+/// before the pod is whole leaves a `failed` pod the next command removes.
 pub(crate) fn make(
     rt: &Runtime,
     name: &ContainerId,
@@ -145,6 +155,9 @@ pub(crate) fn make(
     let (held, net) = crate::ports::claim(net)?;
     let net = &net;
     let entry = store.create(name)?;
+    // Made by this process until it is done: should it be killed half-way, the pod is
+    // `failed` and the next pod command removes it (see [`reap`]).
+    record.setup = ProcessIdentity::of(std::process::id() as i32);
     // The cgroup is recorded before it is made, so that `pod rm` finds it after a crash.
     let started = peapod_runtime::cgroups::locate_new_pod(name)
         .and_then(|paths| {
@@ -251,6 +264,17 @@ pub fn attach(
     let mut record = record_of(&entry)?;
     match record.status() {
         PodStatus::Running => {}
+        status if record.setup.is_some() => {
+            return Err(RuntimeError::runtime(anyhow!(
+                "pod {pod} is {}: the peapod making it (pid {}) {}",
+                status.as_str(),
+                record.setup.map_or(0, |p| p.pid),
+                match status {
+                    PodStatus::Creating => "has not finished",
+                    _ => "was killed half-way; `peapod pod rm` removes it",
+                }
+            )))
+        }
         status => {
             return Err(RuntimeError::runtime(anyhow!(
                 "pod {pod} is {}: its infra process is gone",
@@ -504,12 +528,24 @@ pub fn stop_pod(rt: &Runtime, name: &str, timeout: Option<u64>) -> Result<(), Ru
 pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError> {
     let store = pods(rt)?;
     let entry = store.load(&PodStore::parse_name(name)?)?;
-    let Some(mut record) = entry.record()? else {
-        infra::unpin_all(&entry)?;
-        crate::subpath::unstage_all(entry.dir())?;
-        crate::resources::unmount_volumes(entry.dir()).map_err(RuntimeError::runtime)?;
-        store.remove(entry)?;
-        return Ok(());
+    let mut record = match entry.record() {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            infra::unpin_all(&entry)?;
+            crate::subpath::unstage_all(entry.dir())?;
+            crate::resources::unmount_volumes(entry.dir()).map_err(RuntimeError::runtime)?;
+            store.remove(entry)?;
+            return Ok(());
+        }
+        Err(crate::Error::State(peapod_state::Error::Corrupt { .. })) if force => {
+            tracing::warn!("pod {name}: its pod.json is corrupt; removing what can be found");
+            let mut record = entry.salvage();
+            if record.cgroup_paths.is_empty() {
+                record.cgroup_paths = peapod_runtime::cgroups::locate_pod(entry.name())?;
+            }
+            record
+        }
+        Err(e) => return Err(corrupt_hint(e, name)),
     };
     let status = record.status();
     if status == PodStatus::Running && !force {
@@ -541,13 +577,102 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
     Ok(())
 }
 
+/// A pod's record that does not parse, said with what removes it.
+fn corrupt_hint(e: crate::Error, name: &str) -> RuntimeError {
+    match e {
+        crate::Error::State(peapod_state::Error::Corrupt { .. }) => {
+            RuntimeError::runtime(anyhow!("{e}; `peapod pod rm -f {name}` removes the pod"))
+        }
+        other => other.into(),
+    }
+}
+
+/// Removes what killed `peapod` processes left of pods: a pod whose `pod create` (or
+/// `play`, or `run --net`) died before the pod was made, and the hidden network of a lone
+/// container whose `peapod run` is gone without removing it (its container is gone too).
+/// Pods another command holds are left alone. Never fails the command that calls it: what
+/// cannot be removed now is said in a warning and tried again by the next command.
+pub fn reap(rt: &Runtime) {
+    if rt.rootless {
+        return;
+    }
+    let Ok(store) = pods(rt) else { return };
+    for name in store.names().unwrap_or_default() {
+        let Ok(Some(entry)) = store.try_load(&name) else {
+            continue;
+        };
+        // A pod without a record yet may be one whose `pod create` is between making its
+        // directory and locking it: removed only once it is a minute old.
+        let why = match entry.record() {
+            Ok(Some(record)) => left_behind(rt, &record),
+            Ok(None) if peapod_state::is_older_than(entry.dir(), UNRECORDED_AGE) => {
+                Some("its pod create was killed before it wrote a record".to_owned())
+            }
+            _ => None,
+        };
+        drop(entry);
+        let Some(why) = why else { continue };
+        match remove(rt, name.as_str(), true) {
+            Ok(()) => tracing::info!("removed pod {name}: {why}"),
+            // Another command removed it meanwhile.
+            Err(e) if !pods(rt).is_ok_and(|s| s.dir().join(name.as_str()).exists()) => {
+                tracing::debug!("pod {name}: {}", e.one_line());
+            }
+            Err(e) => tracing::warn!("cannot remove pod {name} ({why}): {}", e.one_line()),
+        }
+    }
+}
+
+/// How old a pod directory without a record must be before [`reap`] removes it.
+const UNRECORDED_AGE: Duration = Duration::from_secs(60);
+
+/// Why the pod of `record` is a leftover nobody else will remove, if it is one.
+fn left_behind(rt: &Runtime, record: &PodRecord) -> Option<String> {
+    if let Some(setup) = record.setup.filter(|p| !p.is_alive()) {
+        return Some(format!("peapod process {} died while making it", setup.pid));
+    }
+    let container = record.labels.get(network::CONTAINER_NETWORK_LABEL)?;
+    let owner_gone = !record.owner.is_some_and(|p| p.is_alive());
+    (owner_gone && !rt.exists(container))
+        .then(|| format!("the network of container {container}, which is gone"))
+}
+
+/// Called when the monitor of pod `name` ends on its own (the pod stopped, or nothing is
+/// left to restart): it is no longer recorded, so that the pod is not shown as having lost
+/// its monitor.
+pub fn monitor_ended(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
+    let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
+    let Some(mut record) = entry.record()? else {
+        return Ok(());
+    };
+    let me = ProcessIdentity::of(std::process::id() as i32);
+    if record.monitor.is_some() && record.monitor == me {
+        record.monitor = None;
+        entry.save(&record)?;
+    }
+    Ok(())
+}
+
+/// The status as `pod list` and `pod ps` print it: `running (unsupervised)` for a played
+/// pod whose monitor was killed (nothing restarts its containers any more).
+fn shown_status(record: &PodRecord, status: PodStatus) -> &'static str {
+    match (status, record.supervised()) {
+        (PodStatus::Running, Some(false)) => "running (unsupervised)",
+        _ => status.as_str(),
+    }
+}
+
 /// One line of `pod list`.
 #[derive(Debug, Serialize)]
 pub struct PodSummary {
     /// The pod's name.
     pub name: String,
-    /// `running`, `failed` or `stopped`.
+    /// `creating`, `running`, `running (unsupervised)` (its monitor was killed), `failed`,
+    /// `stopped`, or `unknown` (its record is corrupt).
     pub status: &'static str,
+    /// For a played pod, whether its monitor runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervised: Option<bool>,
     /// When it was made (RFC 3339).
     pub created: String,
     /// Its host name, when it shares its uts namespace.
@@ -573,11 +698,15 @@ pub fn list(rt: &Runtime) -> Result<Vec<PodSummary>, RuntimeError> {
     let store = pods(rt)?;
     let mut rows = Vec::new();
     for name in store.names()? {
-        let Ok(entry) = store.load(&name) else {
-            continue;
-        };
-        let Some(record) = entry.record()? else {
-            continue;
+        let record = match store.peek(&name) {
+            Ok(Some(record)) => record,
+            // Its creation died before it wrote anything: the next `reap` removes it.
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("pod {name}: {}", corrupt_hint(e, name.as_str()).one_line());
+                rows.push(PodSummary::unknown(&name));
+                continue;
+            }
         };
         // The hidden pod of a lone container's network (`run --net`) is the container's.
         if record.labels.contains_key(network::CONTAINER_NETWORK_LABEL) {
@@ -586,7 +715,8 @@ pub fn list(rt: &Runtime) -> Result<Vec<PodSummary>, RuntimeError> {
         let status = record.status();
         rows.push(PodSummary {
             name: record.name.clone(),
-            status: status.as_str(),
+            status: shown_status(&record, status),
+            supervised: record.supervised(),
             created: peapod_state::rfc3339(record.created),
             hostname: record.hostname.clone(),
             shared: record.shared.clone(),
@@ -603,6 +733,26 @@ pub fn list(rt: &Runtime) -> Result<Vec<PodSummary>, RuntimeError> {
         });
     }
     Ok(rows)
+}
+
+impl PodSummary {
+    /// The line of a pod whose record does not parse: its name, and nothing else known.
+    fn unknown(name: &ContainerId) -> PodSummary {
+        PodSummary {
+            name: name.to_string(),
+            status: "unknown",
+            supervised: None,
+            created: String::new(),
+            hostname: None,
+            shared: Vec::new(),
+            labels: BTreeMap::new(),
+            infra_pid: 0,
+            containers: 0,
+            network: String::new(),
+            ip: None,
+            ports: Vec::new(),
+        }
+    }
 }
 
 fn network_name(record: &PodRecord) -> String {
@@ -632,8 +782,11 @@ fn live_pid(process: Option<ProcessIdentity>, alive: bool) -> i32 {
 pub struct PodDetails {
     /// The pod's name.
     pub name: String,
-    /// `running`, `failed` or `stopped`.
+    /// As [`PodSummary::status`].
     pub status: &'static str,
+    /// For a played pod, whether its monitor runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervised: Option<bool>,
     /// Its host name, when it shares its uts namespace.
     pub hostname: Option<String>,
     /// Its infra process (0 when not running).
@@ -678,10 +831,21 @@ pub struct MemberDetails {
 
 /// Pod `name` in detail (`peapod pod ps`).
 pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
-    let entry = pods(rt)?.load(&PodStore::parse_name(name)?)?;
-    let record = record_of(&entry)?;
-    drop(entry);
+    let record = pods(rt)?
+        .peek(&PodStore::parse_name(name)?)
+        .map_err(|e| corrupt_hint(e, name))?
+        .ok_or_else(|| RuntimeError::from(crate::Error::NotFound(name.to_owned())))?;
     let status = record.status();
+    if let Some(monitor) = record
+        .monitor
+        .filter(|_| record.supervised() == Some(false))
+    {
+        tracing::warn!(
+            "pod {name}: its monitor (pid {}) is gone, so nothing restarts its containers; \
+             `peapod pod rm -f {name}` and play its manifest again",
+            monitor.pid
+        );
+    }
     let containers: Vec<MemberDetails> = record
         .containers
         .iter()
@@ -708,7 +872,8 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
         status == PodStatus::Running && containers.iter().filter(|c| !c.init).all(|c| c.ready);
     Ok(PodDetails {
         name: record.name.clone(),
-        status: status.as_str(),
+        status: shown_status(&record, status),
+        supervised: record.supervised(),
         hostname: record.hostname.clone(),
         infra_pid: live_pid(record.infra, status == PodStatus::Running),
         namespaces: record.namespaces.clone(),

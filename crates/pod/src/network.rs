@@ -19,6 +19,9 @@ use crate::{PodEntry, PodRecord};
 /// The interface of a pod on its network.
 pub const IFNAME: &str = "eth0";
 
+/// The pod's [`NetworkRecord`] as it was before ADD, beside `pod.json`.
+pub(crate) const NETWORK_FILE: &str = "network.json";
+
 /// Which network a pod is on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -198,6 +201,9 @@ pub(crate) fn connect(
         let file = peapod_net::cache_path(&options.cni.cache_dir, &list.name, &id, IFNAME);
         net.cache_file = Some(file);
         record.network = Some(net.clone());
+        // Also on its own: should `pod.json` be damaged, `pod rm -f` still finds the
+        // attachment to undo (see `PodEntry::salvage`).
+        entry.save_json(NETWORK_FILE, &net)?;
         entry.save(record)?;
         let added = options
             .cni
@@ -314,7 +320,7 @@ pub(crate) fn join(
 
 /// Undoes the attachments a killed peapod left under this state root: cache entries whose
 /// pod no longer exists.
-pub(crate) fn reap(rt: &Runtime, cni: &Cni) {
+pub fn reap(rt: &Runtime, cni: &Cni) {
     let pods = rt.root.join(".pods");
     for (file, cached) in cni.cached() {
         let owner_root = cached.owner["root"].as_str().map(PathBuf::from);
@@ -362,7 +368,7 @@ pub fn create_container_network(
     crate::lifecycle::refuse_rootless(rt)?;
     check(options, true)?;
     reap(rt, &options.cni);
-    reap_container_networks(rt);
+    crate::lifecycle::reap(rt);
     let pod = container_network_pod(id);
     let name = crate::PodStore::parse_name(&pod)?;
     let init = peapod_runtime::init::locate(init_path).map_err(RuntimeError::usage)?;
@@ -371,9 +377,11 @@ pub fn create_container_network(
     record
         .labels
         .insert(CONTAINER_NETWORK_LABEL.to_owned(), id.to_owned());
+    record.owner = peapod_state::ProcessIdentity::of(std::process::id() as i32);
     let mut options = options.clone();
     options.hostname = Some(hostname.to_owned());
-    crate::lifecycle::make(rt, &name, record, &init, None, &options)?;
+    let entry = crate::lifecycle::make(rt, &name, record, &init, None, &options)?;
+    crate::lifecycle::made(&entry)?;
     Ok(pod)
 }
 
@@ -389,31 +397,6 @@ pub fn remove_container_network(rt: &Runtime, id: &str) -> Result<(), RuntimeErr
         Err(e) => return Err(e.into()),
     }
     crate::remove(rt, &pod, true)
-}
-
-/// Removes the hidden network pods whose container no longer exists (a foreground `run`
-/// that was killed).
-fn reap_container_networks(rt: &Runtime) {
-    let Ok(store) = crate::lifecycle::pods(rt) else {
-        return;
-    };
-    for name in store.names().unwrap_or_default() {
-        let owner = store
-            .load(&name)
-            .ok()
-            .and_then(|e| e.record().ok().flatten())
-            .and_then(|r| r.labels.get(CONTAINER_NETWORK_LABEL).cloned());
-        if let Some(id) = owner {
-            if !rt.exists(&id) {
-                if let Err(e) = crate::remove(rt, name.as_str(), true) {
-                    tracing::warn!(
-                        "cannot remove the network of container {id}: {}",
-                        e.one_line()
-                    );
-                }
-            }
-        }
-    }
 }
 
 /// The ports published for lone container `id` (`run -p`, `-P`), as its network recorded

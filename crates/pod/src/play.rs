@@ -304,6 +304,8 @@ fn play_one(
         Ok::<(), RuntimeError>(())
     })();
     drop(entry);
+    // The pod is made, its monitor not started: where the crash tests kill `play`.
+    peapod_runtime::failpoint("play");
     let started = prepared.and_then(|()| spawn_monitor(rt, &plan.name));
     if let Err(e) = started {
         let _ = remove(rt, &plan.name, true);
@@ -506,6 +508,8 @@ pub fn monitor(rt: &Runtime, name: &str) -> Result<(), RuntimeError> {
         let entry = store.load(&pod)?;
         let mut record = record_of(&entry)?;
         record.monitor = ProcessIdentity::of(std::process::id() as i32);
+        // The pod is made once its monitor runs: a `play` killed before leaves it `failed`.
+        record.setup = None;
         entry.save(&record)?;
         let reach = Reach {
             netns: netns_of(&record, entry.dir()),

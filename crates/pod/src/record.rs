@@ -57,6 +57,32 @@ pub struct PodRecord {
     /// The process that holds the pod's published host ports (see `ports.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_holder: Option<ProcessIdentity>,
+    /// The `peapod` process making the pod, until it is made (its infra process runs and its
+    /// network is set up): the pod is `creating` while that process lives, and `failed`
+    /// once it is gone, killed half-way (the next pod command removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<ProcessIdentity>,
+    /// For the hidden pod of a lone container's network (`run --net`): the `peapod run` that
+    /// made it. Once that process is gone and the container does not exist, nobody will
+    /// remove the network: the next command does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ProcessIdentity>,
+}
+
+/// Sets `into` to the top-level field `name` of the pretty-printed JSON `bytes`, when its
+/// value is whole and parses: one value is read where the field begins, whatever follows
+/// (a file cut short, garbage), so that the fields before the damage are still found.
+fn take<T: serde::de::DeserializeOwned>(bytes: &[u8], name: &str, into: &mut T) {
+    // `save_json` writes pretty JSON: the record's own fields are indented by two spaces.
+    let key = format!("\n  \"{name}\": ");
+    let Some(at) = bytes.windows(key.len()).position(|w| w == key.as_bytes()) else {
+        return;
+    };
+    let rest = &bytes[at + key.len()..];
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+    if let Some(Ok(value)) = values.next() {
+        *into = value;
+    }
 }
 
 /// One container of a pod.
@@ -127,6 +153,8 @@ impl PodRecord {
             network: None,
             log_opts: Vec::new(),
             port_holder: None,
+            setup: None,
+            owner: None,
         }
     }
 
@@ -140,10 +168,35 @@ impl PodRecord {
         limits
     }
 
+    /// What can be read of a `pod.json` that does not parse as a record: each field taken on
+    /// its own from whatever JSON is there (the rest as [`PodRecord::new`] has it), so that
+    /// `pod rm -f` can still stop and remove its infra process, containers, pins, cgroups
+    /// and network.
+    pub fn salvage(name: &ContainerId, bytes: &[u8]) -> PodRecord {
+        let mut record = PodRecord::new(name);
+        take(bytes, "shared", &mut record.shared);
+        take(bytes, "infra", &mut record.infra);
+        take(bytes, "containers", &mut record.containers);
+        take(bytes, "monitor", &mut record.monitor);
+        take(bytes, "cgroup_paths", &mut record.cgroup_paths);
+        take(bytes, "network", &mut record.network);
+        take(bytes, "port_holder", &mut record.port_holder);
+        record
+    }
+
+    /// Whether the monitor of a played pod was killed: it is recorded, but gone, while the
+    /// pod runs (a monitor that ends on its own clears the record first). `None` for a pod
+    /// without a monitor.
+    pub fn supervised(&self) -> Option<bool> {
+        self.monitor.map(|m| m.is_alive())
+    }
+
     /// The status now.
     pub fn status(&self) -> PodStatus {
         match self.infra {
             _ if self.stopped => PodStatus::Stopped,
+            _ if self.setup.is_some_and(|p| p.is_alive()) => PodStatus::Creating,
+            _ if self.setup.is_some() => PodStatus::Failed,
             None => PodStatus::Creating,
             Some(p) if p.is_alive() => PodStatus::Running,
             Some(_) => PodStatus::Failed,
@@ -168,5 +221,36 @@ impl PodRecord {
             .into_iter()
             .map(|kind| (kind, dir.join("ns").join(kind.proc_name())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_cut_short_gives_the_fields_before_the_cut() {
+        let name: ContainerId = "web".parse().expect("name");
+        let mut record = PodRecord::new(&name);
+        record.shared = vec!["net".to_owned(), "ipc".to_owned()];
+        record.infra = Some(ProcessIdentity {
+            pid: 42,
+            start_time: 7,
+        });
+        record.cgroup_paths = vec![PathBuf::from("/sys/fs/cgroup/peapod/pod:web")];
+        let json = serde_json::to_vec_pretty(&record).expect("json");
+        let text = String::from_utf8(json.clone()).expect("utf-8");
+        let cut = text.find("\"cgroup_paths\"").expect("field") + 20;
+        let salvaged = PodRecord::salvage(&name, &json[..cut]);
+        assert_eq!(salvaged.shared, record.shared);
+        assert_eq!(salvaged.infra, record.infra);
+        assert!(salvaged.cgroup_paths.is_empty(), "{salvaged:?}");
+        let whole = PodRecord::salvage(&name, &json);
+        assert_eq!(whole.cgroup_paths, record.cgroup_paths);
+        let garbage = PodRecord::salvage(&name, b"\x00garbage");
+        assert!(
+            garbage.infra.is_none() && garbage.shared.is_empty(),
+            "{garbage:?}"
+        );
     }
 }

@@ -94,6 +94,38 @@ impl PodStore {
         }
     }
 
+    /// Locks the directory of an existing pod if no other command holds it now; `None` when
+    /// one does (or the pod is gone).
+    pub fn try_load(&self, name: &ContainerId) -> Result<Option<PodEntry>> {
+        let Some(store) = self.store()? else {
+            return Ok(None);
+        };
+        match store.try_load(name) {
+            Ok(entry) => Ok(entry.map(|entry| PodEntry { entry })),
+            Err(peapod_state::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The record of pod `name` as it is now, read without waiting for its lock (a pod
+    /// being made holds it until its network is up, and `pod list` must not wait for
+    /// that): `pod.json` is replaced whole by a rename, so a reader sees one version of it.
+    /// `None` when the pod is gone or has no record yet.
+    pub fn peek(&self, name: &ContainerId) -> Result<Option<PodRecord>> {
+        let path = self.dir.join(name.as_str()).join(RECORD_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::State(peapod_state::Error::Corrupt { path, source })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Mount {
+                what: "cannot read",
+                path,
+                source,
+            }),
+        }
+    }
+
     /// The names of every pod, sorted.
     pub fn names(&self) -> Result<Vec<ContainerId>> {
         let Some(store) = self.store()? else {
@@ -226,6 +258,17 @@ impl PodEntry {
     /// The record, or `None` when `pod create` died before writing one.
     pub fn record(&self) -> Result<Option<PodRecord>> {
         Ok(self.entry.read_json(RECORD_FILE)?)
+    }
+
+    /// What can be read of a corrupt `pod.json` (see [`PodRecord::salvage`]); its network
+    /// from the copy written before ADD when `pod.json` no longer says.
+    pub fn salvage(&self) -> PodRecord {
+        let bytes = std::fs::read(self.dir().join(RECORD_FILE)).unwrap_or_default();
+        let mut record = PodRecord::salvage(self.name(), &bytes);
+        if record.network.is_none() {
+            record.network = self.read_json(crate::network::NETWORK_FILE).ok().flatten();
+        }
+        record
     }
 
     /// Writes the record atomically and durably: a pod outlives the command that made it.

@@ -50,6 +50,32 @@ pub fn create(
     Ok(Some(cgroup))
 }
 
+/// Where [`create`] makes the cgroup of container `id`, one directory per hierarchy, without
+/// making anything: recorded before it is made, so that a `create` killed while making it
+/// leaves a record that says where to look. Empty where [`create`] makes none.
+pub fn locate(
+    id: &ContainerId,
+    spec: &Spec,
+    rootless: bool,
+    parent: Option<&Cgroup>,
+) -> Result<Vec<PathBuf>> {
+    let linux = spec.linux().as_ref();
+    if rootless && linux.and_then(|l| l.resources().as_ref()).is_none() && parent.is_none() {
+        return Ok(Vec::new());
+    }
+    let path = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
+        (Some(path), _) => path,
+        (None, Some(parent)) => {
+            return Ok(parent.paths().iter().map(|p| p.join(id.as_str())).collect())
+        }
+        (None, None) => Cgroup::default_path(id.as_str()),
+    };
+    let layout = Layout::detect().map_err(Error::runtime)?;
+    Ok(Cgroup::locate(&layout, &path)
+        .map_err(Error::runtime)?
+        .paths())
+}
+
 /// Attaches `filter`'s device program to `cgroup` (replacing the one there), or refuses the
 /// container in one line where the kernel cannot take it and the rules deny something.
 ///
@@ -99,10 +125,7 @@ pub fn pod_path(name: &ContainerId) -> PathBuf {
 /// recorded before [`create_pod`] makes it. One that exists already is refused rather than
 /// joined: it is another pod's, or left over from one.
 pub fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>> {
-    let layout = Layout::detect().map_err(Error::runtime)?;
-    let paths = Cgroup::locate(&layout, &pod_path(name))
-        .map_err(Error::runtime)?
-        .paths();
+    let paths = locate_pod(name)?;
     match paths.iter().find(|p| p.exists()) {
         Some(dir) => Err(Error::runtime(anyhow!(
             "pod {name}: its cgroup {} exists already",
@@ -110,6 +133,14 @@ pub fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>> {
         ))),
         None => Ok(paths),
     }
+}
+
+/// Where the cgroup of pod `name` ([`pod_path`]) is, one directory per hierarchy.
+pub fn locate_pod(name: &ContainerId) -> Result<Vec<PathBuf>> {
+    let layout = Layout::detect().map_err(Error::runtime)?;
+    Ok(Cgroup::locate(&layout, &pod_path(name))
+        .map_err(Error::runtime)?
+        .paths())
 }
 
 /// Makes the cgroup of pod `name` ([`pod_path`]) with the limits `resources`, which hold

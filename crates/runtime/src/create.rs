@@ -231,14 +231,18 @@ fn create_in_entry(
             (entry, Some(previous))
         }
     };
-    // A container this process owns is marked from the start: should it be killed before
-    // the record exists, the next command finds an owned entry without a record, unlocked,
-    // and removes it (see `leftovers.rs`).
-    if !options.fifo || options.monitored {
-        entry.mark_owned()?;
-    }
+    // Every container is owned by this process from the start, also one that outlives it
+    // (`create`, `run -d`): should it be killed at any point, the next command finds the
+    // entry owned, unlocked and its owner gone, and removes what the record says was made
+    // (see `leftovers.rs`). Marked before the first record, which says where its cgroup
+    // will be before it is made.
+    entry.mark_owned()?;
+    record.owner = ProcessIdentity::of(std::process::id() as i32);
     let mut cgroup = None;
     let result = (|| {
+        record.cgroup_paths =
+            crate::cgroups::locate(&id, spec, rt.rootless, options.cgroup_parent.as_ref())?;
+        entry.save(&record, Durability::Volatile)?;
         options.etc.write(entry.dir())?;
         if options.image.is_none() && own_etc {
             config
@@ -264,8 +268,8 @@ fn create_in_entry(
                 .map_err(peapod_container::Error::from)?;
             record.rootfs = config.rootfs().root().to_owned();
         }
-        // Saved once, with the process: until then the entry is locked, and a `create` that
-        // dies half-way leaves a directory without a record, which `delete --force` removes.
+        // Until the process is recorded the entry stays locked, and a `create` that dies
+        // half-way leaves a record without a process whose owner is gone.
         let barrier = if options.fifo {
             Barrier::Fifo(entry.exec_fifo())
         } else {
@@ -275,13 +279,16 @@ fn create_in_entry(
         if let Some(cgroup) = &cgroup {
             record.cgroup_paths = cgroup.paths();
         }
+        // Everything but the process is made: where the crash tests kill `create`.
+        crate::failpoint("create");
         let created = create_in(&config, &barrier, cgroup.as_ref())?;
         record.process = ProcessIdentity::of(created.pid().as_raw());
         // A container that dies with this process (no fifo: it waits on the channel, and
-        // keeps PR_SET_PDEATHSIG) is this process's to remove; should it be killed first,
-        // a later command finds the record abandoned (see `leftovers.rs`).
-        if !options.fifo || options.monitored {
-            record.owner = ProcessIdentity::of(std::process::id() as i32);
+        // keeps PR_SET_PDEATHSIG) stays this process's to remove; should it be killed first,
+        // a later command finds the record abandoned (see `leftovers.rs`). One that outlives
+        // it (`create`) has no owner once made.
+        if options.fifo && !options.monitored {
+            record.owner = None;
         }
         // Only a record that outlives this command needs to survive a crash of the machine.
         let durability = if options.fifo {
@@ -300,8 +307,12 @@ fn create_in_entry(
         if let Some(cgroup) = &cgroup {
             cgroup.undo();
         }
-        if previous.is_some() {
-            // Started again: what it had stays, for `rm` (or another `start`).
+        if let Some(previous) = &previous {
+            // Started again: what it had stays, its record too, for `rm` (or another
+            // `start`).
+            if let Err(e) = entry.save(previous, Durability::Synced) {
+                tracing::warn!("cannot put back the record of {id}: {e}");
+            }
             return result;
         }
         if let Err(e) = crate::image::release(id.as_str(), entry.dir()) {

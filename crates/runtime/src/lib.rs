@@ -372,6 +372,8 @@ impl Runtime {
     }
 }
 
+pub use leftovers::{failpoint, FAILPOINT_PID_VAR, FAILPOINT_VAR};
+
 /// Waits for our child `pid` (a container created and detached by this process) to exit;
 /// its status as a shell gives it (128 + the signal for a killed one).
 pub fn wait(pid: Pid) -> Result<i32> {

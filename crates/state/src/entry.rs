@@ -19,6 +19,16 @@ pub(crate) const EXEC_FIFO: &str = "exec.fifo";
 /// every one.
 pub(crate) const OWNED_MARK: &str = "owned";
 
+/// How old an entry without mark or record must be before [`Store::abandoned`] names it.
+pub(crate) const UNMARKED_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `path` was last changed longer than `age` ago.
+pub fn is_older_than(path: &Path, age: std::time::Duration) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age))
+}
+
 /// The state root directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -121,8 +131,9 @@ impl Store {
     }
 
     /// The containers whose record names an owner that is gone (see
-    /// [`Record::is_abandoned`]), and those marked owned that have no record yet: found by reading only the owner of the records marked as
-    /// owned ([`OWNED_MARK`]), without taking any lock, so that every command can afford to
+    /// [`Record::is_abandoned`]), those marked owned that have no record yet, and those with
+    /// neither mark nor record for a minute: found by reading only the owner of the records
+    /// marked as owned ([`OWNED_MARK`]), without taking any lock, so that every command can afford to
     /// look however many containers there are. The caller locks each one and checks again
     /// before it removes anything.
     pub fn abandoned(&self) -> Result<Vec<ContainerId>> {
@@ -137,7 +148,10 @@ impl Store {
             .filter(|id| {
                 let dir = self.root.join(id.as_str());
                 if fs::symlink_metadata(dir.join(OWNED_MARK)).is_err() {
-                    return false;
+                    // Neither owned nor recorded: made by a `create` killed in the instant
+                    // between making the directory and marking it (or half-made by an older
+                    // peapod). One that young may be a live `create`'s, not locked yet.
+                    return !dir.join(STATE_FILE).exists() && is_older_than(&dir, UNMARKED_AGE);
                 }
                 let bytes = match fs::read(dir.join(STATE_FILE)) {
                     Ok(bytes) => bytes,

@@ -30,7 +30,7 @@ mod private_dir;
 mod process;
 mod record;
 
-pub use entry::{Durability, Entry, Salvaged, Store};
+pub use entry::{is_older_than, Durability, Entry, Salvaged, Store};
 pub use error::{Error, Result};
 pub use id::ContainerId;
 pub use private_dir::{DirError, PrivateDir};

@@ -155,11 +155,13 @@ impl Record {
         }
     }
 
-    /// The status now: `created` while the process lives and its exec fifo (in the
+    /// The status now: `creating` while its owner makes it (no process yet), `created` while the process lives and its exec fifo (in the
     /// container's state directory `dir`) is still there, `running` while it lives after that
     /// (`paused` while its cgroup is frozen), `stopped` once it is gone.
     pub fn status(&self, dir: &Path) -> Status {
         match self.process {
+            // Recorded before its process exists, by an owner still at work on it.
+            None if self.owner.is_some_and(|o| o.is_alive()) => Status::Creating,
             None => Status::Stopped,
             Some(p) if !p.is_alive() => Status::Stopped,
             Some(_) if dir.join(crate::entry::EXEC_FIFO).exists() => Status::Created,
