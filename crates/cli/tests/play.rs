@@ -475,3 +475,52 @@ items:
     pods.names.clear();
     pods.rootfs.assert_nothing_left();
 }
+
+/// The full manifests of docs/pods.md (the ```yaml blocks that begin with `apiVersion:`),
+/// `image: busybox` replaced by the test's rootfs.
+fn documented_manifests(rootfs: &str) -> Vec<String> {
+    let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/pods.md");
+    let text = std::fs::read_to_string(doc).expect("docs/pods.md");
+    text.split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.starts_with("apiVersion:"))
+        .map(|block| block.replace("image: busybox", &format!("image: {rootfs}")))
+        .collect()
+}
+
+#[test]
+fn the_manifests_of_docs_pods_md_play_until_ready_and_go_with_down() {
+    let Some(mut pods) = Pods::new() else { return };
+    let manifests = documented_manifests(pods.rootfs.arg());
+    assert!(manifests.len() >= 2, "{manifests:#?}");
+    for (i, text) in manifests.iter().enumerate() {
+        let file = pods.rootfs.scratch().join(format!("doc{i}.yaml"));
+        std::fs::write(&file, text).expect("manifest");
+        let file_arg = file.display().to_string();
+        let init = pods.init.display().to_string();
+        let out = pods.peapod(&[
+            "pod",
+            "play",
+            "--init-path",
+            &init,
+            "--network",
+            "none",
+            &file_arg,
+        ]);
+        // Whatever it made is removed on drop, also should an assertion fail.
+        let names = pod_names(&pods);
+        pods.names.extend(names.iter().cloned());
+        assert_eq!(out.code, 0, "manifest {i}: {out:?}\n{text}");
+        assert!(!names.is_empty(), "manifest {i} made no pod: {out:?}");
+        for name in &names {
+            wait_until(&format!("pod {name} of manifest {i} ready"), || {
+                pods.ps_json(name)["ready"] == true
+            });
+        }
+        let down = pods.peapod(&["pod", "play", "--down", &file_arg]);
+        assert_eq!(down.code, 0, "manifest {i}: {down:?}");
+        assert_eq!(pod_names(&pods), Vec::<String>::new(), "manifest {i}");
+        pods.names.clear();
+    }
+}
