@@ -412,9 +412,9 @@ pub(crate) struct StartArgs {
     pub ids: Vec<String>,
 }
 
-/// `peapod logs`.
+/// How `logs` and `pod logs` read a log.
 #[derive(Debug, Args)]
-pub(crate) struct LogsArgs {
+pub(crate) struct LogReadArgs {
     /// Keep printing what it writes, until it has exited.
     #[arg(short, long)]
     pub follow: bool,
@@ -428,6 +428,13 @@ pub(crate) struct LogsArgs {
     /// Print each line's timestamp before it.
     #[arg(short, long)]
     pub timestamps: bool,
+}
+
+/// `peapod logs`.
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    #[command(flatten)]
+    pub read: LogReadArgs,
     /// The container id.
     pub id: String,
 }
@@ -1222,19 +1229,9 @@ pub(crate) struct PodLogsArgs {
     /// Only this container (its name in the manifest, or its id).
     #[arg(short = 'c', long = "container", value_name = "NAME")]
     pub container_flag: Option<String>,
-    /// Keep printing what it writes, until it has exited (needs one container).
-    #[arg(short, long)]
-    pub follow: bool,
-    /// Only the last N lines of each container ("all": every one).
-    #[arg(short = 'n', long, value_name = "N", value_parser = parse_tail)]
-    pub tail: Option<usize>,
-    /// Only lines since this time: RFC 3339 (2026-12-06T14:00:00Z), seconds since the epoch,
-    /// or a duration ago (10m, 90s, 2h).
-    #[arg(long, value_name = "TIME")]
-    pub since: Option<String>,
-    /// Print each line's timestamp before it.
-    #[arg(short, long)]
-    pub timestamps: bool,
+    /// (`--follow` needs one container; `--tail` counts each container's lines.)
+    #[command(flatten)]
+    pub read: LogReadArgs,
     /// The log of the container's run before the current one (a played pod's restarted
     /// container), as kubectl logs --previous.
     #[arg(short, long, conflicts_with = "follow")]

@@ -342,20 +342,18 @@ fn etc_files(
 
 /// `peapod logs`.
 pub(crate) fn logs(rt: &Runtime, args: LogsArgs) -> Result<i32, Error> {
-    let query = log_query(args.tail, args.since.as_deref(), args.timestamps)?;
+    let query = log_query(&args.read)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    rt.logs(&args.id, &query, args.follow, &mut out)?;
+    rt.logs(&args.id, &query, args.read.follow, &mut out)?;
     Ok(0)
 }
 
 /// What `logs` and `pod logs` print: `--tail`, `--since` (checked), `--timestamps`.
 pub(crate) fn log_query(
-    tail: Option<usize>,
-    since: Option<&str>,
-    timestamps: bool,
+    read: &crate::args::LogReadArgs,
 ) -> Result<peapod_runtime::logfile::LogQuery, Error> {
-    let since = match since {
+    let since = match &read.since {
         Some(text) => Some(
             peapod_runtime::logfile::parse_since(text, std::time::SystemTime::now()).ok_or_else(
                 || {
@@ -369,9 +367,9 @@ pub(crate) fn log_query(
         None => None,
     };
     Ok(peapod_runtime::logfile::LogQuery {
-        tail,
+        tail: read.tail,
         since,
-        timestamps,
+        timestamps: read.timestamps,
     })
 }
 

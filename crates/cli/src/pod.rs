@@ -133,7 +133,7 @@ pub(crate) fn dispatch(
             peapod_pod::reap_networks(rt, &args.cni.cni());
         }
         PodCommand::Logs(args) => {
-            let query = crate::oci::log_query(args.tail, args.since.as_deref(), args.timestamps)?;
+            let query = crate::oci::log_query(&args.read)?;
             let container = args.container_flag.or(args.container);
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -142,7 +142,7 @@ pub(crate) fn dispatch(
                 &args.name,
                 container.as_deref(),
                 &query,
-                args.follow,
+                args.read.follow,
                 args.previous,
                 &mut out,
             );
