@@ -149,7 +149,7 @@ impl Config {
             ));
         }
         let resources = self.resources.get(container);
-        let get = |kind: &str| -> Result<Option<f64>, ManifestError> {
+        let get = |kind: &str| -> Result<Option<u64>, ManifestError> {
             resources
                 .and_then(|r| r.get(kind))
                 .and_then(|k| k.get(name))
@@ -159,16 +159,16 @@ impl Config {
         let limit = get("limits")?;
         let value = match kind {
             "limits" => limit.unwrap_or_else(|| capacity(name)),
-            _ => get("requests")?.or(limit).unwrap_or(0.0),
+            _ => get("requests")?.or(limit).unwrap_or(0),
         };
         let divisor = match &r.divisor {
             Some(d) => quantity(&format!("{at}.divisor"), d)?,
-            None => 1.0,
+            None => 1000,
         };
-        if divisor <= 0.0 {
+        if divisor == 0 {
             return Err(bad(format!("{at}.divisor"), "must be more than 0"));
         }
-        Ok(format!("{}", (value / divisor).ceil()))
+        Ok(value.div_ceil(divisor).to_string())
     }
 
     /// A container's `envFrom` then `env` (at `at`), in order, as the variables to set.
@@ -773,62 +773,37 @@ fn mode(at: &str, value: Option<&Value>) -> Result<u32, ManifestError> {
         .ok_or_else(|| bad(at, "expected a mode from 0 to 0777 (511)"))
 }
 
-/// A Kubernetes quantity (`500m`, `2`, `0.5`, `64Mi`, `1G`, `1e3`) at `at`, as a number.
-fn quantity(at: &str, value: &Value) -> Result<f64, ManifestError> {
+/// A Kubernetes quantity (`500m`, `2`, `0.5`, `64Mi`, `1G`, `1e3`) at `at`, in thousandths
+/// (the exact parser `resources` uses).
+fn quantity(at: &str, value: &Value) -> Result<u64, ManifestError> {
     let text = match value {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.trim().to_owned(),
         _ => String::new(),
     };
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("m", 0.001),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let (number, factor) = SUFFIXES
-        .iter()
-        .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|n| (n, *factor)))
-        .unwrap_or((text.as_str(), 1.0));
-    number
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n >= 0.0 && !number.starts_with('+'))
-        .map(|n| n * factor)
-        .ok_or_else(|| {
-            bad(
-                at,
-                format!("{text:?} is not a quantity (500m, 2, 64Mi, 1G)"),
-            )
-        })
+    crate::resources::quantity(&text, 1000).map_err(|e| bad(at, e))
 }
 
 /// The host's capacity of `resource` (`cpu`: its online CPUs; `memory`: its MemTotal), the
 /// kubelet's node allocatable for a container without a limit.
-fn capacity(resource: &str) -> f64 {
-    match resource {
+/// In thousandths, as [`quantity`].
+fn capacity(resource: &str) -> u64 {
+    let whole = match resource {
         "cpu" => nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
             .ok()
             .flatten()
+            .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(1)
-            .max(1) as f64,
+            .max(1),
         _ => std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
                 let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
-                line.split_whitespace().nth(1)?.parse::<f64>().ok()
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
             })
-            .map_or(0.0, |kib| kib * 1024.0),
-    }
+            .map_or(0, |kib| kib.saturating_mul(1024)),
+    };
+    whole.saturating_mul(1000)
 }
 
 /// A name `envFrom` may set (C identifier-ish, as Kubernetes' relaxed check).
@@ -1048,7 +1023,7 @@ mod tests {
         );
         assert_eq!(
             value("{resource: limits.cpu}", "free"),
-            Ok(capacity("cpu").to_string())
+            Ok((capacity("cpu") / 1000).to_string())
         );
         assert!(value("{resource: limits.hugepages-2Mi}", "app").is_err());
         assert!(value("{resource: limits.cpu, divisor: lots}", "app").is_err());
