@@ -21,55 +21,34 @@ pub const NAME_ANNOTATION: &str = "io.peapod.name";
 /// How many random picks are tried before a digit is added, as docker's generator does.
 const PICKS: usize = 8;
 
-// A subset of docker's names-generator lists (Apache-2.0, moby/moby pkg/namesgenerator).
+// peapod's own word lists, in the spirit of docker's names (an adjective, then the surname
+// of a scientist or mathematician): 87 x 87 names before a digit is added.
 #[rustfmt::skip]
 const ADJECTIVES: &[&str] = &[
-    "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome",
-    "beautiful", "blissful", "bold", "brave", "busy", "charming", "clever", "compassionate",
-    "competent", "condescending", "confident", "cool", "cranky", "crazy", "dazzling",
-    "determined", "distracted", "dreamy", "eager", "ecstatic", "elastic", "elated", "elegant",
-    "eloquent", "epic", "exciting", "fervent", "festive", "flamboyant", "focused", "friendly",
-    "frosty", "funny", "gallant", "gifted", "goofy", "gracious", "great", "happy", "hardcore",
-    "heuristic", "hopeful", "hungry", "infallible", "inspiring", "intelligent", "interesting",
-    "jolly", "jovial", "keen", "kind", "laughing", "loving", "lucid", "magical", "modest",
-    "musing", "mystifying", "naughty", "nervous", "nice", "nifty", "nostalgic", "objective",
-    "optimistic", "peaceful", "pedantic", "pensive", "practical", "priceless", "quirky",
-    "quizzical", "recursing", "relaxed", "reverent", "romantic", "sad", "serene", "sharp",
-    "silly", "sleepy", "stoic", "strange", "stupefied", "suspicious", "sweet", "tender",
-    "thirsty", "trusting", "unruffled", "upbeat", "vibrant", "vigilant", "vigorous", "wizardly",
-    "wonderful", "xenodochial", "youthful", "zealous", "zen",
+    "able", "agile", "amber", "ample", "azure", "balmy", "bright", "brisk", "bubbly", "calm",
+    "candid", "cheery", "civil", "clear", "cosy", "crisp", "curious", "daring", "deft", "eager",
+    "early", "earnest", "even", "fair", "fancy", "fond", "frank", "free", "fresh", "gentle",
+    "glad", "golden", "grand", "hardy", "hearty", "honest", "humble", "jaunty", "jolly", "keen",
+    "kind", "lively", "loyal", "lucky", "mellow", "merry", "mighty", "modest", "neat", "nimble",
+    "noble", "patient", "placid", "plucky", "polite", "proud", "quick", "quiet", "rapid", "ready",
+    "robust", "rosy", "rustic", "serene", "sharp", "shiny", "silent", "sincere", "smart", "snug",
+    "sober", "solid", "spry", "steady", "sturdy", "sunny", "swift", "tidy", "tranquil", "trusty",
+    "upbeat", "valiant", "vivid", "warm", "wise", "witty", "zesty",
 ];
 
 #[rustfmt::skip]
 const SURNAMES: &[&str] = &[
-    "agnesi", "albattani", "allen", "almeida", "archimedes", "ardinghelli", "aryabhata",
-    "austin", "babbage", "banach", "bardeen", "bartik", "bassi", "beaver", "bell", "benz",
-    "bhabha", "bhaskara", "blackwell", "bohr", "booth", "borg", "bose", "boyd", "brahmagupta",
-    "brattain", "brown", "buck", "burnell", "cannon", "carson", "cartwright", "cerf",
-    "chandrasekhar", "chaplygin", "chatelet", "chatterjee", "chebyshev", "cohen", "colden",
-    "cori", "cray", "curie", "darwin", "davinci", "dewdney", "dhawan", "diffie", "dijkstra",
-    "dirac", "driscoll", "dubinsky", "easley", "edison", "einstein", "elbakyan", "elgamal",
-    "elion", "ellis", "engelbart", "euclid", "euler", "faraday", "feistel", "fermat", "fermi",
-    "feynman", "franklin", "gagarin", "galileo", "galois", "ganguly", "gates", "gauss",
-    "germain", "goldberg", "goldstine", "goldwasser", "golick", "goodall", "gould", "greider",
-    "grothendieck", "haibt", "hamilton", "haslett", "hawking", "heisenberg", "hellman",
-    "hermann", "herschel", "hertz", "heyrovsky", "hodgkin", "hofstadter", "hoover", "hopper",
-    "hugle", "hypatia", "ishizaka", "jackson", "jang", "jemison", "jennings", "jepsen",
-    "johnson", "joliot", "jones", "kalam", "kapitsa", "kare", "keldysh", "keller", "kepler",
-    "khayyam", "khorana", "kilby", "kirch", "knuth", "kowalevski", "lalande", "lamarr",
-    "lamport", "leakey", "leavitt", "lederberg", "lehmann", "lewin", "lichterman", "liskov",
-    "lovelace", "lumiere", "mahavira", "margulis", "matsumoto", "maxwell", "mayer", "mccarthy",
-    "mcclintock", "mclaren", "mclean", "mcnulty", "meitner", "mendel", "mendeleev", "meninsky",
-    "merkle", "mestorf", "mirzakhani", "montalcini", "moore", "morse", "moser", "murdock",
-    "napier", "nash", "neumann", "newton", "nightingale", "nobel", "noether", "northcutt",
-    "noyce", "panini", "pare", "pascal", "pasteur", "payne", "perlman", "pike", "poincare",
-    "poitras", "proskuriakova", "ptolemy", "raman", "ramanujan", "rhodes", "ride", "ritchie",
-    "robinson", "roentgen", "rosalind", "rubin", "saha", "sammet", "sanderson", "satoshi",
-    "shamir", "shannon", "shaw", "shirley", "shockley", "shtern", "sinoussi", "snyder",
-    "solomon", "spence", "stonebraker", "sutherland", "swanson", "swartz", "swirles", "taussig",
-    "tesla", "tharp", "thompson", "torvalds", "tu", "turing", "varahamihira", "vaughan",
-    "villani", "visvesvaraya", "volhard", "wescoff", "wilbur", "wiles", "williams",
-    "williamson", "wilson", "wing", "wozniak", "wright", "wu", "yalow", "yonath", "zhukovsky",
+    "abel", "ada", "agassiz", "ampere", "aristarchus", "avogadro", "bayes", "bernoulli", "bessel",
+    "boole", "born", "boyle", "bragg", "brahe", "cantor", "cardano", "carnot", "cauchy",
+    "cavendish", "celsius", "coulomb", "crick", "dalton", "dedekind", "democritus", "descartes",
+    "doppler", "eratosthenes", "fibonacci", "fourier", "fresnel", "galvani", "gibbs", "godel",
+    "goeppert", "hamming", "hardy", "hilbert", "hooke", "huygens", "jacobi", "joule", "kelvin",
+    "kirchhoff", "klein", "kovalevskaya", "lagrange", "laplace", "lavoisier", "leibniz", "lorentz",
+    "lovelace", "lyell", "maxwell", "meitner", "mendel", "mirzakhani", "mobius", "napier",
+    "neumann", "newton", "noether", "ohm", "pascal", "pasteur", "pauli", "planck", "poincare",
+    "ramanujan", "riemann", "rutherford", "shannon", "snell", "somerville", "stokes", "tesla",
+    "thales", "turing", "venn", "volta", "wallace", "watt", "weierstrass", "wiles", "wu", "yukawa",
+    "zuse",
 ];
 
 /// The lock that makes choosing a name and creating its container one step against other
