@@ -371,3 +371,38 @@ fn rootless_lone_container_publishes_a_port_through_the_user_mode_network() {
     t.ok(&["rm", "-f", "lone"]);
     t.remove_all_and_check();
 }
+
+/// A `pod create` killed after its network helper started but before it recorded its pid
+/// (its record edited to look so): `pod rm` still finds the helper, through its pid file,
+/// and nothing is left.
+#[test]
+fn rootless_pod_rm_kills_a_helper_whose_pid_was_never_recorded() {
+    let Some(mut t) = Rootless::new() else {
+        return;
+    };
+    for network in user_mode_networks() {
+        let name = format!("crash-{network}");
+        t.create(&name, &["--network", network]);
+        let file = t
+            .rootfs
+            .state_root()
+            .join(".pods")
+            .join(&name)
+            .join("pod.json");
+        let mut record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("pod.json")).expect("json");
+        let helper = record["network"]["helper"]["pid"]
+            .as_i64()
+            .expect("a helper pid");
+        assert!(Path::new(&format!("/proc/{helper}")).exists());
+        record["network"]
+            .as_object_mut()
+            .expect("network")
+            .remove("helper");
+        std::fs::write(&file, record.to_string()).expect("write pod.json");
+        t.ok(&["pod", "rm", "-f", &name]);
+        t.pods.retain(|p| *p != name);
+        t.user.assert_no_process();
+    }
+    t.remove_all_and_check();
+}

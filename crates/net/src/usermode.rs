@@ -151,7 +151,7 @@ fn pasta(binary: &Path, target: &Target, ports: &[PortMapping], dir: &Path) -> R
             p.protocol
         )));
     }
-    let pid_file = dir.join("pasta.pid");
+    let pid_file = dir.join(PASTA_PID);
     let output = Command::new(binary)
         .args(pasta_args(target, ports, &pid_file))
         .stdin(Stdio::null())
@@ -215,6 +215,8 @@ fn slirp4netns(binary: &Path, target: &Target, ports: &[PortMapping], dir: &Path
         .map_err(crate::error::io("cannot run", binary))?;
     drop(ready_write);
     let pid = child.id() as i32;
+    // As pasta's own: for [`leftover`], should the caller die before recording it.
+    let _ = std::fs::write(dir.join(SLIRP4NETNS_PID), pid.to_string());
     let ready = wait_ready(ready_read)
         .and_then(|()| ports.iter().try_for_each(|port| add_hostfwd(&socket, port)));
     if let Err(e) = ready {
@@ -224,6 +226,29 @@ fn slirp4netns(binary: &Path, target: &Target, ports: &[PortMapping], dir: &Path
         return Err(e);
     }
     Ok(pid)
+}
+
+/// The pid files of the helpers, in the directory [`start`] was given.
+const PASTA_PID: &str = "pasta.pid";
+const SLIRP4NETNS_PID: &str = "slirp4netns.pid";
+
+/// The helper [`start`] left running for `dir` when its caller died before recording its
+/// pid: the pid in its pid file, if that process is still a helper started for `dir` (its
+/// command line names a file in `dir`, so a reused pid is never taken for it).
+pub fn leftover(dir: &Path) -> Option<i32> {
+    let dir_text = dir.to_str()?;
+    [PASTA_PID, SLIRP4NETNS_PID].into_iter().find_map(|file| {
+        let pid: i32 = std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let named = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg.starts_with(dir_text.as_bytes()) && arg.len() > dir_text.len());
+        named.then_some(pid)
+    })
 }
 
 /// The interface slirp4netns makes in the pod's namespace.

@@ -54,7 +54,7 @@ pub(crate) fn start(
         entry.save(record)?;
         let pid = created.detach();
         start_fifo(&fifo, || child_alive(pid), Duration::from_secs(10))?;
-        record_namespaces(record, pid)?;
+        record_namespaces_once_exec(record, pid)?;
         return Ok(entry.save(record)?);
     }
     let pins = entry.subdir("ns")?;
@@ -67,6 +67,24 @@ pub(crate) fn start(
     let pid = created.detach();
     start_fifo(&fifo, || child_alive(pid), Duration::from_secs(10))?;
     Ok(())
+}
+
+/// [`record_namespaces`] of a rootless pod's infra process, released from its fifo: until
+/// its exec is through it is not dumpable, and its `/proc/PID/ns` refused to us (EACCES),
+/// so that is tried again, for a bounded time, while it lives.
+fn record_namespaces_once_exec(
+    record: &mut PodRecord,
+    pid: nix::unistd::Pid,
+) -> Result<(), RuntimeError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match record_namespaces(record, pid) {
+            Err(_) if child_alive(pid) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Records the inode of each shared namespace of the infra process `pid`.

@@ -471,6 +471,11 @@ pub(crate) fn stop(
     // when this returns. So does a user-mode network's helper.
     all.extend(record.port_holder);
     all.extend(record.network.as_ref().and_then(|n| n.helper));
+    // One whose pid a killed `pod create` never recorded.
+    if record.network.as_ref().map_or(true, |n| n.helper.is_none()) {
+        let leftover = peapod_net::usermode::leftover(entry.dir());
+        all.extend(leftover.and_then(ProcessIdentity::of));
+    }
     // peapod-init -P ends on SIGTERM; SIGKILL leaves it no choice.
     signal_all(&all, Signal::SIGKILL);
     if !peapod_runtime::wait_gone(&all, peapod_runtime::cgroups::TIMEOUT) {

@@ -290,6 +290,9 @@ fn connect_user_mode(
         netns: ns("net"),
         userns: record.rootless.then(|| ns("user")),
     };
+    // Recorded first: a `pod rm` after a crash then looks for the helper's pid file.
+    record.network = Some(net.clone());
+    entry.save(record)?;
     let pid = usermode::start(program, &target, &net.ports, entry.dir())
         .map_err(|e| RuntimeError::runtime(anyhow::Error::new(e)))?;
     net.helper = ProcessIdentity::of(pid);
