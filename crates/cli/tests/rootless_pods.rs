@@ -406,3 +406,39 @@ fn rootless_pod_rm_kills_a_helper_whose_pid_was_never_recorded() {
     }
     t.remove_all_and_check();
 }
+
+/// What a rootless pod cannot have is refused before anything is made, naming the flag: limits
+/// (no delegated cgroup here) and a CNI network; and root is refused pasta (root keeps CNI).
+#[test]
+fn rootless_pod_refusals_name_the_flag_and_leave_nothing() {
+    let Some(mut t) = Rootless::new() else {
+        return;
+    };
+    for (args, needle) in [
+        (
+            &["pod", "create", "--memory", "64m", "lim"][..],
+            "rootless pods cannot have limits",
+        ),
+        (
+            &["pod", "create", "--network", "peapod", "cni"][..],
+            "--network peapod: a CNI network needs root",
+        ),
+    ] {
+        let out = t.peapod(args);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains(needle), "{out:?}");
+    }
+    let root = t
+        .rootfs
+        .peapod()
+        .args(["pod", "create", "--network", "pasta", "p"])
+        .spawn()
+        .expect("spawn");
+    let out = finish(root);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--network pasta is for rootless pods"),
+        "{out:?}"
+    );
+    t.remove_all_and_check();
+}

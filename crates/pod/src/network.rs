@@ -201,6 +201,15 @@ pub(crate) fn check(
         network if user_mode && options.ip.is_some() => usage(format!(
             "--ip needs a CNI network, not --network {network}"
         )),
+        network if options.network.user_mode().is_some_and(|p| p.find().is_none()) => {
+            usage(format!(
+                "--network {network}: {network} is not installed (Debian: apt install {})",
+                match network {
+                    PodNetwork::Pasta => "passt",
+                    _ => "slirp4netns",
+                }
+            ))
+        }
         network if user_mode && !shares_net => usage(format!(
             "--network {network} needs the pod to share its net namespace (--share ...,net)"
         )),
