@@ -897,8 +897,13 @@ pub(crate) struct RunArgs {
     pub read_only: bool,
     /// The network: a new namespace with only lo (none, the default), the host's (host), or
     /// a new namespace on this CNI network (as a pod's: an IP, /etc files, --publish); with
-    /// -p and no network, the default network peapod (as root).
-    #[arg(long, visible_alias = "network", value_name = "none|host|NAME")]
+    /// -p and no network, the default network peapod (as root; rootless: pasta, else
+    /// slirp4netns, the user-mode networks).
+    #[arg(
+        long,
+        visible_alias = "network",
+        value_name = "none|host|NAME|pasta|slirp4netns"
+    )]
     pub net: Option<PodNetwork>,
     /// Publish a port of the container on the host (on --net NAME, else on the default
     /// network peapod; as root).
@@ -1085,8 +1090,9 @@ pub(crate) struct PodCreateArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
     /// The pod's network: a CNI network's name, none (only lo) or host (default: the
-    /// network peapod, written on first use, as root; none otherwise).
-    #[arg(long, value_name = "NAME|none|host")]
+    /// network peapod, written on first use, as root); rootless: pasta or slirp4netns, a
+    /// user-mode network (default: pasta where installed, else slirp4netns, else none).
+    #[arg(long, value_name = "NAME|none|host|pasta|slirp4netns")]
     pub network: Option<PodNetwork>,
     /// Publish a port of the pod on the host (through the network's portmap plugin).
     #[arg(
@@ -1259,8 +1265,9 @@ pub(crate) struct PodPlayArgs {
     /// The static peapod-init to run as the infra process (default: beside peapod).
     #[arg(long, value_name = "FILE")]
     pub init_path: Option<PathBuf>,
-    /// The pod's network unless the manifest says hostNetwork (default: peapod as root).
-    #[arg(long, value_name = "NAME|none|host")]
+    /// The pod's network unless the manifest says hostNetwork (default: peapod as root;
+    /// rootless: pasta, else slirp4netns).
+    #[arg(long, value_name = "NAME|none|host|pasta|slirp4netns")]
     pub network: Option<PodNetwork>,
     #[command(flatten)]
     pub cni: CniArgs,

@@ -48,11 +48,11 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     // the pod's network is the container's).
     let net = match args.net {
         Some(net) => net,
-        None if (!args.publish.is_empty() || args.publish_all)
-            && !rt.rootless
-            && args.pod.is_none() =>
-        {
-            PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned())
+        None if (!args.publish.is_empty() || args.publish_all) && args.pod.is_none() => {
+            match rt.rootless {
+                false => PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned()),
+                true => PodNetwork::rootless_default(),
+            }
         }
         None => PodNetwork::None,
     };
@@ -194,7 +194,9 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
     };
     // -P: the exposed ports each on a free host port, on the container's own network.
     let publish = match (&net, args.publish_all) {
-        (PodNetwork::Cni(_), true) => crate::ports::publish_all(rt, &args.publish, &exposed)?,
+        (PodNetwork::Cni(_) | PodNetwork::Pasta | PodNetwork::Slirp4netns, true) => {
+            crate::ports::publish_all(rt, &args.publish, &exposed)?
+        }
         (_, true) if !exposed.is_empty() => {
             let why = match (&args.pod, rt.rootless) {
                 (Some(_), _) => "a container in a pod is on the pod's network".to_owned(),
@@ -222,7 +224,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         ..DnsSettings::default()
     };
     let net_pod = match &net {
-        PodNetwork::Cni(_) => {
+        PodNetwork::Cni(_) | PodNetwork::Pasta | PodNetwork::Slirp4netns => {
             let hostname = spec.hostname().clone().unwrap_or_else(|| id.clone());
             let network = NetworkOptions {
                 network: net.clone(),
@@ -244,7 +246,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         }
         _ if !publish.is_empty() && rt.rootless => {
             return Err(Error::usage(anyhow!(
-                "--publish needs a CNI network, which a rootless container cannot have"
+                "--publish needs a network (pasta or slirp4netns), not --net {net}"
             )))
         }
         _ if !publish.is_empty() => {

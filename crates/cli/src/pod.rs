@@ -18,7 +18,7 @@ pub(crate) fn dispatch(
     match command {
         PodCommand::Create(args) => {
             // As root a pod is on peapod's default network unless told otherwise; rootless
-            // pods are refused anyway (pinning needs root).
+            // on pasta (else slirp4netns).
             let network = args.network.unwrap_or_else(|| default_network(rt));
             let options = PodOptions {
                 name: args.name,
@@ -192,11 +192,11 @@ pub(crate) fn dispatch(
     Ok(0)
 }
 
-/// A pod's network when none is named: peapod's default network as root; only `lo` for a
-/// rootless one (which is refused anyway, since pinning its namespaces needs root).
+/// A pod's network when none is named: peapod's default network as root; for a rootless
+/// one pasta, else slirp4netns (else only `lo`).
 fn default_network(rt: &Runtime) -> PodNetwork {
     match rt.rootless {
         false => PodNetwork::Cni(peapod_pod::peapod_net::DEFAULT_NETWORK.to_owned()),
-        true => PodNetwork::None,
+        true => PodNetwork::rootless_default(),
     }
 }

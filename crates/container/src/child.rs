@@ -102,8 +102,8 @@ fn set_up_and_exec(
     }
     for (kind, path) in &config.joined_namespaces {
         // The PID namespace was joined by the parent before clone: setns(CLONE_NEWPID) only
-        // takes effect for children.
-        if *kind != Namespace::Pid {
+        // takes effect for children. So was the user namespace (see `launch.rs`).
+        if *kind != Namespace::Pid && *kind != Namespace::User {
             peapod_ns::join(path, *kind).map_err(|e| ChildFailure::new("namespaces", e))?;
         }
     }

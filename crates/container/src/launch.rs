@@ -63,8 +63,10 @@ pub fn create_in(
     };
     let (parent_end, child_end) = channel::pair().map_err(|e| Error::os("socketpair", e))?;
     for (kind, path) in &config.joined_namespaces {
-        if *kind == Namespace::Pid {
-            peapod_ns::join(path, *kind)?;
+        match kind {
+            Namespace::User => join_user_namespace(path)?,
+            Namespace::Pid => peapod_ns::join(path, *kind)?,
+            _ => {}
         }
     }
     let mut namespaces = config.new_namespaces;
@@ -159,6 +161,22 @@ pub fn create_in(
             }
         }
     }
+}
+
+/// Joins the user namespace at `path` in this process (it stays there), before the clone:
+/// the namespaces the container makes must be owned by it, and an unprivileged process can
+/// make them only there (a rootless pod's members). Already in it (the second container a
+/// process makes in the pod) is fine.
+fn join_user_namespace(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = peapod_ns::NamespaceId::of(None, Namespace::User)?;
+    let theirs = std::fs::metadata(path)
+        .map_err(|e| Error::os("cannot read the user namespace to join", e))?;
+    if (theirs.dev(), theirs.ino()) == (ours.dev, ours.inode) {
+        return Ok(());
+    }
+    peapod_ns::join(path, Namespace::User)?;
+    Ok(())
 }
 
 /// A set-up that died of SIGKILL in a cgroup whose OOM killer struck was killed for its

@@ -11,6 +11,7 @@
 //! - Each attachment is cached on disk ([`CacheEntry`], as libcni's `results/` cache) before
 //!   its first plugin runs, so that DEL runs with exactly what ADD had, also after a crash.
 //! - [`ports`]: the host ports a pod publishes, checked free and held ([`ports::claim`]).
+//! - [`usermode`]: pasta or slirp4netns, the user-mode network of a rootless pod.
 //! - [`etc`]: `/etc/hosts` and `/etc/resolv.conf` (loopback resolvers replaced by the
 //!   upstream ones, as podman does).
 //!
@@ -42,6 +43,7 @@ mod error;
 pub mod etc;
 mod exec;
 pub mod ports;
+pub mod usermode;
 
 pub use cache::{
     entries as cache_entries, load as load_cache_entry, path as cache_path, CacheEntry,

@@ -46,16 +46,53 @@ pub(crate) fn start(
         create_in(&config, &Barrier::Fifo(fifo.clone()), cgroup.as_ref())
     }?;
     let pid = created.pid();
+    if record.rootless {
+        // Nothing to pin: the infra process holds the namespaces, and is recorded first so
+        // that `pod rm` finds it. Their inodes are read once it runs pause (until its exec it
+        // is not dumpable, and its /proc/PID/ns closed to us).
+        record.infra = ProcessIdentity::of(pid.as_raw());
+        entry.save(record)?;
+        let pid = created.detach();
+        start_fifo(&fifo, || child_alive(pid), Duration::from_secs(10))?;
+        record_namespaces_once_exec(record, pid)?;
+        return Ok(entry.save(record)?);
+    }
     let pins = entry.subdir("ns")?;
     for kind in record.shared_kinds() {
         crate::pin(pid, kind, &pins)?;
-        let id = NamespaceId::of(Some(pid), kind).map_err(RuntimeError::runtime)?;
-        record.namespaces.insert(kind.to_string(), id.inode);
     }
+    record_namespaces(record, pid)?;
     record.infra = ProcessIdentity::of(pid.as_raw());
     entry.save(record)?;
     let pid = created.detach();
     start_fifo(&fifo, || child_alive(pid), Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// [`record_namespaces`] of a rootless pod's infra process, released from its fifo: until
+/// its exec is through it is not dumpable, and its `/proc/PID/ns` refused to us (EACCES),
+/// so that is tried again, for a bounded time, while it lives.
+fn record_namespaces_once_exec(
+    record: &mut PodRecord,
+    pid: nix::unistd::Pid,
+) -> Result<(), RuntimeError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match record_namespaces(record, pid) {
+            Err(_) if child_alive(pid) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Records the inode of each shared namespace of the infra process `pid`.
+fn record_namespaces(record: &mut PodRecord, pid: nix::unistd::Pid) -> Result<(), RuntimeError> {
+    for kind in record.shared_kinds() {
+        let id = NamespaceId::of(Some(pid), kind).map_err(RuntimeError::runtime)?;
+        record.namespaces.insert(kind.to_string(), id.inode);
+    }
     Ok(())
 }
 
@@ -73,12 +110,22 @@ pub(crate) fn unpin_all(entry: &PodEntry) -> Result<(), RuntimeError> {
 }
 
 /// The infra process's spec: the shared namespaces and a mount namespace, the root `root`
-/// (empty, read-only) with only the pause binary bound into it, no capabilities.
+/// (empty, read-only) with only the pause binary bound into it, no capabilities. A rootless
+/// pod's shared namespaces include its user namespace, with the caller's ids mapped as a
+/// rootless container's are, and the infra process gets a PID namespace of its own when the
+/// pod shares none (mounting its `/proc` needs one owned by its user namespace).
 fn spec(root: &Path, record: &PodRecord, init: &Path) -> anyhow::Result<Spec> {
-    let mut spec = default_spec(None);
+    let mut spec = default_spec(record.rootless.then(peapod_runtime::flags::rootless_ids));
     let mut namespaces = vec![LinuxNamespaceBuilder::default()
         .typ(LinuxNamespaceType::Mount)
         .build()?];
+    if record.rootless && !record.shares(peapod_ns::Namespace::Pid) {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Pid)
+                .build()?,
+        );
+    }
     for kind in record.shared_kinds() {
         let typ = peapod_container::oci_namespace_type(kind);
         namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);

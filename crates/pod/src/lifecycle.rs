@@ -43,12 +43,15 @@ pub(crate) fn record_of(entry: &PodEntry) -> Result<PodRecord, RuntimeError> {
     })
 }
 
-/// Pinning namespaces needs mounts in the host's mount namespace, and a pod's user
-/// namespace is not made yet: pods need root.
-pub(crate) fn refuse_rootless(rt: &Runtime) -> Result<(), RuntimeError> {
-    match rt.rootless {
-        true => Err(RuntimeError::runtime(anyhow!(
-            "pods need root: their namespaces are pinned with bind mounts"
+/// A rootless pod has no cgroup unless it can be made (a delegated subtree): limits are
+/// refused with a line saying why, rather than a bare EPERM.
+fn refuse_rootless_limits(
+    rt: &Runtime,
+    resources: Option<&LinuxResources>,
+) -> Result<(), RuntimeError> {
+    match rt.rootless && resources.is_some() {
+        true => Err(RuntimeError::usage(anyhow!(
+            "rootless pods cannot have limits here: they need a cgroup delegated to the user"
         ))),
         false => Ok(()),
     }
@@ -94,7 +97,6 @@ pub fn log_limits(rt: &Runtime, name: &str) -> Result<LogLimits, RuntimeError> {
 /// Makes a pod (`peapod pod create`): its cgroup and its infra process in new namespaces of
 /// the shared kinds, pinned under the state root. On failure nothing is left.
 pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
-    refuse_rootless(rt)?;
     let name = PodStore::parse_name(&args.name)?;
     let uts = args.share.contains(&Namespace::Uts);
     if args.hostname.is_some() && !uts {
@@ -115,16 +117,19 @@ pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
     if args.network.network == PodNetwork::Host {
         share.retain(|ns| *ns != Namespace::Net);
     }
-    network::check(&args.network, share.contains(&Namespace::Net))?;
+    network::check(&args.network, share.contains(&Namespace::Net), rt.rootless)?;
     check_log_opts(&args.log_opts)?;
-    network::reap(rt, &args.network.cni);
+    let resources = with_limits(None, &args.limits);
+    refuse_rootless_limits(rt, resources.as_ref())?;
+    if !rt.rootless {
+        network::reap(rt, &args.network.cni);
+    }
     let mut record = PodRecord::new(&name);
     record.log_opts = args.log_opts.clone();
     record.hostname = uts.then(|| args.hostname.clone().unwrap_or_else(|| name.to_string()));
     record.shared = share.iter().map(ToString::to_string).collect();
     record.shared.dedup();
     record.labels = labels;
-    let resources = with_limits(None, &args.limits);
     let entry = make(rt, &name, record, &init, resources.as_ref(), &args.network)?;
     made(&entry)
 }
@@ -152,21 +157,37 @@ pub(crate) fn make(
     let store = pods(rt)?;
     // Before anything is made: a port someone has refuses the pod; a host port 0 (`-P`)
     // becomes the free one the kernel picked.
-    let (held, net) = crate::ports::claim(net)?;
+    let (mut held, net) = crate::ports::claim(net)?;
     let net = &net;
+    // A user-mode network's helper binds the ports itself: they are let go just before.
+    let helper_binds = net.network.user_mode().is_some();
+    record.rootless = rt.rootless;
+    if rt.rootless {
+        // The pod's user namespace, made by its infra process, owns the others.
+        record.shared.insert(0, Namespace::User.to_string());
+    }
     let entry = store.create(name)?;
     // Made by this process until it is done: should it be killed half-way, the pod is
     // `failed` and the next pod command removes it (see [`reap`]).
     record.setup = ProcessIdentity::of(std::process::id() as i32);
     // The cgroup is recorded before it is made, so that `pod rm` finds it after a crash.
-    let started = peapod_runtime::cgroups::locate_new_pod(name)
-        .and_then(|paths| {
-            record.cgroup_paths = paths;
-            Ok(entry.save(&record)?)
+    let cgroup = |record: &mut PodRecord| -> Result<(), RuntimeError> {
+        if rt.rootless {
+            return Ok(());
+        }
+        record.cgroup_paths = peapod_runtime::cgroups::locate_new_pod(name)?;
+        entry.save(record)?;
+        peapod_runtime::cgroups::create_pod(name, resources).map(drop)
+    };
+    let started = cgroup(&mut record)
+        .and_then(|()| infra::start(&entry, &mut record, init))
+        .and_then(|()| match helper_binds {
+            true => {
+                held.clear();
+                Ok(())
+            }
+            false => crate::ports::hold(std::mem::take(&mut held), &mut record),
         })
-        .and_then(|()| peapod_runtime::cgroups::create_pod(name, resources))
-        .and_then(|_| infra::start(&entry, &mut record, init))
-        .and_then(|()| crate::ports::hold(held, &mut record))
         .and_then(|()| Ok(entry.save(&record)?))
         .and_then(|()| network::connect(rt, &entry, &mut record, net));
     match started {
@@ -217,6 +238,11 @@ pub fn join(spec: &mut Spec, record: &PodRecord, pod_dir: &Path) -> Result<(), R
         );
     }
     linux.set_namespaces(Some(namespaces));
+    if record.shares(Namespace::User) {
+        // The pod's user namespace has its maps already.
+        linux.set_uid_mappings(None);
+        linux.set_gid_mappings(None);
+    }
     network::join(spec, record, pod_dir)?;
     if record.shares(Namespace::Uts) {
         spec.set_hostname(None);
@@ -252,7 +278,6 @@ pub fn attach(
     detach: bool,
     member: Option<(&str, bool)>,
 ) -> Result<Attached, RuntimeError> {
-    refuse_rootless(rt)?;
     // Before the pod's record is touched: a failed create would otherwise drop the live
     // container of that id from the pod (only `pod play` restarts reuse an id).
     if member.is_none() && rt.root.join(id).exists() {
@@ -283,6 +308,13 @@ pub fn attach(
         }
     }
     join(spec, &record, entry.dir())?;
+    // Checked last, just before the container joins: a rootless pod's namespaces are named
+    // by its infra process's pid, which must not have been reused since.
+    if record.rootless && !record.infra.is_some_and(|p| p.is_alive()) {
+        return Err(RuntimeError::runtime(anyhow!(
+            "pod {pod}: its infra process is gone"
+        )));
+    }
     let cgroup = peapod_runtime::cgroups::open(&record.cgroup_paths)?;
     // Members whose container is gone (a foreground run that ended) are forgotten now.
     record.containers.retain(|m| m.id == id || rt.exists(&m.id));
@@ -472,8 +504,14 @@ pub(crate) fn stop(
     let mut all = processes;
     all.extend(record.infra);
     // The port holder ends with the infra process; waited for, so that the ports are free
-    // when this returns.
+    // when this returns. So does a user-mode network's helper.
     all.extend(record.port_holder);
+    all.extend(record.network.as_ref().and_then(|n| n.helper));
+    // One whose pid a killed `pod create` never recorded.
+    if record.network.as_ref().map_or(true, |n| n.helper.is_none()) {
+        let leftover = peapod_net::usermode::leftover(entry.dir());
+        all.extend(leftover.and_then(ProcessIdentity::of));
+    }
     // peapod-init -P ends on SIGTERM; SIGKILL leaves it no choice.
     signal_all(&all, Signal::SIGKILL);
     if !peapod_runtime::wait_gone(&all, peapod_runtime::cgroups::TIMEOUT) {

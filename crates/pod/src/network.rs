@@ -14,6 +14,9 @@ use peapod_net::{Attachment, Cni, PortMapping};
 use peapod_runtime::{Error as RuntimeError, Runtime};
 use serde::{Deserialize, Serialize};
 
+use peapod_net::usermode::{self, Program};
+use peapod_state::ProcessIdentity;
+
 use crate::{PodEntry, PodRecord};
 
 /// The interface of a pod on its network.
@@ -33,6 +36,31 @@ pub enum PodNetwork {
     Host,
     /// A network namespace of its own attached to this CNI network.
     Cni(String),
+    /// A user-mode network of pasta's (rootless).
+    Pasta,
+    /// A user-mode network of slirp4netns's (rootless).
+    Slirp4netns,
+}
+
+impl PodNetwork {
+    /// The user-mode program of a pasta or slirp4netns network.
+    pub fn user_mode(&self) -> Option<Program> {
+        match self {
+            PodNetwork::Pasta => Some(Program::Pasta),
+            PodNetwork::Slirp4netns => Some(Program::Slirp4netns),
+            _ => None,
+        }
+    }
+
+    /// A rootless pod's network when none is named: pasta where it is installed, else
+    /// slirp4netns, else only `lo` (as podman picks).
+    pub fn rootless_default() -> PodNetwork {
+        match Program::default_available() {
+            Some(Program::Pasta) => PodNetwork::Pasta,
+            Some(Program::Slirp4netns) => PodNetwork::Slirp4netns,
+            None => PodNetwork::None,
+        }
+    }
 }
 
 impl std::str::FromStr for PodNetwork {
@@ -42,9 +70,8 @@ impl std::str::FromStr for PodNetwork {
         match s {
             "none" => Ok(PodNetwork::None),
             "host" => Ok(PodNetwork::Host),
-            "slirp4netns" | "pasta" => Err(format!(
-                "{s} is not supported: rootless pods need --network none; as root use a CNI network"
-            )),
+            "pasta" => Ok(PodNetwork::Pasta),
+            "slirp4netns" => Ok(PodNetwork::Slirp4netns),
             name if !name.is_empty()
                 && name
                     .chars()
@@ -57,7 +84,7 @@ impl std::str::FromStr for PodNetwork {
                 Ok(PodNetwork::Cni(name.to_owned()))
             }
             _ => Err(format!(
-                "{s:?} is not a network name (none, host, or a CNI network)"
+                "{s:?} is not a network name (none, host, pasta, slirp4netns, or a CNI network)"
             )),
         }
     }
@@ -69,6 +96,8 @@ impl std::fmt::Display for PodNetwork {
             PodNetwork::None => f.write_str("none"),
             PodNetwork::Host => f.write_str("host"),
             PodNetwork::Cni(name) => f.write_str(name),
+            PodNetwork::Pasta => f.write_str("pasta"),
+            PodNetwork::Slirp4netns => f.write_str("slirp4netns"),
         }
     }
 }
@@ -126,6 +155,9 @@ pub struct NetworkRecord {
     /// The host name of the `/etc` files, when not the pod's.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// The pasta or slirp4netns process of a user-mode network, killed with the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helper: Option<ProcessIdentity>,
 }
 
 impl NetworkRecord {
@@ -142,6 +174,7 @@ impl NetworkRecord {
             plugin_dirs: options.cni.plugin_dirs.clone(),
             timeout_seconds: options.cni.timeout.as_secs(),
             hostname: options.hostname.clone(),
+            helper: None,
         }
     }
 
@@ -154,14 +187,40 @@ impl NetworkRecord {
 }
 
 /// Checks a pod's network options against its shared namespaces, before anything is made.
-pub(crate) fn check(options: &NetworkOptions, shares_net: bool) -> Result<(), RuntimeError> {
+pub(crate) fn check(
+    options: &NetworkOptions,
+    shares_net: bool,
+    rootless: bool,
+) -> Result<(), RuntimeError> {
     let usage = |m: String| Err(RuntimeError::usage(anyhow!(m)));
+    let user_mode = options.network.user_mode().is_some();
     match &options.network {
+        PodNetwork::Cni(name) if rootless => usage(format!(
+            "--network {name}: a CNI network needs root; rootless, use pasta or slirp4netns"
+        )),
+        network if user_mode && !rootless => usage(format!(
+            "--network {network} is for rootless pods; as root use a CNI network"
+        )),
+        network if user_mode && options.ip.is_some() => usage(format!(
+            "--ip needs a CNI network, not --network {network}"
+        )),
+        network if options.network.user_mode().is_some_and(|p| p.find().is_none()) => {
+            usage(format!(
+                "--network {network}: {network} is not installed (Debian: apt install {})",
+                match network {
+                    PodNetwork::Pasta => "passt",
+                    _ => "slirp4netns",
+                }
+            ))
+        }
+        network if user_mode && !shares_net => usage(format!(
+            "--network {network} needs the pod to share its net namespace (--share ...,net)"
+        )),
         PodNetwork::Cni(name) if !shares_net => usage(format!(
             "--network {name} needs the pod to share its net namespace (--share ...,net)"
         )),
         PodNetwork::None | PodNetwork::Host if !options.ports.is_empty() => usage(format!(
-            "--publish needs a CNI network, not --network {}",
+            "--publish needs a network (a CNI one; rootless: pasta or slirp4netns), not --network {}",
             options.network
         )),
         PodNetwork::None | PodNetwork::Host if options.ip.is_some() => usage(format!(
@@ -221,9 +280,49 @@ pub(crate) fn connect(
             .map_err(RuntimeError::runtime)?;
         net.addresses = added.addresses().iter().map(ToString::to_string).collect();
     }
+    if let Some(program) = options.network.user_mode() {
+        connect_user_mode(entry, record, &mut net, program)?;
+    }
     record.network = Some(net);
     entry.save(record)?;
     write_etc(entry, record)
+}
+
+/// Starts the pasta or slirp4netns of the pod against its infra process's network namespace
+/// (and the user namespace owning it), recorded before the pod is: `pod rm` kills it.
+fn connect_user_mode(
+    entry: &PodEntry,
+    record: &mut PodRecord,
+    net: &mut NetworkRecord,
+    program: Program,
+) -> Result<(), RuntimeError> {
+    let infra = record
+        .infra
+        .filter(ProcessIdentity::is_alive)
+        .ok_or_else(|| RuntimeError::runtime(anyhow!("pod {}: no infra process", record.name)))?;
+    let ns = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", infra.pid));
+    let target = usermode::Target {
+        netns: ns("net"),
+        userns: record.rootless.then(|| ns("user")),
+    };
+    // Recorded first: a `pod rm` after a crash then looks for the helper's pid file.
+    record.network = Some(net.clone());
+    entry.save(record)?;
+    let pid = usermode::start(program, &target, &net.ports, entry.dir())
+        .map_err(|e| RuntimeError::runtime(anyhow::Error::new(e)))?;
+    net.helper = ProcessIdentity::of(pid);
+    net.addresses = vec![format!("{}/{}", usermode::ADDRESS, usermode::PREFIX)];
+    // Saved at once: a `pod create` killed now leaves a helper that `pod rm` finds.
+    record.network = Some(net.clone());
+    entry.save(record)?;
+    // The pod may have died meanwhile: then its network goes too.
+    if !infra.is_alive() {
+        return Err(RuntimeError::runtime(anyhow!(
+            "pod {}: its infra process died while its network was set up",
+            record.name
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `etc/hosts`, `etc/hostname` and `etc/resolv.conf` into the pod's directory.
@@ -245,6 +344,12 @@ fn write_etc(entry: &PodEntry, record: &PodRecord) -> Result<(), RuntimeError> {
         // The host's resolvers, loopback ones included, are reachable from its namespace.
         PodNetwork::Host if net.dns == DnsSettings::default() => {
             std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        }
+        // The helper's forwarder, unless --dns names others.
+        PodNetwork::Pasta | PodNetwork::Slirp4netns if net.dns.servers.is_empty() => {
+            let mut dns = net.dns.clone();
+            dns.servers = vec![usermode::DNS.into()];
+            peapod_net::etc::host_resolv_conf(&dns)
         }
         _ => peapod_net::etc::host_resolv_conf(&net.dns),
     };
@@ -352,7 +457,8 @@ fn container_network_pod(id: &str) -> String {
     format!("net-{id}")
 }
 
-/// Gives a lone container (`peapod run --net NAME`) a network namespace on a CNI network:
+/// Gives a lone container (`peapod run --net NAME`) a network namespace on a CNI network
+/// (rootless: pasta's or slirp4netns's, with the hidden pod's user namespace):
 /// a hidden pod that shares only its network namespace (the container keeps its own host
 /// name, IPC and PID namespaces), with the same wiring as a pod's (ADD after the pin, the
 /// `/etc` files with the container's `hostname`, DEL before the pin goes). Returns the
@@ -365,9 +471,10 @@ pub fn create_container_network(
     options: &NetworkOptions,
     init_path: Option<&Path>,
 ) -> Result<String, RuntimeError> {
-    crate::lifecycle::refuse_rootless(rt)?;
-    check(options, true)?;
-    reap(rt, &options.cni);
+    check(options, true, rt.rootless)?;
+    if !rt.rootless {
+        reap(rt, &options.cni);
+    }
     crate::lifecycle::reap(rt);
     let pod = container_network_pod(id);
     let name = crate::PodStore::parse_name(&pod)?;

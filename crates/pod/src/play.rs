@@ -25,7 +25,7 @@ use peapod_runtime::{CreateOptions, Error as RuntimeError, Runtime};
 use peapod_state::{ContainerId, ProcessIdentity};
 
 use crate::hooks::Kill;
-use crate::lifecycle::{attach, make, pods, record_of, refuse_rootless, remove, stop};
+use crate::lifecycle::{attach, make, pods, record_of, remove, stop};
 use crate::probes::{Prober, Target};
 use crate::{
     ContainerPlan, ImageSource, MemberHealth, NetworkOptions, PodNetwork, PodPlan, PodRecord,
@@ -139,7 +139,6 @@ pub fn play(
         }
         return Ok(Vec::new());
     }
-    refuse_rootless(rt)?;
     if !present.is_empty() {
         if !args.replace {
             return Err(RuntimeError::runtime(anyhow!(
@@ -248,9 +247,11 @@ fn play_one(
     if net.network == PodNetwork::Host {
         record.shared.retain(|kind| kind != "net");
     }
-    crate::network::check(&net, net.network != PodNetwork::Host)?;
+    crate::network::check(&net, net.network != PodNetwork::Host, rt.rootless)?;
     record.log_opts = log_opts.to_vec();
-    crate::network::reap(rt, &net.cni);
+    if !rt.rootless {
+        crate::network::reap(rt, &net.cni);
+    }
     pin_images(&mut plan, images)?;
     crate::security::verify(&plan, |c| image_user(&plan, c))?;
     let pod_resources = crate::resources::pod(&plan);
@@ -766,7 +767,8 @@ fn start(rt: &Runtime, plan: &PodPlan, c: &ContainerPlan, init: bool) -> Result<
     crate::lifecycle::keep_previous_log(rt, &pod_dir, cid.as_str());
     rt.delete(cid.as_str(), true)?;
     let image = image_root(plan, c)?;
-    let mut spec = spec(plan, c, &pod_dir, image.as_ref()).map_err(RuntimeError::runtime)?;
+    let mut spec =
+        spec(plan, c, &pod_dir, image.as_ref(), rt.rootless).map_err(RuntimeError::runtime)?;
     // Held until the container has made its mounts.
     let _staged = crate::subpath::stage(&mut spec, plan, c, &pod_dir, &id)?;
     let attached = attach(rt, &plan.name, &id, &mut spec, true, Some((&c.name, init)))?;
@@ -860,8 +862,12 @@ fn spec(
     c: &ContainerPlan,
     pod_dir: &Path,
     image: Option<&ImageRoot>,
+    rootless: bool,
 ) -> anyhow::Result<Spec> {
-    let mut spec = peapod_container::default_spec(None);
+    // Rootless: no limits nor cgroup mount, as a rootless `run`'s (its user namespace is
+    // the pod's, joined instead).
+    let ids = rootless.then(peapod_runtime::flags::rootless_ids);
+    let mut spec = peapod_container::default_spec(ids);
     let config = image.and_then(|i| i.image.config.config().as_ref());
     let root_path = match (&c.image, image) {
         (ImageSource::Directory(dir), _) => dir.clone(),

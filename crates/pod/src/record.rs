@@ -54,6 +54,11 @@ pub struct PodRecord {
     /// the kubelet's defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_opts: Vec<String>,
+    /// Made by an ordinary user: the pod's namespaces are owned by a user namespace of its
+    /// own and held by the infra process alone (no pins), joined through its
+    /// `/proc/PID/ns` files once its identity is checked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rootless: bool,
     /// The process that holds the pod's published host ports (see `ports.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_holder: Option<ProcessIdentity>,
@@ -152,6 +157,7 @@ impl PodRecord {
             cgroup_paths: Vec::new(),
             network: None,
             log_opts: Vec::new(),
+            rootless: false,
             port_holder: None,
             setup: None,
             owner: None,
@@ -215,11 +221,21 @@ impl PodRecord {
         self.shared_kinds().contains(&kind)
     }
 
-    /// The pinned namespace files of the pod whose directory is `dir`, by kind.
+    /// The pinned namespace files of the pod whose directory is `dir`, by kind; of a
+    /// rootless pod, its infra process's `/proc/PID/ns` files (check that it is still the
+    /// same process, [`ProcessIdentity::is_alive`], before joining them).
     pub fn pins(&self, dir: &Path) -> Vec<(Namespace, PathBuf)> {
         self.shared_kinds()
             .into_iter()
-            .map(|kind| (kind, dir.join("ns").join(kind.proc_name())))
+            .map(|kind| {
+                let file = match (self.rootless, self.infra) {
+                    (true, Some(infra)) => {
+                        PathBuf::from(format!("/proc/{}/ns/{}", infra.pid, kind.proc_name()))
+                    }
+                    _ => dir.join("ns").join(kind.proc_name()),
+                };
+                (kind, file)
+            })
             .collect()
     }
 }

@@ -73,7 +73,11 @@ impl PodStore {
     pub fn create(&self, name: &ContainerId) -> Result<PodEntry> {
         self.locked(|| {
             let store = Store::open(self.dir())?;
-            make_private(self.dir())?;
+            // A rootless pod pins nothing (its infra process holds its namespaces), and
+            // could not mount.
+            if nix::unistd::geteuid().is_root() {
+                make_private(self.dir())?;
+            }
             let entry = store.create(name).map_err(|e| match e {
                 peapod_state::Error::Exists(_) => Error::Exists(name.to_string()),
                 other => Error::State(other),
@@ -150,7 +154,8 @@ impl PodStore {
         self.locked(|| {
             if self.names()?.is_empty() {
                 match umount2(self.dir(), MntFlags::MNT_DETACH) {
-                    Ok(()) | Err(nix::Error::EINVAL) => {}
+                    // EPERM: rootless (nothing was mounted).
+                    Ok(()) | Err(nix::Error::EINVAL | nix::Error::EPERM) => {}
                     Err(e) => return Err(mount_err("cannot unmount", self.dir())(e)),
                 }
                 // Another command may have opened it meanwhile: then it stays.

@@ -306,6 +306,15 @@ pub fn volume_path(s: &str) -> std::result::Result<PathBuf, String> {
     Ok(clean)
 }
 
+/// The ids a rootless container's (and pod's) user namespace maps to root: the caller's.
+/// The one place where that choice is made.
+pub fn rootless_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
+}
+
 /// [`spec_from_flags`], with user names looked up in `accounts` (a directory with the
 /// container's `/etc/passwd` and `/etc/group`) rather than in the root.
 pub(crate) fn spec_with_accounts(
@@ -327,11 +336,7 @@ pub(crate) fn spec_with_accounts(
     if args.command[0].is_empty() {
         return Err(Error::usage(anyhow::anyhow!("empty command")));
     }
-    let ids = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    let mut spec = default_spec(rootless.then_some(ids));
+    let mut spec = default_spec(rootless.then(rootless_ids));
 
     let mut shared = args.share.clone();
     if args.net_host {
