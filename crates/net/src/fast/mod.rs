@@ -111,7 +111,10 @@ pub(crate) fn add(
         owner: att.owner.clone(),
     };
     cache::save(file, &entry)?;
-    match attach(file, &mut entry, net, att) {
+    let started = std::time::Instant::now();
+    let attached = attach(file, &mut entry, net, att);
+    tracing::debug!("peapod: fast path ADD took {:?}", started.elapsed());
+    match attached {
         Ok(result) => Ok(Added {
             cache_file: file.to_owned(),
             result: parse_result(&result)?,
@@ -195,6 +198,7 @@ fn attach(
         // As portmap: DNAT of the host's loopback addresses to the pod, on the bridge only.
         sysctl(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")?;
     }
+    tracing::debug!("peapod: fast path links and lease ready");
     nft::apply(&nft::add_batch(&nft::PodRules {
         id: &att.container_id,
         ip,
@@ -235,6 +239,13 @@ fn sysctl(key: &str, value: &str) -> Result<()> {
 /// chains, the lease; each is tried, whatever is already gone, and the first failure
 /// reported.
 pub(crate) fn detach(entry: &CacheEntry) -> Result<()> {
+    let started = std::time::Instant::now();
+    let detached = detach_all(entry);
+    tracing::debug!("peapod: fast path DEL took {:?}", started.elapsed());
+    detached
+}
+
+fn detach_all(entry: &CacheEntry) -> Result<()> {
     let list = NetworkList::parse(Path::new("<cache>"), entry.config.to_string().as_bytes())?;
     let net = recognise(&list).ok_or_else(|| Error::BadConfig {
         path: PathBuf::from("<cache>"),
