@@ -165,6 +165,21 @@ fn attach(
     // Recorded before anything else is made: a teardown then knows the address.
     entry.result = Some(result.clone());
     cache::save(file, entry)?;
+    // nft runs while the links are made (its rules name only the address and ports).
+    let nft = nft::spawn(&nft::add_batch(&nft::PodRules {
+        id: &att.container_id,
+        ip,
+        subnet: net.subnet,
+        ports: &att.ports,
+    }))?;
+    let linked = link(net, &veth, att, ip);
+    let ruled = nft.wait();
+    linked.and(ruled)?;
+    Ok(result)
+}
+
+/// The bridge, the veth pair and the pod's side of it.
+fn link(net: &DefaultNet, veth: &str, att: &Attachment, ip: Ipv4Addr) -> Result<()> {
     let prefix = net.subnet.prefix_len();
     sysctl("net/ipv4/ip_forward", "1")?;
     let mut host = Rtnl::new().map_err(setup("rtnetlink".into()))?;
@@ -174,11 +189,11 @@ fn attach(
     host.add_address(bridge, net.gateway, prefix, true)
         .and_then(|()| host.set_up(bridge, None))
         .map_err(setup(format!("bridge {}", net.bridge)))?;
-    host.delete(&veth).map_err(setup(format!("stale {veth}")))?;
-    host.create_veth(&veth, &att.ifname, &att.netns)
+    host.delete(veth).map_err(setup(format!("stale {veth}")))?;
+    host.create_veth(veth, &att.ifname, &att.netns)
         .map_err(setup(format!("veth {veth}")))?;
     let index = host
-        .index(&veth)
+        .index(veth)
         .and_then(|i| i.ok_or_else(|| std::io::Error::other("vanished")))
         .map_err(setup(format!("veth {veth}")))?;
     host.set_up(index, Some(bridge))
@@ -198,14 +213,7 @@ fn attach(
         // As portmap: DNAT of the host's loopback addresses to the pod, on the bridge only.
         sysctl(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")?;
     }
-    tracing::debug!("peapod: fast path links and lease ready");
-    nft::apply(&nft::add_batch(&nft::PodRules {
-        id: &att.container_id,
-        ip,
-        subnet: net.subnet,
-        ports: &att.ports,
-    }))?;
-    Ok(result)
+    Ok(())
 }
 
 /// The result the bridge plugin would give (cniVersion 1.0.0).
@@ -252,30 +260,31 @@ fn detach_all(entry: &CacheEntry) -> Result<()> {
         problem: "a fast-path attachment of a network that is not peapod's default".to_owned(),
     })?;
     let mut first: Option<Error> = None;
-    let veth = host_veth(&entry.container_id, &entry.if_name);
-    if let Err(e) = Rtnl::new().and_then(|mut host| host.delete(&veth)) {
-        first.get_or_insert(setup(format!("veth {veth}"))(e));
-    }
     let ip = entry
         .result
         .as_ref()
         .and_then(|r| r["ips"][0]["address"].as_str())
         .and_then(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok());
-    if let Some(ip) = ip {
-        let ports: Vec<PortMapping> = entry
-            .capability_args
-            .get("portMappings")
-            .and_then(|p| serde_json::from_value(p.clone()).ok())
-            .unwrap_or_default();
-        let batch = nft::del_batch(&nft::PodRules {
+    let ports: Vec<PortMapping> = entry
+        .capability_args
+        .get("portMappings")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
+    // nft runs while the veth goes (a link's deletion waits for the kernel's grace periods).
+    let nft = ip.map(|ip| {
+        nft::spawn(&nft::del_batch(&nft::PodRules {
             id: &entry.container_id,
             ip,
             subnet: net.subnet,
             ports: &ports,
-        });
-        if let Err(e) = nft::apply(&batch) {
-            first.get_or_insert(e);
-        }
+        }))
+    });
+    let veth = host_veth(&entry.container_id, &entry.if_name);
+    if let Err(e) = Rtnl::new().and_then(|mut host| host.delete(&veth)) {
+        first.get_or_insert(setup(format!("veth {veth}"))(e));
+    }
+    if let Some(Err(e)) = nft.map(|pending| pending.and_then(nft::Pending::wait)) {
+        first.get_or_insert(e);
     }
     let leases = ipam::lease_dir(net.data_dir.as_deref(), DEFAULT_NETWORK);
     if let Err(e) = ipam::release(&leases, &entry.container_id, &entry.if_name) {

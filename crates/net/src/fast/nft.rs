@@ -174,38 +174,64 @@ pub(crate) fn del_batch(pod: &PodRules<'_>) -> String {
     b
 }
 
-/// Runs `batch` with `nft -f -`.
-pub(crate) fn apply(batch: &str) -> Result<()> {
-    let nft = binary().ok_or_else(|| Error::Invalid("nft is not installed".to_owned()))?;
-    let fail = |message: String| Error::Plugin {
+/// An `nft -f -` running a batch.
+pub(crate) struct Pending {
+    child: std::process::Child,
+}
+
+fn failure(message: String) -> Error {
+    Error::Plugin {
         network: crate::config::DEFAULT_NETWORK.to_owned(),
         plugin: "nftables".to_owned(),
         command: "nft -f -",
         message,
-    };
+    }
+}
+
+/// Starts `nft -f -` on `batch` (its input written and closed): the caller does its
+/// netlink work meanwhile, then [`Pending::wait`]s.
+pub(crate) fn spawn(batch: &str) -> Result<Pending> {
+    let nft = binary().ok_or_else(|| Error::Invalid("nft is not installed".to_owned()))?;
     let mut child = Command::new(&nft)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot run {}: {e}", nft.display())))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(batch.as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| failure(format!("cannot run {}: {e}", nft.display())))?;
+    // A batch is a few kB at most: it fits in the pipe, so writing it never blocks.
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(batch.as_bytes()));
+    let pending = Pending { child };
+    match written {
+        Some(Err(e)) => {
+            let _ = pending.wait();
+            Err(failure(e.to_string()))
+        }
+        _ => Ok(pending),
     }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if out.status.success() {
-        return Ok(());
+}
+
+impl Pending {
+    /// Waits for `nft`: its first error line when it failed.
+    pub(crate) fn wait(self) -> Result<()> {
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| failure(e.to_string()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stderr);
+        let first = text
+            .lines()
+            .find(|l| l.starts_with("Error"))
+            .or_else(|| text.lines().next())
+            .unwrap_or("failed");
+        Err(failure(first.trim().to_owned()))
     }
-    let text = String::from_utf8_lossy(&out.stderr);
-    let first = text
-        .lines()
-        .find(|l| l.starts_with("Error"))
-        .or_else(|| text.lines().next())
-        .unwrap_or("failed");
-    Err(fail(first.trim().to_owned()))
 }
 
 #[cfg(test)]
