@@ -47,7 +47,8 @@ pub(crate) fn recognise(list: &NetworkList) -> Option<DefaultNet> {
         return None;
     }
     let bridge = list.raw["plugins"][0]["bridge"].as_str()?;
-    let valid_name = !bridge.is_empty()
+    // An interface name (it is also a path below /proc/sys/net/ipv4/conf).
+    let valid_name = !matches!(bridge, "" | "." | "..")
         && bridge.len() <= 15
         && bridge
             .chars()
@@ -324,6 +325,8 @@ mod tests {
             .expect("plugins")
             .push(json!({"type": "bandwidth"}));
         assert!(recognise(&parse(&extra).expect("list")).is_none());
+        let dots = default_list(DEFAULT_NETWORK, "..", subnet, None);
+        assert!(recognise(&parse(&dots).expect("list")).is_none());
         assert_eq!(host_veth("a", "eth0"), host_veth("a", "eth0"));
         assert_ne!(host_veth("a", "eth0"), host_veth("b", "eth0"));
     }

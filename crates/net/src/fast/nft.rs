@@ -124,7 +124,15 @@ fn elements(pod: &PodRules<'_>) -> Vec<(&'static str, String)> {
         ("pods", ip.to_string()),
     ];
     for p in pod.ports {
-        let key = format!("{} . {}", p.protocol, p.host_port);
+        // Only a protocol nft knows by this name goes into the batch's text (a cached
+        // entry's ports are read back from disk).
+        let Some(protocol) = ["tcp", "udp", "sctp"]
+            .into_iter()
+            .find(|known| *known == p.protocol)
+        else {
+            continue;
+        };
+        let key = format!("{protocol} . {}", p.host_port);
         let to = format!("{ip} . {}", p.container_port);
         match p.host_ip {
             Some(IpAddr::V4(host)) if !host.is_unspecified() => {
@@ -275,6 +283,14 @@ mod tests {
         {
             assert!(line.contains("@pods"), "{line}");
         }
+        let odd = [PortMapping {
+            host_ip: None,
+            host_port: 1,
+            container_port: 2,
+            protocol: "tcp; flush ruleset".to_owned(),
+        }];
+        let injected = add_batch(&PodRules { ports: &odd, ..pod });
+        assert!(!injected.contains("flush ruleset"), "{injected}");
         let del = del_batch(&pod);
         assert!(
             del.contains("delete element inet peapod ports { tcp . 8080 }"),
