@@ -2,7 +2,8 @@
 //! directories) through the in-process fast path and, with `PEAPOD_NETWORK_BACKEND=cni`,
 //! through its CNI plugins, side by side: addresses in the subnet, two pods reaching each
 //! other through the bridge, a published port answering on 127.0.0.1, and `pod rm`
-//! leaving no veth, lease, cache entry or nftables element. A `pod create` killed in the
+//! leaving no veth, lease, cache entry or nftables element; pods of both paths on one
+//! network share the leases and either path removes either. A `pod create` killed in the
 //! middle of the fast path, and a fast-path pod lost as in a reboot, are undone too.
 
 mod support;
@@ -256,4 +257,42 @@ fn a_pod_create_killed_in_the_fast_path_and_a_fast_pod_lost_in_a_crash_are_undon
     assert!(next_ip == lost_ip || !leases.join(&lost_ip).exists());
     pods.remove_all();
     assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn pods_made_by_either_path_share_the_leases_and_either_removes_them() {
+    let Some((net, mut pods)) = setup("fast") else {
+        return;
+    };
+    let backend = |pods: &mut Pods, b: &str| {
+        for (k, v) in pods.env.iter_mut() {
+            if k == "PEAPOD_NETWORK_BACKEND" {
+                *v = PathBuf::from(b);
+            }
+        }
+    };
+    let (fast, cni) = (name("by-fast"), name("by-cni"));
+    pods.create(&fast, &["--network", "peapod"]);
+    backend(&mut pods, "cni");
+    pods.create(&cni, &["--network", "peapod"]);
+    let mut kinds = cached_kinds(&net);
+    kinds.sort();
+    assert_eq!(kinds, ["cniCacheV1", "peapodFastV1"]);
+    // host-local's leases: the CNI pod got the next address, not the fast pod's.
+    let (ip_fast, ip_cni) = (ip_of(&pods, &fast), ip_of(&pods, &cni));
+    assert_ne!(ip_fast, ip_cni);
+    let rootfs = pods.rootfs.path.clone();
+    let out = pods.run(&cni, &rootfs, &[], &format!("ping -c 1 -W 5 {ip_fast}"));
+    assert_eq!(out.code, 0, "{out:?}");
+    // A peapod set to the fast path removes the CNI pod through its plugins, and one set
+    // to CNI removes the fast pod through the fast path: the cache entry says which.
+    backend(&mut pods, "fast");
+    let out = pods.peapod(&["pod", "rm", "-f", &cni]);
+    assert_eq!(out.code, 0, "{out:?}");
+    pods.names.retain(|n| n != &cni);
+    assert_eq!(cached_kinds(&net), ["peapodFastV1"]);
+    backend(&mut pods, "cni");
+    pods.remove_all();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    assert!(!nft_table().contains(&format!("{ip_fast} ")));
 }
