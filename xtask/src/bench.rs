@@ -1,10 +1,11 @@
-//! `cargo xtask bench [run] [init] [lifecycle] [pod]`: whole-process timings, median of several
+//! `cargo xtask bench [run] [init] [lifecycle] [pod] [podnet]`: whole-process timings, median of several
 //! runs, side by side with the floor `unshare` sets and with runc, crun, tini, dumb-init and
 //! catatonit where they are installed. With no argument, every section.
 
 mod init;
 mod lifecycle;
 mod pod;
+mod podnet;
 
 pub(crate) use init::orphan_burst;
 
@@ -25,10 +26,10 @@ pub(crate) fn run(args: &[String]) -> Result {
     let wants = |section: &str| all || args.iter().any(|a| a == section);
     if let Some(unknown) = args
         .iter()
-        .find(|a| !["run", "init", "lifecycle", "pod"].contains(&a.as_str()))
+        .find(|a| !["run", "init", "lifecycle", "pod", "podnet"].contains(&a.as_str()))
     {
         return Err(format!(
-            "unknown bench section {unknown:?} (try: run, init, lifecycle, pod)"
+            "unknown bench section {unknown:?} (try: run, init, lifecycle, pod, podnet)"
         ));
     }
     if wants("run") {
@@ -42,6 +43,9 @@ pub(crate) fn run(args: &[String]) -> Result {
     }
     if wants("pod") {
         pod::run()?;
+    }
+    if wants("podnet") {
+        podnet::run()?;
     }
     Ok(())
 }

@@ -1166,6 +1166,15 @@ pub(crate) struct CniArgs {
         env = "PEAPOD_CNI_CACHE_DIR"
     )]
     pub cache_dir: Option<PathBuf>,
+    /// How the default network `peapod` is attached: `fast` (in-process: netlink and one
+    /// nftables batch, while its list is the one peapod wrote) or `cni` (its plugins).
+    #[arg(
+        long = "network-backend",
+        value_name = "fast|cni",
+        env = "PEAPOD_NETWORK_BACKEND",
+        default_value = "fast"
+    )]
+    pub backend: peapod_pod::peapod_net::Backend,
 }
 
 impl CniArgs {
@@ -1181,6 +1190,7 @@ impl CniArgs {
         if let Some(dir) = &self.cache_dir {
             cni.cache_dir.clone_from(dir);
         }
+        cni.backend = self.backend;
         cni
     }
 }

@@ -29,6 +29,31 @@ pub struct Cni {
     pub cache_dir: PathBuf,
     /// How long one plugin call may take.
     pub timeout: Duration,
+    /// How the default network is attached (every other network runs its plugins).
+    pub backend: Backend,
+}
+
+/// How peapod's own default network is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// In-process ([`crate::fast`]): netlink and one nftables batch, while the default
+    /// network's list is the one peapod wrote and `nft` is installed; else its plugins.
+    #[default]
+    Fast,
+    /// Its CNI plugins, as every other network.
+    Cni,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "fast" => Ok(Backend::Fast),
+            "cni" => Ok(Backend::Cni),
+            _ => Err(format!("{s:?} is not a network backend (fast or cni)")),
+        }
+    }
 }
 
 impl Default for Cni {
@@ -40,6 +65,7 @@ impl Default for Cni {
             plugin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             cache_dir: PathBuf::from("/var/lib/peapod/cni"),
             timeout: Duration::from_secs(30),
+            backend: Backend::default(),
         }
     }
 }
@@ -203,6 +229,10 @@ impl Cni {
     /// missing one changes nothing; a plugin that fails is followed by a DEL of the list, so
     /// nothing half-made stays.
     pub fn add(&self, list: &NetworkList, att: &Attachment) -> Result<Added> {
+        let file = cache::path(&self.cache_dir, &list.name, &att.container_id, &att.ifname);
+        if let Some(net) = self.fast_path(list) {
+            return crate::fast::add(&file, list, &net, att);
+        }
         for plugin in list.plugins() {
             self.plugin(&list.name, plugin["type"].as_str().unwrap_or_default())?;
         }
@@ -226,7 +256,6 @@ impl Cni {
             result: None,
             owner: att.owner.clone(),
         };
-        let file = cache::path(&self.cache_dir, &list.name, &att.container_id, &att.ifname);
         cache::save(&file, &entry)?;
         let mut prev: Option<Value> = None;
         for plugin in list.plugins() {
@@ -267,6 +296,14 @@ impl Cni {
         })
     }
 
+    /// The default network's settings when it is attached through the fast path.
+    fn fast_path(&self, list: &NetworkList) -> Option<crate::fast::DefaultNet> {
+        if self.backend != Backend::Fast || crate::fast::nft::binary().is_none() {
+            return None;
+        }
+        crate::fast::recognise(list)
+    }
+
     /// CHECK: asks each plugin whether the attachment is still as ADD made it (not for
     /// lists with `disableCheck`, nor before cniVersion 0.4.0, which has no CHECK).
     pub fn check(&self, cache_file: &Path) -> Result<()> {
@@ -276,6 +313,9 @@ impl Cni {
                 cache_file.display()
             )));
         };
+        if entry.kind == crate::fast::KIND {
+            return Ok(());
+        }
         let list = NetworkList::parse(Path::new("<cache>"), entry.config.to_string().as_bytes())?;
         let old = list
             .version
@@ -299,7 +339,10 @@ impl Cni {
         let Some(entry) = cache::load(cache_file)? else {
             return Ok(());
         };
-        self.del_entry(&entry)?;
+        match entry.kind.as_str() {
+            crate::fast::KIND => crate::fast::detach(&entry)?,
+            _ => self.del_entry(&entry)?,
+        }
         match std::fs::remove_file(cache_file) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -10,6 +10,9 @@
 //!   timeout. A failed ADD is followed by a DEL.
 //! - Each attachment is cached on disk ([`CacheEntry`], as libcni's `results/` cache) before
 //!   its first plugin runs, so that DEL runs with exactly what ADD had, also after a crash.
+//! - [`fast`]: the default network `peapod`, while its list is the one peapod wrote,
+//!   attached in-process (netlink, host-local's leases, one nftables batch) unless
+//!   [`Backend::Cni`] is asked for; cached as the plugins' attachments are.
 //! - [`ports`]: the host ports a pod publishes, checked free and held ([`ports::claim`]).
 //! - [`usermode`]: pasta or slirp4netns, the user-mode network of a rootless pod.
 //! - [`etc`]: `/etc/hosts` and `/etc/resolv.conf` (loopback resolvers replaced by the
@@ -42,13 +45,14 @@ mod config;
 mod error;
 pub mod etc;
 mod exec;
+pub mod fast;
 pub mod ports;
 pub mod usermode;
 
 pub use cache::{
     entries as cache_entries, load as load_cache_entry, path as cache_path, CacheEntry,
 };
-pub use cni::{addresses, parse_result, Added, Attachment, Cni, PortMapping};
+pub use cni::{addresses, parse_result, Added, Attachment, Backend, Cni, PortMapping};
 pub use config::{
     default_bridge, default_lease_dir, default_list, find, find_or_default, host_routes, overlaps,
     pick_subnet, NetworkList, DEFAULT_BRIDGE, DEFAULT_CONFIG_DIR, DEFAULT_NETWORK,

@@ -43,6 +43,7 @@ impl Fixture {
             plugin_dirs: vec![self.dir.path().join("plugins")],
             cache_dir: self.dir.path().join("cache"),
             timeout,
+            backend: peapod_net::Backend::Cni,
         }
     }
 

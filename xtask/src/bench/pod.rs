@@ -28,6 +28,7 @@ pub(crate) fn run() -> Result {
         state: &state,
         rootfs: &rootfs_dir,
         net: &net,
+        backend: None,
     };
 
     println!("== pods: create + 2 detached containers, median of {RUNS} (after a warm-up)\n");
@@ -126,34 +127,40 @@ const PODMAN_RUNS: usize = 5;
 
 /// A CNI network of the bench's own (bridge `ppbench0`, a free /24 of 10.250.0.0/16, its
 /// configuration, leases and cache under `target/bench-pod-net`), removed on drop.
-struct BenchNet {
+pub(super) struct BenchNet {
     dir: PathBuf,
     subnet: String,
+    name: &'static str,
+    bridge: &'static str,
 }
 
 impl BenchNet {
     fn new() -> Result<BenchNet> {
+        BenchNet::with(NETWORK, "ppbench0", "bench-pod-net")
+    }
+
+    /// A network `name` on bridge `bridge`, its files in `target/DIR`.
+    pub(super) fn with(name: &'static str, bridge: &'static str, dir: &str) -> Result<BenchNet> {
         use peapod_net::ipnet::Ipv4Net;
-        let dir = target_dir().join("bench-pod-net");
+        let dir = target_dir().join(dir);
         let _ = std::fs::remove_dir_all(&dir);
         let within: Ipv4Net = "10.250.0.0/16".parse().map_err(|e| format!("{e}"))?;
         let subnet = peapod_net::pick_subnet(within, 24, &peapod_net::host_routes())
             .ok_or("no free /24 in 10.250.0.0/16 for the bench's network")?;
-        let list = peapod_net::default_list(NETWORK, "ppbench0", subnet, Some(&dir.join("ipam")));
+        let list = peapod_net::default_list(name, bridge, subnet, Some(&dir.join("ipam")));
         std::fs::create_dir_all(dir.join("net.d")).map_err(|e| e.to_string())?;
-        std::fs::write(
-            dir.join(format!("net.d/{NETWORK}.conflist")),
-            list.to_string(),
-        )
-        .map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(format!("net.d/{name}.conflist")), list.to_string())
+            .map_err(|e| e.to_string())?;
         Ok(BenchNet {
             dir,
             subnet: subnet.to_string(),
+            name,
+            bridge,
         })
     }
 
     /// Veths on the bridge, leases, cache entries and iptables rules naming the subnet.
-    fn leftovers(&self) -> Vec<String> {
+    pub(super) fn leftovers(&self) -> Vec<String> {
         let out = |args: &[&str]| {
             Command::new(args[0])
                 .args(&args[1..])
@@ -162,7 +169,7 @@ impl BenchNet {
                 .unwrap_or_default()
         };
         let mut left = Vec::new();
-        let veths = out(&["ip", "-o", "link", "show", "master", "ppbench0"])
+        let veths = out(&["ip", "-o", "link", "show", "master", self.bridge])
             .lines()
             .count();
         let count = |dir: PathBuf| {
@@ -177,18 +184,19 @@ impl BenchNet {
                 })
                 .unwrap_or(0)
         };
-        let leases = count(self.dir.join("ipam").join(NETWORK));
+        let leases = count(self.dir.join("ipam").join(self.name));
         let cached = count(self.dir.join("cache/results"));
         let prefix = self.subnet.trim_end_matches(".0/24").to_owned() + ".";
         let rules = out(&["iptables-save"])
             .lines()
+            .chain(out(&["nft", "list", "table", "inet", "peapod"]).lines())
             .filter(|l| l.contains(&prefix))
             .count();
         for (n, what) in [
             (veths, "veths"),
             (leases, "leases"),
             (cached, "cache entries"),
-            (rules, "iptables rules"),
+            (rules, "iptables or nftables rules"),
         ] {
             if n > 0 {
                 left.push(format!("{n} {what}"));
@@ -201,7 +209,7 @@ impl BenchNet {
 impl Drop for BenchNet {
     fn drop(&mut self) {
         let _ = Command::new("ip")
-            .args(["link", "del", "ppbench0"])
+            .args(["link", "del", self.bridge])
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -302,11 +310,13 @@ fn podman(rootfs: &Path, net: &BenchNet) -> Result<Option<(Duration, Duration)>>
     result.map(Some)
 }
 
-struct Bench<'a> {
-    peapod: &'a Path,
-    state: &'a Path,
-    rootfs: &'a Path,
-    net: &'a BenchNet,
+pub(super) struct Bench<'a> {
+    pub(super) peapod: &'a Path,
+    pub(super) state: &'a Path,
+    pub(super) rootfs: &'a Path,
+    pub(super) net: &'a BenchNet,
+    /// `PEAPOD_NETWORK_BACKEND`, when set.
+    pub(super) backend: Option<&'a str>,
 }
 
 impl Bench<'_> {
@@ -333,10 +343,11 @@ impl Bench<'_> {
         Ok((median(create_times), median(rm_times), median(rss)))
     }
 
-    fn peapod(&self, args: &[&str]) -> Result<String> {
+    pub(super) fn peapod(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(self.peapod)
             .env("PEAPOD_CNI_CONFIG_DIR", self.net.dir.join("net.d"))
             .env("PEAPOD_CNI_CACHE_DIR", self.net.dir.join("cache"))
+            .envs(self.backend.map(|b| ("PEAPOD_NETWORK_BACKEND", b)))
             .arg("--root")
             .arg(self.state)
             .args(args)
@@ -354,7 +365,7 @@ impl Bench<'_> {
     }
 
     /// A pod on `network` with two sleeping containers (`POD-a`, `POD-b`).
-    fn pod_with_two(&self, pod: &str, network: &str) -> Result {
+    pub(super) fn pod_with_two(&self, pod: &str, network: &str) -> Result {
         self.peapod(&["pod", "create", "--network", network, pod])?;
         let root = self.rootfs.to_string_lossy();
         for c in ["a", "b"] {
@@ -417,7 +428,7 @@ where
 }
 
 /// Reaps what was re-parented to us (when an earlier section made xtask a subreaper).
-fn reap() {
+pub(super) fn reap() {
     // SAFETY: waitpid with WNOHANG and a null status pointer only reaps exited children.
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
 }
@@ -482,6 +493,6 @@ fn pod_cgroups() -> usize {
         .count()
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }

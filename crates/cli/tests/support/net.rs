@@ -86,6 +86,17 @@ impl TestNet {
         ]
     }
 
+    /// What names this network in a rule: its subnet (as a whole and its addresses'
+    /// first three octets), its bridge, and its name unless it is the default `peapod`,
+    /// which other tests' networks (and the fast path's table) are named too.
+    fn marks(&self) -> Vec<String> {
+        let mut marks = vec![self.subnet.to_string(), self.prefix(), self.bridge.clone()];
+        if self.name != "peapod" {
+            marks.push(self.name.clone());
+        }
+        marks
+    }
+
     /// The gateway address (the bridge's).
     pub fn gateway(&self) -> String {
         let base = u32::from(self.subnet.network());
@@ -127,11 +138,15 @@ impl TestNet {
             .unwrap_or_default()
             .to_owned()
             + ".";
-        for line in output(&["iptables-save"])
-            .lines()
-            .chain(output(&["nft", "list", "ruleset"]).lines())
-        {
-            if line.contains(&prefix) || line.contains(&self.bridge) || line.contains(&self.name) {
+        for line in output(&["iptables-save"]).lines() {
+            if self.marks().iter().any(|m| line.contains(m.as_str())) || line.contains(&prefix) {
+                left.push(format!("rule: {}", line.trim()));
+            }
+        }
+        // nftables by address and bridge only: the default network's name is also the
+        // name of the fast path's table (`inet peapod`), which other pods may be using.
+        for line in output(&["nft", "list", "ruleset"]).lines() {
+            if line.contains(&prefix) || line.contains(&self.bridge) {
                 left.push(format!("rule: {}", line.trim()));
             }
         }
@@ -142,7 +157,8 @@ impl TestNet {
 impl Drop for TestNet {
     fn drop(&mut self) {
         // Rules a failed test's pods may have left, by what they name.
-        remove_rules_naming(&[&self.subnet.to_string(), &self.bridge, &self.name]);
+        let marks = self.marks();
+        remove_rules_naming(&marks.iter().map(String::as_str).collect::<Vec<_>>());
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();

@@ -1,0 +1,298 @@
+//! The default network `peapod` (a test's own: its bridge, subnet, lease and cache
+//! directories) through the in-process fast path and, with `PEAPOD_NETWORK_BACKEND=cni`,
+//! through its CNI plugins, side by side: addresses in the subnet, two pods reaching each
+//! other through the bridge, a published port answering on 127.0.0.1, and `pod rm`
+//! leaving no veth, lease, cache entry or nftables element; pods of both paths on one
+//! network share the leases and either path removes either. A `pod create` killed in the
+//! middle of the fast path, and a fast-path pod lost as in a reboot, are undone too.
+
+mod support;
+
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::net::{available, TestNet};
+use support::pods::Pods;
+use support::wait_until;
+
+/// The default network of the test's own, through `backend`; `None` after saying why the
+/// test is skipped.
+fn setup(backend: &str) -> Option<(TestNet, Pods)> {
+    if !available() {
+        return None;
+    }
+    if backend == "fast" && Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: no nft (the fast path needs it)");
+        return None;
+    }
+    let net = TestNet::named(Some("peapod"), 24);
+    let mut pods = Pods::new()?;
+    pods.env = net.env();
+    pods.env
+        .push(("PEAPOD_NETWORK_BACKEND".into(), PathBuf::from(backend)));
+    Some((net, pods))
+}
+
+/// A pod name of this test process's own: pods' cgroups are named by the pod, and other
+/// test processes may be making pods of the same short names at the same time.
+fn name(short: &str) -> String {
+    format!("nf{}-{short}", std::process::id())
+}
+
+fn ip_of(pods: &Pods, pod: &str) -> String {
+    let ps = pods.ps_json(pod);
+    let address = ps["addresses"][0].as_str().unwrap_or_default();
+    address.split('/').next().unwrap_or_default().to_owned()
+}
+
+/// The `kind` of every cached attachment of the network (which path made them).
+fn cached_kinds(net: &TestNet) -> Vec<String> {
+    std::fs::read_dir(net.dir.join("cache/results"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `nft list table inet peapod` (empty when there is none).
+fn nft_table() -> String {
+    Command::new("nft")
+        .args(["list", "table", "inet", "peapod"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn fetch(addr: &str) -> String {
+    let addr: SocketAddr = addr.parse().expect("address");
+    let mut text = String::new();
+    wait_until(&format!("an answer from {addr}"), || {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        text.clear();
+        stream.read_to_string(&mut text).is_ok() && !text.is_empty()
+    });
+    text
+}
+
+/// Two pods and a published port on the default network through `backend`, whose cache
+/// entries are of `kind`; then nothing left.
+fn pods_talk_and_leave_nothing(backend: &str, kind: &str) {
+    let Some((net, mut pods)) = setup(backend) else {
+        return;
+    };
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let (a, b) = (name(&format!("{backend}-a")), name(&format!("{backend}-b")));
+    pods.create(&a, &["--network", "peapod", "-p", &publish]);
+    pods.create(&b, &["--network", "peapod"]);
+    assert_eq!(cached_kinds(&net), [kind, kind]);
+    let (ip_a, ip_b) = (ip_of(&pods, &a), ip_of(&pods, &b));
+    for ip in [&ip_a, &ip_b] {
+        let ip: std::net::Ipv4Addr = ip.parse().expect("an IPv4 address");
+        assert!(net.subnet.contains(&ip), "{ip} not in {}", net.subnet);
+        assert_ne!(ip.to_string(), net.gateway());
+    }
+    assert_ne!(ip_a, ip_b);
+    let rootfs = pods.rootfs.path.clone();
+    // Through the bridge, both ways; the pod's eth0 and route as the bridge plugin's.
+    let out = pods.run(&b, &rootfs, &[], &format!("ping -c 1 -W 5 {ip_a}"));
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = pods.run(
+        &a,
+        &rootfs,
+        &[],
+        &format!("ping -c 1 -W 5 {ip_b} && ip -4 -o addr show eth0 && ip route"),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(&format!("inet {ip_a}/24")), "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("default via {}", net.gateway())),
+        "{out:?}"
+    );
+    let root = pods.rootfs.arg().to_owned();
+    let served = pods.peapod(&[
+        "run",
+        "--pod",
+        &a,
+        "--rootfs",
+        &root,
+        "--name",
+        "server",
+        "--detach",
+        "--",
+        "/bin/nc",
+        "-ll",
+        "-p",
+        "80",
+        "-e",
+        "/bin/echo",
+        "published",
+    ]);
+    assert_eq!(served.code, 0, "{served:?}");
+    assert_eq!(fetch(&format!("127.0.0.1:{port}")), "published\n");
+    assert_eq!(fetch(&format!("{}:{port}", net.gateway())), "published\n");
+    if backend == "fast" {
+        let table = nft_table();
+        assert!(table.contains(&format!("{ip_a} . 80")), "{table}");
+    }
+    pods.remove_all();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    let table = nft_table();
+    for ip in [&ip_a, &ip_b] {
+        assert!(!table.contains(ip.as_str()), "{ip} left in {table}");
+    }
+}
+
+#[test]
+fn the_default_network_through_the_fast_path_talks_publishes_and_leaves_nothing() {
+    pods_talk_and_leave_nothing("fast", "peapodFastV1");
+}
+
+#[test]
+fn the_default_network_through_its_cni_plugins_does_the_same() {
+    pods_talk_and_leave_nothing("cni", "cniCacheV1");
+}
+
+#[test]
+fn a_pod_create_killed_in_the_fast_path_and_a_fast_pod_lost_in_a_crash_are_undone() {
+    let Some((net, mut pods)) = setup("fast") else {
+        return;
+    };
+    // The test holds the lease directory's lock, as host-local would: the fast path waits
+    // there, after its cache entry is written, and is killed while it waits.
+    let leases = net.dir.join("ipam/peapod");
+    std::fs::create_dir_all(&leases).expect("lease dir");
+    let lock = std::fs::File::create(leases.join("lock")).expect("lock");
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock");
+    let killed = name("killed");
+    pods.names.push(killed.clone());
+    let init = pods.init.display().to_string();
+    let mut cmd = pods.rootfs.peapod();
+    cmd.envs(pods.env.iter().map(|(k, v)| (k, v)));
+    cmd.args([
+        "pod",
+        "create",
+        "--init-path",
+        &init,
+        "--network",
+        "peapod",
+        &killed,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    wait_until("the fast path's cache entry", || {
+        cached_kinds(&net).len() == 1
+    });
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    drop(held);
+    let out = pods.peapod(&["pod", "rm", "-f", &killed]);
+    assert_eq!(out.code, 0, "{out:?}");
+    pods.names.clear();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    // A whole fast-path pod lost as in a reboot: its processes, pins and state gone, its
+    // lease, cache entry and nftables elements not. The next `pod create` reaps them.
+    let lost = name("lost");
+    pods.create(&lost, &["--network", "peapod"]);
+    let lost_ip = ip_of(&pods, &lost);
+    assert!(nft_table().contains(&lost_ip));
+    let dir = pods.rootfs.state_root().join(".pods").join(&lost);
+    let infra = pods.ps_json(&lost)["infra_pid"]
+        .as_i64()
+        .expect("infra pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(infra),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    for pin in std::fs::read_dir(dir.join("ns")).expect("ns").flatten() {
+        let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("pod.json")).expect("record"))
+            .expect("json");
+    std::fs::remove_dir_all(&dir).expect("remove the pod's state");
+    pods.names.clear();
+    for path in record["cgroup_paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+    {
+        let _ = std::fs::remove_dir(format!("{path}/infra"));
+        let _ = std::fs::remove_dir(path);
+    }
+    assert!(leases.join(&lost_ip).exists());
+    let next = name("next");
+    pods.create(&next, &["--network", "peapod"]);
+    assert_eq!(
+        cached_kinds(&net).len(),
+        1,
+        "lost's entry reaped, next's made"
+    );
+    let table = nft_table();
+    let next_ip = ip_of(&pods, &next);
+    assert!(
+        next_ip == lost_ip || !table.contains(&format!("{lost_ip} ")),
+        "{table}"
+    );
+    assert!(next_ip == lost_ip || !leases.join(&lost_ip).exists());
+    pods.remove_all();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn pods_made_by_either_path_share_the_leases_and_either_removes_them() {
+    let Some((net, mut pods)) = setup("fast") else {
+        return;
+    };
+    let backend = |pods: &mut Pods, b: &str| {
+        for (k, v) in pods.env.iter_mut() {
+            if k == "PEAPOD_NETWORK_BACKEND" {
+                *v = PathBuf::from(b);
+            }
+        }
+    };
+    let (fast, cni) = (name("by-fast"), name("by-cni"));
+    pods.create(&fast, &["--network", "peapod"]);
+    backend(&mut pods, "cni");
+    pods.create(&cni, &["--network", "peapod"]);
+    let mut kinds = cached_kinds(&net);
+    kinds.sort();
+    assert_eq!(kinds, ["cniCacheV1", "peapodFastV1"]);
+    // host-local's leases: the CNI pod got the next address, not the fast pod's.
+    let (ip_fast, ip_cni) = (ip_of(&pods, &fast), ip_of(&pods, &cni));
+    assert_ne!(ip_fast, ip_cni);
+    let rootfs = pods.rootfs.path.clone();
+    let out = pods.run(&cni, &rootfs, &[], &format!("ping -c 1 -W 5 {ip_fast}"));
+    assert_eq!(out.code, 0, "{out:?}");
+    // A peapod set to the fast path removes the CNI pod through its plugins, and one set
+    // to CNI removes the fast pod through the fast path: the cache entry says which.
+    backend(&mut pods, "fast");
+    let out = pods.peapod(&["pod", "rm", "-f", &cni]);
+    assert_eq!(out.code, 0, "{out:?}");
+    pods.names.retain(|n| n != &cni);
+    assert_eq!(cached_kinds(&net), ["peapodFastV1"]);
+    backend(&mut pods, "cni");
+    pods.remove_all();
+    assert_eq!(net.leftovers(), Vec::<String>::new());
+    assert!(!nft_table().contains(&format!("{ip_fast} ")));
+}

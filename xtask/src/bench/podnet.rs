@@ -1,0 +1,84 @@
+//! The default network's two paths side by side: a pod on the default network `peapod`
+//! (the bench's own: bridge `ppbench1`, its files in `target/bench-podnet-net`) with two
+//! detached containers, made and removed, through the in-process fast path and through
+//! the CNI plugins (`PEAPOD_NETWORK_BACKEND=cni`), taking turns, medians of [`RUNS`].
+
+use std::time::{Duration, Instant};
+
+use super::median;
+use super::pod::{ms, reap, Bench, BenchNet};
+use crate::{build_peapod, rootfs, target_dir, Result};
+
+const RUNS: usize = 5;
+
+pub(crate) fn run() -> Result {
+    let peapod = build_peapod()?;
+    let rootfs_dir = rootfs::default_dir();
+    rootfs::ensure(&rootfs_dir)?;
+    let state = target_dir().join("bench-podnet");
+    let _ = std::fs::remove_dir_all(&state);
+    let net = BenchNet::with("peapod", "ppbench1", "bench-podnet-net")?;
+    let bench = |backend| Bench {
+        peapod: &peapod,
+        state: &state,
+        rootfs: &rootfs_dir,
+        net: &net,
+        backend: Some(backend),
+    };
+    println!(
+        "== the default network: pod create + 2 x run -d, pod rm -f; fast path vs CNI, median of {RUNS}\n"
+    );
+    let backends = ["fast", "cni"];
+    let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); 2];
+    for i in 0..=RUNS {
+        for (n, backend) in backends.iter().enumerate() {
+            let bench = bench(backend);
+            let start = Instant::now();
+            bench.pod_with_two("p", "peapod")?;
+            let up = start.elapsed();
+            let start = Instant::now();
+            bench.peapod(&["pod", "rm", "-f", "p"])?;
+            let down = start.elapsed();
+            reap();
+            if i > 0 {
+                times[n].0.push(up);
+                times[n].1.push(down);
+            }
+        }
+    }
+    let totals: Vec<Duration> = times
+        .into_iter()
+        .map(|(ups, downs)| {
+            let (up, down) = (median(ups), median(downs));
+            (up, down, up + down)
+        })
+        .zip(backends)
+        .map(|((up, down, total), backend)| {
+            println!(
+                "{:<44} {:>8.1} ms  (create {:.1}, rm {:.1})",
+                format!("default network, {backend}"),
+                ms(total),
+                ms(up),
+                ms(down)
+            );
+            total
+        })
+        .collect();
+    println!(
+        "{:<44} {:>8.2}x",
+        "fast path / CNI",
+        totals[0].as_secs_f64() / totals[1].as_secs_f64()
+    );
+    let left = net.leftovers();
+    println!(
+        "{:<44} {}\n",
+        "left behind",
+        if left.is_empty() {
+            "nothing".to_owned()
+        } else {
+            left.join("; ")
+        }
+    );
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
