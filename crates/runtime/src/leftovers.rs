@@ -65,7 +65,7 @@ fn lock_abandoned(
 
 /// The variable that stops `peapod` at a named point of its work, for the crash tests: when
 /// it names `point`, [`failpoint`] says `failpoint POINT` on stderr and waits there until the
-/// process is killed. A test thus kills peapod exactly where it means to, and checks that
+/// process is killed (or two minutes have passed: then it exits). A test thus kills peapod exactly where it means to, and checks that
 /// the next command reaps what was made so far. Documented in ARCHITECTURE.md ("Crashes").
 pub const FAILPOINT_VAR: &str = "PEAPOD_FAILPOINT";
 
@@ -73,7 +73,8 @@ pub const FAILPOINT_VAR: &str = "PEAPOD_FAILPOINT";
 /// (a `run -d` monitor's stderr is its container's log, which the test does not read).
 pub const FAILPOINT_PID_VAR: &str = "PEAPOD_FAILPOINT_PID_FILE";
 
-/// Waits forever at `point` when [`FAILPOINT_VAR`] names it (see there); else nothing.
+/// Waits (at most two minutes) at `point` when [`FAILPOINT_VAR`] names it (see there); else
+/// nothing.
 pub fn failpoint(point: &str) {
     match std::env::var_os(FAILPOINT_VAR) {
         Some(v) if v == point => {}
@@ -87,7 +88,15 @@ pub fn failpoint(point: &str) {
         let _ = std::fs::write(&tmp, std::process::id().to_string())
             .and_then(|()| std::fs::rename(&tmp, &file));
     }
-    loop {
-        std::thread::park();
+    // Bounded, so that one whose test was itself killed does not stay: the tests kill it
+    // within seconds of its standing here.
+    let deadline = std::time::Instant::now() + FAILPOINT_WAIT;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        std::thread::park_timeout(left);
     }
+    let _ = writeln!(std::io::stderr(), "failpoint {point}: nobody came, exiting");
+    std::process::exit(125);
 }
+
+/// How long a process waits at its failpoint for the test to kill it.
+const FAILPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
