@@ -39,7 +39,14 @@ use qemu::{boot, RESULT};
 /// The test binaries of `crates/cli/tests/` that run in the guest; one that does not exist
 /// (yet) is left out. The rest need nothing a cgroup-v2 machine changes, or need a network
 /// the guest does not have (network, pull), or the host's daemons (podman, CRI).
-const TESTS: &[&str] = &["cgroups", "pod", "explain", "devices", "escape"];
+const TESTS: &[&str] = &[
+    "cgroups",
+    "pod",
+    "explain",
+    "devices",
+    "escape",
+    "rootless_ids",
+];
 
 /// What the guest loads: the virtio PCI transport and 9p for the host's root, overlayfs for
 /// the writable layer over it (and for containers of images). No veth or bridge: the pods of

@@ -245,3 +245,138 @@ fn rootless_image_with_user_1000_without_ranges_says_how_to_get_them() {
     assert_eq!(root.stdout, "mine\n");
     rootfs.assert_nothing_left();
 }
+
+/// A cgroup v2 subtree delegated to a test's user, as systemd's `user@UID.service` is: root's
+/// `TOP` (memory and pids enabled below it), the user's `TOP/user` (the directory,
+/// `cgroup.procs`, `cgroup.subtree_control` and `cgroup.threads` chowned to the user) and a
+/// leaf `TOP/user/session` for the user's processes. On drop everything in it is killed and
+/// the directories are removed, deepest first.
+struct Delegated {
+    top: PathBuf,
+    user: PathBuf,
+    session: PathBuf,
+}
+
+impl Delegated {
+    fn new(mount: &Path, user: &TestUser) -> Option<Delegated> {
+        let root_control =
+            std::fs::read_to_string(mount.join("cgroup.subtree_control")).unwrap_or_default();
+        if !["memory", "pids"]
+            .iter()
+            .all(|c| root_control.split_whitespace().any(|e| e == *c))
+        {
+            eprintln!("skipped: the cgroup v2 root does not enable memory and pids for children");
+            return None;
+        }
+        let top = mount.join(format!(
+            "peapod-rootids-{}-{}",
+            std::process::id(),
+            user.uid
+        ));
+        let made = Delegated {
+            user: top.join("user"),
+            session: top.join("user/session"),
+            top,
+        };
+        std::fs::create_dir(&made.top).expect("mkdir top");
+        std::fs::write(made.top.join("cgroup.subtree_control"), "+memory +pids")
+            .expect("enable memory and pids");
+        std::fs::create_dir(&made.user).expect("mkdir user");
+        std::fs::create_dir(&made.session).expect("mkdir session");
+        let (uid, gid) = (Some(user.uid.into()), Some(user.gid.into()));
+        for name in [
+            "",
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "cgroup.threads",
+        ] {
+            for dir in [&made.user, &made.session] {
+                let path = if name.is_empty() {
+                    dir.clone()
+                } else {
+                    dir.join(name)
+                };
+                nix::unistd::chown(&path, uid, gid).expect("chown");
+            }
+        }
+        Some(made)
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        // cgroup.kill (Linux 5.14) kills every process below, in one write.
+        let _ = std::fs::write(self.top.join("cgroup.kill"), "1");
+        support::wait_until("the delegated cgroup to empty", || {
+            std::fs::read_to_string(self.top.join("cgroup.events"))
+                .map(|e| e.contains("populated 0"))
+                .unwrap_or(true)
+        });
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.top.clone()];
+        while let Some(dir) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            dirs.push(dir);
+        }
+        for dir in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn rootless_limits_go_into_a_delegated_cgroup_v2_subtree() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Ok(peapod_cgroups::Layout::V2(unified)) = peapod_cgroups::Layout::detect() else {
+        eprintln!("skipped: not a pure cgroup v2 host (cargo xtask vm runs this test on one)");
+        return;
+    };
+    let Some(user) = TestUser::new(rootfs.scratch(), false) else {
+        return;
+    };
+    let Some(tree) = Delegated::new(&unified.mount, &user) else {
+        return;
+    };
+    let id = "rootless-delegated";
+    let run = user.peapod_in_cgroup(
+        &tree.session,
+        &[
+            "run",
+            "-d",
+            "--name",
+            id,
+            "--memory",
+            "64m",
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    // Beside the session's cgroup, in the user's delegated one, as below user@UID.service.
+    let cgroup = tree.user.join("peapod").join(id);
+    let limit = std::fs::read_to_string(cgroup.join("memory.max")).expect("memory.max");
+    assert_eq!(limit.trim(), "67108864");
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("cgroup.procs");
+    assert!(!procs.trim().is_empty(), "the container runs in its cgroup");
+    let rm = user.peapod(&["rm", "-f", id]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+    assert!(!cgroup.exists(), "the container's cgroup is left");
+    assert!(
+        !tree.user.join("peapod").exists(),
+        "the empty peapod parent is left"
+    );
+    drop(tree);
+    rootfs.assert_nothing_left();
+}

@@ -104,6 +104,43 @@ impl TestUser {
 
     /// `peapod --root HOME/state --storage HOME/storage ARGS` as the user.
     pub fn peapod(&self, args: &[&str]) -> Outcome {
+        let mut child = self.command(args);
+        child.uid(self.uid).gid(self.gid);
+        finish(spawn_copied(child))
+    }
+
+    /// [`TestUser::peapod`], started in the cgroup v2 directory `cgroup` (moved there while
+    /// still root, then becoming the user), as a shell of the user's session would be.
+    pub fn peapod_in_cgroup(&self, cgroup: &Path, args: &[&str]) -> Outcome {
+        let mut child = self.command(args);
+        let procs = cgroup
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes();
+        let procs = std::ffi::CString::new(procs).expect("a path without NUL");
+        let (uid, gid) = (self.uid, self.gid);
+        // SAFETY: the closure only makes system calls (open, write, close, setgroups, setgid,
+        // setuid) on memory prepared before the fork.
+        unsafe {
+            child.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        finish(spawn_copied(child))
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let mut child = Command::new(&self.binary);
         child
             .arg("--root")
@@ -113,13 +150,11 @@ impl TestUser {
             .args(args)
             .env("HOME", &self.home)
             .env_remove("XDG_RUNTIME_DIR")
-            .uid(self.uid)
-            .gid(self.gid)
             .current_dir(&self.home)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        finish(spawn_copied(child))
+        child
     }
 }
 
