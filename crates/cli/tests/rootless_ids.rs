@@ -370,9 +370,30 @@ fn rootless_limits_go_into_a_delegated_cgroup_v2_subtree() {
     assert_eq!(limit.trim(), "67108864");
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("cgroup.procs");
     assert!(!procs.trim().is_empty(), "the container runs in its cgroup");
-    let rm = user.peapod(&["rm", "-f", id]);
+    // Without limits too, as podman's rootless containers on a delegated v2 tree.
+    let plain = "rootless-delegated-plain";
+    let run = user.peapod_in_cgroup(
+        &tree.session,
+        &[
+            "run",
+            "-d",
+            "--name",
+            plain,
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let plain_cgroup = tree.user.join("peapod").join(plain);
+    let procs = std::fs::read_to_string(plain_cgroup.join("cgroup.procs")).expect("its cgroup");
+    assert!(!procs.trim().is_empty(), "the container runs in its cgroup");
+    let rm = user.peapod(&["rm", "-f", id, plain]);
     assert_eq!(rm.code, 0, "{rm:?}");
     assert!(!cgroup.exists(), "the container's cgroup is left");
+    assert!(!plain_cgroup.exists(), "the container's cgroup is left");
     assert!(
         !tree.user.join("peapod").exists(),
         "the empty peapod parent is left"

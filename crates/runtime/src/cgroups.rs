@@ -30,20 +30,30 @@ pub fn create(
 ) -> Result<Option<Cgroup>> {
     let linux = spec.linux().as_ref();
     let resources = linux.and_then(|l| l.resources().as_ref());
-    let layout = Layout::detect().map_err(Error::runtime)?;
-    if rootless && resources.is_none() && parent.is_none() && !delegated(&layout) {
+    // Rootless without limits a cgroup is a bonus: only where delegated, and its failure is
+    // a warning, not the container's.
+    let optional = rootless && resources.is_none() && parent.is_none();
+    if optional && !Layout::detect().is_ok_and(|layout| delegated(&layout)) {
         tracing::debug!("rootless without linux.resources nor a delegated cgroup: no cgroup");
         return Ok(None);
     }
+    let layout = Layout::detect().map_err(Error::runtime)?;
     // Checked before anything is made, so that rules the kernel cannot follow leave no trace.
     let rules = resources.and_then(|r| r.devices().as_deref());
     let devices = DeviceFilter::new(rules.unwrap_or_default()).map_err(Error::runtime)?;
-    let cgroup = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
+    let made = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
         (Some(path), _) => Cgroup::create(&layout, &path),
         (None, Some(parent)) => parent.create_child(Path::new(id.as_str())),
         (None, None) => Cgroup::create(&layout, &Cgroup::default_path(id.as_str())),
-    }
-    .map_err(|e| refused(rootless, &layout, e))?;
+    };
+    let cgroup = match made {
+        Ok(cgroup) => cgroup,
+        Err(e) if optional => {
+            tracing::warn!("the container goes without a cgroup: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(refused(rootless, &layout, e)),
+    };
     let cgroup = limited(cgroup, resources)?;
     if let Err(e) = filter_devices(&cgroup, &devices, rootless) {
         cgroup.undo();
