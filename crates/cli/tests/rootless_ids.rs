@@ -30,17 +30,6 @@ fn image_archive(rootfs: &TestRootfs) -> PathBuf {
         dev,
     )
     .expect("mknod");
-    let tar = |args: &[&str], dir: &Path| {
-        let status = Command::new("tar")
-            .args(["--numeric-owner", "--format=posix"])
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .expect("tar");
-        assert!(status.success(), "tar {args:?}");
-    };
-    tar(&["-cf", "../base.tar", "."], &rootfs.path);
-    std::fs::rename(rootfs.scratch().join("base.tar"), dir.join("base.tar")).expect("mv");
     tar(
         &[
             "-cf",
@@ -71,6 +60,24 @@ fn image_archive(rootfs: &TestRootfs) -> PathBuf {
         ],
         &extra,
     );
+    archive_of(rootfs, &dir)
+}
+
+fn tar(args: &[&str], dir: &Path) {
+    let status = Command::new("tar")
+        .args(["--numeric-owner", "--format=posix"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar {args:?}");
+}
+
+/// A docker-archive `DIR.tar` of the test rootfs and the layer `DIR/extra.tar`, `User`
+/// `1000:1000`.
+fn archive_of(rootfs: &TestRootfs, dir: &Path) -> PathBuf {
+    tar(&["-cf", "../base.tar", "."], &rootfs.path);
+    std::fs::rename(rootfs.scratch().join("base.tar"), dir.join("base.tar")).expect("mv");
     let digest = |name: &str| {
         let out = Command::new("sha256sum")
             .arg(dir.join(name))
@@ -99,11 +106,11 @@ fn image_archive(rootfs: &TestRootfs) -> PathBuf {
         "Layers": ["base.tar", "extra.tar"]
     }]);
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
-    let archive = rootfs.scratch().join("image.tar");
+    let archive = dir.with_extension("tar");
     let files = ["manifest.json", "config.json", "base.tar", "extra.tar"];
     tar(
         &[&["-cf", archive.to_str().expect("utf-8")][..], &files].concat(),
-        &dir,
+        dir,
     );
     let readable = std::fs::Permissions::from_mode(0o644);
     std::fs::set_permissions(&archive, readable).expect("chmod");
@@ -400,4 +407,73 @@ fn rootless_limits_go_into_a_delegated_cgroup_v2_subtree() {
     );
     drop(tree);
     rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_hostile_rootless_layer_changes_nothing_outside_its_directory() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(user) = TestUser::new(rootfs.scratch(), true) else {
+        return;
+    };
+    if Command::new("python3").arg("-V").output().is_err() {
+        eprintln!("skipped: python3 (to write a crafted layer) is not installed");
+        return;
+    }
+    // A file of the user's, the only kind the user namespace's root could touch.
+    let victim = user.home.join("victim");
+    std::fs::write(&victim, "mine").expect("victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    nix::unistd::chown(&victim, Some(user.uid.into()), Some(user.gid.into())).expect("chown");
+    let dir = rootfs.scratch().join("hostile");
+    std::fs::create_dir(&dir).expect("mkdir");
+    // `x`, a setuid file of uid 1000, is replaced by a link to the victim (1000's too), `y`
+    // links to it as root's, and `far` has an id past any range.
+    let script = r#"
+import io, sys, tarfile
+victim, out = sys.argv[1], sys.argv[2]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+    def add(name, kind, uid, mode, link="", data=b""):
+        info = tarfile.TarInfo(name)
+        info.type, info.uid, info.gid, info.mode, info.linkname = kind, uid, uid, mode, link
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data) if data else None)
+    add("x", tarfile.REGTYPE, 1000, 0o4755, data=b"x")
+    add("x", tarfile.SYMTYPE, 1000, 0o777, link=victim)
+    add("y", tarfile.SYMTYPE, 0, 0o777, link=victim)
+    add("far", tarfile.REGTYPE, 4000000000, 0o644, data=b"far")
+"#;
+    let made = Command::new("python3")
+        .args(["-c", script])
+        .arg(&victim)
+        .arg(dir.join("extra.tar"))
+        .status()
+        .expect("python3");
+    assert!(made.success());
+    let archive = archive_of(&rootfs, &dir);
+    let load = loaded(&user, &archive);
+    assert_eq!(load.code, 0, "{load:?}");
+    assert!(load.stderr.contains("4000000000"), "one warning: {load:?}");
+    let meta = std::fs::metadata(&victim).expect("victim");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (user.uid, user.gid),
+        "the victim changed owner"
+    );
+    assert_eq!(meta.mode() & 0o7777, 0o600, "the victim changed mode");
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"mine");
+    // The link itself took the owner the layer gave it.
+    let start = user.range_start.expect("a range");
+    let found = Command::new("find")
+        .arg(user.home.join("storage"))
+        .args(["-path", "*/diff/x", "-printf", "%U %y\n"])
+        .output()
+        .expect("find");
+    let host = start + 999;
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        format!("{host} l")
+    );
 }
