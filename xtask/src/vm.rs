@@ -46,6 +46,7 @@ const TESTS: &[&str] = &[
     "explain",
     "devices",
     "escape",
+    "rootless_ids",
 ];
 
 /// What the guest loads: the virtio PCI transport and 9p for the host's root, overlayfs for

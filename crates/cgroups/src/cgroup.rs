@@ -815,6 +815,19 @@ fn enable_controllers(dir: &Path) -> Result<()> {
             );
             Ok(())
         }
+        // EACCES: above a subtree delegated to an ordinary user (systemd's user@UID.service,
+        // or a directory chowned to it), whose controllers are the ones delegated.
+        Err(Error::Write { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                && !nix::unistd::geteuid().is_root() =>
+        {
+            tracing::debug!(
+                "{}: not ours, {} not enabled there (as delegated)",
+                dir.display(),
+                missing.join(" ")
+            );
+            Ok(())
+        }
         other => other,
     }
 }

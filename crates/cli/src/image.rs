@@ -23,13 +23,7 @@ pub(crate) fn store(rt: &Runtime, global: &GlobalArgs) -> Result<Store, Error> {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| peapod_image::default_root(rt.rootless));
-    Store::open_with(
-        &root,
-        UnpackOptions {
-            rootless: rt.rootless,
-        },
-    )
-    .map_err(Error::runtime)
+    Store::open_with(&root, UnpackOptions::new(rt.rootless)).map_err(Error::runtime)
 }
 
 pub(crate) fn dispatch(store: &Store, command: ImageCommand) -> Result<i32, Error> {

@@ -11,7 +11,7 @@ fn rootless_run_maps_the_caller_to_root_inside() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    let script = "echo pid=$$; echo uid=$(id -u); echo map=$(cat /proc/self/uid_map); \
+    let script = "echo pid=$$; echo uid=$(id -u); echo map=$(head -n 1 /proc/self/uid_map); \
                   echo host=$(hostname); echo user=$(readlink /proc/self/ns/user); \
                   echo net=$(readlink /proc/self/ns/net); ls /sys/class/net";
     let args = [
@@ -443,9 +443,12 @@ fn rootless_user_1000_with_only_the_callers_id_mapped_says_uid_1000_is_not_mappe
         "--",
         "true",
     ];
-    let Some(out) = support::run_as_nobody(&rootfs, &args) else {
+    // A user of its own without subordinate ranges (nobody may get some from another test).
+    let Some(user) = support::user::TestUser::new(rootfs.scratch(), false) else {
         return;
     };
+    let out = user.peapod(&args);
+    let hint = format!("add a range for {} to /etc/subuid", user.name);
     assert_refused(
         &rootfs,
         &out,
@@ -453,8 +456,10 @@ fn rootless_user_1000_with_only_the_callers_id_mapped_says_uid_1000_is_not_mappe
         &[
             "process.user.uid",
             "uid 1000 is not mapped in the container",
+            &hint,
         ],
     );
+    assert!(support::state_entries(&user.home.join("state")).is_empty());
 }
 
 #[test]

@@ -168,6 +168,22 @@ pub fn oci_namespace_type(kind: Namespace) -> LinuxNamespaceType {
     }
 }
 
+/// For a rootless caller with only its own id mapped: where more ids come from.
+fn subordinate_hint(what: &str, maps: &[IdMap]) -> String {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() || maps.len() > 1 {
+        return String::new();
+    }
+    let user = nix::unistd::User::from_uid(euid)
+        .ok()
+        .flatten()
+        .map_or_else(|| euid.to_string(), |u| u.name);
+    format!(
+        ": add a range for {user} to /etc/sub{what} (and install newuidmap/newgidmap, Debian \
+         package uidmap; see docs/runtime.md, \"User namespaces\")"
+    )
+}
+
 /// Refuses a `process.user` whose ids the new user namespace does not map: the process
 /// could not become them (`setresuid` fails with `EINVAL`), which is typical of a rootless
 /// `--user 1000` where only the caller's own id is mapped.
@@ -199,8 +215,9 @@ fn check_user_mapped(
         bad(
             field,
             format!(
-                "{what} {id} is not mapped in the container (its user namespace maps {what}s {})",
-                shown(maps)
+                "{what} {id} is not mapped in the container (its user namespace maps {what}s {}){}",
+                shown(maps),
+                subordinate_hint(what, maps)
             ),
         )
     };

@@ -37,7 +37,9 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 /// (`/dev/null`, `/dev/zero`, ..., `mknod`) after the spec's rules.
 ///
 /// With `rootless = Some((uid, gid))` it adds a user namespace that maps that uid and gid to
-/// root inside (as `unshare -r` does), and drops the devpts `gid=5` option, which needs a
+/// root inside and the subordinate ranges `/etc/subuid` and `/etc/subgid` give that user
+/// above it, as podman does ([`peapod_ns::RootlessMaps`]; without ranges only the one id,
+/// as `unshare -r`), and drops the devpts `gid=5` option, which needs a
 /// mapped gid 5.
 pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
     let mut spec = Spec::default();
@@ -68,12 +70,20 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
     let Some((uid, gid)) = rootless else {
         return spec;
     };
+    let maps = peapod_ns::RootlessMaps::for_ids(uid, gid);
+    // devpts's `gid=5` needs gid 5 mapped.
+    let gid5 = peapod_ns::is_mapped(&maps.gids, 5);
     if let Some(mounts) = spec.mounts_mut() {
         // An unprivileged user has no cgroup of its own to show (as runc's rootless spec).
         mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
         for m in mounts.iter_mut() {
             if let Some(options) = m.options().clone() {
-                m.set_options(Some(options.into_iter().filter(|o| o != "gid=5").collect()));
+                m.set_options(Some(
+                    options
+                        .into_iter()
+                        .filter(|o| gid5 || o != "gid=5")
+                        .collect(),
+                ));
             }
         }
     }
@@ -85,17 +95,21 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
         user.set_typ(LinuxNamespaceType::User);
         namespaces.insert(0, user);
         linux.set_namespaces(Some(namespaces));
-        let map = |id| {
-            LinuxIdMappingBuilder::default()
-                .container_id(0u32)
-                .host_id(id)
-                .size(1u32)
-                .build()
+        let build = |maps: &[peapod_ns::IdMap]| {
+            maps.iter()
+                .map(|m| {
+                    LinuxIdMappingBuilder::default()
+                        .container_id(m.inside)
+                        .host_id(m.outside)
+                        .size(m.count)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
         };
         // Building a mapping with every field set cannot fail.
-        if let (Ok(uids), Ok(gids)) = (map(uid), map(gid)) {
-            linux.set_uid_mappings(Some(vec![uids]));
-            linux.set_gid_mappings(Some(vec![gids]));
+        if let (Ok(uids), Ok(gids)) = (build(&maps.uids), build(&maps.gids)) {
+            linux.set_uid_mappings(Some(uids));
+            linux.set_gid_mappings(Some(gids));
         }
     }
     spec

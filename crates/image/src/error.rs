@@ -29,6 +29,14 @@ pub enum Error {
         /// What differs: the digest computed, or the size.
         problem: String,
     },
+    /// Rootless, the files of a layer could not be given their owners in a user namespace.
+    #[error("layer {layer}: cannot give its files their owners: {problem}")]
+    Owners {
+        /// The layer (its blob digest).
+        layer: String,
+        /// What failed.
+        problem: String,
+    },
     /// A blob the operation needs is not in the store.
     #[error("blob {0} is not in the store")]
     MissingBlob(String),

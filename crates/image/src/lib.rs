@@ -17,6 +17,7 @@
 mod archive;
 mod blob;
 mod error;
+mod owners;
 mod rebuild;
 mod store;
 pub mod unpack;

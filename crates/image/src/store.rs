@@ -540,7 +540,7 @@ impl Store {
             problem: e.to_string(),
         })?;
         let mut hashing = HashingReader::new(reader);
-        unpack::unpack(&mut hashing, &diff, &layer_name, self.options)?;
+        unpack::unpack(&mut hashing, &diff, &layer_name, &self.options)?;
         let actual = blob::digest_from_hasher(hashing.hasher);
         if actual.as_ref() != diff_id {
             return Err(Error::BadLayer {
@@ -857,15 +857,38 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
 
 /// Removes a directory tree. A directory its owner may not write (a layer's read-only
 /// directory, the `work/work` overlayfs leaves with mode 0) stops an ordinary user's removal,
-/// so on failure every directory is made writable and the removal tried once more.
+/// so on failure every directory is made writable and the removal tried once more; what
+/// still resists (a rootless layer's files given to subordinate ids) goes in a user namespace
+/// that maps those ids ([`crate::owners`]).
 pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             make_writable(path);
-            std::fs::remove_dir_all(path)
+            match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    remove_as_subordinate(path).map_or(Err(e), |()| Ok(()))
+                }
+                other => other,
+            }
         }
         other => other,
     }
+}
+
+/// Rootless with subordinate ranges, removes `path` in a user namespace mapping them.
+fn remove_as_subordinate(path: &Path) -> Option<()> {
+    if rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let maps = peapod_ns::RootlessMaps::for_this_process();
+    if !maps.has_ranges() {
+        return None;
+    }
+    // SAFETY: the child only removes files (system calls, and allocation, which glibc keeps
+    // usable in a fork child) and leaves through _exit.
+    let removed =
+        unsafe { peapod_ns::in_user_namespace(&maps, || std::fs::remove_dir_all(path).is_ok()) };
+    removed.ok().filter(|done| *done).map(|_| ())
 }
 
 fn make_writable(path: &Path) {

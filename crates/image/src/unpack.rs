@@ -27,23 +27,34 @@ use tar::EntryType;
 use crate::{Error, Result};
 
 /// How a layer is unpacked.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct UnpackOptions {
-    /// For a store of an ordinary user: owners are not set (the files belong to the user, who
-    /// is root in the container's user namespace), device nodes are refused, and the opaque
-    /// xattr is `user.overlay.opaque` (overlayfs's `userxattr`).
+    /// For a store of an ordinary user: the files belong to the user (who is root in the
+    /// container's user namespace) unless `maps` shift them, device nodes are skipped with a
+    /// warning, and the opaque xattr is `user.overlay.opaque` (overlayfs's `userxattr`).
     pub rootless: bool,
+    /// Rootless, the maps of the user's containers (its subordinate ranges): a file the layer
+    /// gives to id N ≥ 1 is given to the host id N maps to, so that inside the container it
+    /// is N's again. Done in a user namespace with these maps, after the layer is written.
+    pub maps: Option<peapod_ns::RootlessMaps>,
 }
 
 impl UnpackOptions {
     /// Options for this process: rootless unless it runs as uid 0.
     pub fn for_this_process() -> UnpackOptions {
-        UnpackOptions {
-            rootless: !rustix::process::geteuid().is_root(),
-        }
+        UnpackOptions::new(!rustix::process::geteuid().is_root())
     }
 
-    fn opaque_xattr(self) -> &'static str {
+    /// Options for a store that is rootless or not; rootless, the owners are shifted through
+    /// this process's subordinate ranges when it has some.
+    pub fn new(rootless: bool) -> UnpackOptions {
+        let maps = rootless
+            .then(peapod_ns::RootlessMaps::for_this_process)
+            .filter(peapod_ns::RootlessMaps::has_ranges);
+        UnpackOptions { rootless, maps }
+    }
+
+    fn opaque_xattr(&self) -> &'static str {
         if self.rootless {
             "user.overlay.opaque"
         } else {
@@ -80,7 +91,7 @@ struct DirMeta {
 /// Unpacks the uncompressed tar stream `reader` into the existing empty directory `dest`.
 /// `layer` names the layer in errors. On error `dest` is left half-written: the caller
 /// unpacks into a temporary directory and removes it.
-pub fn unpack(reader: impl Read, dest: &Path, layer: &str, options: UnpackOptions) -> Result<()> {
+pub fn unpack(reader: impl Read, dest: &Path, layer: &str, options: &UnpackOptions) -> Result<()> {
     let root = rustix::fs::open(
         dest,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -92,6 +103,7 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str, options: UnpackOption
         problem: format!("not a valid tar stream: {e}"),
     };
     let mut archive = tar::Archive::new(reader);
+    let shift = std::cell::RefCell::new(Shift::default());
     let mut dirs: Vec<DirMeta> = Vec::new();
     let mut root_meta: Option<DirMeta> = None;
     for entry in archive.entries().map_err(bad_layer)? {
@@ -102,6 +114,7 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str, options: UnpackOption
             layer,
             entry_name: &name,
             options,
+            shift: &shift,
         };
         let path = clean_path(&entry.path().map_err(bad_layer)?)
             .map_err(|problem| unpacker.hostile(problem))?;
@@ -126,6 +139,7 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str, options: UnpackOption
             layer,
             entry_name: &name,
             options,
+            shift: &shift,
         };
         let fd = unpacker.open_dir(&meta.path, false)?;
         unpacker.finish(&fd, meta)?;
@@ -133,7 +147,32 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str, options: UnpackOption
     // Whatever follows the tar's end-of-archive blocks is read too, so that the caller's
     // digest covers the whole stream.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(bad_layer)?;
-    Ok(())
+    let shift = shift.into_inner();
+    shift.warn(layer);
+    match &options.maps {
+        Some(maps) => crate::owners::shift(&root, layer, maps, &shift.owners),
+        None => Ok(()),
+    }
+}
+
+/// What a rootless unpack leaves to do or to say after the last entry.
+#[derive(Default)]
+struct Shift {
+    /// Entries whose owner is not root, to be given their owners in a user namespace.
+    owners: Vec<crate::owners::Owned>,
+    /// Device nodes not made (rootless cannot).
+    devices: Vec<String>,
+}
+
+impl Shift {
+    fn warn(&self, layer: &str) {
+        if !self.devices.is_empty() {
+            tracing::warn!(
+                "layer {layer}: device nodes skipped (an ordinary user cannot make them): {}",
+                self.devices.join(", ")
+            );
+        }
+    }
 }
 
 /// The components of an entry's name, with `.` dropped; absolute names and `..` refused.
@@ -156,7 +195,8 @@ struct Unpacker<'a> {
     root: &'a OwnedFd,
     layer: &'a str,
     entry_name: &'a str,
-    options: UnpackOptions,
+    options: &'a UnpackOptions,
+    shift: &'a std::cell::RefCell<Shift>,
 }
 
 impl Unpacker<'_> {
@@ -253,6 +293,7 @@ impl Unpacker<'_> {
         let uid = header.uid().map_err(|e| self.failed(e))?;
         let gid = header.gid().map_err(|e| self.failed(e))?;
         let mtime = header.mtime().unwrap_or(0);
+        self.record_owner(path, kind, uid, gid, mode)?;
         let Some((name, parent_path)) = path.split_last() else {
             // The layer's own directory ("./").
             if kind.is_dir() {
@@ -375,7 +416,11 @@ impl Unpacker<'_> {
                     0
                 } else {
                     if self.options.rootless {
-                        return Err(self.hostile("device nodes are only made by root"));
+                        self.shift
+                            .borrow_mut()
+                            .devices
+                            .push(self.entry_name.to_owned());
+                        return Ok(None);
                     }
                     let major = header.device_major().ok().flatten().unwrap_or(0);
                     let minor = header.device_minor().ok().flatten().unwrap_or(0);
@@ -440,6 +485,45 @@ impl Unpacker<'_> {
             rustix::fs::makedev(0, 0),
         )
         .map_err(|e| self.failed(e))
+    }
+
+    /// Rootless with maps, notes an entry that does not belong to root for
+    /// [`crate::owners::shift`] (a hard link shares its target's owner; a whiteout is root's).
+    fn record_owner(
+        &self,
+        path: &[OsString],
+        kind: EntryType,
+        uid: u64,
+        gid: u64,
+        mode: u32,
+    ) -> Result<()> {
+        if self.options.maps.is_none() || (uid == 0 && gid == 0) {
+            return Ok(());
+        }
+        let file_type = match kind {
+            EntryType::Directory => FileType::Directory,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                FileType::RegularFile
+            }
+            EntryType::Symlink => FileType::Symlink,
+            EntryType::Fifo => FileType::Fifo,
+            _ => return Ok(()),
+        };
+        if path
+            .last()
+            .is_some_and(|n| n.as_bytes().starts_with(b".wh."))
+        {
+            return Ok(());
+        }
+        let (uid, gid) = self.ids(uid, gid)?;
+        self.shift.borrow_mut().owners.push(crate::owners::Owned {
+            path: path.to_vec(),
+            file_type,
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            mode,
+        });
+        Ok(())
     }
 
     fn chown_at(&self, parent: &OwnedFd, name: &OsStr, uid: u64, gid: u64) -> Result<()> {

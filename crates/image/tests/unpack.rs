@@ -140,8 +140,14 @@ const NET_RAW: [u8; 20] = [
 #[test]
 fn a_rootless_store_marks_opaque_directories_for_userxattr_overlay_mounts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(&dir.path().join("store"), UnpackOptions { rootless: true })
-        .expect("open");
+    let store = Store::open_with(
+        &dir.path().join("store"),
+        UnpackOptions {
+            rootless: true,
+            maps: None,
+        },
+    )
+    .expect("open");
     let bottom = support::layer(&[
         Entry::File("d/old", b"old", 0o644),
         Entry::File("gone", b"", 0o644),
@@ -175,10 +181,10 @@ fn a_rootless_store_marks_opaque_directories_for_userxattr_overlay_mounts() {
 
 /// Adds an image of the one layer `entries` and checks it is refused naming `entry`, with
 /// nothing of it left in the store.
-fn assert_refused(options: UnpackOptions, entries: &[Entry<'_>], entry: &str) {
+fn assert_refused(options: &UnpackOptions, entries: &[Entry<'_>], entry: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("store");
-    let store = Store::open_with(&root, options).expect("open");
+    let store = Store::open_with(&root, options.clone()).expect("open");
     let layer = support::layer(entries);
     let manifest = support::image(&store, &[(layer.clone(), layer)]);
     let err = store
@@ -206,7 +212,10 @@ fn hostile_layers_are_refused_naming_the_entry_and_leave_nothing() {
     let victim = outside.path().join("victim");
     let victim_name = victim.display().to_string();
     let link_target = outside.path().display().to_string();
-    let rooted = UnpackOptions { rootless: false };
+    let rooted = &UnpackOptions {
+        rootless: false,
+        maps: None,
+    };
     assert_refused(rooted, &[Entry::File("../x", b"x", 0o644)], "../x");
     assert_refused(
         rooted,
@@ -241,11 +250,6 @@ fn hostile_layers_are_refused_naming_the_entry_and_leave_nothing() {
         ],
         "shadow",
     );
-    assert_refused(
-        UnpackOptions { rootless: true },
-        &[Entry::Char("null", 1, 3)],
-        "null",
-    );
     assert!(!victim.exists());
     assert_eq!(
         std::fs::read_dir(outside.path()).expect("outside").count(),
@@ -271,4 +275,35 @@ fn a_symlink_replaced_by_a_file_is_replaced_not_written_through() {
         b"inside"
     );
     assert!(!Path::new(&image.layers[0].join("file")).is_symlink());
+}
+
+#[test]
+fn a_rootless_store_skips_device_nodes_and_loads_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = UnpackOptions {
+        rootless: true,
+        maps: None,
+    };
+    let store = Store::open_with(&dir.path().join("store"), options).expect("open");
+    let layer = support::layer(&[
+        Entry::Char("null", 1, 3),
+        Entry::File("kept", b"kept", 0o644),
+    ]);
+    let manifest = support::image(&store, &[(layer.clone(), layer)]);
+    store
+        .add_image(
+            Some(&"devices:1".parse().expect("ref")),
+            OCI_MANIFEST,
+            &manifest,
+        )
+        .expect("loaded without its device node");
+    let layers = dir.path().join("store/layers/sha256");
+    let diff = std::fs::read_dir(&layers)
+        .expect("layers")
+        .flatten()
+        .map(|e| e.path().join("diff"))
+        .next()
+        .expect("one layer");
+    assert_eq!(std::fs::read(diff.join("kept")).expect("kept"), b"kept");
+    assert!(std::fs::symlink_metadata(diff.join("null")).is_err());
 }

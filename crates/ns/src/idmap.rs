@@ -31,7 +31,7 @@ fn render(maps: &[IdMap]) -> String {
 
 /// Which map: the names of its `/proc` file, helper and subordinate-id file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Uid,
     Gid,
 }
@@ -44,14 +44,14 @@ impl Kind {
         }
     }
 
-    fn helper(self) -> &'static str {
+    pub(crate) fn helper(self) -> &'static str {
         match self {
             Kind::Uid => "newuidmap",
             Kind::Gid => "newgidmap",
         }
     }
 
-    fn subordinate_file(self) -> &'static str {
+    pub(crate) fn subordinate_file(self) -> &'static str {
         match self {
             Kind::Uid => "/etc/subuid",
             Kind::Gid => "/etc/subgid",
@@ -184,7 +184,7 @@ fn covers(ranges: &mut [(u64, u64)], first: u64, last: u64) -> bool {
 
 /// The ranges (first, last id) that the subordinate-id file `text` gives to the user named
 /// `user` or numbered `uid` (`NAME_OR_UID:START:COUNT` lines).
-fn subordinate_ranges(text: &str, user: Option<&str>, uid: u32) -> Vec<(u64, u64)> {
+pub(crate) fn subordinate_ranges(text: &str, user: Option<&str>, uid: u32) -> Vec<(u64, u64)> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.trim().split(':');
@@ -198,7 +198,7 @@ fn subordinate_ranges(text: &str, user: Option<&str>, uid: u32) -> Vec<(u64, u64
 }
 
 /// `name` in `$PATH`, or in the directories Debian installs it in when `$PATH` lacks them.
-fn find_in_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))

@@ -36,6 +36,7 @@ mod idmap;
 mod join;
 mod kind;
 mod loopback;
+mod userns;
 mod uts;
 
 pub use clone::{clone_into, clone_into_cgroup, ChildProcess, Forked};
@@ -45,4 +46,5 @@ pub use idmap::{write_id_maps, IdMap};
 pub use join::{join, Target};
 pub use kind::{Namespace, NamespaceSet, UnknownNamespace};
 pub use loopback::bring_up_loopback;
+pub use userns::{in_user_namespace, is_mapped, RootlessMaps};
 pub use uts::{set_domainname, set_hostname};

@@ -18,8 +18,10 @@ pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// cgroup of the container's pod; or `peapod/<id>` below peapod's own cgroup), writes the
 /// limits of `linux.resources` into it and attaches the device program of
 /// `linux.resources.devices` (see [`filter_devices`]), all before the container process
-/// exists. Rootless without limits there is none: an unprivileged user can rarely write
-/// cgroups, and runc goes on without. On failure nothing is left.
+/// exists. Rootless it goes where peapod's cgroup v2 parent is delegated to the caller (see
+/// [`delegated`]); elsewhere, without limits, there is none (an unprivileged user can rarely
+/// write cgroups, and runc goes on without), and limits are refused in one line. On failure
+/// nothing is left.
 pub fn create(
     id: &ContainerId,
     spec: &Spec,
@@ -28,20 +30,30 @@ pub fn create(
 ) -> Result<Option<Cgroup>> {
     let linux = spec.linux().as_ref();
     let resources = linux.and_then(|l| l.resources().as_ref());
-    if rootless && resources.is_none() && parent.is_none() {
-        tracing::debug!("rootless without linux.resources: no cgroup");
+    // Rootless without limits a cgroup is a bonus: only where delegated, and its failure is
+    // a warning, not the container's.
+    let optional = rootless && resources.is_none() && parent.is_none();
+    if optional && !Layout::detect().is_ok_and(|layout| delegated(&layout)) {
+        tracing::debug!("rootless without linux.resources nor a delegated cgroup: no cgroup");
         return Ok(None);
     }
+    let layout = Layout::detect().map_err(Error::runtime)?;
     // Checked before anything is made, so that rules the kernel cannot follow leave no trace.
     let rules = resources.and_then(|r| r.devices().as_deref());
     let devices = DeviceFilter::new(rules.unwrap_or_default()).map_err(Error::runtime)?;
-    let layout = Layout::detect().map_err(Error::runtime)?;
-    let cgroup = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
+    let made = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
         (Some(path), _) => Cgroup::create(&layout, &path),
         (None, Some(parent)) => parent.create_child(Path::new(id.as_str())),
         (None, None) => Cgroup::create(&layout, &Cgroup::default_path(id.as_str())),
-    }
-    .map_err(|e| refused(rootless, &layout, e))?;
+    };
+    let cgroup = match made {
+        Ok(cgroup) => cgroup,
+        Err(e) if optional => {
+            tracing::warn!("the container goes without a cgroup: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(refused(rootless, &layout, e)),
+    };
     let cgroup = limited(cgroup, resources)?;
     if let Err(e) = filter_devices(&cgroup, &devices, rootless) {
         cgroup.undo();
@@ -60,7 +72,8 @@ pub fn locate(
     parent: Option<&Cgroup>,
 ) -> Result<Vec<PathBuf>> {
     let linux = spec.linux().as_ref();
-    if rootless && linux.and_then(|l| l.resources().as_ref()).is_none() && parent.is_none() {
+    let optional = rootless && linux.and_then(|l| l.resources().as_ref()).is_none();
+    if optional && parent.is_none() && !Layout::detect().is_ok_and(|layout| delegated(&layout)) {
         return Ok(Vec::new());
     }
     let path = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
@@ -74,6 +87,30 @@ pub fn locate(
     Ok(Cgroup::locate(&layout, &path)
         .map_err(Error::runtime)?
         .paths())
+}
+
+/// Whether this process may make cgroups where a container's goes by default on cgroup v2
+/// (`peapod/ID` beside its own cgroup, below the parent of the cgroup `/proc/self/cgroup`
+/// names): the caller can write that directory, its `cgroup.procs` and its
+/// `cgroup.subtree_control`, as systemd's `user@UID.service` delegates them (and as podman and
+/// crun check).
+pub fn delegated(layout: &Layout) -> bool {
+    let Layout::V2(unified) = layout else {
+        return false;
+    };
+    let own = unified.own.strip_prefix("/").unwrap_or(&unified.own);
+    let Some(parent) = own.parent() else {
+        return false;
+    };
+    let dir = unified.mount.join(parent);
+    let writable = |path: &Path| nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok();
+    [
+        dir.clone(),
+        dir.join("cgroup.procs"),
+        dir.join("cgroup.subtree_control"),
+    ]
+    .iter()
+    .all(|p| writable(p))
 }
 
 /// Attaches `filter`'s device program to `cgroup` (replacing the one there), or refuses the

@@ -5,6 +5,7 @@
 pub mod net;
 pub mod pods;
 pub mod terminal;
+pub mod user;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;

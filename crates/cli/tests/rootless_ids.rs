@@ -1,0 +1,479 @@
+//! Rootless images with any user: the caller's subordinate ranges are mapped by default, a
+//! layer's owners are kept (shifted through the ranges), device nodes are skipped with a
+//! warning, and without ranges an image that needs another id says how to get one.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::user::{TestUser, RANGE};
+use support::TestRootfs;
+
+const IMAGE: &str = "localhost/rootids:latest";
+
+/// A docker-archive of the test rootfs plus a layer with `/data/owned` (1000:1000, as
+/// `/data`), `/far` (70000:70000, beyond a range of 65536) and a character device
+/// `/dev/mydev`; its `User` is `1000:1000`. Returns the archive.
+fn image_archive(rootfs: &TestRootfs) -> PathBuf {
+    let dir = rootfs.scratch().join("image");
+    let extra = dir.join("extra");
+    std::fs::create_dir_all(extra.join("data")).expect("mkdir");
+    std::fs::create_dir_all(extra.join("dev")).expect("mkdir");
+    std::fs::write(extra.join("data/owned"), "mine\n").expect("write");
+    std::fs::write(extra.join("far"), "far\n").expect("write");
+    let dev = nix::sys::stat::makedev(1, 3);
+    nix::sys::stat::mknod(
+        &extra.join("dev/mydev"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        dev,
+    )
+    .expect("mknod");
+    tar(
+        &[
+            "-cf",
+            "../extra.tar",
+            "--owner=:0",
+            "--group=:0",
+            "dev/mydev",
+        ],
+        &extra,
+    );
+    tar(
+        &[
+            "-rf",
+            "../extra.tar",
+            "--owner=:1000",
+            "--group=:1000",
+            "data",
+        ],
+        &extra,
+    );
+    tar(
+        &[
+            "-rf",
+            "../extra.tar",
+            "--owner=:70000",
+            "--group=:70000",
+            "far",
+        ],
+        &extra,
+    );
+    archive_of(rootfs, &dir)
+}
+
+fn tar(args: &[&str], dir: &Path) {
+    let status = Command::new("tar")
+        .args(["--numeric-owner", "--format=posix"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar {args:?}");
+}
+
+/// A docker-archive `DIR.tar` of the test rootfs and the layer `DIR/extra.tar`, `User`
+/// `1000:1000`.
+fn archive_of(rootfs: &TestRootfs, dir: &Path) -> PathBuf {
+    tar(&["-cf", "../base.tar", "."], &rootfs.path);
+    std::fs::rename(rootfs.scratch().join("base.tar"), dir.join("base.tar")).expect("mv");
+    let digest = |name: &str| {
+        let out = Command::new("sha256sum")
+            .arg(dir.join(name))
+            .output()
+            .expect("sha256sum");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        format!(
+            "sha256:{}",
+            text.split_whitespace().next().expect("a digest")
+        )
+    };
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "User": "1000:1000",
+            "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["sh"]
+        },
+        "rootfs": {"type": "layers", "diff_ids": [digest("base.tar"), digest("extra.tar")]}
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": [IMAGE],
+        "Layers": ["base.tar", "extra.tar"]
+    }]);
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
+    let archive = dir.with_extension("tar");
+    let files = ["manifest.json", "config.json", "base.tar", "extra.tar"];
+    tar(
+        &[&["-cf", archive.to_str().expect("utf-8")][..], &files].concat(),
+        dir,
+    );
+    let readable = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(&archive, readable).expect("chmod");
+    archive
+}
+
+use std::os::unix::fs::PermissionsExt as _;
+
+fn loaded(user: &TestUser, archive: &Path) -> support::Outcome {
+    user.peapod(&["image", "load", "-i", archive.to_str().expect("utf-8")])
+}
+
+#[test]
+fn rootless_image_with_user_1000_keeps_its_owners_through_the_subordinate_range() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(user) = TestUser::new(rootfs.scratch(), true) else {
+        return;
+    };
+    let start = user.range_start.expect("a range");
+    let archive = image_archive(&rootfs);
+    let load = loaded(&user, &archive);
+    assert_eq!(load.code, 0, "{load:?}");
+    // The device node is skipped with one warning naming it; the far ids with another.
+    let warnings: Vec<&str> = load
+        .stderr
+        .lines()
+        .filter(|l| l.contains("dev/mydev"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{load:?}");
+    assert!(warnings[0].contains("device nodes skipped"), "{load:?}");
+    assert!(load.stderr.contains("uids [70000]"), "{load:?}");
+
+    let script = "echo id=$(id -u):$(id -g); echo owned=$(stat -c %u:%g /data/owned); \
+                  echo far=$(stat -c %u /far); echo map=$(head -n 2 /proc/self/uid_map | tr -s ' ' ' '); \
+                  test -e /dev/mydev && echo dev=yes; cat /data/owned";
+    let run = user.peapod(&["run", "--rm", IMAGE, "sh", "-c", script]);
+    if run
+        .stderr
+        .contains("the kernel refuses unprivileged overlay")
+    {
+        eprintln!("skipped: {}", run.stderr.trim());
+        return;
+    }
+    assert_eq!(run.code, 0, "{run:?}");
+    let inside = support::facts(&run.stdout);
+    assert_eq!(inside["id"], "1000:1000", "{run:?}");
+    assert_eq!(inside["owned"], "1000:1000", "{run:?}");
+    assert_eq!(
+        inside["far"], "0",
+        "an id beyond the range is the caller's: {run:?}"
+    );
+    assert!(!inside.contains_key("dev"), "{run:?}");
+    assert!(run.stdout.ends_with("mine\n"), "{run:?}");
+    let map: Vec<&str> = inside["map"].split_whitespace().collect();
+    let (own, start_text, range) = (user.uid.to_string(), start.to_string(), RANGE.to_string());
+    assert_eq!(
+        map,
+        [
+            "0",
+            own.as_str(),
+            "1",
+            "1",
+            start_text.as_str(),
+            range.as_str()
+        ]
+    );
+
+    // On the host the file is the range's id 1000 maps to: start + 999.
+    let layers = user.home.join("storage");
+    let found = Command::new("find")
+        .arg(&layers)
+        .args(["-path", "*/diff/data/owned", "-printf", "%U:%G\n"])
+        .output()
+        .expect("find");
+    let owners = String::from_utf8_lossy(&found.stdout);
+    let host = start + 999;
+    assert_eq!(
+        owners.trim(),
+        format!("{host}:{host}"),
+        "subgid start is the same here"
+    );
+
+    // And the image goes again as the user, though its files are the range's.
+    let rm = user.peapod(&["image", "rm", IMAGE]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+    let prune = user.peapod(&["image", "prune"]);
+    assert_eq!(prune.code, 0, "{prune:?}");
+    let left = Command::new("find")
+        .arg(&layers)
+        .args(["-path", "*/diff/data/owned"])
+        .output()
+        .expect("find");
+    assert!(
+        left.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn rootless_image_with_user_1000_without_ranges_says_how_to_get_them() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(user) = TestUser::new(rootfs.scratch(), false) else {
+        return;
+    };
+    let archive = image_archive(&rootfs);
+    let load = loaded(&user, &archive);
+    assert_eq!(load.code, 0, "{load:?}");
+    assert!(load.stderr.contains("dev/mydev"), "{load:?}");
+    let run = user.peapod(&["run", "--rm", IMAGE, "id"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let said: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(said.len(), 1, "one line: {run:?}");
+    for needle in [
+        "uid 1000 is not mapped",
+        &format!("add a range for {} to /etc/subuid", user.name),
+    ] {
+        assert!(said[0].contains(needle), "{needle:?} in {run:?}");
+    }
+    // Its own id alone is still enough for root's.
+    let root = user.peapod(&["run", "--rm", "--user", "0", IMAGE, "cat", "/data/owned"]);
+    if root
+        .stderr
+        .contains("the kernel refuses unprivileged overlay")
+    {
+        eprintln!("skipped: {}", root.stderr.trim());
+        return;
+    }
+    assert_eq!(root.code, 0, "{root:?}");
+    assert_eq!(root.stdout, "mine\n");
+    rootfs.assert_nothing_left();
+}
+
+/// A cgroup v2 subtree delegated to a test's user, as systemd's `user@UID.service` is: root's
+/// `TOP` (memory and pids enabled below it), the user's `TOP/user` (the directory,
+/// `cgroup.procs`, `cgroup.subtree_control` and `cgroup.threads` chowned to the user) and a
+/// leaf `TOP/user/session` for the user's processes. On drop everything in it is killed and
+/// the directories are removed, deepest first.
+struct Delegated {
+    top: PathBuf,
+    user: PathBuf,
+    session: PathBuf,
+}
+
+impl Delegated {
+    fn new(mount: &Path, user: &TestUser) -> Option<Delegated> {
+        let root_control =
+            std::fs::read_to_string(mount.join("cgroup.subtree_control")).unwrap_or_default();
+        if !["memory", "pids"]
+            .iter()
+            .all(|c| root_control.split_whitespace().any(|e| e == *c))
+        {
+            eprintln!("skipped: the cgroup v2 root does not enable memory and pids for children");
+            return None;
+        }
+        let top = mount.join(format!(
+            "peapod-rootids-{}-{}",
+            std::process::id(),
+            user.uid
+        ));
+        let made = Delegated {
+            user: top.join("user"),
+            session: top.join("user/session"),
+            top,
+        };
+        std::fs::create_dir(&made.top).expect("mkdir top");
+        std::fs::write(made.top.join("cgroup.subtree_control"), "+memory +pids")
+            .expect("enable memory and pids");
+        std::fs::create_dir(&made.user).expect("mkdir user");
+        std::fs::create_dir(&made.session).expect("mkdir session");
+        let (uid, gid) = (Some(user.uid.into()), Some(user.gid.into()));
+        for name in [
+            "",
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "cgroup.threads",
+        ] {
+            for dir in [&made.user, &made.session] {
+                let path = if name.is_empty() {
+                    dir.clone()
+                } else {
+                    dir.join(name)
+                };
+                nix::unistd::chown(&path, uid, gid).expect("chown");
+            }
+        }
+        Some(made)
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        // cgroup.kill (Linux 5.14) kills every process below, in one write.
+        let _ = std::fs::write(self.top.join("cgroup.kill"), "1");
+        support::wait_until("the delegated cgroup to empty", || {
+            std::fs::read_to_string(self.top.join("cgroup.events"))
+                .map(|e| e.contains("populated 0"))
+                .unwrap_or(true)
+        });
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.top.clone()];
+        while let Some(dir) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            dirs.push(dir);
+        }
+        for dir in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn rootless_limits_go_into_a_delegated_cgroup_v2_subtree() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Ok(peapod_cgroups::Layout::V2(unified)) = peapod_cgroups::Layout::detect() else {
+        eprintln!("skipped: not a pure cgroup v2 host (cargo xtask vm runs this test on one)");
+        return;
+    };
+    let Some(user) = TestUser::new(rootfs.scratch(), false) else {
+        return;
+    };
+    let Some(tree) = Delegated::new(&unified.mount, &user) else {
+        return;
+    };
+    let id = "rootless-delegated";
+    let run = user.peapod_in_cgroup(
+        &tree.session,
+        &[
+            "run",
+            "-d",
+            "--name",
+            id,
+            "--memory",
+            "64m",
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    // Beside the session's cgroup, in the user's delegated one, as below user@UID.service.
+    let cgroup = tree.user.join("peapod").join(id);
+    let limit = std::fs::read_to_string(cgroup.join("memory.max")).expect("memory.max");
+    assert_eq!(limit.trim(), "67108864");
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("cgroup.procs");
+    assert!(!procs.trim().is_empty(), "the container runs in its cgroup");
+    // Without limits too, as podman's rootless containers on a delegated v2 tree.
+    let plain = "rootless-delegated-plain";
+    let run = user.peapod_in_cgroup(
+        &tree.session,
+        &[
+            "run",
+            "-d",
+            "--name",
+            plain,
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let plain_cgroup = tree.user.join("peapod").join(plain);
+    let procs = std::fs::read_to_string(plain_cgroup.join("cgroup.procs")).expect("its cgroup");
+    assert!(!procs.trim().is_empty(), "the container runs in its cgroup");
+    let rm = user.peapod(&["rm", "-f", id, plain]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+    assert!(!cgroup.exists(), "the container's cgroup is left");
+    assert!(!plain_cgroup.exists(), "the container's cgroup is left");
+    assert!(
+        !tree.user.join("peapod").exists(),
+        "the empty peapod parent is left"
+    );
+    drop(tree);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_hostile_rootless_layer_changes_nothing_outside_its_directory() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(user) = TestUser::new(rootfs.scratch(), true) else {
+        return;
+    };
+    if Command::new("python3").arg("-V").output().is_err() {
+        eprintln!("skipped: python3 (to write a crafted layer) is not installed");
+        return;
+    }
+    // A file of the user's, the only kind the user namespace's root could touch.
+    let victim = user.home.join("victim");
+    std::fs::write(&victim, "mine").expect("victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    nix::unistd::chown(&victim, Some(user.uid.into()), Some(user.gid.into())).expect("chown");
+    let dir = rootfs.scratch().join("hostile");
+    std::fs::create_dir(&dir).expect("mkdir");
+    // `x`, a setuid file of uid 1000, is replaced by a link to the victim (1000's too), `y`
+    // links to it as root's, and `far` has an id past any range.
+    let script = r#"
+import io, sys, tarfile
+victim, out = sys.argv[1], sys.argv[2]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+    def add(name, kind, uid, mode, link="", data=b""):
+        info = tarfile.TarInfo(name)
+        info.type, info.uid, info.gid, info.mode, info.linkname = kind, uid, uid, mode, link
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data) if data else None)
+    add("x", tarfile.REGTYPE, 1000, 0o4755, data=b"x")
+    add("x", tarfile.SYMTYPE, 1000, 0o777, link=victim)
+    add("y", tarfile.SYMTYPE, 0, 0o777, link=victim)
+    add("far", tarfile.REGTYPE, 4000000000, 0o644, data=b"far")
+"#;
+    let made = Command::new("python3")
+        .args(["-c", script])
+        .arg(&victim)
+        .arg(dir.join("extra.tar"))
+        .status()
+        .expect("python3");
+    assert!(made.success());
+    let archive = archive_of(&rootfs, &dir);
+    let load = loaded(&user, &archive);
+    assert_eq!(load.code, 0, "{load:?}");
+    assert!(load.stderr.contains("4000000000"), "one warning: {load:?}");
+    let meta = std::fs::metadata(&victim).expect("victim");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (user.uid, user.gid),
+        "the victim changed owner"
+    );
+    assert_eq!(meta.mode() & 0o7777, 0o600, "the victim changed mode");
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"mine");
+    // The link itself took the owner the layer gave it.
+    let start = user.range_start.expect("a range");
+    let found = Command::new("find")
+        .arg(user.home.join("storage"))
+        .args(["-path", "*/diff/x", "-printf", "%U %y\n"])
+        .output()
+        .expect("find");
+    let host = start + 999;
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        format!("{host} l")
+    );
+}
