@@ -231,11 +231,22 @@ pub(crate) fn create_recorded(
         } else {
             Barrier::Channel
         };
-        cgroup = crate::cgroups::create(&id, spec, rt.rootless, options.cgroup_parent.as_ref())?;
+        cgroup = crate::cgroups::create(
+            &id,
+            spec,
+            rt.rootless,
+            options.cgroup_parent.as_ref(),
+            rt.systemd_cgroup,
+        )?;
         if let Some(cgroup) = &cgroup {
             record.cgroup_paths = cgroup.paths();
+            record.cgroup_unit = cgroup.unit().map(str::to_owned);
         }
         let created = create_in(&config, &barrier, cgroup.as_ref())?;
+        // The scope exists now, with the container's init in it, stopped at the barrier.
+        if let Some(cgroup) = cgroup.as_ref().filter(|c| c.unit().is_some()) {
+            crate::cgroups::limit_scope(cgroup, spec, rt.rootless)?;
+        }
         record.process = ProcessIdentity::of(created.pid().as_raw());
         // A container that dies with this process (no fifo: it waits on the channel, and
         // keeps PR_SET_PDEATHSIG) is this process's to remove; should it be killed first,
