@@ -293,7 +293,9 @@ mod bus {
     /// container's init, stopped before it runs anything of the container), `Delegate=yes`
     /// and `properties`; returns once systemd has made it.
     pub fn start_scope(path: &SystemdPath, pid: u32, properties: &Properties) -> Result<()> {
+        let connecting = Instant::now();
         let manager = Manager::connect()?;
+        let connected = connecting.elapsed();
         let description = format!("peapod container {}", path.unit);
         let mut props: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(description.as_str())),
@@ -314,7 +316,11 @@ mod bus {
             "StartTransientUnit",
             &(path.unit.as_str(), "replace", props, aux),
         )?;
-        tracing::debug!("scope {} made in {:?}", path.unit, started.elapsed());
+        tracing::debug!(
+            "scope {} made in {:?} (connected to the bus in {connected:?})",
+            path.unit,
+            started.elapsed()
+        );
         Ok(())
     }
 

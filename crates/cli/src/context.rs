@@ -19,6 +19,12 @@ pub(crate) fn runtime(global: &GlobalArgs) -> Result<Runtime, Error> {
         Rootless::True => true,
         Rootless::False => false,
     };
+    if global.systemd_cgroup && !Runtime::SYSTEMD_DRIVER {
+        return Err(Error::usage(anyhow::anyhow!(
+            "--systemd-cgroup: this peapod was built without the systemd driver (cargo \
+             feature `systemd`); use cgroupfs"
+        )));
+    }
     if global.systemd_cgroup && rootless {
         return Err(Error::usage(anyhow::anyhow!(
             "--systemd-cgroup: the systemd driver talks to the system's systemd, which only \

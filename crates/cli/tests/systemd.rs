@@ -187,6 +187,40 @@ fn limits() -> serde_json::Value {
 }
 
 #[test]
+fn without_systemd_as_init_the_driver_refuses_the_container_and_leaves_nothing() {
+    if Path::new("/run/systemd/system").is_dir() {
+        eprintln!("skipped: PID 1 is systemd here; this test is for hosts without it");
+        return;
+    }
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let id = format!("sdn-{}", std::process::id());
+    let dir = bundle(
+        &rootfs,
+        &id,
+        &format!("machine.slice:peapod:{id}"),
+        limits(),
+    );
+    let mut create = rootfs.peapod();
+    create
+        .args(["--systemd-cgroup", "create", "--bundle"])
+        .arg(&dir)
+        .arg(&id);
+    let out = finish(create.spawn().expect("create"));
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("PID 1 is not systemd"),
+        "{}",
+        out.stderr
+    );
+    assert!(!Path::new("/sys/fs/cgroup/machine.slice")
+        .join(format!("peapod-{id}.scope"))
+        .exists());
+    rootfs.assert_nothing_left();
+}
+
+#[test]
 fn a_scope_in_machine_slice_has_the_limits_update_changes_them_and_delete_removes_it() {
     let Some(rootfs) = fixture() else { return };
     let id = format!("sd-{}", std::process::id());

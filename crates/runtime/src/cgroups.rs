@@ -62,6 +62,11 @@ pub fn create(
 /// The systemd driver's cgroup of container `id`: the scope `linux.cgroupsPath`
 /// (`slice:prefix:name`) names, with the limits systemd has properties for.
 fn scope(id: &ContainerId, spec: &Spec) -> Result<Cgroup> {
+    if !peapod_cgroups::systemd::booted() {
+        return Err(Error::runtime(anyhow!(
+            "--systemd-cgroup: PID 1 is not systemd here (no /run/systemd/system); use cgroupfs"
+        )));
+    }
     let linux = spec.linux().as_ref();
     let resources = linux.and_then(|l| l.resources().as_ref());
     let path = linux.and_then(|l| l.cgroups_path().as_ref());

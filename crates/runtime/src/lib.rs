@@ -113,6 +113,9 @@ impl Runtime {
         }
     }
 
+    /// Whether this build has the systemd cgroup driver (the cargo feature `systemd`).
+    pub const SYSTEMD_DRIVER: bool = cfg!(feature = "systemd");
+
     /// This runtime with the systemd cgroup driver (`--systemd-cgroup`) or without.
     pub fn with_systemd_cgroup(mut self, systemd: bool) -> Runtime {
         self.systemd_cgroup = systemd;
