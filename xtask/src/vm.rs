@@ -49,6 +49,10 @@ const TESTS: &[&str] = &[
     "rootless_ids",
 ];
 
+/// Those of `cargo xtask vm --systemd`: the systemd cgroup driver's, which need systemd as
+/// PID 1 and its D-Bus API.
+const SYSTEMD_TESTS: &[&str] = &["systemd"];
+
 /// What the guest loads: the virtio PCI transport and 9p for the host's root, overlayfs for
 /// the writable layer over it (and for containers of images). No veth or bridge: the pods of
 /// these tests have `--network none`.
@@ -60,6 +64,19 @@ const MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 const TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 pub(crate) fn run(args: &[String]) -> Result {
+    let systemd = args.first().is_some_and(|a| a == "--systemd");
+    let args = if systemd { &args[1..] } else { args };
+    if systemd {
+        for program in [
+            "/lib/systemd/systemd",
+            "/usr/bin/dbus-daemon",
+            "/usr/bin/systemctl",
+        ] {
+            if !Path::new(program).exists() {
+                return Err(format!("no {program}: install systemd and dbus"));
+            }
+        }
+    }
     let (kernel, version) = kernel()?;
     let modules = modules_in_order(&Path::new("/lib/modules").join(&version), MODULES)?;
     let busybox = Path::new("/bin/busybox");
@@ -80,7 +97,7 @@ pub(crate) fn run(args: &[String]) -> Result {
     println!("xtask: rootfs at {} ({how})", rootfs_dir.display());
     let init = dist::build_init()?;
     let (pause, busybox_image) = test::write_cri_images(&init, &rootfs_dir)?;
-    let binaries = build_tests()?;
+    let binaries = build_tests(if systemd { SYSTEMD_TESTS } else { TESTS })?;
 
     let mut plan = String::new();
     for (name, value) in [
@@ -137,6 +154,9 @@ pub(crate) fn run(args: &[String]) -> Result {
     cpio.file("tests.sh", 0o755, include_bytes!("vm/tests.sh"));
     cpio.file("plan.sh", 0o644, plan.as_bytes());
     cpio.file("keep.sh", 0o644, keep.as_bytes());
+    if systemd {
+        cpio.file("peapod-vm.service", 0o644, systemd_unit(timeout).as_bytes());
+    }
     for (i, module) in modules.iter().enumerate() {
         let name = module.file_name().unwrap_or_default().to_string_lossy();
         cpio.file(&format!("modules/{i:02}-{name}"), 0o644, &read(module)?);
@@ -153,7 +173,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         names.join(", ")
     );
     let started = Instant::now();
-    let outcome = boot(&kernel, &initrd, timeout)?;
+    let outcome = boot(&kernel, &initrd, timeout, systemd)?;
     for skip in &outcome.skipped {
         println!("xtask: vm: {skip}");
     }
@@ -200,12 +220,41 @@ struct TestBinary {
     dir: PathBuf,
 }
 
-/// Builds the [`TESTS`] that exist and returns their paths, read from cargo's JSON messages.
-fn build_tests() -> Result<Vec<TestBinary>> {
+/// The unit systemd starts at boot (`--unit=peapod-vm.service`, init.sh) under
+/// `cargo xtask vm --systemd`: tests.sh with D-Bus up, its output on the console, and the
+/// machine powered off when it ends, whether it passed, failed or ran out of time (a minute
+/// before xtask would kill qemu, so that the console says which).
+fn systemd_unit(timeout: Duration) -> String {
+    let limit = timeout
+        .saturating_sub(Duration::from_secs(60))
+        .max(Duration::from_secs(60));
+    format!(
+        "[Unit]\n\
+         Description=peapod VM tests\n\
+         Wants=dbus.service\n\
+         After=dbus.service\n\
+         SuccessAction=poweroff-force\n\
+         FailureAction=poweroff-force\n\
+         [Service]\n\
+         Type=oneshot\n\
+         Environment=PEAPOD_VM_INIT=systemd\n\
+         ExecStart=/bin/busybox sh /run/peapod-vm/tests.sh\n\
+         ExecStopPost=/bin/busybox sh -c '[ \"$$SERVICE_RESULT\" = success ] || \
+         echo \"PEAPOD-VM-RESULT: the test unit ended with $$SERVICE_RESULT\"'\n\
+         TimeoutStartSec={}\n\
+         StandardOutput=tty\n\
+         StandardError=inherit\n\
+         TTYPath=/dev/console\n",
+        limit.as_secs()
+    )
+}
+
+/// Builds the `tests` that exist and returns their paths, read from cargo's JSON messages.
+fn build_tests(tests_wanted: &[&str]) -> Result<Vec<TestBinary>> {
     let mut cmd = cargo();
     cmd.args(["test", "--no-run", "--message-format=json", "-p", "peapod"]);
     let tests = crate::root().join("crates/cli/tests");
-    for name in TESTS {
+    for name in tests_wanted {
         if tests.join(format!("{name}.rs")).exists() {
             cmd.args(["--test", name]);
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::io;
 use crate::layout::join_inside;
+use crate::systemd::{Properties, SystemdPath};
 use crate::{DeviceFilter, Error, Layout, Result};
 
 /// The parent of containers' cgroups when the spec names none: `peapod/<id>` below the
@@ -33,6 +34,9 @@ pub struct Cgroup {
     /// are not peapod's to remove when the creation fails. Per directory, since a cgroup made
     /// by another tool may lack the tracking hierarchies that peapod adds.
     existed: Vec<PathBuf>,
+    /// The systemd driver's scope, made by [`Cgroup::add`] with the container's init in it
+    /// (a scope cannot be made empty); `None` on cgroupfs and for a cgroup opened again.
+    scope: Option<Box<(SystemdPath, Properties)>>,
 }
 
 /// The cgroup's directory in one hierarchy.
@@ -157,6 +161,7 @@ impl Cgroup {
             v2: layout.is_v2(),
             dirs,
             existed: Vec::new(),
+            scope: None,
         })
     }
 
@@ -182,7 +187,25 @@ impl Cgroup {
             v2: layout.is_v2(),
             dirs,
             existed: Vec::new(),
+            scope: None,
         }
+    }
+
+    /// The systemd driver's cgroup: the scope `path` on the unified hierarchy (pure v2 only),
+    /// made with `properties` when [`Cgroup::add`] puts the container's init in it. Nothing
+    /// is made here.
+    pub fn systemd(layout: &Layout, path: SystemdPath, properties: Properties) -> Result<Cgroup> {
+        if !layout.is_v2() {
+            return Err(Error::Systemd(
+                "the systemd driver needs the unified cgroup hierarchy (cgroup v2) here".into(),
+            ));
+        }
+        let mut cgroup = Cgroup::locate(layout, &Path::new("/").join(path.relative()?))?;
+        if cgroup.dirs.iter().any(|d| d.path.exists()) {
+            return Err(Error::Systemd(format!("unit {} exists already", path.unit)));
+        }
+        cgroup.scope = Some(Box::new((path, properties)));
+        Ok(cgroup)
     }
 
     /// Makes the cgroup `path` (see [`Cgroup::locate`]) in every hierarchy. On v1 a new
@@ -212,6 +235,7 @@ impl Cgroup {
             v2: self.v2,
             dirs,
             existed: Vec::new(),
+            scope: None,
         }
         .made()
     }
@@ -234,6 +258,11 @@ impl Cgroup {
     /// Removes the cgroup after a creation that failed, except the directories that existed
     /// before [`Cgroup::create`] joined them: those stay as they were found.
     pub fn undo(&self) {
+        if let Some(scope) = &self.scope {
+            if let Err(e) = crate::systemd::stop_unit(&scope.0.unit) {
+                tracing::debug!("{e}");
+            }
+        }
         let made = self.dirs.iter().filter(|d| !self.existed.contains(&d.path));
         let _ = remove_dirs(made);
     }
@@ -322,13 +351,22 @@ impl Cgroup {
             .collect()
     }
 
+    /// The systemd driver's scope unit, for the record.
+    pub fn unit(&self) -> Option<&str> {
+        self.scope.as_ref().map(|s| s.0.unit.as_str())
+    }
+
     /// Its directories, one per hierarchy.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
     /// Moves process `pid` (and all its threads) into the cgroup, in every hierarchy.
+    /// With the systemd driver, the first process makes the scope ([`Cgroup::systemd`]).
     pub fn add(&self, pid: u32) -> Result<()> {
+        if let Some(scope) = &self.scope {
+            return crate::systemd::start_scope(&scope.0, pid, &scope.1);
+        }
         for dir in &self.dirs {
             write(&dir.path.join("cgroup.procs"), &pid.to_string())?;
         }
@@ -716,6 +754,7 @@ impl Cgroup {
             v2,
             dirs,
             existed: Vec::new(),
+            scope: None,
         }
     }
 }

@@ -54,6 +54,9 @@ pub enum Error {
         /// Why not.
         source: crate::BpfError,
     },
+    /// The systemd driver: a path it cannot parse, or systemd refused or failed a job.
+    #[error("systemd: {0}")]
+    Systemd(String),
     /// A path that would leave the cgroup hierarchy, or name its root.
     #[error("linux.cgroupsPath {0:?}: must name a cgroup below the root, without '..'")]
     BadPath(PathBuf),

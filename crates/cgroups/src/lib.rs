@@ -26,8 +26,9 @@
 //!
 //! It is a small module of file writes rather than youki's `libcgroups` or kata's
 //! `cgroups-rs` (see ARCHITECTURE.md for why); its eBPF is a hand-written program of a few
-//! instruction kinds and five `bpf(2)` commands (`bpf.rs`). It does not do the systemd
-//! driver or rdma limits.
+//! instruction kinds and five `bpf(2)` commands (`bpf.rs`). It does not do
+//! rdma limits; the systemd driver ([`systemd`]) makes a transient scope over D-Bus (zbus)
+//! and writes the rest as here.
 #![deny(missing_docs)]
 
 mod bpf;
@@ -36,6 +37,7 @@ mod device_filter;
 mod error;
 mod layout;
 mod resources;
+pub mod systemd;
 
 pub use bpf::BpfError;
 pub use cgroup::{Cgroup, FreezerState, Stats, DEFAULT_PARENT};

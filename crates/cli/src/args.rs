@@ -47,7 +47,8 @@ pub(crate) struct GlobalArgs {
     /// The log format.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
-    /// Use systemd to manage cgroups (not supported: peapod is refused with a clear error).
+    /// Use systemd to manage cgroups (as runc): a container's cgroup is a transient scope,
+    /// and linux.cgroupsPath is "slice:prefix:name".
     #[arg(long)]
     pub systemd_cgroup: bool,
     /// Whether to run rootless: auto (when not root), true, or false.

@@ -13,17 +13,24 @@ use crate::args::{GlobalArgs, LogFormat, Rootless};
 /// The runtime the global flags ask for: its state root (`--root`, else `/run/peapod` for
 /// root and `$XDG_RUNTIME_DIR/peapod` for others) and whether it runs rootless.
 pub(crate) fn runtime(global: &GlobalArgs) -> Result<Runtime, Error> {
-    if global.systemd_cgroup {
-        return Err(Error::usage(anyhow::anyhow!(
-            "--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs"
-        )));
-    }
     let euid = nix::unistd::geteuid();
     let rootless = match global.rootless {
         Rootless::Auto => !euid.is_root(),
         Rootless::True => true,
         Rootless::False => false,
     };
+    if global.systemd_cgroup && !Runtime::SYSTEMD_DRIVER {
+        return Err(Error::usage(anyhow::anyhow!(
+            "--systemd-cgroup: this peapod was built without the systemd driver (cargo \
+             feature `systemd`); use cgroupfs"
+        )));
+    }
+    if global.systemd_cgroup && rootless {
+        return Err(Error::usage(anyhow::anyhow!(
+            "--systemd-cgroup: the systemd driver talks to the system's systemd, which only \
+             root may ask for scopes (a user's systemd instance is not supported); use cgroupfs"
+        )));
+    }
     let root = match &global.root {
         Some(root) => root.clone(),
         // As runc: an empty or relative XDG_RUNTIME_DIR counts as unset.
@@ -34,7 +41,7 @@ pub(crate) fn runtime(global: &GlobalArgs) -> Result<Runtime, Error> {
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/peapod-{euid}"))),
         None => PathBuf::from("/run/peapod"),
     };
-    Ok(Runtime::new(root, rootless))
+    Ok(Runtime::new(root, rootless).with_systemd_cgroup(global.systemd_cgroup))
 }
 
 /// The command line that ends a foreground run of container `id` once `peapod-init --watch`

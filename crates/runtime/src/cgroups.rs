@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use oci_spec::runtime::{LinuxResources, Spec};
+use peapod_cgroups::systemd::{Properties, SystemdPath};
 use peapod_cgroups::{Cgroup, DeviceFilter, Layout};
 use peapod_state::{ContainerId, Record};
 
@@ -22,14 +23,22 @@ pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// [`delegated`]); elsewhere, without limits, there is none (an unprivileged user can rarely
 /// write cgroups, and runc goes on without), and limits are refused in one line. On failure
 /// nothing is left.
+///
+/// With `systemd` (`--systemd-cgroup`, and not a pod's container) nothing is made yet: the
+/// scope is made when the container's init is added ([`Cgroup::systemd`]), and
+/// [`limit_scope`] then writes the rest.
 pub fn create(
     id: &ContainerId,
     spec: &Spec,
     rootless: bool,
     parent: Option<&Cgroup>,
+    systemd: bool,
 ) -> Result<Option<Cgroup>> {
     let linux = spec.linux().as_ref();
     let resources = linux.and_then(|l| l.resources().as_ref());
+    if systemd && parent.is_none() {
+        return scope(id, spec).map(Some);
+    }
     // Rootless without limits a cgroup is a bonus: only where delegated, and its failure is
     // a warning, not the container's.
     let optional = rootless && resources.is_none() && parent.is_none();
@@ -262,4 +271,60 @@ pub fn report_oom(rt: &Runtime, id: &ContainerId) {
     if kills > 0 {
         tracing::warn!("container {id}: the OOM killer killed {kills} process(es): out of memory");
     }
+}
+
+/// The systemd driver's cgroup of container `id`: the scope `linux.cgroupsPath`
+/// (`slice:prefix:name`) names, with the limits systemd has properties for.
+fn scope(id: &ContainerId, spec: &Spec) -> Result<Cgroup> {
+    if !peapod_cgroups::systemd::booted() {
+        return Err(Error::runtime(anyhow!(
+            "--systemd-cgroup: PID 1 is not systemd here (no /run/systemd/system); use cgroupfs"
+        )));
+    }
+    let linux = spec.linux().as_ref();
+    let resources = linux.and_then(|l| l.resources().as_ref());
+    let path = linux.and_then(|l| l.cgroups_path().as_ref());
+    let path = match path.map(|p| p.to_str()) {
+        Some(None) => return Err(Error::runtime(anyhow!("linux.cgroupsPath is not UTF-8"))),
+        Some(Some(p)) => Some(p),
+        None => None,
+    };
+    let path = SystemdPath::parse(path, id.as_str()).map_err(Error::runtime)?;
+    let properties = resources
+        .map(Properties::of)
+        .transpose()
+        .map_err(Error::runtime)?
+        .unwrap_or_default();
+    let layout = Layout::detect().map_err(Error::runtime)?;
+    Cgroup::systemd(&layout, path, properties).map_err(Error::runtime)
+}
+
+/// Writes the limits of `spec` to the files of a scope systemd has just made (those it has
+/// properties for again, as runc does) and attaches the device program.
+pub fn limit_scope(cgroup: &Cgroup, spec: &Spec, rootless: bool) -> Result<()> {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let rules = resources.and_then(|r| r.devices().as_deref());
+    let devices = DeviceFilter::new(rules.unwrap_or_default()).map_err(Error::runtime)?;
+    if let Some(resources) = resources {
+        cgroup.apply(resources).map_err(Error::runtime)?;
+    }
+    filter_devices(cgroup, &devices, rootless)
+}
+
+/// `update` of a container in a systemd scope: its properties first, so that systemd
+/// keeps them, then the files (below).
+pub fn update_scope(unit: &str, resources: &LinuxResources) -> Result<()> {
+    let properties = Properties::of(resources).map_err(Error::runtime)?;
+    peapod_cgroups::systemd::set_properties(unit, &properties).map_err(Error::runtime)
+}
+
+/// Stops the scope `unit` of a deleted container (its cgroup is then gone) and forgets it.
+pub fn stop_scope(unit: &str) -> Result<()> {
+    peapod_cgroups::systemd::stop_unit(unit).map_err(Error::runtime)
+}
+
+/// Where the systemd driver's scope of container `id` is (its one cgroup2 directory),
+/// without making anything: what a record made before the scope holds.
+pub fn scope_paths(id: &ContainerId, spec: &Spec) -> Result<Vec<PathBuf>> {
+    Ok(scope(id, spec)?.paths())
 }

@@ -240,8 +240,11 @@ fn create_in_entry(
     record.owner = ProcessIdentity::of(std::process::id() as i32);
     let mut cgroup = None;
     let result = (|| {
-        record.cgroup_paths =
-            crate::cgroups::locate(&id, spec, rt.rootless, options.cgroup_parent.as_ref())?;
+        record.cgroup_paths = match options.cgroup_parent.as_ref() {
+            // The scope systemd will make, by its unit's name.
+            None if rt.systemd_cgroup => crate::cgroups::scope_paths(&id, spec)?,
+            parent => crate::cgroups::locate(&id, spec, rt.rootless, parent)?,
+        };
         entry.save(&record, Durability::Volatile)?;
         options.etc.write(entry.dir())?;
         if options.image.is_none() && own_etc {
@@ -275,13 +278,24 @@ fn create_in_entry(
         } else {
             Barrier::Channel
         };
-        cgroup = crate::cgroups::create(&id, spec, rt.rootless, options.cgroup_parent.as_ref())?;
+        cgroup = crate::cgroups::create(
+            &id,
+            spec,
+            rt.rootless,
+            options.cgroup_parent.as_ref(),
+            rt.systemd_cgroup,
+        )?;
         if let Some(cgroup) = &cgroup {
             record.cgroup_paths = cgroup.paths();
+            record.cgroup_unit = cgroup.unit().map(str::to_owned);
         }
         // Everything but the process is made: where the crash tests kill `create`.
         crate::failpoint("create");
         let created = create_in(&config, &barrier, cgroup.as_ref())?;
+        // The scope exists now, with the container's init in it, stopped at the barrier.
+        if let Some(cgroup) = cgroup.as_ref().filter(|c| c.unit().is_some()) {
+            crate::cgroups::limit_scope(cgroup, spec, rt.rootless)?;
+        }
         record.process = ProcessIdentity::of(created.pid().as_raw());
         // A container that dies with this process (no fifo: it waits on the channel, and
         // keeps PR_SET_PDEATHSIG) stays this process's to remove; should it be killed first,

@@ -72,6 +72,9 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
     if let Some(cgroup) = &cgroup {
         cgroup.remove().map_err(Error::runtime)?;
     }
+    if let Some(unit) = &record.cgroup_unit {
+        crate::cgroups::stop_scope(unit)?;
+    }
     release_layers(id, &entry)?;
     entry.remove()?;
     // After the container is gone (runtime-spec, "Lifecycle" step 12); the record still

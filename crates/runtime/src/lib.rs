@@ -99,6 +99,9 @@ pub struct Runtime {
     /// The sealed copy of peapod-init that entrypoints are exec'd through (CVE-2019-5736),
     /// set by [`Runtime::with_entrypoint_guard`]; without it entrypoints are exec'd directly.
     pub entrypoint_guard: Option<OwnedFd>,
+    /// `--systemd-cgroup`: containers' cgroups are transient systemd scopes
+    /// (`peapod_cgroups::systemd`), `linux.cgroupsPath` is `slice:prefix:name`.
+    pub systemd_cgroup: bool,
 }
 
 impl Runtime {
@@ -108,7 +111,17 @@ impl Runtime {
             root,
             rootless,
             entrypoint_guard: None,
+            systemd_cgroup: false,
         }
+    }
+
+    /// Whether this build has the systemd cgroup driver (the cargo feature `systemd`).
+    pub const SYSTEMD_DRIVER: bool = cfg!(feature = "systemd");
+
+    /// This runtime with the systemd cgroup driver (`--systemd-cgroup`) or without.
+    pub fn with_systemd_cgroup(mut self, systemd: bool) -> Runtime {
+        self.systemd_cgroup = systemd;
+        self
     }
 
     /// This runtime with the entrypoint guard: a sealed copy of the static peapod-init

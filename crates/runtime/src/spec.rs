@@ -52,7 +52,7 @@ fn sort_capabilities(spec: &mut serde_json::Value) {
 }
 
 /// The runtime-spec features document (features.md). Only what peapod really does is listed:
-/// cgroups v1 and v2 through cgroupfs (no systemd driver).
+/// cgroups v1 and v2 through cgroupfs and the systemd driver (transient scopes over D-Bus, `--systemd-cgroup`).
 pub fn features() -> serde_json::Value {
     let capabilities: Vec<String> = ALL_CAPABILITIES
         .iter()
@@ -74,7 +74,7 @@ pub fn features() -> serde_json::Value {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": capabilities,
-            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false },
+            "cgroup": { "v1": true, "v2": true, "systemd": true, "systemdUser": false, "rdma": false },
             "seccomp": {
                 "enabled": true,
                 "actions": peapod_seccomp::ACTIONS,

@@ -64,6 +64,9 @@ pub(crate) fn update(rt: &Runtime, id: &str, args: &UpdateRequest) -> Result<()>
         .map(peapod_cgroups::DeviceFilter::new)
         .transpose()
         .map_err(Error::runtime)?;
+    if let Some(unit) = &record.cgroup_unit {
+        crate::cgroups::update_scope(unit, &resources)?;
+    }
     cgroup.apply(&resources).map_err(Error::runtime)?;
     if let Some(devices) = devices {
         crate::cgroups::filter_devices(&cgroup, &devices, rt.rootless)?;

@@ -41,6 +41,10 @@ pub struct Record {
     /// The container's cgroup: its directory in each hierarchy (one on cgroup v2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroup_paths: Vec<PathBuf>,
+    /// The systemd scope unit of the cgroup (`--systemd-cgroup`): stopped by `delete`, its
+    /// properties set by `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_unit: Option<String>,
     /// The spec's `hooks` object, for those run after `create` (`poststart`, `poststop`):
     /// kept here, as runc keeps its config, so that a changed or removed bundle cannot
     /// change what runs.
@@ -142,6 +146,7 @@ impl Record {
             created,
             annotations: BTreeMap::new(),
             cgroup_paths: Vec::new(),
+            cgroup_unit: None,
             hooks: None,
             spec_process: None,
             spec_seccomp: None,

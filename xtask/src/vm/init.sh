@@ -56,5 +56,12 @@ $bb cp /tests.sh /plan.sh /newroot/run/peapod-vm/ || fail "cannot copy the plan"
 for fs in proc sys dev; do
     $bb mount --move "/$fs" "/newroot/$fs" || fail "cannot move /$fs"
 done
+# `cargo xtask vm --systemd`: the host's own systemd becomes PID 1 and starts only the test
+# unit (and what it needs: sysinit, D-Bus), which runs tests.sh and powers off.
+if [ -f /peapod-vm.service ]; then
+    $bb mkdir -p /newroot/run/systemd/system
+    $bb cp /peapod-vm.service /newroot/run/systemd/system/ || fail "cannot copy the test unit"
+    exec $bb switch_root /newroot /lib/systemd/systemd --unit=peapod-vm.service
+fi
 # The host's /bin/busybox (busybox-static) runs tests.sh: the same applets as here.
 exec $bb switch_root /newroot /bin/busybox sh /run/peapod-vm/tests.sh

@@ -28,7 +28,18 @@ pub(crate) struct Outcome {
 
 /// Boots the guest and streams its console to stdout until it powers off, or kills it
 /// after `timeout`.
-pub(crate) fn boot(kernel: &Path, initrd: &Path, timeout: Duration) -> Result<Outcome> {
+/// `systemd`: init.sh hands over to the host's systemd (`cargo xtask vm --systemd`), booted
+/// on the unified hierarchy and quiet but for failures.
+pub(crate) fn boot(
+    kernel: &Path,
+    initrd: &Path,
+    timeout: Duration,
+    systemd: bool,
+) -> Result<Outcome> {
+    let mut append = String::from("console=ttyS0 quiet panic=-1 rdinit=/init cgroup_no_v1=all");
+    if systemd {
+        append += " systemd.unified_cgroup_hierarchy=1 systemd.show_status=error";
+    }
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
         "-machine",
@@ -48,10 +59,8 @@ pub(crate) fn boot(kernel: &Path, initrd: &Path, timeout: Duration) -> Result<Ou
     .arg("-initrd")
     .arg(initrd)
     // cgroup_no_v1=all: pure v2 even if something tried to mount a v1 hierarchy.
-    .args([
-        "-append",
-        "console=ttyS0 quiet panic=-1 rdinit=/init cgroup_no_v1=all",
-    ])
+    .arg("-append")
+    .arg(&append)
     // multidevs=remap: the host's / spans several file systems (/proc, /dev, ...) whose
     // inode numbers would otherwise collide in the guest.
     .args([

@@ -1,0 +1,448 @@
+//! The systemd cgroup driver (`--systemd-cgroup`, as runc's): a container's cgroup is a
+//! transient scope unit that systemd makes over D-Bus (`StartTransientUnit` on
+//! `org.freedesktop.systemd1`) with the container's init as its one process, `Delegate=yes`
+//! (the container's cgroup is then peapod's to write), in the slice `linux.cgroupsPath`
+//! names, and the limits systemd knows as unit properties; the rest are written to the cgroup
+//! files as on cgroupfs ([`crate::Cgroup::apply`]).
+//!
+//! The D-Bus client is zbus's blocking API: a well-kept pure-Rust implementation (no
+//! libdbus), only linked into the paths that use this driver.
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::LinuxResources;
+
+use crate::{Error, Result};
+
+/// Where a container's scope goes: `linux.cgroupsPath` as `slice:prefix:name`, parsed as
+/// runc parses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemdPath {
+    /// The slice unit the scope goes into (`system.slice` when empty).
+    pub slice: String,
+    /// The scope unit: `prefix-name.scope` (or `name` itself when it is a slice).
+    pub unit: String,
+}
+
+impl SystemdPath {
+    /// `cgroups_path` as `slice:prefix:name`; without one, `:peapod:ID` (runc's `:runc:ID`).
+    /// An empty slice is `system.slice`; an empty name is the container's `id`.
+    pub fn parse(cgroups_path: Option<&str>, id: &str) -> Result<SystemdPath> {
+        let path = cgroups_path.filter(|p| !p.is_empty());
+        let (slice, prefix, name) = match path.map(|p| p.split(':').collect::<Vec<_>>()) {
+            None => ("", "peapod", id),
+            Some(parts) => match parts[..] {
+                [slice, prefix, name] => (slice, prefix, name),
+                _ => {
+                    return Err(Error::Systemd(format!(
+                        "linux.cgroupsPath {:?}: the systemd driver expects \"slice:prefix:name\"",
+                        path.unwrap_or_default()
+                    )))
+                }
+            },
+        };
+        let slice = if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        };
+        let name = if name.is_empty() { id } else { name };
+        let unit = if name.ends_with(".slice") {
+            name.to_owned()
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        if unit.contains('/') || unit.starts_with('.') {
+            return Err(Error::Systemd(format!(
+                "linux.cgroupsPath: {unit:?} is not a unit name"
+            )));
+        }
+        expand_slice(slice)?;
+        Ok(SystemdPath {
+            slice: slice.to_owned(),
+            unit,
+        })
+    }
+
+    /// The scope's cgroup, relative to the cgroup2 mount: the slice expanded into its
+    /// parents, then the unit (`a-b.slice:p:n` is `a.slice/a-b.slice/p-n.scope`).
+    pub fn relative(&self) -> Result<PathBuf> {
+        Ok(expand_slice(&self.slice)?.join(&self.unit))
+    }
+}
+
+/// The cgroup of slice `slice` relative to the root, as systemd (and runc's `ExpandSlice`)
+/// names it: `a-b-c.slice` is `a.slice/a-b.slice/a-b-c.slice`; `-.slice` is the root.
+pub fn expand_slice(slice: &str) -> Result<PathBuf> {
+    let bad = |why: &str| Error::Systemd(format!("slice {slice:?}: {why}"));
+    let Some(stem) = slice.strip_suffix(".slice") else {
+        return Err(bad("a slice's name ends in \".slice\""));
+    };
+    if slice.contains('/') {
+        return Err(bad("a slice's name has no '/'"));
+    }
+    if stem == "-" {
+        return Ok(PathBuf::new());
+    }
+    if stem.is_empty() || stem.starts_with('-') || stem.ends_with('-') || stem.contains("--") {
+        return Err(bad("not a slice name"));
+    }
+    let mut path = PathBuf::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    Ok(path)
+}
+
+/// The limits of `linux.resources` that systemd has unit properties for, as runc sets them:
+/// systemd writes them to the scope's cgroup itself, and keeps them on a daemon-reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    memory_max: Option<u64>,
+    tasks_max: Option<u64>,
+    cpu_weight: Option<u64>,
+    /// `CPUQuotaPerSecUSec` and `CPUQuotaPeriodUSec`.
+    cpu_quota: Option<(u64, u64)>,
+    allowed_cpus: Option<Vec<u8>>,
+    allowed_memory_nodes: Option<Vec<u8>>,
+}
+
+impl Properties {
+    /// Those of `resources` (a limit of -1 is systemd's "infinity").
+    pub fn of(resources: &LinuxResources) -> Result<Properties> {
+        let unlimited = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
+        let mut props = Properties::default();
+        if let Some(memory) = resources.memory() {
+            props.memory_max = memory.limit().map(unlimited);
+        }
+        if let Some(pids) = resources.pids() {
+            props.tasks_max = Some(unlimited(pids.limit())).filter(|v| *v != 0);
+        }
+        if let Some(cpu) = resources.cpu() {
+            props.cpu_weight = cpu
+                .shares()
+                .filter(|s| *s != 0)
+                .map(crate::resources::shares_to_weight);
+            if let Some(quota) = cpu.quota() {
+                let period = cpu.period().filter(|p| *p != 0).unwrap_or(100_000);
+                props.cpu_quota = Some((quota_per_sec(quota, period), period));
+            }
+            props.allowed_cpus = cpu.cpus().as_deref().map(bitmask).transpose()?;
+            props.allowed_memory_nodes = cpu.mems().as_deref().map(bitmask).transpose()?;
+        }
+        Ok(props)
+    }
+}
+
+/// runc's `CPUQuotaPerSecUSec`: the quota per second, rounded up to 10 ms (systemd's unit);
+/// -1 (no quota) is infinity.
+fn quota_per_sec(quota: i64, period: u64) -> u64 {
+    let Ok(quota) = u64::try_from(quota) else {
+        return u64::MAX;
+    };
+    let per_sec = quota.saturating_mul(1_000_000) / period;
+    per_sec.div_ceil(10_000) * 10_000
+}
+
+/// A cpuset list (`0-2,7`) as systemd's bitmask: bit N of byte N/8 for cpu (or node) N.
+fn bitmask(list: &str) -> Result<Vec<u8>> {
+    let bad = || {
+        Error::Systemd(format!(
+            "linux.resources.cpu: cannot parse the cpuset {list:?}"
+        ))
+    };
+    let mut mask = Vec::new();
+    for range in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        let first: usize = first.trim().parse().map_err(|_| bad())?;
+        let last: usize = last.trim().parse().map_err(|_| bad())?;
+        if first > last || last >= 8192 {
+            return Err(bad());
+        }
+        for n in first..=last {
+            if mask.len() <= n / 8 {
+                mask.resize(n / 8 + 1, 0);
+            }
+            mask[n / 8] |= 1 << (n % 8);
+        }
+    }
+    Ok(mask)
+}
+
+pub use bus::{set_properties, start_scope, stop_unit};
+
+/// The D-Bus calls, with zbus (the cargo feature `systemd`, on by default).
+#[cfg(feature = "systemd")]
+mod bus {
+    use std::time::{Duration, Instant};
+
+    use zbus::blocking::{Connection, Proxy};
+    use zbus::zvariant::{OwnedObjectPath, Value};
+
+    use super::{Properties, SystemdPath};
+    use crate::{Error, Result};
+
+    /// How long systemd may take to start or stop a unit (runc waits as long).
+    const JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
+    const SERVICE: &str = "org.freedesktop.systemd1";
+    const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+    const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+
+    /// As D-Bus `(sv)` pairs.
+    fn pairs(props: &Properties) -> Vec<(&'static str, Value<'_>)> {
+        let mut out: Vec<(&'static str, Value<'_>)> = Vec::new();
+        if let Some(v) = props.memory_max {
+            out.push(("MemoryMax", Value::U64(v)));
+        }
+        if let Some(v) = props.tasks_max {
+            out.push(("TasksMax", Value::U64(v)));
+        }
+        if let Some(v) = props.cpu_weight {
+            out.push(("CPUWeight", Value::U64(v)));
+        }
+        if let Some((per_sec, period)) = props.cpu_quota {
+            out.push(("CPUQuotaPerSecUSec", Value::U64(per_sec)));
+            out.push(("CPUQuotaPeriodUSec", Value::U64(period)));
+        }
+        if let Some(mask) = &props.allowed_cpus {
+            out.push(("AllowedCPUs", Value::from(mask.clone())));
+        }
+        if let Some(mask) = &props.allowed_memory_nodes {
+            out.push(("AllowedMemoryNodes", Value::from(mask.clone())));
+        }
+        out
+    }
+
+    /// A connection to systemd's manager on the system bus.
+    struct Manager {
+        connection: Connection,
+    }
+
+    impl Manager {
+        fn connect() -> Result<Manager> {
+            let connection =
+                Connection::system().map_err(|e| dbus("connect to the system bus", e))?;
+            Ok(Manager { connection })
+        }
+
+        fn proxy(&self) -> Result<Proxy<'static>> {
+            Proxy::new(&self.connection, SERVICE, MANAGER_PATH, MANAGER)
+                .map_err(|e| dbus("reach systemd's manager", e))
+        }
+
+        /// Calls `method` (which queues a job and returns its path) and waits for the job's
+        /// `JobRemoved`, with a deadline; an outcome other than "done" is an error.
+        fn job<B>(&self, unit: &str, method: &str, body: &B) -> Result<()>
+        where
+            B: serde::Serialize + zbus::zvariant::DynamicType,
+        {
+            let proxy = self.proxy()?;
+            // systemd sends its job signals only once a client has asked (`Subscribe`, as
+            // go-systemd does); subscribed before the call, so that a job that ends at once is
+            // not missed.
+            proxy
+                .call::<_, _, ()>("Subscribe", &())
+                .map_err(|e| dbus("Subscribe to systemd's signals", e))?;
+            let signals = proxy
+                .receive_signal("JobRemoved")
+                .map_err(|e| dbus("subscribe to JobRemoved", e))?;
+            let job: OwnedObjectPath = proxy
+                .call(method, body)
+                .map_err(|e| dbus(&format!("{method} {unit}"), e))?;
+            let deadline = Instant::now() + JOB_TIMEOUT;
+            let (tx, rx) = std::sync::mpsc::channel();
+            // The iterator blocks; a thread reads it so that the wait has a deadline.
+            std::thread::spawn(move || {
+                for message in signals {
+                    let body = message.body();
+                    let Ok((_, path, _, result)) =
+                        body.deserialize::<(u32, OwnedObjectPath, String, String)>()
+                    else {
+                        continue;
+                    };
+                    if path == job {
+                        let _ = tx.send(result);
+                        return;
+                    }
+                }
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(result) if result == "done" => Ok(()),
+                Ok(result) => Err(Error::Systemd(format!(
+                    "{method} {unit}: systemd's job ended \"{result}\""
+                ))),
+                Err(_) => Err(Error::Systemd(format!(
+                    "{method} {unit}: systemd did not finish the job within {JOB_TIMEOUT:?}"
+                ))),
+            }
+        }
+    }
+
+    fn dbus(what: &str, e: zbus::Error) -> Error {
+        Error::Systemd(format!("cannot {what} over D-Bus: {e}"))
+    }
+
+    /// Makes the transient scope `path.unit` in `path.slice` with process `pid` in it (the
+    /// container's init, stopped before it runs anything of the container), `Delegate=yes`
+    /// and `properties`; returns once systemd has made it.
+    pub fn start_scope(path: &SystemdPath, pid: u32, properties: &Properties) -> Result<()> {
+        let connecting = Instant::now();
+        let manager = Manager::connect()?;
+        let connected = connecting.elapsed();
+        let description = format!("peapod container {}", path.unit);
+        let mut props: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(description.as_str())),
+            ("Slice", Value::from(path.slice.as_str())),
+            ("Delegate", Value::Bool(true)),
+            ("PIDs", Value::from(vec![pid])),
+            ("DefaultDependencies", Value::Bool(false)),
+            ("MemoryAccounting", Value::Bool(true)),
+            ("CPUAccounting", Value::Bool(true)),
+            ("TasksAccounting", Value::Bool(true)),
+            ("IOAccounting", Value::Bool(true)),
+        ];
+        props.extend(pairs(properties));
+        let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+        let started = Instant::now();
+        manager.job(
+            &path.unit,
+            "StartTransientUnit",
+            &(path.unit.as_str(), "replace", props, aux),
+        )?;
+        tracing::debug!(
+            "scope {} made in {:?} (connected to the bus in {connected:?})",
+            path.unit,
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// Stops unit `unit` (killing what is left in it) and forgets it if it failed, as runc's
+    /// `delete` does; a unit systemd no longer knows is not an error.
+    pub fn stop_unit(unit: &str) -> Result<()> {
+        let manager = Manager::connect()?;
+        match manager.job(unit, "StopUnit", &(unit, "replace")) {
+            Ok(()) => {}
+            Err(Error::Systemd(e)) if e.contains("NoSuchUnit") => {}
+            Err(e) => return Err(e),
+        }
+        let proxy = manager.proxy()?;
+        let reset: zbus::Result<()> = proxy.call("ResetFailedUnit", &(unit,));
+        match reset {
+            Err(zbus::Error::MethodError(name, _, _)) if name.contains("NoSuchUnit") => Ok(()),
+            other => other.map_err(|e| dbus(&format!("ResetFailedUnit {unit}"), e)),
+        }
+    }
+
+    /// Sets `properties` on the running unit `unit` (`update`), at once and for good.
+    pub fn set_properties(unit: &str, properties: &Properties) -> Result<()> {
+        let pairs = pairs(properties);
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let manager = Manager::connect()?;
+        let proxy = manager.proxy()?;
+        proxy
+            .call::<_, _, ()>("SetUnitProperties", &(unit, true, pairs))
+            .map_err(|e| dbus(&format!("SetUnitProperties {unit}"), e))
+    }
+}
+
+/// Without zbus (built without the cargo feature `systemd`): every call says so.
+#[cfg(not(feature = "systemd"))]
+mod bus {
+    use super::{Properties, SystemdPath};
+    use crate::{Error, Result};
+
+    fn missing() -> Error {
+        Error::Systemd(
+            "this peapod was built without the systemd driver (cargo feature `systemd`)".into(),
+        )
+    }
+
+    /// See the zbus version.
+    pub fn start_scope(_: &SystemdPath, _: u32, _: &Properties) -> Result<()> {
+        Err(missing())
+    }
+
+    /// See the zbus version.
+    pub fn stop_unit(_: &str) -> Result<()> {
+        Err(missing())
+    }
+
+    /// See the zbus version.
+    pub fn set_properties(_: &str, _: &Properties) -> Result<()> {
+        Err(missing())
+    }
+}
+
+/// Whether PID 1 is systemd (its `/run/systemd/system`, as `sd_booted(3)` checks).
+pub fn booted() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_path_is_parsed_as_runc_parses_it() {
+        let p = SystemdPath::parse(Some("machine.slice:peapod:web"), "id").unwrap();
+        assert_eq!(
+            (p.slice.as_str(), p.unit.as_str()),
+            ("machine.slice", "peapod-web.scope")
+        );
+        let p = SystemdPath::parse(None, "id").unwrap();
+        assert_eq!(
+            (p.slice.as_str(), p.unit.as_str()),
+            ("system.slice", "peapod-id.scope")
+        );
+        let p = SystemdPath::parse(Some("::"), "id").unwrap();
+        assert_eq!(
+            (p.slice.as_str(), p.unit.as_str()),
+            ("system.slice", "-id.scope")
+        );
+        let p = SystemdPath::parse(Some("kubepods-burstable-pod1.slice:cri-containerd:c1"), "x")
+            .unwrap();
+        assert_eq!(
+            p.relative().unwrap(),
+            PathBuf::from(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-c1.scope"
+            )
+        );
+        for bad in [
+            "a:b",
+            "a.slice:b:c:d",
+            "/x.slice:p:n",
+            "x:p:n",
+            "a--b.slice:p:n",
+        ] {
+            assert!(SystemdPath::parse(Some(bad), "id").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_root_slice_expands_to_the_root() {
+        assert_eq!(expand_slice("-.slice").unwrap(), PathBuf::new());
+        assert_eq!(
+            expand_slice("a-b.slice").unwrap(),
+            PathBuf::from("a.slice/a-b.slice")
+        );
+    }
+
+    #[test]
+    fn cpusets_become_bitmasks_and_quotas_round_up() {
+        assert_eq!(bitmask("0-2,9").unwrap(), vec![0b0000_0111, 0b0000_0010]);
+        assert!(bitmask("3-1").is_err());
+        assert_eq!(quota_per_sec(50_000, 100_000), 500_000);
+        assert_eq!(quota_per_sec(1_234, 100_000), 20_000);
+        assert_eq!(quota_per_sec(-1, 100_000), u64::MAX);
+    }
+}

@@ -1,0 +1,393 @@
+//! The systemd cgroup driver (`--systemd-cgroup`): a container's cgroup is a transient scope
+//! made over D-Bus, in the slice `linux.cgroupsPath` (`slice:prefix:name`) names, with its
+//! limits as unit properties; `update` changes them, `delete` leaves no unit; and runc on the
+//! same bundle gets the same. These tests need systemd as PID 1 (`cargo xtask vm --systemd`
+//! boots one); elsewhere they are skipped with the reason.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{finish, wait_with_timeout, Outcome, TestRootfs, TIMEOUT};
+
+/// The fixture where PID 1 is systemd (its `/run/systemd/system`, as `sd_booted(3)`
+/// checks), or `None` after saying why the test is skipped.
+fn fixture() -> Option<TestRootfs> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        eprintln!(
+            "skipped: PID 1 is not systemd (these tests run under `cargo xtask vm --systemd`)"
+        );
+        return None;
+    }
+    TestRootfs::new()
+}
+
+/// `systemctl ARGS...`'s stdout, failing the test when it fails.
+fn systemctl(args: &[&str]) -> String {
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .expect("run systemctl");
+    assert!(
+        out.status.success(),
+        "systemctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `systemctl show UNIT -p P...` as `P=VALUE` lines, sorted.
+fn show(unit: &str, properties: &[&str]) -> Vec<String> {
+    let mut args = vec!["show", unit];
+    for p in properties {
+        args.extend(["-p", p]);
+    }
+    let mut lines: Vec<String> = systemctl(&args).lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// Whether systemd has `unit` loaded (any state).
+fn unit_listed(unit: &str) -> bool {
+    !systemctl(&["list-units", "--all", "--plain", "--no-legend", unit])
+        .trim()
+        .is_empty()
+}
+
+/// A bundle of the test rootfs running `sleep 300` with `cgroups_path` and `resources`.
+fn bundle(
+    rootfs: &TestRootfs,
+    name: &str,
+    cgroups_path: &str,
+    resources: serde_json::Value,
+) -> PathBuf {
+    let dir = rootfs.scratch().join(format!("bundle-{name}"));
+    std::fs::create_dir_all(&dir).expect("bundle");
+    let mut spec = rootfs.peapod();
+    spec.args(["spec", "--bundle"]).arg(&dir);
+    assert_eq!(finish(spec.spawn().expect("spec")).code, 0);
+    let config = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
+    json["root"]["path"] = rootfs.arg().into();
+    json["process"]["terminal"] = false.into();
+    json["process"]["args"] = serde_json::json!(["/bin/sleep", "300"]);
+    json["linux"]["cgroupsPath"] = cgroups_path.into();
+    json["linux"]["resources"] = resources;
+    std::fs::write(&config, json.to_string()).expect("write config");
+    dir
+}
+
+/// A container made by `runtime --systemd-cgroup --root STATE create`, deleted with
+/// `--force` on drop (and its unit stopped, should delete have failed to).
+struct Scoped {
+    runtime: PathBuf,
+    state: PathBuf,
+    id: String,
+    unit: String,
+}
+
+impl Scoped {
+    fn create(
+        runtime: &Path,
+        state: &Path,
+        bundle: &Path,
+        id: &str,
+        unit: &str,
+    ) -> (Scoped, Duration, String) {
+        let log = state.with_extension("stderr");
+        let mut cmd = Command::new(runtime);
+        cmd.arg("--root")
+            .arg(state)
+            .args(["--systemd-cgroup", "create", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            // peapod's debug line with the time StartTransientUnit took.
+            .env("PEAPOD_LOG", "peapod_cgroups=debug")
+            // The container keeps what it inherits: no pipe the test would wait on.
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("stderr file"));
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("spawn the runtime");
+        let scoped = Scoped {
+            runtime: runtime.to_owned(),
+            state: state.to_owned(),
+            id: id.to_owned(),
+            unit: unit.to_owned(),
+        };
+        let status = wait_with_timeout(&mut child, TIMEOUT);
+        let took = started.elapsed();
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let err = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{} create: {err}",
+            runtime.display()
+        );
+        (scoped, took, err)
+    }
+
+    fn run(&self, args: &[&str]) -> Outcome {
+        let mut cmd = Command::new(&self.runtime);
+        cmd.arg("--root")
+            .arg(&self.state)
+            .arg("--systemd-cgroup")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(cmd.spawn().expect("spawn the runtime"))
+    }
+
+    fn pid(&self) -> u32 {
+        let out = self.run(&["state", &self.id]);
+        assert_eq!(out.code, 0, "state: {}", out.stderr);
+        let state: serde_json::Value = serde_json::from_str(&out.stdout).expect("state json");
+        state["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .unwrap_or_else(|| panic!("no live pid: {state}"))
+    }
+
+    /// Its process's cgroup (`/proc/PID/cgroup`, `0::` stripped).
+    fn cgroup(&self) -> String {
+        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid())).expect("cgroup");
+        text.trim().trim_start_matches("0::").to_owned()
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        let _ = self.run(&["delete", "--force", &self.id]);
+        if unit_listed(&self.unit) {
+            let _ = Command::new("systemctl")
+                .args(["stop", &self.unit])
+                .status();
+        }
+    }
+}
+
+fn peapod_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_peapod"))
+}
+
+fn limits() -> serde_json::Value {
+    serde_json::json!({
+        "memory": { "limit": 64 * 1024 * 1024 },
+        "pids": { "limit": 50 },
+        "cpu": { "quota": 50000, "period": 100000, "shares": 512 }
+    })
+}
+
+#[test]
+fn without_systemd_as_init_the_driver_refuses_the_container_and_leaves_nothing() {
+    if Path::new("/run/systemd/system").is_dir() {
+        eprintln!("skipped: PID 1 is systemd here; this test is for hosts without it");
+        return;
+    }
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let id = format!("sdn-{}", std::process::id());
+    let dir = bundle(
+        &rootfs,
+        &id,
+        &format!("machine.slice:peapod:{id}"),
+        limits(),
+    );
+    let mut create = rootfs.peapod();
+    create
+        .args(["--systemd-cgroup", "create", "--bundle"])
+        .arg(&dir)
+        .arg(&id);
+    let out = finish(create.spawn().expect("create"));
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("PID 1 is not systemd"),
+        "{}",
+        out.stderr
+    );
+    assert!(!Path::new("/sys/fs/cgroup/machine.slice")
+        .join(format!("peapod-{id}.scope"))
+        .exists());
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_scope_in_machine_slice_has_the_limits_update_changes_them_and_delete_removes_it() {
+    let Some(rootfs) = fixture() else { return };
+    let id = format!("sd-{}", std::process::id());
+    let unit = format!("peapod-{id}.scope");
+    let dir = bundle(
+        &rootfs,
+        &id,
+        &format!("machine.slice:peapod:{id}"),
+        limits(),
+    );
+    let (c, ..) = Scoped::create(&peapod_bin(), &rootfs.state_root(), &dir, &id, &unit);
+
+    assert_eq!(c.cgroup(), format!("/machine.slice/{unit}"));
+    let cgroup = Path::new("/sys/fs/cgroup/machine.slice").join(&unit);
+    let file = |name: &str| {
+        std::fs::read_to_string(cgroup.join(name))
+            .expect(name)
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(file("memory.max"), "67108864");
+    assert_eq!(file("pids.max"), "50");
+    assert_eq!(file("cpu.max"), "50000 100000");
+    assert_eq!(
+        show(
+            &unit,
+            &[
+                "MemoryMax",
+                "TasksMax",
+                "Delegate",
+                "Slice",
+                "CPUQuotaPerSecUSec"
+            ]
+        ),
+        [
+            "CPUQuotaPerSecUSec=500ms",
+            "Delegate=yes",
+            "MemoryMax=67108864",
+            "Slice=machine.slice",
+            "TasksMax=50"
+        ]
+    );
+
+    let out = c.run(&["update", "--memory", "128m", "--pids-limit", "70", &id]);
+    assert_eq!(out.code, 0, "update: {}", out.stderr);
+    assert_eq!(
+        show(&unit, &["MemoryMax", "TasksMax"]),
+        ["MemoryMax=134217728", "TasksMax=70"]
+    );
+    assert_eq!(file("memory.max"), "134217728");
+    assert_eq!(file("pids.max"), "70");
+
+    let out = c.run(&["delete", "--force", &id]);
+    assert_eq!(out.code, 0, "delete: {}", out.stderr);
+    assert!(!unit_listed(&unit), "{unit} is still loaded after delete");
+    assert!(!cgroup.exists(), "{} is left", cgroup.display());
+    drop(c);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_dashed_slice_is_made_with_its_parents() {
+    let Some(rootfs) = fixture() else { return };
+    let id = format!("sdk-{}", std::process::id());
+    // kubelet's shape (kubepods-burstable-podUID.slice:cri-containerd:ID) under a top slice
+    // of the test's own, stopped at the end: a real node's kubepods.slice is left alone.
+    let pod_slice = format!("peapodtest-burstable-pod{}.slice", std::process::id());
+    let unit = format!("cri-containerd-{id}.scope");
+    let dir = bundle(
+        &rootfs,
+        &id,
+        &format!("{pod_slice}:cri-containerd:{id}"),
+        limits(),
+    );
+    let (c, ..) = Scoped::create(&peapod_bin(), &rootfs.state_root(), &dir, &id, &unit);
+    let expected = format!("/peapodtest.slice/peapodtest-burstable.slice/{pod_slice}/{unit}");
+    let seen = c.cgroup();
+    drop(c);
+    let _ = Command::new("systemctl")
+        .args(["stop", "peapodtest.slice"])
+        .status();
+    assert_eq!(seen, expected);
+    assert!(!unit_listed(&unit));
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn runc_on_the_same_bundle_gets_the_same_scope_properties() {
+    let Some(rootfs) = fixture() else { return };
+    let runc = Path::new("/usr/sbin/runc");
+    if !runc.exists() {
+        eprintln!("skipped: no /usr/sbin/runc to compare with");
+        return;
+    }
+    let pid = std::process::id();
+    let properties = [
+        "MemoryMax",
+        "TasksMax",
+        "CPUQuotaPerSecUSec",
+        "CPUWeight",
+        "Delegate",
+        "Slice",
+    ];
+    let mut seen = Vec::new();
+    let mut took = Vec::new();
+    // Three rounds each, for the times printed at the end (under TCG a single one is noise).
+    let runtimes = [("peapod", peapod_bin()), ("runc", runc.to_owned())];
+    for (round, (name, runtime)) in (0..3).flat_map(|r| runtimes.iter().map(move |x| (r, x))) {
+        let id = format!("sdc-{name}-{round}-{pid}");
+        let unit = format!("{name}-{id}.scope");
+        let dir = bundle(
+            &rootfs,
+            &id,
+            &format!("machine.slice:{name}:{id}"),
+            limits(),
+        );
+        let state = rootfs.scratch().join(format!("state-{name}"));
+        let (c, time, log) = Scoped::create(runtime, &state, &dir, &id, &unit);
+        assert_eq!(c.cgroup(), format!("/machine.slice/{unit}"), "{name}");
+        if round == 0 {
+            seen.push(show(&unit, &properties));
+        }
+        let scope = log
+            .lines()
+            .find(|l| l.contains("made in"))
+            .and_then(|l| l.rsplit("made in ").next())
+            .map(|t| format!(" (StartTransientUnit to JobRemoved: {t})"))
+            .unwrap_or_default();
+        took.push(format!("{name} create {time:.2?}{scope}"));
+        let out = c.run(&["delete", "--force", &id]);
+        assert_eq!(out.code, 0, "{name} delete: {}", out.stderr);
+        assert!(!unit_listed(&unit), "{name} left {unit}");
+    }
+    // The cost beside cgroupfs: the same bundle's create without the driver.
+    for round in 0..3 {
+        let id = format!("sdc-fs-{round}-{pid}");
+        let dir = bundle(&rootfs, &id, "", limits());
+        let config = dir.join("config.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
+        json["linux"]
+            .as_object_mut()
+            .expect("linux")
+            .remove("cgroupsPath");
+        std::fs::write(&config, json.to_string()).expect("config");
+        let mut create = rootfs.peapod();
+        create
+            .args(["create", "--bundle"])
+            .arg(&dir)
+            .arg(&id)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let started = Instant::now();
+        let out = finish(create.spawn().expect("create"));
+        took.push(format!(
+            "peapod (cgroupfs) create {:.2?}",
+            started.elapsed()
+        ));
+        assert_eq!(out.code, 0);
+        let delete = rootfs.peapod().args(["delete", "--force", &id]).spawn();
+        let out = finish(delete.expect("delete"));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    println!("measured: {}", took.join(", "));
+    assert_eq!(
+        seen[0], seen[1],
+        "peapod's scope (left) against runc's (right)"
+    );
+    rootfs.assert_nothing_left();
+}
