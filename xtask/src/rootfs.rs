@@ -70,6 +70,12 @@ fn build(dir: &Path) -> Result<String> {
         "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
     )
     .map_err(|e| e.to_string())?;
+    // Empty, as a distribution's root has them: the files a container's or a pod's own
+    // `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` are bind-mounted onto, which an
+    // ordinary user could not create in a root of root's (rootless `run --pod --rootfs`).
+    for file in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+        fs::write(dir.join(file), "").map_err(|e| e.to_string())?;
+    }
     let tmp = dir.join("tmp");
     set_mode(&tmp, 0o1777)?;
     match find_static_busybox() {
