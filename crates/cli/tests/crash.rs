@@ -119,6 +119,28 @@ fn stopped_at(mut command: Command, point: &str, scratch: &Path) -> AtFailpoint 
     }
 }
 
+/// A store of the test's own with the busybox image loaded: its directory and what `image
+/// load` printed; `None` (said why) without the image.
+fn busybox_store(rootfs: &TestRootfs) -> Option<(PathBuf, Outcome)> {
+    let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
+        eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
+        return None;
+    };
+    let storage = rootfs.scratch().join("storage");
+    let load = out(in_store(rootfs, &storage)
+        .args(["image", "load", "-i"])
+        .arg(&archive));
+    assert_eq!(load.code, 0, "{load:?}");
+    Some((storage, load))
+}
+
+/// `peapod` of the test's state root, with its image store at `storage`.
+fn in_store(rootfs: &TestRootfs, storage: &Path) -> Command {
+    let mut cmd = rootfs.peapod();
+    cmd.env("PEAPOD_STORAGE", storage);
+    cmd
+}
+
 fn out(command: &mut Command) -> Outcome {
     finish(command.spawn().expect("spawn peapod"))
 }
@@ -206,18 +228,10 @@ fn an_image_container_killed_in_create_loses_its_writable_layer_to_the_next_ps()
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
-        eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
+    let Some((storage, load)) = busybox_store(&rootfs) else {
         return;
     };
-    let storage = rootfs.scratch().join("storage");
-    let peapod = || {
-        let mut cmd = rootfs.peapod();
-        cmd.env("PEAPOD_STORAGE", &storage);
-        cmd
-    };
-    let load = out(peapod().args(["image", "load", "-i"]).arg(&archive));
-    assert_eq!(load.code, 0, "{load:?}");
+    let peapod = || in_store(&rootfs, &storage);
     let image = load
         .stdout
         .lines()
@@ -245,18 +259,10 @@ fn a_corrupt_images_json_is_rebuilt_from_the_store() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
-        eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
+    let Some((storage, _)) = busybox_store(&rootfs) else {
         return;
     };
-    let storage = rootfs.scratch().join("storage");
-    let peapod = || {
-        let mut cmd = rootfs.peapod();
-        cmd.env("PEAPOD_STORAGE", &storage);
-        cmd
-    };
-    let load = out(peapod().args(["image", "load", "-i"]).arg(&archive));
-    assert_eq!(load.code, 0, "{load:?}");
+    let peapod = || in_store(&rootfs, &storage);
     let listed = |out: &Outcome| -> Vec<serde_json::Value> {
         serde_json::from_str(&out.stdout).expect("images JSON")
     };

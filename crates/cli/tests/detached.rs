@@ -163,6 +163,23 @@ impl<'a> Detached<'a> {
         out.stdout
     }
 
+    /// SIGKILLs its monitor; the next `list` must not show it, and must have removed all
+    /// of it ([`Detached::assert_gone`]).
+    fn kill_monitor_then_list_reaps_it(&self) {
+        self.monitor().kill();
+        wait_until("the monitor to die", || !self.monitor().is_alive());
+        let out = finish(
+            self.rootfs
+                .peapod()
+                .arg("list")
+                .spawn()
+                .expect("spawn list"),
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(!out.stdout.contains(&self.id), "{}", out.stdout);
+        self.assert_gone();
+    }
+
     /// Asserts that nothing of it is left: no state, no log, no process, no cgroup.
     fn assert_gone(&self) {
         let dir = self.rootfs.state_root().join(&self.id);
@@ -428,12 +445,7 @@ fn a_killed_monitor_leaves_a_container_the_next_command_removes() {
         return;
     };
     let (container, _) = Detached::run(&rootfs, &[], &["/bin/sleep", "60"]);
-    container.monitor().kill();
-    wait_until("the monitor to die", || !container.monitor().is_alive());
-    let out = finish(rootfs.peapod().arg("list").spawn().expect("spawn list"));
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(!out.stdout.contains(&container.id), "{}", out.stdout);
-    container.assert_gone();
+    container.kill_monitor_then_list_reaps_it();
 }
 
 #[test]
@@ -718,12 +730,7 @@ fn a_killed_monitor_of_a_restarting_container_leaves_nothing_after_the_next_comm
     wait_until("a restart", || container.inspect()["RestartCount"] != 0);
     let now = container.current_processes();
     container.processes.extend(now);
-    container.monitor().kill();
-    wait_until("the monitor to die", || !container.monitor().is_alive());
-    let out = finish(rootfs.peapod().arg("list").spawn().expect("spawn list"));
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(!out.stdout.contains(&container.id), "{}", out.stdout);
-    container.assert_gone();
+    container.kill_monitor_then_list_reaps_it();
 }
 
 #[test]
