@@ -5,159 +5,38 @@ mod support;
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpStream};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::user::TestUser;
 use support::{finish, Outcome, TestRootfs, TIMEOUT};
-
-/// A user made for one test (`useradd`, a unique name, its home in the test's directory):
-/// on drop, its processes that are left are killed (by pid) and it is deleted with its home.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-impl TestUser {
-    /// `None` (after saying why) where users cannot be made or user namespaces are off.
-    fn new(rootfs: &TestRootfs) -> Option<TestUser> {
-        static COUNT: AtomicU32 = AtomicU32::new(0);
-        let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-        if max.trim() == "0" {
-            eprintln!("skipped: user namespaces are disabled");
-            return None;
-        }
-        let name = format!(
-            "pprl{}x{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::SeqCst)
-        );
-        let home = rootfs.scratch().join("home");
-        let made = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", "-d"])
-            .arg(&home)
-            .arg(&name)
-            .stdout(Stdio::null())
-            .status();
-        if !made.is_ok_and(|s| s.success()) {
-            eprintln!("skipped: cannot make a user with useradd");
-            return None;
-        }
-        let meta = std::fs::metadata(&home).expect("home");
-        let user = TestUser {
-            name,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            home,
-        };
-        // The state root the user owns, as $XDG_RUNTIME_DIR/peapod would be, and a copy of
-        // the binary it can run.
-        let state = rootfs.state_root();
-        std::fs::create_dir(&state).expect("state root");
-        nix::unistd::chown(&state, Some(user.uid.into()), Some(user.gid.into())).expect("chown");
-        let binary = rootfs.scratch().join("peapod");
-        std::fs::copy(env!("CARGO_BIN_EXE_peapod"), &binary).expect("copy peapod");
-        Some(user)
-    }
-
-    /// The pids of this user's processes.
-    fn processes(&self) -> Vec<i32> {
-        std::fs::read_dir("/proc")
-            .expect("/proc")
-            .flatten()
-            .filter_map(|e| {
-                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-                let uid = e.metadata().ok()?.uid();
-                (uid == self.uid).then_some(pid)
-            })
-            .collect()
-    }
-
-    /// Fails when a process of the user is left (zombies waiting for their reaper aside).
-    fn assert_no_process(&self) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let live: Vec<String> = self
-                .processes()
-                .into_iter()
-                .filter_map(|pid| {
-                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                    let state = stat.rsplit_once(") ")?.1.chars().next()?;
-                    (state != 'Z').then(|| {
-                        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                            .unwrap_or_default();
-                        format!("{pid}: {}", cmd.replace('\0', " "))
-                    })
-                })
-                .collect();
-            if live.is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "processes left: {live:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        for pid in self.processes() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = Command::new("userdel")
-            .args(["-r", "-f", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// The fixture: a rootfs, the user, and the pods it made (`pod rm -f` on drop, before the
 /// user goes).
 struct Rootless {
     pods: Vec<String>,
+    /// Pods made by [`TestUser::sh`], with peapod's default state root.
+    shell_pods: Vec<String>,
     user: TestUser,
     rootfs: TestRootfs,
 }
 
 impl Rootless {
-    fn new() -> Option<Rootless> {
+    /// The fixture; with `ranges`, the user has subordinate ids (as podman's users have).
+    fn new(ranges: bool) -> Option<Rootless> {
         let rootfs = TestRootfs::new()?;
-        let user = TestUser::new(&rootfs)?;
+        let user = TestUser::new(rootfs.scratch(), ranges)?;
         Some(Rootless {
             pods: Vec::new(),
+            shell_pods: Vec::new(),
             user,
             rootfs,
         })
     }
 
-    /// `peapod --root STATE ARGS...` as the user, in its home, finished.
+    /// `peapod --root STATE --storage STORE ARGS...` as the user, in its home, finished.
     fn peapod(&self, args: &[&str]) -> Outcome {
-        use std::os::unix::process::CommandExt;
-        let mut command = Command::new(self.rootfs.scratch().join("peapod"));
-        command
-            .arg("--root")
-            .arg(self.rootfs.state_root())
-            .args(args)
-            .uid(self.user.uid)
-            .gid(self.user.gid)
-            .env("HOME", &self.user.home)
-            .env("XDG_DATA_HOME", self.user.home.join("data"))
-            .current_dir(&self.user.home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(init) = support::pods::static_init() {
-            command.env("PEAPOD_INIT", init);
-        }
-        finish(support::spawn_copied(command))
+        self.user.peapod(args)
     }
 
     fn ok(&self, args: &[&str]) -> Outcome {
@@ -180,7 +59,7 @@ impl Rootless {
             self.ok(&["pod", "rm", "-f", &name]);
         }
         self.user.assert_no_process();
-        let left = support::state_entries(&self.rootfs.state_root());
+        let left = support::state_entries(&self.user.state_root());
         assert!(left.is_empty(), "state left: {left:?}");
         self.rootfs.assert_nothing_left();
     }
@@ -190,6 +69,9 @@ impl Drop for Rootless {
     fn drop(&mut self) {
         for name in std::mem::take(&mut self.pods) {
             let _ = std::panic::catch_unwind(|| self.peapod(&["pod", "rm", "-f", &name]));
+        }
+        for name in std::mem::take(&mut self.shell_pods) {
+            let _ = std::panic::catch_unwind(|| self.user.sh(&format!("peapod pod rm -f {name}")));
         }
     }
 }
@@ -213,7 +95,7 @@ const SERVER: &str = "/bin/nc -ll -p 80 -e /bin/echo hi";
 
 #[test]
 fn rootless_pod_containers_share_loopback_and_hostname() {
-    let Some(mut t) = Rootless::new() else {
+    let Some(mut t) = Rootless::new(false) else {
         return;
     };
     if user_mode_networks().is_empty() {
@@ -268,7 +150,7 @@ fn answer(port: u16) -> String {
 
 #[test]
 fn rootless_pod_published_port_answers_on_the_hosts_loopback() {
-    let Some(mut t) = Rootless::new() else {
+    let Some(mut t) = Rootless::new(false) else {
         return;
     };
     let root = t.rootfs.arg().to_owned();
@@ -303,57 +185,178 @@ fn rootless_pod_published_port_answers_on_the_hosts_loopback() {
     t.remove_all_and_check();
 }
 
-/// The manifest of the README's pod section.
-fn readme_manifest() -> String {
+/// The `sh` blocks of the README's section `## Pods`, in order.
+fn readme_pod_blocks() -> Vec<String> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .expect("README.md");
-    let start = readme
-        .find("cat > pod.yaml <<'EOF'\n")
-        .expect("the manifest in README.md");
-    let body = &readme[start..];
-    let body = &body[body.find('\n').expect("a line") + 1..];
-    body[..body.find("\nEOF\n").expect("its end")].to_owned() + "\n"
+    let section = &readme[readme.find("\n## Pods\n").expect("## Pods in README.md")..];
+    let section = &section[..section[1..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 1)];
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| block[..block.find("```").expect("a block's end")].to_owned())
+        .collect()
 }
 
+/// The line of the README's Quick start that imports `target/rootfs` as `localhost/demo`.
+fn readme_import_line() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("peapod image import target/rootfs localhost/demo"))
+        .expect("the import in README.md");
+    line.split('#').next().unwrap_or(line).trim().to_owned()
+}
+
+/// The README's pod section as its reader types it, unchanged, as an ordinary user with
+/// subordinate ranges and peapod's defaults (state in `$XDG_RUNTIME_DIR/peapod`, images in
+/// `~/.local/share/peapod`, pasta or slirp4netns): the first block (a pod, a server and a
+/// client sharing `127.0.0.1` and the host name, `pod ps`, `pod rm`) and `pod play` of the
+/// manifest, whose `pod logs` shows each container's line. (The second block is root's: its
+/// pods talk over a CNI network.)
 #[test]
-fn rootless_pod_play_of_the_readme_manifest() {
-    let Some(mut t) = Rootless::new() else {
+fn rootless_readme_pod_section_works_unchanged() {
+    let Some(mut t) = Rootless::new(true) else {
         return;
     };
     if user_mode_networks().is_empty() {
         return;
     }
-    // As the README has it: `target/rootfs` in the working directory, imported as
-    // localhost/demo into the user's own image store.
-    let target = t.user.home.join("target");
-    std::fs::create_dir(&target).expect("target");
+    // `target/rootfs` in the working directory, as after `cargo xtask rootfs`.
+    let target = t.user.dir("target");
     std::os::unix::fs::symlink(&t.rootfs.path, target.join("rootfs")).expect("symlink");
-    std::fs::write(t.user.home.join("pod.yaml"), readme_manifest()).expect("pod.yaml");
-    t.ok(&["image", "import", "target/rootfs", "localhost/demo:latest"]);
-    t.pods.push("hello".to_owned());
-    t.ok(&["pod", "play", "pod.yaml"]);
+    let blocks = readme_pod_blocks();
+    assert_eq!(blocks.len(), 3, "{blocks:#?}");
+    t.shell_pods = vec!["web".to_owned(), "hello".to_owned()];
+
+    let first = t.user.sh(&format!("set -e\n{}", blocks[0]));
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(first.stdout.lines().any(|l| l == "hi"), "{first:?}");
+    assert!(first.stdout.contains("user:["), "pod ps: {first:?}");
+
+    // The manifest's block, with its `pod logs` asked until both containers have written.
+    let play = &blocks[2];
+    let logs_at = play
+        .find("peapod pod logs hello")
+        .expect("pod logs in the block");
+    let (up, rest) = play.split_at(logs_at);
+    let (logs_line, down) = rest.split_at(rest.find('\n').expect("a line"));
+    let out = t
+        .user
+        .sh(&format!("set -e\n{}\n{up}", readme_import_line()));
+    assert_eq!(out.code, 0, "{out:?}");
     let deadline = Instant::now() + TIMEOUT;
     let logs = loop {
-        let logs = t.ok(&["pod", "logs", "hello"]).stdout;
-        if logs.contains("local | hello from a directory")
-            && logs.contains("greet | hello from a pod")
+        let logs = t.user.sh(logs_line);
+        assert_eq!(logs.code, 0, "{logs:?}");
+        if logs.stdout.contains("local | hello from a directory")
+            && logs.stdout.contains("greet | hello from a pod")
         {
-            break logs;
+            break logs.stdout;
         }
         assert!(Instant::now() < deadline, "the pod's logs: {logs:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(logs.lines().count(), 2, "{logs:?}");
-    t.ok(&["pod", "play", "--down", "pod.yaml"]);
-    t.pods.clear();
-    t.ok(&["rmi", "localhost/demo:latest"]);
+    let out = t.user.sh(&format!("set -e\n{down}"));
+    assert_eq!(out.code, 0, "{out:?}");
+    t.shell_pods.clear();
+
+    let out = t
+        .user
+        .sh("peapod pod list; peapod rmi localhost/demo:latest");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        !out.stdout.contains("web") && !out.stdout.contains("hello"),
+        "{out:?}"
+    );
+    t.user.assert_no_process();
+    let state = t.user.home.join("run/peapod");
+    let left = support::state_entries(&state);
+    assert!(left.is_empty(), "state left: {left:?}");
+    t.rootfs.assert_nothing_left();
+}
+
+const IDS_SCRIPT: &str = "echo id=$(id -u):$(id -g); echo owned=$(stat -c %u:%g /data/owned); \
+                          echo map=$(sed -n 2p /proc/self/uid_map | tr -s ' ' ' '); cat /data/owned";
+
+/// What [`IDS_SCRIPT`] printed, checked: the image's user 1000:1000, its file owned by
+/// 1000:1000, and the second line of the uid map the user's range.
+fn assert_image_ids(t: &Rootless, stdout: &str) {
+    let inside = support::facts(stdout);
+    assert_eq!(inside["id"], "1000:1000", "{stdout}");
+    assert_eq!(inside["owned"], "1000:1000", "{stdout}");
+    let start = t.user.range_start.expect("a range");
+    let map = format!("1 {start} {}", support::user::RANGE);
+    assert_eq!(inside["map"].trim(), map, "{stdout}");
+    assert!(stdout.contains("mine\n"), "{stdout}");
+}
+
+/// A rootless pod's containers from an image whose `User` is `1000:1000`, by `run --pod` and
+/// by `pod play`: each runs as 1000 and sees the layer's file as 1000's, since the pod's user
+/// namespace maps the caller's subordinate range as a lone container's does.
+#[test]
+fn rootless_pod_container_from_an_image_with_user_1000_shows_its_owners() {
+    let Some(mut t) = Rootless::new(true) else {
+        return;
+    };
+    let archive = support::image::image_archive(&t.rootfs);
+    t.ok(&["image", "load", "-i", archive.to_str().expect("utf-8")]);
+    t.create("ids", &["--network", "none"]);
+    let image = support::image::IMAGE;
+    let run = t.peapod(&["run", "--pod", "ids", image, "sh", "-c", IDS_SCRIPT]);
+    if run
+        .stderr
+        .contains("the kernel refuses unprivileged overlay")
+    {
+        eprintln!("skipped: {}", run.stderr.trim());
+        return;
+    }
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_image_ids(&t, &run.stdout);
+
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: played}}\nspec:\n  restartPolicy: Never\n  \
+         containers:\n  - name: ids\n    image: {image}\n    imagePullPolicy: Never\n    \
+         command: [\"sh\", \"-c\", {IDS_SCRIPT:?}]\n"
+    );
+    let file = t.user.dir("manifests").join("ids.yaml");
+    std::fs::write(&file, manifest).expect("manifest");
+    t.pods.push("played".to_owned());
+    t.ok(&[
+        "pod",
+        "play",
+        "--network",
+        "none",
+        file.to_str().expect("utf-8"),
+    ]);
+    let deadline = Instant::now() + TIMEOUT;
+    let logs = loop {
+        let logs = t.ok(&["pod", "logs", "played"]).stdout;
+        if logs.contains("mine") {
+            break logs;
+        }
+        assert!(Instant::now() < deadline, "the pod's logs: {logs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let unprefixed: String = logs
+        .lines()
+        .map(|l| l.strip_prefix("ids | ").unwrap_or(l).to_owned() + "\n")
+        .collect();
+    assert_image_ids(&t, &unprefixed);
     t.remove_all_and_check();
+    let rm = t.peapod(&["rmi", image]);
+    assert_eq!(rm.code, 0, "{rm:?}");
 }
 
 #[test]
 fn rootless_lone_container_publishes_a_port_through_the_user_mode_network() {
-    let Some(mut t) = Rootless::new() else {
+    let Some(mut t) = Rootless::new(false) else {
         return;
     };
     if user_mode_networks().is_empty() {
@@ -377,14 +380,14 @@ fn rootless_lone_container_publishes_a_port_through_the_user_mode_network() {
 /// and nothing is left.
 #[test]
 fn rootless_pod_rm_kills_a_helper_whose_pid_was_never_recorded() {
-    let Some(mut t) = Rootless::new() else {
+    let Some(mut t) = Rootless::new(false) else {
         return;
     };
     for network in user_mode_networks() {
         let name = format!("crash-{network}");
         t.create(&name, &["--network", network]);
         let file = t
-            .rootfs
+            .user
             .state_root()
             .join(".pods")
             .join(&name)
@@ -411,7 +414,7 @@ fn rootless_pod_rm_kills_a_helper_whose_pid_was_never_recorded() {
 /// (no delegated cgroup here) and a CNI network; and root is refused pasta (root keeps CNI).
 #[test]
 fn rootless_pod_refusals_name_the_flag_and_leave_nothing() {
-    let Some(mut t) = Rootless::new() else {
+    let Some(mut t) = Rootless::new(false) else {
         return;
     };
     for (args, needle) in [

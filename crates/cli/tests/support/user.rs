@@ -1,8 +1,9 @@
 //! An ordinary user a rootless test creates (`useradd`), with subordinate id ranges it adds to
-//! `/etc/subuid` and `/etc/subgid` when asked; on drop the user, its home and exactly the
-//! lines it added go again (also when the test fails).
+//! `/etc/subuid` and `/etc/subgid` when asked; on drop its processes that are left are killed
+//! (by pid), and the user, its home and exactly the lines it added go again (also when the
+//! test fails).
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -102,6 +103,74 @@ impl TestUser {
         dir
     }
 
+    /// The state root [`TestUser::peapod`] gives peapod.
+    pub fn state_root(&self) -> PathBuf {
+        self.home.join("state")
+    }
+
+    /// `/bin/sh -c SCRIPT` as the user would type it in a login shell, in its home: peapod
+    /// on `$PATH`, `$XDG_RUNTIME_DIR` a directory of the user's (so peapod's defaults, its
+    /// state root `$XDG_RUNTIME_DIR/peapod` and its store `~/.local/share/peapod`, are used).
+    pub fn sh(&self, script: &str) -> Outcome {
+        let runtime_dir = self.dir("run");
+        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.home.display());
+        let mut child = Command::new("/bin/sh");
+        child
+            .args(["-c", script])
+            .env("HOME", &self.home)
+            .env("PATH", path)
+            .env("XDG_RUNTIME_DIR", runtime_dir)
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("PEAPOD_STORAGE")
+            .current_dir(&self.home)
+            .uid(self.uid)
+            .gid(self.gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(spawn_copied(child))
+    }
+
+    /// The pids of the user's processes.
+    pub fn processes(&self) -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let uid = e.metadata().ok()?.uid();
+                (uid == self.uid).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// Fails when a process of the user is left (zombies waiting for their reaper aside).
+    pub fn assert_no_process(&self) {
+        let deadline = Instant::now() + super::TIMEOUT;
+        loop {
+            let live: Vec<String> = self
+                .processes()
+                .into_iter()
+                .filter_map(|pid| {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+                    (state != 'Z').then(|| {
+                        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                            .unwrap_or_default();
+                        format!("{pid}: {}", cmd.replace('\0', " "))
+                    })
+                })
+                .collect();
+            if live.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "processes left: {live:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `peapod --root HOME/state --storage HOME/storage ARGS` as the user.
     pub fn peapod(&self, args: &[&str]) -> Outcome {
         let mut child = self.command(args);
@@ -160,6 +229,12 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
+        for pid in self.processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if self.range_start.is_some() {
             let name = self.name.clone();
             edit_subordinate(move |text| (remove_lines(text, &name), 0));
