@@ -942,6 +942,11 @@ pub(crate) struct RunArgs {
     /// Run as UID[:GID], or NAME[:GROUP] from the rootfs's /etc/passwd and /etc/group.
     #[arg(short = 'u', long, value_name = "USER[:GROUP]", value_parser = parse_user)]
     pub user: Option<UserArg>,
+    /// The user namespace: host (root: none, its default; rootless: the default, you as
+    /// root and your subordinate ranges above), or keep-id (rootless, with --rootfs: your
+    /// uid and gid as themselves, the ranges around them, the command run as you).
+    #[arg(long, value_name = "host|keep-id", value_parser = peapod_runtime::userns::parse_userns)]
+    pub userns: Option<peapod_runtime::userns::UserNs>,
     /// seccomp=FILE (an OCI or a Docker profile) or seccomp=unconfined (default: podman's
     /// profile, /usr/share/containers/seccomp.json, or peapod's built-in one);
     /// no-new-privileges[=true|false] (default true).

@@ -20,6 +20,7 @@ use crate::to_json;
 use peapod_pod::peapod_net::etc::DnsSettings;
 use peapod_pod::{NetworkOptions, PodNetwork};
 use peapod_runtime::flags::{MountArg, VolumeArg};
+use peapod_runtime::userns::UserNs;
 use peapod_runtime::EtcFiles;
 
 pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i32, Error> {
@@ -75,6 +76,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
             MountArg::Tmpfs(t) => tmpfs.push(t),
         }
     }
+    refuse_userns(args.userns, args.pod.is_some(), &net, rt.rootless)?;
     let own_etc = !args.dns.add_hosts.is_empty()
         || !args.dns.servers.is_empty()
         || !args.dns.search.is_empty();
@@ -109,6 +111,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         tty: args.tty,
         entrypoint: args.entrypoint,
         command: Vec::new(),
+        userns: args.userns,
     };
     let current_dir = || {
         std::env::current_dir()
@@ -162,6 +165,7 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         }
         RunTarget::Image { reference, command } => {
             flags.command = command;
+            peapod_runtime::userns::refuse_with_image(&flags, rt.rootless)?;
             let (store, image) = crate::images::for_run(rt, global, &reference, args.pull)?;
             let image_exposed_keys = image
                 .config
@@ -309,6 +313,28 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         outln!("{id}");
     }
     ran
+}
+
+/// `--userns` where the container joins another user namespace: a pod's, or (rootless) the
+/// one owning its user-mode network's namespace, which has the default map.
+fn refuse_userns(
+    userns: Option<UserNs>,
+    in_pod: bool,
+    net: &PodNetwork,
+    rootless: bool,
+) -> Result<(), Error> {
+    let user_mode = matches!(net, PodNetwork::Pasta | PodNetwork::Slirp4netns);
+    match userns {
+        Some(_) if in_pod => Err(Error::usage(anyhow!(
+            "--userns: a container in a pod joins the pod's user namespace"
+        ))),
+        Some(mode) if rootless && user_mode && mode != UserNs::Host => {
+            Err(Error::usage(anyhow!(
+                "--userns keep-id: a rootless network ({net}) is owned by a user namespace of                  the default map, which the container joins; use --net none"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The entries of `--env-file FILE`; an error names the file and the line.

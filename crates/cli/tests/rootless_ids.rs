@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -103,6 +103,134 @@ fn rootless_image_with_user_1000_keeps_its_owners_through_the_subordinate_range(
         "{}",
         String::from_utf8_lossy(&left.stdout)
     );
+    rootfs.assert_nothing_left();
+}
+
+/// The lines of `/proc/self/uid_map` a script printed as `uidmap INSIDE OUTSIDE COUNT`.
+const UID_MAP: &str = "sed 's/^ *//; s/  */ /g; s/^/uidmap /' /proc/self/uid_map";
+
+fn uid_map_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("uidmap "))
+        .collect()
+}
+
+/// `run --userns keep-id` as an ordinary user with ranges: the command runs as the caller's
+/// uid and gid without capabilities, the ranges are mapped around the caller's id, and what
+/// it makes in a bind mount of the caller's directory is the caller's on the host.
+/// `--userns host` is the default map; and where keep-id cannot be, it is refused in one line.
+#[test]
+fn rootless_userns_keep_id_runs_as_the_caller_with_the_ranges_around_it() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some(user) = TestUser::new(rootfs.scratch(), true) else {
+        return;
+    };
+    let (uid, gid) = (user.uid, user.gid);
+    let start = user.range_start.expect("a range");
+    let shared = user.dir("shared");
+    // The mount point in the rootfs (root's copy, which the user's container cannot write).
+    std::fs::create_dir(rootfs.path.join("shared")).expect("mkdir");
+    let volume = format!("{}:/shared", shared.display());
+    let script = format!(
+        "echo id=$(id -u):$(id -g); grep CapEff /proc/self/status | tr -d '\\t'; \
+         {UID_MAP}; touch /shared/made"
+    );
+    let run = user.peapod(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id",
+        "-v",
+        &volume,
+        "--rootfs",
+        rootfs.arg(),
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let inside = support::facts(&run.stdout);
+    assert_eq!(inside["id"], format!("{uid}:{gid}"), "{run:?}");
+    assert!(run.stdout.contains("CapEff:0000000000000000"), "{run:?}");
+    assert_eq!(
+        uid_map_lines(&run.stdout),
+        [
+            format!("0 {start} {uid}"),
+            format!("{uid} {uid} 1"),
+            format!("{} {} {}", uid + 1, start + uid, RANGE - uid),
+        ],
+        "{run:?}"
+    );
+    let made = std::fs::metadata(shared.join("made")).expect("the file made inside");
+    assert_eq!((made.uid(), made.gid()), (uid, gid));
+
+    let host = user.peapod(&[
+        "run",
+        "--rm",
+        "--userns",
+        "host",
+        "--rootfs",
+        rootfs.arg(),
+        "--",
+        "/bin/sh",
+        "-c",
+        UID_MAP,
+    ]);
+    assert_eq!(host.code, 0, "{host:?}");
+    assert_eq!(
+        uid_map_lines(&host.stdout),
+        [format!("0 {uid} 1"), format!("1 {start} {RANGE}")],
+        "{host:?}"
+    );
+
+    for (args, needle) in [
+        (&["--userns", "auto"][..], "pool of ids"),
+        (&["--userns", "nomap"][..], "nomap is not supported"),
+        (
+            &["--userns", "keep-id", "--pod", "p"][..],
+            "joins the pod's user namespace",
+        ),
+        (
+            &["--userns", "keep-id", "--net", "slirp4netns"][..],
+            "--userns keep-id: a rootless network",
+        ),
+    ] {
+        let mut all = vec!["run", "--rootfs", rootfs.arg()];
+        all.extend(args);
+        all.extend(["--", "/bin/true"]);
+        let out = user.peapod(&all);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(needle), "{args:?}: {out:?}");
+    }
+    let image = user.peapod(&["run", "--userns", "keep-id", "localhost/none", "/bin/true"]);
+    assert_eq!(image.code, 2, "{image:?}");
+    assert!(
+        image.stderr.contains("keep-id goes with --rootfs"),
+        "{image:?}"
+    );
+
+    // As root: host is root's own default (no user namespace), keep-id is refused.
+    let root = |mode: &str, script: &str| {
+        let mut command = rootfs.peapod();
+        command
+            .args(["run", "--rm", "--userns", mode, "--rootfs", rootfs.arg()])
+            .args(["--", "/bin/sh", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        support::finish(command.spawn().expect("spawn"))
+    };
+    let host = root("host", UID_MAP);
+    assert_eq!(host.code, 0, "{host:?}");
+    assert_eq!(uid_map_lines(&host.stdout), ["0 0 4294967295"], "{host:?}");
+    let keep = root("keep-id", "true");
+    assert_eq!(keep.code, 2, "{keep:?}");
+    assert!(keep.stderr.contains("for rootless containers"), "{keep:?}");
+    let left = support::state_entries(&user.state_root());
+    assert!(left.is_empty(), "state left: {left:?}");
     rootfs.assert_nothing_left();
 }
 

@@ -54,4 +54,4 @@ pub use hooks::{HookError, Hooks};
 pub use launch::{create, create_in, start_fifo, Barrier, Created};
 pub use process::ALL_CAPABILITIES;
 pub use signals::{Exit, SignalForwarder, FORWARDED_SIGNALS};
-pub use spec::{default_spec, DEFAULT_CAPABILITIES, DEFAULT_PATH};
+pub use spec::{default_spec, spec_with_maps, DEFAULT_CAPABILITIES, DEFAULT_PATH};

@@ -42,6 +42,12 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 /// as `unshare -r`), and drops the devpts `gid=5` option, which needs a
 /// mapped gid 5.
 pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
+    spec_with_maps(rootless.map(|(uid, gid)| peapod_ns::RootlessMaps::for_ids(uid, gid)))
+}
+
+/// [`default_spec`] with a user namespace of the maps `rootless` gives (other than the
+/// default ones, such as [`peapod_ns::RootlessMaps::keep_id`]'s), or none.
+pub fn spec_with_maps(rootless: Option<peapod_ns::RootlessMaps>) -> Spec {
     let mut spec = Spec::default();
     spec.set_hostname(Some("peapod".to_owned()));
     if let Some(linux) = spec.linux_mut() {
@@ -67,10 +73,9 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
         caps.set_ambient(None);
         process.set_capabilities(Some(caps));
     }
-    let Some((uid, gid)) = rootless else {
+    let Some(maps) = rootless else {
         return spec;
     };
-    let maps = peapod_ns::RootlessMaps::for_ids(uid, gid);
     // devpts's `gid=5` needs gid 5 mapped.
     let gid5 = peapod_ns::is_mapped(&maps.gids, 5);
     if let Some(mounts) = spec.mounts_mut() {

@@ -40,6 +40,26 @@ impl RootlessMaps {
         }
     }
 
+    /// podman's `--userns keep-id` maps for the caller whose effective ids are `uid` and
+    /// `gid`: the caller's ids as themselves, the subordinate ranges around them (inside ids
+    /// from 0 up, skipping the caller's). Without ranges or helper: the caller's id alone.
+    pub fn keep_id(uid: u32, gid: u32) -> RootlessMaps {
+        let default = RootlessMaps::for_ids(uid, gid);
+        let ranges = |maps: &[IdMap]| -> Vec<(u64, u64)> {
+            maps.iter()
+                .skip(1)
+                .map(|m| {
+                    let first = u64::from(m.outside);
+                    (first, first + u64::from(m.count) - 1)
+                })
+                .collect()
+        };
+        RootlessMaps {
+            uids: around(uid, &ranges(&default.uids)),
+            gids: around(gid, &ranges(&default.gids)),
+        }
+    }
+
     /// The maps for this process's effective ids.
     pub fn for_this_process() -> RootlessMaps {
         RootlessMaps::for_ids(
@@ -80,6 +100,49 @@ fn stacked(own: u32, ranges: &[(u64, u64)]) -> Vec<IdMap> {
         });
         next += u64::from(count);
     }
+    maps
+}
+
+/// `own` as itself, and each range (first, last) in turn on the inside ids from 0 up, split
+/// where it would cover `own`; sorted by inside id.
+fn around(own: u32, ranges: &[(u64, u64)]) -> Vec<IdMap> {
+    let mut maps = vec![IdMap {
+        inside: own,
+        outside: own,
+        count: 1,
+    }];
+    let own = u64::from(own);
+    // 4294967295 is the kernel's "no id": the last one a map may reach is one below.
+    let end = u64::from(u32::MAX);
+    let mut next: u64 = 0;
+    'ranges: for &(first, last) in ranges {
+        let mut outside = first;
+        while outside <= last {
+            if next == own {
+                next += 1;
+            }
+            let room = if next < own { own - next } else { end - next };
+            let count = (last - outside + 1).min(room);
+            let (Ok(inside), Ok(host), Ok(count)) = (
+                u32::try_from(next),
+                u32::try_from(outside),
+                u32::try_from(count),
+            ) else {
+                break 'ranges;
+            };
+            if count == 0 || host.checked_add(count - 1).is_none() {
+                break 'ranges;
+            }
+            maps.push(IdMap {
+                inside,
+                outside: host,
+                count,
+            });
+            next += u64::from(count);
+            outside += u64::from(count);
+        }
+    }
+    maps.sort_by_key(|m| m.inside);
     maps
 }
 
@@ -162,5 +225,25 @@ mod tests {
         assert!(is_mapped(&maps, 65546));
         assert!(!is_mapped(&maps, 65547));
         assert_eq!(stacked(1000, &[]).len(), 1);
+    }
+
+    #[test]
+    fn keep_id_puts_the_ranges_around_the_callers_own_id() {
+        let shown = |maps: Vec<IdMap>| maps.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            shown(around(1000, &[(100000, 165535)])),
+            ["0 100000 1000", "1000 1000 1", "1001 101000 64536"]
+        );
+        // Split over two ranges, the second across the caller's id.
+        assert_eq!(
+            shown(around(5, &[(100, 102), (200, 209)])),
+            ["0 100 3", "3 200 2", "5 5 1", "6 202 8"]
+        );
+        // A range smaller than the caller's id leaves a gap below it.
+        assert_eq!(
+            shown(around(1000, &[(100000, 100009)])),
+            ["0 100000 10", "1000 1000 1"]
+        );
+        assert_eq!(shown(around(1000, &[])), ["1000 1000 1"]);
     }
 }

@@ -8,7 +8,6 @@ use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Mount, MountBuilder,
     PosixRlimitBuilder, PosixRlimitType, Spec,
 };
-use peapod_container::default_spec;
 use peapod_ns::Namespace;
 
 use crate::security::{CapName, SecurityArgs, SecurityOpt, UserArg};
@@ -120,6 +119,8 @@ pub struct RunFlags {
     pub entrypoint: Option<String>,
     /// The command: after `--` with `--rootfs`, after the image with an image.
     pub command: Vec<String>,
+    /// `--userns`: the user namespace's mode, when not the default.
+    pub userns: Option<crate::userns::UserNs>,
 }
 
 /// `resources` with `--memory`, `--cpus` and `--pids-limit` added (as `docker run` sets them:
@@ -192,6 +193,7 @@ pub fn refuse_with_bundle(args: &RunFlags) -> Result<()> {
         ("--cpus", args.limits.cpus.is_some()),
         ("--pids-limit", args.limits.pids_limit.is_some()),
         ("--entrypoint", args.entrypoint.is_some()),
+        ("--userns", args.userns.is_some()),
         ("-- CMD", !args.command.is_empty()),
         (security.unwrap_or_default(), security.is_some()),
     ];
@@ -336,7 +338,7 @@ pub(crate) fn spec_with_accounts(
     if args.command[0].is_empty() {
         return Err(Error::usage(anyhow::anyhow!("empty command")));
     }
-    let mut spec = default_spec(rootless.then(rootless_ids));
+    let mut spec = crate::userns::base_spec(args, rootless)?;
 
     let mut shared = args.share.clone();
     if args.net_host {
@@ -370,7 +372,10 @@ pub(crate) fn spec_with_accounts(
     let root_path = std::path::absolute(rootfs)
         .with_context(|| format!("invalid rootfs path {}", rootfs.display()))
         .map_err(Error::usage)?;
-    security_args(args)
+    let caller = crate::userns::keep_id_user(args, rootless);
+    let mut security = security_args(args);
+    security.user = security.user.or(caller.as_ref());
+    security
         .apply(&mut spec, accounts)
         .map_err(Error::runtime)?;
     if let Some(root) = spec.root_mut() {

@@ -66,6 +66,7 @@ mod state;
 mod stop;
 mod tty;
 mod update;
+pub mod userns;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
