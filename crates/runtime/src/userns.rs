@@ -29,9 +29,10 @@ pub fn parse_userns(s: &str) -> std::result::Result<UserNs, String> {
     match (mode, options) {
         ("host", "") => Ok(UserNs::Host),
         ("keep-id", "") => Ok(UserNs::KeepId),
-        ("keep-id", _) => Err(format!(
-            "{s}: keep-id's options are not supported; keep-id maps the caller's own uid and gid"
-        )),
+        ("keep-id", _) => Err(
+            "keep-id's options are not supported: keep-id maps the caller's own uid and gid"
+                .to_owned(),
+        ),
         ("auto", _) => Err(
             "auto is not supported: it needs a pool of ids shared out among all containers, \
              which peapod does not keep (rootless, the default maps your subordinate ranges)"
@@ -42,7 +43,7 @@ pub fn parse_userns(s: &str) -> std::result::Result<UserNs, String> {
              the caller is root"
                 .to_owned(),
         ),
-        _ => Err(format!("{s}: expected host or keep-id")),
+        _ => Err("expected host or keep-id".to_owned()),
     }
 }
 
