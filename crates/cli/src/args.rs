@@ -1116,6 +1116,10 @@ pub(crate) struct PodCreateArgs {
     pub cni: CniArgs,
     #[command(flatten)]
     pub log: PodLogOptArgs,
+    /// The user namespace of the pod's containers: host (the default) or keep-id (rootless,
+    /// containers with --rootfs: your uid and gid as themselves, run as you).
+    #[arg(long, value_name = "host|keep-id", value_parser = peapod_runtime::userns::parse_userns)]
+    pub userns: Option<peapod_runtime::userns::UserNs>,
     /// The pod's name.
     pub name: String,
 }

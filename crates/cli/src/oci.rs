@@ -113,6 +113,10 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         command: Vec::new(),
         userns: args.userns,
     };
+    // A keep-id pod's containers run as keep-id's.
+    if let Some(pod) = &args.pod {
+        flags.userns = peapod_pod::user_namespace(rt, pod)?;
+    }
     let current_dir = || {
         std::env::current_dir()
             .context("cannot read the current directory")

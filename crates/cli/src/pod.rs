@@ -41,6 +41,7 @@ pub(crate) fn dispatch(
                     hostname: None,
                 },
                 log_opts: args.log.log_opts,
+                userns: args.userns,
             };
             peapod_pod::create(rt, &options)?;
         }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::image::{archive_of, image_archive, IMAGE};
-use support::user::{TestUser, RANGE};
+use support::user::{uid_map_lines, TestUser, RANGE, UID_MAP};
 use support::TestRootfs;
 
 fn loaded(user: &TestUser, archive: &Path) -> support::Outcome {
@@ -104,16 +104,6 @@ fn rootless_image_with_user_1000_keeps_its_owners_through_the_subordinate_range(
         String::from_utf8_lossy(&left.stdout)
     );
     rootfs.assert_nothing_left();
-}
-
-/// The lines of `/proc/self/uid_map` a script printed as `uidmap INSIDE OUTSIDE COUNT`.
-const UID_MAP: &str = "sed 's/^ *//; s/  */ /g; s/^/uidmap /' /proc/self/uid_map";
-
-fn uid_map_lines(stdout: &str) -> Vec<&str> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("uidmap "))
-        .collect()
 }
 
 /// `run --userns keep-id` as an ordinary user with ranges: the command runs as the caller's

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::user::TestUser;
+use support::user::{uid_map_lines, TestUser, RANGE, UID_MAP};
 use support::{finish, Outcome, TestRootfs, TIMEOUT};
 
 /// The fixture: a rootfs, the user, and the pods it made (`pod rm -f` on drop, before the
@@ -352,6 +352,58 @@ fn rootless_pod_container_from_an_image_with_user_1000_shows_its_owners() {
     t.remove_all_and_check();
     let rm = t.peapod(&["rmi", image]);
     assert_eq!(rm.code, 0, "{rm:?}");
+}
+
+/// `pod create --userns keep-id` as an ordinary user with ranges: the pod's user namespace
+/// has keep-id's maps, its containers run as the caller (and share the pod's host name); an
+/// image in it is refused in one line, as keep-id is to root; nothing is left after `pod rm`.
+#[test]
+fn rootless_pod_with_userns_keep_id_runs_its_containers_as_the_caller() {
+    let Some(mut t) = Rootless::new(true) else {
+        return;
+    };
+    let (uid, gid) = (t.user.uid, t.user.gid);
+    let start = t.user.range_start.expect("a range");
+    // On the user-mode network where there is one: its helper joins keep-id's namespace.
+    let network = user_mode_networks().first().copied().unwrap_or("none");
+    t.create("keep", &["--userns", "keep-id", "--network", network]);
+    if network != "none" {
+        let ps = t.ok(&["pod", "ps", "keep"]);
+        let line = format!("network {network}: 10.0.2.100/24");
+        assert!(ps.stdout.contains(&line), "{ps:?}");
+    }
+    let root = t.rootfs.arg().to_owned();
+    let script = format!("echo id=$(id -u):$(id -g); echo host=$(hostname); {UID_MAP}");
+    let out = t.ok(&[
+        "run", "--pod", "keep", "--rootfs", &root, "--", "/bin/sh", "-c", &script,
+    ]);
+    let facts = support::facts(&out.stdout);
+    assert_eq!(facts["id"], format!("{uid}:{gid}"), "{out:?}");
+    assert_eq!(facts["host"], "keep", "{out:?}");
+    assert_eq!(
+        uid_map_lines(&out.stdout),
+        [
+            format!("0 {start} {uid}"),
+            format!("{uid} {uid} 1"),
+            format!("{} {} {}", uid + 1, start + uid, RANGE - uid),
+        ],
+        "{out:?}"
+    );
+    let image = t.peapod(&["run", "--pod", "keep", "localhost/none", "/bin/true"]);
+    assert_eq!(image.code, 2, "{image:?}");
+    assert!(
+        image.stderr.contains("your pod's) goes with --rootfs"),
+        "{image:?}"
+    );
+    let mut as_root = t.rootfs.peapod();
+    as_root
+        .args(["pod", "create", "--userns", "keep-id", "rootkeep"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let refused = finish(as_root.spawn().expect("spawn"));
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("for rootless pods"), "{refused:?}");
+    t.remove_all_and_check();
 }
 
 #[test]

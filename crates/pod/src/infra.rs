@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use oci_spec::runtime::{
     LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec,
 };
-use peapod_container::{create_in, default_spec, start_fifo, Barrier, ContainerConfig};
+use peapod_container::{create_in, start_fifo, Barrier, ContainerConfig};
 use peapod_ns::NamespaceId;
 use peapod_runtime::Error as RuntimeError;
 use peapod_state::ProcessIdentity;
@@ -115,7 +115,7 @@ pub(crate) fn unpin_all(entry: &PodEntry) -> Result<(), RuntimeError> {
 /// rootless container's are, and the infra process gets a PID namespace of its own when the
 /// pod shares none (mounting its `/proc` needs one owned by its user namespace).
 fn spec(root: &Path, record: &PodRecord, init: &Path) -> anyhow::Result<Spec> {
-    let mut spec = default_spec(record.rootless.then(peapod_runtime::flags::rootless_ids));
+    let mut spec = crate::userns::infra_base_spec(record);
     let mut namespaces = vec![LinuxNamespaceBuilder::default()
         .typ(LinuxNamespaceType::Mount)
         .build()?];

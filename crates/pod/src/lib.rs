@@ -47,6 +47,7 @@
 //!     limits: Default::default(),
 //!     network: Default::default(),
 //!     log_opts: Vec::new(),
+//!     userns: None,
 //! };
 //! peapod_pod::create(&rt, &pod)?;
 //! let mut pids = Vec::new();
@@ -94,6 +95,7 @@ mod resources;
 mod security;
 mod store;
 mod subpath;
+mod userns;
 
 pub use config::{EnvValue, EnvVar, FileContent, PodFacts, ProjectedFile};
 pub use documents::{parse_file, Documents, Owner, PlannedPod};
@@ -119,6 +121,7 @@ pub use record::{Member, PodRecord, PodStatus};
 pub use resources::{quantity, ResourcesPlan};
 pub use security::{Seccomp, SecurityPlan, SAFE_SYSCTLS};
 pub use store::{PodEntry, PodStore};
+pub use userns::user_namespace;
 
 // Probes and lifecycle hooks of played containers (`probes.rs`, `hooks.rs`).
 pub use probes::{Handler, Health, MemberHealth, Probe, BACKOFF_ANNOTATION};

@@ -77,6 +77,9 @@ pub struct PodOptions {
     /// `--log-opt max-size=SIZE`, `max-file=N`: its detached containers' logs, over the
     /// kubelet's defaults.
     pub log_opts: Vec<String>,
+    /// `--userns`: `keep-id` (rootless) maps the caller's ids as themselves in the pod's user
+    /// namespace, and its containers run as the caller.
+    pub userns: Option<peapod_runtime::userns::UserNs>,
 }
 
 /// Checks a pod's `--log-opt`s (see [`PodRecord::log_limits`]).
@@ -119,6 +122,7 @@ pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
     }
     network::check(&args.network, share.contains(&Namespace::Net), rt.rootless)?;
     check_log_opts(&args.log_opts)?;
+    let keep_id = crate::userns::keep_id(rt, args.userns)?;
     let resources = with_limits(None, &args.limits);
     refuse_rootless_limits(rt, resources.as_ref())?;
     if !rt.rootless {
@@ -130,6 +134,7 @@ pub fn create(rt: &Runtime, args: &PodOptions) -> Result<(), RuntimeError> {
     record.shared = share.iter().map(ToString::to_string).collect();
     record.shared.dedup();
     record.labels = labels;
+    record.keep_id = keep_id;
     let entry = make(rt, &name, record, &init, resources.as_ref(), &args.network)?;
     made(&entry)
 }

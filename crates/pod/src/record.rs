@@ -59,6 +59,9 @@ pub struct PodRecord {
     /// `/proc/PID/ns` files once its identity is checked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rootless: bool,
+    /// Made with `--userns keep-id`: its user namespace maps the caller's ids as themselves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_id: bool,
     /// The process that holds the pod's published host ports (see `ports.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_holder: Option<ProcessIdentity>,
@@ -158,6 +161,7 @@ impl PodRecord {
             network: None,
             log_opts: Vec::new(),
             rootless: false,
+            keep_id: false,
             port_holder: None,
             setup: None,
             owner: None,

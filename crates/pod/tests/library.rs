@@ -107,6 +107,7 @@ fn a_pod_with_two_containers_is_made_run_and_removed_through_the_libraries() {
         limits: Default::default(),
         network: Default::default(),
         log_opts: Vec::new(),
+        userns: None,
     };
     peapod_pod::create(&rt, &options).expect("pod create");
 

@@ -77,7 +77,7 @@ pub(crate) fn keep_id_user(args: &RunFlags, rootless: bool) -> Option<UserArg> {
 pub fn refuse_with_image(args: &RunFlags, rootless: bool) -> Result<()> {
     match rootless && args.userns == Some(UserNs::KeepId) {
         true => Err(Error::usage(anyhow::anyhow!(
-            "--userns keep-id goes with --rootfs: an image's layers are owned for the default \
+            "--userns keep-id (yours or your pod's) goes with --rootfs: an image's layers are owned for the default \
              map (you as root), and peapod makes no re-owned copy of them as podman does"
         ))),
         false => Ok(()),

@@ -14,6 +14,16 @@ use super::{finish, spawn_copied, Outcome};
 /// How many ids a test's range has (as shadow's default `SUB_UID_COUNT`).
 pub const RANGE: u32 = 65536;
 
+/// The lines of `/proc/self/uid_map` a script printed as `uidmap INSIDE OUTSIDE COUNT`.
+pub const UID_MAP: &str = "sed 's/^ *//; s/  */ /g; s/^/uidmap /' /proc/self/uid_map";
+
+pub fn uid_map_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("uidmap "))
+        .collect()
+}
+
 /// The files of subordinate ids, with the line of this user in each.
 const FILES: [&str; 2] = ["/etc/subuid", "/etc/subgid"];
 
