@@ -113,9 +113,12 @@ pub(crate) fn run(rt: &Runtime, global: &GlobalArgs, args: RunArgs) -> Result<i3
         command: Vec::new(),
         userns: args.userns,
     };
-    // A keep-id pod's containers run as keep-id's.
-    if let Some(pod) = &args.pod {
-        flags.userns = peapod_pod::user_namespace(rt, pod)?;
+    // A keep-id pod's containers run as keep-id's (a bundle's config.json says its own).
+    match &args.pod {
+        Some(pod) if !matches!(target, RunTarget::Bundle { .. }) => {
+            flags.userns = peapod_pod::user_namespace(rt, pod)?;
+        }
+        _ => {}
     }
     let current_dir = || {
         std::env::current_dir()

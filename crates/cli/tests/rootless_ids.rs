@@ -199,7 +199,9 @@ fn rootless_userns_keep_id_runs_as_the_caller_with_the_ranges_around_it() {
     let image = user.peapod(&["run", "--userns", "keep-id", "localhost/none", "/bin/true"]);
     assert_eq!(image.code, 2, "{image:?}");
     assert!(
-        image.stderr.contains("keep-id goes with --rootfs"),
+        image
+            .stderr
+            .contains("keep-id (yours or your pod's) goes with --rootfs"),
         "{image:?}"
     );
 
