@@ -377,6 +377,40 @@ mod bus {
             .call::<_, _, ()>("SetUnitProperties", &(unit, true, pairs))
             .map_err(|e| dbus(&format!("SetUnitProperties {unit}"), e))
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn v1_gets_runc_legacy_names_and_no_cpuset() {
+            let resources: oci_spec::runtime::LinuxResources =
+                serde_json::from_value(serde_json::json!({
+                    "memory": { "limit": 1024 },
+                    "pids": { "limit": 5 },
+                    "cpu": { "shares": 512, "cpus": "0", "mems": "0" }
+                }))
+                .unwrap();
+            let props = Properties::of(&resources).unwrap();
+            let names =
+                |unified| -> Vec<&str> { pairs(&props, unified).iter().map(|(n, _)| *n).collect() };
+            assert_eq!(names(false), ["MemoryLimit", "TasksMax", "CPUShares"]);
+            assert_eq!(
+                names(true),
+                [
+                    "MemoryMax",
+                    "TasksMax",
+                    "CPUWeight",
+                    "AllowedCPUs",
+                    "AllowedMemoryNodes"
+                ]
+            );
+            let v1 = pairs(&props, false);
+            assert_eq!(v1[2].1, Value::U64(512));
+            let v2 = pairs(&props, true);
+            assert_eq!(v2[2].1, Value::U64(crate::resources::shares_to_weight(512)));
+        }
+    }
 }
 
 /// Without zbus (built without the cargo feature `systemd`): every call says so.
