@@ -535,6 +535,28 @@ fn on_hybrid_the_scope_is_joined_in_every_hierarchy_and_its_limits_are_in_the_v1
     let memory = v1_dir("memory", &unit).join("memory.limit_in_bytes");
     assert_eq!(read_trimmed(&memory), "134217728");
 
+    // The device program is on the scope's cgroup2 directory: with the v1 devices controller
+    // opened up (systemd writes that one itself), opening 1:200 (a number of the mem driver
+    // that no device has) is still refused, and /dev/null is not.
+    let devices = v1_dir("devices", &unit);
+    println!(
+        "devices.list after update: {:?}",
+        read_trimmed(&devices.join("devices.list"))
+    );
+    std::fs::write(devices.join("devices.allow"), "a *:* rwm").expect("devices.allow");
+    let probe = "for n in 1:3 1:200; do d=/dev/probe-${n#*:}; rm -f $d; \
+                 mknod $d c ${n%:*} ${n#*:} && if err=$( (: < $d) 2>&1 ); then echo \"$n opened\"; \
+                 else echo \"$n $err\"; fi; rm -f $d; done";
+    let out = c.run(&["exec", &id, "/bin/sh", "-c", probe]);
+    assert_eq!(out.code, 0, "exec: {}", out.stderr);
+    assert!(out.stdout.contains("1:3 opened"), "{}", out.stdout);
+    let denied = out.stdout.lines().find(|l| l.starts_with("1:200 "));
+    assert!(
+        denied.is_some_and(|l| l.contains("Operation not permitted")),
+        "{}",
+        out.stdout
+    );
+
     let out = c.run(&["delete", "--force", &id]);
     assert_eq!(out.code, 0, "delete: {}", out.stderr);
     assert!(!unit_listed(&unit), "{unit} is still loaded after delete");
