@@ -7,7 +7,9 @@
 //! - `cargo xtask bench`: whole-process timings next to the floor `unshare` sets.
 //! - `cargo xtask dist`: release `peapod`, the static `peapod-init` and the pause image
 //!   `pause.tar` in `target/dist/`.
-//! - `cargo xtask vm [FILTER]`: the cgroup tests in a pure cgroup-v2 machine (qemu).
+//! - `cargo xtask vm [FILTER]`: the cgroup tests in a pure cgroup-v2 machine (qemu);
+//!   `vm --systemd [--hybrid] [FILTER]`: the systemd driver's, systemd as PID 1 (on cgroup v1
+//!   hybrid with `--hybrid`).
 
 mod bench;
 mod demo;
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         "orphan-burst" => bench::orphan_burst(rest),
         "help" | "-h" | "--help" => {
             println!(
-                "usage: cargo xtask <run [-- PEAPOD-ARGS] | test | rootfs [DIR] | bench | dist | vm [FILTER]>"
+                "usage: cargo xtask <run [-- PEAPOD-ARGS] | test | rootfs [DIR] | bench | dist | vm [--systemd [--hybrid]] [FILTER]>"
             );
             Ok(())
         }

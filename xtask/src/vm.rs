@@ -49,8 +49,8 @@ const TESTS: &[&str] = &[
     "rootless_ids",
 ];
 
-/// Those of `cargo xtask vm --systemd`: the systemd cgroup driver's, which need systemd as
-/// PID 1 and its D-Bus API.
+/// Those of `cargo xtask vm --systemd [--hybrid]`: the systemd cgroup driver's, which need
+/// systemd as PID 1 and its D-Bus API.
 const SYSTEMD_TESTS: &[&str] = &["systemd"];
 
 /// What the guest loads: the virtio PCI transport and 9p for the host's root, overlayfs for
@@ -66,6 +66,9 @@ const TIMEOUT: Duration = Duration::from_secs(20 * 60);
 pub(crate) fn run(args: &[String]) -> Result {
     let systemd = args.first().is_some_and(|a| a == "--systemd");
     let args = if systemd { &args[1..] } else { args };
+    // `--systemd --hybrid`: systemd boots the cgroup v1 hybrid layout (qemu.rs).
+    let hybrid = systemd && args.first().is_some_and(|a| a == "--hybrid");
+    let args = if hybrid { &args[1..] } else { args };
     if systemd {
         for program in [
             "/lib/systemd/systemd",
@@ -173,7 +176,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         names.join(", ")
     );
     let started = Instant::now();
-    let outcome = boot(&kernel, &initrd, timeout, systemd)?;
+    let outcome = boot(&kernel, &initrd, timeout, systemd, hybrid)?;
     for skip in &outcome.skipped {
         println!("xtask: vm: {skip}");
     }

@@ -191,13 +191,27 @@ impl Cgroup {
         }
     }
 
-    /// The systemd driver's cgroup: the scope `path` on the unified hierarchy (pure v2 only),
-    /// made with `properties` when [`Cgroup::add`] puts the container's init in it. Nothing
-    /// is made here.
+    /// The systemd driver's cgroup: the scope `path`, made with `properties` when
+    /// [`Cgroup::add`] puts the container's init in it. Nothing is made here. On v2 it is one
+    /// directory; on a hybrid host (`systemd.unified_cgroup_hierarchy=0`) it has one in every
+    /// hierarchy, as runc's: systemd makes those of the controllers it manages there, the
+    /// `name=systemd` one and the cgroup2 one, and [`Cgroup::add`] the rest (cpuset,
+    /// freezer, ...). A pure v1 host (no cgroup2 mount) is refused: the device program goes
+    /// to the cgroup2 directory, and systemd writes a scope's v1 devices rules itself (allow
+    /// all, for a unit without device properties) whenever it applies the unit's settings.
     pub fn systemd(layout: &Layout, path: SystemdPath, properties: Properties) -> Result<Cgroup> {
-        if !layout.is_v2() {
+        let hybrid = matches!(
+            layout,
+            Layout::V1 {
+                unified: Some(_),
+                ..
+            }
+        );
+        if !layout.is_v2() && !hybrid {
             return Err(Error::Systemd(
-                "the systemd driver needs the unified cgroup hierarchy (cgroup v2) here".into(),
+                "the systemd driver needs a cgroup2 hierarchy (v2, or a hybrid host's \
+                 /sys/fs/cgroup/unified) to filter devices; this host has only cgroup v1"
+                    .into(),
             ));
         }
         let mut cgroup = Cgroup::locate(layout, &Path::new("/").join(path.relative()?))?;
@@ -365,12 +379,41 @@ impl Cgroup {
     /// With the systemd driver, the first process makes the scope ([`Cgroup::systemd`]).
     pub fn add(&self, pid: u32) -> Result<()> {
         if let Some(scope) = &self.scope {
-            return crate::systemd::start_scope(&scope.0, pid, &scope.1);
+            crate::systemd::start_scope(&scope.0, pid, &scope.1)?;
+            return self.join_unmanaged(pid);
         }
         for dir in &self.dirs {
             write(&dir.path.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// On v1, after systemd made the scope: process `pid` joins the scope's directory in
+    /// each controller hierarchy systemd does not manage (cpuset, freezer, net_cls, ...;
+    /// systemd 252 manages cpu, cpuacct, blkio, memory, devices and pids there), made as
+    /// [`Cgroup::create`] makes it, as runc's `joinCgroups` does. Those systemd already put
+    /// it in are left: moving a process takes the kernel's global lock.
+    fn join_unmanaged(&self, pid: u32) -> Result<()> {
+        if self.v2 {
+            return Ok(());
+        }
+        let pid = pid.to_string();
+        for dir in self.dirs.iter().filter(|d| d.kind == Kind::Controllers) {
+            let procs = dir.path.join("cgroup.procs");
+            let joined = read_optional(&procs)?.is_some_and(|p| p.lines().any(|l| l == pid));
+            if !joined {
+                self.make_with_retries(dir)?;
+                write(&procs, &pid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the runtime moves the container's init into the cgroup ([`Cgroup::add`])
+    /// while the init waits, rather than the init moving itself ([`Cgroup::add_self`]): on
+    /// v2 (see there), and for a systemd scope, which systemd makes with the process in it.
+    pub fn added_by_runtime(&self) -> bool {
+        self.v2 || self.scope.is_some()
     }
 
     /// Moves the calling thread into the cgroup, in every hierarchy: on v1 by writing `0` to
@@ -403,7 +446,16 @@ impl Cgroup {
     /// start (`clone3` with `CLONE_INTO_CGROUP`) instead of moving itself in afterwards,
     /// which there would take the global lock [`Cgroup::add_self`] avoids on v1. `None` on a
     /// pure v1 or v2 host.
+    /// A systemd scope has none: systemd makes that directory with the process in it.
     pub fn clone_target(&self) -> Option<&Path> {
+        match self.scope {
+            Some(_) => None,
+            None => self.hybrid_unified_dir(),
+        }
+    }
+
+    /// A hybrid host's cgroup2 directory of the cgroup.
+    fn hybrid_unified_dir(&self) -> Option<&Path> {
         self.dirs
             .iter()
             .find(|d| d.kind == Kind::Unified)
@@ -416,7 +468,7 @@ impl Cgroup {
     pub fn unified_dir(&self) -> Option<&Path> {
         match self.v2 {
             true => self.dirs.first().map(|d| d.path.as_path()),
-            false => self.clone_target(),
+            false => self.hybrid_unified_dir(),
         }
     }
 

@@ -101,11 +101,13 @@ pub fn expand_slice(slice: &str) -> Result<PathBuf> {
 
 /// The limits of `linux.resources` that systemd has unit properties for, as runc sets them:
 /// systemd writes them to the scope's cgroup itself, and keeps them on a daemon-reload.
+/// On a hybrid host they go by their v1 names, as runc's legacy driver sends them
+/// (`MemoryLimit`, `CPUShares`; no `AllowedCPUs`: systemd has no cpuset there).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Properties {
     memory_max: Option<u64>,
     tasks_max: Option<u64>,
-    cpu_weight: Option<u64>,
+    cpu_shares: Option<u64>,
     /// `CPUQuotaPerSecUSec` and `CPUQuotaPeriodUSec`.
     cpu_quota: Option<(u64, u64)>,
     allowed_cpus: Option<Vec<u8>>,
@@ -124,10 +126,7 @@ impl Properties {
             props.tasks_max = Some(unlimited(pids.limit())).filter(|v| *v != 0);
         }
         if let Some(cpu) = resources.cpu() {
-            props.cpu_weight = cpu
-                .shares()
-                .filter(|s| *s != 0)
-                .map(crate::resources::shares_to_weight);
+            props.cpu_shares = cpu.shares().filter(|s| *s != 0);
             if let Some(quota) = cpu.quota() {
                 let period = cpu.period().filter(|p| *p != 0).unwrap_or(100_000);
                 props.cpu_quota = Some((quota_per_sec(quota, period), period));
@@ -194,29 +193,45 @@ mod bus {
     const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
     const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 
-    /// As D-Bus `(sv)` pairs.
-    fn pairs(props: &Properties) -> Vec<(&'static str, Value<'_>)> {
+    /// As D-Bus `(sv)` pairs, by the names of the unified hierarchy (`unified`) or of v1.
+    fn pairs(props: &Properties, unified: bool) -> Vec<(&'static str, Value<'_>)> {
         let mut out: Vec<(&'static str, Value<'_>)> = Vec::new();
         if let Some(v) = props.memory_max {
-            out.push(("MemoryMax", Value::U64(v)));
+            out.push((
+                if unified { "MemoryMax" } else { "MemoryLimit" },
+                Value::U64(v),
+            ));
         }
         if let Some(v) = props.tasks_max {
             out.push(("TasksMax", Value::U64(v)));
         }
-        if let Some(v) = props.cpu_weight {
-            out.push(("CPUWeight", Value::U64(v)));
+        match props.cpu_shares {
+            Some(v) if unified => out.push((
+                "CPUWeight",
+                Value::U64(crate::resources::shares_to_weight(v)),
+            )),
+            Some(v) => out.push(("CPUShares", Value::U64(v))),
+            None => {}
         }
         if let Some((per_sec, period)) = props.cpu_quota {
             out.push(("CPUQuotaPerSecUSec", Value::U64(per_sec)));
             out.push(("CPUQuotaPeriodUSec", Value::U64(period)));
         }
-        if let Some(mask) = &props.allowed_cpus {
+        // systemd has cpuset only on the unified hierarchy; on v1 the files are written.
+        if let Some(mask) = props.allowed_cpus.as_ref().filter(|_| unified) {
             out.push(("AllowedCPUs", Value::from(mask.clone())));
         }
-        if let Some(mask) = &props.allowed_memory_nodes {
+        if let Some(mask) = props.allowed_memory_nodes.as_ref().filter(|_| unified) {
             out.push(("AllowedMemoryNodes", Value::from(mask.clone())));
         }
         out
+    }
+
+    /// Whether systemd runs on the unified hierarchy, as it decides it itself: whether
+    /// `/sys/fs/cgroup` is cgroup2 (a hybrid or legacy host has a tmpfs there).
+    fn unified() -> bool {
+        nix::sys::statfs::statfs("/sys/fs/cgroup")
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
     }
 
     /// A connection to systemd's manager on the system bus.
@@ -297,6 +312,7 @@ mod bus {
         let manager = Manager::connect()?;
         let connected = connecting.elapsed();
         let description = format!("peapod container {}", path.unit);
+        let unified = unified();
         let mut props: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(description.as_str())),
             ("Slice", Value::from(path.slice.as_str())),
@@ -306,9 +322,17 @@ mod bus {
             ("MemoryAccounting", Value::Bool(true)),
             ("CPUAccounting", Value::Bool(true)),
             ("TasksAccounting", Value::Bool(true)),
-            ("IOAccounting", Value::Bool(true)),
+            // blkio's name on v1, as runc's legacy driver has it.
+            (
+                if unified {
+                    "IOAccounting"
+                } else {
+                    "BlockIOAccounting"
+                },
+                Value::Bool(true),
+            ),
         ];
-        props.extend(pairs(properties));
+        props.extend(pairs(properties, unified));
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
         let started = Instant::now();
         manager.job(
@@ -343,7 +367,7 @@ mod bus {
 
     /// Sets `properties` on the running unit `unit` (`update`), at once and for good.
     pub fn set_properties(unit: &str, properties: &Properties) -> Result<()> {
-        let pairs = pairs(properties);
+        let pairs = pairs(properties, unified());
         if pairs.is_empty() {
             return Ok(());
         }
@@ -352,6 +376,40 @@ mod bus {
         proxy
             .call::<_, _, ()>("SetUnitProperties", &(unit, true, pairs))
             .map_err(|e| dbus(&format!("SetUnitProperties {unit}"), e))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn v1_gets_runc_legacy_names_and_no_cpuset() {
+            let resources: oci_spec::runtime::LinuxResources =
+                serde_json::from_value(serde_json::json!({
+                    "memory": { "limit": 1024 },
+                    "pids": { "limit": 5 },
+                    "cpu": { "shares": 512, "cpus": "0", "mems": "0" }
+                }))
+                .unwrap();
+            let props = Properties::of(&resources).unwrap();
+            let names =
+                |unified| -> Vec<&str> { pairs(&props, unified).iter().map(|(n, _)| *n).collect() };
+            assert_eq!(names(false), ["MemoryLimit", "TasksMax", "CPUShares"]);
+            assert_eq!(
+                names(true),
+                [
+                    "MemoryMax",
+                    "TasksMax",
+                    "CPUWeight",
+                    "AllowedCPUs",
+                    "AllowedMemoryNodes"
+                ]
+            );
+            let v1 = pairs(&props, false);
+            assert_eq!(v1[2].1, Value::U64(512));
+            let v2 = pairs(&props, true);
+            assert_eq!(v2[2].1, Value::U64(crate::resources::shares_to_weight(512)));
+        }
     }
 }
 

@@ -35,7 +35,8 @@ impl ChildFailure {
 }
 
 /// Runs in the new process: sets everything up, waits at the barrier, execs. Never returns.
-/// With a `cgroup`, it first joins it (v1) or waits until the runtime has moved it in (v2);
+/// With a `cgroup`, it first joins it (v1) or waits until the runtime has moved it in (v2, or
+/// a systemd scope);
 /// `in_unified`: it was cloned into the cgroup's directory of a hybrid host's cgroup2
 /// hierarchy already.
 pub(crate) fn run(
@@ -82,7 +83,7 @@ fn set_up_and_exec(
     let wait_for = |expected| wait_for(channel, expected);
 
     if let Some(cgroup) = cgroup {
-        if cgroup.is_v2() {
+        if cgroup.added_by_runtime() {
             wait_for(Message::InCgroup)?;
         } else {
             cgroup

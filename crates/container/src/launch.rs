@@ -120,8 +120,9 @@ pub fn create_in(
                 channel: parent_end,
                 armed: true,
             };
-            // On v1 the process moves itself, which is cheaper (see `Cgroup::add_self`).
-            if let Some(cgroup) = cgroup.filter(|c| c.is_v2()) {
+            // On v1 the process moves itself, which is cheaper (see `Cgroup::add_self`),
+            // except into a systemd scope, which systemd makes with it in.
+            if let Some(cgroup) = cgroup.filter(|c| c.added_by_runtime()) {
                 if let Err(e) = u32::try_from(created.pid.as_raw())
                     .map_err(|_| Error::ChildDied(format!("odd pid {}", created.pid)))
                     .and_then(|pid| Ok(cgroup.add(pid)?))

@@ -58,10 +58,20 @@ for fs in proc sys dev; do
 done
 # `cargo xtask vm --systemd`: the host's own systemd becomes PID 1 and starts only the test
 # unit (and what it needs: sysinit, D-Bus), which runs tests.sh and powers off.
+# systemd takes the guest for a container (the host's root it boots from has /.dockerenv),
+# and a containerised systemd reads its `systemd.*` options from its own arguments, not from
+# the kernel's command line: the kernel's are passed on (`--hybrid`'s cgroup layout).
 if [ -f /peapod-vm.service ]; then
     $bb mkdir -p /newroot/run/systemd/system
     $bb cp /peapod-vm.service /newroot/run/systemd/system/ || fail "cannot copy the test unit"
-    exec $bb switch_root /newroot /lib/systemd/systemd --unit=peapod-vm.service
+    options=
+    for word in $($bb cat /newroot/proc/cmdline); do
+        case $word in
+        systemd.*) options="$options $word" ;;
+        esac
+    done
+    # shellcheck disable=SC2086 # one argument per option
+    exec $bb switch_root /newroot /lib/systemd/systemd --unit=peapod-vm.service $options
 fi
 # The host's /bin/busybox (busybox-static) runs tests.sh: the same applets as here.
 exec $bb switch_root /newroot /bin/busybox sh /run/peapod-vm/tests.sh

@@ -29,16 +29,29 @@ pub(crate) struct Outcome {
 /// Boots the guest and streams its console to stdout until it powers off, or kills it
 /// after `timeout`.
 /// `systemd`: init.sh hands over to the host's systemd (`cargo xtask vm --systemd`), booted
-/// on the unified hierarchy and quiet but for failures.
+/// on the unified hierarchy and quiet but for failures; with `hybrid` (`--systemd --hybrid`)
+/// on cgroup v1 hybrid instead: a v1 hierarchy per controller, `name=systemd`, and cgroup2
+/// without controllers at /sys/fs/cgroup/unified (systemd 252 still boots it; 256 needs
+/// `SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1`).
 pub(crate) fn boot(
     kernel: &Path,
     initrd: &Path,
     timeout: Duration,
     systemd: bool,
+    hybrid: bool,
 ) -> Result<Outcome> {
-    let mut append = String::from("console=ttyS0 quiet panic=-1 rdinit=/init cgroup_no_v1=all");
+    let mut append = String::from("console=ttyS0 quiet panic=-1 rdinit=/init");
+    if hybrid {
+        append += " systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=0";
+    } else {
+        // Pure v2 even if something tried to mount a v1 hierarchy.
+        append += " cgroup_no_v1=all";
+    }
     if systemd {
-        append += " systemd.unified_cgroup_hierarchy=1 systemd.show_status=error";
+        append += " systemd.show_status=error";
+    }
+    if systemd && !hybrid {
+        append += " systemd.unified_cgroup_hierarchy=1";
     }
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
@@ -58,7 +71,6 @@ pub(crate) fn boot(
     .arg(kernel)
     .arg("-initrd")
     .arg(initrd)
-    // cgroup_no_v1=all: pure v2 even if something tried to mount a v1 hierarchy.
     .arg("-append")
     .arg(&append)
     // multidevs=remap: the host's / spans several file systems (/proc, /dev, ...) whose
