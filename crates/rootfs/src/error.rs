@@ -22,6 +22,16 @@ pub enum Error {
         /// The OS error (`EXDEV` or `ELOOP` for a link that leads out of the root).
         source: io::Error,
     },
+    /// A missing directory or file (a mount point) could not be made inside the root.
+    #[error("cannot create {path} inside the rootfs (a mount point): {source}{hint}")]
+    Create {
+        /// The component that could not be made, as seen inside the container.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+        /// What an `EACCES` most likely means, or nothing.
+        hint: &'static str,
+    },
     /// A mount failed.
     #[error("failed to mount {what} on {target}: {source}")]
     Mount {

@@ -193,7 +193,7 @@ impl InRoot {
                     match made {
                         Ok(()) => {}
                         Err(e) if e == rustix::io::Errno::EXIST => {}
-                        Err(e) => return Err(err(e.into())),
+                        Err(e) => return Err(cannot_create(reached.join(&name), e)),
                     }
                 }
                 Err(e) => return Err(err(e.into())),
@@ -201,6 +201,26 @@ impl InRoot {
             reached.push(name);
         }
         self.openat2(&reached).map_err(err)
+    }
+}
+
+/// The error of a mount point that could not be made at `path` (inside the root). A
+/// permission error says whose directory it is: one the container's root may not write to,
+/// as a rootless container's is when the rootfs belongs to another user or to an id outside
+/// its map.
+fn cannot_create(path: PathBuf, errno: rustix::io::Errno) -> Error {
+    let hint = match errno {
+        rustix::io::Errno::ACCESS | rustix::io::Errno::PERM => {
+            "; its parent directory is not writable by the container's root (rootless: owned \
+             by another user, or by an id outside the map), so make the mount point beforehand"
+        }
+        rustix::io::Errno::ROFS => "; the rootfs is read-only, so make the mount point beforehand",
+        _ => "",
+    };
+    Error::Create {
+        path: Path::new("/").join(path),
+        source: errno.into(),
+        hint,
     }
 }
 
@@ -331,6 +351,40 @@ mod tests {
         let in_root = InRoot::open(&root).expect("open");
         // Inside the root /proc is an empty directory: the link dangles, nothing escapes.
         assert!(in_root.resolve(Path::new("/hostroot/etc")).is_err());
+    }
+
+    /// Unmounts the read-only bind mount of the test below, also when it fails.
+    struct Unmount(PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    #[test]
+    fn a_mount_point_that_cannot_be_made_is_named_with_the_reason() {
+        use nix::mount::{mount, MsFlags};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: a read-only bind mount needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        std::fs::create_dir(root.join("ro")).expect("mkdir");
+        let ro = root.join("ro");
+        mount(Some(&ro), &ro, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind");
+        let _unmount = Unmount(ro.clone());
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, &ro, None::<&str>, flags, None::<&str>).expect("remount ro");
+        let in_root = InRoot::open(&root).expect("open");
+        let err = in_root
+            .create_dir_all(Path::new("/ro/shared/deeper"))
+            .expect_err("a read-only directory");
+        let text = err.to_string();
+        assert!(text.contains("cannot create /ro/shared inside"), "{text}");
+        assert!(text.contains("make the mount point beforehand"), "{text}");
+        assert!(!ro.join("shared").exists());
     }
 
     #[test]
