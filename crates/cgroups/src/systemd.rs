@@ -99,6 +99,37 @@ pub fn expand_slice(slice: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `text` as a part of a unit name, escaped as `systemd-escape` does: every byte but ASCII
+/// letters, digits, `:`, `_` and `.` (and a leading `.`) becomes `\xNN`, so that a `-` does
+/// not make a slice's parent.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') => {
+                out.push(char::from(b))
+            }
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// The slice of pod `name` (of the state root whose tag is `tag`) under the systemd driver,
+/// in `parent`, as podman names its pods' (`machine-libpod_pod_ID.slice`):
+/// `PARENT-peapod_pod_NAME_TAG.slice`, NAME escaped ([`escape`]). The slice of the root,
+/// `-.slice`, has the pod's slice at the top.
+pub fn pod_slice(parent: &str, name: &str, tag: &str) -> Result<String> {
+    let parent_stem = parent.strip_suffix(".slice").unwrap_or(parent);
+    expand_slice(parent)?;
+    let own = format!("peapod_pod_{}_{}", escape(name), escape(tag));
+    Ok(match parent_stem {
+        "-" => format!("{own}.slice"),
+        stem => format!("{stem}-{own}.slice"),
+    })
+}
+
 /// The limits of `linux.resources` that systemd has unit properties for, as runc sets them:
 /// systemd writes them to the scope's cgroup itself, and keeps them on a daemon-reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,7 +205,7 @@ fn bitmask(list: &str) -> Result<Vec<u8>> {
     Ok(mask)
 }
 
-pub use bus::{set_properties, start_scope, stop_unit};
+pub use bus::{set_properties, start_scope, start_slice, stop_unit};
 
 /// The D-Bus calls, with zbus (the cargo feature `systemd`, on by default).
 #[cfg(feature = "systemd")]
@@ -324,6 +355,24 @@ mod bus {
         Ok(())
     }
 
+    /// Makes the transient slice `slice` (a pod's) with `properties`, the limits of
+    /// everything in it together, as podman makes a pod's; returns once systemd has made it.
+    pub fn start_slice(slice: &str, properties: &Properties) -> Result<()> {
+        let manager = Manager::connect()?;
+        let description = format!("peapod pod {slice}");
+        let mut props: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(description.as_str())),
+            ("DefaultDependencies", Value::Bool(false)),
+            ("MemoryAccounting", Value::Bool(true)),
+            ("CPUAccounting", Value::Bool(true)),
+            ("TasksAccounting", Value::Bool(true)),
+            ("IOAccounting", Value::Bool(true)),
+        ];
+        props.extend(pairs(properties));
+        let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+        manager.job(slice, "StartTransientUnit", &(slice, "replace", props, aux))
+    }
+
     /// Stops unit `unit` (killing what is left in it) and forgets it if it failed, as runc's
     /// `delete` does; a unit systemd no longer knows is not an error.
     pub fn stop_unit(unit: &str) -> Result<()> {
@@ -369,6 +418,11 @@ mod bus {
 
     /// See the zbus version.
     pub fn start_scope(_: &SystemdPath, _: u32, _: &Properties) -> Result<()> {
+        Err(missing())
+    }
+
+    /// See the zbus version.
+    pub fn start_slice(_: &str, _: &Properties) -> Result<()> {
         Err(missing())
     }
 
@@ -426,6 +480,23 @@ mod tests {
         ] {
             assert!(SystemdPath::parse(Some(bad), "id").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_pods_slice_is_named_with_its_name_escaped() {
+        assert_eq!(escape("web-1.a+b"), "web\\x2d1.a\\x2bb");
+        assert_eq!(escape(".x"), "\\x2ex");
+        let slice = pod_slice("machine.slice", "twin-7", "0a1b2c3d").unwrap();
+        assert_eq!(slice, "machine-peapod_pod_twin\\x2d7_0a1b2c3d.slice");
+        assert_eq!(
+            expand_slice(&slice).unwrap(),
+            PathBuf::from("machine.slice").join(&slice)
+        );
+        assert_eq!(
+            pod_slice("-.slice", "web", "0a").unwrap(),
+            "peapod_pod_web_0a.slice"
+        );
+        assert!(pod_slice("machine", "web", "0a").is_err());
     }
 
     #[test]
