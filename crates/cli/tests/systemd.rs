@@ -531,11 +531,17 @@ fn a_played_pod_under_the_driver_is_a_slice_with_the_sum_of_its_limits() {
         return;
     };
     let manifest = rootfs.scratch().join("pod.yaml");
+    let member = |name: &str, memory: &str| {
+        format!(
+            "  - {{name: {name}, image: {}, command: [/bin/sleep, '300'], \
+             resources: {{limits: {{memory: {memory}}}}}}}\n",
+            rootfs.arg()
+        )
+    };
     let text = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n\
-         - {{name: a, image: {root}, command: [/bin/sleep, '300'], resources: {{limits: {{memory: 48Mi}}}}}}\n\
-         - {{name: b, image: {root}, command: [/bin/sleep, '300'], resources: {{limits: {{memory: 16Mi}}}}}}\n",
-        root = rootfs.arg()
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n{}{}",
+        member("a", "48Mi"),
+        member("b", "16Mi")
     );
     std::fs::write(&manifest, text).expect("manifest");
     let manifest = manifest.display().to_string();
