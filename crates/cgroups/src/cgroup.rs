@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::io;
 use crate::layout::join_inside;
-use crate::systemd::{Properties, SystemdPath};
+use crate::systemd::{expand_slice, Properties, SystemdPath};
 use crate::{DeviceFilter, Error, Layout, Result};
 
 /// The parent of containers' cgroups when the spec names none: `peapod/<id>` below the
@@ -37,6 +37,9 @@ pub struct Cgroup {
     /// The systemd driver's scope, made by [`Cgroup::add`] with the container's init in it
     /// (a scope cannot be made empty); `None` on cgroupfs and for a cgroup opened again.
     scope: Option<Box<(SystemdPath, Properties)>>,
+    /// The systemd driver's slice this cgroup is (a pod's, see [`Cgroup::systemd_slice`]):
+    /// what is made below it is a scope in it ([`Cgroup::scope_in_slice`]).
+    slice: Option<String>,
 }
 
 /// The cgroup's directory in one hierarchy.
@@ -162,6 +165,7 @@ impl Cgroup {
             dirs,
             existed: Vec::new(),
             scope: None,
+            slice: None,
         })
     }
 
@@ -188,6 +192,7 @@ impl Cgroup {
             dirs,
             existed: Vec::new(),
             scope: None,
+            slice: None,
         }
     }
 
@@ -222,6 +227,67 @@ impl Cgroup {
         Ok(cgroup)
     }
 
+    /// The systemd driver's slice `slice` (a pod's), made over D-Bus with `properties` (the
+    /// pod's limits, which hold for the scopes in it together) unless `make` is false (a
+    /// slice made before, opened again). What is made below it is a scope in it
+    /// ([`Cgroup::scope_in_slice`]); removed by stopping the unit ([`crate::systemd::stop_unit`]).
+    pub fn systemd_slice(
+        layout: &Layout,
+        slice: &str,
+        properties: Option<&Properties>,
+    ) -> Result<Cgroup> {
+        if !layout.is_v2() {
+            return Err(Error::Systemd(
+                "the systemd driver needs the unified cgroup hierarchy (cgroup v2) here".into(),
+            ));
+        }
+        let mut cgroup = Cgroup::locate(layout, &Path::new("/").join(expand_slice(slice)?))?;
+        if let Some(properties) = properties {
+            if cgroup.dirs.iter().any(|d| d.path.exists()) {
+                return Err(Error::Systemd(format!("unit {slice} exists already")));
+            }
+            crate::systemd::start_slice(slice, properties)?;
+        }
+        cgroup.slice = Some(slice.to_owned());
+        Ok(cgroup)
+    }
+
+    /// The systemd driver's slice this cgroup is, if it is one.
+    pub fn slice(&self) -> Option<&str> {
+        self.slice.as_deref()
+    }
+
+    /// The scope `STEM-NAME.scope` in this slice (STEM: the slice's own part of its name, so
+    /// that the names of two pods' scopes differ), with `properties`, made when
+    /// [`Cgroup::add`] puts the first process in it. Nothing is made here.
+    pub fn scope_in_slice(&self, name: &str, properties: Properties) -> Result<Cgroup> {
+        let Some(slice) = &self.slice else {
+            return Err(Error::Systemd(format!("not a slice: {:?}", self.paths())));
+        };
+        let stem = slice.trim_end_matches(".slice");
+        let stem = stem.rsplit('-').next().unwrap_or(stem);
+        let unit = format!("{stem}-{}.scope", crate::systemd::escape(name));
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|d| Dir {
+                path: d.path.join(&unit),
+                ..d.clone()
+            })
+            .collect();
+        let path = SystemdPath {
+            slice: slice.clone(),
+            unit,
+        };
+        Ok(Cgroup {
+            v2: self.v2,
+            dirs,
+            existed: Vec::new(),
+            scope: Some(Box::new((path, properties))),
+            slice: None,
+        })
+    }
+
     /// Makes the cgroup `path` (see [`Cgroup::locate`]) in every hierarchy. On v1 a new
     /// cpuset cgroup gets its parent's cpus and mems (a new one has none, and no process
     /// could join it); on v2 the parents enable the controllers peapod sets limits with.
@@ -234,9 +300,16 @@ impl Cgroup {
     /// [`Cgroup::create`] does: a pod's container below the pod's cgroup. It is found from
     /// this cgroup's directories, so it lands below them even when the caller runs in
     /// another cgroup than the one that made this.
+    ///
+    /// Below a systemd slice it is the scope [`Cgroup::scope_in_slice`] names, without limits.
     pub fn create_child(&self, path: &Path) -> Result<Cgroup> {
         if path.is_absolute() || !path.components().any(|c| matches!(c, Component::Normal(_))) {
             return Err(Error::BadPath(path.to_owned()));
+        }
+        if self.slice.is_some() {
+            let name = path.to_str().filter(|p| !p.contains('/'));
+            let name = name.ok_or_else(|| Error::BadPath(path.to_owned()))?;
+            return self.scope_in_slice(name, Properties::default());
         }
         let mut dirs = Vec::new();
         for dir in &self.dirs {
@@ -250,6 +323,7 @@ impl Cgroup {
             dirs,
             existed: Vec::new(),
             scope: None,
+            slice: None,
         }
         .made()
     }
@@ -807,6 +881,7 @@ impl Cgroup {
             dirs,
             existed: Vec::new(),
             scope: None,
+            slice: None,
         }
     }
 }

@@ -99,6 +99,37 @@ pub fn expand_slice(slice: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `text` as a part of a unit name, escaped as `systemd-escape` does: every byte but ASCII
+/// letters, digits, `:`, `_` and `.` (and a leading `.`) becomes `\xNN`, so that a `-` does
+/// not make a slice's parent.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') => {
+                out.push(char::from(b))
+            }
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// The slice of pod `name` (of the state root whose tag is `tag`) under the systemd driver,
+/// in `parent`, as podman names its pods' (`machine-libpod_pod_ID.slice`):
+/// `PARENT-peapod_pod_NAME_TAG.slice`, NAME escaped ([`escape`]). The slice of the root,
+/// `-.slice`, has the pod's slice at the top.
+pub fn pod_slice(parent: &str, name: &str, tag: &str) -> Result<String> {
+    let parent_stem = parent.strip_suffix(".slice").unwrap_or(parent);
+    expand_slice(parent)?;
+    let own = format!("peapod_pod_{}_{}", escape(name), escape(tag));
+    Ok(match parent_stem {
+        "-" => format!("{own}.slice"),
+        stem => format!("{stem}-{own}.slice"),
+    })
+}
+
 /// The limits of `linux.resources` that systemd has unit properties for, as runc sets them:
 /// systemd writes them to the scope's cgroup itself, and keeps them on a daemon-reload.
 /// On a hybrid host they go by their v1 names, as runc's legacy driver sends them
@@ -173,7 +204,7 @@ fn bitmask(list: &str) -> Result<Vec<u8>> {
     Ok(mask)
 }
 
-pub use bus::{set_properties, start_scope, stop_unit};
+pub use bus::{set_properties, start_scope, start_slice, stop_unit};
 
 /// The D-Bus calls, with zbus (the cargo feature `systemd`, on by default).
 #[cfg(feature = "systemd")]
@@ -229,6 +260,22 @@ mod bus {
 
     /// Whether systemd runs on the unified hierarchy, as it decides it itself: whether
     /// `/sys/fs/cgroup` is cgroup2 (a hybrid or legacy host has a tmpfs there).
+    /// The accounting a scope or slice turns on: memory, CPU, tasks and I/O (blkio's name on
+    /// v1, as runc's legacy driver has it).
+    fn accounting(unified: bool) -> [(&'static str, Value<'static>); 4] {
+        let io = if unified {
+            "IOAccounting"
+        } else {
+            "BlockIOAccounting"
+        };
+        [
+            ("MemoryAccounting", Value::Bool(true)),
+            ("CPUAccounting", Value::Bool(true)),
+            ("TasksAccounting", Value::Bool(true)),
+            (io, Value::Bool(true)),
+        ]
+    }
+
     fn unified() -> bool {
         nix::sys::statfs::statfs("/sys/fs/cgroup")
             .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
@@ -319,19 +366,8 @@ mod bus {
             ("Delegate", Value::Bool(true)),
             ("PIDs", Value::from(vec![pid])),
             ("DefaultDependencies", Value::Bool(false)),
-            ("MemoryAccounting", Value::Bool(true)),
-            ("CPUAccounting", Value::Bool(true)),
-            ("TasksAccounting", Value::Bool(true)),
-            // blkio's name on v1, as runc's legacy driver has it.
-            (
-                if unified {
-                    "IOAccounting"
-                } else {
-                    "BlockIOAccounting"
-                },
-                Value::Bool(true),
-            ),
         ];
+        props.extend(accounting(unified));
         props.extend(pairs(properties, unified));
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
         let started = Instant::now();
@@ -346,6 +382,22 @@ mod bus {
             started.elapsed()
         );
         Ok(())
+    }
+
+    /// Makes the transient slice `slice` (a pod's) with `properties`, the limits of
+    /// everything in it together, as podman makes a pod's; returns once systemd has made it.
+    pub fn start_slice(slice: &str, properties: &Properties) -> Result<()> {
+        let manager = Manager::connect()?;
+        let description = format!("peapod pod {slice}");
+        let mut props: Vec<(&str, Value<'_>)> = vec![
+            ("Description", Value::from(description.as_str())),
+            ("DefaultDependencies", Value::Bool(false)),
+        ];
+        let unified = unified();
+        props.extend(accounting(unified));
+        props.extend(pairs(properties, unified));
+        let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+        manager.job(slice, "StartTransientUnit", &(slice, "replace", props, aux))
     }
 
     /// Stops unit `unit` (killing what is left in it) and forgets it if it failed, as runc's
@@ -431,6 +483,11 @@ mod bus {
     }
 
     /// See the zbus version.
+    pub fn start_slice(_: &str, _: &Properties) -> Result<()> {
+        Err(missing())
+    }
+
+    /// See the zbus version.
     pub fn stop_unit(_: &str) -> Result<()> {
         Err(missing())
     }
@@ -484,6 +541,23 @@ mod tests {
         ] {
             assert!(SystemdPath::parse(Some(bad), "id").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_pods_slice_is_named_with_its_name_escaped() {
+        assert_eq!(escape("web-1.a+b"), "web\\x2d1.a\\x2bb");
+        assert_eq!(escape(".x"), "\\x2ex");
+        let slice = pod_slice("machine.slice", "twin-7", "0a1b2c3d").unwrap();
+        assert_eq!(slice, "machine-peapod_pod_twin\\x2d7_0a1b2c3d.slice");
+        assert_eq!(
+            expand_slice(&slice).unwrap(),
+            PathBuf::from("machine.slice").join(&slice)
+        );
+        assert_eq!(
+            pod_slice("-.slice", "web", "0a").unwrap(),
+            "peapod_pod_web_0a.slice"
+        );
+        assert!(pod_slice("machine", "web", "0a").is_err());
     }
 
     #[test]

@@ -383,14 +383,14 @@ fn pod_list(pods: &Pods) -> Vec<serde_json::Value> {
     serde_json::from_str(&out.stdout).expect("pod list JSON")
 }
 
-/// The directories of pod `name`'s cgroup that exist.
-fn pod_cgroup_dirs(name: &str) -> Vec<PathBuf> {
-    let path = PathBuf::from(format!("peapod/pod:{name}"));
-    Layout::detect()
-        .ok()
-        .and_then(|l| Cgroup::locate(&l, &path).ok())
-        .iter()
-        .flat_map(Cgroup::paths)
+/// The directories of the cgroup of pod `name` of the state root of `pods` that exist.
+fn pod_cgroup_dirs(pods: &Pods, name: &str) -> Vec<PathBuf> {
+    let Ok(layout) = Layout::detect() else {
+        return Vec::new();
+    };
+    support::pods::pod_cgroup(&layout, &pods.rootfs.state_root(), name)
+        .paths()
+        .into_iter()
         .filter(|p| p.exists())
         .collect()
 }
@@ -418,7 +418,6 @@ fn a_pod_create_killed_in_cni_add_is_creating_then_removed_with_its_rules() {
     pods.env = slow.env();
     let init = pods.init.display().to_string();
     for (round, next) in ["pod rm", "pod list"].iter().enumerate() {
-        // Names of its own: a pod's cgroup (`peapod/pod:NAME`) is the host's.
         let name = format!("crashpod{round}x{}", std::process::id());
         pods.names.push(name.clone());
         let mut create = pods.rootfs.peapod();
@@ -474,7 +473,11 @@ fn a_pod_create_killed_in_cni_add_is_creating_then_removed_with_its_rules() {
                 .map_or(true, |s| s.contains(") Z"))
         });
         assert_eq!(slow.net.leftovers(), Vec::<String>::new(), "{next}");
-        assert_eq!(pod_cgroup_dirs(&name), Vec::<PathBuf>::new(), "{next}");
+        assert_eq!(
+            pod_cgroup_dirs(&pods, &name),
+            Vec::<PathBuf>::new(),
+            "{next}"
+        );
         pods.names.retain(|n| *n != name);
     }
     pods.remove_all();
@@ -495,7 +498,7 @@ fn a_killed_run_with_a_network_is_undone_by_the_next_list() {
     let Some(pods) = Pods::new() else {
         return;
     };
-    // Its own name: a pod's cgroup (`peapod/pod:net-ID`) is the host's, not the state root's.
+    // Its own name: its network's CNI attachments are the host's, not the state root's.
     let id = format!("crash-net-{}", std::process::id());
     let mut run = pods.rootfs.peapod();
     run.envs(net.env())
@@ -534,7 +537,7 @@ fn a_killed_run_with_a_network_is_undone_by_the_next_list() {
     assert!(!out.stdout.contains(&id), "{out:?}");
     assert_eq!(net.leftovers(), Vec::<String>::new(), "{out:?}");
     assert_eq!(
-        pod_cgroup_dirs(&format!("net-{id}")),
+        pod_cgroup_dirs(&pods, &format!("net-{id}")),
         Vec::<PathBuf>::new(),
         "{out:?}"
     );
@@ -592,7 +595,7 @@ fn a_corrupt_pod_json_is_listed_unknown_and_pod_rm_f_salvages_it() {
         std::fs::read_to_string(format!("/proc/{infra}/stat")).map_or(true, |s| s.contains(") Z"))
     });
     assert_eq!(
-        pod_cgroup_dirs(&broken),
+        pod_cgroup_dirs(&pods, &broken),
         Vec::<PathBuf>::new(),
         "its cgroup"
     );
@@ -704,7 +707,7 @@ fn a_pod_play_killed_before_its_monitor_runs_is_removed_by_the_next_pod_list() {
     wait_until("the infra process to be gone", || {
         std::fs::read_to_string(format!("/proc/{infra}/stat")).map_or(true, |s| s.contains(") Z"))
     });
-    assert_eq!(pod_cgroup_dirs(&name), Vec::<PathBuf>::new());
+    assert_eq!(pod_cgroup_dirs(&pods, &name), Vec::<PathBuf>::new());
     pods.names.clear();
     pods.rootfs.assert_nothing_left();
 }

@@ -536,6 +536,7 @@ fn a_pod_cgroup_holds_the_pods_limits_and_its_containers_cgroups_below_it() {
     let pod = unique("limited");
     let guard = PodCgroupGuard::new(&layout, &pod);
     let Some(mut pods) = Pods::new() else { return };
+    guard.of(&pods);
     pods.create(&pod, &["--memory", "64M", "--pids-limit", "50"]);
     let (memory, pids) = match layout.is_v2() {
         true => ("memory.max", "pids.max"),
@@ -550,7 +551,7 @@ fn a_pod_cgroup_holds_the_pods_limits_and_its_containers_cgroups_below_it() {
         .iter()
         .map(|p| PathBuf::from(p.as_str().expect("a path")))
         .collect();
-    assert_eq!(recorded, guard.0.paths(), "{ps}");
+    assert_eq!(recorded, guard.paths(), "{ps}");
     let infra = ps["infra_pid"].as_u64().expect("infra pid") as u32;
     let id = unique("inside");
     let out = pods.run(
@@ -570,24 +571,76 @@ fn a_pod_cgroup_holds_the_pods_limits_and_its_containers_cgroups_below_it() {
         .into_iter()
         .chain(tracking)
         .collect();
+    // `pod:NAME:TAG`, TAG the state root's.
+    let pod_dir = guard.dir("memory");
+    let pod_dir = pod_dir.file_name().expect("a name").to_string_lossy();
+    assert!(pod_dir.starts_with(&format!("pod:{pod}:")), "{pod_dir}");
     for controller in &hierarchies {
         let infra_cgroup = cgroup_of(infra, controller);
         assert!(
-            infra_cgroup.ends_with(&format!("peapod/pod:{pod}/infra")),
+            infra_cgroup.ends_with(&format!("peapod/{pod_dir}/infra")),
             "infra in {infra_cgroup}"
         );
         let cgroup = cgroup_of(container, controller);
         let pod_cgroup = infra_cgroup.trim_end_matches("/infra");
         assert_eq!(cgroup, format!("{pod_cgroup}/{id}"), "{controller}");
-        assert!(
-            cgroup.contains(&format!("peapod/pod:{pod}/{id}")),
-            "{cgroup}"
-        );
     }
     // Counted in the pod's cgroup too: the infra process and the container's.
     assert_eq!(guard.number("pids", "pids.current"), 2);
     pods.remove_all();
     guard.assert_gone();
+}
+
+#[test]
+fn pods_of_one_name_in_two_state_roots_have_cgroups_of_their_own() {
+    let Some(layout) = cgroup_layout() else {
+        return;
+    };
+    // The same name in both, on purpose: pod names are unique per state root only.
+    let pod = "twin";
+    let guards = [
+        PodCgroupGuard::new(&layout, pod),
+        PodCgroupGuard::new(&layout, pod),
+    ];
+    let (Some(mut first), Some(mut second)) = (Pods::new(), Pods::new()) else {
+        return;
+    };
+    guards[0].of(&first);
+    guards[1].of(&second);
+    first.create(pod, &["--memory", "64M"]);
+    second.create(pod, &["--memory", "32M"]);
+    let memory = match layout.is_v2() {
+        true => "memory.max",
+        false => "memory.limit_in_bytes",
+    };
+    assert_eq!(guards[0].number("memory", memory), 64 << 20);
+    assert_eq!(guards[1].number("memory", memory), 32 << 20);
+    for (pods, guard) in [(&first, &guards[0]), (&second, &guards[1])] {
+        let ps = pods.ps_json(pod);
+        let recorded: Vec<PathBuf> = ps["cgroup_paths"]
+            .as_array()
+            .expect("cgroup_paths")
+            .iter()
+            .map(|p| PathBuf::from(p.as_str().expect("a path")))
+            .collect();
+        assert_eq!(recorded, guard.paths(), "{ps}");
+        let infra = ps["infra_pid"].as_u64().expect("infra pid") as u32;
+        let infra_cgroup = cgroup_of(infra, "memory");
+        let dir = guard.dir("memory").join("infra");
+        assert!(
+            dir.ends_with(infra_cgroup.trim_start_matches('/')),
+            "infra in {infra_cgroup}, not {}",
+            dir.display()
+        );
+    }
+    assert_ne!(guards[0].paths(), guards[1].paths());
+    // Removing one leaves the other as it was.
+    first.remove_all();
+    guards[0].assert_gone();
+    assert_eq!(second.ps_json(pod)["status"], "running");
+    assert_eq!(guards[1].number("memory", memory), 32 << 20);
+    second.remove_all();
+    guards[1].assert_gone();
 }
 
 #[test]
@@ -598,6 +651,7 @@ fn a_pods_pids_limit_holds_for_its_containers_together() {
     let pod = unique("forks");
     let guard = PodCgroupGuard::new(&layout, &pod);
     let Some(mut pods) = Pods::new() else { return };
+    guard.of(&pods);
     pods.create(&pod, &["--pids-limit", "20"]);
     // Each forks 15 sleeps: one shell and its 15 fit, two do not (20 with the infra process).
     // A fork that fails ends busybox sh ("can't fork").
@@ -660,6 +714,7 @@ fn a_pod_create_that_fails_leaves_no_cgroup() {
     let pod = unique("tiny");
     let guard = PodCgroupGuard::new(&layout, &pod);
     let Some(pods) = Pods::new() else { return };
+    guard.of(&pods);
     // One page of memory: the infra process is OOM-killed while it sets itself up.
     let init = pods.init.display().to_string();
     let out = pods.peapod(&[
@@ -689,6 +744,7 @@ fn pod_stop_kills_what_is_left_in_the_pod_cgroup_and_its_containers() {
     let pod = unique("strays");
     let guard = PodCgroupGuard::new(&layout, &pod);
     let Some(mut pods) = Pods::new() else { return };
+    guard.of(&pods);
     pods.create(&pod, &[]);
     let id = unique("member");
     let out = pods.run(
@@ -709,10 +765,10 @@ fn pod_stop_kills_what_is_left_in_the_pod_cgroup_and_its_containers() {
             let _ = self.0.wait();
         }
     }
-    let container_cgroup: Vec<PathBuf> = guard.0.paths().iter().map(|p| p.join(&id)).collect();
+    let container_cgroup: Vec<PathBuf> = guard.paths().iter().map(|p| p.join(&id)).collect();
     let pod_cgroup: Vec<PathBuf> = match layout.is_v2() {
-        true => guard.0.paths().iter().map(|p| p.join("infra")).collect(),
-        false => guard.0.paths(),
+        true => guard.paths().iter().map(|p| p.join("infra")).collect(),
+        false => guard.paths(),
     };
     let mut strays = Vec::new();
     for paths in [pod_cgroup.clone(), container_cgroup.clone()] {

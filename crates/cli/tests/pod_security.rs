@@ -253,15 +253,19 @@ fn resources_are_written_into_the_containers_and_the_pods_cgroups() {
     let pod = unique("limits");
     let guard = PodCgroupGuard::new(&layout, &pod);
     let Some(mut pods) = Pods::new() else { return };
+    guard.of(&pods);
     let out = play(&mut pods, &pod, RESOURCES);
     assert_eq!(out.code, 0, "{out:?}");
     let (a, b) = (format!("{pod}-a"), format!("{pod}-b"));
     let ps = pods.ps_json(&pod);
     let pid = member_pid(&ps, &a);
+    let member = cgroup_of(pid, "memory");
     assert!(
-        cgroup_of(pid, "memory").ends_with(&format!("pod:{pod}/{a}")),
-        "{}",
-        cgroup_of(pid, "memory")
+        guard
+            .dir("memory")
+            .join(&a)
+            .ends_with(member.trim_start_matches('/')),
+        "{member}"
     );
     // 500m: 50 ms of every 100 ms; a request of 250m: 256 shares, or on cgroup v2 the
     // weight runc converts them to (1 + (256 - 2) * 9999 / 262142 = 10).

@@ -422,6 +422,115 @@ fn rootless_limits_go_into_a_delegated_cgroup_v2_subtree() {
     rootfs.assert_nothing_left();
 }
 
+/// The one recorded cgroup directory of pod `name` of `user`, from `pod ps --format json`,
+/// and its infra process.
+fn pod_cgroup(user: &TestUser, name: &str) -> (PathBuf, u32) {
+    let ps = user.peapod(&["pod", "ps", "--format", "json", name]);
+    assert_eq!(ps.code, 0, "{ps:?}");
+    let ps: serde_json::Value = serde_json::from_str(&ps.stdout).expect("pod ps json");
+    let paths = ps["cgroup_paths"].as_array().expect("cgroup_paths");
+    assert_eq!(paths.len(), 1, "one cgroup v2 directory: {ps}");
+    let dir = PathBuf::from(paths[0].as_str().expect("a path"));
+    let infra = ps["infra_pid"].as_u64().expect("the infra pid") as u32;
+    (dir, infra)
+}
+
+/// `cgroup.procs` of `dir` as pids.
+fn procs(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_rootless_pod_gets_a_cgroup_with_its_limits_in_a_delegated_cgroup_v2_subtree() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Ok(peapod_cgroups::Layout::V2(unified)) = peapod_cgroups::Layout::detect() else {
+        eprintln!("skipped: not a pure cgroup v2 host (cargo xtask vm runs this test on one)");
+        return;
+    };
+    if support::pods::static_init().is_none() {
+        return;
+    }
+    let Some(user) = TestUser::new(rootfs.scratch(), false) else {
+        return;
+    };
+    let Some(tree) = Delegated::new(&unified.mount, &user) else {
+        return;
+    };
+    let pod = "limited";
+    let create = user.peapod_in_cgroup(
+        &tree.session,
+        &[
+            "pod",
+            "create",
+            "--network",
+            "none",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "40",
+            pod,
+        ],
+    );
+    assert_eq!(create.code, 0, "{create:?}");
+    let (dir, infra) = pod_cgroup(&user, pod);
+    // Beside the session's cgroup, in the user's delegated one: `peapod/pod:NAME:TAG`.
+    assert_eq!(dir.parent(), Some(tree.user.join("peapod").as_path()));
+    let base = dir
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(base.starts_with("pod:limited:"), "{base}");
+    let file = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(file("memory.max"), "67108864");
+    assert_eq!(file("pids.max"), "40");
+    assert_eq!(procs(&dir.join("infra")), [infra]);
+    let run = user.peapod_in_cgroup(
+        &tree.session,
+        &[
+            "run",
+            "-d",
+            "--pod",
+            pod,
+            "--name",
+            "member",
+            "--rootfs",
+            rootfs.arg(),
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        procs(&dir.join("member")).len(),
+        1,
+        "the member runs below the pod"
+    );
+    // Counted against the pod's limit: the infra process and the member's.
+    assert_eq!(file("pids.current"), "2");
+    let rm = user.peapod(&["pod", "rm", "-f", pod]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+    assert!(!dir.exists(), "the pod's cgroup is left");
+    assert!(
+        !tree.user.join("peapod").exists(),
+        "the empty peapod parent is left"
+    );
+    drop(tree);
+    rootfs.assert_nothing_left();
+}
+
 #[test]
 fn a_hostile_rootless_layer_changes_nothing_outside_its_directory() {
     let Some(rootfs) = TestRootfs::new() else {

@@ -568,3 +568,177 @@ fn on_hybrid_the_scope_is_joined_in_every_hierarchy_and_its_limits_are_in_the_v1
     drop(c);
     rootfs.assert_nothing_left();
 }
+
+/// A pod made under the systemd driver: `pod rm -f` on drop, then its slice stopped should
+/// that have failed to.
+struct SlicedPod {
+    pods: support::pods::Pods,
+    name: String,
+}
+
+impl SlicedPod {
+    /// `peapod --systemd-cgroup pod ARGS...` (`create` or `play`) of pod `name`.
+    fn make(name: &str, args: &[&str]) -> Option<SlicedPod> {
+        let pods = support::pods::Pods::new()?;
+        let init = pods.init.display().to_string();
+        let made = SlicedPod {
+            pods,
+            name: name.to_owned(),
+        };
+        let mut full = vec!["--systemd-cgroup", "pod"];
+        full.extend(args.iter().take(1));
+        full.extend(["--init-path", &init, "--network", "none"]);
+        full.extend(args.iter().skip(1));
+        let out = made.pods.peapod(&full);
+        assert_eq!(out.code, 0, "{full:?}: {out:?}");
+        Some(made)
+    }
+
+    /// The slice from `pod ps --format json`, its cgroup directory and the infra pid.
+    fn slice(&self) -> (String, PathBuf, u32) {
+        let ps = self.pods.ps_json(&self.name);
+        let slice = ps["cgroup_unit"].as_str().expect("a slice").to_owned();
+        let paths = ps["cgroup_paths"].as_array().expect("cgroup_paths");
+        assert_eq!(paths.len(), 1, "{ps}");
+        let dir = PathBuf::from(paths[0].as_str().expect("a path"));
+        let infra = ps["infra_pid"].as_u64().expect("the infra pid") as u32;
+        (slice, dir, infra)
+    }
+
+    fn remove(&self) {
+        let out = self.pods.peapod(&["pod", "rm", "-f", &self.name]);
+        assert_eq!(out.code, 0, "pod rm: {out:?}");
+    }
+}
+
+impl Drop for SlicedPod {
+    fn drop(&mut self) {
+        let ps = self
+            .pods
+            .peapod(&["pod", "ps", "--format", "json", &self.name]);
+        let slice = serde_json::from_str::<serde_json::Value>(&ps.stdout)
+            .ok()
+            .and_then(|ps| ps["cgroup_unit"].as_str().map(str::to_owned));
+        let _ = self.pods.peapod(&["pod", "rm", "-f", &self.name]);
+        if let Some(slice) = slice.filter(|s| unit_listed(s)) {
+            let _ = Command::new("systemctl").args(["stop", &slice]).status();
+        }
+    }
+}
+
+/// `/proc/PID/cgroup` of `pid`, `0::` stripped.
+fn cgroup_of(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    text.trim().trim_start_matches("0::").to_owned()
+}
+
+#[test]
+fn a_pod_under_the_driver_is_a_slice_with_its_limits_and_its_members_are_scopes_in_it() {
+    let Some(_rootfs) = fixture() else { return };
+    let name = format!("sdpod-{}", std::process::id());
+    let Some(pod) = SlicedPod::make(
+        &name,
+        &["create", "--memory", "64m", "--pids-limit", "40", &name],
+    ) else {
+        return;
+    };
+    let (slice, dir, infra) = pod.slice();
+    // As podman names a pod's (`machine-libpod_pod_ID.slice`), the name escaped.
+    let own = format!("peapod_pod_sdpod\\x2d{}_", std::process::id());
+    assert!(slice.starts_with(&format!("machine-{own}")), "{slice}");
+    assert_eq!(dir, Path::new("/sys/fs/cgroup/machine.slice").join(&slice));
+    assert_eq!(
+        show(&slice, &["MemoryMax", "TasksMax"]),
+        ["MemoryMax=67108864", "TasksMax=40"]
+    );
+    let file = |name: &str| std::fs::read_to_string(dir.join(name)).expect(name);
+    assert_eq!(file("memory.max").trim(), "67108864");
+    let stem = slice
+        .trim_start_matches("machine-")
+        .trim_end_matches(".slice");
+    let infra_scope = format!("{stem}-infra.scope");
+    assert_eq!(
+        cgroup_of(infra),
+        format!("/machine.slice/{slice}/{infra_scope}")
+    );
+    // A member, by a `run --pod` without the flag: the pod decides.
+    let rootfs = pod.pods.rootfs.arg().to_owned();
+    let out = pod.pods.peapod(&[
+        "run",
+        "-d",
+        "--pod",
+        &name,
+        "--name",
+        "member",
+        "--memory",
+        "32m",
+        "--rootfs",
+        &rootfs,
+        "--",
+        "/bin/sleep",
+        "300",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let member_scope = format!("{stem}-member.scope");
+    let member = support::pods::member_pid(&pod.pods.ps_json(&name), "member");
+    assert_eq!(
+        cgroup_of(member),
+        format!("/machine.slice/{slice}/{member_scope}")
+    );
+    assert_eq!(
+        show(&member_scope, &["Delegate", "MemoryMax", "Slice"]),
+        [
+            "Delegate=yes",
+            "MemoryMax=33554432",
+            &format!("Slice={slice}")
+        ]
+    );
+    pod.remove();
+    for unit in [&slice, &infra_scope, &member_scope] {
+        assert!(!unit_listed(unit), "{unit} is left after pod rm");
+    }
+    assert!(!dir.exists(), "{} is left", dir.display());
+}
+
+#[test]
+fn a_played_pod_under_the_driver_is_a_slice_with_the_sum_of_its_limits() {
+    let Some(_rootfs) = fixture() else { return };
+    let name = format!("sdplay-{}", std::process::id());
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let manifest = rootfs.scratch().join("pod.yaml");
+    let member = |name: &str, memory: &str| {
+        format!(
+            "  - {{name: {name}, image: {}, command: [/bin/sleep, '300'], \
+             resources: {{limits: {{memory: {memory}}}}}}}\n",
+            rootfs.arg()
+        )
+    };
+    let text = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n{}{}",
+        member("a", "48Mi"),
+        member("b", "16Mi")
+    );
+    std::fs::write(&manifest, text).expect("manifest");
+    let manifest = manifest.display().to_string();
+    let Some(pod) = SlicedPod::make(&name, &["play", &manifest]) else {
+        return;
+    };
+    let (slice, dir, _) = pod.slice();
+    assert_eq!(show(&slice, &["MemoryMax"]), ["MemoryMax=67108864"]);
+    let stem = slice
+        .trim_start_matches("machine-")
+        .trim_end_matches(".slice");
+    let ps = pod.pods.ps_json(&name);
+    for (member, limit) in [("a", "50331648"), ("b", "16777216")] {
+        let id = format!("{name}-{member}");
+        let pid = support::pods::member_pid(&ps, &id);
+        let scope = format!("{stem}-{}.scope", id.replace('-', "\\x2d"));
+        assert_eq!(cgroup_of(pid), format!("/machine.slice/{slice}/{scope}"));
+        assert_eq!(show(&scope, &["MemoryMax"]), [format!("MemoryMax={limit}")]);
+    }
+    pod.remove();
+    assert!(!unit_listed(&slice), "{slice} is left after pod rm");
+    assert!(!dir.exists(), "{} is left", dir.display());
+}

@@ -231,13 +231,18 @@ fn process_with_socket(inodes: &[u64]) -> Option<u32> {
 }
 
 /// `pod NAME` (or `container ID` for a lone container's network pod) when process `pid` is
-/// in a peapod pod's cgroup (`.../peapod/pod:NAME/...`).
+/// in a peapod pod's cgroup (`.../peapod/pod:NAME:TAG/...`, TAG its state root's).
 fn pod_of(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    pod_in(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// [`pod_of`] from the text of `/proc/PID/cgroup`.
+fn pod_in(text: &str) -> Option<String> {
     let name = text
         .lines()
         .filter_map(|line| line.split_once("/pod:").map(|(_, rest)| rest))
         .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .map(|dir| dir.rsplit_once(':').map_or(dir, |(name, _tag)| name))
         .next()?;
     Some(match name.strip_prefix("net-") {
         Some(container) => format!("container {container}"),
@@ -248,6 +253,15 @@ fn pod_of(pid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_is_named_from_its_cgroup_without_its_state_roots_tag() {
+        let text = "0::/user.slice/peapod/pod:web.1:0a1b2c3d/infra\n";
+        assert_eq!(pod_in(text).as_deref(), Some("pod web.1"));
+        let text = "12:pids:/peapod/pod:net-abc:0a1b2c3d\n0::/peapod/pod:net-abc:0a1b2c3d\n";
+        assert_eq!(pod_in(text).as_deref(), Some("container abc"));
+        assert_eq!(pod_in("0::/peapod/web\n"), None);
+    }
 
     #[test]
     fn a_claimed_port_is_refused_to_a_second_claim_and_free_once_let_go() {

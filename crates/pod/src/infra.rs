@@ -2,7 +2,7 @@
 //! its own (so it holds no host mount tree), in the pod's new namespaces, which are then
 //! pinned under the pod's directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -32,7 +32,9 @@ pub(crate) fn start(
 ) -> Result<(), RuntimeError> {
     // In a leaf of its own below the pod's cgroup, as the kubelet puts the pause container:
     // on cgroup v2 a cgroup holding processes cannot hand controllers to its children.
-    let cgroup = peapod_runtime::cgroups::open(&record.cgroup_paths)?
+    let pod_cgroup =
+        peapod_runtime::cgroups::open_pod(&record.cgroup_paths, record.cgroup_unit.as_deref())?;
+    let cgroup = pod_cgroup
         .map(|pod| pod.create_child(Path::new(INFRA_CGROUP)))
         .transpose()
         .map_err(RuntimeError::runtime)?;
@@ -85,6 +87,22 @@ fn record_namespaces_once_exec(
             done => return done,
         }
     }
+}
+
+/// The directories of the infra process's cgroup (below the pod's; under the systemd driver
+/// its scope in the pod's slice), made or not; empty when the pod has no cgroup.
+pub(crate) fn cgroup_paths(record: &PodRecord) -> Result<Vec<PathBuf>, RuntimeError> {
+    let Some(unit) = record.cgroup_unit.as_deref() else {
+        return Ok(record
+            .cgroup_paths
+            .iter()
+            .map(|p| p.join(INFRA_CGROUP))
+            .collect());
+    };
+    let slice = peapod_runtime::cgroups::open_pod(&record.cgroup_paths, Some(unit))?;
+    let scope = slice.map(|s| s.scope_in_slice(INFRA_CGROUP, Default::default()));
+    let scope = scope.transpose().map_err(RuntimeError::runtime)?;
+    Ok(scope.map(|s| s.paths()).unwrap_or_default())
 }
 
 /// Records the inode of each shared namespace of the infra process `pid`.

@@ -43,15 +43,16 @@ pub(crate) fn record_of(entry: &PodEntry) -> Result<PodRecord, RuntimeError> {
     })
 }
 
-/// A rootless pod has no cgroup unless it can be made (a delegated subtree): limits are
-/// refused with a line saying why, rather than a bare EPERM.
+/// A rootless pod has no cgroup unless it can be made (a delegated cgroup v2 subtree):
+/// elsewhere limits are refused with a line saying why, rather than a bare EPERM.
 fn refuse_rootless_limits(
     rt: &Runtime,
     resources: Option<&LinuxResources>,
 ) -> Result<(), RuntimeError> {
-    match rt.rootless && resources.is_some() {
+    match resources.is_some() && !peapod_runtime::cgroups::pods_get_cgroups(rt) {
         true => Err(RuntimeError::usage(anyhow!(
-            "rootless pods cannot have limits here: they need a cgroup delegated to the user"
+            "rootless pods cannot have limits here: they need cgroup v2 with a cgroup \
+             delegated to the user (as systemd's user@UID.service has)"
         ))),
         false => Ok(()),
     }
@@ -177,12 +178,22 @@ pub(crate) fn make(
     record.setup = ProcessIdentity::of(std::process::id() as i32);
     // The cgroup is recorded before it is made, so that `pod rm` finds it after a crash.
     let cgroup = |record: &mut PodRecord| -> Result<(), RuntimeError> {
-        if rt.rootless {
+        if !peapod_runtime::cgroups::pods_get_cgroups(rt) {
             return Ok(());
         }
-        record.cgroup_paths = peapod_runtime::cgroups::locate_new_pod(name)?;
+        record.cgroup_paths = peapod_runtime::cgroups::locate_new_pod(rt, name)?;
+        record.cgroup_unit = peapod_runtime::cgroups::pod_slice(rt, name)?;
         entry.save(record)?;
-        peapod_runtime::cgroups::create_pod(name, resources).map(drop)
+        match peapod_runtime::cgroups::create_pod(rt, name, resources) {
+            Ok(_) => Ok(()),
+            // Rootless without limits a cgroup is a bonus, as a rootless container's.
+            Err(e) if rt.rootless && resources.is_none() => {
+                tracing::warn!("pod {name} goes without a cgroup: {}", e.one_line());
+                record.cgroup_paths.clear();
+                Ok(entry.save(record)?)
+            }
+            Err(e) => Err(e),
+        }
     };
     let started = cgroup(&mut record)
         .and_then(|()| infra::start(&entry, &mut record, init))
@@ -206,13 +217,13 @@ pub(crate) fn make(
     }
 }
 
-/// Removes the pod's cgroup (its containers' cgroups below it must be gone).
+/// Removes the pod's cgroup (its containers' cgroups below it must be gone); under the
+/// systemd driver stops its slice, which stops what is left in it.
 fn remove_cgroup(record: &PodRecord) -> Result<(), RuntimeError> {
-    let infra: Vec<PathBuf> = record
-        .cgroup_paths
-        .iter()
-        .map(|p| p.join(infra::INFRA_CGROUP))
-        .collect();
+    if let Some(unit) = &record.cgroup_unit {
+        return peapod_runtime::cgroups::stop_scope(unit);
+    }
+    let infra = infra::cgroup_paths(record)?;
     // The infra process's leaf first: a cgroup with a child cannot go.
     for paths in [&infra, &record.cgroup_paths] {
         if let Some(cgroup) = peapod_runtime::cgroups::open(paths)? {
@@ -320,7 +331,8 @@ pub fn attach(
             "pod {pod}: its infra process is gone"
         )));
     }
-    let cgroup = peapod_runtime::cgroups::open(&record.cgroup_paths)?;
+    let cgroup =
+        peapod_runtime::cgroups::open_pod(&record.cgroup_paths, record.cgroup_unit.as_deref())?;
     // Members whose container is gone (a foreground run that ended) are forgotten now.
     record.containers.retain(|m| m.id == id || rt.exists(&m.id));
     match record.containers.iter_mut().find(|m| m.id == id) {
@@ -584,7 +596,7 @@ pub fn remove(rt: &Runtime, name: &str, force: bool) -> Result<(), RuntimeError>
             tracing::warn!("pod {name}: its pod.json is corrupt; removing what can be found");
             let mut record = entry.salvage();
             if record.cgroup_paths.is_empty() {
-                record.cgroup_paths = peapod_runtime::cgroups::locate_pod(entry.name())?;
+                record.cgroup_paths = peapod_runtime::cgroups::locate_pod(rt, entry.name())?;
             }
             record
         }
@@ -838,6 +850,9 @@ pub struct PodDetails {
     pub namespaces: BTreeMap<String, u64>,
     /// The pod's cgroup, one directory per hierarchy.
     pub cgroup_paths: Vec<std::path::PathBuf>,
+    /// Under the systemd driver, its slice unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_unit: Option<String>,
     /// Its network (none, host, or a CNI network's name).
     pub network: String,
     /// Its addresses on the network (CIDR), while attached.
@@ -921,6 +936,7 @@ pub fn details(rt: &Runtime, name: &str) -> Result<PodDetails, RuntimeError> {
         infra_pid: live_pid(record.infra, status == PodStatus::Running),
         namespaces: record.namespaces.clone(),
         cgroup_paths: record.cgroup_paths.clone(),
+        cgroup_unit: record.cgroup_unit.clone(),
         network: network_name(&record),
         addresses: record
             .network

@@ -56,13 +56,10 @@ pub(crate) fn hold(held: Vec<HeldPort>, record: &mut PodRecord) -> Result<(), Ru
     let pidfd = peapod_runtime::daemon::pidfd_open(infra.pid);
     let mut keep: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     keep.extend(pidfd.as_ref().map(|p| p.as_raw_fd()));
-    let infra_cgroup = peapod_runtime::cgroups::open(&record.cgroup_paths)
+    let infra_cgroup = crate::infra::cgroup_paths(record)
+        .and_then(|paths| peapod_runtime::cgroups::open(&paths))
         .ok()
-        .flatten()
-        .and_then(|pod| {
-            pod.create_child(std::path::Path::new(crate::infra::INFRA_CGROUP))
-                .ok()
-        });
+        .flatten();
     let pid = peapod_runtime::daemon::spawn(c"peapod-ports", &keep, move || {
         if let Some(cgroup) = &infra_cgroup {
             let _ = cgroup.add(std::process::id());

@@ -42,10 +42,14 @@ pub struct PodRecord {
     /// `terminationGracePeriodSeconds`).
     #[serde(default)]
     pub grace_seconds: Option<u64>,
-    /// The pod's cgroup (`peapod/pod:NAME`: the pod's limits, its containers' cgroups
+    /// The pod's cgroup (`peapod/pod:NAME:TAG`: the pod's limits, its containers' cgroups
     /// below it), one directory per hierarchy; empty when it has none.
     #[serde(default)]
     pub cgroup_paths: Vec<PathBuf>,
+    /// Under the systemd driver, the pod's slice (`machine-peapod_pod_NAME_TAG.slice`), which
+    /// those paths are; its containers are scopes in it, and `pod rm` stops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_unit: Option<String>,
     /// The pod's network and its `/etc` files; `None` for a pod made before peapod had
     /// networks (only `lo`, no `/etc` files).
     #[serde(default)]
@@ -158,6 +162,7 @@ impl PodRecord {
             stopped: false,
             grace_seconds: None,
             cgroup_paths: Vec::new(),
+            cgroup_unit: None,
             network: None,
             log_opts: Vec::new(),
             rootless: false,
@@ -189,6 +194,7 @@ impl PodRecord {
         take(bytes, "containers", &mut record.containers);
         take(bytes, "monitor", &mut record.monitor);
         take(bytes, "cgroup_paths", &mut record.cgroup_paths);
+        take(bytes, "cgroup_unit", &mut record.cgroup_unit);
         take(bytes, "network", &mut record.network);
         take(bytes, "port_holder", &mut record.port_holder);
         record

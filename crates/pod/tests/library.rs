@@ -151,7 +151,7 @@ fn a_pod_with_two_containers_is_made_run_and_removed_through_the_libraries() {
         }
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
         assert!(
-            cgroup.contains(&format!("pod:{name}/")),
+            cgroup.contains(&format!("pod:{name}:")),
             "container {pid} is below the pod's cgroup: {cgroup}"
         );
     }

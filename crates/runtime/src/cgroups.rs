@@ -39,6 +39,10 @@ pub fn create(
     if systemd && parent.is_none() {
         return scope(id, spec).map(Some);
     }
+    let in_path = linux.and_then(|l| l.cgroups_path().as_ref()).is_some();
+    if let Some(slice) = parent.filter(|p| p.slice().is_some() && !in_path) {
+        return scope_in_pod(id, slice, resources).map(Some);
+    }
     // Rootless without limits a cgroup is a bonus: only where delegated, and its failure is
     // a warning, not the container's.
     let optional = rootless && resources.is_none() && parent.is_none();
@@ -87,6 +91,9 @@ pub fn locate(
     }
     let path = match (linux.and_then(|l| l.cgroups_path().clone()), parent) {
         (Some(path), _) => path,
+        (None, Some(parent)) if parent.slice().is_some() => {
+            return Ok(scope_in_pod(id, parent, None)?.paths())
+        }
         (None, Some(parent)) => {
             return Ok(parent.paths().iter().map(|p| p.join(id.as_str())).collect())
         }
@@ -120,6 +127,12 @@ pub fn delegated(layout: &Layout) -> bool {
     ]
     .iter()
     .all(|p| writable(p))
+}
+
+/// Whether a pod of `rt` gets a cgroup: always as root; rootless only on cgroup v2 where
+/// peapod's parent is delegated to the caller ([`delegated`]), where its containers' go too.
+pub fn pods_get_cgroups(rt: &Runtime) -> bool {
+    !rt.rootless || Layout::detect().is_ok_and(|layout| delegated(&layout))
 }
 
 /// Attaches `filter`'s device program to `cgroup` (replacing the one there), or refuses the
@@ -161,17 +174,28 @@ fn refused(rootless: bool, layout: &Layout, e: peapod_cgroups::Error) -> Error {
     ))
 }
 
-/// The cgroup path of pod `name` below peapod's own cgroup: `peapod/pod:NAME`, beside the
-/// default cgroups of containers, which it can never be: a container id has no ':'.
-pub fn pod_path(name: &ContainerId) -> PathBuf {
-    Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{name}"))
+/// The cgroup path of pod `name` of the state root `root`, below peapod's own cgroup:
+/// `peapod/pod:NAME:TAG`, beside the default cgroups of containers, which it can never be (a
+/// container id has no ':'). TAG ([`state_root_tag`]) tells the pods of one state root from
+/// another's: pod names are unique in a state root, but the cgroup tree is the host's.
+pub fn pod_path(root: &Path, name: &ContainerId) -> PathBuf {
+    Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{name}:{}", state_root_tag(root)))
+}
+
+/// The first 8 hex digits of the SHA-256 of the state root's canonical path (as given when it
+/// cannot be resolved): the same for every command on that state root, different for another.
+pub fn state_root_tag(root: &Path) -> String {
+    use sha2::Digest as _;
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+    let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the cgroup of pod `name` ([`pod_path`]) goes, one directory per hierarchy, to be
 /// recorded before [`create_pod`] makes it. One that exists already is refused rather than
-/// joined: it is another pod's, or left over from one.
-pub fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>> {
-    let paths = locate_pod(name)?;
+/// joined: it is left over from a pod of this name in this state root.
+pub fn locate_new_pod(rt: &Runtime, name: &ContainerId) -> Result<Vec<PathBuf>> {
+    let paths = locate_pod(rt, name)?;
     match paths.iter().find(|p| p.exists()) {
         Some(dir) => Err(Error::runtime(anyhow!(
             "pod {name}: its cgroup {} exists already",
@@ -181,20 +205,91 @@ pub fn locate_new_pod(name: &ContainerId) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// Where the cgroup of pod `name` ([`pod_path`]) is, one directory per hierarchy.
-pub fn locate_pod(name: &ContainerId) -> Result<Vec<PathBuf>> {
+/// Where the cgroup of pod `name` ([`pod_path`], or its slice [`pod_slice`]) is, one
+/// directory per hierarchy.
+pub fn locate_pod(rt: &Runtime, name: &ContainerId) -> Result<Vec<PathBuf>> {
     let layout = Layout::detect().map_err(Error::runtime)?;
-    Ok(Cgroup::locate(&layout, &pod_path(name))
-        .map_err(Error::runtime)?
-        .paths())
+    let cgroup = match pod_slice(rt, name)? {
+        Some(slice) => Cgroup::systemd_slice(&layout, &slice, None),
+        None => Cgroup::locate(&layout, &pod_path(&rt.root, name)),
+    };
+    Ok(cgroup.map_err(Error::runtime)?.paths())
 }
 
 /// Makes the cgroup of pod `name` ([`pod_path`]) with the limits `resources`, which hold
-/// for its containers together. On failure nothing is left.
-pub fn create_pod(name: &ContainerId, resources: Option<&LinuxResources>) -> Result<Cgroup> {
+/// for its containers together; under the systemd driver its slice ([`pod_slice`]), the
+/// limits its properties. On failure nothing is left.
+pub fn create_pod(
+    rt: &Runtime,
+    name: &ContainerId,
+    resources: Option<&LinuxResources>,
+) -> Result<Cgroup> {
     let layout = Layout::detect().map_err(Error::runtime)?;
-    let cgroup = Cgroup::create(&layout, &pod_path(name)).map_err(Error::runtime)?;
+    if let Some(slice) = pod_slice(rt, name)? {
+        let properties = properties(resources)?;
+        return Cgroup::systemd_slice(&layout, &slice, Some(&properties)).map_err(Error::runtime);
+    }
+    let cgroup = Cgroup::create(&layout, &pod_path(&rt.root, name)).map_err(Error::runtime)?;
     limited(cgroup, resources)
+}
+
+/// Where the systemd driver puts pods' slices, as podman does.
+pub const POD_SLICE_PARENT: &str = "machine.slice";
+
+/// The slice of pod `name` under the systemd driver (`--systemd-cgroup`):
+/// `machine-peapod_pod_NAME_TAG.slice` (TAG as in [`pod_path`]); `None` on cgroupfs.
+pub fn pod_slice(rt: &Runtime, name: &ContainerId) -> Result<Option<String>> {
+    if !rt.systemd_cgroup {
+        return Ok(None);
+    }
+    require_systemd()?;
+    let tag = state_root_tag(&rt.root);
+    peapod_cgroups::systemd::pod_slice(POD_SLICE_PARENT, name.as_str(), &tag)
+        .map(Some)
+        .map_err(Error::runtime)
+}
+
+/// The cgroup of a pod as recorded: its directories, or its slice `unit` (whose scopes its
+/// containers are).
+pub fn open_pod(paths: &[PathBuf], unit: Option<&str>) -> Result<Option<Cgroup>> {
+    let Some(unit) = unit else {
+        return open(paths);
+    };
+    let layout = Layout::detect().map_err(Error::runtime)?;
+    Cgroup::systemd_slice(&layout, unit, None)
+        .map(Some)
+        .map_err(Error::runtime)
+}
+
+/// The scope of container `id` in its pod's slice `slice`, with the limits systemd has
+/// properties for (the rest are written by [`limit_scope`] once it is made).
+fn scope_in_pod(
+    id: &ContainerId,
+    slice: &Cgroup,
+    resources: Option<&LinuxResources>,
+) -> Result<Cgroup> {
+    slice
+        .scope_in_slice(id.as_str(), properties(resources)?)
+        .map_err(Error::runtime)
+}
+
+/// The unit properties of `resources` (none without).
+fn properties(resources: Option<&LinuxResources>) -> Result<Properties> {
+    Ok(resources
+        .map(Properties::of)
+        .transpose()
+        .map_err(Error::runtime)?
+        .unwrap_or_default())
+}
+
+/// Refuses the systemd driver where PID 1 is not systemd.
+fn require_systemd() -> Result<()> {
+    match peapod_cgroups::systemd::booted() {
+        true => Ok(()),
+        false => Err(Error::runtime(anyhow!(
+            "--systemd-cgroup: PID 1 is not systemd here (no /run/systemd/system); use cgroupfs"
+        ))),
+    }
 }
 
 /// `cgroup` with `resources` written into it; removed when that fails.
@@ -276,11 +371,7 @@ pub fn report_oom(rt: &Runtime, id: &ContainerId) {
 /// The systemd driver's cgroup of container `id`: the scope `linux.cgroupsPath`
 /// (`slice:prefix:name`) names, with the limits systemd has properties for.
 fn scope(id: &ContainerId, spec: &Spec) -> Result<Cgroup> {
-    if !peapod_cgroups::systemd::booted() {
-        return Err(Error::runtime(anyhow!(
-            "--systemd-cgroup: PID 1 is not systemd here (no /run/systemd/system); use cgroupfs"
-        )));
-    }
+    require_systemd()?;
     let linux = spec.linux().as_ref();
     let resources = linux.and_then(|l| l.resources().as_ref());
     let path = linux.and_then(|l| l.cgroups_path().as_ref());
@@ -290,11 +381,7 @@ fn scope(id: &ContainerId, spec: &Spec) -> Result<Cgroup> {
         None => None,
     };
     let path = SystemdPath::parse(path, id.as_str()).map_err(Error::runtime)?;
-    let properties = resources
-        .map(Properties::of)
-        .transpose()
-        .map_err(Error::runtime)?
-        .unwrap_or_default();
+    let properties = properties(resources)?;
     let layout = Layout::detect().map_err(Error::runtime)?;
     Cgroup::systemd(&layout, path, properties).map_err(Error::runtime)
 }

@@ -111,25 +111,62 @@ impl Drop for Pods {
     }
 }
 
-/// A pod name of this test process: pod cgroups are host-wide (`peapod/pod:NAME` below the
-/// test's own cgroup), unlike the per-test state roots.
+/// A pod name of this test process, for tests that look at cgroups the host shares.
 pub fn unique(name: &str) -> String {
     format!("{name}-{}", std::process::id())
 }
 
-/// The cgroup `peapod/pod:NAME` (and anything below it) killed and removed on drop, should
-/// `pod rm -f` have failed to: declared before the [`Pods`], so it runs after their drop.
-pub struct PodCgroupGuard(pub peapod_cgroups::Cgroup);
+/// The directories of the cgroup of pod `pod` of the state root `state_root`
+/// (`peapod/pod:NAME:TAG`, see `peapod_runtime::cgroups::pod_path`), existing or not. The
+/// state root need not exist yet: its parent is resolved, as peapod resolves the root.
+pub fn pod_cgroup(
+    layout: &peapod_cgroups::Layout,
+    state_root: &Path,
+    pod: &str,
+) -> peapod_cgroups::Cgroup {
+    let parent = state_root.parent().expect("a state root below a directory");
+    let parent = std::fs::canonicalize(parent).expect("the state root's parent");
+    let root = parent.join(state_root.file_name().expect("a state root's name"));
+    let path = peapod_runtime::cgroups::pod_path(&root, &pod.parse().expect("a pod name"));
+    peapod_cgroups::Cgroup::locate(layout, &path).expect("locate")
+}
+
+/// The cgroup of a pod (and anything below it) killed and removed on drop, should `pod rm -f`
+/// have failed to: declared before the [`Pods`], so it runs after their drop, and pointed at
+/// their state root ([`PodCgroupGuard::of`]) once they are made.
+pub struct PodCgroupGuard {
+    layout: peapod_cgroups::Layout,
+    pod: String,
+    cgroup: std::cell::OnceCell<peapod_cgroups::Cgroup>,
+}
 
 impl PodCgroupGuard {
     pub fn new(layout: &peapod_cgroups::Layout, pod: &str) -> PodCgroupGuard {
-        let path = Path::new(peapod_cgroups::DEFAULT_PARENT).join(format!("pod:{pod}"));
-        PodCgroupGuard(peapod_cgroups::Cgroup::locate(layout, &path).expect("locate"))
+        PodCgroupGuard {
+            layout: layout.clone(),
+            pod: pod.to_owned(),
+            cgroup: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Guards the pod's cgroup of the state root of `pods`.
+    pub fn of(&self, pods: &Pods) {
+        let cgroup = pod_cgroup(&self.layout, &pods.rootfs.state_root(), &self.pod);
+        let _ = self.cgroup.set(cgroup);
+    }
+
+    fn cgroup(&self) -> &peapod_cgroups::Cgroup {
+        self.cgroup.get().expect("PodCgroupGuard::of was called")
+    }
+
+    /// Its directories, one per hierarchy.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.cgroup().paths()
     }
 
     /// Its directory in the hierarchy of `controller`.
     pub fn dir(&self, controller: &str) -> PathBuf {
-        self.0
+        self.cgroup()
             .file(controller, "")
             .expect("a hierarchy with the controller")
     }
@@ -150,7 +187,8 @@ impl PodCgroupGuard {
 
     /// Fails when the pod's cgroup directory is left in any hierarchy.
     pub fn assert_gone(&self) {
-        let left: Vec<_> = self.0.paths().into_iter().filter(|p| p.exists()).collect();
+        let paths = self.cgroup().paths();
+        let left: Vec<_> = paths.into_iter().filter(|p| p.exists()).collect();
         assert!(
             left.is_empty(),
             "pod cgroup directories left behind: {left:?}"
@@ -160,17 +198,19 @@ impl PodCgroupGuard {
 
 impl Drop for PodCgroupGuard {
     fn drop(&mut self) {
-        for dir in self.0.paths().into_iter().filter(|p| p.exists()) {
+        let Some(cgroup) = self.cgroup.get() else {
+            return;
+        };
+        for dir in cgroup.paths().into_iter().filter(|p| p.exists()) {
             let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
             for child in children.filter(|c| c.path().is_dir()) {
-                let layout = peapod_cgroups::Layout::detect().expect("layout");
-                let cgroup = peapod_cgroups::Cgroup::open(&layout, &[child.path()]);
-                let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
-                let _ = cgroup.remove();
+                let child = peapod_cgroups::Cgroup::open(&self.layout, &[child.path()]);
+                let _ = child.kill_all(std::time::Duration::from_secs(5));
+                let _ = child.remove();
             }
         }
-        let _ = self.0.kill_all(std::time::Duration::from_secs(5));
-        let _ = self.0.remove();
+        let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
+        let _ = cgroup.remove();
     }
 }
 
