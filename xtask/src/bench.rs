@@ -1,7 +1,9 @@
-//! `cargo xtask bench [run] [init] [lifecycle] [pod] [podnet]`: whole-process timings, median of several
-//! runs, side by side with the floor `unshare` sets and with runc, crun, tini, dumb-init and
-//! catatonit where they are installed. With no argument, every section.
+//! `cargo xtask bench [run] [init] [lifecycle] [pod] [podnet] [cri]`: whole-process timings,
+//! median of several runs, side by side with the floor `unshare` sets and with runc, crun,
+//! tini, dumb-init, catatonit, podman and containerd's runc handler where they are installed.
+//! With no argument, every section: every row of issue 28's table.
 
+mod cri;
 mod init;
 mod lifecycle;
 mod pod;
@@ -26,10 +28,10 @@ pub(crate) fn run(args: &[String]) -> Result {
     let wants = |section: &str| all || args.iter().any(|a| a == section);
     if let Some(unknown) = args
         .iter()
-        .find(|a| !["run", "init", "lifecycle", "pod", "podnet"].contains(&a.as_str()))
+        .find(|a| !["run", "init", "lifecycle", "pod", "podnet", "cri"].contains(&a.as_str()))
     {
         return Err(format!(
-            "unknown bench section {unknown:?} (try: run, init, lifecycle, pod, podnet)"
+            "unknown bench section {unknown:?} (try: run, init, lifecycle, pod, podnet, cri)"
         ));
     }
     if wants("run") {
@@ -46,6 +48,9 @@ pub(crate) fn run(args: &[String]) -> Result {
     }
     if wants("podnet") {
         podnet::run()?;
+    }
+    if wants("cri") {
+        cri::run()?;
     }
     Ok(())
 }

@@ -36,10 +36,11 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// Reads the layout from `/proc/self/mountinfo` and `/proc/self/cgroup`.
+    /// Reads the layout from `/proc/self/mountinfo` and `/proc/self/cgroup`. The mount table
+    /// is read once per process (see [`mountinfo`]): one `create` asks for the layout three
+    /// times.
     pub fn detect() -> Result<Layout> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(crate::error::io("cannot read", "/proc/self/mountinfo"))?;
+        let mountinfo = mountinfo()?;
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(crate::error::io("cannot read", "/proc/self/cgroup"))?;
         Layout::parse(&mountinfo, &own)
@@ -161,6 +162,58 @@ impl Layout {
     }
 }
 
+/// Where the mount table is read.
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// The text of `/proc/self/mountinfo`, kept from the last read: read again only in another
+/// process (a forked child) or mount namespace (after `unshare` or `setns`) than the one it
+/// was read in, or once the kernel reports that the mount table has changed since (the kept
+/// file polls `POLLPRI`, proc(5)), so the answer is always today's.
+fn mountinfo() -> Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    struct Kept {
+        pid: u32,
+        namespace: u64,
+        file: std::fs::File,
+        text: String,
+    }
+    static KEPT: std::sync::Mutex<Option<Kept>> = std::sync::Mutex::new(None);
+    let pid = std::process::id();
+    let namespace = std::fs::metadata("/proc/thread-self/ns/mnt").map_or(0, |m| m.ino());
+    let mut kept = KEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(kept) = kept
+        .as_ref()
+        .filter(|k| k.pid == pid && k.namespace == namespace && namespace != 0)
+        .filter(|k| !mounts_changed(&k.file))
+    {
+        return Ok(kept.text.clone());
+    }
+    let read = || crate::error::io("cannot read", MOUNTINFO);
+    let mut file = std::fs::File::open(MOUNTINFO).map_err(read())?;
+    // One read for the whole table rather than std's growing from 32 bytes.
+    let mut text = String::with_capacity(64 * 1024);
+    file.read_to_string(&mut text).map_err(read())?;
+    *kept = Some(Kept {
+        pid,
+        namespace,
+        file,
+        text: text.clone(),
+    });
+    Ok(text)
+}
+
+/// Whether the mount table of the open `mountinfo` has changed since it was opened (or since
+/// the last poll): the kernel then reports `POLLPRI` (proc(5), `/proc/pid/mounts`).
+fn mounts_changed(mountinfo: &std::fs::File) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd as _;
+    let mut fds = [PollFd::new(mountinfo.as_fd(), PollFlags::POLLPRI)];
+    !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+}
+
 /// One line of mountinfo: the fields the layout needs.
 struct Mount<'a> {
     id: &'a str,
@@ -189,10 +242,13 @@ impl<'a> Mount<'a> {
 
     /// Whether `other` hides this mount: mounted on top of it, or later on the same parent at
     /// this mount's path or above it.
+    /// The ids are compared first: only a child or a later sibling can hide it, and the
+    /// path comparison, which the layout would otherwise make for every pair of mounts, is
+    /// then made for those alone.
     fn hidden_by(&self, other: &Mount, other_is_later: bool) -> bool {
-        self.mount.starts_with(&other.mount)
-            && (other.parent == self.id && other.mount == self.mount
-                || other_is_later && other.parent == self.parent)
+        (other.parent == self.id && other.mount == self.mount
+            || other_is_later && other.parent == self.parent)
+            && self.mount.starts_with(&other.mount)
     }
 }
 
@@ -428,5 +484,38 @@ mod tests {
         // An escape cut short at the end of the field is kept as it is.
         assert_eq!(unescape("/a\\04"), Path::new("/a\\04"));
         assert_eq!(unescape("/a\\"), Path::new("/a\\"));
+    }
+
+    /// A mount made after the table was kept is seen by the next read: the kept text is
+    /// dropped when the kernel reports a change, and so is it after the unmount.
+    #[test]
+    fn the_kept_mount_table_follows_a_mount_and_its_unmount() {
+        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        struct Mounted<'a>(&'a Path);
+        impl Drop for Mounted<'_> {
+            fn drop(&mut self) {
+                let _ = umount2(self.0, MntFlags::MNT_DETACH);
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let point = dir.path().to_str().expect("a UTF-8 temp path").to_owned();
+        let shown = |text: &str| text.lines().any(|l| l.split(' ').nth(4) == Some(&point));
+        assert!(!shown(&mountinfo().expect("read")), "not mounted yet");
+        mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .expect("mount a tmpfs");
+        let guard = Mounted(dir.path());
+        assert!(shown(&mountinfo().expect("read again")), "the new mount");
+        drop(guard);
+        assert!(!shown(&mountinfo().expect("read after")), "unmounted");
     }
 }

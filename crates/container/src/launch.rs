@@ -363,9 +363,27 @@ pub fn start_fifo(path: &Path, alive: impl Fn() -> bool, timeout: Duration) -> R
                 "the container process did not reach its start within {timeout:?}"
             )));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        wait_readable(&fifo);
     }
     std::fs::remove_file(path).map_err(|e| Error::os("cannot remove the exec fifo", e))
+}
+
+/// Waits until the exec fifo has its byte, or its writer has closed it, or a short while has
+/// passed (so that the caller checks again that the container process lives): woken by the
+/// kernel rather than polling every millisecond, which 50 `start`s at once pay for in CPU.
+/// A fifo whose writer is gone stays readable (hang-up) without data: then a pause instead.
+fn wait_readable(fifo: &std::fs::File) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+    let hung_up = match poll(&mut fds, PollTimeout::from(10u8)) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP) && !r.contains(PollFlags::POLLIN)),
+        Err(_) => true,
+    };
+    if hung_up {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// An open descriptor of a cgroup directory, for `CLONE_INTO_CGROUP`.

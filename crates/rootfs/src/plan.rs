@@ -176,8 +176,12 @@ impl RootfsPlan {
         // appear on the host, and pivot_root refuses a new root whose parent is shared
         // (EINVAL). Making that one mount private in our namespace (not recursively, and not
         // on the host) cuts it off, as runc does; the requested propagation is applied to the
-        // new root after the pivot.
-        make_parent_mount_private(&self.root)?;
+        // new root after the pivot. After a recursive `slave` or `private` (the default
+        // `rslave`, `rprivate`) no mount of this namespace is shared any more: no need to read
+        // the mount table to find out.
+        if !(recursive && matches!(kind, Propagation::Slave | Propagation::Private)) {
+            make_parent_mount_private(&self.root)?;
+        }
         if let Some(overlay) = &self.overlay {
             overlay.mount_on(&self.root)?;
         }
