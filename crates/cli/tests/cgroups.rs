@@ -198,7 +198,7 @@ fn oom_kills_are_reported_by_events() {
         );
         let mut events = rootfs.peapod();
         events
-            .args(["events", "--interval", "10m", &id])
+            .args(["events", "--interval", "1s", &id])
             .stdout(Stdio::piped());
         let mut events = events.spawn().expect("spawn events");
         let stream = events.stdout.take().expect("events stdout");
@@ -211,14 +211,20 @@ fn oom_kills_are_reported_by_events() {
                 }
             }
         });
-        // Time for it to read the count before there is anything to count.
-        std::thread::sleep(Duration::from_millis(500));
+        let next = || -> serde_json::Value {
+            let line = received.recv_timeout(TIMEOUT).expect("an event streamed");
+            serde_json::from_str(&line).expect("event json")
+        };
+        // The first stats event comes after events has read the count it compares with, so
+        // the OOM kill made after it is one it must report.
+        assert_eq!(next()["type"], "stats");
         std::fs::write(c.host_path("/go"), "").expect("go");
-        let first: serde_json::Value =
-            serde_json::from_str(&received.recv_timeout(TIMEOUT).expect("an event streamed"))
-                .expect("event json");
-        assert_eq!(first["type"], "oom");
-        assert_eq!(first["id"], id.as_str());
+        let oom = std::iter::repeat_with(next)
+            .take(120)
+            .find(|event| event["type"] != "stats")
+            .expect("an oom event within 120 events");
+        assert_eq!(oom["type"], "oom");
+        assert_eq!(oom["id"], id.as_str());
 
         let stats: serde_json::Value =
             serde_json::from_str(&c.ok(&["events", "--stats", &id])).expect("stats json");

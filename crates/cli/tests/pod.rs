@@ -174,7 +174,7 @@ fn with_a_shared_pid_namespace_infra_is_pid_1_and_reaps_orphans() {
         "--",
         "/bin/sh",
         "-c",
-        "sh -c 'sleep 2 & echo orphan=$!'; exec sleep 100",
+        "sh -c 'sleep 1000 & echo orphan=$!'; exec sleep 100",
     ]);
     assert_eq!(a.code, 0, "{a:?}");
     let mut orphan = String::new();
@@ -190,7 +190,7 @@ fn with_a_shared_pid_namespace_infra_is_pid_1_and_reaps_orphans() {
         &pods.rootfs.path,
         &[],
         &format!(
-            "echo init=$(tr '\\0' ' ' < /proc/1/cmdline); grep PPid /proc/{orphan}/status; ps -o pid,args | grep -c '[s]leep 100'"
+            "echo init=$(tr '\\0' ' ' < /proc/1/cmdline); grep PPid /proc/{orphan}/status; ps -o pid,args | grep -c '[s]leep 100$'"
         ),
     );
     assert_eq!(b.code, 0, "{b:?}");
@@ -199,12 +199,16 @@ fn with_a_shared_pid_namespace_infra_is_pid_1_and_reaps_orphans() {
     assert!(b.stdout.contains("PPid:\t1"), "{b:?}");
     // B sees A's processes.
     assert!(b.stdout.trim_end().ends_with('1'), "{b:?}");
-    // Once it has exited, it is reaped: no zombie is left.
+    // Once it has exited, it is reaped: no zombie is left. A zombie keeps its /proc entry,
+    // so the entry going away is the reaping (waited for at most 30 s).
     let c = pods.run(
         "pids",
         &pods.rootfs.path,
         &[],
-        &format!("sleep 2.5; test -e /proc/{orphan} && cat /proc/{orphan}/stat; ps -o stat | grep -c Z; true"),
+        &format!(
+            "kill {orphan}; i=0; while [ -e /proc/{orphan} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+             test -e /proc/{orphan} && cat /proc/{orphan}/stat; ps -o stat | grep -c Z; true"
+        ),
     );
     assert_eq!(c.stdout.trim(), "0", "{c:?}");
     pods.remove_all();
