@@ -2612,3 +2612,55 @@ fn kill_all_reaches_what_is_left_in_the_cgroup_of_a_stopped_container() {
     assert_eq!(out.code, 0, "{out:?}");
     wait_until("the leftover to die", || !leftover.runs());
 }
+
+/// `peapod-oci` (what the clients exec) runs the five lifecycle commands itself and hands
+/// everything else to `peapod` beside it: help and mistakes come out as `peapod`'s, word for
+/// word; installed alone, its own commands work and any other fails in one line naming why.
+#[test]
+fn peapod_oci_hands_what_it_does_not_run_to_peapod_beside_it() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    for args in [
+        &["--help"][..],
+        &["kill", "--signal", "9", "web"],
+        &["stat", "web"],
+    ] {
+        let oci = finish(support::peapod_oci().args(args).spawn().expect("spawn"));
+        let full = finish(support::peapod().args(args).spawn().expect("spawn"));
+        assert_eq!(
+            (oci.code, &oci.stdout, &oci.stderr),
+            (full.code, &full.stdout, &full.stderr),
+            "{args:?}"
+        );
+    }
+    let alone = rootfs.scratch().join("alone");
+    std::fs::create_dir(&alone).expect("mkdir");
+    let binary = alone.join("peapod-oci");
+    std::fs::copy(env!("CARGO_BIN_EXE_peapod-oci"), &binary).expect("copy peapod-oci");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--root")
+            .arg(rootfs.state_root())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(support::spawn_copied(cmd))
+    };
+    let state = run(&["state", "web"]);
+    assert_eq!(state.code, 1, "{state:?}");
+    assert!(
+        state.stderr.contains("container web does not exist"),
+        "{state:?}"
+    );
+    let list = run(&["list"]);
+    assert_eq!(list.code, 125, "{list:?}");
+    assert!(
+        list.stderr.contains("cannot run")
+            && list
+                .stderr
+                .contains("peapod-oci hands every command but create"),
+        "{list:?}"
+    );
+}
