@@ -1,5 +1,5 @@
-//! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod` and `peapod-pull`
-//! (release builds),
+//! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod`, `peapod-oci` (the
+//! binary OCI clients exec) and `peapod-pull` (release builds),
 //! `peapod-init`, static, stripped and freestanding (no libc), ready to be bind-mounted into
 //! any image, and `pause.tar`, an OCI image archive of that init as `/pause` (entrypoint
 //! `/pause -P`), for containerd's `sandbox_image` (see docs/kubernetes.md).
@@ -19,9 +19,12 @@ pub(crate) fn run(_args: &[String]) -> Result {
     std::fs::create_dir_all(&dist).map_err(|e| format!("cannot create {}: {e}", dist.display()))?;
     // `peapod pull` (and `peapod run IMAGE`) exec `peapod-pull` from beside `peapod`.
     let pull = peapod.with_file_name("peapod-pull");
+    // containerd and podman exec `peapod-oci`, which hands all but the lifecycle to `peapod`.
+    let oci = peapod.with_file_name("peapod-oci");
     for (from, name) in [
         (&init, "peapod-init"),
         (&peapod, "peapod"),
+        (&oci, "peapod-oci"),
         (&pull, "peapod-pull"),
     ] {
         let to = dist.join(name);

@@ -98,6 +98,19 @@ fn run_status(cmd: &mut Command) -> Result {
 /// looks for it (to exec entrypoints through, and for `run --init`).
 fn build_peapod() -> Result<PathBuf> {
     run_status(cargo().args(["build", "--quiet", "--release", "-p", "peapod"]))?;
+    // `peapod-oci` again without the systemd driver (zbus): it hands the driver's `create`
+    // and `delete` to `peapod` (see its main.rs). Features are per package, so this is a
+    // build of its own, which replaces the one above.
+    run_status(cargo().args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "peapod",
+        "--no-default-features",
+        "--bin",
+        "peapod-oci",
+    ]))?;
     let init = dist::build_init()?;
     let beside = target_dir().join("release/peapod-init");
     std::fs::copy(&init, &beside).map_err(|e| {

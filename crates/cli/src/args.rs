@@ -32,53 +32,7 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
-/// The flags runc takes before the command (only `--debug` may also follow it).
-#[derive(Debug, Args)]
-pub(crate) struct GlobalArgs {
-    /// Log what peapod does (or set PEAPOD_LOG=debug).
-    #[arg(long, global = true)]
-    pub debug: bool,
-    /// Where container state lives (default /run/peapod, or $XDG_RUNTIME_DIR/peapod when not root).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Write logs and errors to this file instead of stderr.
-    #[arg(long, value_name = "FILE")]
-    pub log: Option<PathBuf>,
-    /// The log format.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-    /// Use systemd to manage cgroups (as runc): a container's cgroup is a transient scope,
-    /// and linux.cgroupsPath is "slice:prefix:name".
-    #[arg(long)]
-    pub systemd_cgroup: bool,
-    /// Whether to run rootless: auto (when not root), true, or false.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
-    pub rootless: Rootless,
-    /// Where images live (or set PEAPOD_STORAGE; default /var/lib/peapod, or
-    /// $XDG_DATA_HOME/peapod when not root).
-    #[arg(long, global = true, value_name = "DIR")]
-    pub storage: Option<PathBuf>,
-}
-
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Plain lines.
-    Text,
-    /// One JSON object a line, as containerd and podman read them.
-    Json,
-}
-
-/// `--rootless`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Rootless {
-    /// Rootless when the effective uid is not 0.
-    Auto,
-    /// Always rootless.
-    True,
-    /// Never rootless.
-    False,
-}
+pub(crate) use crate::globals::GlobalArgs;
 
 // Parsed once per process: `run`'s many flags make the enum large, which costs nothing here.
 #[allow(clippy::large_enum_variant)]

@@ -9,6 +9,7 @@ mod args;
 mod context;
 mod docs;
 mod explain;
+mod globals;
 mod image;
 mod images;
 mod inspect;
@@ -24,7 +25,8 @@ mod unknown;
 use clap::Parser;
 use peapod_runtime::{Error, Runtime};
 
-use crate::args::{Cli, Command, GlobalArgs};
+use crate::args::{Cli, Command};
+use crate::globals::GlobalArgs;
 use crate::output::outln;
 
 fn main() {
@@ -37,9 +39,9 @@ fn main() {
         eprintln!("peapod: {e}");
         std::process::exit(125);
     }
-    context::init_logging(&cli.global);
+    globals::init_logging(&cli.global);
     let mut command = cli.command;
-    let result = context::runtime(&cli.global).and_then(|rt| {
+    let result = globals::runtime(&cli.global).and_then(|rt| {
         let rt = match command.enters_a_container() {
             true => rt.with_entrypoint_guard()?.with_seccomp_cache(),
             false => rt,
@@ -51,19 +53,7 @@ fn main() {
         }
         dispatch(&rt, &cli.global, command)
     });
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(err) => {
-            let message = err.one_line();
-            // containerd and podman read the last error from the --log file.
-            if cli.global.log.is_some() {
-                tracing::error!("{message}");
-            }
-            // "error" in the line, as runc's `ERRO` and wrapping tools look for it.
-            eprintln!("peapod: error: {message}");
-            std::process::exit(err.exit_code());
-        }
-    }
+    globals::exit(result, &cli.global)
 }
 
 /// Whether `command` first removes what killed `peapod` processes left behind (containers

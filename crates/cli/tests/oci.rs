@@ -38,7 +38,7 @@ impl Bundle {
         let dir = rootfs.scratch().to_owned();
         let out = finish(
             rootfs
-                .peapod()
+                .peapod_oci()
                 .arg("spec")
                 .arg("--bundle")
                 .arg(&dir)
@@ -107,7 +107,7 @@ impl Bundle {
     fn peapod(&self, args: &[&str]) -> Outcome {
         finish(
             self.rootfs
-                .peapod()
+                .peapod_oci()
                 .args(args)
                 .spawn()
                 .expect("spawn peapod"),
@@ -131,7 +131,7 @@ impl Bundle {
     /// As [`Bundle::create`], returning what `create` said however it ended.
     fn try_create(&self, id: &str, extra: &[&str]) -> (Container<'_>, Outcome) {
         let pid_file = self.log_path("pid");
-        let mut cmd = self.rootfs.peapod();
+        let mut cmd = self.rootfs.peapod_oci();
         cmd.args(["create", "--bundle", self.arg(), "--pid-file"])
             .arg(&pid_file)
             .args(extra)
@@ -251,7 +251,7 @@ impl Drop for Container<'_> {
         let delete = self
             .bundle
             .rootfs
-            .peapod()
+            .peapod_oci()
             .args(["delete", "--force", &self.id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -545,7 +545,7 @@ fn pid_file_paths_are_relative_to_the_working_directory() {
     bundle.configure(&sh(UNTIL_GO));
     let cwd = bundle.dir().join("cwd");
     std::fs::create_dir(&cwd).expect("cwd");
-    let mut cmd = bundle.rootfs.peapod();
+    let mut cmd = bundle.rootfs.peapod_oci();
     cmd.current_dir(&cwd)
         .args(["create", "--bundle", "..", "--pid-file", "rel.pid", "rel"]);
     let (c, out) = bundle.launch("rel", cmd, cwd.join("rel.pid"));
@@ -565,7 +565,7 @@ fn pid_file_paths_are_relative_to_the_working_directory() {
 
     // A pid file in a directory that does not exist fails create, which leaves nothing.
     let missing = bundle.dir().join("no-such-dir/x.pid");
-    let mut cmd = bundle.rootfs.peapod();
+    let mut cmd = bundle.rootfs.peapod_oci();
     cmd.args(["create", "--bundle", bundle.arg(), "--pid-file"])
         .arg(&missing)
         .arg("nodir");
@@ -672,7 +672,7 @@ fn preserve_fds_lets_only_the_callers_descriptors_in_whatever_the_count() {
         // peapod's own descriptors may land there.
         let file = File::open(&passed).expect("passed file");
         let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
-        let mut cmd = bundle.rootfs.peapod();
+        let mut cmd = bundle.rootfs.peapod_oci();
         cmd.args(["create", "--bundle", bundle.arg(), "--preserve-fds"])
             .arg(n.to_string())
             .arg("--pid-file")
@@ -1133,7 +1133,7 @@ fn run_detach_returns_while_the_container_runs() {
     };
     bundle.configure(&sh(&format!("echo up > /out/up; {UNTIL_GO}")));
     let pid_file = bundle.log_path("pid");
-    let mut cmd = bundle.rootfs.peapod();
+    let mut cmd = bundle.rootfs.peapod_oci();
     cmd.args(["run", "--detach", "--bundle", bundle.arg(), "--pid-file"])
         .arg(&pid_file)
         .arg("detached");
@@ -1170,7 +1170,12 @@ fn run_in_the_foreground_returns_the_exit_status_and_leaves_nothing() {
 
 #[test]
 fn features_is_json_with_the_supported_versions() {
-    let out = finish(support::peapod().arg("features").spawn().expect("spawn"));
+    let out = finish(
+        support::peapod_oci()
+            .arg("features")
+            .spawn()
+            .expect("spawn"),
+    );
     assert_eq!(out.code, 0, "{out:?}");
     let doc: Value = serde_json::from_str(&out.stdout).expect("features prints JSON");
     let version = |key: &str| -> Vec<u32> {
@@ -1209,7 +1214,7 @@ fn features_is_json_with_the_supported_versions() {
 fn spec_writes_a_config_of_the_version_it_speaks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = finish(
-        support::peapod()
+        support::peapod_oci()
             .args(["spec", "--bundle"])
             .arg(dir.path())
             .spawn()
@@ -1230,7 +1235,7 @@ fn spec_writes_a_config_of_the_version_it_speaks() {
     assert_eq!(names, sorted, "in a stable (sorted) order");
     // A second spec does not overwrite the first.
     let out = finish(
-        support::peapod()
+        support::peapod_oci()
             .args(["spec", "--bundle"])
             .arg(dir.path())
             .spawn()
@@ -1330,7 +1335,7 @@ fn exec_joins_every_namespace_of_the_container_and_returns_its_status() {
     let pid_file = bundle.log_path("exec-pid");
     // Its stdio are files: it keeps them open, so a pipe would not end before it does.
     let log = bundle.log_path("exec-err");
-    let mut detach = bundle.rootfs.peapod();
+    let mut detach = bundle.rootfs.peapod_oci();
     detach
         .args(["exec", "--detach", "--pid-file"])
         .arg(&pid_file)
@@ -1984,7 +1989,7 @@ fn run_tty_joins_the_containers_terminal_to_peapods_stdio() {
     };
     let mut child = bundle
         .rootfs
-        .peapod()
+        .peapod_oci()
         .args(["run", "-t", "--rootfs"])
         .arg(bundle.dir().join("rootfs"))
         .args(["--", "/bin/sh"])
@@ -2011,7 +2016,7 @@ fn exec_works_in_a_container_made_from_a_rootfs_without_a_bundle() {
     };
     // The working directory has a config.json of its own, which must play no part.
     bundle.configure(&["false"]);
-    let mut cmd = bundle.rootfs.peapod();
+    let mut cmd = bundle.rootfs.peapod_oci();
     cmd.current_dir(bundle.dir())
         .args([
             "run",
@@ -2077,7 +2082,7 @@ fn a_working_directory_through_a_leaked_descriptor_is_refused() {
 /// which the shim reads for the error it reports.
 fn as_the_shim(bundle: &Bundle, args: &[&str], stdin: Option<&Path>) -> (Outcome, Option<String>) {
     let log = bundle.log_path("log.json");
-    let mut cmd = bundle.rootfs.peapod();
+    let mut cmd = bundle.rootfs.peapod_oci();
     cmd.arg("--log")
         .arg(&log)
         .args(["--log-format", "json"])
@@ -2177,7 +2182,7 @@ fn the_shims_lifecycle_argv_gets_runcs_answers() {
     // create as go-runc builds it (--no-pivot only when the shim is configured so).
     let pid_file = bundle.log_path("pid");
     let log = bundle.log_path("log.json");
-    let mut cmd = bundle.rootfs.peapod();
+    let mut cmd = bundle.rootfs.peapod_oci();
     cmd.arg("--log")
         .arg(&log)
         .args(["--log-format", "json", "create", "--bundle", bundle.arg()])
@@ -2606,4 +2611,56 @@ fn kill_all_reaches_what_is_left_in_the_cgroup_of_a_stopped_container() {
     let out = bundle.peapod(&["kill", "--all", "left", "KILL"]);
     assert_eq!(out.code, 0, "{out:?}");
     wait_until("the leftover to die", || !leftover.runs());
+}
+
+/// `peapod-oci` (what the clients exec) runs the five lifecycle commands itself and hands
+/// everything else to `peapod` beside it: help and mistakes come out as `peapod`'s, word for
+/// word; installed alone, its own commands work and any other fails in one line naming why.
+#[test]
+fn peapod_oci_hands_what_it_does_not_run_to_peapod_beside_it() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    for args in [
+        &["--help"][..],
+        &["kill", "--signal", "9", "web"],
+        &["stat", "web"],
+    ] {
+        let oci = finish(support::peapod_oci().args(args).spawn().expect("spawn"));
+        let full = finish(support::peapod().args(args).spawn().expect("spawn"));
+        assert_eq!(
+            (oci.code, &oci.stdout, &oci.stderr),
+            (full.code, &full.stdout, &full.stderr),
+            "{args:?}"
+        );
+    }
+    let alone = rootfs.scratch().join("alone");
+    std::fs::create_dir(&alone).expect("mkdir");
+    let binary = alone.join("peapod-oci");
+    std::fs::copy(env!("CARGO_BIN_EXE_peapod-oci"), &binary).expect("copy peapod-oci");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--root")
+            .arg(rootfs.state_root())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(support::spawn_copied(cmd))
+    };
+    let state = run(&["state", "web"]);
+    assert_eq!(state.code, 1, "{state:?}");
+    assert!(
+        state.stderr.contains("container web does not exist"),
+        "{state:?}"
+    );
+    let list = run(&["list"]);
+    assert_eq!(list.code, 125, "{list:?}");
+    assert!(
+        list.stderr.contains("cannot run")
+            && list
+                .stderr
+                .contains("peapod-oci hands every command but create"),
+        "{list:?}"
+    );
 }

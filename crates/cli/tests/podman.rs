@@ -1,5 +1,6 @@
-//! podman drives peapod as its OCI runtime (`podman --runtime`), as users run it: the
-//! behaviour podman relies on that runc has, checked through podman itself.
+//! podman drives peapod as its OCI runtime (`podman --runtime`, the `peapod-oci` binary as
+//! docs/runtime.md tells users), as users run it: the behaviour podman relies on that runc
+//! has, checked through podman itself.
 
 mod support;
 
@@ -48,7 +49,7 @@ impl Podman {
             &wrapper,
             format!(
                 "#!/bin/sh\nPEAPOD_INIT='{init}' exec '{}' --root '{}' \"$@\"\n",
-                env!("CARGO_BIN_EXE_peapod"),
+                env!("CARGO_BIN_EXE_peapod-oci"),
                 dir.path().join("peapod-state").display()
             ),
         )

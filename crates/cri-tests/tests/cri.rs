@@ -1,7 +1,7 @@
 //! Kubernetes' path to peapod, as a kubelet drives it: a private containerd (its own
 //! config, root, state and socket in a temporary directory; the CRI plugin; cgroupfs; a CNI
 //! bridge network of Debian's plugins) with a runtime handler `peapod` (the runc shim,
-//! `io.containerd.runc.v2`, with `BinaryName` = the built peapod), driven over its socket
+//! `io.containerd.runc.v2`, with `BinaryName` = the built peapod-oci), driven over its socket
 //! through the CRI gRPC API: a pod sandbox of the pause image made of peapod-init, busybox
 //! containers with a security context and Bidirectional and HostToContainer mounts, `ExecSync`, their status
 //! and logs, then stop and removal, after which nothing may be left: no shim, no container
@@ -747,8 +747,10 @@ impl Drop for SharedDir {
     }
 }
 
-/// peapod installed as an operator would (docs/kubernetes.md): the binary with
-/// `peapod-init` beside it, where it finds its init; in a temporary directory of its own.
+/// peapod installed as an operator would (docs/kubernetes.md): `peapod-oci`, the binary the
+/// shim is told to use, with `peapod` (which it hands other commands to) and `peapod-init`
+/// beside it, where they are found; in a temporary directory of its own. Returns the path of
+/// `peapod-oci`.
 fn staged_peapod(pre: &Prerequisites) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("peapod-cri-bin-")
@@ -756,8 +758,11 @@ fn staged_peapod(pre: &Prerequisites) -> (tempfile::TempDir, PathBuf) {
         .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::copy(&pre.peapod, dir.path().join("peapod")).expect("copy peapod");
+    let oci = pre.peapod.with_file_name("peapod-oci");
+    std::fs::copy(&oci, dir.path().join("peapod-oci"))
+        .unwrap_or_else(|e| panic!("copy {} (built with peapod): {e}", oci.display()));
     std::fs::copy(&pre.init, dir.path().join("peapod-init")).expect("copy peapod-init");
-    let peapod = dir.path().join("peapod");
+    let peapod = dir.path().join("peapod-oci");
     (dir, peapod)
 }
 

@@ -110,9 +110,9 @@ pub use manifest::{
     Parsed, PodPlan, PullPolicy, RestartPolicy, VolumePlan, VolumeSource,
 };
 pub use network::{
-    container_ports, create_container_network, published_ports, reap as reap_networks,
-    remove_container_network, NetworkOptions, NetworkRecord, PodNetwork, CONTAINER_NETWORK_LABEL,
-    IFNAME,
+    container_ports, create_container_network, has_container_network, published_ports,
+    reap as reap_networks, remove_container_network, NetworkOptions, NetworkRecord, PodNetwork,
+    CONTAINER_NETWORK_LABEL, IFNAME,
 };
 pub use peapod_net;
 pub use pin::{pin, unpin};

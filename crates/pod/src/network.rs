@@ -506,6 +506,15 @@ pub fn remove_container_network(rt: &Runtime, id: &str) -> Result<(), RuntimeErr
     crate::remove(rt, &pod, true)
 }
 
+/// Whether lone container `id` has a network of its own (a hidden pod), without opening the
+/// pods' store: one `stat`, for a caller (`peapod-oci delete`) that hands such a container
+/// to `peapod`, which removes the network with it.
+pub fn has_container_network(root: &std::path::Path, id: &str) -> bool {
+    crate::PodStore::dir_of(root)
+        .join(container_network_pod(id))
+        .exists()
+}
+
 /// The ports published for lone container `id` (`run -p`, `-P`), as its network recorded
 /// them; none when it has no network of its own.
 pub fn container_ports(rt: &Runtime, id: &str) -> Vec<PortMapping> {

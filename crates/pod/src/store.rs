@@ -37,8 +37,13 @@ impl PodStore {
         // pods' directory only once there is a pod.
         Store::open(root)?;
         Ok(PodStore {
-            dir: root.join(PODS_DIR),
+            dir: Self::dir_of(root),
         })
+    }
+
+    /// The pods' directory of state root `root`.
+    pub fn dir_of(root: &Path) -> PathBuf {
+        root.join(PODS_DIR)
     }
 
     /// The pods' directory.

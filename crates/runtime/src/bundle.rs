@@ -39,6 +39,27 @@ pub enum BundleError {
 /// The bundle directory, absolute and without `.`, `..` or symlinks (as the state records
 /// it, and as a relative `root.path` is resolved against), and its parsed spec.
 pub fn load(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
+    load_with(bundle, |text| {
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        serde_path_to_error::deserialize(de).map_err(|e| (e.path().to_string(), e.into_inner()))
+    })
+}
+
+/// As [`load`], but a `config.json` that does not parse is a [`BundleError::Parse`] without
+/// its `field`: serde_path_to_error's tracking is a second copy of the spec's whole
+/// deserialiser, which a small binary (`peapod-oci`) leaves out, handing such a bundle to
+/// `peapod` for the message.
+pub fn load_untracked(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
+    load_with(bundle, |text| {
+        serde_json::from_slice(text).map_err(|e| (String::new(), e))
+    })
+}
+
+/// [`load`] with `parse` turning the text into a spec, or the JSON path and the error.
+fn load_with(
+    bundle: &Path,
+    parse: impl FnOnce(&[u8]) -> Result<Spec, (String, serde_json::Error)>,
+) -> Result<(PathBuf, Spec), BundleError> {
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).map_err(|source| BundleError::Read {
         path: path.clone(),
@@ -49,11 +70,10 @@ pub fn load(bundle: &Path) -> Result<(PathBuf, Spec), BundleError> {
         path: path.clone(),
         source,
     })?;
-    let de = &mut serde_json::Deserializer::from_slice(&text);
-    let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| BundleError::Parse {
+    let spec = parse(&text).map_err(|(field, source)| BundleError::Parse {
         path: path.clone(),
-        field: e.path().to_string(),
-        source: e.into_inner(),
+        field,
+        source,
     })?;
     if !is_spec_version_1(spec.version()) {
         return Err(BundleError::Version {

@@ -241,6 +241,13 @@ impl Runtime {
         image::stop_signal_of(&record)
     }
 
+    /// The systemd scope that is container `id`'s cgroup (`--systemd-cgroup`), if it has one:
+    /// only a build with the systemd driver ([`Runtime::SYSTEMD_DRIVER`]) can stop it.
+    pub fn systemd_unit(&self, id: &str) -> Result<Option<String>> {
+        let (record, _) = self.snapshot(&id.parse()?)?;
+        Ok(record.cgroup_unit)
+    }
+
     /// The PIDs of every process of container `id` (none when it is not live).
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
         kill::pids(self, id)

@@ -2,7 +2,9 @@
 //! so that a noisy neighbour slows all alike: `run` of `/bin/true` (wall time, peak RSS), the
 //! same with podman's default seccomp profile, `create` + `start` + `delete`, the RSS of a
 //! foreground `run` while its container runs, 50 containers `run --detach` at once and their
-//! `delete --force`, and each runtime's binary size.
+//! `delete --force`, and each runtime's binary size. `peapod-oci` (the binary OCI clients
+//! exec) is a row of its own: its `run` is handed to `peapod`, so its figures that matter are
+//! `create` + `start` + `delete`, their peak RSS ("c/s/d RSS") and its size.
 //!
 //! All runtimes run in a private mount namespace with the cgroup2 mount hidden: crun 1.8
 //! refuses this host's hybrid cgroups otherwise, and runc and peapod use the v1 hierarchies
@@ -36,6 +38,8 @@ struct Runtime {
 struct Row {
     run: Vec<Duration>,
     run_rss_kb: Vec<i64>,
+    /// The largest peak RSS of one iteration's `create`, `start` and `delete`.
+    lifecycle_rss_kb: Vec<i64>,
     seccomp: Vec<Duration>,
     create: Vec<Duration>,
     start: Vec<Duration>,
@@ -50,7 +54,11 @@ pub(crate) fn run() -> Result {
     let bundles = Bundles::make(&peapod)?;
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and 1 only changes this process's flags.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    let mut runtimes = vec![Runtime::new("peapod", peapod)];
+    let oci = peapod.with_file_name("peapod-oci");
+    let mut runtimes = vec![
+        Runtime::new("peapod", peapod),
+        Runtime::new("peapod-oci", oci),
+    ];
     for name in ["crun", "runc"] {
         match find_tool(name) {
             Some(binary) => runtimes.push(Runtime::new(name, binary)),
@@ -173,7 +181,7 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
             let (seccomp, _) = runtime.timed(&["run", "--bundle", &bundles.seccomp, &id])?;
             let pid_file = Path::new(&bundles.plain).join(format!("{}.pid", runtime.name));
             let pid_arg = pid_file.to_string_lossy().into_owned();
-            let (create, _) = runtime.timed(&[
+            let (create, create_usage) = runtime.timed(&[
                 "create",
                 "--bundle",
                 &bundles.plain,
@@ -185,12 +193,19 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
                 .ok()
                 .and_then(|p| p.trim().parse::<i32>().ok())
                 .ok_or("no pid file after create")?;
-            let (start, _) = runtime.timed(&["start", &id])?;
+            let (start, start_usage) = runtime.timed(&["start", &id])?;
             reap(pid)?;
-            let (delete, _) = runtime.timed(&["delete", &id])?;
+            let (delete, delete_usage) = runtime.timed(&["delete", &id])?;
             if i >= WARM_UP {
                 row.run.push(run);
                 row.run_rss_kb.push(usage.ru_maxrss);
+                row.lifecycle_rss_kb.push(
+                    [create_usage, start_usage, delete_usage]
+                        .iter()
+                        .map(|u| u.ru_maxrss)
+                        .max()
+                        .unwrap_or(0),
+                );
                 row.seccomp.push(seccomp);
                 row.create.push(create);
                 row.start.push(start);
@@ -362,12 +377,13 @@ fn print(runtimes: &[Runtime], rows: &[Row]) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let crun = runtimes.iter().position(|r| r.name == "crun");
     println!(
-        "{:<8} {:>9} {:>11} {:>12} {:>13} {:>11} {:>13} {:>11} {:>11}",
+        "{:<15} {:>9} {:>11} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
         "runtime",
         "run (ms)",
         "peak RSS",
         "+seccomp ms",
         "c+s+d (ms)",
+        "c/s/d RSS",
         "wait RSS",
         "binary",
         "50 up (ms)",
@@ -384,41 +400,41 @@ fn print(runtimes: &[Runtime], rows: &[Row]) {
             ms(row.many_up.unwrap_or_default()),
             ms(row.many_down.unwrap_or_default()),
         ];
-        let rss = median(row.run_rss_kb.clone());
-        let waiting = median(row.waiting_rss_kb.clone());
+        // Sizes in kB: peak RSS of `run`, of the lifecycle commands, of the waiting `run`,
+        // and the binary's.
         let size = std::fs::metadata(&runtime.binary)
-            .map(|m| m.len())
+            .map(|m| m.len() as i64 / 1024)
             .unwrap_or(0);
+        let kb = [
+            median(row.run_rss_kb.clone()),
+            median(row.lifecycle_rss_kb.clone()),
+            median(row.waiting_rss_kb.clone()),
+            size,
+        ];
         println!(
-            "{:<8} {:>9.2} {:>8} kB {:>12.2} {:>13.2} {:>8} kB {:>10} kB {:>11.1} {:>11.1}",
-            runtime.name,
-            cells[0],
-            rss,
-            cells[1],
-            cells[2],
-            waiting,
-            size / 1024,
-            cells[3],
-            cells[4]
+            "{:<15} {:>9.2} {:>8} kB {:>12.2} {:>11.2} {:>8} kB {:>8} kB {:>8} kB {:>11.1} {:>11.1}",
+            runtime.name, cells[0], kb[0], cells[1], cells[2], kb[1], kb[2], kb[3], cells[3], cells[4]
         );
-        medians.push((cells, rss, waiting, size));
+        medians.push((cells, kb));
     }
     if let Some(crun) = crun {
-        let (base, base_rss, base_waiting, base_size) = medians[crun];
+        let (base, base_kb) = medians[crun];
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        for (runtime, (cells, rss, waiting, size)) in runtimes.iter().zip(&medians) {
+        for (runtime, (cells, kb)) in runtimes.iter().zip(&medians) {
             if runtime.name == "crun" {
                 continue;
             }
+            let r = |i: usize| ratio(kb[i] as f64, base_kb[i] as f64);
             println!(
-                "{:<8} {:>9.2}x {:>10.2}x {:>12.2}x {:>13.2}x {:>10.2}x {:>12.2}x {:>11.2}x {:>11.2}x",
+                "{:<15} {:>8.2}x {:>10.2}x {:>11.2}x {:>10.2}x {:>10.2}x {:>10.2}x {:>10.2}x {:>10.2}x {:>10.2}x",
                 format!("{}/crun", runtime.name),
                 ratio(cells[0], base[0]),
-                ratio(*rss as f64, base_rss as f64),
+                r(0),
                 ratio(cells[1], base[1]),
                 ratio(cells[2], base[2]),
-                ratio(*waiting as f64, base_waiting as f64),
-                ratio(*size as f64, base_size as f64),
+                r(1),
+                r(2),
+                r(3),
                 ratio(cells[3], base[3]),
                 ratio(cells[4], base[4]),
             );

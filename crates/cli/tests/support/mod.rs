@@ -81,6 +81,13 @@ impl TestRootfs {
         cmd
     }
 
+    /// [`peapod_oci`] with this test's state root.
+    pub fn peapod_oci(&self) -> Command {
+        let mut cmd = peapod_oci();
+        cmd.arg("--root").arg(self.state_root());
+        cmd
+    }
+
     pub fn arg(&self) -> &str {
         self.path.to_str().expect("utf-8 path")
     }
@@ -128,7 +135,18 @@ pub struct Outcome {
 }
 
 pub fn peapod() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peapod"));
+    piped(env!("CARGO_BIN_EXE_peapod"))
+}
+
+/// `peapod-oci`, the binary OCI clients exec: the lifecycle commands its own, the rest
+/// handed to `peapod` beside it.
+pub fn peapod_oci() -> Command {
+    piped(env!("CARGO_BIN_EXE_peapod-oci"))
+}
+
+/// `program` reading nothing, its output piped.
+fn piped(program: &str) -> Command {
+    let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -1,0 +1,133 @@
+//! `peapod-oci`: the runtime binary for OCI clients (containerd's runc shim, podman and
+//! conmon, cri-o), as small as the container lifecycle allows. It does runc's `create`,
+//! `start`, `state`, `kill` and `delete` itself, with the same flags, library calls and
+//! output as `peapod`; every other command, and anything it does not parse (`--help`, a flag
+//! it lacks, a mistake), it hands to `peapod` beside it by `execve` with the same arguments,
+//! so that clients told to use `peapod-oci` get all of `peapod`'s commands and errors.
+//!
+//! Why a second binary: `peapod` links the image store, the registry front, pods, CNI,
+//! netlink, YAML manifests, clap's parser and the completion and man-page generators; the
+//! clients exec the runtime several times per container, so its size and peak RSS are paid
+//! on every call. Nothing here names those, so the linker leaves them out. Two more weights
+//! stay out: serde_path_to_error's second copy of the spec's deserialiser (a `config.json`
+//! that does not parse goes to `peapod`, which names the bad field), and, when built
+//! without the cargo feature `systemd` as `cargo xtask dist` builds it, zbus (`create` and
+//! `delete` of the systemd driver's containers go to `peapod`).
+
+#[path = "../../globals.rs"]
+mod globals;
+// `out!` is `peapod`'s only.
+#[allow(unused_macros, unused_imports)]
+#[path = "../../output.rs"]
+mod output;
+
+mod command;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
+
+use peapod_runtime::bundle::{self, BundleError};
+use peapod_runtime::{CreateOptions, Error, Runtime};
+
+use crate::command::Lifecycle;
+use crate::output::outln;
+
+fn main() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let Some((mut global, command)) = command::parse(argv.get(1..).unwrap_or_default()) else {
+        hand_over(&argv)
+    };
+    // Before anything is opened (the log file, the state lock): see the function.
+    if let Err(e) = peapod_container::reserve_preserved_fds(command.preserve_fds()) {
+        eprintln!("peapod: {e}");
+        std::process::exit(125);
+    }
+    if global.systemd_cgroup && !Runtime::SYSTEMD_DRIVER {
+        match command {
+            // These make or stop a systemd scope, over D-Bus: `peapod`'s.
+            Lifecycle::Create(_) | Lifecycle::Delete { .. } => hand_over(&argv),
+            // These never talk to systemd: the flag changes nothing for them.
+            _ => global.systemd_cgroup = false,
+        }
+    }
+    globals::init_logging(&global);
+    let result = globals::runtime(&global).and_then(|rt| run(rt, command, &argv));
+    globals::exit(result, &global)
+}
+
+/// Runs one lifecycle command, or hands it to `peapod` when what the container is needs
+/// `peapod` (a docker-style `run -d` container, a container with a network of its own).
+fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error> {
+    let id = rt.resolve(command.id())?;
+    match command {
+        Lifecycle::Create(args) => {
+            let rt = rt.with_entrypoint_guard()?.with_seccomp_cache();
+            // What killed `peapod` processes left (pods and networks: `peapod`'s commands).
+            rt.reap_leftovers();
+            let (bundle, spec) = match bundle::load_untracked(&args.bundle) {
+                // `peapod` names the field that is wrong.
+                Err(BundleError::Parse { .. }) => hand_over(argv),
+                loaded => loaded.map_err(Error::runtime)?,
+            };
+            let options = CreateOptions {
+                fifo: true,
+                pid_file: args.pid_file,
+                preserve_fds: args.preserve_fds,
+                no_pivot: args.no_pivot,
+                no_new_keyring: args.no_new_keyring,
+                console_socket: args.console_socket,
+                ..CreateOptions::default()
+            };
+            rt.create(&id, &spec, &bundle, &options)?.detach();
+        }
+        // docker's `start` of a `run -d` container makes it again under a monitor.
+        Lifecycle::Start { .. } if rt.is_detached_run(&id) => hand_over(argv),
+        Lifecycle::Start { .. } => rt.start(&id)?,
+        Lifecycle::State { .. } => outln!("{}", to_json(&rt.state(&id)?)?),
+        Lifecycle::Kill { signal, all, .. } => {
+            let signal = match &signal {
+                Some(signal) => peapod_runtime::parse_signal(signal)?,
+                None => rt.stop_signal(&id)?,
+            };
+            rt.kill(&id, signal, all)?;
+        }
+        // Its network goes with it, or its systemd scope, which this build cannot stop.
+        Lifecycle::Delete { .. }
+            if peapod_pod::has_container_network(&rt.root, &id)
+                || (!Runtime::SYSTEMD_DRIVER && matches!(rt.systemd_unit(&id), Ok(Some(_)))) =>
+        {
+            hand_over(argv)
+        }
+        Lifecycle::Delete { force, .. } => rt.delete(&id, force)?,
+    }
+    Ok(0)
+}
+
+/// `value` as pretty JSON, as `peapod` prints it.
+fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::runtime(anyhow::anyhow!(e)))
+}
+
+/// Execs `peapod` beside this binary with the same arguments; returns only to exit 125 with
+/// a line saying why it could not.
+fn hand_over(argv: &[OsString]) -> ! {
+    let peapod = std::env::current_exe()
+        .map(|exe| exe.with_file_name("peapod"))
+        .unwrap_or_else(|_| "peapod".into());
+    let e = std::process::Command::new(&peapod)
+        .arg0("peapod")
+        .args(argv.get(1..).unwrap_or_default())
+        .exec();
+    eprintln!(
+        "peapod: error: {}: cannot run {}: {e} (peapod-oci hands every command but create, \
+         start, state, kill and delete to peapod, installed beside it)",
+        argv.get(1..)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        peapod.display()
+    );
+    std::process::exit(125)
+}
