@@ -441,6 +441,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         }
     }
 
+    /// Waits (bounded) until no veth is left on the test's bridge: the kernel unregisters
+    /// a removed pod's veth after RemovePodSandbox returns (it lagged under TCG).
+    async fn wait_veths_gone(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.veths().is_empty() {
+            assert!(Instant::now() < deadline, "veths left: {:?}", self.veths());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The cgroup directories of the pods' parent, in every v1 hierarchy and the v2 one.
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
@@ -1051,7 +1061,7 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
             async move { left }
         })
         .await;
-        assert_eq!(containerd.veths(), Vec::<String>::new(), "veths left");
+        containerd.wait_veths_gone().await;
     });
     drop(shared);
     drop(slave);
@@ -1352,7 +1362,7 @@ fn pods_under_the_systemd_driver_get_the_scopes_runc_gets() {
     );
     assert_eq!(containerd.runtime_containers(0), Vec::<String>::new());
     assert_eq!(containerd.runtime_containers(1), Vec::<String>::new());
-    assert_eq!(containerd.veths(), Vec::<String>::new(), "veths left");
+    block_on(containerd.wait_veths_gone());
     drop(containerd);
 }
 
