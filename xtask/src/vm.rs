@@ -49,14 +49,25 @@ const TESTS: &[&str] = &[
     "rootless_ids",
 ];
 
-/// Those of `cargo xtask vm --systemd [--hybrid]`: the systemd cgroup driver's, which need
-/// systemd as PID 1 and its D-Bus API.
-const SYSTEMD_TESTS: &[&str] = &["systemd"];
+/// Those of `cargo xtask vm --systemd [--hybrid]`: the systemd cgroup driver's, which need systemd as
+/// PID 1 and its D-Bus API, and the CRI test (`crates/cri-tests/tests/cri.rs`), whose
+/// containerd runs peapod and runc with `SystemdCgroup = true` there.
+const SYSTEMD_TESTS: &[&str] = &["systemd", "cri"];
+
+/// The packages whose `tests/NAME.rs` may be a test of the lists above.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("peapod", "crates/cli/tests"),
+    ("peapod-cri-tests", "crates/cri-tests/tests"),
+];
 
 /// What the guest loads: the virtio PCI transport and 9p for the host's root, overlayfs for
 /// the writable layer over it (and for containers of images). No veth or bridge: the pods of
 /// these tests have `--network none`.
 const MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
+
+/// And under `--systemd`: veth and bridge for the CRI test's pods (containerd's CNI bridge
+/// network of Debian's plugins, as on a node).
+const SYSTEMD_MODULES: &[&str] = &["veth", "bridge"];
 
 /// How long the whole run may take, boot to power-off (`PEAPOD_VM_TIMEOUT`, in seconds,
 /// overrides it). The whole set took about two minutes on two busy cores; TCG on a slower
@@ -81,7 +92,11 @@ pub(crate) fn run(args: &[String]) -> Result {
         }
     }
     let (kernel, version) = kernel()?;
-    let modules = modules_in_order(&Path::new("/lib/modules").join(&version), MODULES)?;
+    let mut wanted = MODULES.to_vec();
+    if systemd {
+        wanted.extend(SYSTEMD_MODULES);
+    }
+    let modules = modules_in_order(&Path::new("/lib/modules").join(&version), &wanted)?;
     let busybox = Path::new("/bin/busybox");
     if !busybox.exists() {
         return Err("no /bin/busybox: install busybox-static".into());
@@ -100,10 +115,12 @@ pub(crate) fn run(args: &[String]) -> Result {
     println!("xtask: rootfs at {} ({how})", rootfs_dir.display());
     let init = dist::build_init()?;
     let (pause, busybox_image) = test::write_cri_images(&init, &rootfs_dir)?;
-    let binaries = build_tests(if systemd { SYSTEMD_TESTS } else { TESTS })?;
+    let (binaries, peapod) = build_tests(if systemd { SYSTEMD_TESTS } else { TESTS })?;
 
     let mut plan = String::new();
     for (name, value) in [
+        // The CRI test's runtime (cargo's `CARGO_BIN_EXE_peapod` for the others).
+        ("PEAPOD_BIN", &peapod),
         ("PEAPOD_TEST_ROOTFS", &rootfs_dir),
         ("PEAPOD_INIT_BIN", &init),
         ("PEAPOD_INIT", &init),
@@ -214,7 +231,7 @@ fn kernel() -> Result<(PathBuf, String)> {
     Ok((newest, version))
 }
 
-/// A test binary of the `peapod` package.
+/// A test binary of one of [`TEST_PACKAGES`].
 #[derive(Debug)]
 struct TestBinary {
     name: String,
@@ -252,15 +269,24 @@ fn systemd_unit(timeout: Duration) -> String {
     )
 }
 
-/// Builds the `tests` that exist and returns their paths, read from cargo's JSON messages.
-fn build_tests(tests_wanted: &[&str]) -> Result<Vec<TestBinary>> {
+/// Builds the `tests` that exist and returns their paths, and the `peapod` binary's, read
+/// from cargo's JSON messages.
+fn build_tests(tests_wanted: &[&str]) -> Result<(Vec<TestBinary>, PathBuf)> {
     let mut cmd = cargo();
-    cmd.args(["test", "--no-run", "--message-format=json", "-p", "peapod"]);
-    let tests = crate::root().join("crates/cli/tests");
+    cmd.args(["test", "--no-run", "--message-format=json"]);
+    let mut packages = vec!["peapod"];
     for name in tests_wanted {
-        if tests.join(format!("{name}.rs")).exists() {
-            cmd.args(["--test", name]);
+        for (package, dir) in TEST_PACKAGES {
+            if crate::root().join(dir).join(format!("{name}.rs")).exists() {
+                cmd.args(["--test", name]);
+                if !packages.contains(package) {
+                    packages.push(package);
+                }
+            }
         }
+    }
+    for package in packages {
+        cmd.args(["-p", package]);
     }
     let out = cmd
         .stderr(Stdio::inherit())
@@ -270,6 +296,7 @@ fn build_tests(tests_wanted: &[&str]) -> Result<Vec<TestBinary>> {
         return Err(format!("{cmd:?} failed ({})", out.status));
     }
     let mut binaries = Vec::new();
+    let mut peapod = None;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -282,7 +309,9 @@ fn build_tests(tests_wanted: &[&str]) -> Result<Vec<TestBinary>> {
         ) else {
             continue;
         };
-        if is_test {
+        if msg["reason"] == "compiler-artifact" && name == "peapod" && !is_test {
+            peapod = Some(PathBuf::from(executable));
+        } else if is_test {
             binaries.push(TestBinary {
                 name: name.to_owned(),
                 executable: executable.into(),
@@ -296,7 +325,8 @@ fn build_tests(tests_wanted: &[&str]) -> Result<Vec<TestBinary>> {
     if binaries.is_empty() {
         return Err(format!("{cmd:?} named no test binary"));
     }
-    Ok(binaries)
+    let peapod = peapod.ok_or_else(|| format!("{cmd:?} named no peapod binary"))?;
+    Ok((binaries, peapod))
 }
 
 /// `s` as one word of sh: single-quoted, a `'` inside as `'\''`.

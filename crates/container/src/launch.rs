@@ -62,10 +62,11 @@ pub fn create_in(
         Barrier::Fifo(path) => Some(make_fifo(path)?),
     };
     let (parent_end, child_end) = channel::pair().map_err(|e| Error::os("socketpair", e))?;
+    let mut pid_namespace = None;
     for (kind, path) in &config.joined_namespaces {
         match kind {
             Namespace::User => join_user_namespace(path)?,
-            Namespace::Pid => peapod_ns::join(path, *kind)?,
+            Namespace::Pid => pid_namespace = Some(PidNamespaceForChildren::join(path)?),
             _ => {}
         }
     }
@@ -114,6 +115,7 @@ pub fn create_in(
         }
         Forked::Parent(process) => {
             drop(time_namespace);
+            drop(pid_namespace);
             drop(child_end);
             let mut created = Created {
                 pid: process.pid,
@@ -222,6 +224,31 @@ impl Drop for TimeNamespace {
             &self.own,
             nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
         );
+    }
+}
+
+/// A joined PID namespace for this process's children (`linux.namespaces` with a `pid` path,
+/// a pod's shared one), left for its own again after the clone: a process whose children's
+/// PID namespace is not its own can start no thread (`clone` with `CLONE_THREAD` is EINVAL),
+/// and the systemd driver's D-Bus client starts threads to make the scope; the runtime's
+/// later children (hooks) are not the container's either. Rootless, in a pod's user
+/// namespace, going back is not allowed and is not needed (cgroupfs starts no thread).
+struct PidNamespaceForChildren {
+    own: std::fs::File,
+}
+
+impl PidNamespaceForChildren {
+    fn join(path: &Path) -> Result<PidNamespaceForChildren> {
+        let own = std::fs::File::open("/proc/self/ns/pid")
+            .map_err(|e| Error::os("cannot open /proc/self/ns/pid", e))?;
+        peapod_ns::join(path, Namespace::Pid)?;
+        Ok(PidNamespaceForChildren { own })
+    }
+}
+
+impl Drop for PidNamespaceForChildren {
+    fn drop(&mut self) {
+        let _ = nix::sched::setns(&self.own, nix::sched::CloneFlags::CLONE_NEWPID);
     }
 }
 

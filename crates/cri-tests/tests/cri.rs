@@ -24,10 +24,11 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, ImageStatusRequest,
-    Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, Mount,
-    MountPropagation, PodSandboxConfig, PodSandboxMetadata, PodSandboxState,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    Int64Value, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, Mount, MountPropagation, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxState, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    VersionRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -125,6 +126,9 @@ fn which(name: &str) -> Option<PathBuf> {
 struct Handler {
     name: &'static str,
     binary: PathBuf,
+    /// `SystemdCgroup = true`: the shim passes `--systemd-cgroup`, and the pods of this
+    /// handler get a systemd slice as their parent (see [`pod_config`]).
+    systemd: bool,
 }
 
 /// A private containerd, started by the test. Dropping it kills the shims it started and
@@ -141,6 +145,9 @@ struct Containerd {
     cgroup_parent: String,
     /// `(binary, state root)` of each handler, for the clean-up.
     runtimes: Vec<(PathBuf, PathBuf)>,
+    /// The top slice of the pods of `SystemdCgroup` handlers (without `.slice`), which the
+    /// clean-up stops; `None` without such a handler.
+    slice: Option<String>,
 }
 
 impl Containerd {
@@ -165,6 +172,10 @@ impl Containerd {
                 .iter()
                 .map(|h| (h.binary.clone(), dir.path().join(h.name).join("k8s.io")))
                 .collect(),
+            slice: handlers
+                .iter()
+                .any(|h| h.systemd)
+                .then(|| format!("peapodcri{id}")),
             dir,
         };
         let base = containerd.dir.path().to_owned();
@@ -199,9 +210,10 @@ impl Containerd {
           [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}.options]
             BinaryName = "{binary}"
             Root = "{root}"
-            SystemdCgroup = false
+            SystemdCgroup = {systemd}
 "#,
                 name = h.name,
+                systemd = h.systemd,
                 binary = h.binary.display(),
                 root = base.join(h.name).display(),
             ));
@@ -377,6 +389,68 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .unwrap_or_default()
     }
 
+    /// What a failed test shows: containerd's log, the runtimes' logs (the shims' `log.json`),
+    /// the runtime processes still there, and systemd's queued jobs.
+    fn report(&self) {
+        eprintln!("containerd's log (its end):\n{}", self.log_tail());
+        let tasks = self
+            .base()
+            .join("state/io.containerd.runtime.v2.task/k8s.io");
+        for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let log = std::fs::read_to_string(task.path().join("log.json")).unwrap_or_default();
+            if !log.is_empty() {
+                eprintln!("{}/log.json:\n{log}", task.path().display());
+            }
+        }
+        // Each with where its threads wait (`wchan`, `syscall`).
+        let runtimes: Vec<String> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.path(), std::fs::read(e.path().join("cmdline")).ok()?)))
+            .map(|(dir, c)| (dir, String::from_utf8_lossy(&c).replace('\0', " ")))
+            .filter(|(_, c)| c.contains(&*self.base().to_string_lossy()) && !c.contains("shim"))
+            .map(|(dir, c)| {
+                let threads: Vec<String> = std::fs::read_dir(dir.join("task"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|t| {
+                        let read =
+                            |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+                        format!(
+                            "{} {} wchan={} syscall={}",
+                            t.file_name().to_string_lossy(),
+                            read("comm").trim(),
+                            read("wchan"),
+                            read("syscall").trim()
+                        )
+                    })
+                    .collect();
+                format!("{} {c}: {threads:?}", dir.display())
+            })
+            .collect();
+        eprintln!("processes naming the test's directory: {runtimes:#?}");
+        if self.slice.is_some() {
+            if let Ok(out) = Command::new("systemctl").arg("list-jobs").output() {
+                eprintln!(
+                    "systemctl list-jobs:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+    }
+
+    /// Waits (bounded) until no veth is left on the test's bridge: the kernel unregisters
+    /// a removed pod's veth after RemovePodSandbox returns (it lagged under TCG).
+    async fn wait_veths_gone(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.veths().is_empty() {
+            assert!(Instant::now() < deadline, "veths left: {:?}", self.veths());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The cgroup directories of the pods' parent, in every v1 hierarchy and the v2 one.
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
@@ -401,6 +475,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 impl Drop for Containerd {
     fn drop(&mut self) {
         // Nothing here may panic: this also runs while a failed test unwinds.
+        if std::thread::panicking() {
+            self.report();
+        }
         for pid in self.shims() {
             let _ = kill(pid, libc::SIGKILL);
         }
@@ -436,6 +513,18 @@ impl Drop for Containerd {
         for dir in self.cgroup_dirs() {
             remove_cgroup_tree(&dir);
         }
+        // Stopping the top slice stops the slices and scopes below it (as kubelet removes a
+        // pod's slice: containerd leaves it).
+        if let Some(slice) = &self.slice {
+            let unit = format!("{slice}.slice");
+            for verb in ["stop", "reset-failed"] {
+                let _ = Command::new("systemctl")
+                    .args([verb, &unit])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 
@@ -470,6 +559,8 @@ async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let socket = socket.to_owned();
     Endpoint::from_static("http://[::]:0")
         .connect_timeout(Duration::from_secs(5))
+        // Every call bounded: a runtime that hangs fails the step that called it.
+        .timeout(TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
@@ -660,7 +751,19 @@ impl Cri {
 
 /// A pod's configuration as kubelet would send it (cgroupfs parent, a log directory).
 fn sandbox_config(containerd: &Containerd, name: &str) -> PodSandboxConfig {
+    pod_config(containerd, name, false)
+}
+
+/// A pod's configuration as kubelet would send it with its cgroup driver: with `systemd`,
+/// kubelet's `cgroupDriver: systemd` parent (`/kubepods.slice/kubepods-besteffort.slice/
+/// kubepods-besteffort-podUID.slice`, with the test's slice in place of `kubepods`), else
+/// a cgroupfs path below the test's directory.
+fn pod_config(containerd: &Containerd, name: &str, systemd: bool) -> PodSandboxConfig {
     let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let cgroup_parent = match (&containerd.slice, systemd) {
+        (Some(s), true) => format!("/{s}.slice/{s}-besteffort.slice/{s}-besteffort-pod{n}.slice"),
+        _ => format!("/{}/pod{n}", containerd.cgroup_parent),
+    };
     let logs = containerd.base().join("logs").join(format!("{name}-{n}"));
     std::fs::create_dir_all(&logs).expect("log dir");
     PodSandboxConfig {
@@ -673,7 +776,7 @@ fn sandbox_config(containerd: &Containerd, name: &str) -> PodSandboxConfig {
         hostname: name.to_owned(),
         log_directory: logs.to_string_lossy().into_owned(),
         linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: format!("/{}/pod{n}", containerd.cgroup_parent),
+            cgroup_parent,
             ..Default::default()
         }),
         ..Default::default()
@@ -777,6 +880,7 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
         &[Handler {
             name: "peapod",
             binary: peapod,
+            systemd: false,
         }],
     );
     containerd.import(&pre, &pre.pause_image);
@@ -962,7 +1066,7 @@ fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
             async move { left }
         })
         .await;
-        assert_eq!(containerd.veths(), Vec::<String>::new(), "veths left");
+        containerd.wait_veths_gone().await;
     });
     drop(shared);
     drop(slave);
@@ -1012,10 +1116,12 @@ fn pod_life_on_peapod_against_runc() {
             Handler {
                 name: "peapod",
                 binary: peapod,
+                systemd: false,
             },
             Handler {
                 name: "runc",
                 binary: runc,
+                systemd: false,
             },
         ],
     );
@@ -1050,5 +1156,304 @@ fn pod_life_on_peapod_against_runc() {
     );
     assert_eq!(containerd.runtime_containers(0), Vec::<String>::new());
     assert_eq!(containerd.runtime_containers(1), Vec::<String>::new());
+    drop(containerd);
+}
+
+/// Whether PID 1 is systemd (its `/run/systemd/system`, as `sd_booted(3)` checks); says
+/// the test is skipped when not.
+fn systemd_is_init() -> bool {
+    let booted = Path::new("/run/systemd/system").is_dir();
+    if !booted {
+        eprintln!(
+            "skipped: PID 1 is not systemd (the systemd driver's CRI tests run under \
+             `cargo xtask vm --systemd`)"
+        );
+    }
+    booted
+}
+
+/// What is compared between peapod's scopes and runc's.
+const SCOPE_PROPERTIES: &[&str] = &[
+    "ActiveState",
+    "Delegate",
+    "MemoryMax",
+    "MemorySwapMax",
+    "CPUWeight",
+    "CPUQuotaPerSecUSec",
+    "TasksMax",
+];
+
+/// `systemctl show UNIT -p P...` as `P=VALUE` lines, sorted.
+fn unit_properties(unit: &str, properties: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("systemctl");
+    cmd.args(["show", unit]);
+    for p in properties {
+        cmd.args(["-p", p]);
+    }
+    let out = cmd.output().expect("run systemctl");
+    assert!(
+        out.status.success(),
+        "systemctl show {unit}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Whether systemd has `unit` loaded (in any state).
+fn unit_listed(unit: &str) -> bool {
+    let out = Command::new("systemctl")
+        .args(["list-units", "--all", "--plain", "--no-legend", unit])
+        .output()
+        .expect("run systemctl");
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+/// Checks that `unit` is an active scope in the slice that ends `parent` (a cgroup path of
+/// slices, as kubelet passes it), at `parent/unit` in the cgroup tree, with a process in
+/// it; returns its cgroup directory.
+fn assert_scope(unit: &str, parent: &str) -> PathBuf {
+    let slice = parent.rsplit('/').next().unwrap_or_default();
+    assert_eq!(
+        unit_properties(unit, &["ActiveState", "Slice", "ControlGroup"]),
+        [
+            "ActiveState=active".to_owned(),
+            format!("ControlGroup={parent}/{unit}"),
+            format!("Slice={slice}"),
+        ],
+        "{unit}"
+    );
+    let dir = Path::new("/sys/fs/cgroup").join(format!("{}/{unit}", &parent[1..]));
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).expect("cgroup.procs");
+    assert!(!procs.trim().is_empty(), "no process in {}", dir.display());
+    dir
+}
+
+/// Waits (bounded) until systemd has no `unit` any more.
+async fn wait_unit_gone(unit: &str) {
+    wait_until(&format!("{unit} to be gone"), || {
+        let listed = unit_listed(unit);
+        async move { !listed }
+    })
+    .await;
+}
+
+/// One pod under the systemd driver on `handler` (a `SystemdCgroup` one): its sandbox and a
+/// container with limits are scopes `cri-containerd-ID.scope` in the pod's slice, the
+/// container's limits are in its scope's cgroup files, and no unit is left once they are
+/// removed. Returns the two scopes' properties, to compare handlers.
+async fn systemd_pod(cri: &mut Cri, containerd: &Containerd, handler: &str) -> Vec<String> {
+    let sandbox = pod_config(containerd, handler, true);
+    let parent = sandbox
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    let pod = cri.run_pod(handler, &sandbox).await;
+    let pod_unit = format!("cri-containerd-{pod}.scope");
+    assert_scope(&pod_unit, &parent);
+
+    let mut config = busybox("limited", "echo started; exec sleep 600");
+    config.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = cri.start(&pod, &sandbox, config).await;
+    let unit = format!("cri-containerd-{id}.scope");
+    let cgroup = assert_scope(&unit, &parent);
+    let file = |name: &str| {
+        std::fs::read_to_string(cgroup.join(name))
+            .unwrap_or_else(|e| panic!("{handler}: {name}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(file("memory.max"), "67108864", "{handler}");
+    assert_eq!(file("cpu.max"), "50000 100000", "{handler}");
+    assert_eq!(file("cpu.weight"), "20", "{handler}: shares 512");
+    // An exec joins the container's scope too: the root of its cgroup namespace, or the
+    // scope's path without one.
+    let out = cri.exec(&id, &["cat", "/proc/self/cgroup"]).await;
+    let exec_cgroup = String::from_utf8_lossy(&out.stdout)
+        .replace(&id, "ID")
+        .replace(&parent, "PARENT");
+    assert!(
+        out.exit_code == 0
+            && ["0::/\n", "0::PARENT/cri-containerd-ID.scope\n"].contains(&&*exec_cgroup),
+        "{handler}: {out:?}"
+    );
+    let log = Path::new(&sandbox.log_directory).join("limited.log");
+    wait_until("the container's line in its log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains(" stdout F started") }
+    })
+    .await;
+
+    let mut seen = vec![format!("exec's /proc/self/cgroup: {exec_cgroup}")];
+    seen.extend(
+        unit_properties(&pod_unit, SCOPE_PROPERTIES)
+            .into_iter()
+            .map(|p| format!("sandbox {p}")),
+    );
+    seen.extend(
+        unit_properties(&unit, SCOPE_PROPERTIES)
+            .into_iter()
+            .map(|p| format!("container {p}")),
+    );
+    cri.stop_and_remove(&id, 0).await;
+    wait_unit_gone(&unit).await;
+    assert!(!cgroup.exists(), "{handler} left {}", cgroup.display());
+    cri.stop_and_remove_pod(&pod).await;
+    wait_unit_gone(&pod_unit).await;
+    seen
+}
+
+/// A kubeadm node's containerd (`SystemdCgroup = true`, kubelet's `cgroupDriver: systemd`
+/// slices): the same pod on the peapod handler and on runc's, each container a scope with
+/// the same properties, and nothing left after.
+#[test]
+fn pods_under_the_systemd_driver_get_the_scopes_runc_gets() {
+    let Some(pre) = Prerequisites::find() else {
+        return;
+    };
+    if !systemd_is_init() {
+        return;
+    }
+    let Some(runc) = which("runc") else {
+        eprintln!("skipped: runc is not installed, nothing to compare with");
+        return;
+    };
+    let (_bin, peapod) = staged_peapod(&pre);
+    let containerd = Containerd::start(
+        &pre,
+        &[
+            Handler {
+                name: "peapod",
+                binary: peapod,
+                systemd: true,
+            },
+            Handler {
+                name: "runc",
+                binary: runc,
+                systemd: true,
+            },
+        ],
+    );
+    containerd.import(&pre, &pre.pause_image);
+    containerd.import(&pre, &pre.busybox_image);
+    let (peapod, runc) = block_on(async {
+        let mut cri = Cri::connect(&containerd).await;
+        let peapod = systemd_pod(&mut cri, &containerd, "peapod").await;
+        let runc = systemd_pod(&mut cri, &containerd, "runc").await;
+        wait_until("the shims to exit", || {
+            let left = containerd.shims().is_empty();
+            async move { left }
+        })
+        .await;
+        (peapod, runc)
+    });
+    assert_eq!(
+        peapod, runc,
+        "peapod's scopes (left) against runc's (right)"
+    );
+    assert_eq!(containerd.runtime_containers(0), Vec::<String>::new());
+    assert_eq!(containerd.runtime_containers(1), Vec::<String>::new());
+    block_on(containerd.wait_veths_gone());
+    drop(containerd);
+}
+
+/// A pod's life in two halves, as kubelet drives it: up (RunPodSandbox, CreateContainer,
+/// StartContainer) and down (StopContainer, RemoveContainer, StopPodSandbox,
+/// RemovePodSandbox).
+async fn timed_pod(
+    cri: &mut Cri,
+    containerd: &Containerd,
+    handler: &Handler,
+) -> (Duration, Duration) {
+    let sandbox = pod_config(containerd, handler.name, handler.systemd);
+    let start = Instant::now();
+    let pod = cri.run_pod(handler.name, &sandbox).await;
+    let id = cri
+        .start(&pod, &sandbox, busybox("sleeper", "exec sleep 600"))
+        .await;
+    let up = start.elapsed();
+    let start = Instant::now();
+    cri.stop_and_remove(&id, 0).await;
+    cri.stop_and_remove_pod(&pod).await;
+    (up, start.elapsed())
+}
+
+/// `cargo xtask vm --systemd pod_life_under_each_cgroup_driver --ignored`: the cost of the
+/// scopes, as kubelet sees it. The median of several pod lives (up and down, see
+/// [`timed_pod`]) on peapod and runc, each with `SystemdCgroup = true` and false, in
+/// rotating order so that all see the same machine.
+#[test]
+#[ignore = "a measurement, not a check; run it by name under systemd"]
+fn pod_life_under_each_cgroup_driver() {
+    let Some(pre) = Prerequisites::find() else {
+        return;
+    };
+    if !systemd_is_init() {
+        return;
+    }
+    let Some(runc) = which("runc") else {
+        eprintln!("skipped: runc is not installed, nothing to compare with");
+        return;
+    };
+    let (_bin, peapod) = staged_peapod(&pre);
+    let handlers = [
+        ("peapod-systemd", &peapod, true),
+        ("runc-systemd", &runc, true),
+        ("peapod-cgroupfs", &peapod, false),
+        ("runc-cgroupfs", &runc, false),
+    ]
+    .map(|(name, binary, systemd)| Handler {
+        name,
+        binary: binary.clone(),
+        systemd,
+    });
+    let containerd = Containerd::start(&pre, &handlers);
+    containerd.import(&pre, &pre.pause_image);
+    containerd.import(&pre, &pre.busybox_image);
+    const ROUNDS: usize = 7;
+    let times = block_on(async {
+        let mut cri = Cri::connect(&containerd).await;
+        // One unmeasured pod each: the first pays for the snapshots and CNI's set-up.
+        for h in &handlers {
+            timed_pod(&mut cri, &containerd, h).await;
+        }
+        let mut times = vec![(Vec::new(), Vec::new()); handlers.len()];
+        for round in 0..ROUNDS {
+            for i in 0..handlers.len() {
+                let i = (i + round) % handlers.len();
+                let (up, down) = timed_pod(&mut cri, &containerd, &handlers[i]).await;
+                times[i].0.push(up);
+                times[i].1.push(down);
+            }
+        }
+        times
+    });
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (h, (up, down)) in handlers.iter().zip(times) {
+        println!(
+            "measured: {} median of {ROUNDS}: up {:.0} ms (RunPodSandbox + Create/StartContainer), \
+             down {:.0} ms (Stop/Remove container and sandbox)",
+            h.name,
+            ms(median(up)),
+            ms(median(down)),
+        );
+    }
+    for i in 0..handlers.len() {
+        assert_eq!(containerd.runtime_containers(i), Vec::<String>::new());
+    }
     drop(containerd);
 }
