@@ -204,7 +204,13 @@ fn bitmask(list: &str) -> Result<Vec<u8>> {
     Ok(mask)
 }
 
-pub use bus::{set_properties, start_scope, start_slice, stop_unit};
+pub use bus::{set_properties, start_scope, start_slice, stop_peapod_scope, stop_unit};
+
+/// The description [`start_scope`] gives scope `unit`: how [`stop_peapod_scope`] knows a
+/// scope is peapod's.
+fn description(unit: &str) -> String {
+    format!("peapod container {unit}")
+}
 
 /// The D-Bus calls, with zbus (the cargo feature `systemd`, on by default).
 #[cfg(feature = "systemd")]
@@ -358,7 +364,7 @@ mod bus {
         let connecting = Instant::now();
         let manager = Manager::connect()?;
         let connected = connecting.elapsed();
-        let description = format!("peapod container {}", path.unit);
+        let description = super::description(&path.unit);
         let unified = unified();
         let mut props: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(description.as_str())),
@@ -415,6 +421,37 @@ mod bus {
             Err(zbus::Error::MethodError(name, _, _)) if name.contains("NoSuchUnit") => Ok(()),
             other => other.map_err(|e| dbus(&format!("ResetFailedUnit {unit}"), e)),
         }
+    }
+
+    /// Stops scope `unit` as [`stop_unit`] does, but only when systemd has it as one that
+    /// peapod made (its description is the one [`start_scope`] gives): for a record that does
+    /// not name its unit, whose name is then read off its cgroup's directory, which could be
+    /// any unit's. Returns whether it was stopped; a unit systemd does not know is not.
+    pub fn stop_peapod_scope(unit: &str) -> Result<bool> {
+        let manager = Manager::connect()?;
+        let path: OwnedObjectPath = match manager.proxy()?.call("GetUnit", &(unit,)) {
+            Ok(path) => path,
+            Err(zbus::Error::MethodError(name, _, _)) if name.contains("NoSuchUnit") => {
+                return Ok(false)
+            }
+            Err(e) => return Err(dbus(&format!("GetUnit {unit}"), e)),
+        };
+        let read = |e: zbus::Error| dbus(&format!("read the Description of {unit}"), e);
+        let described: String = Proxy::new(
+            &manager.connection,
+            SERVICE,
+            path,
+            "org.freedesktop.systemd1.Unit",
+        )
+        .map_err(read)?
+        .get_property("Description")
+        .map_err(read)?;
+        if described != super::description(unit) {
+            tracing::debug!("{unit} is not a peapod scope ({described:?}): left alone");
+            return Ok(false);
+        }
+        stop_unit(unit)?;
+        Ok(true)
     }
 
     /// Sets `properties` on the running unit `unit` (`update`), at once and for good.
@@ -489,6 +526,11 @@ mod bus {
 
     /// See the zbus version.
     pub fn stop_unit(_: &str) -> Result<()> {
+        Err(missing())
+    }
+
+    /// See the zbus version.
+    pub fn stop_peapod_scope(_: &str) -> Result<bool> {
         Err(missing())
     }
 

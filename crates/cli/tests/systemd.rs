@@ -742,3 +742,135 @@ fn a_played_pod_under_the_driver_is_a_slice_with_the_sum_of_its_limits() {
     assert!(!unit_listed(&slice), "{slice} is left after pod rm");
     assert!(!dir.exists(), "{} is left", dir.display());
 }
+
+/// A `peapod` process the test kills: SIGKILLed and reaped on drop, whatever happened.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where a scope's cgroup would be, on v2 and on a hybrid host's cgroup2 mount.
+fn scope_dirs(slice: &str, unit: &str) -> [PathBuf; 2] {
+    [
+        Path::new("/sys/fs/cgroup").join(slice).join(unit),
+        Path::new("/sys/fs/cgroup/unified").join(slice).join(unit),
+    ]
+}
+
+/// `peapod --systemd-cgroup create` of container `id` in `machine.slice`, SIGKILLed at the
+/// failpoint `point`: `create-scope` once systemd has made the scope, with the container's
+/// init in it; `create` just before (the unit is recorded, not made). The returned guard
+/// deletes the container and stops its unit, should the test fail.
+fn killed_at(rootfs: &TestRootfs, id: &str, point: &str) -> Scoped {
+    let unit = format!("peapod-{id}.scope");
+    let dir = bundle(rootfs, id, &format!("machine.slice:peapod:{id}"), limits());
+    let pid_file = rootfs.scratch().join("failpoint.pid");
+    let guard = Scoped {
+        runtime: peapod_bin(),
+        state: rootfs.state_root(),
+        id: id.to_owned(),
+        unit: unit.clone(),
+    };
+    let mut create = Command::new(peapod_bin());
+    create
+        .arg("--root")
+        .arg(rootfs.state_root())
+        .args(["--systemd-cgroup", "create", "--bundle"])
+        .arg(&dir)
+        .arg(id)
+        .env("PEAPOD_FAILPOINT", point)
+        .env("PEAPOD_FAILPOINT_PID_FILE", &pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut killed = Killed(create.spawn().expect("spawn peapod create"));
+    support::wait_until("peapod at its failpoint, or gone", || {
+        pid_file.exists() || killed.0.try_wait().ok().flatten().is_some()
+    });
+    assert!(
+        pid_file.exists(),
+        "peapod create ended before its failpoint"
+    );
+    let made = point == "create-scope";
+    assert_eq!(unit_listed(&unit), made, "{unit} at the failpoint {point}");
+    drop(killed);
+    guard
+}
+
+#[test]
+fn a_create_killed_with_its_scope_made_leaves_no_unit_after_the_next_command() {
+    let Some(rootfs) = fixture() else { return };
+    let id = format!("sdr-{}", std::process::id());
+    let scoped = killed_at(&rootfs, &id, "create-scope");
+
+    // Any command that reaps (as `list` does) removes the killed create's container.
+    let out = finish(rootfs.peapod().arg("list").spawn().expect("list"));
+    assert_eq!(out.code, 0, "list: {}", out.stderr);
+    assert!(
+        !out.stdout.contains(&id),
+        "{id} is still listed: {}",
+        out.stdout
+    );
+    assert!(!unit_listed(&scoped.unit), "{} is left", scoped.unit);
+    for dir in scope_dirs("machine.slice", &scoped.unit) {
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    drop(scoped);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn delete_force_stops_the_scope_of_a_record_that_does_not_name_it() {
+    let Some(rootfs) = fixture() else { return };
+    let id = format!("sdu-{}", std::process::id());
+    let scoped = killed_at(&rootfs, &id, "create-scope");
+    // A record without its unit (as an older peapod wrote it): the unit is the one its
+    // cgroup's directory is named after, stopped since systemd has it as peapod's.
+    let state = rootfs.state_root().join(&id).join("state.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state.json")).expect("json");
+    assert_eq!(record["cgroup_unit"], scoped.unit.as_str(), "{record}");
+    record
+        .as_object_mut()
+        .expect("a record")
+        .remove("cgroup_unit");
+    std::fs::write(&state, record.to_string()).expect("write state.json");
+
+    // Without --systemd-cgroup: the record says all there is.
+    let out = finish(
+        rootfs
+            .peapod()
+            .args(["delete", "--force", &id])
+            .spawn()
+            .expect("delete"),
+    );
+    assert_eq!(out.code, 0, "delete: {}", out.stderr);
+    assert!(!unit_listed(&scoped.unit), "{} is left", scoped.unit);
+    for dir in scope_dirs("machine.slice", &scoped.unit) {
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    drop(scoped);
+    rootfs.assert_nothing_left();
+}
+
+#[test]
+fn a_create_killed_before_its_scope_is_made_is_reaped_without_error() {
+    let Some(rootfs) = fixture() else { return };
+    let id = format!("sdb-{}", std::process::id());
+    // The record names a unit systemd never made: stopping it is not an error.
+    let scoped = killed_at(&rootfs, &id, "create");
+    let out = finish(rootfs.peapod().arg("list").spawn().expect("list"));
+    assert_eq!(out.code, 0, "list: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("cannot remove"),
+        "the reaper failed: {}",
+        out.stderr
+    );
+    assert!(!unit_listed(&scoped.unit), "{} is left", scoped.unit);
+    drop(scoped);
+    rootfs.assert_nothing_left();
+}

@@ -410,8 +410,31 @@ pub fn stop_scope(unit: &str) -> Result<()> {
     peapod_cgroups::systemd::stop_unit(unit).map_err(Error::runtime)
 }
 
-/// Where the systemd driver's scope of container `id` is (its one cgroup2 directory),
-/// without making anything: what a record made before the scope holds.
-pub fn scope_paths(id: &ContainerId, spec: &Spec) -> Result<Vec<PathBuf>> {
-    Ok(scope(id, spec)?.paths())
+/// Where the systemd driver's scope of container `id` is (its cgroup directories) and its
+/// unit, without making anything: what a record made before the scope holds, so that a
+/// `create` killed once systemd has made it leaves a record that says which unit to stop.
+pub fn scope_paths(id: &ContainerId, spec: &Spec) -> Result<(Vec<PathBuf>, Option<String>)> {
+    let scope = scope(id, spec)?;
+    Ok((scope.paths(), scope.unit().map(str::to_owned)))
+}
+
+/// Stops the systemd scope of a container being deleted: the unit its record names, else
+/// (a record written before the unit was recorded, or one salvaged from a corrupt file) the
+/// one its cgroup's directory is named after, as create names it (`prefix-name.scope`),
+/// when systemd has that as a peapod scope. Nothing without a `.scope` directory.
+pub fn stop_recorded_scope(unit: Option<&str>, paths: &[PathBuf]) -> Result<()> {
+    if let Some(unit) = unit {
+        return stop_scope(unit);
+    }
+    let derived = paths
+        .first()
+        .and_then(|p| p.file_name()?.to_str())
+        .filter(|name| name.ends_with(".scope"));
+    let Some(unit) = derived.filter(|_| peapod_cgroups::systemd::booted()) else {
+        return Ok(());
+    };
+    if peapod_cgroups::systemd::stop_peapod_scope(unit).map_err(Error::runtime)? {
+        tracing::info!("stopped {unit}, the unrecorded scope of a deleted container");
+    }
+    Ok(())
 }

@@ -241,8 +241,12 @@ fn create_in_entry(
     let mut cgroup = None;
     let result = (|| {
         record.cgroup_paths = match options.cgroup_parent.as_ref() {
-            // The scope systemd will make, by its unit's name.
-            None if rt.systemd_cgroup => crate::cgroups::scope_paths(&id, spec)?,
+            // The scope systemd will make, and its unit, for the reaper should this die.
+            None if rt.systemd_cgroup => {
+                let (paths, unit) = crate::cgroups::scope_paths(&id, spec)?;
+                record.cgroup_unit = unit;
+                paths
+            }
             parent => crate::cgroups::locate(&id, spec, rt.rootless, parent)?,
         };
         entry.save(&record, Durability::Volatile)?;
@@ -294,6 +298,8 @@ fn create_in_entry(
         let created = create_in(&config, &barrier, cgroup.as_ref())?;
         // The scope exists now, with the container's init in it, stopped at the barrier.
         if let Some(cgroup) = cgroup.as_ref().filter(|c| c.unit().is_some()) {
+            // Where the systemd tests kill `create` with its scope made.
+            crate::failpoint("create-scope");
             crate::cgroups::limit_scope(cgroup, spec, rt.rootless)?;
         }
         record.process = ProcessIdentity::of(created.pid().as_raw());

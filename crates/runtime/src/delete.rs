@@ -72,9 +72,7 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
     if let Some(cgroup) = &cgroup {
         cgroup.remove().map_err(Error::runtime)?;
     }
-    if let Some(unit) = &record.cgroup_unit {
-        crate::cgroups::stop_scope(unit)?;
-    }
+    crate::cgroups::stop_recorded_scope(record.cgroup_unit.as_deref(), &record.cgroup_paths)?;
     release_layers(id, &entry)?;
     entry.remove()?;
     // After the container is gone (runtime-spec, "Lifecycle" step 12); the record still
@@ -101,6 +99,7 @@ fn delete_corrupt(entry: Entry) -> Result<()> {
         }
         None => crate::cgroups::remove_unrecorded(&id)?,
     }
+    crate::cgroups::stop_recorded_scope(None, &salvaged.cgroup_paths)?;
     release_layers(&id, &entry)?;
     entry.remove()?;
     Ok(())
