@@ -238,7 +238,9 @@ impl Cgroup {
     ) -> Result<Cgroup> {
         if !layout.is_v2() {
             return Err(Error::Systemd(
-                "the systemd driver needs the unified cgroup hierarchy (cgroup v2) here".into(),
+                "a pod under the systemd driver needs the unified cgroup hierarchy (cgroup v2); \
+                 on this hybrid host its containers can each have a scope, the pod no slice"
+                    .into(),
             ));
         }
         let mut cgroup = Cgroup::locate(layout, &Path::new("/").join(expand_slice(slice)?))?;
