@@ -207,7 +207,8 @@ fn bitmask(list: &str) -> Result<Vec<u8>> {
 pub use bus::{set_properties, start_scope, start_slice, stop_peapod_scope, stop_unit};
 
 /// The description [`start_scope`] gives scope `unit`: how [`stop_peapod_scope`] knows a
-/// scope is peapod's.
+/// scope is peapod's. (Only the D-Bus client, the feature `systemd`, uses it.)
+#[cfg(feature = "systemd")]
 fn description(unit: &str) -> String {
     format!("peapod container {unit}")
 }
