@@ -767,6 +767,14 @@ fn scope_dirs(slice: &str, unit: &str) -> [PathBuf; 2] {
     ]
 }
 
+/// Scope `unit` in `slice` is gone: systemd no longer lists it, and it has no cgroup.
+fn assert_no_scope(slice: &str, unit: &str) {
+    assert!(!unit_listed(unit), "{unit} is left");
+    for dir in scope_dirs(slice, unit) {
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+}
+
 /// `peapod --systemd-cgroup create` of container `id` in `machine.slice`, SIGKILLed at the
 /// failpoint `point`: `create-scope` once systemd has made the scope, with the container's
 /// init in it; `create` just before (the unit is recorded, not made). The returned guard
@@ -821,10 +829,7 @@ fn a_create_killed_with_its_scope_made_leaves_no_unit_after_the_next_command() {
         "{id} is still listed: {}",
         out.stdout
     );
-    assert!(!unit_listed(&scoped.unit), "{} is left", scoped.unit);
-    for dir in scope_dirs("machine.slice", &scoped.unit) {
-        assert!(!dir.exists(), "{} is left", dir.display());
-    }
+    assert_no_scope("machine.slice", &scoped.unit);
     drop(scoped);
     rootfs.assert_nothing_left();
 }
@@ -855,10 +860,7 @@ fn delete_force_stops_the_scope_of_a_record_that_does_not_name_it() {
             .expect("delete"),
     );
     assert_eq!(out.code, 0, "delete: {}", out.stderr);
-    assert!(!unit_listed(&scoped.unit), "{} is left", scoped.unit);
-    for dir in scope_dirs("machine.slice", &scoped.unit) {
-        assert!(!dir.exists(), "{} is left", dir.display());
-    }
+    assert_no_scope("machine.slice", &scoped.unit);
     drop(scoped);
     rootfs.assert_nothing_left();
 }

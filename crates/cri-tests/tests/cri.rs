@@ -869,6 +869,37 @@ fn staged_peapod(pre: &Prerequisites) -> (tempfile::TempDir, PathBuf) {
     (dir, peapod)
 }
 
+/// For the tests that compare peapod with runc: peapod staged ([`staged_peapod`]) and runc's
+/// path, or `None` after saying why the test is skipped.
+fn peapod_and_runc(pre: &Prerequisites) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let Some(runc) = which("runc") else {
+        eprintln!("skipped: runc is not installed, nothing to compare with");
+        return None;
+    };
+    let (bin, peapod) = staged_peapod(pre);
+    Some((bin, peapod, runc))
+}
+
+/// A private containerd with a handler for each `(name, binary, SystemdCgroup)`, the pause
+/// and busybox images imported; and the handlers.
+fn containerd_with(
+    pre: &Prerequisites,
+    handlers: &[(&'static str, &PathBuf, bool)],
+) -> (Containerd, Vec<Handler>) {
+    let handlers: Vec<Handler> = handlers
+        .iter()
+        .map(|&(name, binary, systemd)| Handler {
+            name,
+            binary: binary.clone(),
+            systemd,
+        })
+        .collect();
+    let containerd = Containerd::start(pre, &handlers);
+    containerd.import(pre, &pre.pause_image);
+    containerd.import(pre, &pre.busybox_image);
+    (containerd, handlers)
+}
+
 #[test]
 fn a_pod_runs_stops_and_leaves_nothing_on_the_peapod_handler() {
     let Some(pre) = Prerequisites::find() else {
@@ -1105,28 +1136,11 @@ fn pod_life_on_peapod_against_runc() {
     let Some(pre) = Prerequisites::find() else {
         return;
     };
-    let Some(runc) = which("runc") else {
-        eprintln!("skipped: runc is not installed, nothing to compare with");
+    let Some((_bin, peapod, runc)) = peapod_and_runc(&pre) else {
         return;
     };
-    let (_bin, peapod) = staged_peapod(&pre);
-    let containerd = Containerd::start(
-        &pre,
-        &[
-            Handler {
-                name: "peapod",
-                binary: peapod,
-                systemd: false,
-            },
-            Handler {
-                name: "runc",
-                binary: runc,
-                systemd: false,
-            },
-        ],
-    );
-    containerd.import(&pre, &pre.pause_image);
-    containerd.import(&pre, &pre.busybox_image);
+    let (containerd, _) =
+        containerd_with(&pre, &[("peapod", &peapod, false), ("runc", &runc, false)]);
     const ROUNDS: usize = 10;
     let (peapod_times, runc_times) = block_on(async {
         let mut cri = Cri::connect(&containerd).await;
@@ -1333,28 +1347,11 @@ fn pods_under_the_systemd_driver_get_the_scopes_runc_gets() {
     if !systemd_on_v2() {
         return;
     }
-    let Some(runc) = which("runc") else {
-        eprintln!("skipped: runc is not installed, nothing to compare with");
+    let Some((_bin, peapod, runc)) = peapod_and_runc(&pre) else {
         return;
     };
-    let (_bin, peapod) = staged_peapod(&pre);
-    let containerd = Containerd::start(
-        &pre,
-        &[
-            Handler {
-                name: "peapod",
-                binary: peapod,
-                systemd: true,
-            },
-            Handler {
-                name: "runc",
-                binary: runc,
-                systemd: true,
-            },
-        ],
-    );
-    containerd.import(&pre, &pre.pause_image);
-    containerd.import(&pre, &pre.busybox_image);
+    let (containerd, _) =
+        containerd_with(&pre, &[("peapod", &peapod, true), ("runc", &runc, true)]);
     let (peapod, runc) = block_on(async {
         let mut cri = Cri::connect(&containerd).await;
         let peapod = systemd_pod(&mut cri, &containerd, "peapod").await;
@@ -1410,25 +1407,18 @@ fn pod_life_under_each_cgroup_driver() {
     if !systemd_on_v2() {
         return;
     }
-    let Some(runc) = which("runc") else {
-        eprintln!("skipped: runc is not installed, nothing to compare with");
+    let Some((_bin, peapod, runc)) = peapod_and_runc(&pre) else {
         return;
     };
-    let (_bin, peapod) = staged_peapod(&pre);
-    let handlers = [
-        ("peapod-systemd", &peapod, true),
-        ("runc-systemd", &runc, true),
-        ("peapod-cgroupfs", &peapod, false),
-        ("runc-cgroupfs", &runc, false),
-    ]
-    .map(|(name, binary, systemd)| Handler {
-        name,
-        binary: binary.clone(),
-        systemd,
-    });
-    let containerd = Containerd::start(&pre, &handlers);
-    containerd.import(&pre, &pre.pause_image);
-    containerd.import(&pre, &pre.busybox_image);
+    let (containerd, handlers) = containerd_with(
+        &pre,
+        &[
+            ("peapod-systemd", &peapod, true),
+            ("runc-systemd", &runc, true),
+            ("peapod-cgroupfs", &peapod, false),
+            ("runc-cgroupfs", &runc, false),
+        ],
+    );
     const ROUNDS: usize = 7;
     let times = block_on(async {
         let mut cri = Cri::connect(&containerd).await;
