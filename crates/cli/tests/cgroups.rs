@@ -543,20 +543,8 @@ fn run_with_resources(rootfs: &TestRootfs, id: &str, resources: serde_json::Valu
 
 /// `peapod run --bundle` of the spec `peapod spec` writes, changed by `edit`.
 fn run_bundle(rootfs: &TestRootfs, id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Outcome {
-    let dir = rootfs.scratch().join(format!("bundle-{id}"));
-    std::fs::create_dir(&dir).expect("bundle");
-    let mut spec = rootfs.peapod();
-    spec.args(["spec", "--bundle"]).arg(&dir);
-    assert_eq!(finish(spec.spawn().expect("spec")).code, 0);
-    let config = dir.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
-    json["root"]["path"] = rootfs.arg().into();
-    edit(&mut json);
-    std::fs::write(&config, json.to_string()).expect("write config");
-    let mut run = rootfs.peapod();
-    run.args(["run", "--bundle"]).arg(&dir).arg(id);
-    finish(run.spawn().expect("run"))
+    let dir = rootfs.spec_bundle(&format!("bundle-{id}"), edit);
+    rootfs.run_bundle(&dir, id)
 }
 
 #[test]

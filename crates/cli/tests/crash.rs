@@ -150,17 +150,7 @@ fn a_run_or_create_killed_before_its_process_is_reaped_by_the_next_command() {
     let Some(rootfs) = TestRootfs::new() else {
         return;
     };
-    let bundle = rootfs.scratch().join("bundle");
-    std::fs::create_dir(&bundle).expect("bundle");
-    let spec = out(rootfs
-        .peapod()
-        .args(["spec", "--bundle", bundle.to_str().expect("utf-8")]));
-    assert_eq!(spec.code, 0, "{spec:?}");
-    let config = bundle.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
-    json["root"]["path"] = rootfs.arg().into();
-    std::fs::write(&config, json.to_string()).expect("config");
+    let bundle = rootfs.spec_bundle("bundle", |_| {});
     let bundle_arg = bundle.to_str().expect("utf-8").to_owned();
     let cases: [(&str, Vec<&str>, Vec<&str>); 3] = [
         (

@@ -250,21 +250,6 @@ fn bpftool_cgroup_list(dir: &Path) -> Option<Vec<(u32, String, String)>> {
     )
 }
 
-/// A bundle in the test's scratch directory from `peapod spec`, its root the test's rootfs:
-/// the directory, its `config.json` and the spec to change before writing it back.
-fn spec_bundle(rootfs: &TestRootfs) -> (PathBuf, PathBuf, serde_json::Value) {
-    let bundle = rootfs.scratch().join("bundle");
-    std::fs::create_dir(&bundle).expect("bundle");
-    let mut spec = rootfs.peapod();
-    spec.args(["spec", "--bundle"]).arg(&bundle);
-    assert_eq!(finish(spec.spawn().expect("spec")).code, 0);
-    let config = bundle.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
-    json["root"]["path"] = rootfs.arg().into();
-    (bundle, config, json)
-}
-
 #[test]
 fn a_default_container_has_one_device_program_and_opens_only_the_standard_devices() {
     let Some((rootfs, layout)) = fixture() else {
@@ -314,16 +299,14 @@ fn a_spec_that_allows_a_device_lets_it_through_the_filter() {
         return;
     };
     let id = unique("allowed");
-    let (bundle, config, mut json) = spec_bundle(&rootfs);
-    json["process"]["args"] = serde_json::json!(["/bin/sh", "-c", probe_script(PROBED)]);
-    json["linux"]["resources"]["devices"] = serde_json::json!([
-        {"allow": false, "access": "rwm"},
-        {"allow": true, "type": "c", "major": 1, "minor": 200, "access": "r"},
-    ]);
-    std::fs::write(&config, json.to_string()).expect("write config");
-    let mut run = rootfs.peapod();
-    run.args(["run", "--bundle"]).arg(&bundle).arg(&id);
-    let out = finish(run.spawn().expect("run"));
+    let bundle = rootfs.spec_bundle("bundle", |json| {
+        json["process"]["args"] = serde_json::json!(["/bin/sh", "-c", probe_script(PROBED)]);
+        json["linux"]["resources"]["devices"] = serde_json::json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 200, "access": "r"},
+        ]);
+    });
+    let out = rootfs.run_bundle(&bundle, &id);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         probed(&out, PROBED),
@@ -380,16 +363,14 @@ fn rules_the_kernel_could_not_follow_are_refused_before_anything_is_made() {
         return;
     };
     let id = unique("carve");
-    let (bundle, config, mut json) = spec_bundle(&rootfs);
-    json["linux"]["resources"]["devices"] = serde_json::json!([
-        {"allow": false, "access": "rwm"},
-        {"allow": true, "type": "c", "major": 1, "access": "r"},
-        {"allow": false, "type": "c", "major": 1, "minor": 200, "access": "r"},
-    ]);
-    std::fs::write(&config, json.to_string()).expect("write config");
-    let mut run = rootfs.peapod();
-    run.args(["run", "--bundle"]).arg(&bundle).arg(&id);
-    let out = finish(run.spawn().expect("run"));
+    let bundle = rootfs.spec_bundle("bundle", |json| {
+        json["linux"]["resources"]["devices"] = serde_json::json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "access": "r"},
+            {"allow": false, "type": "c", "major": 1, "minor": 200, "access": "r"},
+        ]);
+    });
+    let out = rootfs.run_bundle(&bundle, &id);
     assert_eq!(out.code, 125, "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
     assert!(
@@ -469,15 +450,15 @@ fn without_the_privilege_to_load_the_program_the_container_is_refused_in_one_lin
         return;
     }
     let id = unique("no-bpf");
-    let (bundle, config, mut json) = spec_bundle(&rootfs);
-    json["process"]["args"] = serde_json::json!(["/bin/true"]);
-    // No rules: runc's default (deny all but the standard devices) all the same, and no v1
-    // devices file to write, which would need CAP_SYS_ADMIN first.
-    json["linux"]
-        .as_object_mut()
-        .expect("linux")
-        .remove("resources");
-    std::fs::write(&config, json.to_string()).expect("write config");
+    let bundle = rootfs.spec_bundle("bundle", |json| {
+        json["process"]["args"] = serde_json::json!(["/bin/true"]);
+        // No rules: runc's default (deny all but the standard devices) all the same, and no
+        // v1 devices file to write, which would need CAP_SYS_ADMIN first.
+        json["linux"]
+            .as_object_mut()
+            .expect("linux")
+            .remove("resources");
+    });
     // Root without CAP_SYS_ADMIN and CAP_BPF can still make the cgroup, but the kernel
     // refuses to load the program.
     let mut run = Command::new("setpriv");

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+use support::bundle::set_command;
 use support::net::{available, TestNet};
 use support::pods::Pods;
 use support::{finish, wait_until, Outcome, TestRootfs};
@@ -223,19 +224,7 @@ fn a_callers_id_gets_no_generated_name() {
         return;
     };
     // runc's path, as containerd and podman take it: the id is the name, nothing added.
-    let bundle = rootfs.scratch().join("bundle");
-    std::fs::create_dir(&bundle).expect("bundle");
-    ok(
-        &rootfs,
-        &["spec", "--bundle", bundle.to_str().expect("utf-8")],
-    );
-    let config = bundle.join("config.json");
-    let mut spec: Value =
-        serde_json::from_slice(&std::fs::read(&config).expect("read")).expect("JSON");
-    spec["root"]["path"] = json!(rootfs.path);
-    spec["process"]["terminal"] = json!(false);
-    spec["process"]["args"] = json!(["true"]);
-    std::fs::write(&config, spec.to_string()).expect("write");
+    let bundle = rootfs.spec_bundle("bundle", |spec| set_command(spec, &["true"]));
     let status = rootfs
         .peapod()
         .args(["create", "--bundle"])

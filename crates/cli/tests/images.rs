@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use support::bundle::set_command;
 use support::{container_pid, facts, finish, wait_until, Outcome, TestRootfs};
 
 /// The name every test gives its image.
@@ -536,24 +537,9 @@ fn run_tells_a_bundle_from_an_image_by_one_rule() {
         return;
     };
     // A directory with a config.json and one argument: runc's `run ID` of the bundle there.
-    let bundle = images.scratch().join("bundle");
-    std::fs::create_dir(&bundle).expect("bundle");
-    let spec = images
-        .peapod()
-        .args(["spec", "--bundle", bundle.to_str().expect("utf-8")])
-        .status()
-        .expect("spec");
-    assert!(spec.success());
-    let config = bundle.join("config.json");
-    let text = std::fs::read_to_string(&config).expect("config");
-    let text = text
-        .replace("\"sh\"", "\"/bin/echo\", \"from-the-bundle\"")
-        .replace("\"terminal\": true", "\"terminal\": false")
-        .replace(
-            "\"path\": \"rootfs\"",
-            &format!("\"path\": \"{}\"", images.rootfs.arg()),
-        );
-    std::fs::write(&config, text).expect("config");
+    let bundle = images.rootfs.spec_bundle("bundle", |spec| {
+        set_command(spec, &["/bin/echo", "from-the-bundle"]);
+    });
     let in_bundle = |args: &[&str]| {
         finish(
             images

@@ -169,25 +169,15 @@ fn a_create_killed_half_way_is_reaped_by_the_next_list() {
     };
     let id = "half-made";
     let guard = ContainerGuard::new(&rootfs, id);
-    let bundle = rootfs.scratch().join("bundle");
-    std::fs::create_dir(&bundle).expect("bundle");
-    let out = peapod(
-        &rootfs,
-        &["spec", "--bundle", bundle.to_str().expect("utf-8")],
-    );
-    assert_eq!(out.code, 0, "{out:?}");
-    let config = bundle.join("config.json");
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
-    spec["root"]["path"] = rootfs.arg().into();
     // A createRuntime hook that says it runs (with its pid, for the clean-up) and waits:
     // `create` is killed while it is there, half-way.
     let marker = rootfs.scratch().join("hook-pid");
-    spec["hooks"]["createRuntime"] = serde_json::json!([{
-        "path": "/bin/sh",
-        "args": ["sh", "-c", format!("echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 30", marker.display())],
-    }]);
-    std::fs::write(&config, spec.to_string()).expect("config");
+    let bundle = rootfs.spec_bundle("bundle", |spec| {
+        spec["hooks"]["createRuntime"] = serde_json::json!([{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 30", marker.display())],
+        }]);
+    });
     let mut create = rootfs
         .peapod()
         .args(["create", "--bundle", bundle.to_str().expect("utf-8"), id])

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde_json::{json, Value};
+use support::bundle::set_command;
 use support::{finish, wait_until, Outcome, TestRootfs};
 
 /// The image the tests import from their rootfs.
@@ -62,15 +63,8 @@ impl Fixture {
     fn create(&self, id: &str) -> Deleted<'_> {
         let bundle = self.rootfs.scratch().join("bundle");
         if !bundle.join("config.json").exists() {
-            std::fs::create_dir_all(&bundle).expect("bundle");
-            self.ok(&["spec", "--bundle", bundle.to_str().expect("utf-8")]);
-            let path = bundle.join("config.json");
-            let mut spec: Value =
-                serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("JSON");
-            spec["root"]["path"] = json!(self.rootfs.path);
-            spec["process"]["terminal"] = json!(false);
-            spec["process"]["args"] = json!(["sleep", "600"]);
-            std::fs::write(&path, spec.to_string()).expect("write config.json");
+            self.rootfs
+                .spec_bundle("bundle", |spec| set_command(spec, &["sleep", "600"]));
         }
         let guard = Deleted {
             fixture: self,

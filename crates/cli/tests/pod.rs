@@ -7,6 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::bundle::set_command;
 use support::pods::{cgroup_of, member_pid, unique, PodCgroupGuard, Pods};
 use support::wait_until;
 
@@ -450,21 +451,10 @@ fn bad_manifests_are_refused_naming_the_field_and_create_nothing() {
 fn a_bundle_run_with_pod_joins_the_pods_namespaces() {
     let Some(mut pods) = Pods::new() else { return };
     pods.create("bundled", &["--hostname", "bundlehost"]);
-    let bundle = pods.rootfs.scratch().join("bundle");
-    std::fs::create_dir(&bundle).expect("mkdir");
-    let spec = pods.peapod(&["spec", "--bundle", bundle.to_str().expect("utf-8")]);
-    assert_eq!(spec.code, 0, "{spec:?}");
-    let config = bundle.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
-    json["root"]["path"] = pods.rootfs.arg().into();
-    json["process"]["terminal"] = false.into();
-    json["process"]["args"] = serde_json::json!([
-        "/bin/sh",
-        "-c",
-        "echo host=$(hostname); echo net=$(readlink /proc/self/ns/net)"
-    ]);
-    std::fs::write(&config, json.to_string()).expect("write");
+    let script = "echo host=$(hostname); echo net=$(readlink /proc/self/ns/net)";
+    let bundle = pods.rootfs.spec_bundle("bundle", |spec| {
+        set_command(spec, &["/bin/sh", "-c", script]);
+    });
     let out = pods.peapod(&[
         "run",
         "--pod",

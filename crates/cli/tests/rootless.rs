@@ -4,6 +4,7 @@ mod support;
 
 use std::path::Path;
 
+use support::bundle::add_bind;
 use support::{facts, TestRootfs};
 
 #[test]
@@ -233,7 +234,7 @@ impl Drop for Subordinate {
     }
 }
 
-/// Writes `config.json` into the test's scratch directory: a rootless spec with `uid_maps`
+/// A bundle in the test's scratch directory, as a string: a rootless spec with `uid_maps`
 /// and `gid_maps` (`[inside, outside, count]`), `out` bind-mounted at `/out`, and `script`.
 fn write_rootless_bundle(
     rootfs: &TestRootfs,
@@ -241,19 +242,7 @@ fn write_rootless_bundle(
     gid_maps: &[[u32; 3]],
     out: &Path,
     script: &str,
-) {
-    let dir = rootfs.scratch();
-    let spec = support::finish(
-        rootfs
-            .peapod()
-            .args(["spec", "--rootless", "--bundle"])
-            .arg(dir)
-            .spawn()
-            .expect("spawn peapod spec"),
-    );
-    assert_eq!(spec.code, 0, "{spec:?}");
-    let text = std::fs::read_to_string(dir.join("config.json")).expect("config.json");
-    let mut spec: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+) -> String {
     let maps = |maps: &[[u32; 3]]| -> serde_json::Value {
         maps.iter()
             .map(|[inside, outside, size]| {
@@ -261,20 +250,13 @@ fn write_rootless_bundle(
             })
             .collect()
     };
-    spec["linux"]["uidMappings"] = maps(uid_maps);
-    spec["linux"]["gidMappings"] = maps(gid_maps);
-    spec["process"]["args"] = serde_json::json!(["sh", "-c", script]);
-    spec["mounts"]
-        .as_array_mut()
-        .expect("mounts")
-        .push(serde_json::json!({
-            "destination": "/out",
-            "type": "bind",
-            "source": out,
-            "options": ["rbind"],
-        }));
-    let text = serde_json::to_string_pretty(&spec).expect("JSON");
-    std::fs::write(dir.join("config.json"), text).expect("write config.json");
+    let dir = rootfs.spec_bundle_with("bundle", &["--rootless"], |spec| {
+        spec["linux"]["uidMappings"] = maps(uid_maps);
+        spec["linux"]["gidMappings"] = maps(gid_maps);
+        spec["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+        add_bind(spec, out, "/out");
+    });
+    dir.to_str().expect("utf-8").to_owned()
 }
 
 /// A directory in the test's scratch directory that [`support::NOBODY`] owns.
@@ -317,8 +299,7 @@ fn rootless_multi_range_maps_go_through_newuidmap_and_newgidmap() {
     let script = "echo uid=$(id -u); echo map=$(cat /proc/self/uid_map); \
                   echo gidmap=$(cat /proc/self/gid_map); \
                   touch /out/made && chown 5:7 /out/made; echo chown=$?";
-    write_rootless_bundle(&rootfs, &uid_maps, &gid_maps, &out, script);
-    let bundle = rootfs.scratch().to_str().expect("utf-8").to_owned();
+    let bundle = write_rootless_bundle(&rootfs, &uid_maps, &gid_maps, &out, script);
     let Some(ran) = support::run_as_nobody(&rootfs, &["run", "--bundle", &bundle, "multi-range"])
     else {
         return;
@@ -359,8 +340,7 @@ fn rootless_maps_beyond_the_delegated_ranges_are_refused_naming_the_range() {
     let nobody = support::NOBODY;
     let uid_maps = [[0, nobody, 1], [1, 4_000_000_000, 10]];
     let gid_maps = [[0, nobody, 1]];
-    write_rootless_bundle(&rootfs, &uid_maps, &gid_maps, &out, "true");
-    let bundle = rootfs.scratch().to_str().expect("utf-8").to_owned();
+    let bundle = write_rootless_bundle(&rootfs, &uid_maps, &gid_maps, &out, "true");
     let Some(ran) = support::run_as_nobody(&rootfs, &["run", "--bundle", &bundle, "undelegated"])
     else {
         return;
@@ -400,16 +380,7 @@ fn rootless_spec_without_a_user_namespace_says_it_needs_one() {
         return;
     };
     // root's `peapod spec`: no user namespace.
-    let dir = rootfs.scratch();
-    let spec = support::finish(
-        rootfs
-            .peapod()
-            .args(["spec", "--bundle"])
-            .arg(dir)
-            .spawn()
-            .expect("spawn peapod spec"),
-    );
-    assert_eq!(spec.code, 0, "{spec:?}");
+    let dir = rootfs.spec_bundle("bundle", |_| {});
     let bundle = dir.to_str().expect("utf-8").to_owned();
     let id = "rootless-no-userns";
     let Some(out) = support::run_as_nobody(&rootfs, &["run", "--bundle", &bundle, id]) else {

@@ -267,27 +267,12 @@ fn unknown_syscall_name_is_refused_before_anything_exists() {
     rootfs.assert_nothing_left();
 
     // The same from a bundle's config.json, through the OCI `create`.
-    let bundle = rootfs.scratch();
-    let spec = finish(
-        rootfs
-            .peapod()
-            .arg("spec")
-            .arg("--bundle")
-            .arg(bundle)
-            .spawn()
-            .expect("spawn peapod spec"),
-    );
-    assert_eq!(spec.code, 0, "{spec:?}");
-    let config = bundle.join("config.json");
-    let mut spec: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
-    spec["linux"]["seccomp"] = profile;
-    std::fs::write(&config, spec.to_string()).expect("write config.json");
+    let bundle = rootfs.spec_bundle("bundle", |spec| spec["linux"]["seccomp"] = profile);
     let out = finish(
         rootfs
             .peapod()
             .args(["create", "--bundle"])
-            .arg(bundle)
+            .arg(&bundle)
             .arg("typo")
             .spawn()
             .expect("spawn peapod create"),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::bundle::{edit_config, set_command};
 use support::{finish, wait_with_timeout, Outcome, TestRootfs, TIMEOUT};
 
 /// The fixture where PID 1 is systemd (its `/run/systemd/system`, as `sd_booted(3)`
@@ -83,21 +84,11 @@ fn bundle(
     cgroups_path: &str,
     resources: serde_json::Value,
 ) -> PathBuf {
-    let dir = rootfs.scratch().join(format!("bundle-{name}"));
-    std::fs::create_dir_all(&dir).expect("bundle");
-    let mut spec = rootfs.peapod();
-    spec.args(["spec", "--bundle"]).arg(&dir);
-    assert_eq!(finish(spec.spawn().expect("spec")).code, 0);
-    let config = dir.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
-    json["root"]["path"] = rootfs.arg().into();
-    json["process"]["terminal"] = false.into();
-    json["process"]["args"] = serde_json::json!(["/bin/sleep", "300"]);
-    json["linux"]["cgroupsPath"] = cgroups_path.into();
-    json["linux"]["resources"] = resources;
-    std::fs::write(&config, json.to_string()).expect("write config");
-    dir
+    rootfs.spec_bundle(&format!("bundle-{name}"), |spec| {
+        set_command(spec, &["/bin/sleep", "300"]);
+        spec["linux"]["cgroupsPath"] = cgroups_path.into();
+        spec["linux"]["resources"] = resources;
+    })
 }
 
 /// A container made by `runtime --systemd-cgroup --root STATE create`, deleted with
@@ -411,14 +402,12 @@ fn runc_on_the_same_bundle_gets_the_same_scope_properties() {
     for round in 0..3 {
         let id = format!("sdc-fs-{round}-{pid}");
         let dir = bundle(&rootfs, &id, "", limits());
-        let config = dir.join("config.json");
-        let mut json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&config).expect("config")).expect("json");
-        json["linux"]
-            .as_object_mut()
-            .expect("linux")
-            .remove("cgroupsPath");
-        std::fs::write(&config, json.to_string()).expect("config");
+        edit_config(&dir, |spec| {
+            spec["linux"]
+                .as_object_mut()
+                .expect("linux")
+                .remove("cgroupsPath");
+        });
         let mut create = rootfs.peapod();
         create
             .args(["create", "--bundle"])

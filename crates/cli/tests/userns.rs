@@ -5,44 +5,28 @@
 mod support;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use support::bundle::add_bind;
 use support::{facts, finish, TestRootfs};
 
-/// Writes `config.json` for a bundle in `rootfs`'s scratch directory: `peapod spec`'s, with
-/// a new user namespace mapping container ids 0..65536 to host ids from `host_id`, a bind of
-/// `out` at `/out`, and `script` as the entrypoint.
-fn write_bundle(rootfs: &TestRootfs, host_id: u32, out: &Path, script: &str) {
-    let dir = rootfs.scratch();
-    let spec_out = finish(
-        rootfs
-            .peapod()
-            .args(["spec", "--bundle"])
-            .arg(dir)
-            .spawn()
-            .expect("spawn peapod spec"),
-    );
-    assert_eq!(spec_out.code, 0, "{spec_out:?}");
-    let text = std::fs::read_to_string(dir.join("config.json")).expect("config.json");
-    let mut spec: Value = serde_json::from_str(&text).expect("JSON");
-    spec["process"]["args"] = json!(["sh", "-c", script]);
-    let map = json!([{"containerID": 0, "hostID": host_id, "size": 65536}]);
-    let linux = &mut spec["linux"];
-    linux["uidMappings"] = map.clone();
-    linux["gidMappings"] = map;
-    linux["namespaces"]
-        .as_array_mut()
-        .expect("namespaces")
-        .push(json!({"type": "user"}));
-    spec["mounts"].as_array_mut().expect("mounts").push(json!({
-        "destination": "/out",
-        "type": "bind",
-        "source": out,
-        "options": ["rbind"],
-    }));
-    let text = serde_json::to_string_pretty(&spec).expect("JSON");
-    std::fs::write(dir.join("config.json"), text).expect("write config.json");
+/// A bundle in `rootfs`'s scratch directory: `peapod spec`'s, with a new user namespace
+/// mapping container ids 0..65536 to host ids from `host_id`, a bind of `out` at `/out`, and
+/// `script` as the entrypoint.
+fn write_bundle(rootfs: &TestRootfs, host_id: u32, out: &Path, script: &str) -> PathBuf {
+    rootfs.spec_bundle("bundle", |spec| {
+        spec["process"]["args"] = json!(["sh", "-c", script]);
+        let map = json!([{"containerID": 0, "hostID": host_id, "size": 65536}]);
+        let linux = &mut spec["linux"];
+        linux["uidMappings"] = map.clone();
+        linux["gidMappings"] = map;
+        linux["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .push(json!({"type": "user"}));
+        add_bind(spec, out, "/out");
+    })
 }
 
 /// Copies the rootfs for a container whose root is host id `host_id`: chowned to it, as an
@@ -69,16 +53,8 @@ fn run_mapped_to(host_id: u32, id: &str) {
     };
     let script = "echo uid=$(id -u); echo gid=$(id -g); echo map=$(cat /proc/self/uid_map); \
                   echo gidmap=$(cat /proc/self/gid_map); touch /out/made; echo made=$?";
-    write_bundle(&rootfs, host_id, &out, script);
-    let ran = finish(
-        rootfs
-            .peapod()
-            .args(["run", "--bundle"])
-            .arg(rootfs.scratch())
-            .arg(id)
-            .spawn()
-            .expect("spawn peapod run"),
-    );
+    let bundle = write_bundle(&rootfs, host_id, &out, script);
+    let ran = rootfs.run_bundle(&bundle, id);
     assert_eq!(ran.code, 0, "{ran:?}");
     let inside = facts(&ran.stdout);
     assert_eq!(inside["uid"], "0", "{ran:?}");
@@ -142,7 +118,7 @@ fn exec_in_a_container_with_root_mapped_to_100000_runs_as_its_uid_0() {
         return;
     };
     // The shell lets go of peapod's pipes before it waits, so `run -d` is finished at once.
-    write_bundle(&rootfs, host_id, &out, "exec sleep 60 >/dev/null 2>&1");
+    let bundle = write_bundle(&rootfs, host_id, &out, "exec sleep 60 >/dev/null 2>&1");
     let mut container = Detached {
         rootfs: &rootfs,
         id: "userns-exec",
@@ -152,7 +128,7 @@ fn exec_in_a_container_with_root_mapped_to_100000_runs_as_its_uid_0() {
         rootfs
             .peapod()
             .args(["run", "--detach", "--bundle"])
-            .arg(rootfs.scratch())
+            .arg(&bundle)
             .arg(container.id)
             .spawn()
             .expect("spawn peapod run"),

@@ -2,6 +2,7 @@
 //! `peapod` runner with a timeout, and the checks that nothing is left behind.
 #![allow(dead_code)]
 
+pub mod bundle;
 pub mod image;
 pub mod net;
 pub mod pods;
