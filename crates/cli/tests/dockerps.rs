@@ -6,15 +6,14 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use support::bundle::set_command;
 use support::net::{available, TestNet};
 use support::pods::Pods;
+use support::tcp::fetch;
 use support::{finish, wait_until, Outcome, TestRootfs};
 
 /// `peapod --root STATE ARGS` for the test's rootfs.
@@ -445,21 +444,6 @@ fn exposing_image(storage: &Path, rootfs: &Path, name: &str, ports: &[&str]) {
     store
         .add_image(Some(&reference), &image.manifest_media_type, &manifest)
         .expect("add image");
-}
-
-/// What the server at `addr` says, once it answers.
-fn fetch(addr: &str) -> String {
-    let addr: std::net::SocketAddr = addr.parse().expect("address");
-    let mut text = String::new();
-    wait_until(&format!("an answer from {addr}"), || {
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        text.clear();
-        stream.read_to_string(&mut text).is_ok() && !text.is_empty()
-    });
-    text
 }
 
 #[test]

@@ -8,14 +8,12 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use support::net::{available, TestNet};
 use support::pods::Pods;
+use support::tcp::{fetch, free_port};
 use support::wait_until;
 
 /// The default network of the test's own, through `backend`; `None` after saying why the
@@ -67,25 +65,6 @@ fn nft_table() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn fetch(addr: &str) -> String {
-    let addr: SocketAddr = addr.parse().expect("address");
-    let mut text = String::new();
-    wait_until(&format!("an answer from {addr}"), || {
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        text.clear();
-        stream.read_to_string(&mut text).is_ok() && !text.is_empty()
-    });
-    text
 }
 
 /// Two pods and a published port on the default network through `backend`, whose cache

@@ -7,13 +7,11 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use support::net::{available, TestNet};
 use support::pods::Pods;
+use support::tcp::{fetch, free_port};
 use support::{finish, wait_until};
 
 /// The pods of a test on its own network, or `None` after saying why the test is skipped.
@@ -56,21 +54,6 @@ fn serve(pods: &Pods, pod: &str, id: &str, reply: &str) {
         reply,
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-}
-
-/// What the server at `addr` says, once it answers.
-fn fetch(addr: &str) -> String {
-    let addr: SocketAddr = addr.parse().expect("address");
-    let mut text = String::new();
-    wait_until(&format!("an answer from {addr}"), || {
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        text.clear();
-        stream.read_to_string(&mut text).is_ok() && !text.is_empty()
-    });
-    text
 }
 
 #[test]
@@ -135,11 +118,6 @@ fn a_published_port_answers_on_the_gateway_address_and_on_localhost() {
 }
 
 /// A TCP port nobody listens on now (the kernel's choice of an ephemeral one).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 #[test]
 fn containers_get_the_pods_etc_hosts_hostname_and_resolv_conf() {
     let Some((net, mut pods)) = setup(24) else {

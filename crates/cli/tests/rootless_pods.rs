@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::io::Read;
-use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::tcp::{fetch, free_port};
 use support::user::{uid_map_lines, TestUser, RANGE, UID_MAP};
 use support::{finish, Outcome, TestRootfs, TIMEOUT};
 
@@ -123,31 +122,6 @@ fn rootless_pod_containers_share_loopback_and_hostname() {
     t.remove_all_and_check();
 }
 
-/// A free port on the host's loopback (the kernel's pick, let go at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// What `127.0.0.1:port` answers, tried until it answers or the deadline.
-fn answer(port: u16) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let mut text = String::new();
-        if let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.read_to_string(&mut text);
-            if !text.is_empty() {
-                return text;
-            }
-        }
-        assert!(Instant::now() < deadline, "nothing answered on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn rootless_pod_published_port_answers_on_the_hosts_loopback() {
     let Some(mut t) = Rootless::new(false) else {
@@ -168,7 +142,7 @@ fn rootless_pod_published_port_answers_on_the_hosts_loopback() {
         let mut args = vec!["run", "--pod", &name, "--rootfs", &root, "--detach"];
         args.extend(["--", "/bin/sh", "-c", SERVER]);
         t.ok(&args);
-        assert_eq!(answer(port), "hi\n", "{network}");
+        assert_eq!(fetch(&format!("127.0.0.1:{port}")), "hi\n", "{network}");
         // The pod's resolver is the helper's forwarder.
         let resolv = t.ok(&[
             "run",
@@ -422,7 +396,7 @@ fn rootless_lone_container_publishes_a_port_through_the_user_mode_network() {
         SERVER,
     ];
     t.ok(&args);
-    assert_eq!(answer(port), "hi\n");
+    assert_eq!(fetch(&format!("127.0.0.1:{port}")), "hi\n");
     t.ok(&["rm", "-f", "lone"]);
     t.remove_all_and_check();
 }

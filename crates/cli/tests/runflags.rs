@@ -7,6 +7,7 @@ mod support;
 
 use support::net::{available, TestNet};
 use support::pods::Pods;
+use support::tcp::free_port;
 use support::{run_in, Deleted, TestRootfs};
 
 /// Runs `peapod run --rootfs R FLAGS -- /bin/true` for each `flags`, and checks that each is
@@ -369,11 +370,6 @@ fn publish_without_a_network_uses_the_default_network() {
 }
 
 /// A TCP port nobody listens on now (the kernel's choice of an ephemeral one).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 #[test]
 fn publish_rootless_without_a_network_is_refused_in_one_line() {
     let Some(rootfs) = TestRootfs::new() else {

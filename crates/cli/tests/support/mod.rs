@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod image;
 pub mod net;
 pub mod pods;
+pub mod tcp;
 pub mod terminal;
 pub mod user;
 
