@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use support::net::{available, TestNet};
-use support::pods::Pods;
+use support::pods::{ip_of, Pods};
 use support::tcp::{fetch, free_port};
 use support::wait_until;
 
@@ -38,12 +38,6 @@ fn setup(backend: &str) -> Option<(TestNet, Pods)> {
 /// test processes may be making pods of the same short names at the same time.
 fn name(short: &str) -> String {
     format!("nf{}-{short}", std::process::id())
-}
-
-fn ip_of(pods: &Pods, pod: &str) -> String {
-    let ps = pods.ps_json(pod);
-    let address = ps["addresses"][0].as_str().unwrap_or_default();
-    address.split('/').next().unwrap_or_default().to_owned()
 }
 
 /// The `kind` of every cached attachment of the network (which path made them).
@@ -193,32 +187,7 @@ fn a_pod_create_killed_in_the_fast_path_and_a_fast_pod_lost_in_a_crash_are_undon
     pods.create(&lost, &["--network", "peapod"]);
     let lost_ip = ip_of(&pods, &lost);
     assert!(nft_table().contains(&lost_ip));
-    let dir = pods.rootfs.state_root().join(".pods").join(&lost);
-    let infra = pods.ps_json(&lost)["infra_pid"]
-        .as_i64()
-        .expect("infra pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(infra),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    for pin in std::fs::read_dir(dir.join("ns")).expect("ns").flatten() {
-        let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("pod.json")).expect("record"))
-            .expect("json");
-    std::fs::remove_dir_all(&dir).expect("remove the pod's state");
-    pods.names.clear();
-    for path in record["cgroup_paths"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str())
-    {
-        let _ = std::fs::remove_dir(format!("{path}/infra"));
-        let _ = std::fs::remove_dir(path);
-    }
+    pods.lose(&lost);
     assert!(leases.join(&lost_ip).exists());
     let next = name("next");
     pods.create(&next, &["--network", "peapod"]);

@@ -10,7 +10,7 @@ mod support;
 use std::process::{Command, Stdio};
 
 use support::net::{available, TestNet};
-use support::pods::Pods;
+use support::pods::{ip_of, Pods};
 use support::tcp::{fetch, free_port};
 use support::{finish, wait_until};
 
@@ -23,13 +23,6 @@ fn setup(prefix: u8) -> Option<(TestNet, Pods)> {
     let mut pods = Pods::new()?;
     pods.env = net.env();
     Some((net, pods))
-}
-
-/// The pod's address on its network, without the prefix.
-fn ip_of(pods: &Pods, pod: &str) -> String {
-    let ps = pods.ps_json(pod);
-    let address = ps["addresses"][0].as_str().unwrap_or_default();
-    address.split('/').next().unwrap_or_default().to_owned()
 }
 
 /// Starts `nc` answering `reply` on port 80 in `pod`, as container `id`.
@@ -307,14 +300,7 @@ fn a_pod_whose_infra_died_and_a_pod_lost_in_a_crash_are_both_undone() {
     pods.create("dead", &["--network", &net.name]);
     pods.create("lost", &["--network", &net.name]);
     // The infra process of `dead` dies: `pod rm -f` still runs DEL on its pinned namespace.
-    let infra = pods.ps_json("dead")["infra_pid"]
-        .as_i64()
-        .expect("infra pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(infra),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
+    pods.kill_infra("dead");
     wait_until("the infra process to die", || {
         pods.ps_json("dead")["status"] == "failed"
     });
@@ -329,33 +315,7 @@ fn a_pod_whose_infra_died_and_a_pod_lost_in_a_crash_are_both_undone() {
     // The next `pod create` finds the entry without a pod and runs DEL for it, which
     // releases the lease.
     let lost_ip = ip_of(&pods, "lost");
-    let dir = pods.rootfs.state_root().join(".pods/lost");
-    let infra = pods.ps_json("lost")["infra_pid"]
-        .as_i64()
-        .expect("infra pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(infra),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    for pin in std::fs::read_dir(dir.join("ns")).expect("ns").flatten() {
-        let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-    // The cgroup goes with `pod rm` of nothing: remove the record by hand, as a reboot would.
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("pod.json")).expect("record"))
-            .expect("json");
-    std::fs::remove_dir_all(&dir).expect("remove the pod's state");
-    pods.names.retain(|n| n != "lost");
-    for path in record["cgroup_paths"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str())
-    {
-        let _ = std::fs::remove_dir(format!("{path}/infra"));
-        let _ = std::fs::remove_dir(path);
-    }
+    pods.lose("lost");
     support::net::remove_rules_naming(&[&format!("{lost_ip}/32"), "-lost\\\""]);
     let lease = net.dir.join("ipam").join(&net.name).join(&lost_ip);
     assert!(lease.exists(), "{}", lease.display());

@@ -285,14 +285,7 @@ fn a_pod_whose_infra_process_died_is_failed_and_rm_still_cleans_up() {
         "100",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    let infra = pods.ps_json("dead")["infra_pid"]
-        .as_i64()
-        .expect("infra pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(infra),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill infra");
+    pods.kill_infra("dead");
     wait_until("the pod to be failed", || {
         pods.ps_json("dead")["status"] == "failed"
     });

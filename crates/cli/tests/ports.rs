@@ -151,14 +151,7 @@ fn the_port_goes_with_the_infra_process_even_when_it_is_killed() {
         &["--network", &net.name, "-p", &format!("{port}:80")],
     );
     assert!(TcpListener::bind(("127.0.0.1", port)).is_err());
-    let infra = pods.ps_json("doomed")["infra_pid"]
-        .as_i64()
-        .expect("infra pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(infra as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the infra process");
+    pods.kill_infra("doomed");
     // No peapod command in between: the holder sees the infra process go and lets go.
     support::wait_until("the port to be free", || {
         TcpListener::bind(("127.0.0.1", port)).is_ok()

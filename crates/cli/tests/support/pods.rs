@@ -87,6 +87,41 @@ impl Pods {
         serde_json::from_str(&out.stdout).expect("pod ps json")
     }
 
+    /// Kills the infra process of `pod` with SIGKILL, as a crash would.
+    pub fn kill_infra(&self, pod: &str) {
+        let infra = self.ps_json(pod)["infra_pid"].as_i64().expect("infra pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(infra as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the infra process");
+    }
+
+    /// Loses `pod` as a reboot would: its infra process, namespace pins, state and cgroups
+    /// go, by hand; what its network keeps on disk (lease, cache entry) stays, for the next
+    /// command to reap.
+    pub fn lose(&mut self, pod: &str) {
+        let dir = self.rootfs.state_root().join(".pods").join(pod);
+        self.kill_infra(pod);
+        for pin in std::fs::read_dir(dir.join("ns")).expect("ns").flatten() {
+            let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("pod.json")).expect("record"))
+                .expect("json");
+        std::fs::remove_dir_all(&dir).expect("remove the pod's state");
+        self.names.retain(|n| n != pod);
+        for path in record["cgroup_paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+        {
+            let _ = std::fs::remove_dir(format!("{path}/infra"));
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+
     pub fn logs(&self, pod: &str, container: &str) -> String {
         let out = self.peapod(&["pod", "logs", pod, container]);
         assert_eq!(out.code, 0, "{out:?}");
@@ -109,6 +144,13 @@ impl Drop for Pods {
             let _ = self.peapod(&["pod", "rm", "-f", &name]);
         }
     }
+}
+
+/// The pod's address on its network, without the prefix.
+pub fn ip_of(pods: &Pods, pod: &str) -> String {
+    let ps = pods.ps_json(pod);
+    let address = ps["addresses"][0].as_str().unwrap_or_default();
+    address.split('/').next().unwrap_or_default().to_owned()
 }
 
 /// A pod name of this test process, for tests that look at cgroups the host shares.
