@@ -6,24 +6,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use peapod_cgroups::{Cgroup, Layout};
+use support::kill::Killed;
 use support::net::{available, TestNet};
 use support::pods::Pods;
 use support::{finish, wait_until, Outcome, TestRootfs};
-
-/// A `peapod` process the test kills: SIGKILLed and reaped on drop, whatever happened.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Kills the process whose pid is in a file (a plugin the test's `peapod` started) on drop.
 struct KillPidFile(PathBuf);

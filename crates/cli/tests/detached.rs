@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::kill::KillPid;
 use support::{finish, wait_until, Outcome, TestRootfs};
 
 /// A process by PID and start time, so that a guard never signals a reuse of its PID.
@@ -289,7 +290,7 @@ fn logs_follow_prints_new_lines_and_ends_when_the_container_exits() {
     let mut follow = rootfs.peapod();
     follow.args(["logs", "-f", &container.id]);
     let mut child = follow.spawn().expect("spawn logs -f");
-    let guard = ChildGuard(child.id() as i32);
+    let guard = KillPid(child.id() as i32);
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("one"));
     // A new line while it follows.
@@ -307,18 +308,6 @@ fn logs_follow_prints_new_lines_and_ends_when_the_container_exits() {
     drop(guard);
     let out = container.peapod(&["wait"]);
     assert_eq!(out.stdout, "0\n", "{out:?}");
-}
-
-/// Kills a process the test spawned (by its PID) when dropped.
-struct ChildGuard(i32);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
+use support::kill::Killed;
 use support::{finish, peapod, wait_until, Outcome};
 
 /// The busybox OCI archive `cargo xtask test` writes, or `None` (with a skip message).
@@ -63,16 +64,6 @@ fn tree_bytes(path: &Path, seen: &mut std::collections::BTreeSet<u64>) -> u64 {
         .expect("read_dir")
         .map(|e| tree_bytes(&e.expect("entry").path(), seen))
         .sum()
-}
-
-/// Kills (by its pid) and reaps a child on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use support::kill::KillPid;
 use support::pods::Pods;
 use support::{finish, wait_until};
 
@@ -142,7 +143,7 @@ fn pod_logs_follows_tails_and_gives_the_bytes_as_written_until_rm() {
         .args(["pod", "logs", "-f", "-c", "talker", "talk"])
         .stdout(Stdio::piped());
     let mut child = follow.spawn().expect("spawn pod logs -f");
-    let guard = ChildGuard(child.id() as i32);
+    let guard = KillPid(child.id() as i32);
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).split(b'\n');
     let mut next = || lines.next().and_then(Result::ok);
     assert_eq!(next().as_deref(), Some(&b"bin \xff\xfe"[..]));
@@ -227,16 +228,4 @@ fn run_d_in_a_pod_keeps_its_log_within_the_pods_log_opts() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--log-opt max-size=1k"), "{out:?}");
     pods.remove_all();
-}
-
-/// Kills a process the test spawned (by its PID) when dropped.
-struct ChildGuard(i32);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }

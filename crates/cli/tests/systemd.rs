@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::bundle::{edit_config, set_command};
+use support::kill::Killed;
 use support::{finish, wait_with_timeout, Outcome, TestRootfs, TIMEOUT};
 
 /// The fixture where PID 1 is systemd (its `/run/systemd/system`, as `sd_booted(3)`
@@ -736,16 +737,6 @@ fn a_played_pod_under_the_driver_is_a_slice_with_the_sum_of_its_limits() {
     pod.remove();
     assert!(!unit_listed(&slice), "{slice} is left after pod rm");
     assert!(!dir.exists(), "{} is left", dir.display());
-}
-
-/// A `peapod` process the test kills: SIGKILLed and reaped on drop, whatever happened.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Where a scope's cgroup would be, on v2 and on a hybrid host's cgroup2 mount.

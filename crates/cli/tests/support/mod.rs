@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod image;
+pub mod kill;
 pub mod net;
 pub mod pods;
 pub mod tcp;

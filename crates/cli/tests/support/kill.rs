@@ -1,0 +1,26 @@
+//! Guards that kill, on drop, what a test started: also when the test fails midway.
+
+use std::process::Child;
+
+/// A child process the test kills: SIGKILLed and reaped on drop, whatever happened.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills a process the test spawned (by its PID) when dropped, while the test keeps its
+/// `Child` to wait for.
+pub struct KillPid(pub i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
