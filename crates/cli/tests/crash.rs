@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use peapod_cgroups::{Cgroup, Layout};
 use support::kill::Killed;
-use support::net::{available, TestNet};
+use support::net::{available, pods_on, TestNet};
 use support::pods::Pods;
 use support::{finish, wait_until, Outcome, TestRootfs};
 
@@ -527,14 +527,9 @@ fn a_killed_run_with_a_network_is_undone_by_the_next_list() {
 
 #[test]
 fn a_corrupt_pod_json_is_listed_unknown_and_pod_rm_f_salvages_it() {
-    if !available() {
-        return;
-    }
-    let net = TestNet::new(24);
-    let Some(mut pods) = Pods::new() else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
-    pods.env = net.env();
     let (whole, broken) = (
         format!("whole{}", std::process::id()),
         format!("broken{}", std::process::id()),

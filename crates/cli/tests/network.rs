@@ -9,21 +9,10 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use support::net::{available, TestNet};
+use support::net::pods_on;
 use support::pods::{ip_of, Pods};
 use support::tcp::{fetch, free_port};
 use support::{finish, wait_until};
-
-/// The pods of a test on its own network, or `None` after saying why the test is skipped.
-fn setup(prefix: u8) -> Option<(TestNet, Pods)> {
-    if !available() {
-        return None;
-    }
-    let net = TestNet::new(prefix);
-    let mut pods = Pods::new()?;
-    pods.env = net.env();
-    Some((net, pods))
-}
 
 /// Starts `nc` answering `reply` on port 80 in `pod`, as container `id`.
 fn serve(pods: &Pods, pod: &str, id: &str, reply: &str) {
@@ -51,7 +40,7 @@ fn serve(pods: &Pods, pod: &str, id: &str, reply: &str) {
 
 #[test]
 fn two_pods_on_a_network_talk_over_their_ips_and_the_host_reaches_them() {
-    let Some((net, mut pods)) = setup(24) else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     pods.create("a", &["--network", &net.name]);
@@ -84,7 +73,7 @@ fn two_pods_on_a_network_talk_over_their_ips_and_the_host_reaches_them() {
 
 #[test]
 fn a_published_port_answers_on_the_gateway_address_and_on_localhost() {
-    let Some((net, mut pods)) = setup(24) else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let port = free_port();
@@ -113,7 +102,7 @@ fn a_published_port_answers_on_the_gateway_address_and_on_localhost() {
 /// A TCP port nobody listens on now (the kernel's choice of an ephemeral one).
 #[test]
 fn containers_get_the_pods_etc_hosts_hostname_and_resolv_conf() {
-    let Some((net, mut pods)) = setup(24) else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     pods.create(
@@ -177,7 +166,7 @@ fn a_pod_on_the_host_network_shares_the_hosts_interfaces() {
 
 #[test]
 fn fifty_pods_made_at_once_get_addresses_and_pod_rm_leaves_nothing() {
-    let Some((net, mut pods)) = setup(24) else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let before = net.leftovers();
@@ -233,7 +222,7 @@ fn fifty_pods_made_at_once_get_addresses_and_pod_rm_leaves_nothing() {
 
 #[test]
 fn a_missing_plugin_a_malformed_conflist_and_an_exhausted_range_each_fail_in_one_line() {
-    let Some((net, mut pods)) = setup(30) else {
+    let Some((net, mut pods)) = pods_on(30) else {
         return;
     };
     let init = pods.init.display().to_string();
@@ -294,7 +283,7 @@ fn a_missing_plugin_a_malformed_conflist_and_an_exhausted_range_each_fail_in_one
 
 #[test]
 fn a_pod_whose_infra_died_and_a_pod_lost_in_a_crash_are_both_undone() {
-    let Some((net, mut pods)) = setup(24) else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     pods.create("dead", &["--network", &net.name]);
@@ -332,7 +321,7 @@ fn a_pod_whose_infra_died_and_a_pod_lost_in_a_crash_are_both_undone() {
 
 #[test]
 fn a_played_manifest_publishes_its_host_ports_and_writes_its_aliases_and_dns_config() {
-    let Some((net, mut pods)) = setup(24) else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let port = free_port();
@@ -406,7 +395,7 @@ spec:
 
 #[test]
 fn a_lone_container_on_a_network_gets_an_ip_and_a_published_port_and_delete_undoes_it() {
-    let Some((net, mut pods)) = setup(24) else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let rootfs = pods.rootfs.arg().to_owned();

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::net::{available, TestNet};
+use support::net::pods_on;
 use support::pods::Pods;
 use support::wait_until;
 
@@ -148,12 +148,9 @@ fn config_maps_and_secrets_feed_env_and_volumes() {
 
 #[test]
 fn field_refs_give_the_pods_own_name_namespace_and_ip() {
-    if !available() {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
-    }
-    let net = TestNet::new(24);
-    let Some(mut pods) = Pods::new() else { return };
-    pods.env = net.env();
+    };
     let file = manifest(
         &pods,
         "fields.yaml",

@@ -7,19 +7,8 @@ mod support;
 
 use std::net::{TcpListener, UdpSocket};
 
-use support::net::{available, TestNet};
+use support::net::{pods_on, TestNet};
 use support::pods::Pods;
-
-/// The pods of a test on its own network, or `None` after saying why the test is skipped.
-fn setup() -> Option<(TestNet, Pods)> {
-    if !available() {
-        return None;
-    }
-    let net = TestNet::new(24);
-    let mut pods = Pods::new()?;
-    pods.env = net.env();
-    Some((net, pods))
-}
 
 /// A port that was free a moment ago (the kernel's pick, let go).
 fn free_port(udp: bool) -> u16 {
@@ -58,7 +47,7 @@ fn try_create(pods: &mut Pods, net: &TestNet, name: &str, publish: &str) -> supp
 
 #[test]
 fn a_port_a_host_socket_listens_on_is_refused_naming_it() {
-    let Some((net, mut pods)) = setup() else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -86,7 +75,7 @@ fn a_port_a_host_socket_listens_on_is_refused_naming_it() {
 
 #[test]
 fn a_second_pod_on_the_same_host_port_is_refused_until_the_first_is_removed() {
-    let Some((net, mut pods)) = setup() else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let port = free_port(false);
@@ -113,7 +102,7 @@ fn a_second_pod_on_the_same_host_port_is_refused_until_the_first_is_removed() {
 
 #[test]
 fn udp_ports_and_a_host_ip_are_held_as_published() {
-    let Some((net, mut pods)) = setup() else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let udp = free_port(true);
@@ -142,7 +131,7 @@ fn udp_ports_and_a_host_ip_are_held_as_published() {
 
 #[test]
 fn the_port_goes_with_the_infra_process_even_when_it_is_killed() {
-    let Some((net, mut pods)) = setup() else {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
     };
     let port = free_port(false);

@@ -5,6 +5,7 @@ mod support;
 
 use std::path::Path;
 
+use support::net::pods_on;
 use support::pods::Pods;
 use support::wait_until;
 
@@ -372,12 +373,9 @@ spec:
 
 #[test]
 fn an_http_get_probe_reaches_the_pods_ip_on_its_network() {
-    if !support::net::available() {
+    let Some((net, mut pods)) = pods_on(24) else {
         return;
-    }
-    let net = support::net::TestNet::new(24);
-    let Some(mut pods) = Pods::new() else { return };
-    pods.env = net.env();
+    };
     let file = pods.rootfs.scratch().join("onnet.yaml");
     std::fs::write(&file, ON_A_NETWORK.replace("ROOTFS", pods.rootfs.arg())).expect("manifest");
     let out = pods.play("probe-onnet", &file, &["--network", &net.name]);

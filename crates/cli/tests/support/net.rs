@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use peapod_pod::peapod_net::ipnet::Ipv4Net;
 use peapod_pod::peapod_net::{default_list, host_routes, overlaps};
 
+use super::pods::Pods;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub struct TestNet {
@@ -39,6 +41,18 @@ pub fn available() -> bool {
         return false;
     }
     true
+}
+
+/// A network of the test's own and the test's pods, whose `peapod` is given its
+/// directories; `None` after saying why the test is skipped.
+pub fn pods_on(prefix: u8) -> Option<(TestNet, Pods)> {
+    if !available() {
+        return None;
+    }
+    let net = TestNet::new(prefix);
+    let mut pods = Pods::new()?;
+    pods.env = net.env();
+    Some((net, pods))
 }
 
 impl TestNet {
