@@ -99,7 +99,6 @@ fn a_published_port_answers_on_the_gateway_address_and_on_localhost() {
     assert_eq!(net.leftovers(), Vec::<String>::new());
 }
 
-/// A TCP port nobody listens on now (the kernel's choice of an ephemeral one).
 #[test]
 fn containers_get_the_pods_etc_hosts_hostname_and_resolv_conf() {
     let Some((net, mut pods)) = pods_on(24) else {

@@ -369,7 +369,6 @@ fn publish_without_a_network_uses_the_default_network() {
     pods.rootfs.assert_nothing_left();
 }
 
-/// A TCP port nobody listens on now (the kernel's choice of an ephemeral one).
 #[test]
 fn publish_rootless_without_a_network_is_refused_in_one_line() {
     let Some(rootfs) = TestRootfs::new() else {
