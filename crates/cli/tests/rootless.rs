@@ -62,13 +62,7 @@ impl Drop for Detached<'_> {
             support::run_as_nobody(self.rootfs, &["delete", "--force", self.name])
         });
         if let Some(pid) = self.pid.get() {
-            let root = std::fs::read_link(format!("/proc/{pid}/root"));
-            if root.is_ok_and(|r| r.starts_with(self.rootfs.scratch())) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            self.rootfs.kill_if_inside(pid);
         }
     }
 }

@@ -100,13 +100,7 @@ impl Drop for Detached<'_> {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish(child)));
         }
         if let Some(pid) = self.pid {
-            let root = std::fs::read_link(format!("/proc/{pid}/root"));
-            if root.is_ok_and(|r| r.starts_with(self.rootfs.scratch())) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            self.rootfs.kill_if_inside(pid);
         }
     }
 }
