@@ -97,26 +97,7 @@ fn pods_talk_and_leave_nothing(backend: &str, kind: &str) {
             .contains(&format!("default via {}", net.gateway())),
         "{out:?}"
     );
-    let root = pods.rootfs.arg().to_owned();
-    let served = pods.peapod(&[
-        "run",
-        "--pod",
-        &a,
-        "--rootfs",
-        &root,
-        "--name",
-        "server",
-        "--detach",
-        "--",
-        "/bin/nc",
-        "-ll",
-        "-p",
-        "80",
-        "-e",
-        "/bin/echo",
-        "published",
-    ]);
-    assert_eq!(served.code, 0, "{served:?}");
+    pods.serve(&a, "server", 80, "published");
     assert_eq!(fetch(&format!("127.0.0.1:{port}")), "published\n");
     assert_eq!(fetch(&format!("{}:{port}", net.gateway())), "published\n");
     if backend == "fast" {

@@ -14,30 +14,6 @@ use support::pods::{ip_of, Pods};
 use support::tcp::{fetch, free_port};
 use support::{finish, wait_until};
 
-/// Starts `nc` answering `reply` on port 80 in `pod`, as container `id`.
-fn serve(pods: &Pods, pod: &str, id: &str, reply: &str) {
-    let rootfs = pods.rootfs.arg().to_owned();
-    let out = pods.peapod(&[
-        "run",
-        "--pod",
-        pod,
-        "--rootfs",
-        &rootfs,
-        "--name",
-        id,
-        "--detach",
-        "--",
-        "/bin/nc",
-        "-ll",
-        "-p",
-        "80",
-        "-e",
-        "/bin/echo",
-        reply,
-    ]);
-    assert_eq!(out.code, 0, "{out:?}");
-}
-
 #[test]
 fn two_pods_on_a_network_talk_over_their_ips_and_the_host_reaches_them() {
     let Some((net, mut pods)) = pods_on(24) else {
@@ -54,7 +30,7 @@ fn two_pods_on_a_network_talk_over_their_ips_and_the_host_reaches_them() {
         assert!(net.subnet.contains(&ip), "{ip} not in {}", net.subnet);
     }
     assert_ne!(ip_a, ip_b);
-    serve(&pods, "a", "server", "hi-from-a");
+    pods.serve("a", "server", 80, "hi-from-a");
     // The host, by the pod's IP.
     assert_eq!(fetch(&format!("{ip_a}:80")), "hi-from-a\n");
     // Pod b, by pod a's IP; and a second container of pod a sees the pod's address on eth0.
@@ -79,7 +55,7 @@ fn a_published_port_answers_on_the_gateway_address_and_on_localhost() {
     let port = free_port();
     let publish = format!("{port}:80");
     pods.create("web", &["--network", &net.name, "-p", &publish]);
-    serve(&pods, "web", "server", "published");
+    pods.serve("web", "server", 80, "published");
     let list = pods.peapod(&["pod", "list"]);
     assert!(list.stdout.contains(&format!("{port}->80/tcp")), "{list:?}");
     assert!(list.stdout.contains(&ip_of(&pods, "web")), "{list:?}");

@@ -66,25 +66,7 @@ fn containers_in_a_pod_talk_over_localhost_and_others_cannot() {
     let Some(mut pods) = Pods::new() else { return };
     pods.create("net", &[]);
     let rootfs = pods.rootfs.path.clone();
-    let server = pods.peapod(&[
-        "run",
-        "--pod",
-        "net",
-        "--rootfs",
-        pods.rootfs.arg(),
-        "--name",
-        "server",
-        "--detach",
-        "--",
-        "/bin/nc",
-        "-ll",
-        "-p",
-        "7777",
-        "-e",
-        "/bin/echo",
-        "hello-from-server",
-    ]);
-    assert_eq!(server.code, 0, "{server:?}");
+    pods.serve("net", "server", 7777, "hello-from-server");
     // The client retries until the server listens.
     let client = pods.run(
         "net",

@@ -81,6 +81,31 @@ impl Pods {
         self.peapod(&args)
     }
 
+    /// Starts container `name` in `pod`, detached: `nc` answering `reply` to every
+    /// connection on `port`.
+    pub fn serve(&self, pod: &str, name: &str, port: u16, reply: &str) {
+        let port = port.to_string();
+        let out = self.peapod(&[
+            "run",
+            "--pod",
+            pod,
+            "--rootfs",
+            self.rootfs.arg(),
+            "--name",
+            name,
+            "--detach",
+            "--",
+            "/bin/nc",
+            "-ll",
+            "-p",
+            &port,
+            "-e",
+            "/bin/echo",
+            reply,
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+
     pub fn ps_json(&self, pod: &str) -> serde_json::Value {
         let out = self.peapod(&["pod", "ps", "--format", "json", pod]);
         assert_eq!(out.code, 0, "{out:?}");
