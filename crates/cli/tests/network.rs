@@ -322,6 +322,11 @@ spec:
     let out = pods.play("played", &file, &["--network", &net.name]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(fetch(&format!("{}:{port}", net.gateway())), "played\n");
+    // The log is copied from the container's pipe on its own time: nc answering does not
+    // mean that what `cat` wrote before it is in the file yet.
+    wait_until("the files' text in the log", || {
+        pods.logs("played", "web").ends_with("options ndots:2\n")
+    });
     let log = pods.logs("played", "web");
     assert!(
         log.contains("192.0.2.7\tdb\n192.0.2.7\tdb.local\n"),
