@@ -401,9 +401,8 @@ fn a_pod_create_killed_in_cni_add_is_creating_then_removed_with_its_rules() {
     for (round, next) in ["pod rm", "pod list"].iter().enumerate() {
         let name = format!("crashpod{round}x{}", std::process::id());
         pods.names.push(name.clone());
-        let mut create = pods.rootfs.peapod();
+        let mut create = pods.command();
         create
-            .envs(pods.env.iter().map(|(k, v)| (k, v)))
             .args([
                 "pod",
                 "create",

@@ -138,8 +138,7 @@ fn a_pod_create_killed_in_the_fast_path_and_a_fast_pod_lost_in_a_crash_are_undon
     let killed = name("killed");
     pods.names.push(killed.clone());
     let init = pods.init.display().to_string();
-    let mut cmd = pods.rootfs.peapod();
-    cmd.envs(pods.env.iter().map(|(k, v)| (k, v)));
+    let mut cmd = pods.command();
     cmd.args([
         "pod",
         "create",

@@ -150,8 +150,7 @@ fn fifty_pods_made_at_once_get_addresses_and_pod_rm_leaves_nothing() {
     pods.names.extend(names.iter().cloned());
     let init = pods.init.display().to_string();
     let spawn = |args: &[&str]| {
-        let mut cmd = pods.rootfs.peapod();
-        cmd.envs(pods.env.iter().map(|(k, v)| (k, v)));
+        let mut cmd = pods.command();
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().expect("spawn peapod")
     };
@@ -200,18 +199,8 @@ fn a_missing_plugin_a_malformed_conflist_and_an_exhausted_range_each_fail_in_one
     let Some((net, mut pods)) = pods_on(30) else {
         return;
     };
-    let init = pods.init.display().to_string();
-    let create = |pods: &Pods, name: &str, network: &str| {
-        pods.peapod(&[
-            "pod",
-            "create",
-            "--init-path",
-            &init,
-            "--network",
-            network,
-            name,
-        ])
-    };
+    let create =
+        |pods: &Pods, name: &str, network: &str| pods.try_create(name, &["--network", network]);
     let one_line = |out: &support::Outcome, wanted: &str| {
         assert_ne!(out.code, 0, "{out:?}");
         let lines: Vec<&str> = out

@@ -222,9 +222,7 @@ fn run_d_in_a_pod_keeps_its_log_within_the_pods_log_opts() {
     assert!(total <= 2 * (64 << 10), "{total} bytes in {files:?}");
     assert_eq!(files.len(), 2, "{files:?}");
     // A bad option is refused, naming it, and makes no pod.
-    let init = pods.init.display().to_string();
-    let args = ["pod", "create", "--init-path", &init, "--network", "none"];
-    let out = pods.peapod(&[&args[..], &["--log-opt", "max-size=1k", "tiny"]].concat());
+    let out = pods.try_create("tiny", &["--log-opt", "max-size=1k"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--log-opt max-size=1k"), "{out:?}");
     pods.remove_all();

@@ -27,18 +27,7 @@ fn free_port(udp: bool) -> u16 {
 /// `pod create --network NET -p PUBLISH NAME`, whatever it says (not removed on drop unless
 /// it worked: see [`Pods::create`]).
 fn try_create(pods: &mut Pods, net: &TestNet, name: &str, publish: &str) -> support::Outcome {
-    let init = pods.init.display().to_string();
-    let out = pods.peapod(&[
-        "pod",
-        "create",
-        "--init-path",
-        &init,
-        "--network",
-        &net.name,
-        "-p",
-        publish,
-        name,
-    ]);
+    let out = pods.try_create(name, &["--network", &net.name, "-p", publish]);
     if out.code == 0 {
         pods.names.push(name.to_owned());
     }

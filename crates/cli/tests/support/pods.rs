@@ -1,6 +1,7 @@
 //! The pods of a test: made with the static peapod-init, removed (`pod rm -f`) on drop.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use super::{finish, Outcome, TestRootfs};
 
@@ -36,10 +37,16 @@ impl Pods {
         })
     }
 
-    /// `peapod --root STATE ARGS...`, finished within the timeout.
-    pub fn peapod(&self, args: &[&str]) -> Outcome {
+    /// `peapod --root STATE` with the test's variables, for a test that spawns it.
+    pub fn command(&self) -> Command {
         let mut cmd = self.rootfs.peapod();
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// `peapod --root STATE ARGS...`, finished within the timeout.
+    pub fn peapod(&self, args: &[&str]) -> Outcome {
+        let mut cmd = self.command();
         cmd.args(args);
         finish(cmd.spawn().expect("spawn peapod"))
     }
@@ -47,6 +54,13 @@ impl Pods {
     /// `peapod pod create` with the test's init; the pod is removed on drop.
     pub fn create(&mut self, name: &str, extra: &[&str]) {
         self.names.push(name.to_owned());
+        let out = self.try_create(name, extra);
+        assert_eq!(out.code, 0, "pod create {name}: {out:?}");
+    }
+
+    /// `peapod pod create EXTRA... NAME` with the test's init, whatever it says (the pod is
+    /// not removed on drop: see [`Pods::create`]).
+    pub fn try_create(&self, name: &str, extra: &[&str]) -> Outcome {
         let init = self.init.display().to_string();
         let mut args = vec!["pod", "create", "--init-path", &init];
         // Only `lo` unless the test asks for a network: the default network would make a
@@ -56,8 +70,7 @@ impl Pods {
         }
         args.extend(extra);
         args.push(name);
-        let out = self.peapod(&args);
-        assert_eq!(out.code, 0, "pod create {name}: {out:?}");
+        self.peapod(&args)
     }
 
     /// `peapod pod play --init-path INIT EXTRA... FILE` with the test's init; the pod `name`
