@@ -5,6 +5,7 @@ mod support;
 use std::path::Path;
 
 use support::bundle::add_bind;
+use support::user::end_of_ranges;
 use support::{facts, TestRootfs};
 
 #[test]
@@ -175,16 +176,9 @@ impl Subordinate {
         // Past every range delegated to anyone, so no other user's ids are handed out.
         let end = texts
             .iter()
-            .flat_map(|t| t.lines())
-            .filter_map(|line| {
-                let mut fields = line.trim().split(':').skip(1);
-                let start: u64 = fields.next()?.parse().ok()?;
-                let count: u64 = fields.next()?.parse().ok()?;
-                Some(start + count)
-            })
+            .map(|t| end_of_ranges(t))
             .max()
-            .unwrap_or(0)
-            .max(1_000_000);
+            .unwrap_or(1_000_000);
         let start = u32::try_from(end)
             .ok()
             .filter(|s| s.checked_add(Self::COUNT).is_some())?;

@@ -282,10 +282,10 @@ fn edit_subordinate(change: impl Fn(&str) -> (String, u32)) -> u32 {
     first.unwrap_or(0)
 }
 
-/// `text` with a range for `name` past every range in it (and at least 1,000,000).
-fn add_range(text: &str, name: &str) -> (String, u32) {
-    let end = text
-        .lines()
+/// The first id past every range of `text` (`/etc/subuid`'s `NAME:START:COUNT` lines), and
+/// at least 1,000,000.
+pub fn end_of_ranges(text: &str) -> u64 {
+    text.lines()
         .filter_map(|line| {
             let mut fields = line.trim().split(':').skip(1);
             let start: u64 = fields.next()?.parse().ok()?;
@@ -294,8 +294,12 @@ fn add_range(text: &str, name: &str) -> (String, u32) {
         })
         .max()
         .unwrap_or(0)
-        .max(1_000_000);
-    let start = u32::try_from(end).expect("room for a range");
+        .max(1_000_000)
+}
+
+/// `text` with a range for `name` past every range in it (and at least 1,000,000).
+fn add_range(text: &str, name: &str) -> (String, u32) {
+    let start = u32::try_from(end_of_ranges(text)).expect("room for a range");
     let mut new = text.to_owned();
     if !new.is_empty() && !new.ends_with('\n') {
         new.push('\n');
