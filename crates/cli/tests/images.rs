@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::bundle::set_command;
+use support::user::overlay_refused;
 use support::{container_pid, facts, finish, wait_until, Outcome, TestRootfs};
 
 /// The name every test gives its image.
@@ -851,11 +852,7 @@ fn rootless_image_container_runs_on_an_unprivileged_overlay() {
         "echo mine > /bin/x && cat /bin/x && awk '$5 == \"/\"' /proc/self/mountinfo \
          && grep -c '^root:' /etc/passwd && echo mine > /etc/x",
     ]);
-    if out
-        .stderr
-        .contains("the kernel refuses unprivileged overlay")
-    {
-        eprintln!("skipped: {}", out.stderr.trim());
+    if overlay_refused(&out) {
         return;
     }
     assert_eq!(out.code, 0, "{out:?}");

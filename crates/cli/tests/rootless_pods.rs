@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::tcp::{fetch, free_port};
-use support::user::{uid_map_lines, TestUser, RANGE, UID_MAP};
+use support::user::{overlay_refused, uid_map_lines, TestUser, RANGE, UID_MAP};
 use support::{finish, Outcome, TestRootfs, TIMEOUT};
 
 /// The fixture: a rootfs, the user, and the pods it made (`pod rm -f` on drop, before the
@@ -284,11 +284,7 @@ fn rootless_pod_container_from_an_image_with_user_1000_shows_its_owners() {
     t.create("ids", &["--network", "none"]);
     let image = support::image::IMAGE;
     let run = t.peapod(&["run", "--pod", "ids", image, "sh", "-c", IDS_SCRIPT]);
-    if run
-        .stderr
-        .contains("the kernel refuses unprivileged overlay")
-    {
-        eprintln!("skipped: {}", run.stderr.trim());
+    if overlay_refused(&run) {
         return;
     }
     assert_eq!(run.code, 0, "{run:?}");

@@ -282,6 +282,18 @@ fn edit_subordinate(change: impl Fn(&str) -> (String, u32)) -> u32 {
     first.unwrap_or(0)
 }
 
+/// Whether `out` failed because the kernel refuses an overlay mount to an unprivileged user,
+/// after saying that the test is skipped.
+pub fn overlay_refused(out: &Outcome) -> bool {
+    let refused = out
+        .stderr
+        .contains("the kernel refuses unprivileged overlay");
+    if refused {
+        eprintln!("skipped: {}", out.stderr.trim());
+    }
+    refused
+}
+
 /// The first id past every range of `text` (`/etc/subuid`'s `NAME:START:COUNT` lines), and
 /// at least 1,000,000.
 pub fn end_of_ranges(text: &str) -> u64 {
