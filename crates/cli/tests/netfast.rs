@@ -160,7 +160,7 @@ fn pods_talk_and_leave_nothing(backend: &str, kind: &str) {
 
 #[test]
 fn the_default_network_through_the_fast_path_talks_publishes_and_leaves_nothing() {
-    pods_talk_and_leave_nothing("fast", "peapodFastV1");
+    pods_talk_and_leave_nothing("fast", "peapodFastV2");
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn pods_made_by_either_path_share_the_leases_and_either_removes_them() {
     pods.create(&cni, &["--network", "peapod"]);
     let mut kinds = cached_kinds(&net);
     kinds.sort();
-    assert_eq!(kinds, ["cniCacheV1", "peapodFastV1"]);
+    assert_eq!(kinds, ["cniCacheV1", "peapodFastV2"]);
     // host-local's leases: the CNI pod got the next address, not the fast pod's.
     let (ip_fast, ip_cni) = (ip_of(&pods, &fast), ip_of(&pods, &cni));
     assert_ne!(ip_fast, ip_cni);
@@ -290,7 +290,7 @@ fn pods_made_by_either_path_share_the_leases_and_either_removes_them() {
     let out = pods.peapod(&["pod", "rm", "-f", &cni]);
     assert_eq!(out.code, 0, "{out:?}");
     pods.names.retain(|n| n != &cni);
-    assert_eq!(cached_kinds(&net), ["peapodFastV1"]);
+    assert_eq!(cached_kinds(&net), ["peapodFastV2"]);
     backend(&mut pods, "cni");
     pods.remove_all();
     assert_eq!(net.leftovers(), Vec::<String>::new());
