@@ -248,7 +248,8 @@ fn sysctl(key: &str, value: &str) -> Result<()> {
 }
 
 /// DEL of an attachment the fast path made: the nftables elements (and the chains of a
-/// [`KIND_V1`] attachment), the veth pair, the lease; each is tried, whatever is already gone, and the first failure
+/// [`KIND_V1`] attachment), the veth pair (taken down and off the bridge, deleted by the
+/// kernel with the pod's network namespace), the lease; each is tried, whatever is already gone, and the first failure
 /// reported.
 pub(crate) fn detach(entry: &CacheEntry) -> Result<()> {
     let started = std::time::Instant::now();
@@ -289,8 +290,10 @@ fn detach_all(entry: &CacheEntry) -> Result<()> {
             first.get_or_insert(e);
         }
     }
+    // Down and off the bridge: the kernel deletes the pair with the pod's namespace, which
+    // goes when its pin does, right after this DEL.
     let veth = host_veth(&entry.container_id, &entry.if_name);
-    if let Err(e) = Rtnl::new().and_then(|mut host| host.delete(&veth)) {
+    if let Err(e) = Rtnl::new().and_then(|mut host| host.detach(&veth)) {
         first.get_or_insert(setup(format!("veth {veth}"))(e));
     }
     let leases = ipam::lease_dir(net.data_dir.as_deref(), DEFAULT_NETWORK);
