@@ -150,12 +150,36 @@ fn pods_talk_and_leave_nothing(backend: &str, kind: &str) {
         let table = nft_table();
         assert!(table.contains(&format!("{ip_a} . 80")), "{table}");
     }
+    let veths = bridge_ports(&net);
+    assert_eq!(veths.len(), 2, "{veths:?}");
     pods.remove_all();
     assert_eq!(net.leftovers(), Vec::<String>::new());
     let table = nft_table();
     for ip in [&ip_a, &ip_b] {
         assert!(!table.contains(ip.as_str()), "{ip} left in {table}");
     }
+    // The fast path takes each host veth down and off the bridge; the kernel deletes the
+    // pair with the pod's namespace, which went with its pin.
+    for veth in &veths {
+        wait_until(&format!("{veth} deleted with its pod's namespace"), || {
+            !Command::new("ip")
+                .args(["link", "show", "dev", veth])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    }
+}
+
+/// The names of the interfaces on the network's bridge.
+fn bridge_ports(net: &TestNet) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "master", &net.bridge])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1)?.split('@').next().map(str::to_owned))
+        .collect()
 }
 
 #[test]
