@@ -36,7 +36,7 @@ pub struct Cni {
 /// How peapod's own default network is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// In-process ([`crate::fast`]): netlink and one nftables batch, while the default
+    /// In-process ([`crate::fast`]): netlink and one nftables transaction, while the default
     /// network's list is the one peapod wrote and `nft` is installed; else its plugins.
     #[default]
     Fast,
@@ -313,7 +313,7 @@ impl Cni {
                 cache_file.display()
             )));
         };
-        if entry.kind == crate::fast::KIND {
+        if [crate::fast::KIND, crate::fast::KIND_V1].contains(&entry.kind.as_str()) {
             return Ok(());
         }
         let list = NetworkList::parse(Path::new("<cache>"), entry.config.to_string().as_bytes())?;
@@ -340,7 +340,7 @@ impl Cni {
             return Ok(());
         };
         match entry.kind.as_str() {
-            crate::fast::KIND => crate::fast::detach(&entry)?,
+            crate::fast::KIND | crate::fast::KIND_V1 => crate::fast::detach(&entry)?,
             _ => self.del_entry(&entry)?,
         }
         match std::fs::remove_file(cache_file) {

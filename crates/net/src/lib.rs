@@ -11,7 +11,7 @@
 //! - Each attachment is cached on disk ([`CacheEntry`], as libcni's `results/` cache) before
 //!   its first plugin runs, so that DEL runs with exactly what ADD had, also after a crash.
 //! - [`fast`]: the default network `peapod`, while its list is the one peapod wrote,
-//!   attached in-process (netlink, host-local's leases, one nftables batch) unless
+//!   attached in-process (netlink, host-local's leases, one nftables transaction) unless
 //!   [`Backend::Cni`] is asked for; cached as the plugins' attachments are.
 //! - [`ports`]: the host ports a pod publishes, checked free and held ([`ports::claim`]).
 //! - [`usermode`]: pasta or slirp4netns, the user-mode network of a rootless pod.

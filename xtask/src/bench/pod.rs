@@ -218,7 +218,7 @@ impl Drop for BenchNet {
 /// podman making the same pod (on a network of its own, in a temporary store, through runc:
 /// crun refuses this host's hybrid cgroups), median of [`PODMAN_RUNS`]; `None` without
 /// podman.
-fn podman(rootfs: &Path, net: &BenchNet) -> Result<Option<(Duration, Duration)>> {
+pub(super) fn podman(rootfs: &Path, net: &BenchNet) -> Result<Option<(Duration, Duration)>> {
     if Command::new("podman").arg("--version").output().is_err() {
         return Ok(None);
     }

@@ -1,12 +1,13 @@
 //! The default network's two paths side by side: a pod on the default network `peapod`
 //! (the bench's own: bridge `ppbench1`, its files in `target/bench-podnet-net`) with two
 //! detached containers, made and removed, through the in-process fast path and through
-//! the CNI plugins (`PEAPOD_NETWORK_BACKEND=cni`), taking turns, medians of [`RUNS`].
+//! the CNI plugins (`PEAPOD_NETWORK_BACKEND=cni`), taking turns, medians of [`RUNS`]; then
+//! podman making the same pod on a network of its own (issue 28's goal: 0.1x podman).
 
 use std::time::{Duration, Instant};
 
 use super::median;
-use super::pod::{ms, reap, Bench, BenchNet};
+use super::pod::{ms, podman, reap, Bench, BenchNet};
 use crate::{build_peapod, rootfs, target_dir, Result};
 
 const RUNS: usize = 5;
@@ -46,29 +47,42 @@ pub(crate) fn run() -> Result {
             }
         }
     }
-    let totals: Vec<Duration> = times
+    let medians: Vec<(Duration, Duration)> = times
         .into_iter()
-        .map(|(ups, downs)| {
-            let (up, down) = (median(ups), median(downs));
-            (up, down, up + down)
-        })
-        .zip(backends)
-        .map(|((up, down, total), backend)| {
-            println!(
-                "{:<44} {:>8.1} ms  (create {:.1}, rm {:.1})",
-                format!("default network, {backend}"),
-                ms(total),
-                ms(up),
-                ms(down)
-            );
-            total
-        })
+        .map(|(ups, downs)| (median(ups), median(downs)))
         .collect();
+    for ((up, down), backend) in medians.iter().zip(backends) {
+        println!(
+            "{:<44} {:>8.1} ms  (create {:.1}, rm {:.1})",
+            format!("default network, {backend}"),
+            ms(*up + *down),
+            ms(*up),
+            ms(*down)
+        );
+    }
+    let total = |(up, down): (Duration, Duration)| (up + down).as_secs_f64();
     println!(
         "{:<44} {:>8.2}x",
         "fast path / CNI",
-        totals[0].as_secs_f64() / totals[1].as_secs_f64()
+        total(medians[0]) / total(medians[1])
     );
+    let (up, down) = medians[0];
+    match podman(&rootfs_dir, &net) {
+        Ok(Some((podman_up, podman_down))) => {
+            for (what, theirs, ours) in [
+                ("podman pod create + 2 x run -d --pod", podman_up, up),
+                ("podman pod rm -f -t 0", podman_down, down),
+            ] {
+                println!(
+                    "{what:<44} {:>8.1} ms   (fast path: {:.2}x)",
+                    ms(theirs),
+                    ours.as_secs_f64() / theirs.as_secs_f64()
+                );
+            }
+        }
+        Ok(None) => println!("podman: not installed, skipped"),
+        Err(e) => println!("podman: {e}"),
+    }
     let left = net.leftovers();
     println!(
         "{:<44} {}\n",

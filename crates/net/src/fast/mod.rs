@@ -1,7 +1,7 @@
 //! The default network's fast path: what the `bridge`, `host-local`, `portmap`, `firewall`
 //! and `tuning` plugins of peapod's own default network do, done in-process (netlink for
-//! the bridge, the veth pair and the addresses; one nftables batch for masquerade and
-//! published ports), for the network `peapod` only, and only while its configuration list
+//! the bridge, the veth pair and the addresses; one nftables transaction of set elements
+//! for masquerade and published ports), for the network `peapod` only, and only while its configuration list
 //! is exactly what peapod writes ([`recognise`]); every other network runs its plugins.
 //!
 //! An attachment is cached as the CNI path's are (the same file, written before anything
@@ -12,6 +12,7 @@
 
 pub(crate) mod ipam;
 mod link;
+mod nfnl;
 pub mod nft;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,9 +27,13 @@ use crate::config::{default_list, NetworkList, DEFAULT_NETWORK};
 use crate::{Error, Result};
 
 use link::Rtnl;
+use nfnl::Change;
 
-/// The `kind` of a cache entry the fast path made.
-pub const KIND: &str = "peapodFastV1";
+/// The `kind` of a cache entry the fast path makes.
+pub const KIND: &str = "peapodFastV2";
+/// The `kind` of a cache entry of the first fast path (a pair of nftables chains per pod),
+/// which is still undone.
+pub const KIND_V1: &str = "peapodFastV1";
 
 /// The default network as peapod wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,16 +171,14 @@ fn attach(
     // Recorded before anything else is made: a teardown then knows the address.
     entry.result = Some(result.clone());
     cache::save(file, entry)?;
-    // nft runs while the links are made (its rules name only the address and ports).
-    let nft = nft::spawn(&nft::add_batch(&nft::PodRules {
+    link(net, &veth, att, ip)?;
+    let rules = nft::PodRules {
         id: &att.container_id,
         ip,
         subnet: net.subnet,
         ports: &att.ports,
-    }))?;
-    let linked = link(net, &veth, att, ip);
-    let ruled = nft.wait();
-    linked.and(ruled)?;
+    };
+    nft::apply(&rules, Change::Add)?;
     Ok(result)
 }
 
@@ -244,8 +247,9 @@ fn sysctl(key: &str, value: &str) -> Result<()> {
     std::fs::write(&path, value).map_err(crate::error::io("cannot write", &path))
 }
 
-/// DEL of an attachment the fast path made: the veth pair, the nftables elements and
-/// chains, the lease; each is tried, whatever is already gone, and the first failure
+/// DEL of an attachment the fast path made: the nftables elements (and the chains of a
+/// [`KIND_V1`] attachment), the veth pair (taken down and off the bridge, deleted by the
+/// kernel with the pod's network namespace), the lease; each is tried, whatever is already gone, and the first failure
 /// reported.
 pub(crate) fn detach(entry: &CacheEntry) -> Result<()> {
     let started = std::time::Instant::now();
@@ -271,21 +275,26 @@ fn detach_all(entry: &CacheEntry) -> Result<()> {
         .get("portMappings")
         .and_then(|p| serde_json::from_value(p.clone()).ok())
         .unwrap_or_default();
-    // nft runs while the veth goes (a link's deletion waits for the kernel's grace periods).
-    let nft = ip.map(|ip| {
-        nft::spawn(&nft::del_batch(&nft::PodRules {
+    if let Some(ip) = ip {
+        let rules = nft::PodRules {
             id: &entry.container_id,
             ip,
             subnet: net.subnet,
             ports: &ports,
-        }))
-    });
-    let veth = host_veth(&entry.container_id, &entry.if_name);
-    if let Err(e) = Rtnl::new().and_then(|mut host| host.delete(&veth)) {
-        first.get_or_insert(setup(format!("veth {veth}"))(e));
+        };
+        let removed = match entry.kind.as_str() {
+            KIND_V1 => nft::run(&nft::v1_del_batch(&rules)),
+            _ => nft::apply(&rules, Change::Remove),
+        };
+        if let Err(e) = removed {
+            first.get_or_insert(e);
+        }
     }
-    if let Some(Err(e)) = nft.map(|pending| pending.and_then(nft::Pending::wait)) {
-        first.get_or_insert(e);
+    // Down and off the bridge: the kernel deletes the pair with the pod's namespace, which
+    // goes when its pin does, right after this DEL.
+    let veth = host_veth(&entry.container_id, &entry.if_name);
+    if let Err(e) = Rtnl::new().and_then(|mut host| host.detach(&veth)) {
+        first.get_or_insert(setup(format!("veth {veth}"))(e));
     }
     let leases = ipam::lease_dir(net.data_dir.as_deref(), DEFAULT_NETWORK);
     if let Err(e) = ipam::release(&leases, &entry.container_id, &entry.if_name) {

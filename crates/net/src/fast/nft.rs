@@ -1,23 +1,29 @@
 //! The fast path's masquerade, published ports and forwarding, in an nftables table of
-//! peapod's own (`table inet peapod`), changed by one `nft -f -` batch per attach and per
-//! detach (a batch is one kernel transaction: all of it or none).
+//! peapod's own (`table inet peapod`).
 //!
-//! The table's base chains hold fixed rules that look the packet up in maps keyed by a
-//! pod's address or published port; a pod adds only its elements and two chains of its own
-//! (`pod_HASH_out`, `pod_HASH_in`, the hash of its attachment's id):
+//! The table's chains hold fixed rules that look the packet up in sets and maps keyed by a
+//! pod's address or published port, so that a pod adds and removes only elements: one
+//! nf_tables transaction over netlink, in-process ([`nfnl`](super::nfnl)), per attach and
+//! per detach. The fixed part ([`base`]) is `nft -f -`'s: written when that transaction
+//! finds a set or chain missing (the first pod since boot, or a table an older peapod made),
+//! then the transaction is made again. A change of the fixed rules needs a set or chain of a
+//! new name, so that a table of the old layout is found missing it.
 //!
-//! - postrouting: `ip saddr vmap @masq` jumps to the pod's `_out` chain, which masquerades
-//!   what leaves its subnet (not multicast), as the bridge plugin's `ipMasq`; DNATed traffic
-//!   into a pod from the host's loopback or from its subnet (hairpin) jumps to its `_in`
-//!   chain and is masqueraded, as portmap's `CNI-HOSTPORT-MASQ`;
+//! - postrouting: `ip saddr vmap @masq` jumps to `pod_out`, which masquerades what leaves
+//!   the pod's subnet (`@local`: address . subnet), not multicast, as the bridge plugin's
+//!   `ipMasq`; DNATed traffic into a pod jumps to `pod_in`, which masquerades it when it
+//!   comes from the host's loopback or from the pod's subnet (hairpin), as portmap's
+//!   `CNI-HOSTPORT-MASQ`;
 //! - prerouting and output: traffic to a local address and a published port is DNATed to
 //!   the pod (`@ports` for every address, `@ports_at` for one host address);
 //! - forward: accepted only to a pod's address for established connections and from a
 //!   pod's address, as the firewall plugin's rules; the policy is accept, so nothing that
 //!   another table drops becomes reachable.
 //!
-//! Teardown is made to work whatever is left: each element and chain is added before it is
-//! deleted, in the same batch, so a half-made or already removed attachment deletes fine.
+//! A detach adds each element before it deletes it, in the same transaction, so a
+//! half-made or already removed attachment deletes fine. Attachments of the first fast
+//! path ([`KIND_V1`](super::KIND_V1): a pair of chains per pod) are removed by an `nft`
+//! batch of their own ([`v1_del_batch`]).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,6 +32,7 @@ use std::process::{Command, Stdio};
 
 use rscni_types::ipnet::Ipv4Net;
 
+use super::nfnl::{self, Change, Data, Element};
 use crate::cni::PortMapping;
 use crate::{Error, Result};
 
@@ -49,8 +56,8 @@ pub(crate) struct PodRules<'a> {
     pub ports: &'a [PortMapping],
 }
 
-/// The table, its base chains, maps and fixed rules (idempotent: the fixed rules are
-/// flushed and written again in every batch).
+/// The table, its chains, sets, maps and fixed rules (idempotent: the fixed rules are
+/// flushed and written again).
 fn base() -> String {
     let mut b = format!("add table {TABLE}\n");
     for (chain, spec) in [
@@ -73,10 +80,14 @@ fn base() -> String {
     ] {
         b += &format!("add chain {TABLE} {chain} {{ {spec} }}\nflush chain {TABLE} {chain}\n");
     }
+    for chain in [OUT, IN] {
+        b += &format!("add chain {TABLE} {chain}\nflush chain {TABLE} {chain}\n");
+    }
     for (map, spec) in [
         ("masq", "type ipv4_addr : verdict;"),
         ("inbound", "type ipv4_addr : verdict;"),
         ("pods", "type ipv4_addr;"),
+        ("local", "type ipv4_addr . ipv4_addr; flags interval;"),
         (
             "ports",
             "type inet_proto . inet_service : ipv4_addr . inet_service;",
@@ -86,12 +97,16 @@ fn base() -> String {
             "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;",
         ),
     ] {
-        let kind = if map == "pods" { "set" } else { "map" };
+        let kind = if spec.contains(':') { "map" } else { "set" };
         b += &format!("add {kind} {TABLE} {map} {{ {spec} }}\n");
     }
     b += &format!(
         "add rule {TABLE} postrouting ip saddr vmap @masq\n\
-         add rule {TABLE} postrouting ct status dnat ip daddr vmap @inbound\n"
+         add rule {TABLE} postrouting ct status dnat ip daddr vmap @inbound\n\
+         add rule {TABLE} {OUT} ip saddr . ip daddr @local return\n\
+         add rule {TABLE} {OUT} ip daddr != 224.0.0.0/4 masquerade\n\
+         add rule {TABLE} {IN} ip daddr . ip saddr @local masquerade\n\
+         add rule {TABLE} {IN} ip saddr 127.0.0.0/8 masquerade\n"
     );
     for chain in ["prerouting", "output"] {
         b += &format!(
@@ -106,199 +121,322 @@ fn base() -> String {
     b
 }
 
-/// The pod's chains' prefix: `pod_` and 16 hex digits of its id.
-fn chain(id: &str) -> String {
+/// The table's name (family inet).
+const NAME: &str = "peapod";
+/// The chain a pod's outgoing traffic jumps to.
+const OUT: &str = "pod_out";
+/// The chain DNATed traffic into a pod jumps to.
+const IN: &str = "pod_in";
+
+/// An address's bytes.
+fn addr(ip: Ipv4Addr) -> [u8; 4] {
+    ip.octets()
+}
+
+/// A protocol or port as a concatenation's field: its bytes first, padded to 4.
+fn field(bytes: &[u8]) -> [u8; 4] {
+    let mut out = [0; 4];
+    out[..bytes.len().min(4)].copy_from_slice(&bytes[..bytes.len().min(4)]);
+    out
+}
+
+/// The IP protocol numbers of the protocols a port may be published for.
+fn protocol(name: &str) -> Option<u8> {
+    match name {
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "sctp" => Some(132),
+        _ => None,
+    }
+}
+
+/// The pod's elements.
+pub(crate) fn elements(pod: &PodRules<'_>) -> Vec<Element> {
+    let ip = addr(pod.ip);
+    let range = |last: Ipv4Addr| [ip, addr(last)].concat();
+    let mut out = vec![
+        Element {
+            set: "masq",
+            key: ip.to_vec(),
+            key_end: None,
+            data: Data::Jump(OUT),
+        },
+        Element {
+            set: "inbound",
+            key: ip.to_vec(),
+            key_end: None,
+            data: Data::Jump(IN),
+        },
+        Element {
+            set: "pods",
+            key: ip.to_vec(),
+            key_end: None,
+            data: Data::None,
+        },
+        Element {
+            set: "local",
+            key: range(pod.subnet.network()),
+            key_end: Some(range(pod.subnet.broadcast())),
+            data: Data::None,
+        },
+    ];
+    for p in pod.ports {
+        // Only a protocol of the three: a cached entry's ports are read back from disk.
+        let Some(number) = protocol(&p.protocol) else {
+            continue;
+        };
+        let key = [field(&[number]), field(&p.host_port.to_be_bytes())].concat();
+        let to = [ip, field(&p.container_port.to_be_bytes())].concat();
+        let (set, key) = match p.host_ip {
+            Some(IpAddr::V4(host)) if !host.is_unspecified() => {
+                ("ports_at", [addr(host).to_vec(), key].concat())
+            }
+            _ => ("ports", key),
+        };
+        out.push(Element {
+            set,
+            key,
+            key_end: None,
+            data: Data::Value(to),
+        });
+    }
+    out
+}
+
+/// Adds the pod's elements (`Change::Add`) or removes them (`Change::Remove`), in one
+/// transaction; the fixed part first where it is missing.
+pub(crate) fn apply(pod: &PodRules<'_>, change: Change) -> Result<()> {
+    let elements = elements(pod);
+    let failed = |e: std::io::Error| failure("netlink", e.to_string());
+    match nfnl::apply(NAME, &elements, change) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            tracing::debug!("{TABLE}: writing its chains, sets and rules");
+            run(&base())?;
+            nfnl::apply(NAME, &elements, change).map_err(failed)
+        }
+        done => done.map_err(failed),
+    }
+}
+
+/// The chains' prefix of a pod attached by the first fast path: `pod_` and 16 hex digits
+/// of its id.
+fn v1_chain(id: &str) -> String {
     let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("pod_{hash:016x}")
 }
 
-/// The pod's elements: `(set or map, element)`.
-fn elements(pod: &PodRules<'_>) -> Vec<(&'static str, String)> {
-    let c = chain(pod.id);
+/// The batch that removes what the first fast path made for a pod, whatever of it is
+/// there: its elements (each added first) and its two chains (each made first).
+pub(crate) fn v1_del_batch(pod: &PodRules<'_>) -> String {
+    let c = v1_chain(pod.id);
+    let mut b = base() + &format!("add chain {TABLE} {c}_out\nadd chain {TABLE} {c}_in\n");
     let ip = pod.ip;
-    let mut out = vec![
+    let mut elements = vec![
         ("masq", format!("{ip} : jump {c}_out")),
         ("inbound", format!("{ip} : jump {c}_in")),
         ("pods", ip.to_string()),
     ];
     for p in pod.ports {
-        // Only a protocol nft knows by this name goes into the batch's text (a cached
-        // entry's ports are read back from disk).
-        let Some(protocol) = ["tcp", "udp", "sctp"]
-            .into_iter()
-            .find(|known| *known == p.protocol)
-        else {
+        // Only a protocol nft knows by this name goes into the batch's text.
+        if protocol(&p.protocol).is_none() {
             continue;
-        };
-        let key = format!("{protocol} . {}", p.host_port);
+        }
+        let key = format!("{} . {}", p.protocol, p.host_port);
         let to = format!("{ip} . {}", p.container_port);
         match p.host_ip {
             Some(IpAddr::V4(host)) if !host.is_unspecified() => {
-                out.push(("ports_at", format!("{host} . {key} : {to}")));
+                elements.push(("ports_at", format!("{host} . {key} : {to}")));
             }
-            _ => out.push(("ports", format!("{key} : {to}"))),
+            _ => elements.push(("ports", format!("{key} : {to}"))),
         }
     }
-    out
-}
-
-/// The pod's two chains, made empty and filled.
-fn chains(pod: &PodRules<'_>) -> String {
-    let c = chain(pod.id);
-    let subnet = pod.subnet;
-    format!(
-        "add chain {TABLE} {c}_out\nflush chain {TABLE} {c}_out\n\
-         add rule {TABLE} {c}_out ip daddr {subnet} return\n\
-         add rule {TABLE} {c}_out ip daddr != 224.0.0.0/4 masquerade\n\
-         add chain {TABLE} {c}_in\nflush chain {TABLE} {c}_in\n\
-         add rule {TABLE} {c}_in ip saddr {{ 127.0.0.0/8, {subnet} }} masquerade\n"
-    )
-}
-
-/// The batch that adds the pod's rules.
-pub(crate) fn add_batch(pod: &PodRules<'_>) -> String {
-    let mut b = base() + &chains(pod);
-    for (set, element) in elements(pod) {
-        b += &format!("add element {TABLE} {set} {{ {element} }}\n");
-    }
-    b
-}
-
-/// The batch that removes the pod's rules, whatever of them is there.
-pub(crate) fn del_batch(pod: &PodRules<'_>) -> String {
-    let mut b = base() + &chains(pod);
-    for (set, element) in elements(pod) {
+    for (set, element) in elements {
         let key = element.split(" : ").next().unwrap_or(&element).to_owned();
         b += &format!(
             "add element {TABLE} {set} {{ {element} }}\ndelete element {TABLE} {set} {{ {key} }}\n"
         );
     }
-    let c = chain(pod.id);
     for suffix in ["out", "in"] {
         b += &format!("flush chain {TABLE} {c}_{suffix}\ndelete chain {TABLE} {c}_{suffix}\n");
     }
     b
 }
 
-/// An `nft -f -` running a batch.
-pub(crate) struct Pending {
-    child: std::process::Child,
-}
-
-fn failure(message: String) -> Error {
+fn failure(command: &'static str, message: String) -> Error {
     Error::Plugin {
         network: crate::config::DEFAULT_NETWORK.to_owned(),
         plugin: "nftables".to_owned(),
-        command: "nft -f -",
+        command,
         message,
     }
 }
 
-/// Starts `nft -f -` on `batch` (its input written and closed): the caller does its
-/// netlink work meanwhile, then [`Pending::wait`]s.
-pub(crate) fn spawn(batch: &str) -> Result<Pending> {
+/// Runs `nft -f -` on `batch`: its first error line when it fails.
+pub(crate) fn run(batch: &str) -> Result<()> {
     let nft = binary().ok_or_else(|| Error::Invalid("nft is not installed".to_owned()))?;
+    let failed = |e: std::io::Error| failure("nft -f -", e.to_string());
     let mut child = Command::new(&nft)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| failure(format!("cannot run {}: {e}", nft.display())))?;
+        .map_err(|e| failure("nft -f -", format!("cannot run {}: {e}", nft.display())))?;
     // A batch is a few kB at most: it fits in the pipe, so writing it never blocks.
     let written = child
         .stdin
         .take()
         .map(|mut stdin| stdin.write_all(batch.as_bytes()));
-    let pending = Pending { child };
-    match written {
-        Some(Err(e)) => {
-            let _ = pending.wait();
-            Err(failure(e.to_string()))
-        }
-        _ => Ok(pending),
+    let out = child.wait_with_output().map_err(failed)?;
+    if let Some(Err(e)) = written {
+        return Err(failed(e));
     }
-}
-
-impl Pending {
-    /// Waits for `nft`: its first error line when it failed.
-    pub(crate) fn wait(self) -> Result<()> {
-        let out = self
-            .child
-            .wait_with_output()
-            .map_err(|e| failure(e.to_string()))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(&out.stderr);
-        let first = text
-            .lines()
-            .find(|l| l.starts_with("Error"))
-            .or_else(|| text.lines().next())
-            .unwrap_or("failed");
-        Err(failure(first.trim().to_owned()))
+    if out.status.success() {
+        return Ok(());
     }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let first = text
+        .lines()
+        .find(|l| l.starts_with("Error"))
+        .or_else(|| text.lines().next())
+        .unwrap_or("failed");
+    Err(failure("nft -f -", first.trim().to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_pods_rules_are_its_elements_and_chains_only() {
-        let ports = [
-            "8080:80".parse().expect("port"),
-            "127.0.0.1:53:5353/udp".parse().expect("port"),
-        ];
-        let pod = PodRules {
+    fn web(ports: &[PortMapping]) -> PodRules<'_> {
+        PodRules {
             id: "peapod-1-web",
             ip: "10.9.0.5".parse().expect("ip"),
             subnet: "10.9.0.0/24".parse().expect("net"),
-            ports: &ports,
+            ports,
+        }
+    }
+
+    #[test]
+    fn a_pods_elements_are_its_address_subnet_and_ports_as_the_kernel_keeps_them() {
+        let ports = [
+            "8080:80".parse().expect("port"),
+            "127.0.0.1:53:5353/udp".parse().expect("port"),
+            PortMapping {
+                host_ip: None,
+                host_port: 1,
+                container_port: 2,
+                protocol: "tcp; flush ruleset".to_owned(),
+            },
+        ];
+        let all = elements(&web(&ports));
+        let of = |set: &str| {
+            all.iter()
+                .filter(|e| e.set == set)
+                .cloned()
+                .collect::<Vec<_>>()
         };
-        let add = add_batch(&pod);
-        let c = chain("peapod-1-web");
-        assert!(
-            add.contains(&format!(
-                "add element inet peapod masq {{ 10.9.0.5 : jump {c}_out }}"
-            )),
-            "{add}"
+        assert_eq!(of("masq")[0].data, Data::Jump(OUT));
+        assert_eq!(of("inbound")[0].data, Data::Jump(IN));
+        assert_eq!(of("pods")[0].key, [10, 9, 0, 5]);
+        let local = &of("local")[0];
+        assert_eq!(local.key, [10, 9, 0, 5, 10, 9, 0, 0]);
+        assert_eq!(
+            local.key_end.as_deref(),
+            Some(&[10, 9, 0, 5, 10, 9, 0, 255][..])
         );
-        assert!(
-            add.contains("add element inet peapod ports { tcp . 8080 : 10.9.0.5 . 80 }"),
-            "{add}"
+        // tcp . 8080 : 10.9.0.5 . 80, each field padded to 4 bytes; the unknown protocol
+        // is left out.
+        let published = of("ports");
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].key, [6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        assert_eq!(
+            published[0].data,
+            Data::Value(vec![10, 9, 0, 5, 0, 80, 0, 0])
         );
-        assert!(
-            add.contains(
-                "add element inet peapod ports_at { 127.0.0.1 . udp . 53 : 10.9.0.5 . 5353 }"
-            ),
-            "{add}"
-        );
+        let at = of("ports_at");
+        assert_eq!(at[0].key, [127, 0, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
+        assert_eq!(at[0].data, Data::Value(vec![10, 9, 0, 5, 0x14, 0xe9, 0, 0]));
         // Nothing is accepted but to and from the pods' addresses.
-        for line in add
+        let fixed = base();
+        for line in fixed
             .lines()
             .filter(|l| l.contains(" accept") && l.starts_with("add rule"))
         {
             assert!(line.contains("@pods"), "{line}");
         }
-        let odd = [PortMapping {
-            host_ip: None,
-            host_port: 1,
-            container_port: 2,
-            protocol: "tcp; flush ruleset".to_owned(),
-        }];
-        let injected = add_batch(&PodRules { ports: &odd, ..pod });
-        assert!(!injected.contains("flush ruleset"), "{injected}");
-        let del = del_batch(&pod);
+        let v1 = v1_del_batch(&web(&ports));
+        assert!(!v1.contains("flush ruleset"), "{v1}");
         assert!(
-            del.contains("delete element inet peapod ports { tcp . 8080 }"),
-            "{del}"
+            v1.contains("delete element inet peapod ports { tcp . 8080 }"),
+            "{v1}"
         );
-        assert!(
-            del.contains(&format!("delete chain inet peapod {c}_in")),
-            "{del}"
-        );
+    }
+
+    fn listed() -> String {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", NAME])
+            .output()
+            .expect("nft list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// In a network namespace of the test's own (the host's table is not touched): a pod's
+    /// elements added over netlink onto a table an older peapod made, twice, and removed,
+    /// twice; the older peapod's pod removed by its own batch.
+    #[test]
+    fn a_pods_elements_come_and_go_in_one_transaction_each() {
+        if !nix::unistd::geteuid().is_root() || binary().is_none() {
+            eprintln!("skipped: needs root and nft");
+            return;
+        }
+        let test = std::thread::spawn(|| {
+            // This thread alone, and the nft it starts, are in the new namespace.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            let ports: [PortMapping; 1] = ["8080:80".parse().expect("port")];
+            let old_ports: [PortMapping; 1] = ["9090:90".parse().expect("port")];
+            let old = PodRules {
+                id: "peapod-1-old",
+                ip: "10.9.0.9".parse().expect("ip"),
+                ..web(&old_ports)
+            };
+            let c = v1_chain(old.id);
+            // The first fast path's table and pod: no `local` set, no `pod_out` chain.
+            run(&format!(
+                "add table {TABLE}\n\
+                 add map {TABLE} masq {{ type ipv4_addr : verdict; }}\n\
+                 add set {TABLE} pods {{ type ipv4_addr; }}\n\
+                 add map {TABLE} ports {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n\
+                 add chain {TABLE} {c}_out\n\
+                 add rule {TABLE} {c}_out ip daddr 10.9.0.0/24 return\n\
+                 add element {TABLE} masq {{ 10.9.0.9 : jump {c}_out }}\n\
+                 add element {TABLE} pods {{ 10.9.0.9 }}\n\
+                 add element {TABLE} ports {{ tcp . 9090 : 10.9.0.9 . 90 }}\n"
+            ))
+            .expect("the first fast path's objects");
+            let pod = web(&ports);
+            for _ in 0..2 {
+                apply(&pod, Change::Add).expect("add");
+            }
+            let table = listed();
+            for wanted in [
+                "10.9.0.5 : jump pod_out",
+                "10.9.0.5 : jump pod_in",
+                "10.9.0.5 . 10.9.0.0/24",
+                "tcp . 8080 : 10.9.0.5 . 80",
+                "10.9.0.9 : jump pod_",
+            ] {
+                assert!(table.contains(wanted), "{wanted} not in {table}");
+            }
+            run(&v1_del_batch(&old)).expect("the old pod removed");
+            for _ in 0..2 {
+                apply(&pod, Change::Remove).expect("remove");
+            }
+            let table = listed();
+            assert!(!table.contains("10.9.0."), "{table}");
+            assert!(table.contains("chain pod_out"), "{table}");
+        });
+        test.join().expect("the test's thread");
     }
 }
