@@ -16,6 +16,8 @@
 
 #[path = "../../globals.rs"]
 mod globals;
+#[path = "../../log.rs"]
+mod log;
 // `out!` is `peapod`'s only.
 #[allow(unused_macros, unused_imports)]
 #[path = "../../output.rs"]
