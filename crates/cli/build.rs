@@ -11,4 +11,23 @@ fn main() {
     // No binary-search table of the unwind info: with `panic = "abort"` nothing unwinds;
     // only a backtrace (RUST_BACKTRACE) would read it, and prints no frames without it.
     println!("cargo:rustc-link-arg-bin=peapod-oci=-Wl,--no-eh-frame-hdr");
+    // RELR relocations: the ~2400 relative relocations of a PIE in ~1 kB instead of 57 kB,
+    // keeping ASLR. Only where the glibc built against has a loader that reads them (2.36;
+    // the linker adds the GLIBC_ABI_DT_RELR version, which an older one refuses).
+    if glibc_version().is_some_and(|version| version >= (2, 36)) {
+        println!("cargo:rustc-link-arg-bin=peapod-oci=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// The version of this system's glibc, as `getconf GNU_LIBC_VERSION` says it (`glibc 2.36`);
+/// `None` when it says nothing of the kind.
+fn glibc_version() -> Option<(u32, u32)> {
+    let out = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let (major, minor) = text.trim().strip_prefix("glibc ")?.split_once('.')?;
+    let minor = minor.split('.').next()?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }

@@ -63,6 +63,30 @@ pub(crate) fn run(_args: &[String]) -> Result {
     Ok(())
 }
 
+/// Runs the release `peapod-oci` once (`state` of a container that does not exist, in a
+/// state root of its own): it is linked with options of its own (crates/cli/build.rs: RELR
+/// relocations, which need glibc 2.36's loader), so this checks that this system loads it
+/// and that it answers as runc does: status 1, "does not exist".
+pub(crate) fn check_loads(oci: &Path) -> Result {
+    let root = std::env::temp_dir().join(format!("peapod-oci-check-{}", std::process::id()));
+    let out = std::process::Command::new(oci)
+        .arg("--root")
+        .arg(&root)
+        .args(["state", "peapod-oci-check"])
+        .output();
+    let _ = std::fs::remove_dir_all(&root);
+    let out = out.map_err(|e| format!("cannot run {}: {e}", oci.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(1) || !stderr.contains("does not exist") {
+        return Err(format!(
+            "{} does not run here ({}): {stderr}",
+            oci.display(),
+            out.status
+        ));
+    }
+    Ok(())
+}
+
 /// The pause image: one layer holding the static init as `/pause`, run as `/pause -P` (its
 /// pause mode: sleep until a signal, reap, exit 0 on SIGTERM/SIGINT).
 pub(crate) fn write_pause_image(init: &Path, out: &Path) -> Result {

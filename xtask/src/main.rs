@@ -111,6 +111,7 @@ fn build_peapod() -> Result<PathBuf> {
         "--bin",
         "peapod-oci",
     ]))?;
+    dist::check_loads(&target_dir().join("release/peapod-oci"))?;
     let init = dist::build_init()?;
     let beside = target_dir().join("release/peapod-init");
     std::fs::copy(&init, &beside).map_err(|e| {

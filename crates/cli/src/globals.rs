@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use peapod_runtime::{Error, Runtime};
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+use tracing::level_filters::LevelFilter;
+
+use crate::log::Sink;
 
 /// The flags runc takes before the command (only `--debug` may also follow it).
 #[derive(Debug, Args)]
@@ -108,25 +108,14 @@ pub(crate) fn exit(result: Result<i32, Error>, global: &GlobalArgs) -> ! {
     }
 }
 
-/// Sends tracing output to stderr, or to `--log FILE`: as plain lines, or with
-/// `--log-format json` as runc writes them (`{"level":"error","msg":"...","time":"..."}`, one a
-/// line), which containerd and podman parse for the last error.
+/// Sends tracing output to stderr, or to `--log FILE` as plain lines or, with `--log-format
+/// json`, as runc writes them (see `log.rs`).
 pub(crate) fn init_logging(global: &GlobalArgs) {
-    // `PEAPOD_LOG` takes a level (`debug`) or levels per crate (`peapod_rootfs=trace,warn`):
-    // `Targets`, not `EnvFilter`, whose span and field matching would bring a regex engine
-    // into the binary for nothing peapod logs.
     let default = if global.debug {
         LevelFilter::DEBUG
     } else {
         LevelFilter::WARN
     };
-    let filter = std::env::var("PEAPOD_LOG")
-        .ok()
-        .and_then(|directives| directives.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(default));
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::TRACE)
-        .with_target(false);
     let file = global.log.as_ref().and_then(|path| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -134,92 +123,10 @@ pub(crate) fn init_logging(global: &GlobalArgs) {
             .open(path)
             .ok()
     });
-    match (file, global.log_format) {
-        (Some(file), LogFormat::Json) => builder
-            .event_format(RuncJson)
-            .with_writer(std::sync::Mutex::new(file))
-            .finish()
-            .with(filter)
-            .init(),
-        (Some(file), LogFormat::Text) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
-            .finish()
-            .with(filter)
-            .init(),
-        // Colour only for a person: conmon and shims pass our stderr on as it is.
-        (None, _) => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .without_time()
-            .with_writer(std::io::stderr)
-            .finish()
-            .with(filter)
-            .init(),
-    }
-}
-
-/// runc's JSON log lines (logrus's format): `level` in lower case (`warning` for WARN),
-/// `msg`, and `time` in RFC 3339. go-runc and podman read `msg` of the last `error` line.
-struct RuncJson;
-
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for RuncJson
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let level = match *event.metadata().level() {
-            tracing::Level::ERROR => "error",
-            tracing::Level::WARN => "warning",
-            tracing::Level::INFO => "info",
-            tracing::Level::DEBUG => "debug",
-            tracing::Level::TRACE => "trace",
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let mut line = serde_json::Map::new();
-        line.insert("level".into(), level.into());
-        line.insert("msg".into(), fields.message.into());
-        line.insert("time".into(), peapod_state::rfc3339(now).into());
-        for (key, value) in fields.others {
-            line.entry(key).or_insert(value.into());
-        }
-        writeln!(writer, "{}", serde_json::Value::Object(line))
-    }
-}
-
-/// The message of an event and its other fields, as text.
-#[derive(Default)]
-struct Fields {
-    message: String,
-    others: Vec<(String, String)>,
-}
-
-impl tracing::field::Visit for Fields {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.record(field, value.to_owned());
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.record(field, format!("{value:?}"));
-    }
-}
-
-impl Fields {
-    fn record(&mut self, field: &tracing::field::Field, value: String) {
-        if field.name() == "message" {
-            self.message = value;
-        } else {
-            self.others.push((field.name().to_owned(), value));
-        }
-    }
+    let sink = match (file, global.log_format) {
+        (Some(file), LogFormat::Json) => Sink::Json(file),
+        (Some(file), LogFormat::Text) => Sink::Text(file),
+        (None, _) => Sink::Stderr,
+    };
+    crate::log::init(default, sink);
 }

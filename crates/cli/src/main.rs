@@ -13,6 +13,7 @@ mod globals;
 mod image;
 mod images;
 mod inspect;
+mod log;
 mod names;
 mod oci;
 mod output;

@@ -788,19 +788,17 @@ fn run_d_in_a_pod_prints_its_id_and_stop_and_rm_reach_it() {
     pods.rootfs.assert_nothing_left();
 }
 
-#[test]
-fn start_and_restart_keep_the_writable_layer_of_an_image_container() {
-    let Some(rootfs) = TestRootfs::new() else {
-        return;
-    };
+/// The busybox test image loaded into a store in the scratch directory: the store's path
+/// and the image's name; `None` (with a skip line) where `cargo xtask test` did not write it.
+fn load_busybox(rootfs: &TestRootfs) -> Option<(String, String)> {
     let Some(archive) = std::env::var_os("PEAPOD_BUSYBOX_IMAGE") else {
         eprintln!("skipped: PEAPOD_BUSYBOX_IMAGE is not set (`cargo xtask test` writes it)");
-        return;
+        return None;
     };
     let storage = rootfs.scratch().join("storage");
-    let storage = storage.to_str().expect("utf-8 path");
+    let storage = storage.to_str().expect("utf-8 path").to_owned();
     let mut load = rootfs.peapod();
-    load.args(["--storage", storage, "image", "load", "-i"])
+    load.args(["--storage", &storage, "image", "load", "-i"])
         .arg(&archive);
     let out = finish(load.spawn().expect("spawn image load"));
     assert_eq!(out.code, 0, "{out:?}");
@@ -811,6 +809,49 @@ fn start_and_restart_keep_the_writable_layer_of_an_image_container() {
         .expect("the loaded image's name")
         .trim()
         .to_owned();
+    Some((storage, image))
+}
+
+/// `peapod-oci delete` of a container of an image (one a client did not make, but may list
+/// and delete): its writable layer is released. A `peapod-oci` built without the image store
+/// (`cargo xtask dist`) hands the delete to `peapod`; this one (the test build) does it
+/// itself: the outcome is the same.
+#[test]
+fn peapod_oci_delete_of_an_image_container_releases_its_layers() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some((storage, image)) = load_busybox(&rootfs) else {
+        return;
+    };
+    let mut run = rootfs.peapod();
+    run.args(["--storage", &storage, "run", "-d", "--pull", "never"])
+        .args(["--entrypoint", "/bin/sh", &image, "-c", "echo x > /file"]);
+    let (container, _) = Detached::spawn(&rootfs, run);
+    assert_eq!(container.peapod(&["wait"]).stdout, "0\n");
+    let layers = || {
+        std::fs::read_dir(rootfs.scratch().join("storage/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(layers(), 1, "no writable layer");
+    let mut delete = rootfs.peapod_oci();
+    delete.args(["delete", &container.id]);
+    let out = finish(delete.spawn().expect("spawn peapod-oci"));
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    container.assert_gone();
+    assert_eq!(layers(), 0, "its writable layer is left");
+}
+
+#[test]
+fn start_and_restart_keep_the_writable_layer_of_an_image_container() {
+    let Some(rootfs) = TestRootfs::new() else {
+        return;
+    };
+    let Some((storage, image)) = load_busybox(&rootfs) else {
+        return;
+    };
+    let storage = storage.as_str();
     // Each run adds a line to a file of its root, and prints how many there are.
     let script = "echo x >> /runs; echo runs=$(wc -l < /runs)";
     let mut run = rootfs.peapod();

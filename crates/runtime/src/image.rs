@@ -226,6 +226,28 @@ fn anonymous_volumes(
 /// leaves a container whose layers the next command can release.
 const STORE_FILE: &str = "image-store";
 
+/// The image store at `path`, for a container's layers. Without the cargo feature
+/// `image-store` (the build of `peapod-oci`, which makes no container of an image) always an
+/// error, inlined so that the store's code is left out of such a binary; see
+/// [`crate::Runtime::IMAGE_STORE`].
+#[inline(always)]
+fn open_store(path: &Path) -> anyhow::Result<peapod_image::Store> {
+    #[cfg(feature = "image-store")]
+    return Ok(peapod_image::Store::open(path)?);
+    #[cfg(not(feature = "image-store"))]
+    Err(anyhow::anyhow!(
+        "the container's layers are in the image store {}, and this build has none (cargo \
+         feature `image-store`): use peapod",
+        path.display()
+    ))
+}
+
+/// Whether the container whose state directory is `dir` has layers in an image store (to
+/// release at its deletion).
+pub(crate) fn has_layers(dir: &Path) -> bool {
+    dir.join(STORE_FILE).exists()
+}
+
 /// The directory in a container's state directory that its overlay is mounted on (in the
 /// container's mount namespace only).
 const MOUNT_POINT: &str = "rootfs";
@@ -261,7 +283,7 @@ impl ImageRoot {
         if self.volumes.is_empty() {
             return Ok(spec);
         }
-        let dir = peapod_image::Store::open(&self.store)?.container_volumes_dir(id)?;
+        let dir = open_store(&self.store)?.container_volumes_dir(id)?;
         let defaults = peapod_container::default_spec(None)
             .mounts()
             .clone()
@@ -323,7 +345,7 @@ pub(crate) fn prepare(
     use anyhow::Context as _;
     let store_file = dir.join(STORE_FILE);
     write_lines(&store_file, &[&root.store])?;
-    let store = peapod_image::Store::open(&root.store)?;
+    let store = open_store(&root.store)?;
     // A writable layer also for a read-only root: see `ImageRoot`.
     let layers = store.prepare_container(&root.image, id, false)?;
     make_volume_dirs(&store.container_volumes_dir(id)?, root.volumes.len())?;
@@ -354,7 +376,7 @@ pub(crate) fn prepare_again(
     dir: &Path,
     userxattr: bool,
 ) -> anyhow::Result<(PathBuf, peapod_rootfs::Overlay)> {
-    let layers = peapod_image::Store::open(&root.store)?.container_layers(&root.image, id)?;
+    let layers = open_store(&root.store)?.container_layers(&root.image, id)?;
     let upper = match (layers.upper, layers.work) {
         (Some(upper), Some(work)) => {
             empty_work_dir(&work)?;
@@ -410,7 +432,7 @@ pub(crate) fn release(id: &str, dir: &Path) -> anyhow::Result<()> {
     if let Some(work) = lines.get(1) {
         open_up_work_dir(work);
     }
-    peapod_image::Store::open(store)?
+    open_store(store)?
         .release_container(id)
         .with_context(|| format!("cannot release the image layers of container {id}"))?;
     std::fs::remove_file(&store_file)

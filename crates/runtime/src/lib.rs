@@ -119,6 +119,11 @@ impl Runtime {
     /// Whether this build has the systemd cgroup driver (the cargo feature `systemd`).
     pub const SYSTEMD_DRIVER: bool = cfg!(feature = "systemd");
 
+    /// Whether this build has the image store (the cargo feature `image-store`): without it,
+    /// a container of an image is refused, and so is the deletion of one
+    /// ([`Runtime::has_image_layers`]), whose layers only the store can release.
+    pub const IMAGE_STORE: bool = cfg!(feature = "image-store");
+
     /// This runtime with the systemd cgroup driver (`--systemd-cgroup`) or without.
     pub fn with_systemd_cgroup(mut self, systemd: bool) -> Runtime {
         self.systemd_cgroup = systemd;
@@ -246,6 +251,13 @@ impl Runtime {
     pub fn systemd_unit(&self, id: &str) -> Result<Option<String>> {
         let (record, _) = self.snapshot(&id.parse()?)?;
         Ok(record.cgroup_unit)
+    }
+
+    /// Whether container `id` has layers in an image store, which its deletion releases
+    /// (only a build with the store, [`Runtime::IMAGE_STORE`], can).
+    pub fn has_image_layers(&self, id: &str) -> Result<bool> {
+        let entry = self.store()?.load(&id.parse()?)?;
+        Ok(image::has_layers(entry.dir()))
     }
 
     /// The PIDs of every process of container `id` (none when it is not live).

@@ -7,6 +7,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use peapod_registry::{Error, Options, Platform, ProgressMode};
+use tracing::level_filters::LevelFilter;
+
+// Only its stderr lines are used here.
+#[allow(dead_code)]
+#[path = "../log.rs"]
+mod log;
 
 /// Pull an image from a registry into peapod's image store.
 #[derive(Debug, Parser)]
@@ -40,7 +46,8 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    init_logging();
+    // Warnings on stderr, or what `PEAPOD_LOG` asks for, as `peapod` logs.
+    log::init(LevelFilter::WARN, log::Sink::Stderr);
     match run(args) {
         Ok(id) => println!("{id}"),
         Err(e) => {
@@ -49,24 +56,6 @@ fn main() {
             std::process::exit(if usage { 2 } else { 125 });
         }
     }
-}
-
-/// Warnings on stderr, or what `PEAPOD_LOG` asks for (a level, or levels per crate, as
-/// `peapod` reads it).
-fn init_logging() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = std::env::var("PEAPOD_LOG")
-        .ok()
-        .and_then(|directives| directives.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(LevelFilter::TRACE)
-        .finish()
-        .with(filter)
-        .init();
 }
 
 fn run(args: Args) -> Result<String, Error> {

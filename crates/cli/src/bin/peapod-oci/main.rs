@@ -8,14 +8,17 @@
 //! Why a second binary: `peapod` links the image store, the registry front, pods, CNI,
 //! netlink, YAML manifests, clap's parser and the completion and man-page generators; the
 //! clients exec the runtime several times per container, so its size and peak RSS are paid
-//! on every call. Nothing here names those, so the linker leaves them out. Two more weights
+//! on every call. Nothing here names those, so the linker leaves them out. Three more weights
 //! stay out: serde_path_to_error's second copy of the spec's deserialiser (a `config.json`
 //! that does not parse goes to `peapod`, which names the bad field), and, when built
-//! without the cargo feature `systemd` as `cargo xtask dist` builds it, zbus (`create` and
-//! `delete` of the systemd driver's containers go to `peapod`).
+//! without default features as `cargo xtask dist` builds it, zbus (feature `systemd`:
+//! `create` and `delete` of the systemd driver's containers go to `peapod`) and the image
+//! store (feature `image-store`: `delete` of a container of an image goes to `peapod`).
 
 #[path = "../../globals.rs"]
 mod globals;
+#[path = "../../log.rs"]
+mod log;
 // `out!` is `peapod`'s only.
 #[allow(unused_macros, unused_imports)]
 #[path = "../../output.rs"]
@@ -91,10 +94,12 @@ fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error>
             };
             rt.kill(&id, signal, all)?;
         }
-        // Its network goes with it, or its systemd scope, which this build cannot stop.
+        // Its network goes with it, or its systemd scope or image layers, which this build
+        // cannot stop or release.
         Lifecycle::Delete { .. }
             if peapod_pod::has_container_network(&rt.root, &id)
-                || (!Runtime::SYSTEMD_DRIVER && matches!(rt.systemd_unit(&id), Ok(Some(_)))) =>
+                || (!Runtime::SYSTEMD_DRIVER && matches!(rt.systemd_unit(&id), Ok(Some(_))))
+                || (!Runtime::IMAGE_STORE && matches!(rt.has_image_layers(&id), Ok(true))) =>
         {
             hand_over(argv)
         }
