@@ -207,6 +207,20 @@ impl Runtime {
         run::run(self, id, spec, bundle, options, created)
     }
 
+    /// Runs container `id` detached, keeping the caller's stdio (runc's `run -d`): what
+    /// [`Runtime::run`] does with `detach` and no [`RunOptions::log`], the creation as
+    /// `options` say (`fifo` is set). Linked alone, it leaves out the foreground's and the
+    /// monitor's code.
+    pub fn run_detached(
+        &self,
+        id: &str,
+        spec: &Spec,
+        bundle: &Path,
+        options: CreateOptions,
+    ) -> Result<()> {
+        run::run_detached(self, id, spec, bundle, options)
+    }
+
     /// Ends a foreground run handed to the small init ([`RunOptions::then_finish`]): waits
     /// for the container (a child of this process), deletes it, and returns its status.
     pub fn finish(&self, id: &str) -> Result<i32> {
