@@ -258,8 +258,9 @@ impl Runtime {
     /// The systemd scope that is container `id`'s cgroup (`--systemd-cgroup`), if it has one:
     /// only a build with the systemd driver ([`Runtime::SYSTEMD_DRIVER`]) can stop it.
     pub fn systemd_unit(&self, id: &str) -> Result<Option<String>> {
-        let (record, _) = self.snapshot(&id.parse()?)?;
-        Ok(record.cgroup_unit)
+        // The record alone: no status read (`peapod-oci` asks before every `delete`).
+        let entry = self.store()?.load(&id.parse()?)?;
+        Ok(state::recorded(&entry)?.cgroup_unit)
     }
 
     /// The PIDs of every process of container `id` (none when it is not live).
