@@ -1153,6 +1153,59 @@ fn run_detach_returns_while_the_container_runs() {
     bundle.rootfs.assert_nothing_left();
 }
 
+/// `peapod-oci run --detach` of a bundle is its own, as crun's `run -d` is crun's: a copy
+/// with no `peapod` beside it runs the container, leaves it running with its pid in the pid
+/// file, and deletes it; a foreground `run` it hands to `peapod` (here: one line saying it
+/// cannot).
+#[test]
+fn peapod_oci_runs_a_detached_bundle_itself() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    bundle.configure(&sh(&format!("echo up > /out/up; {UNTIL_GO}")));
+    let alone = bundle.dir().join("alone");
+    std::fs::create_dir(&alone).expect("mkdir");
+    let binary = alone.join("peapod-oci");
+    std::fs::copy(env!("CARGO_BIN_EXE_peapod-oci"), &binary).expect("copy peapod-oci");
+    let oci = |args: &[&str]| {
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--root")
+            .arg(bundle.rootfs.state_root())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    // The copy's first run waits out another test's fork holding it open for writing.
+    let out = finish(support::spawn_copied(oci(&["state", "solo"])));
+    assert_failed(&out, 1, &["container solo does not exist"]);
+
+    let pid_file = bundle.log_path("pid");
+    let mut cmd = oci(&["run", "-d", "--bundle", bundle.arg(), "--pid-file"]);
+    cmd.arg(&pid_file).arg("solo");
+    let (c, out) = bundle.launch("solo", cmd, pid_file);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:?}");
+    assert_eq!(c.status(), "running");
+    wait_until("the entrypoint", || bundle.out().join("up").exists());
+    assert_eq!(
+        std::fs::read_to_string(&c.pid_file).expect("pid file"),
+        c.pid().to_string()
+    );
+    let out = finish(oci(&["delete", "--force", "solo"]).spawn().expect("spawn"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(bundle.state_entries().is_empty());
+
+    let out = finish(
+        oci(&["run", "--bundle", bundle.arg(), "fg"])
+            .spawn()
+            .expect("spawn"),
+    );
+    assert_failed(&out, 125, &["cannot run", "run -d of a bundle"]);
+    drop(c);
+    bundle.rootfs.assert_nothing_left();
+}
+
 #[test]
 fn run_in_the_foreground_returns_the_exit_status_and_leaves_nothing() {
     let Some(bundle) = Bundle::new() else {

@@ -212,6 +212,20 @@ impl Runtime {
         run::run(self, id, spec, bundle, options, created)
     }
 
+    /// Runs container `id` detached, keeping the caller's stdio (runc's `run -d`): what
+    /// [`Runtime::run`] does with `detach` and no [`RunOptions::log`], the creation as
+    /// `options` say (`fifo` is set). Linked alone, it leaves out the foreground's and the
+    /// monitor's code.
+    pub fn run_detached(
+        &self,
+        id: &str,
+        spec: &Spec,
+        bundle: &Path,
+        options: CreateOptions,
+    ) -> Result<()> {
+        run::run_detached(self, id, spec, bundle, options)
+    }
+
     /// Ends a foreground run handed to the small init ([`RunOptions::then_finish`]): waits
     /// for the container (a child of this process), deletes it, and returns its status.
     pub fn finish(&self, id: &str) -> Result<i32> {
@@ -249,8 +263,9 @@ impl Runtime {
     /// The systemd scope that is container `id`'s cgroup (`--systemd-cgroup`), if it has one:
     /// only a build with the systemd driver ([`Runtime::SYSTEMD_DRIVER`]) can stop it.
     pub fn systemd_unit(&self, id: &str) -> Result<Option<String>> {
-        let (record, _) = self.snapshot(&id.parse()?)?;
-        Ok(record.cgroup_unit)
+        // The record alone: no status read (`peapod-oci` asks before every `delete`).
+        let entry = self.store()?.load(&id.parse()?)?;
+        Ok(state::recorded(&entry)?.cgroup_unit)
     }
 
     /// Whether container `id` has layers in an image store, which its deletion releases

@@ -184,6 +184,23 @@ fn run_logged(
     })
 }
 
+/// `run --detach` without a log or monitor (runc's `run -d`): creates container `id` at its
+/// exec fifo and starts it, leaving it with the caller's stdio. What [`run`] does for such a
+/// run, without the code of the others (a small binary links only this).
+pub(crate) fn run_detached(
+    rt: &Runtime,
+    id: &str,
+    spec: &Spec,
+    bundle: &Path,
+    mut options: CreateOptions,
+) -> Result<()> {
+    options.fifo = true;
+    start_detached(rt, id, &options, |options| {
+        create_recorded(rt, id, spec, bundle, options)
+    })?;
+    Ok(())
+}
+
 /// Creates container `id` at its exec fifo and starts it, leaving it to run on its own;
 /// its PID.
 pub(crate) fn start_detached(

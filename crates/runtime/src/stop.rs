@@ -43,30 +43,9 @@ pub(crate) fn wait(rt: &Runtime, id: &str) -> Result<i32> {
     }
 }
 
-/// Blocks until `process` has exited: a pidfd polled without a timeout, else /proc looked
-/// at every 2 ms.
+/// Blocks until `process` has exited.
 fn wait_for_exit(process: ProcessIdentity) {
-    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid, 0) };
-    let Ok(fd) = std::os::fd::RawFd::try_from(fd) else {
-        return;
-    };
-    if fd < 0 {
-        wait_gone(&[process], Duration::MAX);
-        return;
-    }
-    // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // Checked after the pidfd is open: it then names this very process, not a reuse of
-    // its PID.
-    if !process.is_alive() {
-        return;
-    }
-    let mut fds = [nix::poll::PollFd::new(
-        std::os::fd::AsFd::as_fd(&fd),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    while let Err(nix::Error::EINTR) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {}
+    wait_gone(&[process], Duration::MAX);
 }
 
 /// Stops container `id`: its StopSignal (else SIGTERM), then SIGKILL to all its processes

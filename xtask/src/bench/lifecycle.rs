@@ -2,9 +2,10 @@
 //! so that a noisy neighbour slows all alike: `run` of `/bin/true` (wall time, peak RSS), the
 //! same with podman's default seccomp profile, `create` + `start` + `delete`, the RSS of a
 //! foreground `run` while its container runs, 50 containers `run --detach` at once and their
-//! `delete --force`, and each runtime's binary size. `peapod-oci` (the binary OCI clients
-//! exec) is a row of its own: its `run` is handed to `peapod`, so its figures that matter are
-//! `create` + `start` + `delete`, their peak RSS ("c/s/d RSS") and its size.
+//! `delete --force` (medians of [`MANY_ROUNDS`]), and each runtime's binary size.
+//! `peapod-oci` (the binary OCI clients exec) is a row of its own: its foreground `run` is
+//! handed to `peapod`, so its figures that matter are `create` + `start` + `delete`, their
+//! peak RSS ("c/s/d RSS"), the 50 `run --detach` and `delete --force` (its own), and its size.
 //!
 //! All runtimes run in a private mount namespace with the cgroup2 mount hidden: crun 1.8
 //! refuses this host's hybrid cgroups otherwise, and runc and peapod use the v1 hierarchies
@@ -25,6 +26,9 @@ const RUNS: usize = 20;
 const WARM_UP: usize = 3;
 /// Containers started at once in the "many" case.
 const MANY: usize = 50;
+/// Rounds of the "many" case, runtimes taking turns: one round moves with the machine's
+/// neighbours by a third either way.
+const MANY_ROUNDS: usize = 5;
 
 /// One runtime under test.
 struct Runtime {
@@ -45,8 +49,11 @@ struct Row {
     start: Vec<Duration>,
     delete: Vec<Duration>,
     waiting_rss_kb: Vec<i64>,
-    many_up: Option<Duration>,
-    many_down: Option<Duration>,
+    many_up: Vec<Duration>,
+    many_down: Vec<Duration>,
+    /// The CPU time (user + system) of the 50 `run --detach` commands, and of the deletes.
+    many_up_cpu: Vec<Duration>,
+    many_down_cpu: Vec<Duration>,
 }
 
 pub(crate) fn run() -> Result {
@@ -219,10 +226,14 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
                 .push(waiting_rss_kb(runtime, &bundles.sleep, i)?);
         }
     }
-    for (runtime, row) in runtimes.iter().zip(&mut rows) {
-        let (up, down) = many(runtime, &bundles.sleep)?;
-        row.many_up = Some(up);
-        row.many_down = Some(down);
+    for _ in 0..MANY_ROUNDS {
+        for (runtime, row) in runtimes.iter().zip(&mut rows) {
+            let [up, down, up_cpu, down_cpu] = many(runtime, &bundles.sleep)?;
+            row.many_up.push(up);
+            row.many_down.push(down);
+            row.many_up_cpu.push(up_cpu);
+            row.many_down_cpu.push(down_cpu);
+        }
     }
     Ok(rows)
 }
@@ -315,12 +326,14 @@ fn running(runtime: &Runtime, id: &str) -> bool {
 }
 
 /// `MANY` x `run --detach` at once (until every one has returned, each container running),
-/// then `MANY` x `delete --force` at once (until all are gone).
-fn many(runtime: &Runtime, bundle: &str) -> Result<(Duration, Duration)> {
+/// then `MANY` x `delete --force` at once (until all are gone): the wall time of each, then
+/// the CPU time their commands took (the containers, reaped later, are not in it).
+fn many(runtime: &Runtime, bundle: &str) -> Result<[Duration; 4]> {
     let ids: Vec<String> = (0..MANY)
         .map(|i| format!("bench-many-{}-{i}", runtime.name))
         .collect();
-    let all = |args: &dyn Fn(&str) -> Vec<String>| -> Result<Duration> {
+    let all = |args: &dyn Fn(&str) -> Vec<String>| -> Result<(Duration, Duration)> {
+        let cpu = children_cpu();
         let start = Instant::now();
         let children = ids
             .iter()
@@ -341,7 +354,7 @@ fn many(runtime: &Runtime, bundle: &str) -> Result<(Duration, Duration)> {
         if failed > 0 {
             return Err(format!("{}: {failed} of {MANY} failed", runtime.name));
         }
-        Ok(elapsed)
+        Ok((elapsed, children_cpu().saturating_sub(cpu)))
     };
     let up = all(&|id| {
         vec![
@@ -354,7 +367,20 @@ fn many(runtime: &Runtime, bundle: &str) -> Result<(Duration, Duration)> {
     });
     let down = all(&|id| vec!["delete".into(), "--force".into(), id.into()]);
     reap_all();
-    Ok((up?, down?))
+    let ((up, up_cpu), (down, down_cpu)) = (up?, down?);
+    Ok([up, down, up_cpu, down_cpu])
+}
+
+/// The user and system time of every child waited for so far.
+fn children_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct given.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Waits for `child` at most `limit`; whether it exited with 0. Killed when it takes longer.
@@ -397,8 +423,8 @@ fn print(runtimes: &[Runtime], rows: &[Row]) {
             ms(median(row.create.clone()))
                 + ms(median(row.start.clone()))
                 + ms(median(row.delete.clone())),
-            ms(row.many_up.unwrap_or_default()),
-            ms(row.many_down.unwrap_or_default()),
+            ms(median(row.many_up.clone())),
+            ms(median(row.many_down.clone())),
         ];
         // Sizes in kB: peak RSS of `run`, of the lifecycle commands, of the waiting `run`,
         // and the binary's.
@@ -443,11 +469,14 @@ fn print(runtimes: &[Runtime], rows: &[Row]) {
     println!();
     for (runtime, row) in runtimes.iter().zip(rows) {
         println!(
-            "{}: create {:.2} + start {:.2} + delete {:.2} ms",
+            "{}: create {:.2} + start {:.2} + delete {:.2} ms; CPU of {MANY} run -d {:.1} ms, \
+             of {MANY} delete -f {:.1} ms",
             runtime.name,
             ms(median(row.create.clone())),
             ms(median(row.start.clone())),
-            ms(median(row.delete.clone()))
+            ms(median(row.delete.clone())),
+            ms(median(row.many_up_cpu.clone())),
+            ms(median(row.many_down_cpu.clone())),
         );
     }
     println!();

@@ -1,5 +1,6 @@
-//! runc's command line for the five lifecycle commands, as `peapod`'s clap parser reads
-//! them (`--flag value` and `--flag=value`, short flags, options among the arguments).
+//! runc's command line for the five lifecycle commands and `run` of a bundle, as `peapod`'s
+//! clap parser reads them (`--flag value` and `--flag=value`, short flags, options among the
+//! arguments).
 //! Anything else is `None`: `peapod` parses it and says what is wrong.
 
 use std::ffi::OsString;
@@ -38,13 +39,16 @@ pub(crate) enum Lifecycle {
         id: String,
         force: bool,
     },
+    /// runc's `run --detach` of a bundle, with `create`'s flags (but `--no-pivot` and
+    /// `--preserve-fds`, which `peapod run` lacks). A foreground `run` is `peapod`'s.
+    Run(CreateArgs),
 }
 
 impl Lifecycle {
     /// The container the command is about.
     pub(crate) fn id(&self) -> &str {
         match self {
-            Lifecycle::Create(args) => &args.id,
+            Lifecycle::Create(args) | Lifecycle::Run(args) => &args.id,
             Lifecycle::Start { id }
             | Lifecycle::State { id }
             | Lifecycle::Kill { id, .. }
@@ -86,11 +90,17 @@ pub(crate) fn parse(argv: &[OsString]) -> Option<(GlobalArgs, Lifecycle)> {
         bundle: PathBuf::from("."),
         ..CreateArgs::default()
     };
-    let (mut all, mut force) = (false, false);
+    let (mut all, mut force, mut detach, mut bundle_given) = (false, false, false, false);
     while let Some(word) = words.next()? {
         match (name.as_str(), word) {
             (_, Word::Flag(f)) if f == "--debug" && words.no_value()? => global.debug = true,
-            ("create", Word::Flag(f)) => create_flag(&mut create, &f, &mut words)?,
+            ("run", Word::Flag(f)) if matches!(f.as_str(), "-d" | "--detach") => {
+                detach = words.no_value()?
+            }
+            ("create" | "run", Word::Flag(f)) => {
+                bundle_given |= matches!(f.as_str(), "-b" | "--bundle");
+                create_flag(&mut create, &f, &mut words)?
+            }
             ("kill", Word::Flag(f)) if matches!(f.as_str(), "-a" | "--all") => {
                 all = words.no_value()?
             }
@@ -113,6 +123,12 @@ pub(crate) fn parse(argv: &[OsString]) -> Option<(GlobalArgs, Lifecycle)> {
             all,
         },
         "delete" => Lifecycle::Delete { id, force },
+        // `peapod run` has neither flag; `run ID` without `--bundle` is runc's only with a
+        // `config.json` here (`peapod` reads ID as an image otherwise); and a foreground run
+        // is `peapod`'s.
+        "run" if create.no_pivot || create.preserve_fds > 0 => return None,
+        "run" if !bundle_given && !std::path::Path::new("config.json").exists() => return None,
+        "run" if detach => Lifecycle::Run(CreateArgs { id, ..create }),
         _ => return None,
     };
     args.next().is_none().then_some((global, command))
@@ -272,6 +288,25 @@ mod tests {
         assert_eq!(args.bundle, PathBuf::from("."));
     }
 
+    #[test]
+    fn reads_runcs_run_detach_of_a_bundle() {
+        let Some((_, Lifecycle::Run(args))) =
+            parsed("run -d --bundle /b --pid-file /p --no-new-keyring web")
+        else {
+            panic!("run -d not parsed")
+        };
+        assert_eq!(args.bundle, PathBuf::from("/b"));
+        assert_eq!(args.pid_file, Some(PathBuf::from("/p")));
+        assert!(args.no_new_keyring && args.id == "web");
+        let Some((_, Lifecycle::Run(args))) = parsed("run web --detach --bundle=/b") else {
+            panic!("run --detach not parsed")
+        };
+        assert_eq!(
+            (args.bundle, args.id.as_str()),
+            (PathBuf::from("/b"), "web")
+        );
+    }
+
     /// Everything else is `peapod`'s to parse (and to refuse in its words).
     #[test]
     fn leaves_other_commands_flags_and_mistakes_to_peapod() {
@@ -296,6 +331,13 @@ mod tests {
             "create -b=/b web",
             "state -- web",
             "pause web",
+            // A foreground run, flags `peapod run` lacks, and (no config.json here) an image.
+            "run --bundle /b web",
+            "run -d --bundle /b --no-pivot web",
+            "run -d --bundle /b --preserve-fds 1 web",
+            "run -d busybox",
+            "run -d --bundle /b web sh",
+            "create -d --bundle /b web",
         ] {
             assert!(parsed(line).is_none(), "{line:?} parsed");
         }

@@ -1,7 +1,7 @@
 //! `peapod-oci`: the runtime binary for OCI clients (containerd's runc shim, podman and
 //! conmon, cri-o), as small as the container lifecycle allows. It does runc's `create`,
-//! `start`, `state`, `kill` and `delete` itself, with the same flags, library calls and
-//! output as `peapod`; every other command, and anything it does not parse (`--help`, a flag
+//! `start`, `state`, `kill`, `delete` and `run --detach` of a bundle (`run.rs`) itself, with the same
+//! flags, library calls and output as `peapod`; every other command, and anything it does not parse (`--help`, a flag
 //! it lacks, a mistake), it hands to `peapod` beside it by `execve` with the same arguments,
 //! so that clients told to use `peapod-oci` get all of `peapod`'s commands and errors.
 //!
@@ -25,6 +25,7 @@ mod log;
 mod output;
 
 mod command;
+mod run;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -48,7 +49,7 @@ fn main() {
     if global.systemd_cgroup && !Runtime::SYSTEMD_DRIVER {
         match command {
             // These make or stop a systemd scope, over D-Bus: `peapod`'s.
-            Lifecycle::Create(_) | Lifecycle::Delete { .. } => hand_over(&argv),
+            Lifecycle::Create(_) | Lifecycle::Run(_) | Lifecycle::Delete { .. } => hand_over(&argv),
             // These never talk to systemd: the flag changes nothing for them.
             _ => global.systemd_cgroup = false,
         }
@@ -61,7 +62,11 @@ fn main() {
 /// Runs one lifecycle command, or hands it to `peapod` when what the container is needs
 /// `peapod` (a docker-style `run -d` container, a container with a network of its own).
 fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error> {
-    let id = rt.resolve(command.id())?;
+    let id = match &command {
+        // A new container's id, taken as it is (as `peapod run` takes it).
+        Lifecycle::Run(args) => args.id.clone(),
+        command => rt.resolve(command.id())?,
+    };
     match command {
         Lifecycle::Create(args) => {
             let rt = rt.with_entrypoint_guard()?.with_seccomp_cache();
@@ -104,6 +109,7 @@ fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error>
             hand_over(argv)
         }
         Lifecycle::Delete { force, .. } => rt.delete(&id, force)?,
+        Lifecycle::Run(args) => return run::detached(rt, args, argv),
     }
     Ok(0)
 }
@@ -113,19 +119,24 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
     serde_json::to_string_pretty(value).map_err(|e| Error::runtime(anyhow::anyhow!(e)))
 }
 
+/// `peapod`, installed beside this binary.
+fn peapod_beside() -> std::path::PathBuf {
+    std::env::current_exe()
+        .map(|exe| exe.with_file_name("peapod"))
+        .unwrap_or_else(|_| "peapod".into())
+}
+
 /// Execs `peapod` beside this binary with the same arguments; returns only to exit 125 with
 /// a line saying why it could not.
 fn hand_over(argv: &[OsString]) -> ! {
-    let peapod = std::env::current_exe()
-        .map(|exe| exe.with_file_name("peapod"))
-        .unwrap_or_else(|_| "peapod".into());
+    let peapod = peapod_beside();
     let e = std::process::Command::new(&peapod)
         .arg0("peapod")
         .args(argv.get(1..).unwrap_or_default())
         .exec();
     eprintln!(
         "peapod: error: {}: cannot run {}: {e} (peapod-oci hands every command but create, \
-         start, state, kill and delete to peapod, installed beside it)",
+         start, state, kill, delete and run -d of a bundle to peapod, installed beside it)",
         argv.get(1..)
             .unwrap_or_default()
             .iter()

@@ -1,0 +1,33 @@
+//! runc's `run --detach` of a bundle (`run -d [--bundle DIR] [--pid-file F]
+//! [--console-socket S] [--no-new-keyring] ID`): `create` and `start` in one process, as
+//! `peapod run -d --bundle` does them, returning once the container runs with the caller's
+//! stdio, as `crun run -d` does. Scripts and benchmarks that start many containers at once
+//! pay for this small binary, not for `peapod`. A foreground `run` (signals forwarded, a
+//! terminal relayed, the exit status waited for) is `peapod`'s: its code would weigh here.
+
+use std::ffi::OsString;
+
+use peapod_runtime::bundle::{self, BundleError};
+use peapod_runtime::{CreateOptions, Error, Runtime};
+
+use crate::command::CreateArgs;
+
+/// Runs the bundle's container `args.id` detached (see the module doc).
+pub(crate) fn detached(rt: Runtime, args: CreateArgs, argv: &[OsString]) -> Result<i32, Error> {
+    let rt = rt.with_entrypoint_guard()?.with_seccomp_cache();
+    // What killed `peapod` processes left (pods and networks: `peapod`'s commands).
+    rt.reap_leftovers();
+    let (bundle, spec) = match bundle::load_untracked(&args.bundle) {
+        // `peapod` names the field that is wrong.
+        Err(BundleError::Parse { .. }) => crate::hand_over(argv),
+        loaded => loaded.map_err(Error::runtime)?,
+    };
+    let options = CreateOptions {
+        pid_file: args.pid_file,
+        console_socket: args.console_socket,
+        no_new_keyring: args.no_new_keyring,
+        ..CreateOptions::default()
+    };
+    rt.run_detached(&args.id, &spec, &bundle, options)?;
+    Ok(0)
+}
