@@ -39,11 +39,28 @@ impl Layout {
     /// Reads the layout from `/proc/self/mountinfo` and `/proc/self/cgroup`. The mount table
     /// is read once per process (see [`mountinfo`]): one `create` asks for the layout three
     /// times.
+    ///
+    /// The layout parsed from them is kept too, and given again while both read the same:
+    /// it is a function of the two (the cgroup2 root's controllers change only with the
+    /// mounts of v1 hierarchies), and a `run` asks for it four times.
     pub fn detect() -> Result<Layout> {
+        static PARSED: std::sync::Mutex<Option<(String, String, Layout)>> =
+            std::sync::Mutex::new(None);
         let mountinfo = mountinfo()?;
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(crate::error::io("cannot read", "/proc/self/cgroup"))?;
-        Layout::parse(&mountinfo, &own)
+        let mut parsed = PARSED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, layout)) = parsed
+            .as_ref()
+            .filter(|(m, o, _)| *m == mountinfo && *o == own)
+        {
+            return Ok(layout.clone());
+        }
+        let layout = Layout::parse(&mountinfo, &own)?;
+        *parsed = Some((mountinfo, own, layout.clone()));
+        Ok(layout)
     }
 
     fn parse(mountinfo: &str, own: &str) -> Result<Layout> {

@@ -4,6 +4,8 @@ use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources, LinuxThrottleDevice,
 };
 
+use std::path::PathBuf;
+
 use crate::cgroup::write;
 use crate::device_filter::{Rule, STANDARD_DEVICES};
 use crate::{Cgroup, Error, Result};
@@ -342,13 +344,13 @@ impl Cgroup {
             .enumerate()
             .map(|(i, r)| Rule::from_oci(i, r))
             .collect::<Result<Vec<Rule>>>()?;
+        // Each file opened once and every line written on its own (the kernel takes one
+        // rule per write): not an open and close per line, a dozen for the default spec.
+        let mut allow = DevicesFile::new(self, "devices.allow")?;
+        let mut deny = DevicesFile::new(self, "devices.deny")?;
         for rule in rules.iter().chain(STANDARD_DEVICES) {
-            let file = if rule.allow() {
-                "devices.allow"
-            } else {
-                "devices.deny"
-            };
-            self.set("devices", file, &rule.v1_line(), "devices")?;
+            let file = if rule.allow() { &mut allow } else { &mut deny };
+            file.write(&rule.v1_line())?;
         }
         Ok(())
     }
@@ -394,6 +396,43 @@ impl Cgroup {
             unsupported(field, format!("the {controller} controller is not mounted"))
         })?;
         write(&file, value)
+    }
+}
+
+/// A v1 `devices.allow` or `devices.deny` file, opened at its first line.
+struct DevicesFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl DevicesFile {
+    fn new(cgroup: &Cgroup, name: &str) -> Result<DevicesFile> {
+        let path = cgroup
+            .file("devices", name)
+            .ok_or_else(|| unsupported("devices", "the devices controller is not mounted"))?;
+        Ok(DevicesFile { path, file: None })
+    }
+
+    /// Writes one rule, in one `write`.
+    fn write(&mut self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let fail = |source| Error::Write {
+            path: self.path.clone(),
+            value: line.to_owned(),
+            source,
+        };
+        let file = match &mut self.file {
+            Some(file) => file,
+            empty => empty.insert(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&self.path)
+                    .map_err(fail)?,
+            ),
+        };
+        file.write_all(line.as_bytes()).map_err(fail)
     }
 }
 
@@ -548,9 +587,16 @@ mod tests {
         assert_eq!(content(&dir, "cpu.shares"), "512");
         assert_eq!(content(&dir, "cpu.cfs_quota_us"), "-1");
         assert_eq!(content(&dir, "pids.max"), "5");
-        // A plain file keeps only the last write; the kernel's keeps every rule.
+        // Each file is opened once and every rule written on its own, in order (the kernel
+        // takes a rule per write; a plain file shows them one after the other).
         assert_eq!(content(&dir, "devices.deny"), "a *:* rwm");
-        assert_eq!(content(&dir, "devices.allow"), "c 10:200 rwm");
+        let standard: String = STANDARD_DEVICES
+            .iter()
+            .filter(|r| r.allow())
+            .map(Rule::v1_line)
+            .collect();
+        assert!(standard.ends_with("c 10:200 rwm"), "{standard}");
+        assert_eq!(content(&dir, "devices.allow"), standard);
     }
 
     #[test]

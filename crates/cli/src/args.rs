@@ -35,8 +35,12 @@ pub(crate) struct Cli {
 pub(crate) use crate::globals::GlobalArgs;
 
 // Parsed once per process: `run`'s many flags make the enum large, which costs nothing here.
+// `defer`: clap builds the arguments of the one subcommand given, not of all of them (help,
+// completions and man pages build the rest when they need it). Building every subcommand's
+// arguments was a tenth of a `peapod run`'s page faults (measured in docs/benchmarks.md).
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub(crate) enum Command {
     /// Run a container and wait for it: from an image with `IMAGE [CMD...]`, on a root
     /// directory with `--rootfs DIR -- CMD`, or from an OCI bundle with `[--bundle B] ID`.
@@ -1327,6 +1331,28 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_cpus("0").is_err());
         assert_eq!(parse_cpus("0.5"), Ok(0.5));
+    }
+
+    #[test]
+    fn every_subcommand_builds_and_globals_follow_a_deferred_one() {
+        use clap::{CommandFactory, Parser};
+        // Builds the deferred subcommands too, and checks what clap checks of each.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "peapod",
+            "--root",
+            "/r",
+            "run",
+            "--debug",
+            "--rootfs",
+            "/x",
+            "--",
+            "/bin/true",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.root.as_deref(), Some(std::path::Path::new("/r")));
+        assert!(cli.global.debug, "a global flag after the subcommand");
+        assert!(matches!(cli.command, Command::Run(_)));
     }
 
     #[test]

@@ -68,19 +68,27 @@ impl Channel {
 
     /// Receives one message, or `None` at end-of-file (the peer closed or exec'd).
     pub(crate) fn recv(&self) -> io::Result<Option<Message>> {
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Err(nix::Error::EINTR) => continue,
-                other => break other?,
-            }
-        };
-        if n == 0 {
+        // The datagram's length first (MSG_PEEK | MSG_TRUNC reports it whole), then a buffer
+        // of that size: not a zeroed 64 KiB one per message, whose pages the parent and the
+        // child each copied after the clone (copy-on-write) only to read a few bytes.
+        let len = self.recv_into(&mut [0u8; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC)?;
+        if len == 0 {
             return Ok(None);
         }
+        let mut buf = vec![0u8; len];
+        let n = self.recv_into(&mut buf, MsgFlags::empty())?;
         serde_json::from_slice(&buf[..n])
             .map(Some)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    fn recv_into(&self, buf: &mut [u8], flags: MsgFlags) -> io::Result<usize> {
+        loop {
+            match recv(self.fd.as_raw_fd(), buf, flags) {
+                Err(nix::Error::EINTR) => continue,
+                other => return Ok(other?),
+            }
+        }
     }
 }
 
@@ -98,8 +106,15 @@ mod tests {
             exit_code: 127,
         };
         child.send(&Message::Failed(failure.clone())).expect("send");
+        // A long one arrives whole too (its length is read before it).
+        let long = ChildFailure {
+            message: "x".repeat(100_000),
+            ..failure.clone()
+        };
+        child.send(&Message::Failed(long.clone())).expect("send");
         assert_eq!(parent.recv().expect("recv"), Some(Message::Ready));
         assert_eq!(parent.recv().expect("recv"), Some(Message::Failed(failure)));
+        assert_eq!(parent.recv().expect("recv"), Some(Message::Failed(long)));
         drop(child);
         assert_eq!(parent.recv().expect("recv"), None);
     }

@@ -211,7 +211,7 @@ fn create_in_entry(
         .linux()
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
-        .and_then(|s| serde_json::to_value(s).ok());
+        .and_then(|s| peapod_state::RawJson::of(s).ok());
     record.spec_resources = spec
         .linux()
         .as_ref()

@@ -202,7 +202,16 @@ pub(crate) fn spawn(rt: &Runtime, id: &str, command: &[String]) -> Result<Pid> {
 /// The process to run: `--process FILE`, or the container's own (as recorded at create) with
 /// the command and changes given on the command line; and the container's seccomp profile.
 fn process_spec(args: &ExecOptions, record: &Record) -> Result<(Process, Option<LinuxSeccomp>)> {
-    let seccomp: Option<LinuxSeccomp> = recorded("seccomp profile", &record.spec_seccomp)?;
+    let seccomp: Option<LinuxSeccomp> = record
+        .spec_seccomp
+        .as_ref()
+        .map(peapod_state::RawJson::parse)
+        .transpose()
+        .map_err(|e| {
+            Error::runtime(anyhow!(
+                "the container's recorded seccomp profile is unreadable: {e}"
+            ))
+        })?;
     if let Some(path) = &args.process {
         if !args.command.is_empty() {
             return Err(Error::usage(anyhow!(

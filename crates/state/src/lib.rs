@@ -35,4 +35,4 @@ pub use error::{Error, Result};
 pub use id::ContainerId;
 pub use private_dir::{DirError, PrivateDir};
 pub use process::ProcessIdentity;
-pub use record::{rfc3339, rfc3339_nanos, ExitRecord, Record, Status, OCI_VERSION};
+pub use record::{rfc3339, rfc3339_nanos, ExitRecord, RawJson, Record, Status, OCI_VERSION};

@@ -7,6 +7,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ContainerId, ProcessIdentity};
 
+/// A JSON value kept as its text: written into the record and read back without building a
+/// tree of it; [`RawJson::parse`] when its content is needed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// `value` as JSON text.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<RawJson> {
+        serde_json::value::to_raw_value(value).map(RawJson)
+    }
+
+    /// Its content as a `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for RawJson {}
+
 /// The runtime spec version peapod implements.
 pub const OCI_VERSION: &str = "1.2.0";
 
@@ -54,9 +80,11 @@ pub struct Record {
     /// reason, and because a `run --rootfs` container has no bundle file at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_process: Option<serde_json::Value>,
-    /// See [`Record::spec_process`].
+    /// See [`Record::spec_process`]. Kept as its text: a Docker-sized profile is hundreds
+    /// of strings, which a `Value` would build, write and parse again for every record
+    /// written or read, while only `exec` reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec_seccomp: Option<serde_json::Value>,
+    pub spec_seccomp: Option<RawJson>,
     /// The spec's `linux.resources` and `mounts`, as created: what `inspect` reports of a
     /// container whose bundle may be gone (`run` from an image or `--rootfs` has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +255,26 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_seccomp_profile_round_trips_as_text() {
+        let profile = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}]});
+        let mut record = Record::new(&"c1".parse().expect("id"), PathBuf::from("/b"));
+        record.spec_seccomp = Some(RawJson::of(&profile).expect("raw"));
+        let pretty = serde_json::to_vec_pretty(&record).expect("write");
+        let back: Record = serde_json::from_slice(&pretty).expect("read");
+        assert_eq!(back, record);
+        let parsed: serde_json::Value = back.spec_seccomp.expect("kept").parse().expect("parse");
+        assert_eq!(parsed, profile);
+        // A record written before, with the profile as an indented object, reads the same.
+        let mut old = serde_json::to_value(&record).expect("value");
+        old["spec_seccomp"] = profile.clone();
+        let old = serde_json::to_vec_pretty(&old).expect("old");
+        let back: Record = serde_json::from_slice(&old).expect("read old");
+        let parsed: serde_json::Value = back.spec_seccomp.expect("kept").parse().expect("parse");
+        assert_eq!(parsed, profile);
+    }
 
     #[test]
     fn a_frozen_cgroup_makes_a_live_container_paused() {
