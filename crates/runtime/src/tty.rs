@@ -10,6 +10,7 @@
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use nix::errno::Errno;
@@ -159,10 +160,8 @@ fn proxy(
         if signal {
             let resized = forwarder.step(pid, |_| copy_caller_size(master.as_raw_fd()))?;
             if let Some(exit) = resized {
-                // What the container wrote last, without waiting for more: a process it
-                // left behind may hold the terminal open.
-                while master_open && readable_now(master.as_fd()) {
-                    master_open = copy(master.as_raw_fd(), 1, &mut buf);
+                if master_open {
+                    drain(master.as_fd(), &mut buf);
                 }
                 return Ok(exit);
             }
@@ -183,12 +182,30 @@ pub(crate) fn relay(
     })
 }
 
-fn readable_now(fd: BorrowedFd<'_>) -> bool {
+/// How long [`drain`] waits for more output, at most, and in all.
+const DRAIN_QUIET: u16 = 100;
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Copies what the process wrote last to standard output. Its exit does not make that
+/// readable at once: the pty hands bytes to the master's side from a kernel work queue, which
+/// a busy machine runs late. So the master is read until it reports the end (EIO, once no
+/// process holds the slave; that read waits for the queue), or until nothing comes for
+/// [`DRAIN_QUIET`] ms (a process the container left behind may hold the terminal open), and
+/// never longer than [`DRAIN_LIMIT`] (one that keeps writing).
+fn drain(master: BorrowedFd<'_>, buf: &mut [u8]) {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while Instant::now() < deadline && ready_within(master, DRAIN_QUIET) {
+        if !copy(master.as_raw_fd(), 1, buf) {
+            return;
+        }
+    }
+}
+
+/// Whether `fd` has something to read, or has hung up, within `ms` milliseconds.
+fn ready_within(fd: BorrowedFd<'_>, ms: u16) -> bool {
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+    poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
+        && fds[0].revents().is_some_and(|r| !r.is_empty())
 }
 
 /// Copies what one read of `from` gives to `to`; false at end of file or on an error (a
