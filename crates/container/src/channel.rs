@@ -71,7 +71,11 @@ impl Channel {
         // The datagram's length first (MSG_PEEK | MSG_TRUNC reports it whole), then a buffer
         // of that size: not a zeroed 64 KiB one per message, whose pages the parent and the
         // child each copied after the clone (copy-on-write) only to read a few bytes.
-        let len = self.recv_into(&mut [0u8; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC)?;
+        let len = match self.recv_into(&mut [0u8; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC) {
+            // The peer went (died, or exec'd) with a message of ours unread: it closed too.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+            other => other?,
+        };
         if len == 0 {
             return Ok(None);
         }
@@ -115,6 +119,16 @@ mod tests {
         assert_eq!(parent.recv().expect("recv"), Some(Message::Ready));
         assert_eq!(parent.recv().expect("recv"), Some(Message::Failed(failure)));
         assert_eq!(parent.recv().expect("recv"), Some(Message::Failed(long)));
+        drop(child);
+        assert_eq!(parent.recv().expect("recv"), None);
+    }
+
+    /// A container process killed during set-up (by the OOM killer, say) before it read what
+    /// the runtime sent: the kernel reports the reset once, and it reads as the end too.
+    #[test]
+    fn a_peer_gone_with_a_message_unread_is_an_end() {
+        let (parent, child) = pair().expect("pair");
+        parent.send(&Message::Start).expect("send");
         drop(child);
         assert_eq!(parent.recv().expect("recv"), None);
     }
