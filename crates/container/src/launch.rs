@@ -132,7 +132,9 @@ pub fn create_in(
                     created.abandon();
                     return Err(e);
                 }
-                created.send(Message::InCgroup)?;
+                created
+                    .send(Message::InCgroup)
+                    .map_err(|e| oom_explained(e, Some(cgroup)))?;
             }
             if config.new_namespaces.contains(Namespace::User) {
                 let unprivileged = !geteuid().is_root();
@@ -142,10 +144,12 @@ pub fn create_in(
                     &config.gid_maps,
                     unprivileged,
                 )?;
-                created.send(Message::Mapped)?;
+                created
+                    .send(Message::Mapped)
+                    .map_err(|e| oom_explained(e, cgroup))?;
             }
             loop {
-                match created.recv()? {
+                match created.recv().map_err(|e| oom_explained(e, cgroup))? {
                     Some(Message::Ready) => return Ok(created),
                     // Mounted, before pivot_root: the runtime's hooks run now.
                     Some(Message::HooksDue) => {
@@ -157,7 +161,9 @@ pub fn create_in(
                             created.abandon();
                             return Err(e.into());
                         }
-                        created.send(Message::HooksDone)?;
+                        created
+                            .send(Message::HooksDone)
+                            .map_err(|e| oom_explained(e, cgroup))?;
                     }
                     other => return Err(oom_explained(created.failed(other), cgroup)),
                 }
@@ -184,6 +190,8 @@ fn join_user_namespace(path: &Path) -> Result<()> {
 
 /// A set-up that died of SIGKILL in a cgroup whose OOM killer struck was killed for its
 /// memory limit, and says so: "killed by SIGKILL" alone sends the user looking elsewhere.
+/// The death may also show first as a failed write to, or read from, its channel (which
+/// depends on the moment it strikes): explained alike.
 fn oom_explained(err: Error, cgroup: Option<&Cgroup>) -> Error {
     let oom = || {
         cgroup
@@ -191,7 +199,7 @@ fn oom_explained(err: Error, cgroup: Option<&Cgroup>) -> Error {
             .is_some_and(|s| s.oom_kills > 0)
     };
     match err {
-        Error::ChildDied(_) if oom() => Error::OomDuringSetUp,
+        Error::ChildDied(_) | Error::Os { .. } if oom() => Error::OomDuringSetUp,
         other => other,
     }
 }
