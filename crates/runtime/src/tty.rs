@@ -182,8 +182,9 @@ pub(crate) fn relay(
     })
 }
 
-/// How long [`drain`] waits for more output, at most, and in all.
+/// How long [`drain`] waits for more output, in milliseconds.
 const DRAIN_QUIET: u16 = 100;
+/// How long [`drain`] reads, at most.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Copies what the process wrote last to standard output. Its exit does not make that
