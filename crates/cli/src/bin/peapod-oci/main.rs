@@ -69,14 +69,7 @@ fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error>
     };
     match command {
         Lifecycle::Create(args) => {
-            let rt = rt.with_entrypoint_guard()?.with_seccomp_cache();
-            // What killed `peapod` processes left (pods and networks: `peapod`'s commands).
-            rt.reap_leftovers();
-            let (bundle, spec) = match bundle::load_untracked(&args.bundle) {
-                // `peapod` names the field that is wrong.
-                Err(BundleError::Parse { .. }) => hand_over(argv),
-                loaded => loaded.map_err(Error::runtime)?,
-            };
+            let (rt, bundle, spec) = ready_to_create(rt, &args.bundle, argv)?;
             let options = CreateOptions {
                 fifo: true,
                 pid_file: args.pid_file,
@@ -112,6 +105,23 @@ fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error>
         Lifecycle::Run(args) => return run::detached(rt, args, argv),
     }
     Ok(0)
+}
+
+/// What `create` and `run` do first: the runtime as a new container needs it, what killed
+/// `peapod` processes left reaped (pods and networks are `peapod`'s commands), and the
+/// bundle's spec read; one that does not parse goes to `peapod`, which names the field.
+fn ready_to_create(
+    rt: Runtime,
+    bundle: &std::path::Path,
+    argv: &[OsString],
+) -> Result<(Runtime, std::path::PathBuf, oci_spec::runtime::Spec), Error> {
+    let rt = rt.with_entrypoint_guard()?.with_seccomp_cache();
+    rt.reap_leftovers();
+    let (bundle, spec) = match bundle::load_untracked(bundle) {
+        Err(BundleError::Parse { .. }) => hand_over(argv),
+        loaded => loaded.map_err(Error::runtime)?,
+    };
+    Ok((rt, bundle, spec))
 }
 
 /// `value` as pretty JSON, as `peapod` prints it.

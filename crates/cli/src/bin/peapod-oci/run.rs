@@ -7,21 +7,13 @@
 
 use std::ffi::OsString;
 
-use peapod_runtime::bundle::{self, BundleError};
 use peapod_runtime::{CreateOptions, Error, Runtime};
 
 use crate::command::CreateArgs;
 
 /// Runs the bundle's container `args.id` detached (see the module doc).
 pub(crate) fn detached(rt: Runtime, args: CreateArgs, argv: &[OsString]) -> Result<i32, Error> {
-    let rt = rt.with_entrypoint_guard()?.with_seccomp_cache();
-    // What killed `peapod` processes left (pods and networks: `peapod`'s commands).
-    rt.reap_leftovers();
-    let (bundle, spec) = match bundle::load_untracked(&args.bundle) {
-        // `peapod` names the field that is wrong.
-        Err(BundleError::Parse { .. }) => crate::hand_over(argv),
-        loaded => loaded.map_err(Error::runtime)?,
-    };
+    let (rt, bundle, spec) = crate::ready_to_create(rt, &args.bundle, argv)?;
     let options = CreateOptions {
         pid_file: args.pid_file,
         console_socket: args.console_socket,
