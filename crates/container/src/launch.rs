@@ -55,6 +55,46 @@ pub fn create_in(
     barrier: &Barrier,
     cgroup: Option<&Cgroup>,
 ) -> Result<Created> {
+    launch(config, barrier, cgroup, &mut |_| true)
+}
+
+/// [`create_in`], calling `cloned` with the process's PID as soon as the process exists and
+/// has been let go (in its cgroup, its id maps written), while it sets itself up: work of the
+/// caller that needs the PID but not a finished container (writing its record) is done then,
+/// beside the container's set-up rather than after it. Should `cloned` fail, the process is
+/// killed and reaped, and its error returned.
+pub fn create_in_then<E: From<Error>>(
+    config: &ContainerConfig,
+    barrier: &Barrier,
+    cgroup: Option<&Cgroup>,
+    cloned: impl FnOnce(Pid) -> Result<(), E>,
+) -> Result<Created, E> {
+    let mut cloned = Some(cloned);
+    let mut failed = None;
+    let created = launch(config, barrier, cgroup, &mut |pid| match cloned
+        .take()
+        .map(|cloned| cloned(pid))
+    {
+        Some(Err(e)) => {
+            failed = Some(e);
+            false
+        }
+        _ => true,
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => created.map_err(E::from),
+    }
+}
+
+/// What [`create_in`] and [`create_in_then`] do; `cloned` returning false abandons the process
+/// (its caller has the reason).
+fn launch(
+    config: &ContainerConfig,
+    barrier: &Barrier,
+    cgroup: Option<&Cgroup>,
+    cloned: &mut dyn FnMut(Pid) -> bool,
+) -> Result<Created> {
     config.rootfs.validate()?;
     crate::console::check_console(config.terminal, config.console.as_ref())?;
     let fifo = match barrier {
@@ -147,6 +187,10 @@ pub fn create_in(
                 created
                     .send(Message::Mapped)
                     .map_err(|e| oom_explained(e, cgroup))?;
+            }
+            if !cloned(created.pid) {
+                created.abandon();
+                return Err(Error::ChildDied("abandoned by the runtime".into()));
             }
             loop {
                 match created.recv().map_err(|e| oom_explained(e, cgroup))? {

@@ -51,7 +51,7 @@ pub use enter::{enter, ExecConfig};
 pub use error::{Error, Result};
 pub use exec::reserve_preserved_fds;
 pub use hooks::{HookError, Hooks};
-pub use launch::{create, create_in, start_fifo, Barrier, Created};
+pub use launch::{create, create_in, create_in_then, start_fifo, Barrier, Created};
 pub use process::ALL_CAPABILITIES;
 pub use signals::{Exit, SignalForwarder, FORWARDED_SIGNALS};
 pub use spec::{default_spec, spec_with_maps, DEFAULT_CAPABILITIES, DEFAULT_PATH};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _};
 use oci_spec::runtime::Spec;
 use peapod_cgroups::Cgroup;
-use peapod_container::{create_in, Barrier, ContainerConfig, Created, Hooks};
+use peapod_container::{create_in_then, Barrier, ContainerConfig, Created, Hooks};
 use peapod_state::{ContainerId, Durability, Entry, ProcessIdentity, Record, OCI_VERSION};
 
 use crate::{Error, Result, Runtime};
@@ -295,28 +295,35 @@ fn create_in_entry(
         }
         // Everything but the process is made: where the crash tests kill `create`.
         crate::failpoint("create");
-        let created = create_in(&config, &barrier, cgroup.as_ref())?;
+        // A container that dies with this process (no fifo: it waits on the channel, and
+        // keeps PR_SET_PDEATHSIG) stays this process's to remove; should it be killed first,
+        // a later command finds the record abandoned (see `leftovers.rs`). Its record, with the
+        // process, needs no sync (it is removed again before this command returns, and after a
+        // crash of the machine the process is gone either way), so it is written as soon as
+        // the process exists, while the process sets itself up, rather than after.
+        let created = create_in_then(&config, &barrier, cgroup.as_ref(), |pid| {
+            if !options.fifo {
+                record.process = ProcessIdentity::of(pid.as_raw());
+                entry.save(&record, Durability::Volatile)?;
+            }
+            Ok::<_, Error>(())
+        })?;
         // The scope exists now, with the container's init in it, stopped at the barrier.
         if let Some(cgroup) = cgroup.as_ref().filter(|c| c.unit().is_some()) {
             // Where the systemd tests kill `create` with its scope made.
             crate::failpoint("create-scope");
             crate::cgroups::limit_scope(cgroup, spec, rt.rootless)?;
         }
-        record.process = ProcessIdentity::of(created.pid().as_raw());
-        // A container that dies with this process (no fifo: it waits on the channel, and
-        // keeps PR_SET_PDEATHSIG) stays this process's to remove; should it be killed first,
-        // a later command finds the record abandoned (see `leftovers.rs`). One that outlives
-        // it (`create`) has no owner once made.
-        if options.fifo && !options.monitored {
-            record.owner = None;
+        // One that outlives this command (`create`) is recorded once it is ready, with no
+        // owner (unless a monitor stays), and synced: the record must survive a crash of the
+        // machine.
+        if options.fifo {
+            record.process = ProcessIdentity::of(created.pid().as_raw());
+            if !options.monitored {
+                record.owner = None;
+            }
+            entry.save(&record, Durability::Synced)?;
         }
-        // Only a record that outlives this command needs to survive a crash of the machine.
-        let durability = if options.fifo {
-            Durability::Synced
-        } else {
-            Durability::Volatile
-        };
-        entry.save(&record, durability)?;
         if let Some(path) = &options.pid_file {
             write_pid_file(path, created.pid().as_raw()).map_err(Error::runtime)?;
         }

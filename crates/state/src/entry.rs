@@ -331,11 +331,42 @@ impl Entry {
         if synced {
             file.sync_data().map_err(io("cannot sync", &tmp))?;
         }
-        fs::rename(&tmp, &path).map_err(io("cannot replace", &path))?;
         if synced {
+            fs::rename(&tmp, &path).map_err(io("cannot replace", &path))?;
             self.lock.sync_all().map_err(io("cannot sync", &self.dir))?;
+        } else {
+            self.replace_unsynced(&tmp, &path)?;
         }
         Ok(())
+    }
+
+    /// Puts `tmp` in the place of `path` as atomically as `rename` does, without making the
+    /// filesystem write it out: ext4 (`auto_da_alloc`) starts writing a file's data as soon as
+    /// it is renamed over another, so that a record nobody syncs would get blocks on the disk,
+    /// and freeing them when the container is deleted waits for a discard on a `discard`
+    /// mount (0.1 to 4 ms per `run` on an ext4 `/run`). The two names are exchanged instead
+    /// (readers see the old record or the new one, as with `rename`), and the old one is
+    /// unlinked; where there is nothing to exchange with yet, or the filesystem cannot
+    /// exchange, it is a plain `rename`.
+    fn replace_unsynced(&self, tmp: &Path, path: &Path) -> Result<()> {
+        use rustix::fs::{renameat_with, RenameFlags};
+        let (Some(tmp_name), Some(name)) = (tmp.file_name(), path.file_name()) else {
+            return fs::rename(tmp, path).map_err(io("cannot replace", path));
+        };
+        // Relative to the entry's directory, held open: no walk of the state root's path.
+        match renameat_with(
+            &self.lock,
+            tmp_name,
+            &self.lock,
+            name,
+            RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => fs::remove_file(tmp).map_err(io("cannot remove", tmp)),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                fs::rename(tmp, path).map_err(io("cannot replace", path))
+            }
+            Err(e) => Err(io("cannot replace", path)(e.into())),
+        }
     }
 
     /// The JSON file `name` written by [`Entry::save_json`], or `None` when there is none.
@@ -419,6 +450,33 @@ mod tests {
         entry.remove().expect("remove");
         assert!(matches!(store.load(&id), Err(Error::NotFound(_))));
         assert!(store.ids().expect("ids").is_empty());
+    }
+
+    #[test]
+    fn an_unsynced_save_replaces_the_record_and_leaves_no_other_file() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&root.path().join("state")).expect("open");
+        let id: ContainerId = "c1".parse().expect("id");
+        let entry = store.create(&id).expect("create");
+        let mut record = Record::new(&id, "/bundle".into());
+        // The first save has no record to exchange with, the second one has.
+        entry.save(&record, Durability::Volatile).expect("save");
+        let first = fs::metadata(entry.dir().join(STATE_FILE)).expect("stat");
+        record.annotations.insert("k".into(), "v".into());
+        entry
+            .save(&record, Durability::Volatile)
+            .expect("save again");
+        assert_eq!(entry.record().expect("read"), Some(record));
+        use std::os::unix::fs::MetadataExt as _;
+        let second = fs::metadata(entry.dir().join(STATE_FILE)).expect("stat");
+        assert_ne!(first.ino(), second.ino(), "a new file, put in place whole");
+        let mut names: Vec<_> = fs::read_dir(entry.dir())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, [STATE_FILE]);
+        entry.remove().expect("remove");
     }
 
     #[test]
