@@ -134,7 +134,8 @@ fn report(label: &str, time: Duration, base: Option<Duration>) {
 fn median_of(cmds: &mut [Command], runs: usize) -> Result<Vec<Duration>> {
     let mut times = vec![Vec::with_capacity(runs); cmds.len()];
     for i in 0..runs + 3 {
-        for (cmd, times) in cmds.iter_mut().zip(&mut times) {
+        for k in turns(i, cmds.len()) {
+            let (cmd, times) = (&mut cmds[k], &mut times[k]);
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
             let start = Instant::now();
             let status = cmd
@@ -150,6 +151,15 @@ fn median_of(cmds: &mut [Command], runs: usize) -> Result<Vec<Duration>> {
         }
     }
     Ok(times.into_iter().map(median).collect())
+}
+
+/// The order in which `n` commands (or runtimes) take their turn in round `round`: each round
+/// starts one further along, so that each follows every other one equally often. What a
+/// command leaves the kernel to finish after it exits (a network namespace, cgroups, mounts
+/// torn down from work queues) slows whichever runs next; in a fixed order one row would
+/// always pay for the same neighbour.
+fn turns(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (round + k) % n)
 }
 
 /// The median of `values` (which must not be empty).

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{find_tool, median};
+use super::{find_tool, median, turns};
 use crate::{build_peapod, rootfs, target_dir, Result};
 
 const RUNS: usize = 20;
@@ -182,7 +182,8 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
     );
     let mut rows: Vec<Row> = runtimes.iter().map(|_| Row::default()).collect();
     for i in 0..RUNS + WARM_UP {
-        for (runtime, row) in runtimes.iter().zip(&mut rows) {
+        for k in turns(i, runtimes.len()) {
+            let (runtime, row) = (&runtimes[k], &mut rows[k]);
             let id = format!("bench-{}-{i}", runtime.name);
             let (run, usage) = runtime.timed(&["run", "--bundle", &bundles.plain, &id])?;
             let (seccomp, _) = runtime.timed(&["run", "--bundle", &bundles.seccomp, &id])?;
@@ -221,13 +222,15 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
         }
     }
     for i in 0..5 {
-        for (runtime, row) in runtimes.iter().zip(&mut rows) {
+        for k in turns(i, runtimes.len()) {
+            let (runtime, row) = (&runtimes[k], &mut rows[k]);
             row.waiting_rss_kb
                 .push(waiting_rss_kb(runtime, &bundles.sleep, i)?);
         }
     }
-    for _ in 0..MANY_ROUNDS {
-        for (runtime, row) in runtimes.iter().zip(&mut rows) {
+    for round in 0..MANY_ROUNDS {
+        for k in turns(round, runtimes.len()) {
+            let (runtime, row) = (&runtimes[k], &mut rows[k]);
             let [up, down, up_cpu, down_cpu] = many(runtime, &bundles.sleep)?;
             row.many_up.push(up);
             row.many_down.push(down);

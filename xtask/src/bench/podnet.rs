@@ -32,8 +32,8 @@ pub(crate) fn run() -> Result {
     let backends = ["fast", "cni"];
     let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); 2];
     for i in 0..=RUNS {
-        for (n, backend) in backends.iter().enumerate() {
-            let bench = bench(backend);
+        for n in super::turns(i, backends.len()) {
+            let bench = bench(backends[n]);
             let start = Instant::now();
             bench.pod_with_two("p", "peapod")?;
             let up = start.elapsed();
