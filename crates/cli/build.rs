@@ -14,7 +14,10 @@ fn main() {
     // RELR relocations: the ~2400 relative relocations of a PIE in ~1 kB instead of 57 kB,
     // keeping ASLR. Only where the glibc built against has a loader that reads them (2.36;
     // the linker adds the GLIBC_ABI_DT_RELR version, which an older one refuses).
-    if glibc_version().is_some_and(|version| version >= (2, 36)) {
+    // A static musl build relocates itself, with musl's own start code, which reads RELR
+    // since musl 1.2.4 (Rust's bundled musl is 1.2.5).
+    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if env == "musl" || glibc_version().is_some_and(|version| version >= (2, 36)) {
         println!("cargo:rustc-link-arg-bin=peapod-oci=-Wl,-z,pack-relative-relocs");
     }
 }

@@ -87,6 +87,67 @@ pub(crate) fn check_loads(oci: &Path) -> Result {
     Ok(())
 }
 
+/// Builds the release `peapod-oci` for musl (`ARCH-unknown-linux-musl`): static, without
+/// libseccomp (Debian's is for glibc), which the binary replaces with the compiled-filter
+/// cache and hands a profile not in it to `peapod` (crates/seccomp, feature `compile`).
+/// Returns its path, or why it could not be built (the target not installed: `rustup
+/// target add`; CI machines may lack it).
+pub(crate) fn build_oci_musl() -> Result<PathBuf> {
+    let host = host_triple()?;
+    let arch = host.split('-').next().unwrap_or("x86_64");
+    let target = format!("{arch}-unknown-linux-musl");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = std::process::Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", &target])
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let libdir = PathBuf::from(String::from_utf8_lossy(&libdir.stdout).trim());
+    let installed = std::fs::read_dir(&libdir).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+    });
+    if !installed {
+        return Err(format!(
+            "the {target} target is not installed (rustup target add {target})"
+        ));
+    }
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "peapod",
+        "--no-default-features",
+    ]);
+    build.args(["--bin", "peapod-oci", "--target", &target]);
+    // The package's other binaries' C dependencies (zstd) are compiled for the target too,
+    // though peapod-oci links none of them: the host's C compiler does where musl-gcc is
+    // missing.
+    let cc = format!("CC_{}", target.replace('-', "_"));
+    let musl_gcc = std::process::Command::new("musl-gcc")
+        .arg("--version")
+        .output();
+    if std::env::var_os(&cc).is_none() && musl_gcc.is_err() {
+        build.env(&cc, "cc");
+    }
+    run_status(&mut build).map_err(|e| format!("the musl build failed: {e}"))?;
+    Ok(target_dir().join(target).join("release/peapod-oci"))
+}
+
+/// Puts a copy of `from` at `to`, replacing the file there (not writing into it: cargo's
+/// outputs are hard links to its own copies).
+pub(crate) fn replace(from: &Path, to: &Path) -> Result {
+    match std::fs::remove_file(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot remove {}: {e}", to.display()))
+        }
+        _ => {}
+    }
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+}
+
 /// The pause image: one layer holding the static init as `/pause`, run as `/pause -P` (its
 /// pause mode: sleep until a signal, reap, exit 0 on SIGTERM/SIGINT).
 pub(crate) fn write_pause_image(init: &Path, out: &Path) -> Result {

@@ -33,9 +33,24 @@ pub(crate) fn run(args: &[String]) -> Result {
         pause.display(),
         busybox.display()
     );
+    // The tests of `peapod-oci` run the one that ships: static for musl where that target is
+    // installed, beside the test build's `peapod` (which it hands commands to).
+    let mut test = cargo();
+    match dist::build_oci_musl() {
+        Ok(musl) => {
+            let debug = target_dir().join("debug");
+            std::fs::create_dir_all(&debug)
+                .map_err(|e| format!("cannot create {}: {e}", debug.display()))?;
+            let beside = debug.join("peapod-oci-musl");
+            dist::replace(&musl, &beside)?;
+            dist::check_loads(&beside)?;
+            println!("xtask: the tests run {}", beside.display());
+            test.env("PEAPOD_OCI_BIN", &beside);
+        }
+        Err(why) => println!("xtask: the tests run the glibc peapod-oci: {why}"),
+    }
     run_status(
-        cargo()
-            .args(["test", "--workspace"])
+        test.args(["test", "--workspace"])
             .args(args)
             .env("PEAPOD_PAUSE_IMAGE", &pause)
             .env("PEAPOD_BUSYBOX_IMAGE", &busybox)

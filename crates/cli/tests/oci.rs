@@ -1166,7 +1166,7 @@ fn peapod_oci_runs_a_detached_bundle_itself() {
     let alone = bundle.dir().join("alone");
     std::fs::create_dir(&alone).expect("mkdir");
     let binary = alone.join("peapod-oci");
-    std::fs::copy(env!("CARGO_BIN_EXE_peapod-oci"), &binary).expect("copy peapod-oci");
+    std::fs::copy(support::peapod_oci_bin(), &binary).expect("copy peapod-oci");
     let oci = |args: &[&str]| {
         let mut cmd = Command::new(&binary);
         cmd.arg("--root")
@@ -1808,6 +1808,94 @@ fn exec_runs_under_the_containers_seccomp_filter() {
     assert!(out.stderr.contains("Operation not permitted"), "{out:?}");
     bundle.go();
     c.wait_for_status("stopped");
+}
+
+/// A seccomp profile not yet in the compiled-filter cache works through `peapod-oci`: a build
+/// without libseccomp (the static musl one `cargo xtask test` runs) hands the `create` to
+/// `peapod`, which compiles the filter and caches it in the state root; the next `create` of
+/// that profile reads it from the cache, here by a copy with no `peapod` beside it, which
+/// such a build could not hand anything to. Both containers run under the filter: the denied
+/// call fails with the profile's errno. A profile that copy finds no filter of is either
+/// compiled (a build with libseccomp) or refused before anything is made.
+#[test]
+fn peapod_oci_compiles_a_new_profile_once_and_reads_it_from_the_cache_after() {
+    let Some(bundle) = Bundle::new() else {
+        return;
+    };
+    // ENOSPC: a failure mkdir in /tmp has for no other reason here.
+    let deny = |errno: u32| {
+        move |spec: &mut Value| {
+            spec["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                              "errnoRet": errno}]
+            });
+        }
+    };
+    let script = "mkdir /tmp/denied 2>&1; echo mkdir=$?";
+    bundle.configure_with(&sh(script), deny(28));
+    let cache = bundle.rootfs.state_root().join(".seccomp");
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !name.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(entries().is_empty(), "{:?}", entries());
+    let denied = |c: &Container<'_>| {
+        c.start();
+        c.wait_for_status("stopped");
+        let output = c.output();
+        assert!(output.contains("mkdir=1"), "{output:?}");
+        assert!(output.contains("No space left on device"), "{output:?}");
+    };
+    let first = bundle.create("first", &[]);
+    let cached = entries();
+    assert_eq!(cached.len(), 1, "one compiled filter: {cached:?}");
+    assert!(
+        cache.join(".compiler").exists(),
+        "the compiler is not noted"
+    );
+    denied(&first);
+
+    let alone = bundle.dir().join("alone");
+    std::fs::create_dir(&alone).expect("mkdir");
+    let binary = alone.join("peapod-oci");
+    std::fs::copy(support::peapod_oci_bin(), &binary).expect("copy peapod-oci");
+    let oci = |args: &[&str]| {
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--root").arg(bundle.rootfs.state_root()).args(args);
+        cmd
+    };
+    // The copy's first run waits out another test's fork holding it open for writing.
+    let mut state = oci(&["state", "second"]);
+    state.stdout(Stdio::null()).stderr(Stdio::piped());
+    assert_eq!(finish(support::spawn_copied(state)).code, 1);
+    let create = |id: &str| {
+        let pid_file = bundle.log_path("pid");
+        let mut cmd = oci(&["create", "--bundle", bundle.arg(), "--pid-file"]);
+        cmd.arg(&pid_file).arg(id);
+        bundle.launch(id, cmd, pid_file)
+    };
+    let (second, out) = create("second");
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    assert_eq!(entries(), cached, "the filter was not read from the cache");
+    denied(&second);
+
+    bundle.configure_with(&sh(script), deny(27));
+    let (third, out) = create("third");
+    if out.code == 0 {
+        // A build with libseccomp compiles what the cache lacks.
+        assert_eq!(entries().len(), 2, "{:?}", entries());
+    } else {
+        assert_failed(&out, 125, &["cannot run", "peapod"]);
+        assert!(!bundle.state_entries().contains(&"third".to_owned()));
+    }
+    drop(third);
 }
 
 #[test]
@@ -2690,7 +2778,7 @@ fn peapod_oci_hands_what_it_does_not_run_to_peapod_beside_it() {
     let alone = rootfs.scratch().join("alone");
     std::fs::create_dir(&alone).expect("mkdir");
     let binary = alone.join("peapod-oci");
-    std::fs::copy(env!("CARGO_BIN_EXE_peapod-oci"), &binary).expect("copy peapod-oci");
+    std::fs::copy(support::peapod_oci_bin(), &binary).expect("copy peapod-oci");
     let run = |args: &[&str]| {
         let mut cmd = Command::new(&binary);
         cmd.arg("--root")

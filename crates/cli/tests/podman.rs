@@ -49,7 +49,7 @@ impl Podman {
             &wrapper,
             format!(
                 "#!/bin/sh\nPEAPOD_INIT='{init}' exec '{}' --root '{}' \"$@\"\n",
-                env!("CARGO_BIN_EXE_peapod-oci"),
+                support::peapod_oci_bin().display(),
                 dir.path().join("peapod-state").display()
             ),
         )

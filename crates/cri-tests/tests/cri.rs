@@ -861,7 +861,10 @@ fn staged_peapod(pre: &Prerequisites) -> (tempfile::TempDir, PathBuf) {
         .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::copy(&pre.peapod, dir.path().join("peapod")).expect("copy peapod");
-    let oci = pre.peapod.with_file_name("peapod-oci");
+    // The static musl build `cargo xtask test` names, or the one built with peapod.
+    let oci = std::env::var_os("PEAPOD_OCI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| pre.peapod.with_file_name("peapod-oci"));
     std::fs::copy(&oci, dir.path().join("peapod-oci"))
         .unwrap_or_else(|e| panic!("copy {} (built with peapod): {e}", oci.display()));
     std::fs::copy(&pre.init, dir.path().join("peapod-init")).expect("copy peapod-init");

@@ -31,7 +31,8 @@ const LOCKABLE: [(FsFlags, MsFlags); 6] = [
     (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
     (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
     (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-    (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    // ST_RELATIME (Linux's statvfs flag 4096), which nix names for glibc only.
+    (FsFlags::from_bits_retain(0x1000), MsFlags::MS_RELATIME),
 ];
 
 /// The flags a bind remount of the mount at `path` has to keep.

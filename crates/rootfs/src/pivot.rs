@@ -78,10 +78,11 @@ fn move_and_chroot() -> Result<()> {
 }
 
 fn is_ramfs(path: &Path) -> bool {
-    // statfs(2) magic numbers (include/uapi/linux/magic.h).
-    const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
-    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+    // statfs(2) magic numbers (include/uapi/linux/magic.h); their type is glibc's or musl's.
+    use nix::sys::statfs::FsType;
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    const TMPFS_MAGIC: FsType = FsType(0x0102_1994);
     nix::sys::statfs::statfs(path)
-        .map(|s| matches!(s.filesystem_type().0, RAMFS_MAGIC | TMPFS_MAGIC))
+        .map(|s| s.filesystem_type() == RAMFS_MAGIC || s.filesystem_type() == TMPFS_MAGIC)
         .unwrap_or(false)
 }

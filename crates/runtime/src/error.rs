@@ -69,6 +69,18 @@ impl Error {
         }
     }
 
+    /// Whether this is the failure of a build without the seccomp compiler (feature
+    /// `seccomp-compile` off) to create a container whose profile is not in the
+    /// compiled-filter cache. It comes before anything is made, so a caller may hand the same
+    /// command to a build with the compiler, which compiles and caches the filter.
+    pub fn needs_seccomp_compiler(&self) -> bool {
+        matches!(
+            self,
+            Error::Container(peapod_container::Error::Config(e))
+                if e.problem == peapod_seccomp::NO_COMPILER
+        )
+    }
+
     /// The error and its causes on one line, each cause once: library errors already quote
     /// their OS error in their message, so a cause that is already there is not repeated.
     pub fn one_line(&self) -> String {

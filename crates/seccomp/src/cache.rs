@@ -72,8 +72,15 @@ impl FilterCache {
     /// The filter of `profile`: from the cache when a sound entry is there, else compiled
     /// (which checks the profile, so a bad one is refused as [`Filter::compile`] refuses it)
     /// and stored. A cache that cannot be written is passed over: the filter is what counts.
+    ///
+    /// In a build without the compiler ([`crate::COMPILES`] false) only a sound entry of the
+    /// libseccomp a compiling build noted here gives a filter; anything else is the error of
+    /// [`Filter::compile`] (`NO_COMPILER`).
     pub fn compile(&self, profile: &LinuxSeccomp) -> Result<Filter, Error> {
-        let key = key(profile)?;
+        let Some(compiler) = crate::compiler::identity(&self.dir) else {
+            return Filter::compile(profile);
+        };
+        let key = key(profile, &compiler)?;
         let path = self.dir.join(hex(&key));
         if let Some(filter) = read_entry(&path, &key) {
             return Ok(filter);
@@ -132,17 +139,14 @@ impl FilterCache {
 }
 
 /// SHA-256 of what decides the program: the profile as canonical JSON (its fields are
-/// structs and lists, so serde writes them in one order), the native architecture, and the
-/// libseccomp version that compiles it.
-fn key(profile: &LinuxSeccomp) -> Result<[u8; 32], Error> {
+/// structs and lists, so serde writes them in one order), and the compiler: the native
+/// architecture and the libseccomp version that compiles it (`ARCH\0VERSION`, see
+/// `compiler.rs`).
+fn key(profile: &LinuxSeccomp, compiler: &str) -> Result<[u8; 32], Error> {
     let json = serde_json::to_vec(profile).map_err(|e| bad("", e.to_string()))?;
-    let version = libseccomp::ScmpVersion::current()
-        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
-        .unwrap_or_default();
-    let arch = libseccomp::ScmpArch::native();
     let mut hash = Sha256::new();
     hash.update(json);
-    hash.update(format!("\0{arch:?}\0{version}\0{FORMAT}"));
+    hash.update(format!("\0{compiler}\0{FORMAT}"));
     Ok(hash.finalize().into())
 }
 
@@ -201,7 +205,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "compile"))]
 mod tests {
     use super::*;
 
@@ -217,10 +221,12 @@ mod tests {
         .expect("profile")
     }
 
+    /// The directory's files but the compiler's note.
     fn entries(dir: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(dir)
             .expect("dir")
             .flatten()
+            .filter(|e| e.file_name() != crate::compiler::NOTE)
             .map(|e| e.path())
             .collect()
     }
@@ -259,7 +265,8 @@ mod tests {
         foreign[20] ^= 1;
         for damaged in [flipped, truncated, foreign, b"garbage".to_vec(), Vec::new()] {
             std::fs::write(&path, &damaged).expect("damage");
-            assert_eq!(decode(&damaged, &key(&p).expect("key")), None);
+            let compiler = crate::compiler::identity(dir.path()).expect("compiler");
+            assert_eq!(decode(&damaged, &key(&p, &compiler).expect("key")), None);
             assert_eq!(cache.compile(&p).expect("recompiled"), fresh);
             assert_eq!(std::fs::read(&path).expect("rewritten"), good);
         }

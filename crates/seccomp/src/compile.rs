@@ -1,18 +1,25 @@
 //! From an OCI profile to BPF, with libseccomp. Everything in the profile is checked here, so
 //! that a bad profile fails before a container exists.
 
+#[cfg(feature = "compile")]
 use std::io::{Read, Seek};
+#[cfg(feature = "compile")]
 use std::os::fd::{FromRawFd, OwnedFd};
+#[cfg(feature = "compile")]
 use std::str::FromStr;
 
+#[cfg(feature = "compile")]
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
+#[cfg(feature = "compile")]
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
+#[cfg(feature = "compile")]
 use crate::error::{bad, Error};
+#[cfg(feature = "compile")]
 use crate::filter::{Filter, Instruction};
 
 /// The actions a profile may use (`SCMP_ACT_NOTIFY` is refused).
@@ -46,6 +53,7 @@ pub const FLAGS: [&str; 3] = [
 ];
 
 /// Every architecture the runtime spec names.
+#[cfg(feature = "compile")]
 const ARCHITECTURES: [&str; 24] = [
     "SCMP_ARCH_X86",
     "SCMP_ARCH_X86_64",
@@ -76,6 +84,7 @@ const ARCHITECTURES: [&str; 24] = [
 /// The architectures a profile may list here: those the installed libseccomp knows (it
 /// depends on its version) and can filter for beside the native one (one filter cannot mix
 /// byte orders, so on x86_64 the big-endian ones are out). Each is tried in a fresh filter.
+#[cfg(feature = "compile")]
 pub fn supported_architectures() -> Vec<&'static str> {
     ARCHITECTURES
         .into_iter()
@@ -89,12 +98,15 @@ pub fn supported_architectures() -> Vec<&'static str> {
         .collect()
 }
 
+#[cfg(feature = "compile")]
 /// The kernel's limit on the length of a BPF program (`BPF_MAXINSNS`).
 const MAX_INSTRUCTIONS: usize = 4096;
 
+#[cfg(feature = "compile")]
 /// The highest errno number (`MAX_ERRNO`): a larger value would not read as an error.
 const MAX_ERRNO: u32 = 4095;
 
+#[cfg(feature = "compile")]
 impl Filter {
     /// Checks `profile` and compiles it.
     ///
@@ -205,6 +217,7 @@ impl Filter {
     }
 }
 
+#[cfg(feature = "compile")]
 /// libseccomp's action for an OCI action and its optional errno.
 fn action(
     field: &str,
@@ -245,6 +258,7 @@ fn action(
     })
 }
 
+#[cfg(feature = "compile")]
 /// One argument comparison. For `SCMP_CMP_MASKED_EQ`, `value` is the mask and `valueTwo`
 /// what the masked argument must equal (as runc and libseccomp read them).
 fn condition(field: &str, arg: &LinuxSeccompArg) -> Result<ScmpArgCompare, Error> {
@@ -284,6 +298,7 @@ fn condition(field: &str, arg: &LinuxSeccompArg) -> Result<ScmpArgCompare, Error
     Ok(ScmpArgCompare::new(index, op, arg.value()))
 }
 
+#[cfg(feature = "compile")]
 /// The BPF program of `ctx`. libseccomp 2.5 exports only to a descriptor: a memfd holds it.
 fn export(ctx: &ScmpFilterContext) -> std::io::Result<Vec<Instruction>> {
     // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor or -1.
@@ -308,7 +323,7 @@ fn export(ctx: &ScmpFilterContext) -> std::io::Result<Vec<Instruction>> {
         .collect())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "compile"))]
 mod tests {
     use super::*;
     use std::ffi::CString;

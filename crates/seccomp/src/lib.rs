@@ -20,6 +20,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Built without its default feature `compile`, the crate links no libseccomp: it loads
+//! filters, and reads those a build with the compiler stored in a [`FilterCache`]
+//! (`peapod-oci`'s static musl build, which hands a profile not in the cache to `peapod`).
+//!
 //! It does not support `SCMP_ACT_NOTIFY` (a seccomp agent listening on a socket): a profile
 //! that asks for it is refused. It does not read Docker's profile format (`archMap`,
 //! `includes`, `excludes`), only the OCI one.
@@ -27,10 +31,29 @@
 
 mod cache;
 mod compile;
+mod compiler;
 mod error;
 mod filter;
+#[cfg(not(feature = "compile"))]
+mod uncompiled;
 
 pub use cache::{FilterCache, MAX_ENTRIES};
-pub use compile::{supported_architectures, ACTIONS, FLAGS, OPERATORS};
+#[cfg(feature = "compile")]
+pub use compile::supported_architectures;
+pub use compile::{ACTIONS, FLAGS, OPERATORS};
+#[cfg(not(feature = "compile"))]
+pub use uncompiled::supported_architectures;
+
+/// The problem of the error [`Filter::compile`] gives in a build without the compiler (and
+/// so [`FilterCache::compile`] for a profile not in the cache): a caller that finds it hands
+/// the work to a build with one.
+pub const NO_COMPILER: &str =
+    "this build compiles no seccomp profile (built without libseccomp), and the profile is \
+     not in the compiled-filter cache";
+
+/// Whether this build compiles profiles (feature `compile`, on by default: libseccomp).
+/// Without it (`peapod-oci` for musl) [`FilterCache::compile`] only reads filters a build
+/// with it stored, and [`Filter::compile`] is always an error.
+pub const COMPILES: bool = cfg!(feature = "compile");
 pub use error::Error;
 pub use filter::Filter;

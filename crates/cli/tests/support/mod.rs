@@ -144,11 +144,20 @@ pub fn peapod() -> Command {
 /// `peapod-oci`, the binary OCI clients exec: the lifecycle commands its own, the rest
 /// handed to `peapod` beside it.
 pub fn peapod_oci() -> Command {
-    piped(env!("CARGO_BIN_EXE_peapod-oci"))
+    piped(peapod_oci_bin())
+}
+
+/// The `peapod-oci` the tests run: `$PEAPOD_OCI_BIN` when set (`cargo xtask test` sets it to
+/// the static musl build that ships, without libseccomp, put beside the test build's
+/// `peapod` as `peapod-oci-musl`), else the test build's own.
+pub fn peapod_oci_bin() -> PathBuf {
+    std::env::var_os("PEAPOD_OCI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_peapod-oci").into())
 }
 
 /// `program` reading nothing, its output piped.
-fn piped(program: &str) -> Command {
+fn piped(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

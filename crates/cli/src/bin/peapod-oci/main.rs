@@ -79,7 +79,14 @@ fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error>
                 console_socket: args.console_socket,
                 ..CreateOptions::default()
             };
-            rt.create(&id, &spec, &bundle, &options)?.detach();
+            match rt.create(&id, &spec, &bundle, &options) {
+                Ok(created) => {
+                    created.detach();
+                }
+                // A seccomp profile this build (musl, no libseccomp) finds no filter of.
+                Err(e) if e.needs_seccomp_compiler() => hand_over(argv),
+                Err(e) => return Err(e),
+            }
         }
         // docker's `start` of a `run -d` container makes it again under a monitor.
         Lifecycle::Start { .. } if rt.is_detached_run(&id) => hand_over(argv),

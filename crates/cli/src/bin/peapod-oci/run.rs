@@ -20,6 +20,9 @@ pub(crate) fn detached(rt: Runtime, args: CreateArgs, argv: &[OsString]) -> Resu
         no_new_keyring: args.no_new_keyring,
         ..CreateOptions::default()
     };
-    rt.run_detached(&args.id, &spec, &bundle, options)?;
-    Ok(0)
+    match rt.run_detached(&args.id, &spec, &bundle, options) {
+        // A seccomp profile this build (musl, no libseccomp) finds no filter of.
+        Err(e) if e.needs_seccomp_compiler() => crate::hand_over(argv),
+        result => result.map(|()| 0),
+    }
 }
