@@ -58,7 +58,7 @@ pub(crate) fn identity(dir: &Path) -> Option<String> {
     let version = libseccomp::ScmpVersion::current()
         .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
         .unwrap_or_default();
-    if noted(dir).is_none_or(|(a, v)| a != arch || v != version) {
+    if noted(dir) != Some((arch.clone(), version.clone())) {
         if let Err(e) = note(dir, &arch, &version) {
             tracing::debug!("seccomp cache: cannot note the compiler: {e}");
         }

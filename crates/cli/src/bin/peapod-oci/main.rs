@@ -14,6 +14,13 @@
 //! without default features as `cargo xtask dist` builds it, zbus (feature `systemd`:
 //! `create` and `delete` of the systemd driver's containers go to `peapod`) and the image
 //! store (feature `image-store`: `delete` of a container of an image goes to `peapod`).
+//!
+//! `cargo xtask dist` builds it static for musl where that target is installed: glibc's
+//! shared libraries (libc.so, ld.so, libgcc_s, libseccomp) were 1.8 MB of its 2.8 MB peak
+//! RSS. That build has no libseccomp (feature `seccomp-compile` off; Debian's is for glibc):
+//! a seccomp profile's filter comes from the compiled-filter cache in the state root, and a
+//! `create` or `run -d` of a profile not there goes to `peapod`, which compiles and caches it
+//! (once per profile; containerd and podman pass the same profile for every container).
 
 #[path = "../../globals.rs"]
 mod globals;
@@ -26,6 +33,12 @@ mod output;
 
 mod command;
 mod run;
+
+/// In the static musl build, dlmalloc rather than musl's malloc: 10-18% less CPU per command
+/// (see Cargo.toml).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
