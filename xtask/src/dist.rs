@@ -1,5 +1,6 @@
 //! `cargo xtask dist`: the release artifacts in `target/dist/`: `peapod`, `peapod-oci` (the
-//! binary OCI clients exec) and `peapod-pull` (release builds),
+//! binary OCI clients exec: static for musl where that target is installed, see
+//! [`build_oci_musl`]) and `peapod-pull` (release builds),
 //! `peapod-init`, static, stripped and freestanding (no libc), ready to be bind-mounted into
 //! any image, and `pause.tar`, an OCI image archive of that init as `/pause` (entrypoint
 //! `/pause -P`), for containerd's `sandbox_image` (see docs/kubernetes.md).
@@ -65,8 +66,9 @@ pub(crate) fn run(_args: &[String]) -> Result {
 
 /// Runs the release `peapod-oci` once (`state` of a container that does not exist, in a
 /// state root of its own): it is linked with options of its own (crates/cli/build.rs: RELR
-/// relocations, which need glibc 2.36's loader), so this checks that this system loads it
-/// and that it answers as runc does: status 1, "does not exist".
+/// relocations, which need glibc 2.36's loader, or for the static musl build musl's start
+/// code, which relocates it before `main`), so this checks that this system runs it and that
+/// it answers as runc does: status 1, "does not exist".
 pub(crate) fn check_loads(oci: &Path) -> Result {
     let root = std::env::temp_dir().join(format!("peapod-oci-check-{}", std::process::id()));
     let out = std::process::Command::new(oci)
