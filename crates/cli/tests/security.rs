@@ -68,9 +68,15 @@ fn a_cached_filter_confines_as_the_fresh_one_and_a_damaged_cache_is_rebuilt() {
     };
     let opt = profile_opt(&rootfs, "mkdir.json", mkdir_eperm_profile());
     let cache = rootfs.state_root().join(".seccomp");
+    // The entries, not the compiler's note (`.compiler`).
     let entries = || -> Vec<PathBuf> {
         std::fs::read_dir(&cache)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let confined = |why: &str| {
