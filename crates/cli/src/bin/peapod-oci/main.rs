@@ -97,7 +97,10 @@ fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error>
                     created.detach();
                 }
                 // A seccomp profile this build (musl, no libseccomp) finds no filter of.
-                Err(e) if e.needs_seccomp_compiler() => hand_over(argv),
+                Err(e) if e.needs_seccomp_compiler() => {
+                    tracing::debug!("the seccomp profile is not cached: peapod compiles it");
+                    hand_over(argv)
+                }
                 Err(e) => return Err(e),
             }
         }
