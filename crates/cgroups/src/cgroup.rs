@@ -519,7 +519,8 @@ impl Cgroup {
 
     /// Whether the runtime moves the container's init into the cgroup ([`Cgroup::add`])
     /// while the init waits, rather than the init moving itself ([`Cgroup::add_self`]): on
-    /// v2 (see there), and for a systemd scope, which systemd makes with the process in it.
+    /// v2 (see there) when the init was not cloned into it ([`Cgroup::clone_target`]), and
+    /// for a systemd scope, which systemd makes with the process in it.
     pub fn added_by_runtime(&self) -> bool {
         self.v2 || self.scope.is_some()
     }
@@ -550,15 +551,18 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The cgroup's directory in a hybrid host's cgroup2 hierarchy, where a new process can
-    /// start (`clone3` with `CLONE_INTO_CGROUP`) instead of moving itself in afterwards,
-    /// which there would take the global lock [`Cgroup::add_self`] avoids on v1. `None` on a
-    /// pure v1 or v2 host.
+    /// The cgroup's directory where a new process can start (`clone3` with
+    /// `CLONE_INTO_CGROUP`) instead of being moved in afterwards, which would take the global
+    /// lock [`Cgroup::add_self`] avoids on v1 (a write of `cgroup.procs` takes the cgroup
+    /// threadgroup lock for writing, which waits for an RCU grace period; containers started
+    /// at once wait in turn): its one directory on v2, its cgroup2 directory on a hybrid host.
+    /// `None` on a pure v1 host.
     /// A systemd scope has none: systemd makes that directory with the process in it.
     pub fn clone_target(&self) -> Option<&Path> {
-        match self.scope {
-            Some(_) => None,
-            None => self.hybrid_unified_dir(),
+        match (&self.scope, self.v2) {
+            (Some(_), _) => None,
+            (None, true) => self.dirs.first().map(|d| d.path.as_path()),
+            (None, false) => self.hybrid_unified_dir(),
         }
     }
 
@@ -1250,7 +1254,7 @@ mod tests {
     }
 
     #[test]
-    fn pure_v1_and_v2_cgroups_have_no_clone_target() {
+    fn a_pure_v1_cgroup_has_no_clone_target_a_v2_one_its_directory() {
         let v1 = Cgroup::locate(&v1_layout(Path::new("/cg")), Path::new("a")).unwrap();
         assert_eq!(v1.clone_target(), None);
         let v2 = Layout::V2(Hierarchy {
@@ -1261,7 +1265,7 @@ mod tests {
         });
         let v2 = Cgroup::locate(&v2, Path::new("a")).unwrap();
         assert_eq!(v2.paths(), [Path::new("/cg/a")]);
-        assert_eq!(v2.clone_target(), None);
+        assert_eq!(v2.clone_target(), Some(Path::new("/cg/a")));
     }
 
     #[test]
