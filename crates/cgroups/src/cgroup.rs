@@ -332,12 +332,6 @@ impl Cgroup {
 
     /// Makes its directories; on failure, removes what was made.
     fn made(mut self) -> Result<Cgroup> {
-        self.existed = self
-            .dirs
-            .iter()
-            .filter(|d| d.path.is_dir())
-            .map(|d| d.path.clone())
-            .collect();
         if let Err(e) = self.make() {
             self.undo();
             return Err(e);
@@ -360,22 +354,38 @@ impl Cgroup {
     /// Makes every directory. One of a tracking hierarchy that cannot be made (a read-only
     /// `name=systemd` mount, say) is left out with a warning rather than failing the
     /// container: no limit depends on it, and peapod ran there without it before.
+    ///
+    /// Which directories were there already ([`Cgroup::undo`] leaves them) is told by their
+    /// `mkdir` failing with `EEXIST`, not by a `stat` of each first: on v1 that is one lookup
+    /// fewer in each of 9-10 hierarchies, in a directory where every other container being
+    /// made at the same time takes the lock for its own `mkdir`. Those not reached when one
+    /// fails count as found there, so that the undo never removes what it did not make.
     fn make(&mut self) -> Result<()> {
         let mut left_out = Vec::new();
-        for (i, dir) in self.dirs.iter().enumerate() {
-            match self.make_with_retries(dir) {
+        for i in 0..self.dirs.len() {
+            let dir = &self.dirs[i];
+            let mut found = false;
+            match self.make_with_retries(dir, &mut found) {
                 Ok(()) => {}
                 Err(e) if dir.kind != Kind::Controllers => {
                     tracing::warn!(
                         "{e}; the container's cgroup is left out of {}",
                         dir.mount.display()
                     );
-                    if !self.existed.contains(&dir.path) {
+                    if !found {
                         let _ = remove_dirs([dir]);
                     }
                     left_out.push(i);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    let not_reached = self.dirs[i..].iter().skip(usize::from(!found));
+                    let not_made: Vec<PathBuf> = not_reached.map(|d| d.path.clone()).collect();
+                    self.existed.extend(not_made);
+                    return Err(e);
+                }
+            }
+            if found {
+                self.existed.push(self.dirs[i].path.clone());
             }
         }
         for i in left_out.into_iter().rev() {
@@ -384,12 +394,14 @@ impl Cgroup {
         Ok(())
     }
 
-    fn make_with_retries(&self, dir: &Dir) -> Result<()> {
+    /// [`Cgroup::make_dir`], again when a parent went away meanwhile; `found` says whether
+    /// the cgroup's directory was there already.
+    fn make_with_retries(&self, dir: &Dir, found: &mut bool) -> Result<()> {
         // Another container's `remove` may take away an empty `peapod` parent between our
         // `mkdir` of it (or finding it there) and of the cgroup below: start again.
         let mut attempts = 0;
         loop {
-            match self.make_dir(dir) {
+            match self.make_dir(dir, found) {
                 // ENOENT, or ENODEV from a file of a directory removed meanwhile.
                 Err(Error::Io { source, .. } | Error::Write { source, .. })
                     if attempts < 5
@@ -403,10 +415,29 @@ impl Cgroup {
         }
     }
 
-    /// Makes `dir` and every missing directory above it, below its hierarchy's root.
-    fn make_dir(&self, dir: &Dir) -> Result<()> {
-        let relative = dir.path.strip_prefix(&dir.mount).unwrap_or(&dir.path);
+    /// Makes `dir` and every missing directory above it, below its hierarchy's root; `found`
+    /// says whether `dir` itself was there already.
+    ///
+    /// On v1 the cgroup's own directory is made first, and the walk from the root only when
+    /// a parent is missing (`ENOENT`): the parents (`peapod`) are there but for the first
+    /// container. Not for cpuset, whose parents' `cpus` and `mems` are checked on the way
+    /// (a child cannot have what its parent lacks), nor on v2, where each parent enables the
+    /// controllers for the next.
+    fn make_dir(&self, dir: &Dir, found: &mut bool) -> Result<()> {
+        *found = false;
         let cpuset = !self.v2 && dir.has("cpuset");
+        if !self.v2 && !cpuset {
+            match std::fs::create_dir(&dir.path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    *found = true;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io("cannot create cgroup", &dir.path)(e)),
+            }
+        }
+        let relative = dir.path.strip_prefix(&dir.mount).unwrap_or(&dir.path);
         let mut current = dir.mount.clone();
         for part in relative.components() {
             if self.v2 {
@@ -414,13 +445,14 @@ impl Cgroup {
             }
             let parent = current.clone();
             current.push(part);
-            match std::fs::create_dir(&current) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            let fresh = match std::fs::create_dir(&current) {
+                Ok(()) => true,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(io("cannot create cgroup", &current)(e)),
-            }
+            };
+            *found = !fresh;
             if cpuset {
-                inherit_cpuset(&parent, &current)?;
+                inherit_cpuset(&parent, &current, fresh)?;
             }
         }
         Ok(())
@@ -478,7 +510,7 @@ impl Cgroup {
             let procs = dir.path.join("cgroup.procs");
             let joined = read_optional(&procs)?.is_some_and(|p| p.lines().any(|l| l == pid));
             if !joined {
-                self.make_with_retries(dir)?;
+                self.make_with_retries(dir, &mut false)?;
                 write(&procs, &pid)?;
             }
         }
@@ -487,7 +519,8 @@ impl Cgroup {
 
     /// Whether the runtime moves the container's init into the cgroup ([`Cgroup::add`])
     /// while the init waits, rather than the init moving itself ([`Cgroup::add_self`]): on
-    /// v2 (see there), and for a systemd scope, which systemd makes with the process in it.
+    /// v2 (see there) when the init was not cloned into it ([`Cgroup::clone_target`]), and
+    /// for a systemd scope, which systemd makes with the process in it.
     pub fn added_by_runtime(&self) -> bool {
         self.v2 || self.scope.is_some()
     }
@@ -518,15 +551,18 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The cgroup's directory in a hybrid host's cgroup2 hierarchy, where a new process can
-    /// start (`clone3` with `CLONE_INTO_CGROUP`) instead of moving itself in afterwards,
-    /// which there would take the global lock [`Cgroup::add_self`] avoids on v1. `None` on a
-    /// pure v1 or v2 host.
+    /// The cgroup's directory where a new process can start (`clone3` with
+    /// `CLONE_INTO_CGROUP`) instead of being moved in afterwards, which would take the global
+    /// lock [`Cgroup::add_self`] avoids on v1 (a write of `cgroup.procs` takes the cgroup
+    /// threadgroup lock for writing, which waits for an RCU grace period; containers started
+    /// at once wait in turn): its one directory on v2, its cgroup2 directory on a hybrid host.
+    /// `None` on a pure v1 host.
     /// A systemd scope has none: systemd makes that directory with the process in it.
     pub fn clone_target(&self) -> Option<&Path> {
-        match self.scope {
-            Some(_) => None,
-            None => self.hybrid_unified_dir(),
+        match (&self.scope, self.v2) {
+            (Some(_), _) => None,
+            (None, true) => self.dirs.first().map(|d| d.path.as_path()),
+            (None, false) => self.hybrid_unified_dir(),
         }
     }
 
@@ -783,6 +819,32 @@ impl Cgroup {
         remove_dirs(&self.dirs)
     }
 
+    /// Removes the cgroup as [`Cgroup::remove`] does if the kernel finds it empty, without
+    /// waiting: `false`, with the rest left as it is, at the first directory it finds busy
+    /// (a process in it, or a cgroup below it). What a `delete` of a container already seen
+    /// dead tries first, instead of listing every hierarchy's `cgroup.procs` (on v1 each
+    /// listing builds a pid list the kernel frees later from a work queue).
+    ///
+    /// On v1 a process is in the container's cgroup of every hierarchy at once, unless
+    /// something moved it out of some: then the first directories may be gone already when
+    /// a later one is busy, and the caller's [`Cgroup::kill_all`] then finds the process in
+    /// those that are left.
+    pub fn remove_if_empty(&self) -> Result<bool> {
+        for dir in &self.dirs {
+            match std::fs::remove_dir(&dir.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                // ENOTEMPTY too, though cgroupfs says EBUSY for a cgroup below.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {
+                    return Ok(false)
+                }
+                Err(e) => return Err(io("cannot remove cgroup", &dir.path)(e)),
+            }
+            remove_empty_parent(dir);
+        }
+        Ok(true)
+    }
+
     /// The current usage figures.
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
@@ -928,14 +990,19 @@ fn remove_dirs<'a>(dirs: impl IntoIterator<Item = &'a Dir>) -> Result<()> {
                 }
             }
         }
-        if let Some(parent) = dir.path.parent() {
-            if parent.file_name() == Some(DEFAULT_PARENT.as_ref()) && parent != dir.mount {
-                // Busy or not empty: another container's cgroup is in it.
-                let _ = std::fs::remove_dir(parent);
-            }
-        }
+        remove_empty_parent(dir);
     }
     result
+}
+
+/// Removes the [`DEFAULT_PARENT`] above `dir` if it is empty now.
+fn remove_empty_parent(dir: &Dir) {
+    if let Some(parent) = dir.path.parent() {
+        if parent.file_name() == Some(DEFAULT_PARENT.as_ref()) && parent != dir.mount {
+            // Busy or not empty: another container's cgroup is in it.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
 }
 
 fn signal_kill(pid: u32) {
@@ -945,10 +1012,11 @@ fn signal_kill(pid: u32) {
 }
 
 /// v1: a new cpuset cgroup has empty `cpuset.cpus` and `cpuset.mems`, and a process cannot
-/// join it until both are set; they are copied from the parent.
-fn inherit_cpuset(parent: &Path, dir: &Path) -> Result<()> {
+/// join it until both are set; they are copied from the parent. One found there (not `fresh`)
+/// keeps what it has, unless that is empty.
+fn inherit_cpuset(parent: &Path, dir: &Path, fresh: bool) -> Result<()> {
     for name in ["cpuset.cpus", "cpuset.mems"] {
-        if !read(&dir.join(name))?.trim().is_empty() {
+        if !fresh && !read(&dir.join(name))?.trim().is_empty() {
             continue;
         }
         let value = read(&parent.join(name))?;
@@ -1136,6 +1204,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_create_leaves_what_it_found_in_the_hierarchies_it_did_not_reach() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["memory", "systemd/pods/a", "unified"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        // The pids hierarchy cannot take it (a file where its mount should be), so the
+        // creation fails there, before it reaches `systemd`, where the cgroup exists.
+        std::fs::write(root.path().join("pids"), "").unwrap();
+        let layout = hybrid_layout(root.path());
+        assert!(Cgroup::create(&layout, Path::new("pods/a")).is_err());
+        assert!(!root.path().join("memory/harness/x/pods/a").exists());
+        assert!(root.path().join("systemd/pods/a").is_dir());
+        assert!(!root.path().join("unified/pods").exists());
+    }
+
+    #[test]
     fn a_tracking_hierarchy_that_cannot_take_the_cgroup_is_left_out() {
         let root = tempfile::tempdir().unwrap();
         for dir in ["memory", "pids", "unified"] {
@@ -1170,7 +1254,7 @@ mod tests {
     }
 
     #[test]
-    fn pure_v1_and_v2_cgroups_have_no_clone_target() {
+    fn a_pure_v1_cgroup_has_no_clone_target_a_v2_one_its_directory() {
         let v1 = Cgroup::locate(&v1_layout(Path::new("/cg")), Path::new("a")).unwrap();
         assert_eq!(v1.clone_target(), None);
         let v2 = Layout::V2(Hierarchy {
@@ -1181,7 +1265,7 @@ mod tests {
         });
         let v2 = Cgroup::locate(&v2, Path::new("a")).unwrap();
         assert_eq!(v2.paths(), [Path::new("/cg/a")]);
-        assert_eq!(v2.clone_target(), None);
+        assert_eq!(v2.clone_target(), Some(Path::new("/cg/a")));
     }
 
     #[test]

@@ -88,6 +88,12 @@ fn life_of_a_cgroup(layout: &Layout, name: &str) {
         assert_eq!(cgroup.0.stats().expect("stats").pids_current, 3);
     }
 
+    // Busy while they live: nothing is removed, and the first directory says so.
+    assert!(!cgroup.0.remove_if_empty().expect("remove_if_empty"));
+    for dir in cgroup.0.paths() {
+        assert!(dir.is_dir(), "{} removed while busy", dir.display());
+    }
+
     // Frozen while killed: the shell cannot fork again in between.
     cgroup.0.kill_all(TIMEOUT).expect("kill_all");
     assert_eq!(cgroup.0.procs().expect("procs"), Vec::<u32>::new());
@@ -102,7 +108,10 @@ fn life_of_a_cgroup(layout: &Layout, name: &str) {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 
-    cgroup.0.remove().expect("remove");
+    // The killed shell is reaped (its status read above): the cgroup is empty, and goes
+    // without waiting.
+    assert!(cgroup.0.remove_if_empty().expect("remove_if_empty"));
+    cgroup.0.remove().expect("remove of what is gone already");
     for dir in cgroup.0.paths() {
         assert!(!dir.exists(), "{} left behind", dir.display());
         let parent = dir.parent().expect("parent");

@@ -37,8 +37,8 @@ impl ChildFailure {
 /// Runs in the new process: sets everything up, waits at the barrier, execs. Never returns.
 /// With a `cgroup`, it first joins it (v1) or waits until the runtime has moved it in (v2, or
 /// a systemd scope);
-/// `in_unified`: it was cloned into the cgroup's directory of a hybrid host's cgroup2
-/// hierarchy already.
+/// `in_unified`: it was cloned into the cgroup's cgroup2 directory already (v2: the cgroup;
+/// a hybrid host: its directory in the cgroup2 hierarchy).
 pub(crate) fn run(
     config: &ContainerConfig,
     channel: Channel,
@@ -83,7 +83,9 @@ fn set_up_and_exec(
     let wait_for = |expected| wait_for(channel, expected);
 
     if let Some(cgroup) = cgroup {
-        if cgroup.added_by_runtime() {
+        if cgroup.is_v2() && in_unified {
+            // Cloned into it (`Cgroup::clone_target`): nothing to wait for.
+        } else if cgroup.added_by_runtime() {
             wait_for(Message::InCgroup)?;
         } else {
             cgroup

@@ -132,9 +132,9 @@ fn launch(
         }
         None => None,
     };
-    // On a hybrid host the child starts in the cgroup's cgroup2 directory, where moving
-    // itself in later would wait for the global lock (see `Cgroup::clone_target`). Should the
-    // directory not open, the child moves itself in and says what is wrong.
+    // On v2 the child starts in the cgroup, and on a hybrid host in its cgroup2 directory,
+    // where moving it in later would wait for the global lock (see `Cgroup::clone_target`).
+    // Should the directory not open, or the kernel not take it, it is moved in as before.
     let clone_target = cgroup
         .and_then(Cgroup::clone_target)
         .and_then(|dir| open_cgroup_dir(dir).ok());
@@ -147,6 +147,7 @@ fn launch(
         None => (unsafe { peapod_ns::clone_into(namespaces) }?, false),
     };
     drop(clone_target);
+    let in_cgroup2 = forked.1;
     match forked.0 {
         Forked::Child => {
             drop(parent_end);
@@ -163,8 +164,10 @@ fn launch(
                 armed: true,
             };
             // On v1 the process moves itself, which is cheaper (see `Cgroup::add_self`),
-            // except into a systemd scope, which systemd makes with it in.
-            if let Some(cgroup) = cgroup.filter(|c| c.added_by_runtime()) {
+            // except into a systemd scope, which systemd makes with it in; on v2 it is in
+            // already when cloned there.
+            let cloned_in = |c: &Cgroup| c.is_v2() && in_cgroup2;
+            if let Some(cgroup) = cgroup.filter(|c| c.added_by_runtime() && !cloned_in(c)) {
                 if let Err(e) = u32::try_from(created.pid.as_raw())
                     .map_err(|_| Error::ChildDied(format!("odd pid {}", created.pid)))
                     .and_then(|pid| Ok(cgroup.add(pid)?))

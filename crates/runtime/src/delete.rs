@@ -59,17 +59,25 @@ pub(crate) fn delete_entry(entry: Entry, force: bool) -> Result<()> {
         kill_and_wait(id, process, false)?;
     }
     let cgroup = crate::cgroups::of_record(&record)?;
-    if let Some(cgroup) = &cgroup {
+    // Nothing left to kill but what may still be in the cgroup (the container seen dead, or
+    // killed above): its removal is tried first, and only a cgroup the kernel finds busy is
+    // emptied as below.
+    let kill_in_cgroup = live && !alone;
+    let removed = match &cgroup {
+        Some(cgroup) if !kill_in_cgroup => cgroup.remove_if_empty().map_err(Error::runtime)?,
+        _ => false,
+    };
+    if let Some(cgroup) = cgroup.as_ref().filter(|_| !removed) {
         // Every process in it, also those outside the container's PID namespace (or of a
         // container without one), frozen first so that none forks away; and the leftovers
         // of a stopped one.
-        crate::cgroups::empty(cgroup, live && !alone)?;
+        crate::cgroups::empty(cgroup, kill_in_cgroup)?;
     }
     if let Some(process) = process.filter(|_| !alone) {
         // Without a cgroup, the processes of its PID namespace are found in /proc.
         kill_and_wait(id, process, cgroup.is_none())?;
     }
-    if let Some(cgroup) = &cgroup {
+    if let Some(cgroup) = cgroup.as_ref().filter(|_| !removed) {
         cgroup.remove().map_err(Error::runtime)?;
     }
     crate::cgroups::stop_recorded_scope(record.cgroup_unit.as_deref(), &record.cgroup_paths)?;

@@ -54,6 +54,11 @@ struct Row {
     /// The CPU time (user + system) of the 50 `run --detach` commands, and of the deletes.
     many_up_cpu: Vec<Duration>,
     many_down_cpu: Vec<Duration>,
+    /// The whole machine's busy CPU time over those windows (`/proc/stat`), and its CPU
+    /// time available then (CPUs x wall time): what the containers' own set-up and exit and
+    /// the kernel's threads cost too, and whether the CPUs were ever idle.
+    many_up_busy: Vec<(Duration, Duration)>,
+    many_down_busy: Vec<(Duration, Duration)>,
 }
 
 pub(crate) fn run() -> Result {
@@ -231,11 +236,14 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
     for round in 0..MANY_ROUNDS {
         for k in turns(round, runtimes.len()) {
             let (runtime, row) = (&runtimes[k], &mut rows[k]);
-            let [up, down, up_cpu, down_cpu] = many(runtime, &bundles.sleep)?;
+            let [up, down, up_cpu, down_cpu, up_busy, down_busy] = many(runtime, &bundles.sleep)?;
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
             row.many_up.push(up);
             row.many_down.push(down);
             row.many_up_cpu.push(up_cpu);
             row.many_down_cpu.push(down_cpu);
+            row.many_up_busy.push((up_busy, up * cpus));
+            row.many_down_busy.push((down_busy, down * cpus));
         }
     }
     Ok(rows)
@@ -330,13 +338,15 @@ fn running(runtime: &Runtime, id: &str) -> bool {
 
 /// `MANY` x `run --detach` at once (until every one has returned, each container running),
 /// then `MANY` x `delete --force` at once (until all are gone): the wall time of each, then
-/// the CPU time their commands took (the containers, reaped later, are not in it).
-fn many(runtime: &Runtime, bundle: &str) -> Result<[Duration; 4]> {
+/// the CPU time their commands took (the containers, reaped later, are not in it), then the
+/// machine's busy CPU time over each (theirs, the containers' and the kernel threads').
+fn many(runtime: &Runtime, bundle: &str) -> Result<[Duration; 6]> {
     let ids: Vec<String> = (0..MANY)
         .map(|i| format!("bench-many-{}-{i}", runtime.name))
         .collect();
-    let all = |args: &dyn Fn(&str) -> Vec<String>| -> Result<(Duration, Duration)> {
+    let all = |args: &dyn Fn(&str) -> Vec<String>| -> Result<(Duration, Duration, Duration)> {
         let cpu = children_cpu();
+        let busy = machine_busy();
         let start = Instant::now();
         let children = ids
             .iter()
@@ -354,10 +364,11 @@ fn many(runtime: &Runtime, bundle: &str) -> Result<[Duration; 4]> {
             }
         }
         let elapsed = start.elapsed();
+        let busy = machine_busy().saturating_sub(busy);
         if failed > 0 {
             return Err(format!("{}: {failed} of {MANY} failed", runtime.name));
         }
-        Ok((elapsed, children_cpu().saturating_sub(cpu)))
+        Ok((elapsed, children_cpu().saturating_sub(cpu), busy))
     };
     let up = all(&|id| {
         vec![
@@ -370,8 +381,31 @@ fn many(runtime: &Runtime, bundle: &str) -> Result<[Duration; 4]> {
     });
     let down = all(&|id| vec!["delete".into(), "--force".into(), id.into()]);
     reap_all();
-    let ((up, up_cpu), (down, down_cpu)) = (up?, down?);
-    Ok([up, down, up_cpu, down_cpu])
+    let ((up, up_cpu, up_busy), (down, down_cpu, down_busy)) = (up?, down?);
+    Ok([up, down, up_cpu, down_cpu, up_busy, down_busy])
+}
+
+/// The CPU time every CPU of the machine has spent busy since boot (user, nice, system, irq
+/// and softirq of `/proc/stat`; not idle, iowait or a hypervisor's steal), in its 10 ms ticks.
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            let fields: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// The user and system time of every child waited for so far.
@@ -471,15 +505,21 @@ fn print(runtimes: &[Runtime], rows: &[Row]) {
     }
     println!();
     for (runtime, row) in runtimes.iter().zip(rows) {
+        let busy = |b: &[(Duration, Duration)]| {
+            let (busy, available) = median(b.to_vec());
+            format!("{:.0} of {:.0}", ms(busy), ms(available))
+        };
         println!(
             "{}: create {:.2} + start {:.2} + delete {:.2} ms; CPU of {MANY} run -d {:.1} ms, \
-             of {MANY} delete -f {:.1} ms",
+             of {MANY} delete -f {:.1} ms; the machine busy {} ms, {} ms",
             runtime.name,
             ms(median(row.create.clone())),
             ms(median(row.start.clone())),
             ms(median(row.delete.clone())),
             ms(median(row.many_up_cpu.clone())),
             ms(median(row.many_down_cpu.clone())),
+            busy(&row.many_up_busy),
+            busy(&row.many_down_busy),
         );
     }
     println!();
