@@ -190,11 +190,11 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
         for k in turns(i, runtimes.len()) {
             let (runtime, row) = (&runtimes[k], &mut rows[k]);
             let id = format!("bench-{}-{i}", runtime.name);
-            let (run, usage) = runtime.timed(&["run", "--bundle", &bundles.plain, &id])?;
+            let (run, _) = runtime.timed(&["run", "--bundle", &bundles.plain, &id])?;
             let (seccomp, _) = runtime.timed(&["run", "--bundle", &bundles.seccomp, &id])?;
             let pid_file = Path::new(&bundles.plain).join(format!("{}.pid", runtime.name));
             let pid_arg = pid_file.to_string_lossy().into_owned();
-            let (create, create_usage) = runtime.timed(&[
+            let (create, _) = runtime.timed(&[
                 "create",
                 "--bundle",
                 &bundles.plain,
@@ -206,25 +206,29 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
                 .ok()
                 .and_then(|p| p.trim().parse::<i32>().ok())
                 .ok_or("no pid file after create")?;
-            let (start, start_usage) = runtime.timed(&["start", &id])?;
+            let (start, _) = runtime.timed(&["start", &id])?;
             reap(pid)?;
-            let (delete, delete_usage) = runtime.timed(&["delete", &id])?;
+            let (delete, _) = runtime.timed(&["delete", &id])?;
             if i >= WARM_UP {
                 row.run.push(run);
-                row.run_rss_kb.push(usage.ru_maxrss);
-                row.lifecycle_rss_kb.push(
-                    [create_usage, start_usage, delete_usage]
-                        .iter()
-                        .map(|u| u.ru_maxrss)
-                        .max()
-                        .unwrap_or(0),
-                );
                 row.seccomp.push(seccomp);
                 row.create.push(create);
                 row.start.push(start);
                 row.delete.push(delete);
             }
         }
+    }
+    if Path::new(GNU_TIME).exists() {
+        for i in 0..5 {
+            for k in turns(i, runtimes.len()) {
+                let (runtime, row) = (&runtimes[k], &mut rows[k]);
+                let [run, lifecycle] = peak_rss_kb(runtime, bundles, i)?;
+                row.run_rss_kb.push(run);
+                row.lifecycle_rss_kb.push(lifecycle);
+            }
+        }
+    } else {
+        println!("{GNU_TIME} not installed (Debian package time): no peak RSS figures\n");
     }
     for i in 0..5 {
         for k in turns(i, runtimes.len()) {
@@ -247,6 +251,69 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
         }
     }
     Ok(rows)
+}
+
+/// GNU time, which measures a command's peak RSS from a fork of its own (see
+/// [`peak_rss_kb`]).
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// The peak RSS in kB of a `run` of `/bin/true`, and the largest of a `create`, `start` and
+/// `delete`'s, each under GNU time. Not the `ru_maxrss` of [`timed`]: a process's peak
+/// counts the memory it had before its `exec`, and std spawns with `vfork`, whose child runs
+/// in this process's memory until then, so every figure would be at least xtask's own RSS
+/// (~4 MB). GNU time forks a child of its own, whose memory before the `exec` is ~1 MB.
+fn peak_rss_kb(runtime: &Runtime, bundles: &Bundles, i: usize) -> Result<[i64; 2]> {
+    let out = target_dir().join(format!("bench-rss-{}", std::process::id()));
+    let id = format!("bench-rss-{}-{i}", runtime.name);
+    let pid_file = Path::new(&bundles.plain).join(format!("{}.rss.pid", runtime.name));
+    let pid_arg = pid_file.to_string_lossy().into_owned();
+    let rss = |args: &[&str]| -> Result<i64> {
+        let mut cmd = Command::new(GNU_TIME);
+        cmd.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&out)
+            .arg(&runtime.binary)
+            .arg("--root")
+            .arg(&runtime.state)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        timed(&mut cmd).map_err(|e| format!("{} {}: {e}", runtime.name, args[0]))?;
+        let kb = std::fs::read_to_string(&out)
+            .map_err(|e| format!("cannot read {}: {e}", out.display()))?;
+        // The last line: GNU time writes a "Command exited with" line before it on failure.
+        kb.lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("{GNU_TIME} wrote no peak RSS: {kb}"))
+    };
+    let run = rss(&["run", "--bundle", &bundles.plain, &id]);
+    let create = run.and_then(|run| {
+        let create = rss(&[
+            "create",
+            "--bundle",
+            &bundles.plain,
+            "--pid-file",
+            &pid_arg,
+            &id,
+        ])?;
+        Ok((run, create))
+    });
+    let result = create.and_then(|(run, create)| {
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .ok_or("no pid file after create")?;
+        let start = rss(&["start", &id])?;
+        reap(pid)?;
+        let delete = rss(&["delete", &id])?;
+        Ok([run, create.max(start).max(delete)])
+    });
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&pid_file);
+    result
 }
 
 /// The RSS of a foreground `run` half a second into its container's run: what each waiting
