@@ -112,16 +112,8 @@ pub(crate) fn build_oci_musl() -> Result<PathBuf> {
             "the {target} target is not installed (rustup target add {target})"
         ));
     }
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "peapod",
-        "--no-default-features",
-    ]);
-    build.args(["--bin", "peapod-oci", "--target", &target]);
+    let mut build = oci_build();
+    build.args(["--target", &target]);
     // The package's other binaries' C dependencies (zstd) are compiled for the target too,
     // though peapod-oci links none of them: the host's C compiler does where musl-gcc is
     // missing.
@@ -134,6 +126,16 @@ pub(crate) fn build_oci_musl() -> Result<PathBuf> {
     }
     run_status(&mut build).map_err(|e| format!("the musl build failed: {e}"))?;
     Ok(target_dir().join(target).join("release/peapod-oci"))
+}
+
+/// The release build of `peapod-oci` alone, without the default features of its package: the
+/// systemd driver (zbus) and the image store, whose commands it hands to `peapod` (see its
+/// main.rs). Features are per package, so this is a build of its own.
+pub(crate) fn oci_build() -> std::process::Command {
+    let mut build = cargo();
+    build.args(["build", "--quiet", "--release", "-p", "peapod"]);
+    build.args(["--no-default-features", "--bin", "peapod-oci"]);
+    build
 }
 
 /// Puts a copy of `from` at `to`, replacing the file there (not writing into it: cargo's

@@ -107,18 +107,7 @@ fn build_peapod() -> Result<PathBuf> {
         Ok(musl) => dist::replace(&musl, &oci)?,
         Err(why) => {
             println!("xtask: peapod-oci built for glibc, not musl: {why}");
-            run_status(cargo().args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "peapod",
-                "--no-default-features",
-                "--features",
-                "seccomp-compile",
-                "--bin",
-                "peapod-oci",
-            ]))?;
+            run_status(dist::oci_build().args(["--features", "seccomp-compile"]))?;
         }
     }
     dist::check_loads(&oci)?;

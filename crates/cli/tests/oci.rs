@@ -327,6 +327,27 @@ fn assert_failed(out: &Outcome, code: i32, needles: &[&str]) {
     }
 }
 
+/// A copy of `peapod-oci` in `dir/alone`, with no `peapod` beside it to hand a command to,
+/// and what makes its commands on `state_root`: stdin closed, output piped. Its first run goes
+/// through `support::spawn_copied` (another test's fork may hold the fresh copy open).
+fn lone_peapod_oci(dir: &Path, state_root: &Path) -> impl Fn(&[&str]) -> Command {
+    let alone = dir.join("alone");
+    std::fs::create_dir(&alone).expect("mkdir");
+    let binary = alone.join("peapod-oci");
+    std::fs::copy(support::peapod_oci_bin(), &binary).expect("copy peapod-oci");
+    let state_root = state_root.to_owned();
+    move |args| {
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--root")
+            .arg(&state_root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
 #[test]
 fn lifecycle_create_start_stop_delete() {
     let Some(bundle) = Bundle::new() else {
@@ -1163,20 +1184,7 @@ fn peapod_oci_runs_a_detached_bundle_itself() {
         return;
     };
     bundle.configure(&sh(&format!("echo up > /out/up; {UNTIL_GO}")));
-    let alone = bundle.dir().join("alone");
-    std::fs::create_dir(&alone).expect("mkdir");
-    let binary = alone.join("peapod-oci");
-    std::fs::copy(support::peapod_oci_bin(), &binary).expect("copy peapod-oci");
-    let oci = |args: &[&str]| {
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--root")
-            .arg(bundle.rootfs.state_root())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
-    };
+    let oci = lone_peapod_oci(bundle.dir(), &bundle.rootfs.state_root());
     // The copy's first run waits out another test's fork holding it open for writing.
     let out = finish(support::spawn_copied(oci(&["state", "solo"])));
     assert_failed(&out, 1, &["container solo does not exist"]);
@@ -1862,15 +1870,7 @@ fn peapod_oci_compiles_a_new_profile_once_and_reads_it_from_the_cache_after() {
     );
     denied(&first);
 
-    let alone = bundle.dir().join("alone");
-    std::fs::create_dir(&alone).expect("mkdir");
-    let binary = alone.join("peapod-oci");
-    std::fs::copy(support::peapod_oci_bin(), &binary).expect("copy peapod-oci");
-    let oci = |args: &[&str]| {
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--root").arg(bundle.rootfs.state_root()).args(args);
-        cmd
-    };
+    let oci = lone_peapod_oci(bundle.dir(), &bundle.rootfs.state_root());
     // The copy's first run waits out another test's fork holding it open for writing.
     let mut state = oci(&["state", "second"]);
     state.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -2775,20 +2775,8 @@ fn peapod_oci_hands_what_it_does_not_run_to_peapod_beside_it() {
             "{args:?}"
         );
     }
-    let alone = rootfs.scratch().join("alone");
-    std::fs::create_dir(&alone).expect("mkdir");
-    let binary = alone.join("peapod-oci");
-    std::fs::copy(support::peapod_oci_bin(), &binary).expect("copy peapod-oci");
-    let run = |args: &[&str]| {
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--root")
-            .arg(rootfs.state_root())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        finish(support::spawn_copied(cmd))
-    };
+    let oci = lone_peapod_oci(rootfs.scratch(), &rootfs.state_root());
+    let run = |args: &[&str]| finish(support::spawn_copied(oci(args)));
     let state = run(&["state", "web"]);
     assert_eq!(state.code, 1, "{state:?}");
     assert!(

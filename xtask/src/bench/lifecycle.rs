@@ -193,22 +193,10 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
             let (run, _) = runtime.timed(&["run", "--bundle", &bundles.plain, &id])?;
             let (seccomp, _) = runtime.timed(&["run", "--bundle", &bundles.seccomp, &id])?;
             let pid_file = Path::new(&bundles.plain).join(format!("{}.pid", runtime.name));
-            let pid_arg = pid_file.to_string_lossy().into_owned();
-            let (create, _) = runtime.timed(&[
-                "create",
-                "--bundle",
-                &bundles.plain,
-                "--pid-file",
-                &pid_arg,
-                &id,
-            ])?;
-            let pid = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-                .ok_or("no pid file after create")?;
-            let (start, _) = runtime.timed(&["start", &id])?;
-            reap(pid)?;
-            let (delete, _) = runtime.timed(&["delete", &id])?;
+            let [create, start, delete] =
+                create_start_delete(&bundles.plain, &pid_file, &id, |args| {
+                    runtime.timed(args).map(|(elapsed, _)| elapsed)
+                })?;
             if i >= WARM_UP {
                 row.run.push(run);
                 row.seccomp.push(seccomp);
@@ -253,6 +241,26 @@ fn measure_all(runtimes: &[Runtime], bundles: &Bundles) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// `create` (with a pid file), `start`, the container's exit, and `delete` of `id` on
+/// `bundle`, each command run by `step`; what `step` gave for each.
+fn create_start_delete<T>(
+    bundle: &str,
+    pid_file: &Path,
+    id: &str,
+    mut step: impl FnMut(&[&str]) -> Result<T>,
+) -> Result<[T; 3]> {
+    let pid_arg = pid_file.to_string_lossy();
+    let create = step(&["create", "--bundle", bundle, "--pid-file", &pid_arg, id])?;
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .ok_or("no pid file after create")?;
+    let start = step(&["start", id])?;
+    reap(pid)?;
+    let delete = step(&["delete", id])?;
+    Ok([create, start, delete])
+}
+
 /// GNU time, which measures a command's peak RSS from a fork of its own (see
 /// [`peak_rss_kb`]).
 const GNU_TIME: &str = "/usr/bin/time";
@@ -266,7 +274,6 @@ fn peak_rss_kb(runtime: &Runtime, bundles: &Bundles, i: usize) -> Result<[i64; 2
     let out = target_dir().join(format!("bench-rss-{}", std::process::id()));
     let id = format!("bench-rss-{}-{i}", runtime.name);
     let pid_file = Path::new(&bundles.plain).join(format!("{}.rss.pid", runtime.name));
-    let pid_arg = pid_file.to_string_lossy().into_owned();
     let rss = |args: &[&str]| -> Result<i64> {
         let mut cmd = Command::new(GNU_TIME);
         cmd.arg("-f")
@@ -289,26 +296,8 @@ fn peak_rss_kb(runtime: &Runtime, bundles: &Bundles, i: usize) -> Result<[i64; 2
             .and_then(|l| l.trim().parse().ok())
             .ok_or_else(|| format!("{GNU_TIME} wrote no peak RSS: {kb}"))
     };
-    let run = rss(&["run", "--bundle", &bundles.plain, &id]);
-    let create = run.and_then(|run| {
-        let create = rss(&[
-            "create",
-            "--bundle",
-            &bundles.plain,
-            "--pid-file",
-            &pid_arg,
-            &id,
-        ])?;
-        Ok((run, create))
-    });
-    let result = create.and_then(|(run, create)| {
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .ok_or("no pid file after create")?;
-        let start = rss(&["start", &id])?;
-        reap(pid)?;
-        let delete = rss(&["delete", &id])?;
+    let result = rss(&["run", "--bundle", &bundles.plain, &id]).and_then(|run| {
+        let [create, start, delete] = create_start_delete(&bundles.plain, &pid_file, &id, &rss)?;
         Ok([run, create.max(start).max(delete)])
     });
     let _ = std::fs::remove_file(&out);
