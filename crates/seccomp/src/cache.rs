@@ -73,7 +73,7 @@ impl FilterCache {
     /// (which checks the profile, so a bad one is refused as [`Filter::compile`] refuses it)
     /// and stored. A cache that cannot be written is passed over: the filter is what counts.
     ///
-    /// In a build without the compiler ([`crate::COMPILES`] false) only a sound entry of the
+    /// In a build without the compiler (feature `compile` off) only a sound entry of the
     /// libseccomp a compiling build noted here gives a filter; anything else is the error of
     /// [`Filter::compile`] (`NO_COMPILER`).
     pub fn compile(&self, profile: &LinuxSeccomp) -> Result<Filter, Error> {

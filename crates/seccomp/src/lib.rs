@@ -51,9 +51,5 @@ pub const NO_COMPILER: &str =
     "this build compiles no seccomp profile (built without libseccomp), and the profile is \
      not in the compiled-filter cache";
 
-/// Whether this build compiles profiles (feature `compile`, on by default: libseccomp).
-/// Without it (`peapod-oci` for musl) [`FilterCache::compile`] only reads filters a build
-/// with it stored, and [`Filter::compile`] is always an error.
-pub const COMPILES: bool = cfg!(feature = "compile");
 pub use error::Error;
 pub use filter::Filter;
