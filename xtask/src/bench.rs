@@ -55,31 +55,42 @@ pub(crate) fn run(args: &[String]) -> Result {
     Ok(())
 }
 
-/// `peapod run --rootfs R -- /bin/true` next to `unshare ... chroot R /bin/true`.
+/// `peapod run --rootfs R -- /bin/true` and `peapod-oci run` of a bundle of R next to
+/// `unshare ... chroot R /bin/true`.
 fn run_vs_floor() -> Result {
     let peapod = build_peapod()?;
     let rootfs_dir = rootfs::default_dir();
     rootfs::ensure(&rootfs_dir)?;
     let root = rootfs_dir.to_string_lossy().into_owned();
+    let bundles = lifecycle::Bundles::make(&peapod)?;
+    let result = run_vs_floor_with(&peapod, &root, &bundles);
+    let _ = std::fs::remove_dir_all(&bundles.dir);
+    result
+}
 
+fn run_vs_floor_with(peapod: &Path, root: &str, bundles: &lifecycle::Bundles) -> Result {
     println!(
         "== peapod run: median of {RUNS} runs, /bin/true in a new container (after 3 warm-up runs)\n"
     );
-    let mut peapod_cmd = Command::new(&peapod);
-    peapod_cmd.args(["run", "--rootfs", &root, "--", "/bin/true"]);
+    let mut peapod_cmd = Command::new(peapod);
+    peapod_cmd.args(["run", "--rootfs", root, "--", "/bin/true"]);
     // The same with a profile the size of Docker's default (434 syscalls in 19 rules, for
     // its default capabilities on x86_64): what compiling and loading a filter costs.
     let profile = crate::target_dir().join("bench-seccomp.json");
     std::fs::write(&profile, SECCOMP_PROFILE)
         .map_err(|e| format!("cannot write {}: {e}", profile.display()))?;
-    let mut seccomp_cmd = Command::new(&peapod);
-    seccomp_cmd.args(["run", "--rootfs", &root, "--security-opt"]);
+    let mut seccomp_cmd = Command::new(peapod);
+    seccomp_cmd.args(["run", "--rootfs", root, "--security-opt"]);
     seccomp_cmd.arg(format!("seccomp={}", profile.display()));
     seccomp_cmd.args(["--", "/bin/true"]);
+    // What OCI clients exec, on a bundle of the same root (runc's `run`).
+    let mut oci_cmd = Command::new(peapod.with_file_name("peapod-oci"));
+    oci_cmd.args(["run", "--bundle", &bundles.plain, "bench-floor-oci"]);
     if !which("unshare") {
-        let times = median_of(&mut [peapod_cmd, seccomp_cmd], RUNS)?;
+        let times = median_of(&mut [peapod_cmd, seccomp_cmd, oci_cmd], RUNS)?;
         report("peapod run", times[0], None);
         report("peapod run + seccomp", times[1], None);
+        report("peapod-oci run (bundle)", times[2], None);
         println!("unshare not installed: no floor to compare with");
         return Ok(());
     }
@@ -93,15 +104,17 @@ fn run_vs_floor() -> Result {
         "--net",
         "--mount-proc",
         "chroot",
-        &root,
+        root,
         "/bin/true",
     ]);
     // Interleaved, so that a noisy neighbour slows all alike.
-    let times = median_of(&mut [peapod_cmd, seccomp_cmd, floor], RUNS)?;
+    let times = median_of(&mut [peapod_cmd, seccomp_cmd, oci_cmd, floor], RUNS)?;
     report("peapod run", times[0], None);
     report("peapod run + seccomp", times[1], None);
-    report("unshare + chroot (floor)", times[2], None);
-    report("peapod / floor", times[0], Some(times[2]));
+    report("peapod-oci run (bundle)", times[2], None);
+    report("unshare + chroot (floor)", times[3], None);
+    report("peapod / floor", times[0], Some(times[3]));
+    report("peapod-oci / floor", times[2], Some(times[3]));
     report("peapod+seccomp / peapod", times[1], Some(times[0]));
     println!();
     Ok(())

@@ -1174,12 +1174,12 @@ fn run_detach_returns_while_the_container_runs() {
     bundle.rootfs.assert_nothing_left();
 }
 
-/// `peapod-oci run --detach` of a bundle is its own, as crun's `run -d` is crun's: a copy
-/// with no `peapod` beside it runs the container, leaves it running with its pid in the pid
-/// file, and deletes it; a foreground `run` it hands to `peapod` (here: one line saying it
-/// cannot).
+/// `peapod-oci run` of a bundle is its own, as crun's `run` is crun's: a copy with no
+/// `peapod` beside it runs the container detached, leaves it running with its pid in the pid
+/// file, and deletes it; in the foreground it returns the container's status and output, and
+/// one that outlives the hand-off to `peapod-init --watch` ends in the copy's own `finish`.
 #[test]
-fn peapod_oci_runs_a_detached_bundle_itself() {
+fn peapod_oci_runs_a_bundle_itself_detached_or_in_the_foreground() {
     let Some(bundle) = Bundle::new() else {
         return;
     };
@@ -1204,13 +1204,43 @@ fn peapod_oci_runs_a_detached_bundle_itself() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(bundle.state_entries().is_empty());
 
+    drop(c);
+
+    bundle.configure(&sh("echo hello from $$; exit 7"));
     let out = finish(
         oci(&["run", "--bundle", bundle.arg(), "fg"])
             .spawn()
             .expect("spawn"),
     );
-    assert_failed(&out, 125, &["cannot run", "run -d of a bundle"]);
-    drop(c);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (7, "hello from 1\n"),
+        "{out:?}"
+    );
+    assert!(bundle.state_entries().is_empty());
+
+    // Past the hand-off: the same process becomes `peapod-init --watch`, which execs the
+    // copy's `finish` once the container exits.
+    bundle.configure(&sh(&format!("{UNTIL_GO}; exit 3")));
+    let pid_file = bundle.log_path("pid");
+    let _guard = Container {
+        bundle: &bundle,
+        id: "long".to_owned(),
+        pid_file: pid_file.clone(),
+        stdout: bundle.log_path("out"),
+    };
+    let mut cmd = oci(&["run", "--bundle", bundle.arg(), "--pid-file"]);
+    cmd.arg(&pid_file).arg("long");
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id();
+    wait_until("peapod-init --watch to take over", || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.starts_with(b"peapod-init\0--watch\0"))
+    });
+    bundle.go();
+    let out = finish(child);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(bundle.state_entries().is_empty());
     bundle.rootfs.assert_nothing_left();
 }
 

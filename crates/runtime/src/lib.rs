@@ -226,6 +226,21 @@ impl Runtime {
         run::run_detached(self, id, spec, bundle, options)
     }
 
+    /// Runs container `id` in the foreground (runc's `run` of a bundle): what
+    /// [`Runtime::run`] does without `detach`, the creation as `options` say, and the waiting
+    /// handed to the small init as [`RunOptions::then_finish`] says. Returns the container's
+    /// exit status. Linked alone, it leaves out the monitor's and the log's code.
+    pub fn run_foreground(
+        &self,
+        id: &str,
+        spec: &Spec,
+        bundle: &Path,
+        options: CreateOptions,
+        then_finish: Option<&[std::ffi::CString]>,
+    ) -> Result<i32> {
+        run::run_foreground(self, id, spec, bundle, options, then_finish)
+    }
+
     /// Ends a foreground run handed to the small init ([`RunOptions::then_finish`]): waits
     /// for the container (a child of this process), deletes it, and returns its status.
     pub fn finish(&self, id: &str) -> Result<i32> {

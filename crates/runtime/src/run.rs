@@ -97,6 +97,36 @@ pub(crate) fn run(
         start_detached(rt, id, &options, create)?;
         return Ok(0);
     }
+    foreground(rt, id, spec, options, run.then_finish.as_deref(), create)
+}
+
+/// A foreground `run` of container `id` with nothing but `options` (a bundle's, as runc's
+/// `run`): what [`run`] does without `detach`. Linked alone, it leaves out the monitor's and
+/// the log's code.
+pub(crate) fn run_foreground(
+    rt: &Runtime,
+    id: &str,
+    spec: &Spec,
+    bundle: &Path,
+    options: CreateOptions,
+    then_finish: Option<&[std::ffi::CString]>,
+) -> Result<i32> {
+    foreground(rt, id, spec, options, then_finish, |options| {
+        create_recorded(rt, id, spec, bundle, options)
+    })
+}
+
+/// Creates container `id` with `create`, starts it, waits for it forwarding signals (and
+/// relaying its terminal when nobody else takes it) or hands the waiting to the small init
+/// (see [`RunOptions::then_finish`]), and deletes it; its exit status.
+fn foreground(
+    rt: &Runtime,
+    id: &str,
+    spec: &Spec,
+    mut options: CreateOptions,
+    then_finish: Option<&[std::ffi::CString]>,
+    create: impl FnOnce(&CreateOptions) -> Result<peapod_container::Created>,
+) -> Result<i32> {
     // A terminal nobody else takes: peapod holds its master and joins it to its own stdio.
     let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let own_terminal = match wants_terminal && options.console_socket.is_none() {
@@ -132,7 +162,7 @@ pub(crate) fn run(
                 crate::create::run_logged_hooks(&record, "poststart", "running", pid.as_raw());
             }
         }
-        if let (None, Some(then)) = (&master, &run.then_finish) {
+        if let (None, Some(then)) = (&master, then_finish) {
             match wait_briefly(&forwarder, pid)? {
                 Some(exit) => return Ok(exit),
                 None => hand_off(rt, pid, then),

@@ -3,9 +3,9 @@
 //! same with podman's default seccomp profile, `create` + `start` + `delete`, the RSS of a
 //! foreground `run` while its container runs, 50 containers `run --detach` at once and their
 //! `delete --force` (medians of [`MANY_ROUNDS`]), and each runtime's binary size.
-//! `peapod-oci` (the binary OCI clients exec) is a row of its own: its foreground `run` is
-//! handed to `peapod`, so its figures that matter are `create` + `start` + `delete`, their
-//! peak RSS ("c/s/d RSS"), the 50 `run --detach` and `delete --force` (its own), and its size.
+//! `peapod-oci` (the binary OCI clients exec) is a row of its own: it runs every command here
+//! itself (a `create` or `run` whose seccomp profile is not in its cache yet goes to `peapod`
+//! once, in the warm-ups).
 //!
 //! All runtimes run in a private mount namespace with the cgroup2 mount hidden: crun 1.8
 //! refuses this host's hybrid cgroups otherwise, and runc and peapod use the v1 hierarchies
@@ -127,9 +127,9 @@ impl Runtime {
 
 /// The bundles every runtime runs: `/bin/true`, `/bin/true` with podman's seccomp profile,
 /// and `sleep` (for the waiting and the many containers).
-struct Bundles {
-    dir: PathBuf,
-    plain: String,
+pub(super) struct Bundles {
+    pub(super) dir: PathBuf,
+    pub(super) plain: String,
     seccomp: String,
     sleep: String,
 }
@@ -137,7 +137,7 @@ struct Bundles {
 impl Bundles {
     /// Bundles under target/ sharing one copy of the default rootfs (runc refuses a symlinked
     /// one), each with peapod's default config and its own process.
-    fn make(peapod: &Path) -> Result<Bundles> {
+    pub(super) fn make(peapod: &Path) -> Result<Bundles> {
         let rootfs_dir = rootfs::default_dir();
         rootfs::ensure(&rootfs_dir)?;
         let dir = target_dir().join("bench-bundles");

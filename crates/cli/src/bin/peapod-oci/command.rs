@@ -39,17 +39,26 @@ pub(crate) enum Lifecycle {
         id: String,
         force: bool,
     },
-    /// runc's `run --detach` of a bundle, with `create`'s flags (but `--no-pivot` and
-    /// `--preserve-fds`, which `peapod run` lacks). A foreground `run` is `peapod`'s.
-    Run(CreateArgs),
+    /// runc's `run` of a bundle, with `create`'s flags (but `--no-pivot` and
+    /// `--preserve-fds`, which `peapod run` lacks): detached, or in the foreground.
+    Run {
+        args: CreateArgs,
+        detach: bool,
+    },
+    /// The end of a foreground `run` whose waiting went to `peapod-init --watch` (`peapod
+    /// finish ID`, which the run's command line names).
+    Finish {
+        id: String,
+    },
 }
 
 impl Lifecycle {
     /// The container the command is about.
     pub(crate) fn id(&self) -> &str {
         match self {
-            Lifecycle::Create(args) | Lifecycle::Run(args) => &args.id,
+            Lifecycle::Create(args) | Lifecycle::Run { args, .. } => &args.id,
             Lifecycle::Start { id }
+            | Lifecycle::Finish { id }
             | Lifecycle::State { id }
             | Lifecycle::Kill { id, .. }
             | Lifecycle::Delete { id, .. } => id,
@@ -124,11 +133,14 @@ pub(crate) fn parse(argv: &[OsString]) -> Option<(GlobalArgs, Lifecycle)> {
         },
         "delete" => Lifecycle::Delete { id, force },
         // `peapod run` has neither flag; `run ID` without `--bundle` is runc's only with a
-        // `config.json` here (`peapod` reads ID as an image otherwise); and a foreground run
-        // is `peapod`'s.
+        // `config.json` here (`peapod` reads ID as an image otherwise).
         "run" if create.no_pivot || create.preserve_fds > 0 => return None,
         "run" if !bundle_given && !std::path::Path::new("config.json").exists() => return None,
-        "run" if detach => Lifecycle::Run(CreateArgs { id, ..create }),
+        "run" => Lifecycle::Run {
+            args: CreateArgs { id, ..create },
+            detach,
+        },
+        "finish" => Lifecycle::Finish { id },
         _ => return None,
     };
     args.next().is_none().then_some((global, command))
@@ -289,21 +301,40 @@ mod tests {
     }
 
     #[test]
-    fn reads_runcs_run_detach_of_a_bundle() {
-        let Some((_, Lifecycle::Run(args))) =
+    fn reads_runcs_run_of_a_bundle_detached_or_not() {
+        let Some((_, Lifecycle::Run { args, detach })) =
             parsed("run -d --bundle /b --pid-file /p --no-new-keyring web")
         else {
             panic!("run -d not parsed")
         };
         assert_eq!(args.bundle, PathBuf::from("/b"));
         assert_eq!(args.pid_file, Some(PathBuf::from("/p")));
-        assert!(args.no_new_keyring && args.id == "web");
-        let Some((_, Lifecycle::Run(args))) = parsed("run web --detach --bundle=/b") else {
+        assert!(detach && args.no_new_keyring && args.id == "web");
+        let Some((_, Lifecycle::Run { args, detach })) = parsed("run web --detach --bundle=/b")
+        else {
             panic!("run --detach not parsed")
         };
         assert_eq!(
-            (args.bundle, args.id.as_str()),
-            (PathBuf::from("/b"), "web")
+            (args.bundle, args.id.as_str(), detach),
+            (PathBuf::from("/b"), "web", true)
+        );
+        let Some((_, Lifecycle::Run { args, detach })) =
+            parsed("run --bundle /b --console-socket /s web")
+        else {
+            panic!("run not parsed")
+        };
+        assert_eq!(
+            (args.console_socket, args.id.as_str(), detach),
+            (Some(PathBuf::from("/s")), "web", false)
+        );
+        let Some((global, Lifecycle::Finish { id })) =
+            parsed("--root /r --rootless=false finish web")
+        else {
+            panic!("finish not parsed")
+        };
+        assert_eq!(
+            (global.root, id.as_str()),
+            (Some(PathBuf::from("/r")), "web")
         );
     }
 
@@ -331,13 +362,14 @@ mod tests {
             "create -b=/b web",
             "state -- web",
             "pause web",
-            // A foreground run, flags `peapod run` lacks, and (no config.json here) an image.
-            "run --bundle /b web",
+            // Flags `peapod run` lacks, and (no config.json here) an image.
             "run -d --bundle /b --no-pivot web",
             "run -d --bundle /b --preserve-fds 1 web",
             "run -d busybox",
             "run -d --bundle /b web sh",
             "create -d --bundle /b web",
+            "finish",
+            "finish -f web",
         ] {
             assert!(parsed(line).is_none(), "{line:?} parsed");
         }

@@ -1,6 +1,6 @@
 //! `peapod-oci`: the runtime binary for OCI clients (containerd's runc shim, podman and
 //! conmon, cri-o), as small as the container lifecycle allows. It does runc's `create`,
-//! `start`, `state`, `kill`, `delete` and `run --detach` of a bundle (`run.rs`) itself, with the same
+//! `start`, `state`, `kill`, `delete` and `run` of a bundle (`run.rs`) itself, with the same
 //! flags, library calls and output as `peapod`; every other command, and anything it does not parse (`--help`, a flag
 //! it lacks, a mistake), it hands to `peapod` beside it by `execve` with the same arguments,
 //! so that clients told to use `peapod-oci` get all of `peapod`'s commands and errors.
@@ -30,6 +30,10 @@ mod log;
 #[allow(unused_macros, unused_imports)]
 #[path = "../../output.rs"]
 mod output;
+// A `run -d` monitor's command line is `peapod`'s only.
+#[allow(dead_code)]
+#[path = "../../context.rs"]
+mod context;
 
 mod command;
 mod run;
@@ -62,22 +66,30 @@ fn main() {
     if global.systemd_cgroup && !Runtime::SYSTEMD_DRIVER {
         match command {
             // These make or stop a systemd scope, over D-Bus: `peapod`'s.
-            Lifecycle::Create(_) | Lifecycle::Run(_) | Lifecycle::Delete { .. } => hand_over(&argv),
+            Lifecycle::Create(_)
+            | Lifecycle::Run { .. }
+            | Lifecycle::Delete { .. }
+            | Lifecycle::Finish { .. } => hand_over(&argv),
             // These never talk to systemd: the flag changes nothing for them.
             _ => global.systemd_cgroup = false,
         }
     }
     globals::init_logging(&global);
-    let result = globals::runtime(&global).and_then(|rt| run(rt, command, &argv));
+    let result = globals::runtime(&global).and_then(|rt| run(rt, &global, command, &argv));
     globals::exit(result, &global)
 }
 
 /// Runs one lifecycle command, or hands it to `peapod` when what the container is needs
 /// `peapod` (a docker-style `run -d` container, a container with a network of its own).
-fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error> {
+fn run(
+    rt: Runtime,
+    global: &globals::GlobalArgs,
+    command: Lifecycle,
+    argv: &[OsString],
+) -> Result<i32, Error> {
     let id = match &command {
         // A new container's id, taken as it is (as `peapod run` takes it).
-        Lifecycle::Run(args) => args.id.clone(),
+        Lifecycle::Run { args, .. } => args.id.clone(),
         command => rt.resolve(command.id())?,
     };
     match command {
@@ -125,7 +137,14 @@ fn run(rt: Runtime, command: Lifecycle, argv: &[OsString]) -> Result<i32, Error>
             hand_over(argv)
         }
         Lifecycle::Delete { force, .. } => rt.delete(&id, force)?,
-        Lifecycle::Run(args) => return run::detached(rt, args, argv),
+        Lifecycle::Run { args, detach: true } => return run::detached(rt, args, argv),
+        Lifecycle::Run { args, .. } => return run::foreground(rt, global, args, argv),
+        // A foreground `run --net` of `peapod`'s ends in `peapod finish`, which removes the
+        // network; one of a bundle has none.
+        Lifecycle::Finish { .. } if peapod_pod::has_container_network(&rt.root, &id) => {
+            hand_over(argv)
+        }
+        Lifecycle::Finish { .. } => return rt.finish(&id),
     }
     Ok(0)
 }
@@ -169,7 +188,8 @@ fn hand_over(argv: &[OsString]) -> ! {
         .exec();
     eprintln!(
         "peapod: error: {}: cannot run {}: {e} (peapod-oci hands every command but create, \
-         start, state, kill, delete and run -d of a bundle to peapod, installed beside it)",
+         start, state, kill, delete, run of a bundle and finish to peapod, installed beside \
+         it)",
         argv.get(1..)
             .unwrap_or_default()
             .iter()
