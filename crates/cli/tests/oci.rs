@@ -2154,29 +2154,35 @@ fn linux_devices_are_made_with_their_type_numbers_mode_and_owner() {
 fn run_tty_joins_the_containers_terminal_to_peapods_stdio() {
     // `run -t` without a console socket: peapod holds the pty master itself; what it reads
     // reaches the shell through the terminal, what the shell writes comes back, and the
-    // exit status is the shell's.
+    // exit status is the shell's. The same for a bundle's `process.terminal`, which
+    // `peapod-oci` runs itself (`-t` goes to `peapod`).
     let Some(bundle) = Bundle::new() else {
         return;
     };
-    let mut child = bundle
-        .rootfs
-        .peapod_oci()
+    bundle.configure_with(&["/bin/sh"], |spec| {
+        spec["process"]["terminal"] = json!(true);
+    });
+    let mut with_flags = bundle.rootfs.peapod_oci();
+    with_flags
         .args(["run", "-t", "--rootfs"])
         .arg(bundle.dir().join("rootfs"))
-        .args(["--", "/bin/sh"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn peapod");
-    std::io::Write::write_all(
-        &mut child.stdin.take().expect("stdin"),
-        // The terminal echoes the input: what is asserted is only in the output.
-        b"tty; [ -t 0 ] && echo terminal$((40+2)); exit 3\n",
-    )
-    .expect("type");
-    let out = finish(child);
-    assert_eq!(out.code, 3, "{out:?}");
-    assert!(out.stdout.contains("/dev/pts/0"), "{out:?}");
-    assert!(out.stdout.contains("terminal42"), "{out:?}");
+        .args(["--", "/bin/sh"]);
+    let mut of_bundle = bundle.rootfs.peapod_oci();
+    of_bundle.args(["run", "--bundle", bundle.arg(), "tty"]);
+    for mut command in [with_flags, of_bundle] {
+        let mut child = command.stdin(Stdio::piped()).spawn().expect("spawn peapod");
+        std::io::Write::write_all(
+            &mut child.stdin.take().expect("stdin"),
+            // The terminal echoes the input: what is asserted is only in the output.
+            b"tty; [ -t 0 ] && echo terminal$((40+2)); exit 3\n",
+        )
+        .expect("type");
+        let out = finish(child);
+        assert_eq!(out.code, 3, "{command:?}: {out:?}");
+        assert!(out.stdout.contains("/dev/pts/0"), "{command:?}: {out:?}");
+        assert!(out.stdout.contains("terminal42"), "{command:?}: {out:?}");
+        assert!(bundle.state_entries().is_empty());
+    }
     bundle.rootfs.assert_nothing_left();
 }
 
