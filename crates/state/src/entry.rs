@@ -321,7 +321,9 @@ impl Entry {
     ) -> Result<()> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt {
+        // Compact: only programs read it, and an indented record cost a few thousand small
+        // writes into the buffer (the indentation), each a `memcpy` call.
+        let json = serde_json::to_vec(value).map_err(|e| Error::Corrupt {
             path: path.clone(),
             source: e,
         })?;
