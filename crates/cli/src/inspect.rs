@@ -109,9 +109,9 @@ fn container_json(rt: &Runtime, c: &Container) -> Value {
         "Image": c.state.annotations.get(IMAGE_ID_ANNOTATION).cloned().unwrap_or_default(),
         "Config": {
             "Image": c.image(),
-            "Env": c.process_field("env").cloned().unwrap_or_else(|| json!([])),
+            "Env": c.process_field("env").unwrap_or_else(|| json!([])),
             "Cmd": args,
-            "WorkingDir": c.process_field("cwd").cloned().unwrap_or_else(|| json!("")),
+            "WorkingDir": c.process_field("cwd").unwrap_or_else(|| json!("")),
             "User": user.unwrap_or_default(),
             "Labels": c.state.annotations,
         },
@@ -141,7 +141,12 @@ fn ports(mappings: &[PortMapping]) -> Value {
 
 /// The limits docker's `HostConfig` has (0: none), from the spec's `linux.resources`.
 fn host_config(c: &Container, policy: peapod_runtime::RestartPolicy) -> Value {
-    let resources = c.record.as_ref().and_then(|r| r.spec_resources.as_ref());
+    let resources: Option<Value> = c
+        .record
+        .as_ref()
+        .and_then(|r| r.spec_resources.as_ref())
+        .and_then(|r| r.parse().ok());
+    let resources = resources.as_ref();
     let at = |path: &str| {
         resources
             .and_then(|r| r.pointer(path))
@@ -173,7 +178,8 @@ fn restart_policy(policy: peapod_runtime::RestartPolicy) -> Value {
 /// The bind mounts and anonymous volumes, as docker lists them; the file systems every
 /// container gets (`/proc`, `/dev`, ...) are left out, as docker leaves them out.
 fn mounts(c: &Container) -> Vec<Value> {
-    let Some(Value::Array(mounts)) = c.record.as_ref().and_then(|r| r.spec_mounts.as_ref()) else {
+    let mounts = c.record.as_ref().and_then(|r| r.spec_mounts.as_ref());
+    let Some(Value::Array(mounts)) = mounts.and_then(|m| m.parse().ok()) else {
         return Vec::new();
     };
     mounts

@@ -94,13 +94,15 @@ impl Container {
     /// Its process's arguments, as its spec gave them.
     pub(crate) fn args(&self) -> Vec<String> {
         self.process_field("args")
-            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .and_then(|a| serde_json::from_value(a).ok())
             .unwrap_or_default()
     }
 
     /// A field of its spec's `process`.
-    pub(crate) fn process_field(&self, field: &str) -> Option<&serde_json::Value> {
-        self.record.as_ref()?.spec_process.as_ref()?.get(field)
+    pub(crate) fn process_field(&self, field: &str) -> Option<serde_json::Value> {
+        let process = self.record.as_ref()?.spec_process.as_ref()?;
+        let mut process: serde_json::Map<String, serde_json::Value> = process.parse().ok()?;
+        process.remove(field)
     }
 
     /// Docker's state word: created, running, paused, exited (peapod's `stopped`).

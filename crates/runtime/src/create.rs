@@ -206,7 +206,7 @@ fn create_in_entry(
     record.spec_process = spec
         .process()
         .as_ref()
-        .and_then(|p| serde_json::to_value(p).ok());
+        .and_then(|p| peapod_state::RawJson::of(p).ok());
     record.spec_seccomp = spec
         .linux()
         .as_ref()
@@ -216,11 +216,11 @@ fn create_in_entry(
         .linux()
         .as_ref()
         .and_then(|l| l.resources().as_ref())
-        .and_then(|r| serde_json::to_value(r).ok());
+        .and_then(|r| peapod_state::RawJson::of(r).ok());
     record.spec_mounts = spec
         .mounts()
         .as_ref()
-        .and_then(|m| serde_json::to_value(m).ok());
+        .and_then(|m| peapod_state::RawJson::of(m).ok());
     let mut config = config.hooks(hooks_for(spec.hooks().as_ref(), &record));
     let store = rt.store()?;
     let (entry, previous) = match again {

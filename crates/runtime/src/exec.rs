@@ -280,11 +280,11 @@ fn container_oom_score(record: &Record) -> Result<Option<i32>> {
 /// A part of the spec kept in the container's record.
 fn recorded<T: serde::de::DeserializeOwned>(
     what: &str,
-    value: &Option<serde_json::Value>,
+    value: &Option<peapod_state::RawJson>,
 ) -> Result<Option<T>> {
     value
-        .clone()
-        .map(serde_json::from_value)
+        .as_ref()
+        .map(peapod_state::RawJson::parse)
         .transpose()
         .map_err(|e| {
             Error::runtime(anyhow!(

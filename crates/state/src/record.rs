@@ -78,20 +78,23 @@ pub struct Record {
     pub hooks: Option<serde_json::Value>,
     /// The spec's `process` and `linux.seccomp`, which `exec` starts from: kept for the same
     /// reason, and because a `run --rootfs` container has no bundle file at all.
+    ///
+    /// These and the two below are kept as their text ([`RawJson`]): a `Value` tree of them
+    /// (a process's capability sets alone are some 70 strings, a Docker-sized profile
+    /// hundreds) would be built, written and parsed again for every record written or read,
+    /// while only `exec`, `ps` and `inspect` read them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec_process: Option<serde_json::Value>,
-    /// See [`Record::spec_process`]. Kept as its text: a Docker-sized profile is hundreds
-    /// of strings, which a `Value` would build, write and parse again for every record
-    /// written or read, while only `exec` reads it.
+    pub spec_process: Option<RawJson>,
+    /// See [`Record::spec_process`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_seccomp: Option<RawJson>,
     /// The spec's `linux.resources` and `mounts`, as created: what `inspect` reports of a
     /// container whose bundle may be gone (`run` from an image or `--rootfs` has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec_resources: Option<serde_json::Value>,
+    pub spec_resources: Option<RawJson>,
     /// See [`Record::spec_resources`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec_mounts: Option<serde_json::Value>,
+    pub spec_mounts: Option<RawJson>,
     /// How the container ended, written by the process that waited for it (the monitor of
     /// a `run -d` container); `None` while it runs, or when nobody could wait for it (the
     /// parent of a `create`d container is its caller, not peapod).
