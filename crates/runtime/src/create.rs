@@ -236,8 +236,10 @@ fn create_in_entry(
     // entry owned, unlocked and its owner gone, and removes what the record says was made
     // (see `leftovers.rs`). Marked before the first record, which says where its cgroup
     // will be before it is made.
-    entry.mark_owned()?;
     record.owner = ProcessIdentity::of(std::process::id() as i32);
+    if let Some(owner) = record.owner {
+        entry.mark_owned(owner)?;
+    }
     let mut cgroup = None;
     let result = (|| {
         record.cgroup_paths = match options.cgroup_parent.as_ref() {

@@ -14,13 +14,23 @@ use crate::{ContainerId, Error, Record, Result};
 pub(crate) const STATE_FILE: &str = "state.json";
 /// The fifo a created container's process blocks on until `start` reads from it.
 pub(crate) const EXEC_FIFO: &str = "exec.fifo";
-/// An empty file beside the record of a container that has an owner (see [`Record::owner`]):
-/// [`Store::abandoned`], which every command calls, reads only those records instead of
-/// every one.
+/// A file beside the record of a container that has an owner (see [`Record::owner`]),
+/// holding that owner as `PID START_TIME`: [`Store::abandoned`], which every command calls,
+/// looks only at marked entries, and reads the owner from the mark rather than the record
+/// (an empty mark, as older peapods wrote, sends it to the record).
 pub(crate) const OWNED_MARK: &str = "owned";
 
 /// How old an entry without mark or record must be before [`Store::abandoned`] names it.
 pub(crate) const UNMARKED_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The owner an [`OWNED_MARK`] names, or `None` for an empty (older peapod's) or partial one.
+fn parse_mark(mark: &[u8]) -> Option<crate::ProcessIdentity> {
+    let (pid, start_time) = std::str::from_utf8(mark).ok()?.split_once(' ')?;
+    Some(crate::ProcessIdentity {
+        pid: pid.parse().ok().filter(|pid| *pid > 0)?,
+        start_time: start_time.parse().ok()?,
+    })
+}
 
 /// Whether `path` was last changed longer than `age` ago.
 pub fn is_older_than(path: &Path, age: std::time::Duration) -> bool {
@@ -147,11 +157,17 @@ impl Store {
             .into_iter()
             .filter(|id| {
                 let dir = self.root.join(id.as_str());
-                if fs::symlink_metadata(dir.join(OWNED_MARK)).is_err() {
+                let Ok(mark) = fs::read(dir.join(OWNED_MARK)) else {
                     // Neither owned nor recorded: made by a `create` killed in the instant
                     // between making the directory and marking it (or half-made by an older
                     // peapod). One that young may be a live `create`'s, not locked yet.
                     return !dir.join(STATE_FILE).exists() && is_older_than(&dir, UNMARKED_AGE);
+                };
+                // Many containers made at once each find all the others at work, owned:
+                // their owners are read from the marks, not from records of some kilobytes.
+                // A mark caught half-written does not parse, and the record is read.
+                if let Some(owner) = parse_mark(&mark) {
+                    return !owner.is_alive();
                 }
                 let bytes = match fs::read(dir.join(STATE_FILE)) {
                     Ok(bytes) => bytes,
@@ -264,10 +280,17 @@ impl Entry {
     pub fn save(&self, record: &Record, durability: Durability) -> Result<()> {
         // Before the record: an owned record is never without its mark.
         let mark = self.dir.join(OWNED_MARK);
-        if record.owner.is_some() {
-            File::create(&mark).map_err(io("cannot write", &mark))?;
+        if let Some(owner) = record.owner {
+            self.mark_owned(owner)?;
         }
-        self.save_json(STATE_FILE, record, durability)?;
+        // Compact: only programs read it, and an indented record cost a few thousand small
+        // writes into the buffer (the indentation), each a `memcpy` call.
+        let path = self.dir.join(STATE_FILE);
+        let json = serde_json::to_vec(record).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            source: e,
+        })?;
+        self.write_file(STATE_FILE, &json, durability)?;
         // After the record: a record that no longer has an owner (a detached container whose
         // monitor is done) is no longer read by every command.
         if record.owner.is_none() {
@@ -281,12 +304,14 @@ impl Entry {
         Ok(())
     }
 
-    /// Marks the entry as owned before its record exists (see [`OWNED_MARK`]), so that
-    /// [`Store::abandoned`] also finds it when its owner dies before saving a record.
-    pub fn mark_owned(&self) -> Result<()> {
+    /// Marks the entry as owned by `owner` (see [`OWNED_MARK`]); before its record exists,
+    /// so that [`Store::abandoned`] also finds it when its owner dies before saving a record.
+    pub fn mark_owned(&self, owner: crate::ProcessIdentity) -> Result<()> {
         let mark = self.dir.join(OWNED_MARK);
-        File::create(&mark).map_err(io("cannot write", &mark))?;
-        Ok(())
+        // One write of a few bytes: a reader sees it whole, or an empty or partial mark that
+        // does not parse (and reads the record instead).
+        fs::write(&mark, format!("{} {}", owner.pid, owner.start_time))
+            .map_err(io("cannot write", &mark))
     }
 
     /// The record, or `None` when `create` died before writing one.
@@ -310,26 +335,30 @@ impl Entry {
         }
     }
 
-    /// Writes `value` as the JSON file `name` in this entry's directory, as atomically and
-    /// durably as [`Entry::save`] writes `state.json`: for records other than a container's
-    /// that live in the same store style (a pod's `pod.json`).
+    /// Writes `value` as the JSON file `name` in this entry's directory, indented, as
+    /// atomically and durably as [`Entry::save`] writes `state.json`: for records other than a
+    /// container's that live in the same store style (a pod's `pod.json`, whose salvage finds
+    /// its fields by their indentation).
     pub fn save_json<T: serde::Serialize>(
         &self,
         name: &str,
         value: &T,
         durability: Durability,
     ) -> Result<()> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        // Compact: only programs read it, and an indented record cost a few thousand small
-        // writes into the buffer (the indentation), each a `memcpy` call.
-        let json = serde_json::to_vec(value).map_err(|e| Error::Corrupt {
-            path: path.clone(),
+        let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt {
+            path: self.dir.join(name),
             source: e,
         })?;
+        self.write_file(name, &json, durability)
+    }
+
+    /// Writes `json` as the file `name` (see [`Entry::save_json`]).
+    fn write_file(&self, name: &str, json: &[u8], durability: Durability) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
         let synced = durability == Durability::Synced;
         let mut file = File::create(&tmp).map_err(io("cannot write", &tmp))?;
-        file.write_all(&json).map_err(io("cannot write", &tmp))?;
+        file.write_all(json).map_err(io("cannot write", &tmp))?;
         if synced {
             file.sync_data().map_err(io("cannot sync", &tmp))?;
         }
@@ -503,19 +532,44 @@ mod tests {
                 "{name}"
             );
         }
-        let gone: ContainerId = "gone".parse().expect("id");
+        let gone_id: ContainerId = "gone".parse().expect("id");
         assert_eq!(
             store.abandoned().expect("abandoned"),
-            std::slice::from_ref(&gone)
+            std::slice::from_ref(&gone_id)
         );
-        // Owned, and no record: listed, for the caller to check its lock.
+        // Owned by a process that is gone, and no record: listed, for the caller to check its
+        // lock; owned by a live one (at work on it): not.
         let half: ContainerId = "half".parse().expect("id");
-        store
-            .create(&half)
-            .expect("create")
-            .mark_owned()
-            .expect("mark");
-        assert_eq!(store.abandoned().expect("abandoned"), [gone, half.clone()]);
+        let entry = store.create(&half).expect("create");
+        entry.mark_owned(gone).expect("mark");
+        assert_eq!(
+            fs::read_to_string(entry.dir().join(OWNED_MARK)).expect("mark"),
+            format!("{} {}", gone.pid, gone.start_time)
+        );
+        assert_eq!(
+            store.abandoned().expect("abandoned"),
+            [gone_id.clone(), half.clone()]
+        );
+        entry.mark_owned(me).expect("mark");
+        assert_eq!(
+            store.abandoned().expect("abandoned"),
+            std::slice::from_ref(&gone_id)
+        );
+        // An empty mark (an older peapod's) or a partial one: the record says, and without
+        // one the entry is listed.
+        for mark in ["", "12"] {
+            fs::write(entry.dir().join(OWNED_MARK), mark).expect("mark");
+            assert_eq!(
+                store.abandoned().expect("abandoned"),
+                [gone_id.clone(), half.clone()]
+            );
+        }
+        fs::write(root.path().join("gone").join(OWNED_MARK), "").expect("mark");
+        assert_eq!(
+            store.abandoned().expect("abandoned"),
+            [gone_id.clone(), half.clone()]
+        );
+        drop(entry);
         store.load(&half).expect("load").remove().expect("remove");
         // Only marked records are read.
         fs::remove_file(root.path().join("gone").join(OWNED_MARK)).expect("unmark");
