@@ -455,7 +455,12 @@ pub(crate) fn run_logged_hooks(record: &Record, phase: &str, status: &str, pid: 
     let Some(hooks) = &record.hooks else {
         return;
     };
-    let hooks = match serde_json::from_value::<oci_spec::runtime::Hooks>(hooks.clone()) {
+    // Through the JSON text rather than `from_value`: the spec's `hooks` deserialiser for
+    // JSON text is in every build already (`create` reads the spec); one for a `Value` would
+    // be a second copy (5 kB of `peapod-oci`).
+    let hooks = serde_json::to_vec(hooks)
+        .and_then(|text| serde_json::from_slice::<oci_spec::runtime::Hooks>(&text));
+    let hooks = match hooks {
         Ok(hooks) => hooks,
         Err(e) => {
             tracing::warn!("{phase} hooks not run: the recorded hooks are unreadable: {e}");
