@@ -202,7 +202,7 @@ fn create_in_entry(
     record.hooks = spec
         .hooks()
         .as_ref()
-        .and_then(|h| serde_json::to_value(h).ok());
+        .and_then(|h| peapod_state::RawJson::of(h).ok());
     record.spec_process = spec
         .process()
         .as_ref()
@@ -455,12 +455,10 @@ pub(crate) fn run_logged_hooks(record: &Record, phase: &str, status: &str, pid: 
     let Some(hooks) = &record.hooks else {
         return;
     };
-    // Through the JSON text rather than `from_value`: the spec's `hooks` deserialiser for
-    // JSON text is in every build already (`create` reads the spec); one for a `Value` would
-    // be a second copy (5 kB of `peapod-oci`).
-    let hooks = serde_json::to_vec(hooks)
-        .and_then(|text| serde_json::from_slice::<oci_spec::runtime::Hooks>(&text));
-    let hooks = match hooks {
+    // From the JSON text: the spec's `hooks` deserialiser for text is in every build already
+    // (`create` reads the spec); one for a `Value` would be a second copy (5 kB of
+    // `peapod-oci`).
+    let hooks = match hooks.parse::<oci_spec::runtime::Hooks>() {
         Ok(hooks) => hooks,
         Err(e) => {
             tracing::warn!("{phase} hooks not run: the recorded hooks are unreadable: {e}");

@@ -73,9 +73,9 @@ pub struct Record {
     pub cgroup_unit: Option<String>,
     /// The spec's `hooks` object, for those run after `create` (`poststart`, `poststop`):
     /// kept here, as runc keeps its config, so that a changed or removed bundle cannot
-    /// change what runs.
+    /// change what runs. Kept as its text, as the parts of the spec below.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hooks: Option<serde_json::Value>,
+    pub hooks: Option<RawJson>,
     /// The spec's `process` and `linux.seccomp`, which `exec` starts from: kept for the same
     /// reason, and because a `run --rootfs` container has no bundle file at all.
     ///
