@@ -2828,4 +2828,28 @@ fn peapod_oci_hands_what_it_does_not_run_to_peapod_beside_it() {
                 .contains("peapod-oci hands every command but create"),
         "{list:?}"
     );
+
+    // With `peapod` beside it but no `peapod-init` anywhere, it runs from a sealed copy of
+    // itself (a memfd), and still finds `peapod` where it was started from: here to name the
+    // field of a config.json that does not parse.
+    let dir = rootfs.scratch().join("no-init");
+    std::fs::create_dir_all(dir.join("bundle")).expect("mkdir");
+    std::fs::copy(support::peapod_oci_bin(), dir.join("peapod-oci")).expect("copy");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_peapod"), dir.join("peapod")).expect("link");
+    std::fs::write(dir.join("bundle/config.json"), r#"{"ociVersion": 1}"#).expect("config");
+    let mut create = Command::new(dir.join("peapod-oci"));
+    create
+        .arg("--root")
+        .arg(rootfs.state_root())
+        .args(["create", "--bundle"])
+        .arg(dir.join("bundle"))
+        .arg("no-init")
+        .env_remove("PEAPOD_INIT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = finish(support::spawn_copied(create));
+    assert_failed(&out, 125, &["ociVersion"]);
+    assert!(!out.stderr.contains("cannot run"), "{out:?}");
+    rootfs.assert_nothing_left();
 }

@@ -171,11 +171,23 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
     serde_json::to_string_pretty(value).map_err(|e| Error::runtime(anyhow::anyhow!(e)))
 }
 
-/// `peapod`, installed beside this binary.
+/// `peapod`, installed beside this binary. Where this binary runs from a sealed copy of
+/// itself (no `peapod-init` found for the entrypoint guard), its own path is a memfd's
+/// (`/memfd:peapod (deleted)`), and the path it was started by (`argv[0]`, which containerd
+/// and podman give whole) says where it is installed.
 fn peapod_beside() -> std::path::PathBuf {
-    std::env::current_exe()
+    let installed = std::env::current_exe()
+        .ok()
+        .filter(|exe| !exe.as_os_str().as_encoded_bytes().starts_with(b"/memfd:"))
+        .or_else(|| {
+            std::env::args_os()
+                .next()
+                .map(std::path::PathBuf::from)
+                .filter(|arg0| arg0.is_absolute())
+        });
+    installed
         .map(|exe| exe.with_file_name("peapod"))
-        .unwrap_or_else(|_| "peapod".into())
+        .unwrap_or_else(|| "peapod".into())
 }
 
 /// Execs `peapod` beside this binary with the same arguments; returns only to exit 125 with
