@@ -436,7 +436,10 @@ pub(super) fn reap() {
 /// State entries, mounts and processes that mention the state root.
 fn leftovers(state: &PathBuf) -> Vec<String> {
     let mut left = Vec::new();
-    let entries = std::fs::read_dir(state).map(|d| d.count()).unwrap_or(0);
+    // The compiled seccomp filters (`.seccomp`) are a cache the state root keeps on purpose.
+    let entries = std::fs::read_dir(state)
+        .map(|d| d.flatten().filter(|e| e.file_name() != ".seccomp").count())
+        .unwrap_or(0);
     if entries > 0 {
         left.push(format!("{entries} state entries"));
     }
