@@ -8,9 +8,11 @@
 //! Why a second binary: `peapod` links the image store, the registry front, pods, CNI,
 //! netlink, YAML manifests, clap's parser and the completion and man-page generators; the
 //! clients exec the runtime several times per container, so its size and peak RSS are paid
-//! on every call. Nothing here names those, so the linker leaves them out. Three more weights
+//! on every call. Nothing here names those, so the linker leaves them out. More weights
 //! stay out: serde_path_to_error's second copy of the spec's deserialiser (a `config.json`
-//! that does not parse goes to `peapod`, which names the bad field), and, when built
+//! that does not parse goes to `peapod`, which names the bad field), the deserialisers of
+//! other platforms' sections (`solaris`, `windows`, `vm`, `zos`: a `config.json` with one
+//! goes to `peapod`), the unwind tables (`peapod-oci.ld`), and, when built
 //! without default features as `cargo xtask dist` builds it, zbus (feature `systemd`:
 //! `create` and `delete` of the systemd driver's containers go to `peapod`) and the image
 //! store (feature `image-store`: `delete` of a container of an image goes to `peapod`).
@@ -19,7 +21,7 @@
 //! shared libraries (libc.so, ld.so, libgcc_s, libseccomp) were 1.8 MB of its 2.8 MB peak
 //! RSS. That build has no libseccomp (feature `seccomp-compile` off; Debian's is for glibc):
 //! a seccomp profile's filter comes from the compiled-filter cache in the state root, and a
-//! `create` or `run -d` of a profile not there goes to `peapod`, which compiles and caches it
+//! `create` or `run` of a profile not there goes to `peapod`, which compiles and caches it
 //! (once per profile; containerd and podman pass the same profile for every container).
 
 #[path = "../../globals.rs"]
