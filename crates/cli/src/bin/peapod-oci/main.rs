@@ -139,8 +139,7 @@ fn run(
             hand_over(argv)
         }
         Lifecycle::Delete { force, .. } => rt.delete(&id, force)?,
-        Lifecycle::Run { args, detach: true } => return run::detached(rt, args, argv),
-        Lifecycle::Run { args, .. } => return run::foreground(rt, global, args, argv),
+        Lifecycle::Run { args, detach } => return run::run(rt, global, args, detach, argv),
         // A foreground `run --net` of `peapod`'s ends in `peapod finish`, which removes the
         // network; one of a bundle has none.
         Lifecycle::Finish { .. } if peapod_pod::has_container_network(&rt.root, &id) => {

@@ -14,27 +14,13 @@ use peapod_runtime::{CreateOptions, Error, Runtime};
 use crate::command::CreateArgs;
 use crate::globals::GlobalArgs;
 
-/// Runs the bundle's container `args.id` detached (see the module doc).
-pub(crate) fn detached(rt: Runtime, args: CreateArgs, argv: &[OsString]) -> Result<i32, Error> {
-    let (rt, bundle, spec) = crate::ready_to_create(rt, &args.bundle, argv)?;
-    let options = CreateOptions {
-        pid_file: args.pid_file,
-        console_socket: args.console_socket,
-        no_new_keyring: args.no_new_keyring,
-        ..CreateOptions::default()
-    };
-    match rt.run_detached(&args.id, &spec, &bundle, options) {
-        // A seccomp profile this build (musl, no libseccomp) finds no filter of.
-        Err(e) if e.needs_seccomp_compiler() => crate::hand_over(argv),
-        result => result.map(|()| 0),
-    }
-}
-
-/// Runs the bundle's container `args.id` in the foreground; its exit status.
-pub(crate) fn foreground(
+/// Runs the bundle's container `args.id`, detached or in the foreground (see the module
+/// doc); the status to exit with: the container's own in the foreground, else 0.
+pub(crate) fn run(
     rt: Runtime,
     global: &GlobalArgs,
     args: CreateArgs,
+    detach: bool,
     argv: &[OsString],
 ) -> Result<i32, Error> {
     let (rt, bundle, spec) = crate::ready_to_create(rt, &args.bundle, argv)?;
@@ -44,11 +30,19 @@ pub(crate) fn foreground(
         no_new_keyring: args.no_new_keyring,
         ..CreateOptions::default()
     };
-    let then_finish = crate::context::finish_command(&rt, global, &args.id);
-    match rt.run_foreground(&args.id, &spec, &bundle, options, then_finish.as_deref()) {
+    let ran = match detach {
+        true => rt
+            .run_detached(&args.id, &spec, &bundle, options)
+            .map(|()| 0),
+        false => {
+            let then_finish = crate::context::finish_command(&rt, global, &args.id);
+            rt.run_foreground(&args.id, &spec, &bundle, options, then_finish.as_deref())
+        }
+    };
+    match ran {
         // A seccomp profile this build (musl, no libseccomp) finds no filter of: nothing was
         // made yet.
         Err(e) if e.needs_seccomp_compiler() => crate::hand_over(argv),
-        result => result,
+        ran => ran,
     }
 }
