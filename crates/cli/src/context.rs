@@ -2,6 +2,7 @@
 //! of a foreground run, a `run -d` monitor); the flags themselves are in `globals.rs`.
 
 use std::ffi::{CString, OsString};
+use std::path::PathBuf;
 
 use peapod_runtime::Runtime;
 
@@ -41,9 +42,25 @@ fn to_cstrings(args: Vec<OsString>) -> Option<Vec<CString>> {
         .collect()
 }
 
+/// Where this program is installed. Where it runs from a sealed copy of itself (no
+/// `peapod-init` found for the entrypoint guard), its own path is a memfd's
+/// (`/memfd:peapod (deleted)`), and the path it was started by (`argv[0]`, which containerd
+/// and podman give whole) says where it is installed, when that is a whole path.
+pub(crate) fn installed_exe() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .filter(|exe| !exe.as_os_str().as_encoded_bytes().starts_with(b"/memfd:"))
+        .or_else(|| {
+            std::env::args_os()
+                .next()
+                .map(PathBuf::from)
+                .filter(|arg0| arg0.is_absolute())
+        })
+}
+
 /// This program and the global flags that give another run of it the same runtime.
 fn this_program(rt: &Runtime, global: &GlobalArgs) -> Option<Vec<OsString>> {
-    let exe = std::env::current_exe().ok()?;
+    let exe = installed_exe()?;
     let mut args: Vec<OsString> = vec![exe.into(), "--root".into(), rt.root.clone().into()];
     args.push(format!("--rootless={}", rt.rootless).into());
     if let Some(log) = &global.log {

@@ -172,21 +172,9 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, Error> {
     serde_json::to_string_pretty(value).map_err(|e| Error::runtime(anyhow::anyhow!(e)))
 }
 
-/// `peapod`, installed beside this binary. Where this binary runs from a sealed copy of
-/// itself (no `peapod-init` found for the entrypoint guard), its own path is a memfd's
-/// (`/memfd:peapod (deleted)`), and the path it was started by (`argv[0]`, which containerd
-/// and podman give whole) says where it is installed.
+/// `peapod`, installed beside this binary.
 fn peapod_beside() -> std::path::PathBuf {
-    let installed = std::env::current_exe()
-        .ok()
-        .filter(|exe| !exe.as_os_str().as_encoded_bytes().starts_with(b"/memfd:"))
-        .or_else(|| {
-            std::env::args_os()
-                .next()
-                .map(std::path::PathBuf::from)
-                .filter(|arg0| arg0.is_absolute())
-        });
-    installed
+    context::installed_exe()
         .map(|exe| exe.with_file_name("peapod"))
         .unwrap_or_else(|| "peapod".into())
 }
