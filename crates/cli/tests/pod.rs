@@ -451,12 +451,17 @@ fn pod_stop_sends_sigterm_then_sigkill_after_the_timeout() {
     let Some(mut pods) = Pods::new() else { return };
     pods.create("halt", &["--share", "net,ipc,uts,pid"]);
     // One ends on SIGTERM; the other ignores it and needs the SIGKILL.
-    for (name, script) in [
+    for (name, script, mask) in [
         (
             "polite",
             "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            "SigCgt:",
         ),
-        ("stubborn", "trap '' TERM; while true; do sleep 0.1; done"),
+        (
+            "stubborn",
+            "trap '' TERM; while true; do sleep 0.1; done",
+            "SigIgn:",
+        ),
     ] {
         let out = pods.peapod(&[
             "run",
@@ -473,6 +478,19 @@ fn pod_stop_sends_sigterm_then_sigkill_after_the_timeout() {
             script,
         ]);
         assert_eq!(out.code, 0, "{out:?}");
+        // `run -d` returns once the shell runs, maybe before its `trap`: a SIGTERM then would
+        // end the stubborn one too. Waited for until the kernel has the shell's disposition.
+        let state = pods.peapod(&["state", name]);
+        let state: serde_json::Value = serde_json::from_str(&state.stdout).expect("state");
+        let pid = state["pid"].as_i64().expect("pid");
+        wait_until(&format!("{name}'s trap of SIGTERM"), || {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(mask))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0)
+        });
     }
     let started = std::time::Instant::now();
     let stop = pods.peapod(&["pod", "stop", "--timeout", "1", "halt"]);
